@@ -1,0 +1,79 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "containarium",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "containarium", targets: ["containarium"]),
+        // Plugins are shared libraries loaded by the host with dlopen; never linked into it.
+        .library(name: "IncusLXC", type: .dynamic, targets: ["IncusLXC"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // The C header of the plugin ABI (plus compile-time layout checks).
+        .target(name: "PluginABI", path: "Sources/PluginABI"),
+
+        // Leaf: errors, validation of user input, wire models. Foundation only.
+        .target(name: "ContainariumCore", swiftSettings: strict),
+
+        // Helpers for plugins written in Swift: C entry glue, JSON, completion, cancellation.
+        .target(name: "PluginKit", dependencies: ["PluginABI", "ContainariumCore"], swiftSettings: strict),
+
+        // Manifest discovery, dlopen, version negotiation, extension lookup, async bridging.
+        .target(
+            name: "PluginHost",
+            dependencies: ["PluginABI", "ContainariumCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
+        // The service layer every adapter (CLI today; REST, gRPC, web later) calls.
+        .target(
+            name: "ContainariumService",
+            dependencies: ["PluginHost", "ContainariumCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
+        // The `containarium` executable: CLI adapter over the service layer.
+        .executableTarget(
+            name: "containarium",
+            dependencies: [
+                "ContainariumService", "PluginHost", "ContainariumCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Host",
+            swiftSettings: strict
+        ),
+
+        // Backend plugin: Incus system containers over the Incus REST API (unix socket).
+        .target(
+            name: "IncusLXC",
+            dependencies: ["PluginKit", "PluginABI", "ContainariumCore"],
+            path: "Plugins/IncusLXC",
+            exclude: ["plugin.json", "README.md"],
+            swiftSettings: strict
+        ),
+
+        .testTarget(
+            name: "ContainariumTests",
+            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "PluginABI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService"],
+            swiftSettings: strict
+        ),
+    ]
+)

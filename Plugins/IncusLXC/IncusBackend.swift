@@ -1,0 +1,423 @@
+import ContainariumCore
+import Foundation
+import PluginKit
+
+/// The "instances/1" extension implemented on Incus system containers.
+/// Every method runs on the plugin's queue (see Plugin.swift) and may block on the socket.
+final class IncusBackend: Sendable {
+    struct Config: Decodable, Sendable {
+        var socket: String?
+        var project: String?
+        var pool: String?
+        var profiles: [String]?
+        var node: String?
+        var networkTimeoutSeconds: Double?
+    }
+
+    let api: IncusAPI
+    let socketPath: String
+    let pool: String
+    let profiles: [String]
+    let node: String
+    let networkTimeout: Double
+    let host: HostServices
+
+    static let managedKey = "user.containarium.managed"
+    static let ownerKey = "user.containarium.owner"
+    static let imageKey = "user.containarium.image"
+    static let labelPrefix = "user.containarium.label."
+
+    init(config: Config, host: HostServices) {
+        socketPath = config.socket ?? ProcessInfo.processInfo.environment["INCUS_SOCKET"] ?? "/var/lib/incus/unix.socket"
+        api = IncusAPI(socketPath: socketPath, project: config.project ?? "default")
+        pool = config.pool ?? "default"
+        profiles = config.profiles ?? ["default"]
+        node = config.node ?? ProcessInfo.processInfo.hostName
+        networkTimeout = config.networkTimeoutSeconds ?? 60
+        self.host = host
+    }
+
+    private func path(_ name: String) -> String { "/1.0/instances/\(IncusAPI.escape(name))" }
+
+    // MARK: - health and capacity
+
+    func health() -> HealthReport {
+        do {
+            let server = try api.sync("GET", "/1.0", timeout: 5)
+            let version = server["environment"]?["server_version"]?.stringValue ?? "unknown"
+            let pools = try api.sync("GET", "/1.0/storage-pools", timeout: 5).arrayValue.compactMap(\.stringValue)
+            guard pools.contains(where: { $0.hasSuffix("/\(pool)") }) else {
+                return HealthReport(status: "degraded", detail: "Incus \(version) at \(socketPath), but storage pool '\(pool)' is missing")
+            }
+            return HealthReport(status: "ok", detail: "Incus \(version) at \(socketPath), pool \(pool)")
+        } catch {
+            return HealthReport(status: "down", detail: error.description)
+        }
+    }
+
+    func capacity() throws(ContainariumError) -> NodeCapacity {
+        let resources = try api.sync("GET", "/1.0/resources")
+        let server = try api.sync("GET", "/1.0")
+        let poolInfo = try api.sync("GET", "/1.0/storage-pools/\(IncusAPI.escape(pool))")
+        let poolRes = try api.sync("GET", "/1.0/storage-pools/\(IncusAPI.escape(pool))/resources")
+        let instances = try api.sync("GET", "/1.0/instances", query: ["recursion": "1"]).arrayValue
+        let total = poolRes["space"]?["total"]?.uint64Value ?? 0
+        let used = poolRes["space"]?["used"]?.uint64Value ?? 0
+        return NodeCapacity(
+            node: node,
+            cpus: resources["cpu"]?["total"]?.intValue ?? 0,
+            memoryTotalBytes: resources["memory"]?["total"]?.uint64Value ?? 0,
+            memoryUsedBytes: resources["memory"]?["used"]?.uint64Value ?? 0,
+            diskTotalBytes: total,
+            diskUsedBytes: used,
+            pool: StoragePoolCapacity(name: pool, driver: poolInfo["driver"]?.stringValue ?? "unknown", totalBytes: total, usedBytes: used),
+            instances: instances.count,
+            runningInstances: instances.filter { $0["status"]?.stringValue == "Running" }.count,
+            backendVersion: server["environment"]?["server_version"]?.stringValue)
+    }
+
+    // MARK: - read
+
+    func info(_ name: String) throws(ContainariumError) -> InstanceInfo {
+        let instance: JSONValue
+        do {
+            instance = try api.sync("GET", path(name))
+        } catch where error.code == .notFound {
+            throw .notFound("container \(name) does not exist")
+        }
+        let state = try? api.sync("GET", path(name) + "/state")
+        return makeInfo(instance, state: state)
+    }
+
+    func list() throws(ContainariumError) -> InstanceList {
+        let all = try api.sync("GET", "/1.0/instances", query: ["recursion": "2"]).arrayValue
+        let managed = all.filter { $0["config"]?[Self.managedKey]?.stringValue == "true" }
+        return InstanceList(instances: managed.map { makeInfo($0, state: $0["state"]) }.sorted { $0.name < $1.name })
+    }
+
+    private func makeInfo(_ i: JSONValue, state: JSONValue?) -> InstanceInfo {
+        let config = i["config"]?.objectValue ?? [:]
+        let expanded = i["expanded_config"]?.objectValue ?? config
+        let rootDevice = i["expanded_devices"]?["root"] ?? i["devices"]?["root"]
+        var labels: [String: String] = [:]
+        for (k, v) in config where k.hasPrefix(Self.labelPrefix) {
+            labels[String(k.dropFirst(Self.labelPrefix.count))] = v.stringValue
+        }
+        if let owner = config[Self.ownerKey]?.stringValue { labels["owner"] = owner }
+        var ipv4: [String] = []
+        if case .object(let nets)? = state?["network"] {
+            for (ifname, net) in nets.sorted(by: { $0.key < $1.key }) where ifname != "lo" {
+                for a in net["addresses"]?.arrayValue ?? []
+                where a["family"]?.stringValue == "inet" && a["scope"]?.stringValue == "global" {
+                    if let addr = a["address"]?.stringValue { ipv4.append(addr) }
+                }
+            }
+        }
+        let status = InstanceState(backendStatus: state?["status"]?.stringValue ?? i["status"]?.stringValue ?? "")
+        let iso = ISO8601DateFormatter()
+        iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        func date(_ v: JSONValue?) -> Date? {
+            guard let s = v?.stringValue else { return nil }
+            let d = iso.date(from: s) ?? ISO8601DateFormatter().date(from: s)
+            guard let d, d.timeIntervalSince1970 > 86_400 else { return nil }  // Incus uses year 1 for "never"
+            return d
+        }
+        return InstanceInfo(
+            name: i["name"]?.stringValue ?? "",
+            type: i["type"]?.stringValue ?? "container",
+            state: status,
+            image: config[Self.imageKey]?.stringValue ?? config["image.description"]?.stringValue,
+            ipv4: ipv4,
+            cpuLimit: expanded["limits.cpu"]?.stringValue,
+            memoryLimitBytes: expanded["limits.memory"]?.stringValue.flatMap { try? ByteSize(parsing: $0).bytes },
+            diskLimitBytes: rootDevice?["size"]?.stringValue.flatMap { try? ByteSize(parsing: $0).bytes },
+            cpuUsageNanoseconds: state?["cpu"]?["usage"]?.uint64Value,
+            memoryUsageBytes: state?["memory"]?["usage"]?.uint64Value,
+            diskUsageBytes: state?["disk"]?["root"]?["usage"]?.uint64Value,
+            processes: state?["processes"]?.intValue,
+            startedAt: status == .running ? date(i["last_used_at"]) : nil,
+            createdAt: date(i["created_at"]),
+            autostart: expanded["boot.autostart"]?.stringValue == "true",
+            nesting: expanded["security.nesting"]?.stringValue == "true",
+            labels: labels,
+            backend: "incus-lxc",
+            node: node)
+    }
+
+    // MARK: - lifecycle
+
+    func create(_ r: InstanceCreateRequest, _ ctx: OperationContext) throws(ContainariumError) -> InstanceInfo {
+        let steps = r.account == nil ? 3 : 5
+        // Nothing is created until every check has passed.
+        guard !r.name.isEmpty, r.name.utf8.count <= 63 else { throw .invalid("instance name '\(r.name)' is not valid") }
+        if (try? api.sync("GET", path(r.name))) != nil {
+            throw ContainariumError(.alreadyExists, "container \(r.name) already exists")
+        }
+        do {
+            try api.sync("GET", "/1.0/images/aliases/\(IncusAPI.escape(r.image))")
+        } catch where error.code == .notFound {
+            throw .notFound("image alias '\(r.image)' does not exist on this node (see `incus image list`)")
+        }
+        if let cpu = r.cpu { try checkCPU(cpu) }
+        try ctx.checkCancelled()
+
+        var config: [String: JSONValue] = [
+            Self.managedKey: .string("true"),
+            Self.imageKey: .string(r.image),
+            "security.privileged": .string("false"),
+            "boot.autostart": .string(r.autostart ? "true" : "false"),
+        ]
+        if let owner = r.account?.name { config[Self.ownerKey] = .string(owner) }
+        if r.nesting {
+            config["security.nesting"] = .string("true")
+            config["security.syscalls.intercept.mknod"] = .string("true")
+            config["security.syscalls.intercept.setxattr"] = .string("true")
+        }
+        if let cpu = r.cpu { config["limits.cpu"] = .string(try CPULimit(parsing: cpu).incusValue) }
+        if let mem = r.memoryBytes { config["limits.memory"] = .string(ByteSize(bytes: mem).incusValue) }
+        for (k, v) in r.labels {
+            guard k.utf8.allSatisfy({ $0 == 0x2D || $0 == 0x2E || $0 == 0x5F || ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) }),
+                !k.isEmpty, k.count <= 63
+            else { throw .invalid("label key '\(k)' may use only a-z, 0-9, '.', '-' and '_'") }
+            config[Self.labelPrefix + k] = .string(v)
+        }
+        var root: [String: JSONValue] = ["type": .string("disk"), "path": .string("/"), "pool": .string(pool)]
+        if let disk = r.diskBytes { root["size"] = .string(ByteSize(bytes: disk).incusValue) }
+        let body: JSONValue = .object([
+            "name": .string(r.name),
+            "type": .string("container"),
+            "source": .object(["type": .string("image"), "alias": .string(r.image)]),
+            "profiles": .array(profiles.map { .string($0) }),
+            "config": .object(config),
+            "devices": .object(["root": .object(root)]),
+        ])
+
+        ctx.progress(instance: r.name, step: 1, of: steps, "Creating container \(r.name)")
+        do {
+            try api.operation("POST", "/1.0/instances", body: body, timeout: 300, context: ctx)
+        } catch {
+            rollback(r.name)  // Incus may have left a partial instance behind
+            throw error
+        }
+        do {
+            ctx.progress(instance: r.name, step: 2, of: steps, "Starting container")
+            try ctx.checkCancelled()
+            try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("start"), "timeout": .number(60)]), context: ctx)
+            if let account = r.account {
+                ctx.progress(instance: r.name, step: 3, of: steps, "Creating user \(account.name) with sudo")
+                let ids = try createAccount(r.name, account, ctx)
+                ctx.progress(instance: r.name, step: 4, of: steps, "Installing \(account.sshKeys.count) SSH key(s)")
+                try installKeys(r.name, account: account, uid: ids.uid, gid: ids.gid, home: ids.home)
+            }
+            ctx.progress(instance: r.name, step: steps, of: steps, "Waiting for network")
+            try waitForIPv4(r.name, timeout: r.networkTimeoutSeconds ?? networkTimeout, ctx)
+            return try info(r.name)
+        } catch {
+            host.log(.warning, "create of \(r.name) failed, removing the half-made container: \(error.description)")
+            rollback(r.name)
+            throw error
+        }
+    }
+
+    /// Remove a container this create made. Retries: Incus can refuse a delete for a moment
+    /// while a just-failed operation still holds the instance.
+    private func rollback(_ name: String) {
+        let deadline = Date().addingTimeInterval(60)
+        var lastError = ""
+        while Date() < deadline {
+            guard let current = try? api.sync("GET", path(name)) else { return }  // gone
+            if current["status"]?.stringValue != "Stopped" {
+                do {
+                    try api.operation("PUT", path(name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true)]), timeout: 60)
+                } catch { lastError = error.description }
+            }
+            do {
+                try api.operation("DELETE", path(name), timeout: 120)
+                return
+            } catch where error.code == .notFound {
+                return
+            } catch {
+                lastError = error.description
+            }
+            usleep(250_000)
+        }
+        host.log(.error, "could not remove the half-made container \(name): \(lastError)")
+    }
+
+    private func checkCPU(_ cpu: String) throws(ContainariumError) {
+        let limit = try CPULimit(parsing: cpu)
+        let total = (try? api.sync("GET", "/1.0/resources"))?["cpu"]?["total"]?.intValue ?? 0
+        guard total > 0 else { return }
+        switch limit {
+        case .count(let n) where n > total:
+            throw .invalid("CPU count \(n) exceeds the \(total) CPUs of this node")
+        case .pinned(let cpus):
+            if let bad = cpus.first(where: { $0 >= total }) {
+                throw .invalid("CPU \(bad) does not exist on this node (it has CPUs 0-\(total - 1))")
+            }
+        default: break
+        }
+    }
+
+    func waitForIPv4(_ name: String, timeout: Double, _ ctx: OperationContext) throws(ContainariumError) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let state = try api.sync("GET", path(name) + "/state")
+            let info = makeInfo(.object(["name": .string(name)]), state: state)
+            if !info.ipv4.isEmpty { return }
+            try ctx.checkCancelled()
+            guard Date() < deadline else {
+                throw ContainariumError(.timeout, "container \(name) got no IPv4 address within \(String(format: "%g", timeout))s")
+            }
+            usleep(100_000)
+        }
+    }
+
+    private func createAccount(_ name: String, _ a: AccountSpec, _ ctx: OperationContext) throws(ContainariumError) -> (uid: UInt32, gid: UInt32, home: String) {
+        _ = try Username(a.name)  // the plugin validates too: it never trusts its caller
+        guard a.shell.hasPrefix("/"), !a.shell.contains(".."), a.shell.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw .invalid("shell '\(a.shell)' must be an absolute path")
+        }
+        var argv = ["useradd", "--create-home", "--shell", a.shell, "--user-group"]
+        if a.sudo { argv += ["--groups", "sudo"] }
+        argv.append(a.name)
+        let add = try execWhenReady(ExecRequest(name: name, command: argv, timeoutSeconds: 60), ctx)
+        guard add.exitCode == 0 else {
+            throw .internal("useradd \(a.name) failed with exit status \(add.exitCode)", cause: add.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        if a.sudo {
+            try api.push(
+                instance: name, path: "/etc/sudoers.d/90-containarium-\(a.name)",
+                content: Data("\(a.name) ALL=(ALL:ALL) NOPASSWD: ALL\n".utf8), uid: 0, gid: 0, mode: "0440")
+        }
+        let ent = try exec(ExecRequest(name: name, command: ["getent", "passwd", a.name], timeoutSeconds: 30), ctx)
+        let fields = ent.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":", omittingEmptySubsequences: false)
+        guard ent.exitCode == 0, fields.count >= 7, let uid = UInt32(fields[2]), let gid = UInt32(fields[3]) else {
+            throw .internal("could not read back the account \(a.name)", cause: ent.stderr)
+        }
+        return (uid, gid, String(fields[5]))
+    }
+
+    private func installKeys(_ name: String, account: AccountSpec, uid: UInt32, gid: UInt32, home: String) throws(ContainariumError) {
+        var lines: [String] = []
+        for raw in account.sshKeys { lines.append(try SSHPublicKey(parsing: raw).authorizedKeysLine) }
+        try api.push(instance: name, path: home + "/.ssh", content: nil, uid: uid, gid: gid, mode: "0700", directory: true)
+        try api.push(
+            instance: name, path: home + "/.ssh/authorized_keys", content: Data((lines.joined(separator: "\n") + "\n").utf8),
+            uid: uid, gid: gid, mode: "0600")
+    }
+
+    func remove(_ r: InstanceRef, _ ctx: OperationContext) throws(ContainariumError) {
+        let current = try info(r.name)
+        if current.state == .running || current.state == .frozen {
+            guard r.force == true else {
+                throw ContainariumError(.failedPrecondition, "container \(r.name) is running; stop it first or delete with --force")
+            }
+            try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true), "timeout": .number(30)]), context: ctx)
+        }
+        try api.operation("DELETE", path(r.name), timeout: 300, context: ctx)
+    }
+
+    func changeState(_ r: InstanceRef, action: String, _ ctx: OperationContext) throws(ContainariumError) -> InstanceInfo {
+        let current = try info(r.name)
+        switch (action, current.state) {
+        case ("start", .running), ("stop", .stopped): return current
+        default: break
+        }
+        var body: [String: JSONValue] = ["action": .string(action), "timeout": .number(30)]
+        if action != "start" { body["force"] = .bool(r.force ?? false) }
+        do {
+            try api.operation("PUT", path(r.name) + "/state", body: .object(body), timeout: 90, context: ctx)
+        } catch where action == "stop" && r.force != true && (error.code == .internal || error.code == .timeout) {
+            // A clean shutdown that hangs: fall back to a forced stop, as `incus stop --force` would.
+            host.log(.warning, "clean stop of \(r.name) failed (\(error.message)); forcing it")
+            try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true)]), context: ctx)
+        }
+        if action != "stop" {
+            // A started environment is usable once it has an address; wait for it, but a
+            // slow DHCP server does not make the start itself fail.
+            try? waitForIPv4(r.name, timeout: networkTimeout, ctx)
+        }
+        return try info(r.name)
+    }
+
+    // MARK: - resize
+
+    func resize(_ r: ResizeRequest, _ ctx: OperationContext) throws(ContainariumError) -> InstanceInfo {
+        guard r.cpu != nil || r.memoryBytes != nil || r.diskBytes != nil else {
+            throw .invalid("nothing to resize: give a CPU, memory or disk value")
+        }
+        if let cpu = r.cpu { try checkCPU(cpu) }
+        if let mem = r.memoryBytes, mem < 64 << 20 { throw .invalid("memory below 64MiB is not allowed") }
+        let current = try info(r.name)
+        var instance = try api.sync("GET", path(r.name))
+        if let disk = r.diskBytes, let used = current.diskUsageBytes, disk < used {
+            throw ContainariumError(
+                .failedPrecondition,
+                "cannot shrink the disk of \(r.name) to \(ByteSize(bytes: disk)): it already uses \(ByteSize(bytes: used))")
+        }
+        guard case .object(var obj) = instance else { throw .internal("Incus returned a malformed instance") }
+        var config = obj["config"]?.objectValue ?? [:]
+        if let cpu = r.cpu { config["limits.cpu"] = .string(try CPULimit(parsing: cpu).incusValue) }
+        if let mem = r.memoryBytes { config["limits.memory"] = .string(ByteSize(bytes: mem).incusValue) }
+        obj["config"] = .object(config)
+        if let disk = r.diskBytes {
+            var devices = obj["devices"]?.objectValue ?? [:]
+            var root = devices["root"]?.objectValue
+                ?? ["type": .string("disk"), "path": .string("/"), "pool": .string(pool)]
+            root["size"] = .string(ByteSize(bytes: disk).incusValue)
+            devices["root"] = .object(root)
+            obj["devices"] = .object(devices)
+        }
+        instance = .object(obj.filter { ["architecture", "config", "devices", "ephemeral", "profiles", "description"].contains($0.key) })
+        try ctx.checkCancelled()
+        try api.operation("PUT", path(r.name), body: instance, timeout: 120, context: ctx)
+        return try info(r.name)
+    }
+
+    // MARK: - exec
+
+    /// Exec right after start can race the container's init ("Failed to retrieve PID of
+    /// executing child process"); retry such transient failures for a few seconds.
+    func execWhenReady(_ r: ExecRequest, _ ctx: OperationContext, within seconds: Double = 15) throws(ContainariumError) -> ExecResult {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            do {
+                return try exec(r, ctx)
+            } catch {
+                let transient = error.message.contains("Failed to retrieve PID") || error.message.contains("not running")
+                guard transient, Date() < deadline else { throw error }
+                try ctx.checkCancelled()
+                usleep(50_000)
+            }
+        }
+    }
+
+    func exec(_ r: ExecRequest, _ ctx: OperationContext) throws(ContainariumError) -> ExecResult {
+        guard !r.command.isEmpty else { throw .invalid("exec needs a command") }
+        var env: [String: JSONValue] = [:]
+        for (k, v) in r.environment { env[k] = .string(v) }
+        var body: [String: JSONValue] = [
+            "command": .array(r.command.map { .string($0) }),
+            "environment": .object(env),
+            "interactive": .bool(false),
+            "wait-for-websocket": .bool(false),
+            "record-output": .bool(true),
+        ]
+        if let u = r.user { body["user"] = .number(Double(u)) }
+        if let g = r.group { body["group"] = .number(Double(g)) }
+        if let cwd = r.cwd { body["cwd"] = .string(cwd) }
+        let meta = try api.operation("POST", path(r.name) + "/exec", body: .object(body), timeout: r.timeoutSeconds ?? 600, context: ctx)
+        let code = Int32(meta["return"]?.intValue ?? -1)
+        var out = "", err = ""
+        if let logs = meta["output"]?.objectValue {
+            for (fd, ref) in logs {
+                guard let p = ref.stringValue else { continue }
+                let text = String(decoding: (try? api.raw("GET", p)) ?? Data(), as: UTF8.self)
+                if fd == "1" { out = text } else if fd == "2" { err = text }
+                _ = try? api.raw("DELETE", p)
+            }
+        }
+        return ExecResult(exitCode: code, stdout: out, stderr: err)
+    }
+}

@@ -1,0 +1,287 @@
+public import ContainariumCore
+public import Foundation
+public import Logging
+public import PluginHost
+import Synchronization
+
+/// What a caller asks for when creating an environment. Raw strings from the edge; the
+/// service validates every field before anything is created.
+public struct CreateEnvironmentRequest: Sendable {
+    public var username: String
+    public var sshKeys: [String]
+    public var image: String?
+    public var osType: String?
+    public var cpu: String?
+    public var memory: String?
+    public var disk: String?
+    public var autostart: Bool?
+    public var nesting: Bool?
+    public var stack: String?
+    public var labels: [String: String]
+
+    public init(
+        username: String, sshKeys: [String], image: String? = nil, osType: String? = nil, cpu: String? = nil,
+        memory: String? = nil, disk: String? = nil, autostart: Bool? = nil, nesting: Bool? = nil, stack: String? = nil,
+        labels: [String: String] = [:]
+    ) {
+        self.username = username
+        self.sshKeys = sshKeys
+        self.image = image
+        self.osType = osType
+        self.cpu = cpu
+        self.memory = memory
+        self.disk = disk
+        self.autostart = autostart
+        self.nesting = nesting
+        self.stack = stack
+        self.labels = labels
+    }
+}
+
+/// One numbered step of a long operation, for progress displays.
+public struct Progress: Sendable, Equatable {
+    public var step: Int
+    public var total: Int
+    public var message: String
+}
+
+/// The environments service: the one place every adapter (CLI, and later REST, gRPC, web,
+/// MCP) goes through to create, inspect, change and remove environments.
+public struct EnvironmentService: Sendable {
+    public let config: HostConfig
+    public let plugins: PluginManager
+    public let stacks: StackCatalog
+    public let logger: Logger
+
+    public static let minimumMemory = ByteSize(bytes: 128 << 20)
+    public static let minimumDisk = ByteSize(bytes: 1 << 30)
+
+    public init(config: HostConfig, plugins: PluginManager, stacks: StackCatalog, logger: Logger) {
+        self.config = config
+        self.plugins = plugins
+        self.stacks = stacks
+        self.logger = logger
+    }
+
+    /// Build the service from the config file: discover and load the node's plugins.
+    public static func bootstrap(configPath: String?, extraPluginPaths: [String] = [], logger: Logger) throws(ContainariumError) -> EnvironmentService {
+        let config = try HostConfig.load(path: configPath)
+        let loader = PluginLoader(
+            searchPaths: config.pluginSearchPaths(extra: extraPluginPaths), settings: config.pluginSettings,
+            node: config.nodeName, logger: logger, events: EventBus())
+        return EnvironmentService(
+            config: config, plugins: PluginManager(loader: loader), stacks: StackCatalog(paths: config.stackSearchPaths()),
+            logger: logger)
+    }
+
+    private func backend() throws(ContainariumError) -> InstancesClient {
+        try plugins.instances(backend: config.backend)
+    }
+
+    // MARK: - create
+
+    /// Validated form of a create request (pure; no side effects).
+    public struct ValidatedCreate: Sendable {
+        public var user: Username
+        public var keys: [SSHPublicKey]
+        public var request: InstanceCreateRequest
+        public var stack: Stack?
+    }
+
+    public func validate(_ r: CreateEnvironmentRequest) throws(ContainariumError) -> ValidatedCreate {
+        let user = try Username(r.username)
+        guard !r.sshKeys.isEmpty else { throw .invalid("at least one SSH public key is required") }
+        var keys: [SSHPublicKey] = []
+        for text in r.sshKeys { keys += try SSHPublicKey.parseMany(text) }
+        if r.image != nil && r.osType != nil { throw .invalid("give either an image or an OS type, not both") }
+        let image: String
+        if let explicit = r.image {
+            image = explicit
+        } else if let osType = r.osType {
+            image = try config.image(forOSType: osType)
+        } else {
+            image = config.defaultImage ?? HostConfig.builtinImage
+        }
+        guard !image.isEmpty, image.count <= 255, !image.contains(where: { $0.isWhitespace || $0 == "?" || $0 == "#" }) else {
+            throw .invalid("image alias '\(image)' is not valid")
+        }
+        let defaults = config.defaults
+        let cpu = try (r.cpu ?? defaults?.cpu).map { c throws(ContainariumError) in try CPULimit(parsing: c).incusValue }
+        let memory = try (r.memory ?? defaults?.memory).map { m throws(ContainariumError) in try ByteSize(parsing: m) }
+        let disk = try (r.disk ?? defaults?.disk).map { d throws(ContainariumError) in try ByteSize(parsing: d) }
+        if let memory, memory < Self.minimumMemory { throw .invalid("memory \(memory) is below the minimum of \(Self.minimumMemory)") }
+        if let disk, disk < Self.minimumDisk { throw .invalid("disk \(disk) is below the minimum of \(Self.minimumDisk)") }
+        let stack = try r.stack.map { s throws(ContainariumError) in try stacks.stack(s) }
+        for (k, v) in r.labels {
+            guard !k.isEmpty, k.count <= 63, k.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F }) else {
+                throw .invalid("label key '\(k)' may use only a-z, 0-9, '.', '-' and '_' (at most 63 characters)")
+            }
+            guard v.count <= 255, !v.contains(where: { $0.isNewline }) else { throw .invalid("label '\(k)' has a value that is too long or spans lines") }
+        }
+        var labels = r.labels
+        if let stack { labels["stack"] = stack.name }
+        let request = InstanceCreateRequest(
+            name: user.containerName, image: image, cpu: cpu, memoryBytes: memory?.bytes, diskBytes: disk?.bytes,
+            autostart: r.autostart ?? defaults?.autostart ?? false, nesting: r.nesting ?? defaults?.nesting ?? true,
+            labels: labels, account: AccountSpec(name: user.value, sshKeys: keys.map(\.authorizedKeysLine)))
+        return ValidatedCreate(user: user, keys: keys, request: request, stack: stack)
+    }
+
+    /// Create an environment: a container with the user's account, keys and (optionally) a
+    /// stack. Any failure after the container exists removes it again before returning.
+    public func create(
+        _ r: CreateEnvironmentRequest, progress: @escaping @Sendable (Progress) -> Void = { _ in }
+    ) async throws(ContainariumError) -> InstanceInfo {
+        let v = try validate(r)
+        let client = try backend()
+        let extra = v.stack == nil ? 0 : 2
+        let name = v.request.name
+
+        // Relay the plugin's progress events for this instance, renumbered to include ours.
+        let events = plugins.events.subscribe()
+        let backendSteps = Mutex(0)
+        let relay = Task {
+            for await e in events where e.type == "instance.progress" {
+                guard let p = try? WireJSON.decode(ProgressEvent.self, from: e.json), p.instance == name else { continue }
+                backendSteps.withLock { $0 = p.total }
+                progress(Progress(step: p.step, total: p.total + extra, message: p.message))
+                if Task.isCancelled { break }
+            }
+        }
+        defer { relay.cancel() }
+
+        logger.info("creating environment", metadata: ["user": "\(v.user)", "image": "\(v.request.image)", "backend": "\(client.backendID)"])
+        var info = try await client.create(v.request)
+        // Let the relay drain the last plugin events before we print our own steps.
+        try? await Task.sleep(for: .milliseconds(20))
+        relay.cancel()
+
+        if let stack = v.stack {
+            let base = backendSteps.withLock { $0 }  // the backend's create steps
+            do {
+                try await install(stack, in: name, client: client) { step, message in
+                    progress(Progress(step: base + step, total: base + extra, message: message))
+                }
+                info = try await client.info(InstanceRef(name: name))
+            } catch {
+                logger.warning("stack install failed; removing the environment", metadata: ["user": "\(v.user)", "error": "\(error.message)"])
+                try? await client.remove(InstanceRef(name: name, force: true))
+                throw error
+            }
+        }
+        return info
+    }
+
+    /// Install a stack into a running environment, then run its check.
+    public func installStack(username: String, stack name: String, progress: @escaping @Sendable (Progress) -> Void = { _ in })
+        async throws(ContainariumError) -> ExecResult
+    {
+        let user = try Username(username)
+        let stack = try stacks.stack(name)
+        let client = try backend()
+        return try await install(stack, in: user.containerName, client: client) { step, message in
+            progress(Progress(step: step, total: 2, message: message))
+        }
+    }
+
+    @discardableResult
+    private func install(_ stack: Stack, in name: String, client: InstancesClient, step: (Int, String) -> Void) async throws(ContainariumError) -> ExecResult {
+        step(1, "Installing stack \(stack.name): \(stack.packages.joined(separator: " "))")
+        let env = ["DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        let update = try await client.exec(ExecRequest(name: name, command: ["apt-get", "-q", "update"], environment: env, timeoutSeconds: 600))
+        guard update.exitCode == 0 else {
+            throw ContainariumError(.unavailable, "apt-get update failed in \(name) (exit \(update.exitCode))", cause: lastLines(update.stderr))
+        }
+        let installArgv = ["apt-get", "-q", "-y", "--no-install-recommends", "install"] + stack.packages
+        let install = try await client.exec(ExecRequest(name: name, command: installArgv, environment: env, timeoutSeconds: 1800))
+        guard install.exitCode == 0 else {
+            throw ContainariumError(.internal, "installing stack \(stack.name) failed (exit \(install.exitCode))", cause: lastLines(install.stderr))
+        }
+        step(2, "Checking stack \(stack.name): \(stack.check.joined(separator: " "))")
+        let check = try await client.exec(ExecRequest(name: name, command: stack.check, environment: env, timeoutSeconds: 120))
+        guard check.exitCode == 0 else {
+            throw ContainariumError(.internal, "stack \(stack.name) installed but its check failed (exit \(check.exitCode))", cause: lastLines(check.stderr + check.stdout))
+        }
+        return check
+    }
+
+    private func lastLines(_ s: String, _ n: Int = 5) -> String {
+        s.split(separator: "\n").suffix(n).joined(separator: " | ")
+    }
+
+    // MARK: - everything else
+
+    public func list() async throws(ContainariumError) -> [InstanceInfo] {
+        try await backend().list()
+    }
+
+    public func info(username: String) async throws(ContainariumError) -> InstanceInfo {
+        let user = try Username(username)
+        return try await backend().info(InstanceRef(name: user.containerName))
+    }
+
+    public func delete(username: String, force: Bool) async throws(ContainariumError) {
+        let user = try Username(username)
+        try await backend().remove(InstanceRef(name: user.containerName, force: force))
+        logger.info("environment deleted", metadata: ["user": "\(user)"])
+    }
+
+    public func start(username: String) async throws(ContainariumError) -> InstanceInfo {
+        let user = try Username(username)
+        return try await backend().start(InstanceRef(name: user.containerName))
+    }
+
+    public func stop(username: String, force: Bool = false) async throws(ContainariumError) -> InstanceInfo {
+        let user = try Username(username)
+        return try await backend().stop(InstanceRef(name: user.containerName, force: force))
+    }
+
+    public func restart(username: String) async throws(ContainariumError) -> InstanceInfo {
+        let user = try Username(username)
+        return try await backend().restart(InstanceRef(name: user.containerName))
+    }
+
+    public func resize(username: String, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> InstanceInfo {
+        let user = try Username(username)
+        guard cpu != nil || memory != nil || disk != nil else { throw .invalid("nothing to resize: give --cpu, --memory or --disk") }
+        let cpuValue = try cpu.map { c throws(ContainariumError) in try CPULimit(parsing: c).incusValue }
+        let mem = try memory.map { m throws(ContainariumError) in try ByteSize(parsing: m) }
+        let dsk = try disk.map { d throws(ContainariumError) in try ByteSize(parsing: d) }
+        if let mem, mem < Self.minimumMemory { throw .invalid("memory \(mem) is below the minimum of \(Self.minimumMemory)") }
+        if let dsk, dsk < Self.minimumDisk { throw .invalid("disk \(dsk) is below the minimum of \(Self.minimumDisk)") }
+        return try await backend().resize(ResizeRequest(name: user.containerName, cpu: cpuValue, memoryBytes: mem?.bytes, diskBytes: dsk?.bytes))
+    }
+
+    public func exec(username: String, command: [String], asUser: Bool = false) async throws(ContainariumError) -> ExecResult {
+        let user = try Username(username)
+        let client = try backend()
+        var request = ExecRequest(name: user.containerName, command: command)
+        if asUser {
+            // Resolve the account's ids inside the container rather than assuming 1000.
+            let ent = try await client.exec(ExecRequest(name: user.containerName, command: ["getent", "passwd", user.value]))
+            let f = ent.stdout.split(separator: ":", omittingEmptySubsequences: false)
+            guard ent.exitCode == 0, f.count >= 7, let uid = UInt32(f[2]), let gid = UInt32(f[3]) else {
+                throw .notFound("account \(user) does not exist in \(user.containerName)")
+            }
+            request.user = uid
+            request.group = gid
+            request.cwd = String(f[5])
+            request.environment = ["HOME": String(f[5]), "USER": user.value, "LOGNAME": user.value]
+        }
+        return try await client.exec(request)
+    }
+
+    public func capacity() async throws(ContainariumError) -> NodeCapacity {
+        try await backend().capacity()
+    }
+
+    /// An OpenSSH client configuration for reaching a user's environment through a jump host.
+    public func exportSSHConfig(username: String, jumpHost: String, keyPath: String?, now: Date = Date()) async throws(ContainariumError) -> String {
+        let user = try Username(username)
+        let info = try await backend().info(InstanceRef(name: user.containerName))
+        guard let ip = info.ipv4.first else {
+            throw ContainariumError(.failedPrecondition, "\(user.containerName) has no IPv4 address (is it running?)")
+        }
+        return try SSHConfigExport(user: user, jumpHost: jumpHost, containerIP: ip, keyPath: keyPath).render(now: now)
+    }
+}

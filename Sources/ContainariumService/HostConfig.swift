@@ -1,0 +1,115 @@
+public import ContainariumCore
+public import Foundation
+public import PluginHost
+
+/// The node's configuration file (JSON). Every field is optional; see docs/operations.md.
+///
+/// ```json
+/// {
+///   "node": "node-1",
+///   "pluginPaths": ["/usr/local/lib/containarium/plugins"],
+///   "plugins": { "incus-lxc": { "enabled": true, "config": { "socket": "/var/lib/incus/unix.socket", "pool": "default" } } },
+///   "nodes": { "gpu-1": { "plugins": { "nvidia-gpu": { "enabled": true } } } },
+///   "images": { "debian12": "containarium/debian12", "OS_TYPE_DEBIAN_12": "containarium/debian12" },
+///   "defaultImage": "containarium/debian12",
+///   "stackPaths": ["/usr/local/share/containarium/stacks"],
+///   "defaults": { "cpu": "2", "memory": "2GB", "disk": "10GB" }
+/// }
+/// ```
+public struct HostConfig: Codable, Sendable, Equatable {
+    public struct Defaults: Codable, Sendable, Equatable {
+        public var cpu: String?
+        public var memory: String?
+        public var disk: String?
+        public var autostart: Bool?
+        public var nesting: Bool?
+    }
+
+    public var node: String?
+    public var pluginPaths: [String]?
+    public var plugins: [String: PluginSettings.Entry]?
+    public var nodes: [String: PluginSettings.NodeOverride]?
+    public var images: [String: String]?
+    public var defaultImage: String?
+    public var stackPaths: [String]?
+    public var defaults: Defaults?
+    /// The instance backend to use when several are ready (a plugin id).
+    public var backend: String?
+
+    public init() {}
+
+    public static let defaultPath = "/etc/containarium/config.json"
+    public static let builtinImage = "containarium/debian12"
+
+    /// Load from `path`, or from $CONTAINARIUM_CONFIG, or from /etc/containarium/config.json
+    /// when it exists; a missing default file means built-in defaults.
+    public static func load(path: String?) throws(ContainariumError) -> HostConfig {
+        let env = ProcessInfo.processInfo.environment["CONTAINARIUM_CONFIG"]
+        let explicit = path ?? env
+        let chosen = explicit ?? defaultPath
+        guard FileManager.default.fileExists(atPath: chosen) else {
+            if explicit != nil { throw .invalid("config file \(chosen) does not exist") }
+            return HostConfig()
+        }
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: chosen)) } catch {
+            throw ContainariumError(.invalidArgument, "cannot read config file \(chosen)", cause: error.localizedDescription)
+        }
+        do {
+            return try WireJSON.decoder().decode(HostConfig.self, from: data)
+        } catch {
+            throw .invalid("config file \(chosen) is not valid: \(WireJSON.describe(error))")
+        }
+    }
+
+    public var nodeName: String { node ?? ProcessInfo.processInfo.hostName }
+
+    public var pluginSettings: PluginSettings {
+        PluginSettings(pluginPaths: pluginPaths, plugins: plugins, nodes: nodes)
+    }
+
+    /// The directory of the running executable, with symlinks resolved.
+    static var executableDirectory: URL {
+        URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+
+    private static func envPaths(_ name: String) -> [String] {
+        (ProcessInfo.processInfo.environment[name] ?? "").split(separator: ":").map(String.init).filter { !$0.isEmpty }
+    }
+
+    /// Plugin search order: $CONTAINARIUM_PLUGIN_PATH, extra paths, the config's pluginPaths,
+    /// then `<prefix>/lib/containarium/plugins` next to the executable, then /usr/local and /usr.
+    public func pluginSearchPaths(extra: [String] = []) -> [URL] {
+        var paths = Self.envPaths("CONTAINARIUM_PLUGIN_PATH") + extra + (pluginPaths ?? [])
+        paths.append(Self.executableDirectory.deletingLastPathComponent().appendingPathComponent("lib/containarium/plugins").path)
+        paths += ["/usr/local/lib/containarium/plugins", "/usr/lib/containarium/plugins"]
+        var seen = Set<String>()
+        return paths.map { URL(fileURLWithPath: $0).standardizedFileURL }.filter { seen.insert($0.path).inserted }
+    }
+
+    /// Stack search order: $CONTAINARIUM_STACK_PATH, the config's stackPaths, then
+    /// `<prefix>/share/containarium/stacks`, /usr/local and /usr.
+    public func stackSearchPaths() -> [URL] {
+        var paths = Self.envPaths("CONTAINARIUM_STACK_PATH") + (stackPaths ?? [])
+        paths.append(Self.executableDirectory.deletingLastPathComponent().appendingPathComponent("share/containarium/stacks").path)
+        paths += ["/usr/local/share/containarium/stacks", "/usr/share/containarium/stacks"]
+        var seen = Set<String>()
+        return paths.map { URL(fileURLWithPath: $0).standardizedFileURL }.filter { seen.insert($0.path).inserted }
+    }
+
+    /// OS types the reference knows, mapped to this node's images unless the config overrides them.
+    public static let osTypeAliases: [String: String] = [
+        "OS_TYPE_DEBIAN_12": "debian12", "debian": "debian12", "debian-12": "debian12",
+        "OS_TYPE_UBUNTU_2404": "ubuntu2404", "ubuntu": "ubuntu2404", "ubuntu-24.04": "ubuntu2404",
+        "OS_TYPE_UBUNTU_2204": "ubuntu2204", "OS_TYPE_ROCKY_9": "rocky9", "rocky": "rocky9",
+    ]
+
+    /// The image alias for an OS type (`debian12`, `OS_TYPE_UBUNTU_2404`, ...).
+    public func image(forOSType osType: String) throws(ContainariumError) -> String {
+        let map = images ?? ["debian12": defaultImage ?? Self.builtinImage]
+        if let alias = map[osType] { return alias }
+        if let canonical = Self.osTypeAliases[osType], let alias = map[canonical] { return alias }
+        let known = map.keys.sorted().joined(separator: ", ")
+        throw .invalid("OS type '\(osType)' is not configured on this node (configured: \(known.isEmpty ? "none" : known)); add it under \"images\" in the config file")
+    }
+}

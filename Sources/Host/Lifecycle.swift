@@ -1,0 +1,266 @@
+import ArgumentParser
+import ContainariumCore
+import ContainariumService
+import Foundation
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List environments on this node.")
+
+    @Option(help: "Output format.")
+    var format: OutputFormat = .table
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let all = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.list() }
+        if format == .json { return try printJSON(["containers": all]) }
+        let rows = all.map { i in
+            [
+                i.name, i.state.rawValue.uppercased(), i.ipv4.first ?? "-", i.cpuLimit ?? "-",
+                i.memoryLimitBytes.map { ByteSize.format($0) } ?? "-", i.diskLimitBytes.map { ByteSize.format($0) } ?? "-",
+                i.autostart ? "yes" : "no",
+            ]
+        }
+        print(Table.render(header: ["NAME", "STATE", "IPV4", "CPU", "MEMORY", "DISK", "AUTOSTART"], rows: rows))
+        if all.isEmpty { print("(no environments)") }
+    }
+}
+
+struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show an environment's state, address, limits and usage.")
+
+    @Argument var username: String
+    @Option(help: "Output format.") var format: OutputFormat = .table
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.info(username: username) }
+        if format == .json { return try printJSON(i) }
+        func pct(_ used: UInt64?, _ limit: UInt64?) -> String {
+            guard let used else { return "-" }
+            guard let limit, limit > 0 else { return ByteSize.format(used) }
+            return "\(ByteSize.format(used)) / \(ByteSize.format(limit)) (\(Int(Double(used) / Double(limit) * 100))%)"
+        }
+        print("""
+            Container: \(i.name)
+            Status: \(i.state.rawValue)
+            User: \(i.labels["owner"] ?? username)
+            IP Address: \(i.ipv4.isEmpty ? "-" : i.ipv4.joined(separator: ", "))
+            Image: \(i.image ?? "-")
+            CPU: \(i.cpuLimit ?? "unlimited")\(i.cpuUsageNanoseconds.map { String(format: " (%.1fs used)", Double($0) / 1e9) } ?? "")
+            Memory: \(pct(i.memoryUsageBytes, i.memoryLimitBytes))
+            Disk: \(pct(i.diskUsageBytes, i.diskLimitBytes))
+            Processes: \(i.processes.map(String.init) ?? "-")
+            Uptime: \(i.uptime().map(Duration.human) ?? "-")
+            Auto-start: \(i.autostart ? "Enabled" : "Disabled")
+            Nesting: \(i.nesting ? "Enabled" : "Disabled")
+            Backend: \(i.backend ?? "-") on \(i.node ?? "-")
+            """)
+        let extra = i.labels.filter { $0.key != "owner" }.sorted { $0.key < $1.key }
+        if !extra.isEmpty { print("Labels: " + extra.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) }
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete an environment and all its data.")
+
+    @Argument var username: String
+    @Flag(help: "Do not ask for confirmation; stop the environment first if it runs.") var force = false
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let user = try await ContainariumCLI.run { () async throws(ContainariumError) in try Username(username) }
+        if !force {
+            guard isatty(STDIN_FILENO) == 1 else {
+                throw fail(.init(.failedPrecondition, "refusing to delete \(user.containerName) without confirmation; pass --force"))
+            }
+            print("Delete \(user.containerName) and all its data? [y/N] ", terminator: "")
+            fflush(nil)
+            guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                print("Aborted.")
+                return
+            }
+        }
+        let service = try global.service()
+        try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.delete(username: username, force: true) }
+        print("✓ Container \(user.containerName) deleted")
+    }
+}
+
+struct Start: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start an environment.")
+    @Argument var username: String
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.start(username: username) }
+        print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop an environment (clean shutdown; --force kills it).")
+    @Argument var username: String
+    @Flag(help: "Kill instead of shutting down cleanly.") var force = false
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.stop(username: username, force: force) }
+        print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
+    }
+}
+
+struct Restart: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restart an environment.")
+    @Argument var username: String
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.restart(username: username) }
+        print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
+    }
+}
+
+struct Resize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Change CPU, memory or disk live, without a restart.")
+
+    @Argument var username: String
+    @Option(help: "CPUs: a count (4), a range (2-4) or a list to pin (0,2).") var cpu: String?
+    @Option(help: "Memory limit, e.g. 8GB, 4096MB, 8GiB.") var memory: String?
+    @Option(name: [.customLong("disk"), .customLong("disk-quota")], help: "Disk quota; never below current usage.") var disk: String?
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if cpu == nil && memory == nil && disk == nil { throw ValidationError("give at least one of --cpu, --memory, --disk") }
+    }
+
+    func run() async throws {
+        let service = try global.service()
+        if global.verbose {
+            print("Resizing container: \(username)-container")
+            if let cpu { print("Setting CPU limit: \(cpu)") }
+            if let memory { print("Setting memory limit: \(memory)") }
+            if let disk { print("Setting disk quota: \(disk)") }
+        }
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in
+            try await service.resize(username: username, cpu: cpu, memory: memory, disk: disk)
+        }
+        print("""
+            ✓ Container \(i.name) resized successfully (no restart required)
+            Updated configuration:
+              CPU: \(i.cpuLimit ?? "unlimited")
+              Memory: \(i.memoryLimitBytes.map { ByteSize.format($0) } ?? "unlimited")
+              Disk: \(i.diskLimitBytes.map { ByteSize.format($0) } ?? "pool default")
+            """)
+    }
+}
+
+struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a command inside an environment (no shell in between).")
+
+    @Argument var username: String
+    @Flag(name: .customLong("as-user"), help: "Run as the environment's user instead of root.") var asUser = false
+    @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if command.isEmpty { throw ValidationError("give the command after --, e.g. containarium exec alice -- id") }
+    }
+
+    func run() async throws {
+        let service = try global.service()
+        let r = try await ContainariumCLI.run { () async throws(ContainariumError) in
+            try await service.exec(username: username, command: command, asUser: asUser)
+        }
+        FileHandle.standardOutput.write(Data(r.stdout.utf8))
+        FileHandle.standardError.write(Data(r.stderr.utf8))
+        if r.exitCode != 0 { throw ExitCode(r.exitCode) }
+    }
+}
+
+struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the SSH client configuration for a user's environment.")
+
+    @Argument var username: String
+    @Option(name: .customLong("jump-ip"), help: "Public address of the jump host.") var jumpIP: String
+    @Option(help: "Path of the user's private key (default ~/.ssh/containarium_<user>).") var key: String?
+    @Option(help: "Write to this file instead of stdout.") var output: String?
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let text = try await ContainariumCLI.run { () async throws(ContainariumError) in
+            try await service.exportSSHConfig(username: username, jumpHost: jumpIP, keyPath: key)
+        }
+        if let output {
+            let url = URL(fileURLWithPath: (output as NSString).expandingTildeInPath)
+            do {
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data(text.utf8).write(to: url, options: .atomic)
+            } catch {
+                throw fail(.init(.invalidArgument, "cannot write \(output)", cause: error.localizedDescription))
+            }
+            print("✓ SSH configuration written to \(output)")
+        } else {
+            print(text, terminator: "")
+        }
+    }
+}
+
+struct InstallStack: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "install-stack", abstract: "Install a software stack into an environment.")
+    @Argument var username: String
+    @Argument var stack: String
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let r = try await ContainariumCLI.run { () async throws(ContainariumError) in
+            try await service.installStack(username: username, stack: stack) { p in print("  [\(p.step)/\(p.total)] \(p.message)...") }
+        }
+        print("✓ Stack \(stack) installed: \(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+}
+
+struct Capacity: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show this node's capacity (CPU, memory, storage pool).")
+    @Option(help: "Output format.") var format: OutputFormat = .table
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let c = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.capacity() }
+        if format == .json { return try printJSON(c) }
+        print("""
+            Node: \(c.node)  (backend \(c.backendVersion ?? "-"))
+            CPUs: \(c.cpus)
+            Memory: \(ByteSize.format(c.memoryUsedBytes)) used of \(ByteSize.format(c.memoryTotalBytes))
+            Pool: \(c.pool.map { "\($0.name) (\($0.driver)): \(ByteSize.format($0.usedBytes)) used of \(ByteSize.format($0.totalBytes))" } ?? "-")
+            Instances: \(c.instances) (\(c.runningInstances) running)
+            """)
+    }
+}
+
+struct StacksCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stacks", abstract: "List the software stacks available to --stack.")
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let rows = service.stacks.stacks.values.sorted { $0.name < $1.name }.map { [$0.name, $0.description, $0.check.joined(separator: " ")] }
+        print(Table.render(header: ["STACK", "DESCRIPTION", "CHECK"], rows: rows))
+        for p in service.stacks.problems { FileHandle.standardError.write(Data("warning: \(p)\n".utf8)) }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print version information.")
+    func run() {
+        print("containarium \(ContainariumVersion.string) (plugin ABI \(PluginABIVersion.string))")
+    }
+}

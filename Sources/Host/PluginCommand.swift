@@ -1,0 +1,85 @@
+import ArgumentParser
+import ContainariumCore
+import ContainariumService
+import Foundation
+import PluginHost
+
+struct PluginCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugin", abstract: "Inspect the plugins found on this node.", subcommands: [PluginList.self, PluginStatus.self])
+}
+
+struct PluginRow: Encodable {
+    var id: String
+    var name: String?
+    var version: String?
+    var abi: String?
+    var capabilities: [String]
+    var enabled: Bool
+    var state: String
+    var detail: String?
+    var directory: String
+    var health: String?
+    var healthDetail: String?
+
+    init(_ r: PluginRecord) {
+        id = r.id
+        name = r.manifest?.name
+        version = r.manifest?.version
+        abi = r.plugin?.abiVersion ?? r.manifest?.abi
+        capabilities = r.manifest?.capabilities ?? []
+        enabled = r.enabled
+        state = r.state.label
+        switch r.state {
+        case .failed(let why): detail = why
+        case .shadowed(let by): detail = "shadowed by \(by)"
+        default: detail = nil
+        }
+        directory = r.directory.path
+    }
+}
+
+struct PluginList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List plugins: version, ABI, capabilities, enabled, state.")
+    @Option(help: "Output format.") var format: OutputFormat = .table
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let rows = service.plugins.records.map(PluginRow.init)
+        if format == .json { return try printJSON(["plugins": rows]) }
+        print(Table.render(
+            header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "DIRECTORY"],
+            rows: rows.map { [$0.id, $0.version ?? "-", $0.abi ?? "-", $0.capabilities.joined(separator: ","), $0.enabled ? "yes" : "no", $0.state, $0.directory] }))
+        for r in rows { if let d = r.detail { print("  \(r.id): \(d)") } }
+        if rows.isEmpty { print("(no plugins found; search path: \(service.config.pluginSearchPaths(extra: global.pluginPaths).map(\.path).joined(separator: ":")))") }
+    }
+}
+
+struct PluginStatus: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Check each plugin's health (asks the loaded plugins).")
+    @Option(help: "Output format.") var format: OutputFormat = .table
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        var rows: [PluginRow] = []
+        for r in service.plugins.records {
+            var row = PluginRow(r)
+            if let p = r.plugin {
+                let h = await p.health()
+                row.health = h.status
+                row.healthDetail = h.detail
+            } else {
+                row.health = r.state == .disabled ? "disabled" : "down"
+                row.healthDetail = row.detail
+            }
+            rows.append(row)
+        }
+        if format == .json { return try printJSON(["plugins": rows]) }
+        print(Table.render(
+            header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "HEALTH", "DETAIL"],
+            rows: rows.map { [$0.id, $0.version ?? "-", $0.abi ?? "-", $0.capabilities.joined(separator: ","), $0.enabled ? "yes" : "no", $0.state, $0.health ?? "-", $0.healthDetail ?? ""] }))
+        if rows.contains(where: { $0.enabled && $0.health != "ok" }) { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,84 @@
+import PluginABI
+public import ContainariumCore
+public import Foundation
+import Logging
+
+/// A plugin whose library is loaded and whose instance is initialised. Calls cross the C ABI
+/// with JSON payloads and complete through `hostCompletion`; Swift callers just `await`.
+public final class LoadedPlugin: @unchecked Sendable {
+    // @unchecked: the pointers below are written once in init and only read afterwards; the
+    // plugin tables they point at are immutable static storage owned by the library.
+    public let manifest: PluginManifest
+    public let directory: URL
+    let table: UnsafePointer<ctm_plugin>
+    let instance: UnsafeMutableRawPointer?
+    let logger: Logger
+
+    init(manifest: PluginManifest, directory: URL, table: UnsafePointer<ctm_plugin>, instance: UnsafeMutableRawPointer?, logger: Logger) {
+        self.manifest = manifest
+        self.directory = directory
+        self.table = table
+        self.instance = instance
+        self.logger = logger
+    }
+
+    /// The ABI version the library's table declares.
+    public var abiVersion: String { "\(table.pointee.abi_major).\(table.pointee.abi_minor)" }
+
+    /// The raw table of an extension, or nil when the plugin does not provide it.
+    func extensionTable(_ id: String) -> UnsafeRawPointer? {
+        guard let get = table.pointee.get_extension else { return nil }
+        return id.withCString { get(instance, $0) }
+    }
+
+    /// Whether the plugin provides an extension (asked of the library, not the manifest).
+    public func provides(_ extensionID: String) -> Bool { extensionTable(extensionID) != nil }
+
+    /// Invoke one `ctm_call_fn` and await its completion. Task cancellation reaches the plugin
+    /// through its `cancel` function; the completion still arrives exactly once.
+    func invoke(_ fn: ctm_call_fn?, method: String, request: Data) async throws(ContainariumError) -> Data {
+        guard let fn else { throw ContainariumError(.unsupported, "plugin \(manifest.id) does not implement \(method)") }
+        let op = PendingCalls.shared.makeOperationID()
+        let cancel = table.pointee.cancel
+        let instance = UncheckedRaw(instance)
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<CallOutcome, Never>) in
+                PendingCalls.shared.register(op, c)
+                var err = makeError()
+                let status = request.withUnsafeBytes { raw in
+                    fn(
+                        instance.raw, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, op,
+                        hostCompletion, UnsafeMutableRawPointer(bitPattern: UInt(op)), &err)
+                }
+                if status != CTM_OK {
+                    let message = withUnsafePointer(to: &err) { errorMessage($0) } ?? "\(method) was refused (status \(status))"
+                    PendingCalls.shared.resume(
+                        op, with: CallOutcome(result: .failure(ContainariumError(ContainariumError.Code(abiStatus: status), message))))
+                }
+            }
+        } onCancel: {
+            cancel?(instance.raw, op)
+        }
+        logger.trace("plugin call finished", metadata: ["plugin": "\(manifest.id)", "method": "\(method)", "operation": "\(op)"])
+        return try outcome.result.get()
+    }
+
+    /// The plugin's own health report.
+    public func health() async -> HealthReport {
+        do {
+            let data = try await invoke(table.pointee.health, method: "health", request: Data("{}".utf8))
+            return try WireJSON.decode(HealthReport.self, from: data)
+        } catch {
+            return HealthReport(status: "down", detail: error.description)
+        }
+    }
+
+    func shutdown() {
+        table.pointee.shutdown?(instance)
+    }
+}
+
+struct UncheckedRaw: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer?
+    init(_ raw: UnsafeMutableRawPointer?) { self.raw = raw }
+}

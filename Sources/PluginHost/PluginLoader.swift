@@ -1,0 +1,227 @@
+import PluginABI
+import ContainariumCore
+public import Foundation
+public import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Where a discovered plugin ended up.
+public enum PluginState: Sendable, Equatable, CustomStringConvertible {
+    /// Loaded, initialised, every declared capability present.
+    case ready
+    /// Turned off for this node by configuration; no code was loaded.
+    case disabled
+    /// Another plugin with the same id was found first (its directory given).
+    case shadowed(by: String)
+    /// Refused or failed; the message says why.
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .ready: "ready"
+        case .disabled: "disabled"
+        case .shadowed(let by): "shadowed by \(by)"
+        case .failed(let why): "failed: \(why)"
+        }
+    }
+
+    public var label: String {
+        switch self {
+        case .ready: "ready"
+        case .disabled: "disabled"
+        case .shadowed: "shadowed"
+        case .failed: "failed"
+        }
+    }
+}
+
+/// One plugin directory as the host sees it.
+public struct PluginRecord: Sendable {
+    public var directory: URL
+    public var manifest: PluginManifest?
+    public var enabled: Bool
+    public var state: PluginState
+    public var plugin: LoadedPlugin?
+
+    /// The plugin's id (from the manifest, or the directory name if the manifest is unreadable).
+    public var id: String { manifest?.id ?? directory.lastPathComponent }
+}
+
+/// Discovers plugin directories and loads them: manifest -> enablement -> dlopen -> entry ->
+/// version check -> identity check -> initialize -> capability check. Every failure becomes a
+/// `.failed` record with a clear message; nothing here terminates the process.
+public struct PluginLoader: Sendable {
+    public var searchPaths: [URL]
+    public var settings: PluginSettings
+    public var node: String
+    public var logger: Logger
+    public var events: EventBus
+
+    public init(searchPaths: [URL], settings: PluginSettings, node: String, logger: Logger, events: EventBus) {
+        self.searchPaths = searchPaths
+        self.settings = settings
+        self.node = node
+        self.logger = logger
+        self.events = events
+    }
+
+    /// Plugin directories in search order: each search path may itself be a plugin directory
+    /// or hold plugin directories (sorted by name, so the order is stable).
+    public func discover() -> [URL] {
+        let fm = FileManager.default
+        var found: [URL] = []
+        for path in searchPaths {
+            let std = path.standardizedFileURL
+            if fm.fileExists(atPath: std.appendingPathComponent(PluginManifest.fileName).path) {
+                found.append(std)
+                continue
+            }
+            guard let entries = try? fm.contentsOfDirectory(atPath: std.path) else {
+                logger.debug("plugin path not readable", metadata: ["path": "\(std.path)"])
+                continue
+            }
+            for name in entries.sorted() {
+                let dir = std.appendingPathComponent(name)
+                var isDir: ObjCBool = false
+                if fm.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue,
+                    fm.fileExists(atPath: dir.appendingPathComponent(PluginManifest.fileName).path)
+                {
+                    found.append(dir)
+                }
+            }
+        }
+        return found
+    }
+
+    /// Discover and load everything; one record per plugin directory, in search order.
+    public func loadAll() -> [PluginRecord] {
+        var records: [PluginRecord] = []
+        var winners: [String: URL] = [:]
+        for dir in discover() {
+            let manifest: PluginManifest
+            do {
+                manifest = try PluginManifest.load(from: dir)
+            } catch {
+                records.append(PluginRecord(directory: dir, manifest: nil, enabled: false, state: .failed(error.message)))
+                logger.error("plugin manifest refused", metadata: ["path": "\(dir.path)", "error": "\(error.message)"])
+                continue
+            }
+            if let first = winners[manifest.id] {
+                records.append(
+                    PluginRecord(directory: dir, manifest: manifest, enabled: false, state: .shadowed(by: first.path)))
+                logger.warning(
+                    "duplicate plugin id; the first one found wins",
+                    metadata: ["plugin": "\(manifest.id)", "path": "\(dir.path)", "winner": "\(first.path)"])
+                continue
+            }
+            winners[manifest.id] = dir
+            records.append(load(manifest: manifest, directory: dir))
+        }
+        return records
+    }
+
+    /// Load one plugin whose manifest has been read.
+    public func load(manifest: PluginManifest, directory: URL) -> PluginRecord {
+        let enabled = settings.isEnabled(manifest, node: node)
+        var record = PluginRecord(directory: directory, manifest: manifest, enabled: enabled, state: .disabled)
+        guard enabled else { return record }
+        do {
+            record.plugin = try open(manifest: manifest, directory: directory)
+            record.state = .ready
+            logger.info(
+                "plugin ready",
+                metadata: ["plugin": "\(manifest.id)", "version": "\(manifest.version)", "capabilities": "\(manifest.capabilities.joined(separator: ","))"])
+        } catch {
+            record.state = .failed(error.message)
+            logger.error("plugin failed to load", metadata: ["plugin": "\(manifest.id)", "error": "\(error.message)"])
+        }
+        return record
+    }
+
+    private func open(manifest: PluginManifest, directory: URL) throws(ContainariumError) -> LoadedPlugin {
+        func fail(_ message: String) -> ContainariumError { ContainariumError(.pluginLoad, message) }
+
+        // 1. ABI major, from the manifest: refused before any code is loaded.
+        guard let abi = manifest.abiVersion else { throw fail("manifest abi '\(manifest.abi)' is not MAJOR.MINOR") }
+        guard abi.major == HostABI.major else {
+            throw fail("plugin needs ABI \(abi) but this host speaks ABI \(HostABI.version); majors must match")
+        }
+
+        // 2. The library file.
+        let libraryURL = directory.appendingPathComponent(manifest.library)
+        guard FileManager.default.fileExists(atPath: libraryURL.path) else {
+            throw fail("library \(manifest.library) not found in \(directory.path)")
+        }
+
+        // 3. dlopen: RTLD_NOW so missing symbols fail here, RTLD_LOCAL so plugins cannot see
+        //    each other's symbols. The handle is never closed (Swift code cannot be unloaded).
+        _ = dlerror()
+        guard let handle = dlopen(libraryURL.path, RTLD_NOW | RTLD_LOCAL) else {
+            let why = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
+            throw fail("cannot load \(manifest.library) as a shared library: \(why)")
+        }
+
+        // 4. The one entry function.
+        guard let symbol = dlsym(handle, CTM_ENTRY_SYMBOL) else {
+            throw fail("\(manifest.library) does not export the entry function \(CTM_ENTRY_SYMBOL)")
+        }
+        let entry = unsafeBitCast(symbol, to: ctm_entry_fn.self)
+
+        // 5. Version negotiation.
+        guard let table = entry(HostABI.major, HostABI.minor) else {
+            throw fail("\(manifest.library) cannot serve ABI \(HostABI.version) (its entry function returned NULL)")
+        }
+        let t = table.pointee
+        let needed = (MemoryLayout<ctm_plugin>.offset(of: \.shutdown) ?? MemoryLayout<ctm_plugin>.size) + MemoryLayout<UnsafeRawPointer>.size
+        guard Int(t.struct_size) >= needed else {
+            throw fail("plugin table is \(t.struct_size) bytes; ABI \(HostABI.major).0 needs at least \(needed)")
+        }
+        guard t.abi_major == HostABI.major else {
+            throw fail("library was built for ABI \(t.abi_major).\(t.abi_minor) but this host speaks ABI \(HostABI.version)")
+        }
+
+        // 6. The library must be what the manifest says it is.
+        let libID = t.id.map { String(cString: $0) } ?? ""
+        let libVersion = t.version.map { String(cString: $0) } ?? ""
+        guard libID == manifest.id else {
+            throw fail("manifest does not match library: manifest id '\(manifest.id)', library id '\(libID)'")
+        }
+        guard libVersion == manifest.version else {
+            throw fail("manifest does not match library: manifest version \(manifest.version), library version \(libVersion)")
+        }
+        guard t.abi_minor == abi.minor else {
+            throw fail("manifest does not match library: manifest ABI \(abi), library ABI \(t.abi_major).\(t.abi_minor)")
+        }
+        guard let initialize = t.initialize else { throw fail("plugin table has no initialize function") }
+
+        // 7. Initialise with the operator's per-plugin configuration.
+        let context = HostContext(pluginID: manifest.id, logger: logger, events: events)
+        let services = context.makeServicesTable()
+        let config = settings.entry(for: manifest.id, node: node).config ?? .object([:])
+        let configData = (try? WireJSON.encode(config)) ?? Data("{}".utf8)
+        var err = makeError()
+        var instance: UnsafeMutableRawPointer?
+        let status = configData.withUnsafeBytes { raw in
+            initialize(services, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, &instance, &err)
+        }
+        guard status == CTM_OK else {
+            let why = withUnsafePointer(to: &err) { errorMessage($0) } ?? "status \(status)"
+            throw fail("initialization failed: \(why)")
+        }
+
+        let plugin = LoadedPlugin(manifest: manifest, directory: directory, table: table, instance: instance, logger: logger)
+
+        // 8. Every capability the manifest declares must really be there.
+        for cap in manifest.capabilities where !plugin.provides(cap) {
+            plugin.shutdown()
+            throw fail("manifest declares capability \(cap) but the library does not provide it")
+        }
+        return plugin
+    }
+}

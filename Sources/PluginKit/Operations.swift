@@ -1,0 +1,152 @@
+public import PluginABI
+public import ContainariumCore
+public import Foundation
+import Synchronization
+
+/// A cancellation flag for one operation, set by the host's `cancel`.
+public final class CancellationFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    public init() {}
+    public var isCancelled: Bool { flag.load(ordering: .acquiring) }
+    public func cancel() { flag.store(true, ordering: .releasing) }
+}
+
+/// The operations a plugin instance is running, so `cancel(operation_id)` can reach them.
+public final class OperationRegistry: Sendable {
+    private let running = Mutex<[UInt64: CancellationFlag]>([:])
+    public init() {}
+
+    public func register(_ id: UInt64) -> CancellationFlag {
+        let flag = CancellationFlag()
+        running.withLock { $0[id] = flag }
+        return flag
+    }
+
+    public func finish(_ id: UInt64) { _ = running.withLock { $0.removeValue(forKey: id) } }
+
+    public func cancel(_ id: UInt64) { running.withLock { $0[id] }?.cancel() }
+
+    public func cancelAll() { running.withLock { Array($0.values) }.forEach { $0.cancel() } }
+}
+
+/// What a running operation can see: its id, cancellation, and a way to report progress.
+public struct OperationContext: Sendable {
+    public let id: UInt64
+    public let host: HostServices
+    private let flag: CancellationFlag
+
+    public init(id: UInt64, host: HostServices, flag: CancellationFlag) {
+        self.id = id
+        self.host = host
+        self.flag = flag
+    }
+
+    public var isCancelled: Bool { flag.isCancelled }
+
+    public func checkCancelled() throws(ContainariumError) {
+        if flag.isCancelled { throw ContainariumError(.cancelled, "operation \(id) was cancelled") }
+    }
+
+    /// Emit an `instance.progress` event for this operation.
+    public func progress(instance: String, step: Int, of total: Int, _ message: String) {
+        host.emit(type: "instance.progress", ProgressEvent(operation: id, instance: instance, step: step, total: total, message: message))
+    }
+}
+
+/// A raw pointer carried across threads; the ABI guarantees the host keeps it valid.
+struct UncheckedPointer: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer?
+}
+
+/// Glue between `ctm_call_fn` and Swift: decode the request, run the body on a background
+/// queue, and call the completion exactly once with JSON or an error.
+public enum PluginCall {
+    /// Fill a caller-owned error struct.
+    public static func fail(_ error: UnsafeMutablePointer<ctm_error>?, _ e: ContainariumError) -> ctm_status {
+        guard let error else { return e.code.abiStatus }
+        let status = e.code.abiStatus
+        e.description.withCString { ctm_error_set(error, status, $0) }
+        return status
+    }
+
+    /// Deliver one result through a completion function.
+    public static func complete(
+        _ completion: ctm_completion_fn, _ userData: UnsafeMutableRawPointer?, _ outcome: Result<Data, ContainariumError>
+    ) {
+        var result = ctm_result()
+        result.struct_size = UInt32(MemoryLayout<ctm_result>.size)
+        result.struct_version = 1
+        result.fd = -1
+        switch outcome {
+        case .success(let data):
+            result.status = CTM_OK
+            data.withUnsafeBytes { raw in
+                result.json = raw.baseAddress?.assumingMemoryBound(to: CChar.self)
+                result.json_len = raw.count
+                completion(userData, &result)
+            }
+        case .failure(let e):
+            var err = ctm_error()
+            err.struct_size = UInt32(MemoryLayout<ctm_error>.size)
+            err.struct_version = 1
+            e.description.withCString { ctm_error_set(&err, e.code.abiStatus, $0) }
+            result.status = e.code.abiStatus
+            withUnsafePointer(to: &err) { ep in
+                result.error = ep
+                completion(userData, &result)
+            }
+        }
+    }
+
+    /// Decode `Request`, run `body` on `queue`, complete with the encoded `Response`.
+    public static func run<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        request: UnsafePointer<CChar>?, length: Int, operation: UInt64,
+        completion: ctm_completion_fn?, userData: UnsafeMutableRawPointer?, error: UnsafeMutablePointer<ctm_error>?,
+        host: HostServices, registry: OperationRegistry, queue: DispatchQueue,
+        _ body: @escaping @Sendable (Request, OperationContext) throws(ContainariumError) -> Response
+    ) -> ctm_status {
+        guard let completion else { return fail(error, .invalid("completion function is NULL")) }
+        let data: Data
+        if let request, length > 0 {
+            data = Data(bytes: request, count: length)
+        } else {
+            data = Data("{}".utf8)
+        }
+        let decoded: Request
+        do {
+            decoded = try WireJSON.decode(Request.self, from: data)
+        } catch let decodeError {
+            return fail(error, decodeError)
+        }
+        let flag = registry.register(operation)
+        let ctx = OperationContext(id: operation, host: host, flag: flag)
+        let box = UncheckedPointer(raw: userData)
+        queue.async {
+            let outcome: Result<Data, ContainariumError>
+            do throws(ContainariumError) {
+                let response = try body(decoded, ctx)
+                outcome = .success(try WireJSON.encode(response))
+            } catch {
+                outcome = .failure(error)
+            }
+            registry.finish(operation)
+            complete(completion, box.raw, outcome)
+        }
+        return CTM_OK
+    }
+}
+
+/// An empty JSON object, for methods that take or return nothing.
+public struct Empty: Codable, Sendable, Equatable {
+    public init() {}
+}
+
+extension String {
+    /// A C string in static storage: allocated once, never freed (ABI tables point at it).
+    public var staticCString: UnsafePointer<CChar> {
+        let bytes = Array(utf8CString)
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+        p.initialize(from: bytes, count: bytes.count)
+        return UnsafePointer(p)
+    }
+}
