@@ -65,14 +65,17 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Helpers shared by the test targets (process runner, key pairs, fixture plugin dirs).
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
             name: "ContainariumTests",
-            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "PluginABI"],
+            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport"],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService"],
+            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "TestSupport"],
             swiftSettings: strict
         ),
     ]

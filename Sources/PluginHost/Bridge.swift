@@ -165,3 +165,9 @@ func makeError() -> ctm_error {
     e.status = CTM_OK
     return e
 }
+
+/// Diagnostics about plugins that broke the ABI's rules (and were contained).
+public enum PluginDiagnostics {
+    /// Completions that arrived for operations that were not pending (for example twice).
+    public static var protocolViolations: [String] { PendingCalls.shared.violations }
+}

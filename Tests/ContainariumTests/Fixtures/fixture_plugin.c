@@ -1,0 +1,92 @@
+/*
+ * A configurable plugin for the loader tests. Each failure mode is one -D flag:
+ *   -DNO_ENTRY            export no entry function
+ *   -DENTRY_RETURNS_NULL  refuse every ABI version
+ *   -DTABLE_MAJOR=2       claim another ABI major in the table
+ *   -DPLUGIN_ID=\"x\"     report another id than the manifest
+ *   -DINIT_FAILS          fail initialize with a message
+ *   -DNO_EXTENSION        provide no extension although the manifest declares one
+ *   -DDOUBLE_COMPLETE     call the completion twice (a protocol violation)
+ */
+#include "containarium_plugin.h"
+#include <stddef.h>
+
+#ifndef PLUGIN_ID
+#define PLUGIN_ID "fixture"
+#endif
+#ifndef TABLE_MAJOR
+#define TABLE_MAJOR CTM_ABI_MAJOR
+#endif
+
+static int instance_token = 42;
+
+static ctm_status fx_init(const ctm_host_services *host, const char *cfg, size_t len, void **out, ctm_error *err) {
+    (void)host; (void)cfg; (void)len;
+#ifdef INIT_FAILS
+    (void)out;
+    ctm_error_set(err, CTM_E_FAILED_PRECONDITION, "fixture refuses to start: no backend configured");
+    return CTM_E_FAILED_PRECONDITION;
+#else
+    (void)err;
+    *out = &instance_token;
+    return CTM_OK;
+#endif
+}
+
+static ctm_status fx_scan(void *inst, const char *req, size_t len, uint64_t op, ctm_completion_fn done, void *ud, ctm_error *err) {
+    (void)inst; (void)req; (void)len; (void)op; (void)err;
+    static const char json[] = "{\"scanner\":\"fixture\",\"clean\":true,\"findings\":[]}";
+    ctm_result r = { sizeof(ctm_result), 1, CTM_OK, -1, json, sizeof json - 1, NULL };
+    done(ud, &r);
+#ifdef DOUBLE_COMPLETE
+    done(ud, &r);
+#endif
+    return CTM_OK;
+}
+
+static const ctm_scanner_v1 SCAN = { sizeof(ctm_scanner_v1), 1, fx_scan };
+
+static const void *fx_ext(void *inst, const char *id) {
+    (void)inst;
+#ifdef NO_EXTENSION
+    (void)id;
+    return NULL;
+#else
+    const char *want = CTM_EXT_SCANNER_V1;
+    for (size_t i = 0;; i++) {
+        if (id[i] != want[i]) return NULL;
+        if (id[i] == '\0') return &SCAN;
+    }
+#endif
+}
+
+static void fx_cancel(void *inst, uint64_t op) { (void)inst; (void)op; }
+static void fx_shutdown(void *inst) { (void)inst; }
+
+static ctm_status fx_health(void *inst, const char *req, size_t len, uint64_t op, ctm_completion_fn done, void *ud, ctm_error *err) {
+    (void)inst; (void)req; (void)len; (void)op; (void)err;
+    static const char json[] = "{\"status\":\"ok\",\"detail\":\"fixture\"}";
+    ctm_result r = { sizeof(ctm_result), 1, CTM_OK, -1, json, sizeof json - 1, NULL };
+    done(ud, &r);
+    return CTM_OK;
+}
+
+static const ctm_plugin TABLE = {
+    sizeof(ctm_plugin), 1, TABLE_MAJOR, 0, PLUGIN_ID, "1.0.0",
+    fx_init, fx_ext, fx_cancel, fx_health, fx_shutdown,
+};
+
+#ifndef NO_ENTRY
+__attribute__((visibility("default")))
+const ctm_plugin *containarium_plugin_entry(uint32_t major, uint32_t minor) {
+    (void)minor;
+#ifdef ENTRY_RETURNS_NULL
+    (void)major;
+    return NULL;
+#else
+    return major == CTM_ABI_MAJOR ? &TABLE : NULL;
+#endif
+}
+#else
+__attribute__((visibility("default"))) int not_the_entry_function(void) { return 0; }
+#endif

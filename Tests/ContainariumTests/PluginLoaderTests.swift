@@ -1,0 +1,214 @@
+import ContainariumCore
+import Foundation
+import Logging
+import PluginHost
+import TestSupport
+import Testing
+
+/// Builds fixture plugins with the system C compiler and loads them through the real loader.
+struct PluginFixture {
+    let root: URL
+
+    init() throws { root = try TestEnv.tempDir("plugins") }
+
+    /// Compile a C source into `<root>/<dir>/<library>` and write a manifest next to it.
+    @discardableResult
+    func make(
+        dir: String, source: URL = TestEnv.repoRoot.appendingPathComponent("Tests/ContainariumTests/Fixtures/fixture_plugin.c"),
+        defines: [String] = [], library: String = "libfixture.so", compile: Bool = true, manifest: [String: Any]? = nil
+    ) throws -> URL {
+        let d = root.appendingPathComponent(dir)
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        if compile {
+            let args = ["-std=c11", "-Wall", "-Werror", "-Wno-unused", "-fPIC", "-shared", "-fvisibility=hidden", "-I", TestEnv.abiInclude.path]
+                + defines.map { "-D" + $0 } + [source.path, "-o", d.appendingPathComponent(library).path, "-lpthread"]
+            let r = try Run.run("/usr/bin/cc", args)
+            guard r.status == 0 else { throw TestFailure("cc failed: \(r.output)") }
+        }
+        let m: [String: Any] = manifest ?? [
+            "id": "fixture", "name": "Fixture", "version": "1.0.0", "abi": "1.0", "library": library, "capabilities": ["scanner/1"],
+            "defaultEnabled": true,
+        ]
+        try JSONSerialization.data(withJSONObject: m).write(to: d.appendingPathComponent("plugin.json"))
+        return d
+    }
+
+    func load(settings: PluginSettings = PluginSettings(), node: String = "test-node", paths: [URL]? = nil) -> [PluginRecord] {
+        PluginLoader(searchPaths: paths ?? [root], settings: settings, node: node, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), events: EventBus()).loadAll()
+    }
+
+    func record(_ dir: String, in records: [PluginRecord]) throws -> PluginRecord {
+        try #require(records.first { $0.directory.lastPathComponent == dir })
+    }
+
+    func failure(_ dir: String, in records: [PluginRecord]) throws -> String {
+        let r = try record(dir, in: records)
+        guard case .failed(let why) = r.state else { throw TestFailure("\(dir) did not fail: \(r.state)") }
+        return why
+    }
+}
+
+@Suite("Plugin loader")
+struct PluginLoaderTests {
+    @Test("a good C plugin loads, reports its capabilities and health")
+    func loadsGoodPlugin() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "good")
+        let records = fx.load()
+        let r = try fx.record("good", in: records)
+        #expect(r.state == .ready)
+        let plugin = try #require(r.plugin)
+        #expect(plugin.abiVersion == "1.0")
+        #expect(plugin.provides("scanner/1"))
+        #expect(!plugin.provides("instances/1"))
+        let health = await plugin.health()
+        #expect(health.status == "ok")
+    }
+
+    @Test("missing library: clear message, nothing loaded")
+    func missingLibrary() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "nolib", compile: false)
+        let why = try fx.failure("nolib", in: fx.load())
+        #expect(why.contains("library libfixture.so not found"))
+    }
+
+    @Test("a file that is not a shared library is refused with dlopen's reason")
+    func notASharedLibrary() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        let d = try fx.make(dir: "text", compile: false)
+        try Data("this is not an ELF file\n".utf8).write(to: d.appendingPathComponent("libfixture.so"))
+        let why = try fx.failure("text", in: fx.load())
+        #expect(why.contains("cannot load libfixture.so as a shared library"))
+        #expect(why.contains("header") || why.contains("ELF") || why.contains("too short"))
+    }
+
+    @Test("a library without the entry function is refused")
+    func missingEntry() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "noentry", defines: ["NO_ENTRY"])
+        let why = try fx.failure("noentry", in: fx.load())
+        #expect(why.contains("does not export the entry function containarium_plugin_entry"))
+    }
+
+    @Test("ABI major mismatch in the manifest is refused before any code is loaded")
+    func manifestMajorMismatch() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        // The library would crash the test if loaded: it is a text file. Refusal must come first.
+        let d = try fx.make(
+            dir: "abi2", compile: false,
+            manifest: ["id": "abi2", "name": "x", "version": "1.0.0", "abi": "2.0", "library": "lib.so", "capabilities": [], "defaultEnabled": true])
+        try Data("not loaded".utf8).write(to: d.appendingPathComponent("lib.so"))
+        let why = try fx.failure("abi2", in: fx.load())
+        #expect(why.contains("plugin needs ABI 2.0 but this host speaks ABI 1.0"))
+    }
+
+    @Test("a library that refuses the host's ABI, or claims another major, is refused")
+    func libraryMajorMismatch() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "refuses", defines: ["ENTRY_RETURNS_NULL"])
+        try fx.make(
+            dir: "major2", defines: ["TABLE_MAJOR=2"],
+            manifest: ["id": "major2", "name": "x", "version": "1.0.0", "abi": "1.0", "library": "libfixture.so", "capabilities": [], "defaultEnabled": true])
+        let records = fx.load()
+        #expect(try fx.failure("refuses", in: records).contains("cannot serve ABI 1.0"))
+        #expect(try fx.failure("major2", in: records).contains("built for ABI 2.0"))
+    }
+
+    @Test("a manifest that does not match its library is refused")
+    func manifestMismatch() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "wrongid", defines: ["PLUGIN_ID=\"somebody-else\""])
+        try fx.make(
+            dir: "wrongversion",
+            manifest: ["id": "fixture-v", "name": "x", "version": "9.9.9", "abi": "1.0", "library": "libfixture.so", "capabilities": [], "defaultEnabled": true],
+        )
+        try fx.make(
+            dir: "wrongcaps",
+            defines: ["PLUGIN_ID=\"caps\"", "NO_EXTENSION"],
+            manifest: ["id": "caps", "name": "x", "version": "1.0.0", "abi": "1.0", "library": "libfixture.so", "capabilities": ["scanner/1"], "defaultEnabled": true])
+        let records = fx.load()
+        #expect(try fx.failure("wrongid", in: records).contains("manifest id 'fixture', library id 'somebody-else'"))
+        #expect(try fx.failure("wrongversion", in: records).contains("manifest does not match library"))
+        #expect(try fx.failure("wrongcaps", in: records).contains("declares capability scanner/1 but the library does not provide it"))
+    }
+
+    @Test("duplicate ids: the first found wins, the other is reported as shadowed")
+    func duplicates() throws {
+        let first = try PluginFixture(), second = try PluginFixture()
+        defer { TestEnv.cleanup(first.root); TestEnv.cleanup(second.root) }
+        try first.make(dir: "a")
+        try second.make(dir: "b")
+        let records = first.load(paths: [first.root, second.root])
+        #expect(records.count == 2)
+        #expect(records[0].state == .ready)
+        #expect(records[1].state == .shadowed(by: first.root.appendingPathComponent("a").path))
+        #expect(records[1].plugin == nil)
+    }
+
+    @Test("a plugin whose initialize fails is reported with the plugin's own message")
+    func initFails() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "initfail", defines: ["INIT_FAILS"])
+        let why = try fx.failure("initfail", in: fx.load())
+        #expect(why == "initialization failed: fixture refuses to start: no backend configured")
+    }
+
+    @Test("malformed manifests are refused with the field at fault")
+    func badManifests() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        let d1 = fx.root.appendingPathComponent("garbage")
+        try FileManager.default.createDirectory(at: d1, withIntermediateDirectories: true)
+        try Data("{not json".utf8).write(to: d1.appendingPathComponent("plugin.json"))
+        try fx.make(
+            dir: "escape", compile: false,
+            manifest: ["id": "escape", "name": "x", "version": "1", "abi": "1.0", "library": "../../etc/passwd", "capabilities": []])
+        try fx.make(dir: "nover", compile: false, manifest: ["id": "nover", "name": "x", "abi": "1.0", "library": "l.so", "capabilities": []])
+        let records = fx.load()
+        #expect(try fx.failure("garbage", in: records).contains("is not valid"))
+        #expect(try fx.failure("escape", in: records).contains("must be a file name inside the plugin directory"))
+        #expect(try fx.failure("nover", in: records).contains("missing field 'version'"))
+    }
+
+    @Test("per-node enablement: disabled plugins load no code; node overrides win")
+    func enablement() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        // A library that would fail loudly if loaded proves that disabled means "not loaded".
+        try fx.make(dir: "off", defines: ["INIT_FAILS"])
+        let settings = PluginSettings(
+            plugins: ["fixture": .init(enabled: false)],
+            nodes: ["gpu-1": .init(plugins: ["fixture": .init(enabled: true)])])
+        #expect(try fx.record("off", in: fx.load(settings: settings, node: "cpu-1")).state == .disabled)
+        #expect(try fx.failure("off", in: fx.load(settings: settings, node: "gpu-1")).contains("initialization failed"))
+        // defaultEnabled: false in the manifest, nothing in the config: disabled.
+        let other = try PluginFixture()
+        defer { TestEnv.cleanup(other.root) }
+        try other.make(
+            dir: "optin",
+            manifest: ["id": "fixture", "name": "x", "version": "1.0.0", "abi": "1.0", "library": "libfixture.so", "capabilities": [], "defaultEnabled": false])
+        #expect(try other.record("optin", in: other.load()).state == .disabled)
+    }
+
+    @Test("a plugin that completes twice is caught, not crashed on")
+    func doubleCompletion() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "double", defines: ["DOUBLE_COMPLETE"])
+        let plugin = try #require(try fx.record("double", in: fx.load()).plugin)
+        let scanner = try #require(ScannerClient(plugin))
+        let before = PluginDiagnostics.protocolViolations.count
+        let report = try await scanner.scan(.object([:]))
+        #expect(report["clean"] == .bool(true))
+        #expect(PluginDiagnostics.protocolViolations.count == before + 1)
+    }
+}

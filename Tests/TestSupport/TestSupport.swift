@@ -1,0 +1,118 @@
+public import Foundation
+
+/// Helpers shared by the test targets: where things are, running processes, temp dirs.
+public enum TestEnv {
+    /// The repository root (this file is Tests/TestSupport/TestSupport.swift).
+    public static let repoRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The build products directory (where the test bundle, `containarium` and plugin .so live).
+    public static let buildDir: URL = {
+        if let dir = ProcessInfo.processInfo.environment["CONTAINARIUM_BUILD_DIR"] { return URL(fileURLWithPath: dir) }
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return exe.deletingLastPathComponent()
+    }()
+
+    public static var cliPath: String { buildDir.appendingPathComponent("containarium").path }
+    public static var incusPluginLibrary: URL { buildDir.appendingPathComponent("libIncusLXC.so") }
+    public static var abiInclude: URL { repoRoot.appendingPathComponent("Sources/PluginABI/include") }
+
+    /// A fresh temporary directory, removed by the caller with `cleanup`.
+    public static func tempDir(_ prefix: String = "ctm") throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    public static func cleanup(_ url: URL) { try? FileManager.default.removeItem(at: url) }
+
+    /// A plugin directory holding the IncusLXC manifest and the built library.
+    public static func incusPluginDir(in parent: URL) throws -> URL {
+        let dir = parent.appendingPathComponent("incus-lxc")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            at: repoRoot.appendingPathComponent("Plugins/IncusLXC/plugin.json"), to: dir.appendingPathComponent("plugin.json"))
+        try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("libIncusLXC.so"), withDestinationURL: incusPluginLibrary)
+        return dir
+    }
+
+    /// A short random suffix for names that must not collide between runs.
+    public static func suffix() -> String {
+        String(UUID().uuidString.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(6))
+    }
+}
+
+public struct ProcessResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+    public var output: String { stdout + stderr }
+}
+
+public enum Run {
+    /// Run a program (no shell), capturing output through files so large output cannot block.
+    @discardableResult
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil, timeout: Double = 300
+    ) throws -> ProcessResult {
+        let dir = try TestEnv.tempDir("proc")
+        defer { TestEnv.cleanup(dir) }
+        let outURL = dir.appendingPathComponent("out"), errURL = dir.appendingPathComponent("err")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        let outHandle = try FileHandle(forWritingTo: outURL), errHandle = try FileHandle(forWritingTo: errURL)
+        p.standardOutput = outHandle
+        p.standardError = errHandle
+        if let stdin {
+            let inURL = dir.appendingPathComponent("in")
+            try Data(stdin.utf8).write(to: inURL)
+            p.standardInput = try FileHandle(forReadingFrom: inURL)
+        } else {
+            p.standardInput = FileHandle.nullDevice
+        }
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning {
+            if Date() > deadline {
+                p.terminate()
+                p.waitUntilExit()
+                throw TestFailure("\(executable) \(arguments.joined(separator: " ")) timed out after \(timeout)s")
+            }
+            usleep(20_000)
+        }
+        try outHandle.close()
+        try errHandle.close()
+        return ProcessResult(
+            status: p.terminationStatus,
+            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+    }
+}
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// An SSH key pair made by the real `ssh-keygen`.
+public struct KeyPair: Sendable {
+    public var privateKey: URL
+    public var publicKey: URL
+    public var publicText: String
+
+    public static func generate(in dir: URL, type: String = "ed25519", bits: Int? = nil, name: String = "id") throws -> KeyPair {
+        let priv = dir.appendingPathComponent(name)
+        var args = ["-q", "-t", type, "-N", "", "-C", "test@containarium", "-f", priv.path]
+        if let bits { args += ["-b", String(bits)] }
+        let r = try Run.run("/usr/bin/ssh-keygen", args)
+        guard r.status == 0 else { throw TestFailure("ssh-keygen failed: \(r.output)") }
+        let pub = URL(fileURLWithPath: priv.path + ".pub")
+        return KeyPair(privateKey: priv, publicKey: pub, publicText: try String(contentsOf: pub, encoding: .utf8))
+    }
+}
