@@ -101,7 +101,13 @@ struct IncusAPI: Sendable {
         while true {
             let slice = max(1, min(2, Int(deadline.timeIntervalSinceNow.rounded(.up))))
             let r = try http.request("GET", url(opPath + "/wait", query: ["timeout": String(slice)]), timeout: Double(slice) + 10)
-            let op = try envelope(r, "waiting for \(what)")["metadata"] ?? .null
+            let op: JSONValue
+            do {
+                op = try envelope(r, "waiting for \(what)")["metadata"] ?? .null
+            } catch where error.message.contains("deadline exceeded") || r.status == 504 {
+                // The wait slice ended with the operation still running.
+                op = .object(["status": .string("Running")])
+            }
             let status = op["status"]?.stringValue ?? ""
             switch status {
             case "Success":

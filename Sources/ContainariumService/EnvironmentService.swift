@@ -39,7 +39,7 @@ public struct CreateEnvironmentRequest: Sendable {
 }
 
 /// One numbered step of a long operation, for progress displays.
-public struct Progress: Sendable, Equatable {
+public struct StepProgress: Sendable, Equatable {
     public var step: Int
     public var total: Int
     public var message: String
@@ -130,7 +130,7 @@ public struct EnvironmentService: Sendable {
     /// Create an environment: a container with the user's account, keys and (optionally) a
     /// stack. Any failure after the container exists removes it again before returning.
     public func create(
-        _ r: CreateEnvironmentRequest, progress: @escaping @Sendable (Progress) -> Void = { _ in }
+        _ r: CreateEnvironmentRequest, progress: @escaping @Sendable (StepProgress) -> Void = { _ in }
     ) async throws(ContainariumError) -> InstanceInfo {
         let v = try validate(r)
         let client = try backend()
@@ -144,7 +144,7 @@ public struct EnvironmentService: Sendable {
             for await e in events where e.type == "instance.progress" {
                 guard let p = try? WireJSON.decode(ProgressEvent.self, from: e.json), p.instance == name else { continue }
                 backendSteps.withLock { $0 = p.total }
-                progress(Progress(step: p.step, total: p.total + extra, message: p.message))
+                progress(StepProgress(step: p.step, total: p.total + extra, message: p.message))
                 if Task.isCancelled { break }
             }
         }
@@ -160,7 +160,7 @@ public struct EnvironmentService: Sendable {
             let base = backendSteps.withLock { $0 }  // the backend's create steps
             do {
                 try await install(stack, in: name, client: client) { step, message in
-                    progress(Progress(step: base + step, total: base + extra, message: message))
+                    progress(StepProgress(step: base + step, total: base + extra, message: message))
                 }
                 info = try await client.info(InstanceRef(name: name))
             } catch {
@@ -173,14 +173,14 @@ public struct EnvironmentService: Sendable {
     }
 
     /// Install a stack into a running environment, then run its check.
-    public func installStack(username: String, stack name: String, progress: @escaping @Sendable (Progress) -> Void = { _ in })
+    public func installStack(username: String, stack name: String, progress: @escaping @Sendable (StepProgress) -> Void = { _ in })
         async throws(ContainariumError) -> ExecResult
     {
         let user = try Username(username)
         let stack = try stacks.stack(name)
         let client = try backend()
         return try await install(stack, in: user.containerName, client: client) { step, message in
-            progress(Progress(step: step, total: 2, message: message))
+            progress(StepProgress(step: step, total: 2, message: message))
         }
     }
 

@@ -76,10 +76,14 @@ struct PluginStatus: AsyncParsableCommand {
             }
             rows.append(row)
         }
-        if format == .json { return try printJSON(["plugins": rows]) }
-        print(Table.render(
-            header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "HEALTH", "DETAIL"],
-            rows: rows.map { [$0.id, $0.version ?? "-", $0.abi ?? "-", $0.capabilities.joined(separator: ","), $0.enabled ? "yes" : "no", $0.state, $0.health ?? "-", $0.healthDetail ?? ""] }))
+        if format == .json {
+            try printJSON(["plugins": rows])
+        } else {
+            print(Table.render(
+                header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "HEALTH", "DETAIL"],
+                rows: rows.map { [$0.id, $0.version ?? "-", $0.abi ?? "-", $0.capabilities.joined(separator: ","), $0.enabled ? "yes" : "no", $0.state, $0.health ?? "-", $0.healthDetail ?? ""] }))
+        }
+        // Scripts and monitors can rely on the exit status: 1 when an enabled plugin is not healthy.
         if rows.contains(where: { $0.enabled && $0.health != "ok" }) { throw ExitCode(1) }
     }
 }

@@ -47,6 +47,11 @@ public struct ProcessResult: Sendable {
     public var stdout: String
     public var stderr: String
     public var output: String { stdout + stderr }
+    public init(status: Int32, stdout: String, stderr: String) {
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+    }
 }
 
 public enum Run {

@@ -1,0 +1,122 @@
+import ContainariumCore
+import ContainariumService
+import Foundation
+import PluginHost
+import TestSupport
+import Testing
+
+@Suite("Failed creates leave nothing behind, on real Incus", .needsIncus, .serialized)
+struct FailureTests {
+    func keyText() throws -> (String, URL) {
+        let dir = try TestEnv.tempDir("keys")
+        return (try KeyPair.generate(in: dir).publicText, dir)
+    }
+
+    @Test("an image alias that does not exist: clear error, no container")
+    func missingImage() async throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let (key, kdir) = try keyText()
+        defer { TestEnv.cleanup(kdir) }
+        let user = "noimg\(TestEnv.suffix())"
+        let service = try sandbox.service()
+        do {
+            _ = try await service.create(CreateEnvironmentRequest(username: user, sshKeys: [key], image: "no/such-image-\(user)"))
+            Issue.record("create with a missing image succeeded")
+        } catch {
+            #expect(error.code == .notFound)
+            #expect(error.message.contains("image alias 'no/such-image-\(user)' does not exist"))
+        }
+        #expect(try !IncusEnv.exists("\(user)-container"))
+    }
+
+    @Test("a bad key or bad sizes are refused before anything is created (CLI exit status 2)")
+    func badInput() throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let user = "badkey\(TestEnv.suffix())"
+        let bad = sandbox.dir.appendingPathComponent("bad.pub")
+        try Data("ssh-ed25519 AAAAthisisnotakey user@host\n".utf8).write(to: bad)
+        let r = try sandbox.cli(["create", user, "--ssh-key", bad.path])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("SSH public key"))
+        let (key, kdir) = try keyText()
+        defer { TestEnv.cleanup(kdir) }
+        let good = sandbox.dir.appendingPathComponent("good.pub")
+        try Data(key.utf8).write(to: good)
+        let size = try sandbox.cli(["create", user, "--ssh-key", good.path, "--memory", "8"])
+        #expect(size.status == 2)
+        #expect(size.stderr.contains("has no unit"))
+        let name = try sandbox.cli(["create", "Root;reboot", "--ssh-key", good.path])
+        #expect(name.status == 2)
+        #expect(try !IncusEnv.exists("\(user)-container"))
+    }
+
+    @Test("a create that fails half-way (no network in time) removes the container it made")
+    func halfWay() async throws {
+        let sandbox = try IncusEnv.Sandbox(pluginConfig: ["networkTimeoutSeconds": 0])
+        defer { sandbox.cleanup() }
+        let (key, kdir) = try keyText()
+        defer { TestEnv.cleanup(kdir) }
+        let user = "half\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete("\(user)-container") }
+        let service = try sandbox.service()
+        let steps = StepLog()
+        do {
+            _ = try await service.create(CreateEnvironmentRequest(username: user, sshKeys: [key])) { steps.add($0) }
+            Issue.record("create with a zero network timeout succeeded")
+        } catch {
+            #expect(error.code == .timeout)
+            #expect(error.message.contains("got no IPv4 address"))
+        }
+        #expect(steps.all.contains { $0.message.contains("Starting container") }, "the failure must come after the container existed")
+        #expect(try !IncusEnv.exists("\(user)-container"))
+        #expect(try !IncusEnv.hasVolume("\(user)-container"))
+    }
+
+    @Test("creating an environment that exists fails and leaves the existing one alone")
+    func alreadyExists() async throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let (key, kdir) = try keyText()
+        defer { TestEnv.cleanup(kdir) }
+        let user = "twice\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete("\(user)-container") }
+        let service = try sandbox.service()
+        _ = try await service.create(CreateEnvironmentRequest(username: user, sshKeys: [key]))
+        do {
+            _ = try await service.create(CreateEnvironmentRequest(username: user, sshKeys: [key]))
+            Issue.record("second create succeeded")
+        } catch {
+            #expect(error.code == .alreadyExists)
+        }
+        #expect(try IncusEnv.exists("\(user)-container"))
+        #expect(try await service.info(username: user).state == .running)
+
+        // the disk can never shrink below what is in use
+        let backend = try service.plugins.instances()
+        do {
+            _ = try await backend.resize(ResizeRequest(name: "\(user)-container", diskBytes: 4096))
+            Issue.record("shrinking the disk below usage succeeded")
+        } catch {
+            #expect(error.code == .failedPrecondition)
+            #expect(error.message.contains("already uses"))
+        }
+        try await service.delete(username: user, force: true)
+        #expect(try !IncusEnv.exists("\(user)-container"))
+    }
+}
+
+final class StepLog: Sendable {
+    private let steps = MutexBox<[StepProgress]>([])
+    func add(_ p: StepProgress) { steps.mutate { $0.append(p) } }
+    var all: [StepProgress] { steps.value }
+}
+
+final class MutexBox<T: Sendable>: @unchecked Sendable {
+    private var v: T
+    private let lock = NSLock()
+    init(_ v: T) { self.v = v }
+    var value: T { lock.withLock { v } }
+    func mutate(_ f: (inout T) -> Void) { lock.withLock { f(&v) } }
+}

@@ -1,0 +1,103 @@
+import ContainariumCore
+import ContainariumService
+import Foundation
+import Logging
+import PluginHost
+import TestSupport
+import Testing
+
+/// Integration tests run against the real Incus daemon the test bed set up
+/// (scripts/testbed.sh). Set CONTAINARIUM_SKIP_INCUS=1 to skip them on a machine without it;
+/// otherwise a missing Incus is a failure, not a silent pass.
+enum IncusEnv {
+    static let skip = ProcessInfo.processInfo.environment["CONTAINARIUM_SKIP_INCUS"] == "1"
+    static let image = ProcessInfo.processInfo.environment["CONTAINARIUM_IMAGE"] ?? "containarium/debian12"
+
+    /// A private plugin directory, stack path and empty config for one test.
+    struct Sandbox {
+        let dir: URL
+        let plugins: URL
+        let config: URL
+
+        init(pluginConfig: [String: Any] = [:]) throws {
+            dir = try TestEnv.tempDir("it")
+            plugins = dir.appendingPathComponent("plugins")
+            _ = try TestEnv.incusPluginDir(in: plugins)
+            config = dir.appendingPathComponent("config.json")
+            let cfg: [String: Any] = [
+                "plugins": ["incus-lxc": ["enabled": true, "config": pluginConfig]],
+                "defaultImage": IncusEnv.image,
+                "stackPaths": [TestEnv.repoRoot.appendingPathComponent("stacks").path],
+            ]
+            try JSONSerialization.data(withJSONObject: cfg).write(to: config)
+        }
+
+        var environment: [String: String] {
+            ["CONTAINARIUM_PLUGIN_PATH": plugins.path, "CONTAINARIUM_CONFIG": config.path, "CONTAINARIUM_STACK_PATH": ""]
+        }
+
+        /// The real `containarium` binary.
+        @discardableResult
+        func cli(_ args: [String], timeout: Double = 600) throws -> ProcessResult {
+            try Run.run(TestEnv.cliPath, args, environment: environment, timeout: timeout)
+        }
+
+        /// The service layer, loaded the same way the binary loads it.
+        func service() throws -> EnvironmentService {
+            let config = try HostConfig.load(path: config.path)
+            let loader = PluginLoader(
+                searchPaths: [plugins], settings: config.pluginSettings, node: config.nodeName,
+                logger: Logger(label: "it", factory: { _ in SwiftLogNoOpLogHandler() }), events: EventBus())
+            return EnvironmentService(
+                config: config, plugins: PluginManager(loader: loader), stacks: StackCatalog(paths: config.stackSearchPaths()),
+                logger: Logger(label: "it", factory: { _ in SwiftLogNoOpLogHandler() }))
+        }
+
+        func cleanup() { TestEnv.cleanup(dir) }
+    }
+
+    @discardableResult
+    static func incus(_ args: [String]) throws -> ProcessResult {
+        try Run.run("/usr/bin/incus", args, timeout: 120)
+    }
+
+    /// Whether Incus knows an instance by this name.
+    static func exists(_ name: String) throws -> Bool {
+        let r = try incus(["list", "--format", "csv", "--columns", "n"])
+        guard r.status == 0 else { throw TestFailure("incus list failed: \(r.output)") }
+        return r.stdout.split(separator: "\n").contains { $0 == name }
+    }
+
+    /// Whether the storage pool still holds a volume for this instance.
+    static func hasVolume(_ name: String) throws -> Bool {
+        let r = try incus(["storage", "volume", "list", "default", "--format", "csv", "--columns", "tn"])
+        return r.stdout.split(separator: "\n").contains { $0.hasSuffix(",\(name)") }
+    }
+
+    /// Best-effort removal for test cleanup.
+    static func forceDelete(_ name: String) {
+        _ = try? incus(["delete", "--force", name])
+    }
+
+    /// Log in with the real OpenSSH client and run a command; retries while sshd starts.
+    static func ssh(user: String, host: String, key: URL, _ command: String, within seconds: Double = 45) throws -> ProcessResult {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = ProcessResult(status: -1, stdout: "", stderr: "never tried")
+        while Date() < deadline {
+            last = try Run.run(
+                "/usr/bin/ssh",
+                [
+                    "-i", key.path, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                    "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR", "\(user)@\(host)", command,
+                ], timeout: 30)
+            // 255 is ssh's own failure (connection refused, auth); anything else came from the command.
+            if last.status != 255 { return last }
+            usleep(300_000)
+        }
+        return last
+    }
+}
+
+extension Trait where Self == ConditionTrait {
+    static var needsIncus: ConditionTrait { .enabled(if: !IncusEnv.skip, "CONTAINARIUM_SKIP_INCUS=1") }
+}

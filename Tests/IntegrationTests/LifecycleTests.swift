@@ -1,0 +1,112 @@
+import ContainariumCore
+import Foundation
+import TestSupport
+import Testing
+
+@Suite("Environment lifecycle through the CLI, on real Incus", .needsIncus, .serialized)
+struct LifecycleTests {
+    @Test("create -> SSH login with the key, id and sudo -> resize seen inside -> stop/start -> delete leaves nothing")
+    func fullLifecycle() throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let user = "life\(TestEnv.suffix())"
+        let name = "\(user)-container"
+        defer { IncusEnv.forceDelete(name) }
+        let keys = try TestEnv.tempDir("keys")
+        defer { TestEnv.cleanup(keys) }
+        let key = try KeyPair.generate(in: keys)
+        let stranger = try KeyPair.generate(in: keys, name: "stranger")
+
+        // create, with numbered progress
+        let created = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--cpu", "1", "--memory", "512MB", "--disk", "2GB", "--label", "team=platform"])
+        #expect(created.status == 0, "create failed: \(created.output)")
+        for step in 1...5 { #expect(created.stdout.contains("[\(step)/5]")) }
+        #expect(created.stdout.contains("Container \(name) created successfully"))
+
+        var info = try info(sandbox, user)
+        #expect(info.state == .running)
+        #expect(info.cpuLimit == "1")
+        #expect(info.memoryLimitBytes == 512_000_000)
+        #expect(info.diskLimitBytes == 2_000_000_000)
+        #expect(info.labels["team"] == "platform")
+        #expect(info.labels["owner"] == user)
+        #expect(info.nesting)
+        let ip = try #require(info.ipv4.first)
+
+        // Incus made it unprivileged.
+        let priv = try IncusEnv.incus(["config", "get", name, "security.privileged"])
+        #expect(priv.stdout.trimmingCharacters(in: .whitespacesAndNewlines) != "true")
+
+        // log in with the real OpenSSH client
+        let who = try IncusEnv.ssh(user: user, host: ip, key: key.privateKey, "id -un; sudo -n true && echo sudo-ok; stat -c '%a %U' ~/.ssh ~/.ssh/authorized_keys")
+        #expect(who.status == 0, "ssh failed: \(who.output)")
+        #expect(who.stdout == "\(user)\nsudo-ok\n700 \(user)\n600 \(user)\n")
+        let denied = try IncusEnv.ssh(user: user, host: ip, key: stranger.privateKey, "true", within: 2)
+        #expect(denied.status == 255, "a key that was not given must not log in")
+        let rootLogin = try IncusEnv.ssh(user: "root", host: ip, key: key.privateKey, "true", within: 2)
+        #expect(rootLogin.status == 255, "root must not be reachable over SSH")
+
+        // resize live and observe the new limits from inside
+        let resized = try sandbox.cli(["resize", user, "--cpu", "2", "--memory", "1GiB", "--disk", "3GiB"])
+        #expect(resized.status == 0, "resize failed: \(resized.output)")
+        let memory = try IncusEnv.ssh(
+            user: user, host: ip, key: key.privateKey,
+            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+        #expect(memory.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1073741824")
+        var cpus = ""
+        for _ in 0..<50 {  // Incus rebalances CPU sets asynchronously
+            cpus = try IncusEnv.ssh(user: user, host: ip, key: key.privateKey, "nproc").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            if cpus == "2" { break }
+            usleep(200_000)
+        }
+        #expect(cpus == "2")
+        info = try self.info(sandbox, user)
+        #expect(info.diskLimitBytes == 3 << 30)
+        #expect(info.memoryLimitBytes == 1 << 30)
+        #expect(info.cpuLimit == "2")
+
+        // pin to one CPU, then refuse CPUs that do not exist
+        #expect(try sandbox.cli(["resize", user, "--cpu", "0-0"]).status == 0)
+        #expect(try self.info(sandbox, user).cpuLimit == "0-0")
+        let badCPU = try sandbox.cli(["resize", user, "--cpu", "0-1023"])
+        #expect(badCPU.status != 0)
+        #expect(badCPU.stderr.contains("does not exist on this node"))
+
+        // stop and start
+        let stopped = try sandbox.cli(["stop", user])
+        #expect(stopped.status == 0, "\(stopped.output)")
+        #expect(try self.info(sandbox, user).state == .stopped)
+        #expect(try IncusEnv.ssh(user: user, host: ip, key: key.privateKey, "true", within: 1).status == 255)
+        let started = try sandbox.cli(["start", user])
+        #expect(started.status == 0, "\(started.output)")
+        let again = try #require(try self.info(sandbox, user).ipv4.first)
+        #expect(try IncusEnv.ssh(user: user, host: again, key: key.privateKey, "id -un").stdout == "\(user)\n")
+
+        // export matches the reference layout
+        let export = try sandbox.cli(["export", user, "--jump-ip", "203.0.113.7", "--key", "~/.ssh/k"])
+        #expect(export.status == 0)
+        #expect(export.stdout.contains("Host containarium-jump\n    HostName 203.0.113.7\n    User \(user)\n    IdentityFile ~/.ssh/k"))
+        #expect(export.stdout.contains("Host \(user)-dev\n    HostName \(again)\n"))
+        #expect(export.stdout.contains("ProxyJump containarium-jump"))
+        let injected = try sandbox.cli(["export", user, "--jump-ip", "1.2.3.4\n    ProxyCommand evil"])
+        #expect(injected.status == 2)
+
+        // delete without --force and without a terminal is refused; with --force it goes
+        let refused = try sandbox.cli(["delete", user])
+        #expect(refused.status != 0)
+        #expect(try IncusEnv.exists(name))
+        let deleted = try sandbox.cli(["delete", user, "--force"])
+        #expect(deleted.status == 0, "\(deleted.output)")
+        #expect(try !IncusEnv.exists(name))
+        #expect(try !IncusEnv.hasVolume(name))
+        let gone = try sandbox.cli(["info", user])
+        #expect(gone.status == ContainariumError.Code.notFound.exitCode)
+        #expect(gone.stderr.contains("does not exist"))
+    }
+
+    func info(_ sandbox: IncusEnv.Sandbox, _ user: String) throws -> InstanceInfo {
+        let r = try sandbox.cli(["info", user, "--format", "json"])
+        guard r.status == 0 else { throw TestFailure("info failed: \(r.output)") }
+        return try WireJSON.decoder().decode(InstanceInfo.self, from: Data(r.stdout.utf8))
+    }
+}
