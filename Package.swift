@@ -1,12 +1,16 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// CI and scripts/test.sh set CONTAINARIUM_WERROR=1: warnings are errors in our own targets
+// (never in dependencies, which SwiftPM builds with warnings suppressed).
+let werror = Context.environment["CONTAINARIUM_WERROR"] == "1"
+
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
     .enableUpcomingFeature("InternalImportsByDefault"),
-]
+] + (werror ? [.unsafeFlags(["-warnings-as-errors"])] : [])
 
 let package = Package(
     name: "containarium",
@@ -22,7 +26,9 @@ let package = Package(
     ],
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).
-        .target(name: "PluginABI", path: "Sources/PluginABI"),
+        .target(
+            name: "PluginABI", path: "Sources/PluginABI",
+            cSettings: [.unsafeFlags(["-std=c99", "-Wall", "-Wextra", "-pedantic"] + (werror ? ["-Werror"] : []))]),
 
         // Leaf: errors, validation of user input, wire models. Foundation only.
         .target(name: "ContainariumCore", swiftSettings: strict),

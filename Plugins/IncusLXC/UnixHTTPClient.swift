@@ -42,9 +42,12 @@ struct UnixHTTPClient: Sendable {
     private func connect(timeout: Double) throws(ContainariumError) -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ContainariumError(.unavailable, "cannot create a socket", cause: String(cString: strerror(errno))) }
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // struct timeval is { long tv_sec; long tv_usec; } on 64-bit Linux. Spelled out as two
+        // Ints because the imported `timeval` resolves to different Clang modules per build mode.
+        var tv: (Int, Int) = (Int(timeout), Int((timeout - timeout.rounded(.down)) * 1_000_000))
+        let tvSize = socklen_t(MemoryLayout<(Int, Int)>.size)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, tvSize)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, tvSize)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let pathBytes = Array(socketPath.utf8)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Build Containarium and install it under PREFIX (default /usr/local):
+#   PREFIX/bin/containarium
+#   PREFIX/lib/containarium/plugins/incus-lxc/{plugin.json,libIncusLXC.so}
+#   PREFIX/lib/containarium/plugins/example-secrets/{plugin.json,libexample_secrets.so}  (disabled by default)
+#   PREFIX/share/containarium/stacks/*.json
+# and, when missing, a node config at /etc/containarium/config.json.
+#
+#   CONFIGURATION=release|debug (default release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX="${1:-/usr/local}"
+CONFIGURATION="${CONFIGURATION:-release}"
+log() { printf '==> %s\n' "$*" >&2; }
+
+log "swift build -c $CONFIGURATION"
+swift build -c "$CONFIGURATION" --product containarium
+swift build -c "$CONFIGURATION" --product IncusLXC
+bin="$(swift build -c "$CONFIGURATION" --show-bin-path)"
+
+install -d "$PREFIX/bin" "$PREFIX/lib/containarium/plugins/incus-lxc" "$PREFIX/share/containarium/stacks"
+install -m 0755 "$bin/containarium" "$PREFIX/bin/containarium.new"
+mv -f "$PREFIX/bin/containarium.new" "$PREFIX/bin/containarium"
+install -m 0644 Plugins/IncusLXC/plugin.json "$PREFIX/lib/containarium/plugins/incus-lxc/plugin.json"
+# Replace, never overwrite in place: a running process may have the old library mapped.
+install -m 0755 "$bin/libIncusLXC.so" "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so.new"
+mv -f "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so.new" "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so"
+make -s -C Plugins/ExampleScanner OUT="$PREFIX/lib/containarium/plugins/example-secrets" \
+  "$PREFIX/lib/containarium/plugins/example-secrets/libexample_secrets.so"
+install -m 0644 stacks/*.json "$PREFIX/share/containarium/stacks/"
+
+if [ ! -f /etc/containarium/config.json ]; then
+  install -d -m 0755 /etc/containarium
+  cat > /etc/containarium/config.json <<JSON
+{
+  "plugins": {
+    "incus-lxc": { "enabled": true, "config": { "socket": "/var/lib/incus/unix.socket", "pool": "default" } },
+    "example-secrets": { "enabled": false, "config": { "root": "/srv" } }
+  },
+  "defaultImage": "${CONTAINARIUM_IMAGE:-containarium/debian12}",
+  "images": { "debian12": "${CONTAINARIUM_IMAGE:-containarium/debian12}" },
+  "defaults": { "cpu": "2", "memory": "2GB", "disk": "10GB" }
+}
+JSON
+  log "wrote /etc/containarium/config.json"
+fi
+log "installed $("$PREFIX/bin/containarium" version)"

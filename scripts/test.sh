@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine (as root): sets up the test bed
+# (installs Incus, starts incusd, builds the test image), builds with warnings as errors,
+# then runs unit, loader, C-plugin and integration tests against real Incus and OpenSSH.
+#
+#   scripts/test.sh [extra swift test arguments, e.g. --filter PluginLoaderTests]
+#
+# SWIFT_BUILD_PATH: reuse a build directory outside the clone (CI does, to save minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '==> %s\n' "$*" >&2; }
+
+bash scripts/testbed.sh
+
+export CONTAINARIUM_WERROR=1   # Package.swift turns warnings into errors in our targets
+build_args=()
+if [ -n "${SWIFT_BUILD_PATH:-}" ]; then build_args+=(--scratch-path "$SWIFT_BUILD_PATH"); fi
+
+log "swift build (all products and tests, warnings as errors)"
+swift build --build-tests ${build_args[@]+"${build_args[@]}"}
+export CONTAINARIUM_BUILD_DIR="$(swift build ${build_args[@]+"${build_args[@]}"} --show-bin-path)"
+
+log "swift test"
+swift test --skip-build ${build_args[@]+"${build_args[@]}"} "$@"
