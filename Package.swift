@@ -27,19 +27,20 @@ let package = Package(
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).
         .target(
-            name: "PluginABI", path: "Sources/PluginABI",
+            name: "PluginABI", path: "Sources/PluginABI", exclude: ["README.md"],
             cSettings: [.unsafeFlags(["-std=c99", "-Wall", "-Wextra", "-pedantic"] + (werror ? ["-Werror"] : []))]),
 
         // Leaf: errors, validation of user input, wire models. Foundation only.
-        .target(name: "ContainariumCore", swiftSettings: strict),
+        .target(name: "ContainariumCore", exclude: ["README.md"], swiftSettings: strict),
 
         // Helpers for plugins written in Swift: C entry glue, JSON, completion, cancellation.
-        .target(name: "PluginKit", dependencies: ["PluginABI", "ContainariumCore"], swiftSettings: strict),
+        .target(name: "PluginKit", dependencies: ["PluginABI", "ContainariumCore"], exclude: ["README.md"], swiftSettings: strict),
 
         // Manifest discovery, dlopen, version negotiation, extension lookup, async bridging.
         .target(
             name: "PluginHost",
             dependencies: ["PluginABI", "ContainariumCore", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
 
@@ -47,6 +48,7 @@ let package = Package(
         .target(
             name: "ContainariumService",
             dependencies: ["PluginHost", "ContainariumCore", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
 
@@ -59,6 +61,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Host",
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
 

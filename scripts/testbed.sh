@@ -14,6 +14,8 @@
 set -euo pipefail
 
 IMAGE_ALIAS="${CONTAINARIUM_IMAGE:-containarium/debian12}"
+# Bump when the image recipe below changes: an older image under the alias is rebuilt.
+IMAGE_VERSION=2
 POOL="${CONTAINARIUM_POOL:-default}"
 POOL_SIZE="${CONTAINARIUM_POOL_SIZE:-40GiB}"
 BRIDGE="${CONTAINARIUM_BRIDGE:-incusbr0}"
@@ -122,6 +124,11 @@ if ! incus profile device show default 2>/dev/null | grep -q '^eth0:'; then
 fi
 
 # --- 5. the offline Debian 12 image ---------------------------------------------------------
+if incus image info "$IMAGE_ALIAS" >/dev/null 2>&1 && \
+   [ "$(incus image get-property "$IMAGE_ALIAS" containarium_image_version 2>/dev/null)" != "$IMAGE_VERSION" ]; then
+  log "image $IMAGE_ALIAS is older than recipe $IMAGE_VERSION; rebuilding"
+  incus image delete "$IMAGE_ALIAS"
+fi
 if ! incus image info "$IMAGE_ALIAS" >/dev/null 2>&1; then
   mkdir -p "$CACHE_DIR"
   work=$(mktemp -d "$CACHE_DIR/image.XXXXXX")
@@ -140,8 +147,14 @@ if ! incus image info "$IMAGE_ALIAS" >/dev/null 2>&1; then
   # host keys are generated at first boot, never shared between containers
   rm -f "$rootfs"/etc/ssh/ssh_host_*
   mkdir -p "$rootfs/etc/systemd/system/ssh.service.d"
-  printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
-    > "$rootfs/etc/systemd/system/ssh.service.d/containarium-hostkeys.conf"
+  # Generate host keys only when none were provided: Containarium places keys made on the
+  # host before first boot (faster first login, and the host knows the keys).
+  cat > "$rootfs/etc/systemd/system/ssh.service.d/containarium-hostkeys.conf" <<'UNIT'
+[Service]
+ExecStartPre=
+ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || exec /usr/bin/ssh-keygen -A'
+ExecStartPre=/usr/sbin/sshd -t
+UNIT
   printf 'PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\n' \
     > "$rootfs/etc/ssh/sshd_config.d/containarium.conf"
   : > "$rootfs/etc/machine-id"
@@ -158,6 +171,7 @@ properties:
   release: bookworm
   architecture: amd64
   variant: containarium
+  containarium_image_version: "$IMAGE_VERSION"
 META
   tar -C "$work" -czf "$work/meta.tar.gz" metadata.yaml
   log "packing rootfs"

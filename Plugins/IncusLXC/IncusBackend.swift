@@ -12,6 +12,8 @@ final class IncusBackend: Sendable {
         var profiles: [String]?
         var node: String?
         var networkTimeoutSeconds: Double?
+        /// Generate SSH host keys on the host at create time (default true).
+        var hostKeys: Bool?
     }
 
     let api: IncusAPI
@@ -20,12 +22,14 @@ final class IncusBackend: Sendable {
     let profiles: [String]
     let node: String
     let networkTimeout: Double
+    let generateHostKeys: Bool
     let host: HostServices
 
     static let managedKey = "user.containarium.managed"
     static let ownerKey = "user.containarium.owner"
     static let imageKey = "user.containarium.image"
     static let labelPrefix = "user.containarium.label."
+    static let hostKeysKey = "user.containarium.ssh-host-keys"
 
     init(config: Config, host: HostServices) {
         socketPath = config.socket ?? ProcessInfo.processInfo.environment["INCUS_SOCKET"] ?? "/var/lib/incus/unix.socket"
@@ -34,6 +38,7 @@ final class IncusBackend: Sendable {
         profiles = config.profiles ?? ["default"]
         node = config.node ?? ProcessInfo.processInfo.hostName
         networkTimeout = config.networkTimeoutSeconds ?? 60
+        generateHostKeys = config.hostKeys ?? true
         self.host = host
     }
 
@@ -141,7 +146,8 @@ final class IncusBackend: Sendable {
             nesting: expanded["security.nesting"]?.stringValue == "true",
             labels: labels,
             backend: "incus-lxc",
-            node: node)
+            node: node,
+            sshHostKeys: config[Self.hostKeysKey]?.stringValue.map { $0.split(separator: "\n").map(String.init) } ?? [])
     }
 
     // MARK: - lifecycle
@@ -181,6 +187,8 @@ final class IncusBackend: Sendable {
             else { throw .invalid("label key '\(k)' may use only a-z, 0-9, '.', '-' and '_'") }
             config[Self.labelPrefix + k] = .string(v)
         }
+        let hostKeys = generateHostKeys && r.account != nil ? try HostKeys.generate(comment: "root@\(r.name)") : nil
+        if let hostKeys { config[Self.hostKeysKey] = .string(hostKeys.publicLines) }
         var root: [String: JSONValue] = ["type": .string("disk"), "path": .string("/"), "pool": .string(pool)]
         if let disk = r.diskBytes { root["size"] = .string(ByteSize(bytes: disk).incusValue) }
         let body: JSONValue = .object([
@@ -200,6 +208,7 @@ final class IncusBackend: Sendable {
             throw error
         }
         do {
+            if let hostKeys { try installHostKeys(r.name, hostKeys) }
             ctx.progress(instance: r.name, step: 2, of: steps, "Starting container")
             try ctx.checkCancelled()
             try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("start"), "timeout": .number(60)]), context: ctx)
@@ -244,6 +253,18 @@ final class IncusBackend: Sendable {
         host.log(.error, "could not remove the half-made container \(name): \(lastError)")
     }
 
+    /// Place pre-generated host keys into the (not yet started) container.
+    private func installHostKeys(_ name: String, _ keys: HostKeys) throws(ContainariumError) {
+        for key in keys.keys {
+            let base = "/etc/ssh/ssh_host_\(key.type)_key"
+            try api.push(instance: name, path: base, content: key.privateKey, uid: 0, gid: 0, mode: "0600")
+            try api.push(instance: name, path: base + ".pub", content: Data((key.publicKey + "\n").utf8), uid: 0, gid: 0, mode: "0644")
+        }
+        try api.push(
+            instance: name, path: "/etc/ssh/sshd_config.d/10-containarium-hostkeys.conf", content: Data(keys.sshdConfig.utf8),
+            uid: 0, gid: 0, mode: "0644")
+    }
+
     private func checkCPU(_ cpu: String) throws(ContainariumError) {
         let limit = try CPULimit(parsing: cpu)
         let total = (try? api.sync("GET", "/1.0/resources"))?["cpu"]?["total"]?.intValue ?? 0
@@ -269,7 +290,7 @@ final class IncusBackend: Sendable {
             guard Date() < deadline else {
                 throw ContainariumError(.timeout, "container \(name) got no IPv4 address within \(String(format: "%g", timeout))s")
             }
-            usleep(100_000)
+            usleep(25_000)
         }
     }
 

@@ -143,13 +143,16 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
     public var labels: [String: String]
     public var backend: String?
     public var node: String?
+    /// Public SSH host keys of the instance, when the backend knows them (known_hosts lines).
+    public var sshHostKeys: [String]?
 
     public init(
         name: String, type: String = "container", state: InstanceState, image: String? = nil, ipv4: [String] = [],
         cpuLimit: String? = nil, memoryLimitBytes: UInt64? = nil, diskLimitBytes: UInt64? = nil,
         cpuUsageNanoseconds: UInt64? = nil, memoryUsageBytes: UInt64? = nil, diskUsageBytes: UInt64? = nil,
         processes: Int? = nil, startedAt: Date? = nil, createdAt: Date? = nil, autostart: Bool = false,
-        nesting: Bool = false, labels: [String: String] = [:], backend: String? = nil, node: String? = nil
+        nesting: Bool = false, labels: [String: String] = [:], backend: String? = nil, node: String? = nil,
+        sshHostKeys: [String]? = nil
     ) {
         self.name = name
         self.type = type
@@ -170,6 +173,7 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
         self.labels = labels
         self.backend = backend
         self.node = node
+        self.sshHostKeys = sshHostKeys
     }
 
     /// Seconds since the instance started, when it is running.

@@ -47,8 +47,9 @@ public struct OperationContext: Sendable {
         if flag.isCancelled { throw ContainariumError(.cancelled, "operation \(id) was cancelled") }
     }
 
-    /// Emit an `instance.progress` event for this operation.
+    /// Emit an `instance.progress` event for this operation (and a debug log line).
     public func progress(instance: String, step: Int, of total: Int, _ message: String) {
+        host.log(.debug, "operation \(id) \(instance) step \(step)/\(total): \(message)")
         host.emit(type: "instance.progress", ProgressEvent(operation: id, instance: instance, step: step, total: total, message: message))
     }
 }
