@@ -302,8 +302,9 @@ final class IncusBackend: Sendable {
         var argv = ["useradd", "--create-home", "--shell", a.shell, "--user-group"]
         if a.sudo { argv += ["--groups", "sudo"] }
         argv.append(a.name)
-        let add = try execWhenReady(ExecRequest(name: name, command: argv, timeoutSeconds: 60), ctx)
-        guard add.exitCode == 0 else {
+        let add = try exec(ExecRequest(name: name, command: argv, timeoutSeconds: 60), ctx)
+        // 9: the account exists, which happens when a retried exec had in fact run the first time.
+        guard add.exitCode == 0 || add.exitCode == 9 else {
             throw .internal("useradd \(a.name) failed with exit status \(add.exitCode)", cause: add.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         if a.sudo {
@@ -398,23 +399,25 @@ final class IncusBackend: Sendable {
 
     // MARK: - exec
 
-    /// Exec right after start can race the container's init ("Failed to retrieve PID of
-    /// executing child process"); retry such transient failures for a few seconds.
-    func execWhenReady(_ r: ExecRequest, _ ctx: OperationContext, within seconds: Double = 15) throws(ContainariumError) -> ExecResult {
+    /// Incus sometimes fails an exec before the command starts ("Failed to retrieve PID of
+    /// executing child process": right after start, or under load); retry such transient
+    /// failures for a while. Other failures, and any exit status of the command, are returned.
+    func exec(_ r: ExecRequest, _ ctx: OperationContext, within seconds: Double = 20) throws(ContainariumError) -> ExecResult {
         let deadline = Date().addingTimeInterval(seconds)
         while true {
             do {
-                return try exec(r, ctx)
+                return try execOnce(r, ctx)
             } catch {
                 let transient = error.message.contains("Failed to retrieve PID") || error.message.contains("not running")
                 guard transient, Date() < deadline else { throw error }
                 try ctx.checkCancelled()
-                usleep(50_000)
+                host.log(.debug, "exec in \(r.name) hit a transient Incus error; retrying: \(error.message)")
+                usleep(100_000)
             }
         }
     }
 
-    func exec(_ r: ExecRequest, _ ctx: OperationContext) throws(ContainariumError) -> ExecResult {
+    private func execOnce(_ r: ExecRequest, _ ctx: OperationContext) throws(ContainariumError) -> ExecResult {
         guard !r.command.isEmpty else { throw .invalid("exec needs a command") }
         var env: [String: JSONValue] = [:]
         for (k, v) in r.environment { env[k] = .string(v) }
