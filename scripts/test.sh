@@ -12,6 +12,9 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 bash scripts/testbed.sh
 
+# Independent validators used by the tests: Python's jsonschema checks our JSON against docs/schemas.
+python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install --quiet jsonschema
+
 export CONTAINARIUM_WERROR=1   # Package.swift turns warnings into errors in our targets
 build_args=()
 if [ -n "${SWIFT_BUILD_PATH:-}" ]; then build_args+=(--scratch-path "$SWIFT_BUILD_PATH"); fi

@@ -48,6 +48,7 @@ struct CPluginTests {
         let scanner = try #require(record.plugin.flatMap(ScannerClient.init))
         let report = try await scanner.scan(.object(["path": .string(root.path)]))
         #expect(report["clean"] == .bool(false))
+        #expect(try SchemaCheck.violations(of: WireJSON.encode(report), file: "scanner-1.schema.json", definition: "ScanReport") == nil)
         guard case .array(let findings)? = report["findings"] else { throw TestFailure("no findings array: \(report)") }
         let pairs = Set(findings.compactMap { f -> String? in
             guard let p = f["path"]?.stringValue, let rule = f["rule"]?.stringValue else { return nil }

@@ -107,6 +107,10 @@ struct LifecycleTests {
     func info(_ sandbox: IncusEnv.Sandbox, _ user: String) throws -> InstanceInfo {
         let r = try sandbox.cli(["info", user, "--format", "json"])
         guard r.status == 0 else { throw TestFailure("info failed: \(r.output)") }
+        // What the real plugin reported conforms to the published schema.
+        if let problems = try SchemaCheck.violations(of: Data(r.stdout.utf8), file: "instances-1.schema.json", definition: "InstanceInfo") {
+            throw TestFailure("info output does not match docs/schemas/instances-1.schema.json: \(problems)")
+        }
         return try WireJSON.decoder().decode(InstanceInfo.self, from: Data(r.stdout.utf8))
     }
 }
