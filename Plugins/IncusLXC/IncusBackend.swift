@@ -30,6 +30,9 @@ final class IncusBackend: Sendable {
     static let imageKey = "user.containarium.image"
     static let labelPrefix = "user.containarium.label."
     static let hostKeysKey = "user.containarium.ssh-host-keys"
+    /// A token unique to one create call: rollback deletes an instance only when it carries
+    /// the token, so a failed create can never remove a container somebody else made.
+    static let createTokenKey = "user.containarium.create-token"
 
     init(config: Config, host: HostServices) {
         socketPath = config.socket ?? ProcessInfo.processInfo.environment["INCUS_SOCKET"] ?? "/var/lib/incus/unix.socket"
@@ -167,8 +170,10 @@ final class IncusBackend: Sendable {
         if let cpu = r.cpu { try checkCPU(cpu) }
         try ctx.checkCancelled()
 
+        let token = UUID().uuidString
         var config: [String: JSONValue] = [
             Self.managedKey: .string("true"),
+            Self.createTokenKey: .string(token),
             Self.imageKey: .string(r.image),
             "security.privileged": .string("false"),
             "boot.autostart": .string(r.autostart ? "true" : "false"),
@@ -204,7 +209,7 @@ final class IncusBackend: Sendable {
         do {
             try api.operation("POST", "/1.0/instances", body: body, timeout: 300, context: ctx)
         } catch {
-            rollback(r.name)  // Incus may have left a partial instance behind
+            rollback(r.name, token: token)  // Incus may have left a partial instance behind
             throw error
         }
         do {
@@ -223,18 +228,31 @@ final class IncusBackend: Sendable {
             return try info(r.name)
         } catch {
             host.log(.warning, "create of \(r.name) failed, removing the half-made container: \(error.description)")
-            rollback(r.name)
+            rollback(r.name, token: token)
             throw error
         }
     }
 
     /// Remove a container this create made. Retries: Incus can refuse a delete for a moment
     /// while a just-failed operation still holds the instance.
-    private func rollback(_ name: String) {
+    private func rollback(_ name: String, token: String) {
         let deadline = Date().addingTimeInterval(60)
         var lastError = ""
         while Date() < deadline {
-            guard let current = try? api.sync("GET", path(name)) else { return }  // gone
+            let current: JSONValue
+            do {
+                current = try api.sync("GET", path(name))
+            } catch where error.code == .notFound {
+                return  // gone
+            } catch {
+                lastError = error.description
+                usleep(250_000)
+                continue
+            }
+            guard current["config"]?[Self.createTokenKey]?.stringValue == token else {
+                host.log(.warning, "not removing \(name): it was not made by this create")
+                return
+            }
             if current["status"]?.stringValue != "Stopped" {
                 do {
                     try api.operation("PUT", path(name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true)]), timeout: 60)

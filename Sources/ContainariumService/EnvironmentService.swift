@@ -165,7 +165,11 @@ public struct EnvironmentService: Sendable {
                 info = try await client.info(InstanceRef(name: name))
             } catch {
                 logger.warning("stack install failed; removing the environment", metadata: ["user": "\(v.user)", "error": "\(error.message)"])
-                try? await client.remove(InstanceRef(name: name, force: true))
+                // Detached: the cleanup must run even when the create was cancelled.
+                let removal = Task.detached { try await client.remove(InstanceRef(name: name, force: true)) }
+                if case .failure(let cleanupError) = await removal.result {
+                    logger.error("could not remove the environment after a failed create", metadata: ["user": "\(v.user)", "error": "\(cleanupError)"])
+                }
                 throw error
             }
         }

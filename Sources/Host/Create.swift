@@ -71,9 +71,11 @@ struct Create: AsyncParsableCommand {
         let table = format == .table
         if table { print("Creating container for user: \(username)") }
         let info = try await ContainariumCLI.run { () async throws(ContainariumError) in
-            try await service.create(request) { p in
-                if table { print("  [\(p.step)/\(p.total)] \(p.message)...") }
-                fflush(nil)
+            try await Interrupts.cancelling { () async throws(ContainariumError) in
+                try await service.create(request) { p in
+                    if table { print("  [\(p.step)/\(p.total)] \(p.message)...") }
+                    fflush(nil)
+                }
             }
         }
         if !table { return try printJSON(info) }

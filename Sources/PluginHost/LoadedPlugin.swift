@@ -38,6 +38,7 @@ public final class LoadedPlugin: @unchecked Sendable {
     /// through its `cancel` function; the completion still arrives exactly once.
     func invoke(_ fn: ctm_call_fn?, method: String, request: Data) async throws(ContainariumError) -> Data {
         guard let fn else { throw ContainariumError(.unsupported, "plugin \(manifest.id) does not implement \(method)") }
+        if Task.isCancelled { throw ContainariumError(.cancelled, "\(method) was cancelled before it started") }
         let op = PendingCalls.shared.makeOperationID()
         let cancel = table.pointee.cancel
         let instance = UncheckedRaw(instance)

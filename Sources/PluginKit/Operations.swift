@@ -13,20 +13,41 @@ public final class CancellationFlag: Sendable {
 
 /// The operations a plugin instance is running, so `cancel(operation_id)` can reach them.
 public final class OperationRegistry: Sendable {
-    private let running = Mutex<[UInt64: CancellationFlag]>([:])
+    private struct State {
+        var running: [UInt64: CancellationFlag] = [:]
+        /// Cancels that arrived before their operation was registered (a host may cancel as
+        /// soon as it has chosen the id); bounded, oldest dropped first.
+        var early: [UInt64] = []
+    }
+
+    private let state = Mutex(State())
     public init() {}
 
     public func register(_ id: UInt64) -> CancellationFlag {
         let flag = CancellationFlag()
-        running.withLock { $0[id] = flag }
+        state.withLock { s in
+            s.running[id] = flag
+            if let i = s.early.firstIndex(of: id) {
+                s.early.remove(at: i)
+                flag.cancel()
+            }
+        }
         return flag
     }
 
-    public func finish(_ id: UInt64) { _ = running.withLock { $0.removeValue(forKey: id) } }
+    public func finish(_ id: UInt64) { _ = state.withLock { $0.running.removeValue(forKey: id) } }
 
-    public func cancel(_ id: UInt64) { running.withLock { $0[id] }?.cancel() }
+    public func cancel(_ id: UInt64) {
+        let flag = state.withLock { s -> CancellationFlag? in
+            if let f = s.running[id] { return f }
+            s.early.append(id)
+            if s.early.count > 256 { s.early.removeFirst(s.early.count - 256) }
+            return nil
+        }
+        flag?.cancel()
+    }
 
-    public func cancelAll() { running.withLock { Array($0.values) }.forEach { $0.cancel() } }
+    public func cancelAll() { state.withLock { Array($0.running.values) }.forEach { $0.cancel() } }
 }
 
 /// What a running operation can see: its id, cancellation, and a way to report progress.

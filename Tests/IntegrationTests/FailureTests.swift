@@ -120,3 +120,48 @@ final class MutexBox<T: Sendable>: @unchecked Sendable {
     var value: T { lock.withLock { v } }
     func mutate(_ f: (inout T) -> Void) { lock.withLock { f(&v) } }
 }
+
+@Suite("Interrupted creates roll back, on real Incus", .needsIncus)
+struct InterruptTests {
+    @Test("Ctrl-C (SIGINT) during a create cancels it, removes the container and exits 130")
+    func interrupt() throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let keys = try TestEnv.tempDir("keys")
+        defer { TestEnv.cleanup(keys) }
+        let key = try KeyPair.generate(in: keys)
+        let user = "intr\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete("\(user)-container") }
+
+        let out = sandbox.dir.appendingPathComponent("create.out")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: out)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: TestEnv.cliPath)
+        // The stack install takes seconds: a window where the container exists and work runs.
+        p.arguments = ["create", user, "--ssh-key", key.publicKey.path, "--stack", "python"]
+        p.environment = ProcessInfo.processInfo.environment.merging(sandbox.environment) { $1 }
+        p.standardOutput = handle
+        p.standardError = handle
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(120)
+        var text = ""
+        while Date() < deadline, p.isRunning {
+            text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+            if text.contains("[6/7]") { break }
+            usleep(50_000)
+        }
+        #expect(text.contains("[6/7]"), "create never reached the stack step: \(text)")
+        #expect(try IncusEnv.exists("\(user)-container"))
+        p.interrupt()
+        while p.isRunning, Date() < deadline { usleep(50_000) }
+        try handle.close()
+        text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+        #expect(p.terminationStatus == 130, "exit status \(p.terminationStatus): \(text)")
+        #expect(text.contains("Interrupted: cancelling and cleaning up"))
+        #expect(!text.contains("created successfully"))
+        #expect(try !IncusEnv.exists("\(user)-container"))
+        #expect(try !IncusEnv.hasVolume("\(user)-container"))
+    }
+}
