@@ -213,6 +213,7 @@ final class IncusBackend: Sendable {
             throw error
         }
         do {
+            try installIdentity(r.name)
             if let hostKeys { try installHostKeys(r.name, hostKeys) }
             ctx.progress(instance: r.name, step: 2, of: steps, "Starting container")
             try ctx.checkCancelled()
@@ -269,6 +270,14 @@ final class IncusBackend: Sendable {
             usleep(250_000)
         }
         host.log(.error, "could not remove the half-made container \(name): \(lastError)")
+    }
+
+    /// The container's own name as its host name (images often ship a generic /etc/hostname),
+    /// resolvable locally so sudo and friends do not stall on DNS.
+    private func installIdentity(_ name: String) throws(ContainariumError) {
+        try api.push(instance: name, path: "/etc/hostname", content: Data("\(name)\n".utf8), uid: 0, gid: 0, mode: "0644")
+        let hosts = "127.0.0.1\tlocalhost\n127.0.1.1\t\(name)\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+        try api.push(instance: name, path: "/etc/hosts", content: Data(hosts.utf8), uid: 0, gid: 0, mode: "0644")
     }
 
     /// Place pre-generated host keys into the (not yet started) container.

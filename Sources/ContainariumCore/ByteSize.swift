@@ -48,6 +48,13 @@ public struct ByteSize: Sendable, Hashable, Comparable, Codable, CustomStringCon
     public var description: String { Self.format(bytes) }
 
     public static func format(_ bytes: UInt64) -> String {
+        // Exact forms first, so what an operator typed reads back the same (8GB, 8GiB).
+        for (name, size) in [("TiB", UInt64(1) << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)] where bytes >= size && bytes % size == 0 {
+            return "\(bytes / size)\(name)"
+        }
+        for (name, size) in [("TB", UInt64(1_000_000_000_000)), ("GB", 1_000_000_000), ("MB", 1_000_000)] where bytes >= size && bytes % size == 0 {
+            return "\(bytes / size)\(name)"
+        }
         let units: [(String, Double)] = [("TiB", 1_099_511_627_776), ("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024)]
         for (name, size) in units where Double(bytes) >= size {
             let v = Double(bytes) / size

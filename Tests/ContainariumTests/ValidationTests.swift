@@ -41,6 +41,11 @@ struct SizeTests {
         #expect(try ByteSize(parsing: text).bytes == bytes)
     }
 
+    @Test("sizes read back the way they were written", arguments: [("8GB", "8GB"), ("8GiB", "8GiB"), ("4096MB", "4096MB"), ("512MiB", "512MiB"), ("1.5GiB", "1536MiB"), ("1000B", "1000B")])
+    func format(_ text: String, _ shown: String) throws {
+        #expect(try ByteSize(parsing: text).description == shown)
+    }
+
     @Test("bad sizes are refused", arguments: ["", "8", "GB", "8XB", "-1GB", "0GB", "1e30GB", "8 G B"])
     func badSizes(_ text: String) {
         #expect(throws: ContainariumError.self) { try ByteSize(parsing: text) }
