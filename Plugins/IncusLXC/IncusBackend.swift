@@ -143,7 +143,7 @@ final class IncusBackend: Sendable {
             memoryUsageBytes: state?["memory"]?["usage"]?.uint64Value,
             diskUsageBytes: state?["disk"]?["root"]?["usage"]?.uint64Value,
             processes: state?["processes"]?.intValue,
-            startedAt: status == .running ? date(i["last_used_at"]) : nil,
+            startedAt: status == .running ? (date(state?["started_at"]) ?? date(i["last_used_at"])) : nil,
             createdAt: date(i["created_at"]),
             autostart: expanded["boot.autostart"]?.stringValue == "true",
             nesting: expanded["security.nesting"]?.stringValue == "true",

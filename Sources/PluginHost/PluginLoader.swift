@@ -115,7 +115,7 @@ public struct PluginLoader: Sendable {
             if let first = winners[manifest.id] {
                 records.append(
                     PluginRecord(directory: dir, manifest: manifest, enabled: false, state: .shadowed(by: first.path)))
-                logger.warning(
+                logger.notice(
                     "duplicate plugin id; the first one found wins",
                     metadata: ["plugin": "\(manifest.id)", "path": "\(dir.path)", "winner": "\(first.path)"])
                 continue
