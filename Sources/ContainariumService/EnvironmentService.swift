@@ -138,23 +138,22 @@ public struct EnvironmentService: Sendable {
         let name = v.request.name
 
         // Relay the plugin's progress events for this instance, renumbered to include ours.
-        let events = plugins.events.subscribe()
+        let subscription = plugins.events.subscription()
         let backendSteps = Mutex(0)
         let relay = Task {
-            for await e in events where e.type == "instance.progress" {
+            for await e in subscription.events where e.type == "instance.progress" {
                 guard let p = try? WireJSON.decode(ProgressEvent.self, from: e.json), p.instance == name else { continue }
                 backendSteps.withLock { $0 = p.total }
                 progress(StepProgress(step: p.step, total: p.total + extra, message: p.message))
-                if Task.isCancelled { break }
             }
         }
-        defer { relay.cancel() }
-
         logger.info("creating environment", metadata: ["user": "\(v.user)", "image": "\(v.request.image)", "backend": "\(client.backendID)"])
-        var info = try await client.create(v.request)
-        // Let the relay drain the last plugin events before we print our own steps.
-        try? await Task.sleep(for: .milliseconds(20))
-        relay.cancel()
+        let created: Result<InstanceInfo, ContainariumError>
+        do { created = .success(try await client.create(v.request)) } catch { created = .failure(error) }
+        // Plugins emit progress before they complete: deliver what is buffered, then stop.
+        subscription.finish()
+        await relay.value
+        var info = try created.get()
 
         if let stack = v.stack {
             let base = backendSteps.withLock { $0 }  // the backend's create steps

@@ -28,12 +28,26 @@ public final class EventBus: Sendable {
 
     /// A stream of every event published from now on. Ends when the consumer stops iterating.
     public func subscribe(bufferSize: Int = 1024) -> AsyncStream<PluginEvent> {
+        subscription(bufferSize: bufferSize).events
+    }
+
+    /// Like `subscribe`, with a way for the subscriber to end the stream itself: after
+    /// `finish()`, iteration still delivers what was already published, then ends.
+    public func subscription(bufferSize: Int = 1024) -> Subscription {
         let id = UUID()
         let (stream, continuation) = AsyncStream<PluginEvent>.makeStream(bufferingPolicy: .bufferingNewest(bufferSize))
         continuation.onTermination = { [weak self] _ in
             _ = self?.subscribers.withLock { $0.removeValue(forKey: id) }
         }
         subscribers.withLock { $0[id] = continuation }
-        return stream
+        return Subscription(events: stream, continuation: continuation)
+    }
+
+    public struct Subscription: Sendable {
+        public let events: AsyncStream<PluginEvent>
+        let continuation: AsyncStream<PluginEvent>.Continuation
+
+        /// Stop receiving new events; those already buffered are still delivered.
+        public func finish() { continuation.finish() }
     }
 }
