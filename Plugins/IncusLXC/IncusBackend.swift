@@ -398,7 +398,13 @@ final class IncusBackend: Sendable {
         }
         if let cpu = r.cpu { try checkCPU(cpu) }
         if let mem = r.memoryBytes, mem < 64 << 20 { throw .invalid("memory below 64MiB is not allowed") }
-        let current = try info(r.name)
+        var current = try info(r.name)
+        if let disk = r.diskBytes, current.state == .running, disk < (current.diskLimitBytes ?? .max) {
+            // Shrinking: flush the container's writes first, so the usage we compare against is
+            // current (btrfs accounts usage at transaction commit, seconds behind the writes).
+            try syncFilesystem(r.name, ctx)
+            current = try info(r.name)
+        }
         var instance = try api.sync("GET", path(r.name))
         if let disk = r.diskBytes, let used = current.diskUsageBytes, disk < used {
             throw ContainariumError(
@@ -420,8 +426,26 @@ final class IncusBackend: Sendable {
         }
         instance = .object(obj.filter { ["architecture", "config", "devices", "ephemeral", "profiles", "description"].contains($0.key) })
         try ctx.checkCancelled()
-        try api.operation("PUT", path(r.name), body: instance, timeout: 120, context: ctx)
+        do {
+            try api.operation("PUT", path(r.name), body: instance, timeout: 120, context: ctx)
+        } catch where r.diskBytes != nil && error.message.lowercased().contains("quota exceeded") {
+            // Usage figures can lag the filesystem (btrfs accounts at transaction commit); the
+            // storage driver itself then refuses a quota below what is in use.
+            throw ContainariumError(
+                .failedPrecondition,
+                "cannot shrink the disk of \(r.name) to \(ByteSize(bytes: r.diskBytes ?? 0)): it already uses more than that",
+                cause: error.message)
+        }
         return try info(r.name)
+    }
+
+    /// `sync` inside a running container, without recording output (works on a full disk).
+    private func syncFilesystem(_ name: String, _ ctx: OperationContext) throws(ContainariumError) {
+        let body: JSONValue = .object([
+            "command": .array([.string("sync")]), "interactive": .bool(false),
+            "wait-for-websocket": .bool(false), "record-output": .bool(false),
+        ])
+        try api.operation("POST", path(name) + "/exec", body: body, timeout: 60, context: ctx)
     }
 
     // MARK: - exec

@@ -119,3 +119,49 @@ struct LifecycleTests {
         return try WireJSON.decoder().decode(InstanceInfo.self, from: Data(r.stdout.utf8))
     }
 }
+
+@Suite("Disk quotas, on real Incus", .needsIncus)
+struct DiskQuotaTests {
+    @Test("the disk quota is enforced inside, grows live, and never shrinks below usage")
+    func quota() throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let keys = try TestEnv.tempDir("keys")
+        defer { TestEnv.cleanup(keys) }
+        let key = try KeyPair.generate(in: keys)
+        let user = "disk\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete("\(user)-container") }
+        let created = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--disk", "1GiB", "--format", "json"])
+        #expect(created.status == 0, "\(created.output)")
+        let info = try WireJSON.decoder().decode(InstanceInfo.self, from: Data(created.stdout.utf8))
+        let ip = try #require(info.ipv4.first)
+        let write = "dd if=/dev/zero of=$HOME/fill bs=1M count=1200 conv=fsync 2>&1 | grep -E 'exceeded|copied'"
+
+        // Over the quota: the write fails inside the container.
+        let full = try IncusEnv.ssh(user: user, host: ip, key: key.privateKey, write)
+        #expect(full.stdout.contains("Disk quota exceeded"), "writing 1200MB into 1GiB: \(full.output)")
+
+        // Grow it live: the same write now fits, without a restart.
+        let grown = try sandbox.cli(["resize", user, "--disk", "2GiB"])
+        #expect(grown.status == 0, "\(grown.output)")
+        let fits = try IncusEnv.ssh(user: user, host: ip, key: key.privateKey, "rm -f $HOME/fill; " + write)
+        #expect(fits.stdout.contains("copied"), "writing 1200MB into 2GiB: \(fits.output)")
+        #expect(!fits.stdout.contains("Disk quota exceeded"))
+
+        // Shrinking below what is now used is refused, with both numbers; nothing changes.
+        var shrink = try sandbox.cli(["resize", user, "--disk", "1GiB"])
+        for _ in 0..<20 where shrink.status == 0 {  // usage accounting can lag the write briefly
+            _ = try sandbox.cli(["resize", user, "--disk", "2GiB"])
+            usleep(250_000)
+            shrink = try sandbox.cli(["resize", user, "--disk", "1GiB"])
+        }
+        #expect(shrink.status == ContainariumError.Code.failedPrecondition.exitCode, "\(shrink.output)")
+        #expect(shrink.stderr.contains("it already uses"), "\(shrink.output)")
+        // Refused by our own check on fresh usage figures, before Incus touched the quota.
+        #expect(!shrink.stderr.contains("more than that"), "\(shrink.output)")
+        let after = try sandbox.cli(["info", user, "--format", "json"])
+        #expect(try WireJSON.decoder().decode(InstanceInfo.self, from: Data(after.stdout.utf8)).diskLimitBytes == 2 << 30)
+        let deleted = try sandbox.cli(["delete", user, "--force"])
+        #expect(deleted.status == 0, "\(deleted.output)")
+    }
+}
