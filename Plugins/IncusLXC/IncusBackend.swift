@@ -114,7 +114,8 @@ final class IncusBackend: Sendable {
         if let owner = config[Self.ownerKey]?.stringValue { labels["owner"] = owner }
         var ipv4: [String] = []
         if case .object(let nets)? = state?["network"] {
-            for (ifname, net) in nets.sorted(by: { $0.key < $1.key }) where ifname != "lo" {
+            for (ifname, net) in nets.sorted(by: { Self.interfaceRank($0.key) < Self.interfaceRank($1.key) })
+            where ifname != "lo" && !Self.isInnerBridge(ifname) {
                 for a in net["addresses"]?.arrayValue ?? []
                 where a["family"]?.stringValue == "inet" && a["scope"]?.stringValue == "global" {
                     if let addr = a["address"]?.stringValue { ipv4.append(addr) }
@@ -151,6 +152,19 @@ final class IncusBackend: Sendable {
             backend: "incus-lxc",
             node: node,
             sshHostKeys: config[Self.hostKeysKey]?.stringValue.map { $0.split(separator: "\n").map(String.init) } ?? [])
+    }
+
+    /// The instance's own NICs first (eth0, then eth*/en*), then anything else, by name.
+    static func interfaceRank(_ name: String) -> String {
+        if name == "eth0" { return "0" }
+        if name.hasPrefix("eth") || name.hasPrefix("en") { return "1" + name }
+        return "2" + name
+    }
+
+    /// Bridges and veths that software inside the environment creates (Docker, Podman, nested
+    /// Incus/LXC, libvirt): their addresses are not the environment's address.
+    static func isInnerBridge(_ name: String) -> Bool {
+        ["docker", "br-", "veth", "virbr", "lxcbr", "incusbr", "lxdbr", "cni", "podman", "flannel", "cali"].contains { name.hasPrefix($0) }
     }
 
     // MARK: - lifecycle

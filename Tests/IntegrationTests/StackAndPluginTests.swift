@@ -91,3 +91,35 @@ struct StackAndPluginTests {
         #expect((c.pool?.totalBytes ?? 0) > 0)
     }
 }
+
+@Suite("Docker inside an environment, on real Incus", .needsIncus)
+struct DockerNestingTests {
+    @Test("--stack docker: nesting lets Docker run a container inside, and the address stays the environment's")
+    func dockerInside() throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let keys = try TestEnv.tempDir("keys")
+        defer { TestEnv.cleanup(keys) }
+        let key = try KeyPair.generate(in: keys)
+        let user = "dock\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete("\(user)-container") }
+        let r = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--stack", "docker", "--format", "json"], timeout: 900)
+        #expect(r.status == 0, "create --stack docker failed: \(r.output)")
+        let info = try WireJSON.decoder().decode(InstanceInfo.self, from: Data(r.stdout.utf8))
+        let ip = try #require(info.ipv4.first)
+        #expect(!ip.hasPrefix("172.17."), "docker0's address must not be reported as the environment's")
+        // No registry is reachable: build a one-file image from busybox and run it, as the user, with sudo.
+        let script = """
+            set -e
+            sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null
+            d=$(mktemp -d); mkdir -p $d/bin; cp /bin/busybox $d/bin/
+            tar -C $d -c . | sudo -n docker import - tiny:1 >/dev/null
+            sudo -n docker run --rm tiny:1 /bin/busybox echo hello-from-nested-docker
+            ip -4 -o addr show eth0 | awk '{print $4}'
+            """
+        let out = try IncusEnv.ssh(user: user, host: ip, key: key.privateKey, script, within: 60)
+        #expect(out.status == 0, "\(out.output)")
+        #expect(out.stdout.contains("hello-from-nested-docker"))
+        #expect(out.stdout.contains("\(ip)/"), "eth0 carries the reported address: \(out.stdout)")
+    }
+}
