@@ -211,4 +211,25 @@ struct PluginLoaderTests {
         #expect(report["clean"] == .bool(true))
         #expect(PluginDiagnostics.protocolViolations.count == before + 1)
     }
+
+    @Test("cancelling the awaiting Swift task reaches the plugin, whose completion reports CTM_E_CANCELLED")
+    func cancellation() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "slow", defines: ["SLOW_SCAN"])
+        let plugin = try #require(try fx.record("slow", in: fx.load()).plugin)
+        let scanner = try #require(ScannerClient(plugin))
+        let started = ContinuousClock.now
+        let task = Task { try await scanner.scan(.object([:])) }
+        try await Task.sleep(for: .milliseconds(100))
+        task.cancel()
+        do {
+            _ = try await task.value
+            Issue.record("the scan finished although it was cancelled")
+        } catch let error as ContainariumError {
+            #expect(error.code == .cancelled)
+            #expect(error.message == "fixture scan cancelled")
+        }
+        #expect(ContinuousClock.now - started < .seconds(5), "cancellation must not wait for the scan to run out")
+    }
 }

@@ -7,9 +7,36 @@
  *   -DINIT_FAILS          fail initialize with a message
  *   -DNO_EXTENSION        provide no extension although the manifest declares one
  *   -DDOUBLE_COMPLETE     call the completion twice (a protocol violation)
+ *   -DSLOW_SCAN           scan on a thread that runs until cancelled (at most 10 s)
  */
+#define _POSIX_C_SOURCE 200809L
 #include "containarium_plugin.h"
 #include <stddef.h>
+#ifdef SLOW_SCAN
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+static atomic_ullong cancelled_op;
+struct job { uint64_t op; ctm_completion_fn done; void *ud; };
+static void *slow(void *arg) {
+    struct job *j = arg;
+    struct timespec ts = { 0, 10 * 1000 * 1000 };
+    int i;
+    for (i = 0; i < 1000 && atomic_load(&cancelled_op) != j->op; i++) nanosleep(&ts, NULL);
+    if (i < 1000) {
+        ctm_error err = { sizeof(ctm_error), 1, CTM_OK, 0, {0} };
+        ctm_error_set(&err, CTM_E_CANCELLED, "fixture scan cancelled");
+        ctm_result r = { sizeof(ctm_result), 1, CTM_E_CANCELLED, -1, NULL, 0, &err };
+        j->done(j->ud, &r);
+    } else {
+        ctm_result r = { sizeof(ctm_result), 1, CTM_OK, -1, "{}", 2, NULL };
+        j->done(j->ud, &r);
+    }
+    free(j);
+    return NULL;
+}
+#endif
 
 #ifndef PLUGIN_ID
 #define PLUGIN_ID "fixture"
@@ -35,6 +62,15 @@ static ctm_status fx_init(const ctm_host_services *host, const char *cfg, size_t
 
 static ctm_status fx_scan(void *inst, const char *req, size_t len, uint64_t op, ctm_completion_fn done, void *ud, ctm_error *err) {
     (void)inst; (void)req; (void)len; (void)op; (void)err;
+#ifdef SLOW_SCAN
+    struct job *j = malloc(sizeof *j);
+    if (!j) { ctm_error_set(err, CTM_E_RESOURCE_EXHAUSTED, "oom"); return CTM_E_RESOURCE_EXHAUSTED; }
+    j->op = op; j->done = done; j->ud = ud;
+    pthread_t t;
+    if (pthread_create(&t, NULL, slow, j) != 0) { free(j); ctm_error_set(err, CTM_E_INTERNAL, "thread"); return CTM_E_INTERNAL; }
+    pthread_detach(t);
+    return CTM_OK;
+#endif
     static const char json[] = "{\"scanner\":\"fixture\",\"clean\":true,\"findings\":[]}";
     ctm_result r = { sizeof(ctm_result), 1, CTM_OK, -1, json, sizeof json - 1, NULL };
     done(ud, &r);
@@ -60,7 +96,12 @@ static const void *fx_ext(void *inst, const char *id) {
 #endif
 }
 
-static void fx_cancel(void *inst, uint64_t op) { (void)inst; (void)op; }
+static void fx_cancel(void *inst, uint64_t op) {
+    (void)inst; (void)op;
+#ifdef SLOW_SCAN
+    atomic_store(&cancelled_op, op);
+#endif
+}
 static void fx_shutdown(void *inst) { (void)inst; }
 
 static ctm_status fx_health(void *inst, const char *req, size_t len, uint64_t op, ctm_completion_fn done, void *ud, ctm_error *err) {
