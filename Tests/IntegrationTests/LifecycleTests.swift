@@ -18,7 +18,10 @@ struct LifecycleTests {
         let stranger = try KeyPair.generate(in: keys, name: "stranger")
 
         // create, with numbered progress
-        let created = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--cpu", "1", "--memory", "512MB", "--disk", "2GB", "--label", "team=platform"])
+        let created = try sandbox.cli([
+            "create", user, "--ssh-key", key.publicKey.path, "--cpu", "1", "--memory", "512MB", "--disk", "2GB", "--label", "team=platform",
+            "--autostart",
+        ])
         #expect(created.status == 0, "create failed: \(created.output)")
         for step in 1...5 { #expect(created.stdout.contains("[\(step)/5]")) }
         #expect(created.stdout.contains("Container \(name) created successfully"))
@@ -31,7 +34,33 @@ struct LifecycleTests {
         #expect(info.labels["team"] == "platform")
         #expect(info.labels["owner"] == user)
         #expect(info.nesting)
+        #expect(info.autostart)
+        #expect(info.memoryUsageBytes ?? 0 > 0)
+        #expect(info.diskUsageBytes != nil)
+        #expect(info.cpuUsageNanoseconds ?? 0 > 0)
+        #expect(info.processes ?? 0 > 0)
+        #expect(info.uptime() != nil)
         let ip = try #require(info.ipv4.first)
+        #expect(try IncusEnv.incus(["config", "get", name, "boot.autostart"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "true")
+
+        // list, in both formats
+        let listed = try sandbox.cli(["list", "--format", "json"])
+        #expect(listed.status == 0)
+        let all = try WireJSON.decoder().decode([String: [InstanceInfo]].self, from: Data(listed.stdout.utf8))["containers"] ?? []
+        #expect(all.contains { $0.name == name && $0.state == .running && $0.ipv4.first == ip })
+        let table = try sandbox.cli(["list"])
+        #expect(table.stdout.hasPrefix("NAME"))
+        #expect(table.stdout.contains("\(name)  RUNNING  \(ip)"))
+
+        // exec: argv, as root or as the user, exit status passed through
+        let asRoot = try sandbox.cli(["exec", user, "--", "id", "-un"])
+        #expect(asRoot.stdout == "root\n")
+        let asUser = try sandbox.cli(["exec", user, "--as-user", "--", "sh", "-c", "id -un; pwd"])
+        #expect(asUser.stdout == "\(user)\n/home/\(user)\n")
+        #expect(try sandbox.cli(["exec", user, "--", "sh", "-c", "exit 7"]).status == 7)
+        // Unprivileged for real: root inside is an unprivileged id range outside.
+        let uidMap = try sandbox.cli(["exec", user, "--", "cat", "/proc/self/uid_map"]).stdout.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(uidMap.count >= 3 && uidMap[0] == "0" && uidMap[1] != "0", "uid_map: \(uidMap)")
 
         // Incus made it unprivileged.
         let priv = try IncusEnv.incus(["config", "get", name, "security.privileged"])
@@ -87,6 +116,12 @@ struct LifecycleTests {
         let again = try #require(try self.info(sandbox, user).ipv4.first)
         #expect(try IncusEnv.ssh(user: user, host: again, key: key.privateKey, "id -un").stdout == "\(user)\n")
 
+        // restart keeps the environment and its address usable
+        let restarted = try sandbox.cli(["restart", user])
+        #expect(restarted.status == 0, "\(restarted.output)")
+        let afterRestart = try #require(try self.info(sandbox, user).ipv4.first)
+        #expect(try IncusEnv.ssh(user: user, host: afterRestart, key: key.privateKey, "id -un").stdout == "\(user)\n")
+
         // export matches the reference layout
         let export = try sandbox.cli(["export", user, "--jump-ip", "203.0.113.7", "--key", "~/.ssh/k"])
         #expect(export.status == 0)
@@ -95,6 +130,13 @@ struct LifecycleTests {
         #expect(export.stdout.contains("ProxyJump containarium-jump"))
         let injected = try sandbox.cli(["export", user, "--jump-ip", "1.2.3.4\n    ProxyCommand evil"])
         #expect(injected.status == 2)
+        let file = sandbox.dir.appendingPathComponent("ssh/config.d/\(user)")
+        #expect(try sandbox.cli(["export", user, "--jump-ip", "203.0.113.7", "--output", file.path]).status == 0)
+        #expect(try String(contentsOf: file, encoding: .utf8).contains("Host \(user)-dev"))
+        // ssh itself accepts the file (-G parses the config and prints the resolved options).
+        let parsed = try Run.run("/usr/bin/ssh", ["-G", "-F", file.path, "\(user)-dev"])
+        #expect(parsed.status == 0, "\(parsed.output)")
+        #expect(parsed.stdout.contains("proxyjump containarium-jump"))
 
         // delete without --force and without a terminal is refused; with --force it goes
         let refused = try sandbox.cli(["delete", user])

@@ -66,6 +66,9 @@ struct StackAndPluginTests {
         #expect(bad["state"] as? String == "failed")
         #expect((bad["detail"] as? String)?.contains("library libbroken.so not found") == true)
 
+        let version = try sandbox.cli(["version"])
+        #expect(version.stdout == "containarium 0.1.0 (plugin ABI 1.0)\n")
+
         let table = try sandbox.cli(["plugin", "list"])
         #expect(table.stdout.contains("incus-lxc"))
         #expect(table.stdout.contains("ready"))
