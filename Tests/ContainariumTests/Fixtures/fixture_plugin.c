@@ -7,7 +7,7 @@
  *   -DINIT_FAILS          fail initialize with a message
  *   -DNO_EXTENSION        provide no extension although the manifest declares one
  *   -DDOUBLE_COMPLETE     call the completion twice (a protocol violation)
- *   -DSLOW_SCAN           scan on a thread that runs until cancelled (at most 10 s)
+ *   -DSLOW_SCAN           scan on a thread that runs until cancelled (at most 60 s)
  */
 #define _POSIX_C_SOURCE 200809L
 #include "containarium_plugin.h"
@@ -23,8 +23,8 @@ static void *slow(void *arg) {
     struct job *j = arg;
     struct timespec ts = { 0, 10 * 1000 * 1000 };
     int i;
-    for (i = 0; i < 1000 && atomic_load(&cancelled_op) != j->op; i++) nanosleep(&ts, NULL);
-    if (i < 1000) {
+    for (i = 0; i < 6000 && atomic_load(&cancelled_op) != j->op; i++) nanosleep(&ts, NULL);
+    if (i < 6000) {
         ctm_error err = { sizeof(ctm_error), 1, CTM_OK, 0, {0} };
         ctm_error_set(&err, CTM_E_CANCELLED, "fixture scan cancelled");
         ctm_result r = { sizeof(ctm_result), 1, CTM_E_CANCELLED, -1, NULL, 0, &err };
