@@ -4,7 +4,7 @@ public import PluginABI
 import PluginKit
 
 // The C ABI surface of the IncusLXC plugin: one exported entry function and static tables
-// whose functions decode JSON, run the work on the plugin's own queue and complete once.
+// whose functions decode JSON, run the work on a thread of the plugin's own and complete once.
 
 let pluginID = "incus-lxc"
 let pluginVersion = "0.1.0"
@@ -14,8 +14,6 @@ final class IncusPluginInstance: Sendable {
     let backend: IncusBackend
     let host: HostServices
     let operations = OperationRegistry()
-    /// Blocking socket work runs here, never on the caller's (host's) thread.
-    let queue = DispatchQueue(label: "containarium.incus-lxc", qos: .userInitiated, attributes: .concurrent)
 
     init(backend: IncusBackend, host: HostServices) {
         self.backend = backend
@@ -34,7 +32,7 @@ final class IncusPluginInstance: Sendable {
     ) -> ctm_status {
         PluginCall.run(
             request: request, length: length, operation: op, completion: completion, userData: userData, error: error,
-            host: host, registry: operations, queue: queue, body)
+            host: host, registry: operations, label: "incus-lxc-op", body)
     }
 }
 

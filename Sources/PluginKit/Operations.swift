@@ -81,7 +81,7 @@ struct UncheckedPointer: @unchecked Sendable {
 }
 
 /// Glue between `ctm_call_fn` and Swift: decode the request, run the body on a background
-/// queue, and call the completion exactly once with JSON or an error.
+/// thread, and call the completion exactly once with JSON or an error.
 public enum PluginCall {
     /// Fill a caller-owned error struct.
     public static func fail(_ error: UnsafeMutablePointer<ctm_error>?, _ e: ContainariumError) -> ctm_status {
@@ -120,11 +120,15 @@ public enum PluginCall {
         }
     }
 
-    /// Decode `Request`, run `body` on `queue`, complete with the encoded `Response`.
+    /// Decode `Request`, run `body` on a thread of its own, complete with the encoded `Response`.
+    ///
+    /// A thread per operation, not a Dispatch queue: plugin work blocks (sockets, child
+    /// processes) for seconds, and Dispatch's concurrent queues are bounded by the CPU count,
+    /// so a few slow operations would hold up every other one.
     public static func run<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         request: UnsafePointer<CChar>?, length: Int, operation: UInt64,
         completion: ctm_completion_fn?, userData: UnsafeMutableRawPointer?, error: UnsafeMutablePointer<ctm_error>?,
-        host: HostServices, registry: OperationRegistry, queue: DispatchQueue,
+        host: HostServices, registry: OperationRegistry, label: String = "containarium-plugin-op",
         _ body: @escaping @Sendable (Request, OperationContext) throws(ContainariumError) -> Response
     ) -> ctm_status {
         guard let completion else { return fail(error, .invalid("completion function is NULL")) }
@@ -143,7 +147,7 @@ public enum PluginCall {
         let flag = registry.register(operation)
         let ctx = OperationContext(id: operation, host: host, flag: flag)
         let box = UncheckedPointer(raw: userData)
-        queue.async {
+        let thread = Thread {
             let outcome: Result<Data, ContainariumError>
             do throws(ContainariumError) {
                 let response = try body(decoded, ctx)
@@ -154,6 +158,9 @@ public enum PluginCall {
             registry.finish(operation)
             complete(completion, box.raw, outcome)
         }
+        thread.name = "\(label)-\(operation)"
+        thread.stackSize = 1 << 20
+        thread.start()
         return CTM_OK
     }
 }

@@ -165,3 +165,33 @@ struct InterruptTests {
         #expect(try !IncusEnv.hasVolume("\(user)-container"))
     }
 }
+
+@Suite("Concurrent operations through one service, on real Incus", .needsIncus)
+struct ConcurrencyTests {
+    @Test("several creates at once all succeed, each with its own address, and all delete cleanly")
+    func parallelCreates() async throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let dir = try TestEnv.tempDir("keys")
+        defer { TestEnv.cleanup(dir) }
+        let key = try KeyPair.generate(in: dir).publicText
+        let service = try sandbox.service()
+        let users = (0..<4).map { "par\($0)x\(TestEnv.suffix())" }
+        defer { for u in users { IncusEnv.forceDelete("\(u)-container") } }
+        let infos = try await withThrowingTaskGroup(of: InstanceInfo.self) { group in
+            for u in users {
+                group.addTask { try await service.create(CreateEnvironmentRequest(username: u, sshKeys: [key])) }
+            }
+            var all: [InstanceInfo] = []
+            for try await info in group { all.append(info) }
+            return all
+        }
+        #expect(Set(infos.map(\.name)) == Set(users.map { "\($0)-container" }))
+        #expect(Set(infos.compactMap(\.ipv4.first)).count == users.count)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for u in users { group.addTask { try await service.delete(username: u, force: true) } }
+            try await group.waitForAll()
+        }
+        for u in users { #expect(try !IncusEnv.exists("\(u)-container")) }
+    }
+}
