@@ -200,12 +200,8 @@ final class IncusBackend: Sendable {
         }
         if let cpu = r.cpu { config["limits.cpu"] = .string(try CPULimit(parsing: cpu).incusValue) }
         if let mem = r.memoryBytes { config["limits.memory"] = .string(ByteSize(bytes: mem).incusValue) }
-        for (k, v) in r.labels {
-            guard k.utf8.allSatisfy({ $0 == 0x2D || $0 == 0x2E || $0 == 0x5F || ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) }),
-                !k.isEmpty, k.count <= 63
-            else { throw .invalid("label key '\(k)' may use only a-z, 0-9, '.', '-' and '_'") }
-            config[Self.labelPrefix + k] = .string(v)
-        }
+        try Labels.validate(r.labels)
+        for (k, v) in r.labels { config[Self.labelPrefix + k] = .string(v) }
         let hostKeys = generateHostKeys && r.account != nil ? try HostKeys.generate(comment: "root@\(r.name)") : nil
         if let hostKeys { config[Self.hostKeysKey] = .string(hostKeys.publicLines) }
         var root: [String: JSONValue] = ["type": .string("disk"), "path": .string("/"), "pool": .string(pool)]
@@ -354,11 +350,10 @@ final class IncusBackend: Sendable {
                 content: Data("\(a.name) ALL=(ALL:ALL) NOPASSWD: ALL\n".utf8), uid: 0, gid: 0, mode: "0440")
         }
         let ent = try exec(ExecRequest(name: name, command: ["getent", "passwd", a.name], timeoutSeconds: 30), ctx)
-        let fields = ent.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":", omittingEmptySubsequences: false)
-        guard ent.exitCode == 0, fields.count >= 7, let uid = UInt32(fields[2]), let gid = UInt32(fields[3]) else {
+        guard ent.exitCode == 0, let account = PasswdEntry(line: ent.stdout) else {
             throw .internal("could not read back the account \(a.name)", cause: ent.stderr)
         }
-        return (uid, gid, String(fields[5]))
+        return (account.uid, account.gid, account.home)
     }
 
     private func installKeys(_ name: String, account: AccountSpec, uid: UInt32, gid: UInt32, home: String) throws(ContainariumError) {

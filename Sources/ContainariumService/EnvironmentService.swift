@@ -112,12 +112,7 @@ public struct EnvironmentService: Sendable {
         if let memory, memory < Self.minimumMemory { throw .invalid("memory \(memory) is below the minimum of \(Self.minimumMemory)") }
         if let disk, disk < Self.minimumDisk { throw .invalid("disk \(disk) is below the minimum of \(Self.minimumDisk)") }
         let stack = try r.stack.map { s throws(ContainariumError) in try stacks.stack(s) }
-        for (k, v) in r.labels {
-            guard !k.isEmpty, k.count <= 63, k.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F }) else {
-                throw .invalid("label key '\(k)' may use only a-z, 0-9, '.', '-' and '_' (at most 63 characters)")
-            }
-            guard v.count <= 255, !v.contains(where: { $0.isNewline }) else { throw .invalid("label '\(k)' has a value that is too long or spans lines") }
-        }
+        try Labels.validate(r.labels)
         var labels = r.labels
         if let stack { labels["stack"] = stack.name }
         let request = InstanceCreateRequest(
@@ -262,14 +257,13 @@ public struct EnvironmentService: Sendable {
         if asUser {
             // Resolve the account's ids inside the container rather than assuming 1000.
             let ent = try await client.exec(ExecRequest(name: user.containerName, command: ["getent", "passwd", user.value]))
-            let f = ent.stdout.split(separator: ":", omittingEmptySubsequences: false)
-            guard ent.exitCode == 0, f.count >= 7, let uid = UInt32(f[2]), let gid = UInt32(f[3]) else {
+            guard ent.exitCode == 0, let account = PasswdEntry(line: ent.stdout) else {
                 throw .notFound("account \(user) does not exist in \(user.containerName)")
             }
-            request.user = uid
-            request.group = gid
-            request.cwd = String(f[5])
-            request.environment = ["HOME": String(f[5]), "USER": user.value, "LOGNAME": user.value]
+            request.user = account.uid
+            request.group = account.gid
+            request.cwd = account.home
+            request.environment = ["HOME": account.home, "USER": user.value, "LOGNAME": user.value]
         }
         return try await client.exec(request)
     }
