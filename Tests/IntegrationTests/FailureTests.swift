@@ -7,17 +7,11 @@ import Testing
 
 @Suite("Failed creates leave nothing behind, on real Incus", .needsIncus, .serialized)
 struct FailureTests {
-    func keyText() throws -> (String, URL) {
-        let dir = try TestEnv.tempDir("keys")
-        return (try KeyPair.generate(in: dir).publicText, dir)
-    }
-
     @Test("an image alias that does not exist: clear error, no container")
     func missingImage() async throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let (key, kdir) = try keyText()
-        defer { TestEnv.cleanup(kdir) }
+        let key = sandbox.key.publicText
         let user = "noimg\(TestEnv.suffix())"
         let service = try sandbox.service()
         do {
@@ -40,8 +34,7 @@ struct FailureTests {
         let r = try sandbox.cli(["create", user, "--ssh-key", bad.path])
         #expect(r.status == 2)
         #expect(r.stderr.contains("SSH public key"))
-        let (key, kdir) = try keyText()
-        defer { TestEnv.cleanup(kdir) }
+        let key = sandbox.key.publicText
         let good = sandbox.dir.appendingPathComponent("good.pub")
         try Data(key.utf8).write(to: good)
         let size = try sandbox.cli(["create", user, "--ssh-key", good.path, "--memory", "8"])
@@ -56,8 +49,7 @@ struct FailureTests {
     func halfWay() async throws {
         let sandbox = try IncusEnv.Sandbox(pluginConfig: ["networkTimeoutSeconds": 0])
         defer { sandbox.cleanup() }
-        let (key, kdir) = try keyText()
-        defer { TestEnv.cleanup(kdir) }
+        let key = sandbox.key.publicText
         let user = "half\(TestEnv.suffix())"
         defer { IncusEnv.forceDelete("\(user)-container") }
         let service = try sandbox.service()
@@ -78,8 +70,7 @@ struct FailureTests {
     func alreadyExists() async throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let (key, kdir) = try keyText()
-        defer { TestEnv.cleanup(kdir) }
+        let key = sandbox.key.publicText
         let user = "twice\(TestEnv.suffix())"
         defer { IncusEnv.forceDelete("\(user)-container") }
         let service = try sandbox.service()
@@ -127,9 +118,7 @@ struct InterruptTests {
     func interrupt() throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let keys = try TestEnv.tempDir("keys")
-        defer { TestEnv.cleanup(keys) }
-        let key = try KeyPair.generate(in: keys)
+        let key = sandbox.key
         let user = "intr\(TestEnv.suffix())"
         defer { IncusEnv.forceDelete("\(user)-container") }
 
@@ -172,9 +161,7 @@ struct ConcurrencyTests {
     func parallelCreates() async throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let dir = try TestEnv.tempDir("keys")
-        defer { TestEnv.cleanup(dir) }
-        let key = try KeyPair.generate(in: dir).publicText
+        let key = sandbox.key.publicText
         let service = try sandbox.service()
         let users = (0..<4).map { "par\($0)x\(TestEnv.suffix())" }
         defer { for u in users { IncusEnv.forceDelete("\(u)-container") } }

@@ -18,9 +18,14 @@ enum IncusEnv {
         let dir: URL
         let plugins: URL
         let config: URL
+        /// A key pair made by ssh-keygen for this test's user.
+        let key: KeyPair
 
         init(pluginConfig: [String: Any] = [:]) throws {
             dir = try TestEnv.tempDir("it")
+            let keys = dir.appendingPathComponent("keys")
+            try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true)
+            key = try KeyPair.generate(in: keys)
             plugins = dir.appendingPathComponent("plugins")
             _ = try TestEnv.incusPluginDir(in: plugins)
             config = dir.appendingPathComponent("config.json")

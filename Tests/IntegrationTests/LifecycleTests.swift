@@ -12,10 +12,8 @@ struct LifecycleTests {
         let user = "life\(TestEnv.suffix())"
         let name = "\(user)-container"
         defer { IncusEnv.forceDelete(name) }
-        let keys = try TestEnv.tempDir("keys")
-        defer { TestEnv.cleanup(keys) }
-        let key = try KeyPair.generate(in: keys)
-        let stranger = try KeyPair.generate(in: keys, name: "stranger")
+        let key = sandbox.key
+        let stranger = try KeyPair.generate(in: sandbox.dir, name: "stranger")
 
         // create, with numbered progress
         let created = try sandbox.cli([
@@ -168,9 +166,7 @@ struct DiskQuotaTests {
     func quota() throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let keys = try TestEnv.tempDir("keys")
-        defer { TestEnv.cleanup(keys) }
-        let key = try KeyPair.generate(in: keys)
+        let key = sandbox.key
         let user = "disk\(TestEnv.suffix())"
         defer { IncusEnv.forceDelete("\(user)-container") }
         let created = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--disk", "1GiB", "--format", "json"])

@@ -10,9 +10,7 @@ struct StackAndPluginTests {
     func pythonStack() throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let keys = try TestEnv.tempDir("keys")
-        defer { TestEnv.cleanup(keys) }
-        let key = try KeyPair.generate(in: keys)
+        let key = sandbox.key
         let user = "py\(TestEnv.suffix())"
         defer { IncusEnv.forceDelete("\(user)-container") }
         let r = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--stack", "python"], timeout: 900)
@@ -32,9 +30,7 @@ struct StackAndPluginTests {
     func unknownStack() throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let keys = try TestEnv.tempDir("keys")
-        defer { TestEnv.cleanup(keys) }
-        let key = try KeyPair.generate(in: keys)
+        let key = sandbox.key
         let user = "nostack\(TestEnv.suffix())"
         let r = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--stack", "cobol"])
         #expect(r.status == ContainariumError.Code.notFound.exitCode)
@@ -101,9 +97,7 @@ struct DockerNestingTests {
     func dockerInside() throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let keys = try TestEnv.tempDir("keys")
-        defer { TestEnv.cleanup(keys) }
-        let key = try KeyPair.generate(in: keys)
+        let key = sandbox.key
         let user = "dock\(TestEnv.suffix())"
         defer { IncusEnv.forceDelete("\(user)-container") }
         let r = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--stack", "docker", "--format", "json"], timeout: 900)
