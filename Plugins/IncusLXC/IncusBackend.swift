@@ -408,12 +408,14 @@ final class IncusBackend: Sendable {
         if let cpu = r.cpu { try checkCPU(cpu) }
         if let mem = r.memoryBytes, mem < 64 << 20 { throw .invalid("memory below 64MiB is not allowed") }
         var current = try info(r.name)
-        if let disk = r.diskBytes, current.state == .running, disk < (current.diskLimitBytes ?? .max) {
-            // Shrinking: flush the container's writes first, so the usage we compare against is
-            // current (btrfs accounts usage at transaction commit, seconds behind the writes).
+        if r.diskBytes != nil, current.state == .running {
+            // Flush the container's writes first: btrfs accounts usage at transaction commit,
+            // seconds behind the writes, and both the shrink check below and Incus's own
+            // bookkeeping on a nearly full volume need settled figures.
             try syncFilesystem(r.name, ctx)
             current = try info(r.name)
         }
+        let shrinking = r.diskBytes.map { $0 < (current.diskLimitBytes ?? .max) } ?? false
         var instance = try api.sync("GET", path(r.name))
         if let disk = r.diskBytes, let used = current.diskUsageBytes, disk < used {
             throw ContainariumError(
@@ -435,17 +437,33 @@ final class IncusBackend: Sendable {
         }
         instance = .object(obj.filter { ["architecture", "config", "devices", "ephemeral", "profiles", "description"].contains($0.key) })
         try ctx.checkCancelled()
-        do {
-            try api.operation("PUT", path(r.name), body: instance, timeout: 120, context: ctx)
-        } catch where r.diskBytes != nil && error.message.lowercased().contains("quota exceeded") {
-            // Usage figures can lag the filesystem (btrfs accounts at transaction commit); the
-            // storage driver itself then refuses a quota below what is in use.
-            throw ContainariumError(
-                .failedPrecondition,
-                "cannot shrink the disk of \(r.name) to \(ByteSize(bytes: r.diskBytes ?? 0)): it already uses more than that",
-                cause: error.message)
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                try api.operation("PUT", path(r.name), body: instance, timeout: 120, context: ctx)
+                return try info(r.name)
+            } catch where r.diskBytes != nil && error.message.lowercased().contains("quota exceeded") {
+                if shrinking {
+                    // The storage driver itself refuses a quota below what is in use.
+                    throw ContainariumError(
+                        .failedPrecondition,
+                        "cannot shrink the disk of \(r.name) to \(ByteSize(bytes: r.diskBytes ?? 0)): it already uses more than that",
+                        cause: error.message)
+                }
+                // Growing a volume that is full to the last byte: Incus may fail to write its
+                // own bookkeeping file into it and revert. Let the filesystem settle and retry.
+                guard attempt < 4 else {
+                    throw ContainariumError(
+                        .failedPrecondition,
+                        "cannot grow the disk of \(r.name) while it is completely full; free a little space and retry",
+                        cause: error.message)
+                }
+                host.log(.info, "growing the full disk of \(r.name) failed (attempt \(attempt)); retrying")
+                if current.state == .running { try? syncFilesystem(r.name, ctx) }
+                usleep(UInt32(500_000 * attempt))
+            }
         }
-        return try info(r.name)
     }
 
     /// `sync` inside a running container, without recording output (works on a full disk).
