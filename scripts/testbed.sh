@@ -56,7 +56,7 @@ fi
 
 need_pkgs=()
 for p in btrfs-progs debootstrap openssh-client libsqlite3-dev libssl-dev libffi-dev libpci-dev \
-         iproute2 xz-utils gcc curl; do
+         iproute2 xz-utils gcc make curl; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if ! command -v incus >/dev/null 2>&1 || ! [ -x /usr/libexec/incus/incusd ]; then need_incus=1; else need_incus=0; fi
