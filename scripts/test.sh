@@ -24,4 +24,15 @@ swift build --build-tests ${build_args[@]+"${build_args[@]}"}
 export CONTAINARIUM_BUILD_DIR="$(swift build ${build_args[@]+"${build_args[@]}"} --show-bin-path)"
 
 log "swift test"
-swift test --skip-build ${build_args[@]+"${build_args[@]}"} "$@"
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+status=0
+swift test --skip-build ${build_args[@]+"${build_args[@]}"} "$@" 2>&1 | tee "$out" || status=$?
+
+# One plain closing line for tools that read it (XCTest's own summary above counts 0: every
+# test here is a Swift Testing test).
+total=$(grep -oE 'Test run with [0-9]+ tests?' "$out" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
+failed=$(grep -cE '^✘ Test .* failed after' "$out" || true)
+echo "tests: $((total - failed)) passed, ${failed} failed"
+if [ "$total" = 0 ] && [ "$status" = 0 ]; then echo "no test ran" >&2; exit 1; fi
+exit "$status"
