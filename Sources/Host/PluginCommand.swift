@@ -3,10 +3,26 @@ import ContainariumCore
 import ContainariumService
 import Foundation
 import PluginHost
+import Logging
 
 struct PluginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "plugin", abstract: "Inspect the plugins found on this node.", subcommands: [PluginList.self, PluginStatus.self])
+        commandName: "plugin", abstract: "Inspect the plugins found on this node.",
+        subcommands: [PluginList.self, PluginStatus.self, PluginServe.self])
+}
+
+/// The child side of process isolation; started by the host, not by people.
+struct PluginServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve one plugin over stdin/stdout for an isolating host.", shouldDisplay: false)
+
+    @Argument(help: "The plugin directory.") var directory: String
+
+    func run() async throws {
+        bootstrapLogging(verbose: false)
+        let status = await PluginServer.serve(directory: URL(fileURLWithPath: directory), logger: Logger(label: "containarium.plugin-server"))
+        if status != 0 { throw ExitCode(status) }
+    }
 }
 
 struct PluginRow: Encodable {
@@ -19,6 +35,7 @@ struct PluginRow: Encodable {
     var state: String
     var detail: String?
     var directory: String
+    var isolation: String?
     var health: String?
     var healthDetail: String?
 
@@ -36,6 +53,7 @@ struct PluginRow: Encodable {
         default: detail = nil
         }
         directory = r.directory.path
+        isolation = r.plugin?.isolation
     }
 }
 
@@ -49,8 +67,8 @@ struct PluginList: AsyncParsableCommand {
         let rows = service.plugins.records.map(PluginRow.init)
         if format == .json { return try printJSON(["plugins": rows]) }
         print(Table.render(
-            header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "DIRECTORY"],
-            rows: rows.map { [$0.id, $0.version ?? "-", $0.abi ?? "-", $0.capabilities.joined(separator: ","), $0.enabled ? "yes" : "no", $0.state, $0.directory] }))
+            header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "ISOLATION", "DIRECTORY"],
+            rows: rows.map { [$0.id, $0.version ?? "-", $0.abi ?? "-", $0.capabilities.joined(separator: ","), $0.enabled ? "yes" : "no", $0.state, $0.isolation ?? "-", $0.directory] }))
         for r in rows { if let d = r.detail { print("  \(r.id): \(d)") } }
         if rows.isEmpty { print("(no plugins found; search path: \(service.config.pluginSearchPaths(extra: global.pluginPaths).map(\.path).joined(separator: ":")))") }
     }
@@ -71,7 +89,7 @@ struct PluginStatus: AsyncParsableCommand {
                 row.health = h.status
                 row.healthDetail = h.detail
             } else {
-                row.health = r.state == .disabled ? "disabled" : "down"
+                row.health = r.state == .disabled || r.state.label == "shadowed" ? r.state.label : "down"
                 row.healthDetail = row.detail
             }
             rows.append(row)

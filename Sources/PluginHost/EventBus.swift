@@ -19,10 +19,16 @@ public struct PluginEvent: Sendable {
 /// falls behind loses its oldest events (bounded buffer), never the publisher's thread.
 public final class EventBus: Sendable {
     private let subscribers = Mutex<[UUID: AsyncStream<PluginEvent>.Continuation]>([:])
+    private let tap: (@Sendable (PluginEvent) -> Void)?
 
-    public init() {}
+    /// `tap`, when given, sees every event synchronously on the publisher's thread (the plugin
+    /// server uses it to keep events ahead of the call's result on the wire).
+    public init(tap: (@Sendable (PluginEvent) -> Void)? = nil) {
+        self.tap = tap
+    }
 
     public func publish(_ event: PluginEvent) {
+        tap?(event)
         for c in subscribers.withLock({ Array($0.values) }) { c.yield(event) }
     }
 

@@ -4,24 +4,21 @@ import Foundation
 
 /// A typed client for a plugin's "instances/1" extension.
 public struct InstancesClient: Sendable {
-    public let plugin: LoadedPlugin
-    private let table: UncheckedTable<ctm_instances_v1>
+    public let plugin: any PluginEndpoint
 
     public static let extensionID = CTM_EXT_INSTANCES_V1
 
-    public init?(_ plugin: LoadedPlugin) {
-        guard let raw = plugin.extensionTable(CTM_EXT_INSTANCES_V1) else { return nil }
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_INSTANCES_V1) else { return nil }
         self.plugin = plugin
-        self.table = UncheckedTable(raw)
     }
 
     public var backendID: String { plugin.manifest.id }
 
     private func call<Request: Encodable, Response: Decodable>(
-        _ method: String, _ field: KeyPath<ctm_instances_v1, ctm_call_fn?>, _ request: Request, as: Response.Type
+        _ method: String, _ request: Request, as: Response.Type
     ) async throws(ContainariumError) -> Response {
-        let fn = table.field(field)
-        let data = try await plugin.invoke(fn, method: "instances/1.\(method)", request: WireJSON.encode(request))
+        let data = try await plugin.call(extension: Self.extensionID, method: method, request: WireJSON.encode(request))
         do {
             return try WireJSON.decoder().decode(Response.self, from: data)
         } catch {
@@ -30,53 +27,51 @@ public struct InstancesClient: Sendable {
     }
 
     public func create(_ r: InstanceCreateRequest) async throws(ContainariumError) -> InstanceInfo {
-        try await call("create", \.create, r, as: InstanceInfo.self)
+        try await call("create", r, as: InstanceInfo.self)
     }
     public func remove(_ r: InstanceRef) async throws(ContainariumError) {
-        _ = try await call("remove", \.remove, r, as: JSONValue.self)
+        _ = try await call("remove", r, as: JSONValue.self)
     }
     public func start(_ r: InstanceRef) async throws(ContainariumError) -> InstanceInfo {
-        try await call("start", \.start, r, as: InstanceInfo.self)
+        try await call("start", r, as: InstanceInfo.self)
     }
     public func stop(_ r: InstanceRef) async throws(ContainariumError) -> InstanceInfo {
-        try await call("stop", \.stop, r, as: InstanceInfo.self)
+        try await call("stop", r, as: InstanceInfo.self)
     }
     public func restart(_ r: InstanceRef) async throws(ContainariumError) -> InstanceInfo {
-        try await call("restart", \.restart, r, as: InstanceInfo.self)
+        try await call("restart", r, as: InstanceInfo.self)
     }
     public func list() async throws(ContainariumError) -> [InstanceInfo] {
-        try await call("list", \.list, [String: String](), as: InstanceList.self).instances
+        try await call("list", [String: String](), as: InstanceList.self).instances
     }
     public func info(_ r: InstanceRef) async throws(ContainariumError) -> InstanceInfo {
-        try await call("info", \.info, r, as: InstanceInfo.self)
+        try await call("info", r, as: InstanceInfo.self)
     }
     public func resize(_ r: ResizeRequest) async throws(ContainariumError) -> InstanceInfo {
-        try await call("resize", \.resize, r, as: InstanceInfo.self)
+        try await call("resize", r, as: InstanceInfo.self)
     }
     public func exec(_ r: ExecRequest) async throws(ContainariumError) -> ExecResult {
-        try await call("exec", \.exec, r, as: ExecResult.self)
+        try await call("exec", r, as: ExecResult.self)
     }
     public func capacity() async throws(ContainariumError) -> NodeCapacity {
-        try await call("capacity", \.capacity, [String: String](), as: NodeCapacity.self)
+        try await call("capacity", [String: String](), as: NodeCapacity.self)
     }
 }
 
 /// A typed client for a plugin's "scanner/1" extension.
 public struct ScannerClient: Sendable {
-    public let plugin: LoadedPlugin
-    private let table: UncheckedTable<ctm_scanner_v1>
+    public let plugin: any PluginEndpoint
 
     public static let extensionID = CTM_EXT_SCANNER_V1
 
-    public init?(_ plugin: LoadedPlugin) {
-        guard let raw = plugin.extensionTable(CTM_EXT_SCANNER_V1) else { return nil }
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_SCANNER_V1) else { return nil }
         self.plugin = plugin
-        self.table = UncheckedTable(raw)
     }
 
     /// Run a scan; request and report follow docs/schemas/scanner-1.schema.json.
     public func scan(_ request: JSONValue) async throws(ContainariumError) -> JSONValue {
-        let data = try await plugin.invoke(table.field(\.scan), method: "scanner/1.scan", request: WireJSON.encode(request))
+        let data = try await plugin.call(extension: Self.extensionID, method: "scan", request: WireJSON.encode(request))
         return try WireJSON.decode(JSONValue.self, from: data)
     }
 }

@@ -5,7 +5,7 @@ import Logging
 
 /// A plugin whose library is loaded and whose instance is initialised. Calls cross the C ABI
 /// with JSON payloads and complete through `hostCompletion`; Swift callers just `await`.
-public final class LoadedPlugin: @unchecked Sendable {
+public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     // @unchecked: the pointers below are written once in init and only read afterwards; the
     // plugin tables they point at are immutable static storage owned by the library.
     public let manifest: PluginManifest
@@ -24,6 +24,39 @@ public final class LoadedPlugin: @unchecked Sendable {
 
     /// The ABI version the library's table declares.
     public var abiVersion: String { "\(table.pointee.abi_major).\(table.pointee.abi_minor)" }
+
+    public var isolation: String { "in-process" }
+
+    /// Dispatch a named method to the function pointer in the extension's table, reading only
+    /// within the table's declared size.
+    public func call(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> Data {
+        guard let raw = extensionTable(extensionID) else {
+            throw ContainariumError(.unsupported, "plugin \(manifest.id) does not provide \(extensionID)")
+        }
+        let fn: ctm_call_fn?
+        switch extensionID {
+        case CTM_EXT_INSTANCES_V1:
+            let t = UncheckedTable<ctm_instances_v1>(raw)
+            let fields: [String: KeyPath<ctm_instances_v1, ctm_call_fn?>] = [
+                "create": \.create, "remove": \.remove, "start": \.start, "stop": \.stop, "restart": \.restart,
+                "list": \.list, "info": \.info, "resize": \.resize, "exec": \.exec, "capacity": \.capacity,
+            ]
+            fn = fields[method].flatMap { t.field($0) }
+        case CTM_EXT_SCANNER_V1:
+            fn = method == "scan" ? UncheckedTable<ctm_scanner_v1>(raw).field(\.scan) : nil
+        case CTM_EXT_DEVICES_GPU_V1:
+            let t = UncheckedTable<ctm_devices_gpu_v1>(raw)
+            let fields: [String: KeyPath<ctm_devices_gpu_v1, ctm_call_fn?>] = ["list": \.list, "attach": \.attach, "detach": \.detach]
+            fn = fields[method].flatMap { t.field($0) }
+        case CTM_EXT_NODE_LIFECYCLE_V1:
+            let t = UncheckedTable<ctm_node_lifecycle_v1>(raw)
+            let fields: [String: KeyPath<ctm_node_lifecycle_v1, ctm_call_fn?>] = ["status": \.status, "start": \.start, "stop": \.stop]
+            fn = fields[method].flatMap { t.field($0) }
+        default:
+            throw ContainariumError(.unsupported, "this host does not know extension \(extensionID)")
+        }
+        return try await invoke(fn, method: "\(extensionID).\(method)", request: request)
+    }
 
     /// The raw table of an extension, or nil when the plugin does not provide it.
     func extensionTable(_ id: String) -> UnsafeRawPointer? {

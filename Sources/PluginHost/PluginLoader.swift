@@ -47,7 +47,7 @@ public struct PluginRecord: Sendable {
     public var manifest: PluginManifest?
     public var enabled: Bool
     public var state: PluginState
-    public var plugin: LoadedPlugin?
+    public var plugin: (any PluginEndpoint)?
 
     /// The plugin's id (from the manifest, or the directory name if the manifest is unreadable).
     public var id: String { manifest?.id ?? directory.lastPathComponent }
@@ -63,12 +63,22 @@ public struct PluginLoader: Sendable {
     public var logger: Logger
     public var events: EventBus
 
-    public init(searchPaths: [URL], settings: PluginSettings, node: String, logger: Logger, events: EventBus) {
+    /// The executable that serves isolated plugins (`<it> plugin serve DIR`): by default
+    /// $CONTAINARIUM_PLUGIN_SERVER, else this process's own executable.
+    public var serverExecutable: URL
+
+    public init(
+        searchPaths: [URL], settings: PluginSettings, node: String, logger: Logger, events: EventBus, serverExecutable: URL? = nil
+    ) {
         self.searchPaths = searchPaths
         self.settings = settings
         self.node = node
         self.logger = logger
         self.events = events
+        self.serverExecutable =
+            serverExecutable
+            ?? ProcessInfo.processInfo.environment["CONTAINARIUM_PLUGIN_SERVER"].map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     }
 
     /// Plugin directories in search order: each search path may itself be a plugin directory
@@ -131,8 +141,22 @@ public struct PluginLoader: Sendable {
         let enabled = settings.isEnabled(manifest, node: node)
         var record = PluginRecord(directory: directory, manifest: manifest, enabled: enabled, state: .disabled)
         guard enabled else { return record }
-        do {
-            record.plugin = try open(manifest: manifest, directory: directory)
+        let entry = settings.entry(for: manifest.id, node: node)
+        do throws(ContainariumError) {
+            switch entry.isolation ?? "in-process" {
+            case "in-process":
+                record.plugin = try open(manifest: manifest, directory: directory)
+            case "process":
+                // Checks that need no plugin code happen here too, so refusals read the same.
+                guard let abi = manifest.abiVersion, abi.major == HostABI.major else {
+                    throw ContainariumError(.pluginLoad, "plugin needs ABI \(manifest.abi) but this host speaks ABI \(HostABI.version); majors must match")
+                }
+                record.plugin = try ProcessPlugin.launch(
+                    manifest: manifest, directory: directory, config: entry.config ?? .object([:]), node: node,
+                    server: serverExecutable, logger: logger, events: events)
+            case let other:
+                throw ContainariumError(.pluginLoad, "isolation '\(other)' is not one of in-process, process")
+            }
             record.state = .ready
             logger.info(
                 "plugin ready",

@@ -11,7 +11,7 @@ public final class PluginManager: Sendable {
         self.events = loader.events
     }
 
-    public var ready: [LoadedPlugin] { records.compactMap { $0.state == .ready ? $0.plugin : nil } }
+    public var ready: [any PluginEndpoint] { records.compactMap { $0.state == .ready ? $0.plugin : nil } }
 
     /// The instances backend to use: the named one, or the first ready plugin providing instances/1.
     public func instances(backend: String? = nil) throws(ContainariumError) -> InstancesClient {

@@ -15,9 +15,13 @@ public struct PluginSettings: Codable, Sendable, Equatable {
     public struct Entry: Codable, Sendable, Equatable {
         public var enabled: Bool?
         public var config: JSONValue?
-        public init(enabled: Bool? = nil, config: JSONValue? = nil) {
+        /// "in-process" (default) or "process": serve the plugin from a child process, so a
+        /// crash in the plugin cannot take the host down.
+        public var isolation: String?
+        public init(enabled: Bool? = nil, config: JSONValue? = nil, isolation: String? = nil) {
             self.enabled = enabled
             self.config = config
+            self.isolation = isolation
         }
     }
 
@@ -41,6 +45,7 @@ public struct PluginSettings: Codable, Sendable, Equatable {
         var result = plugins?[id] ?? Entry()
         if let over = nodes?[node]?.plugins?[id] {
             if let e = over.enabled { result.enabled = e }
+            if let i = over.isolation { result.isolation = i }
             if let c = over.config { result.config = result.config.map { $0.merged(with: c) } ?? c }
         }
         return result

@@ -18,14 +18,18 @@ struct CPluginTests {
         return out
     }
 
-    func load(root: URL, plugins: URL) throws -> PluginRecord {
-        let settings = PluginSettings(plugins: ["example-secrets": .init(enabled: true, config: .object(["root": .string(root.path)]))])
-        let records = PluginLoader(searchPaths: [plugins], settings: settings, node: "n", logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }), events: EventBus()).loadAll()
+    func load(root: URL, plugins: URL, isolation: String = "in-process") throws -> PluginRecord {
+        let settings = PluginSettings(
+            plugins: ["example-secrets": .init(enabled: true, config: .object(["root": .string(root.path)]), isolation: isolation)])
+        let records = PluginLoader(
+            searchPaths: [plugins], settings: settings, node: "n", logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }),
+            events: EventBus(), serverExecutable: URL(fileURLWithPath: TestEnv.cliPath)
+        ).loadAll()
         return try #require(records.first { $0.id == "example-secrets" })
     }
 
-    @Test("finds planted secrets, ignores clean files and symlinks out of the root")
-    func scansForReal() async throws {
+    @Test("finds planted secrets, ignores clean files and symlinks out of the root", arguments: ["in-process", "process"])
+    func scansForReal(isolation: String) async throws {
         let work = try TestEnv.tempDir("cplugin")
         defer { TestEnv.cleanup(work) }
         let plugins = work.appendingPathComponent("plugins")
@@ -42,8 +46,9 @@ struct CPluginTests {
         try Data("-----BEGIN OPENSSH PRIVATE KEY-----\n".utf8).write(to: outside.appendingPathComponent("secret"))
         try FileManager.default.createSymbolicLink(at: root.appendingPathComponent("link"), withDestinationURL: outside)
 
-        let record = try load(root: root, plugins: plugins)
+        let record = try load(root: root, plugins: plugins, isolation: isolation)
         #expect(record.state == .ready)
+        #expect(record.plugin?.isolation == isolation)
         #expect(record.manifest?.version == "1.0.0")
         let scanner = try #require(record.plugin.flatMap(ScannerClient.init))
         let report = try await scanner.scan(.object(["path": .string(root.path)]))

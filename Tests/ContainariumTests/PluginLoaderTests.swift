@@ -34,8 +34,14 @@ struct PluginFixture {
     }
 
     func load(settings: PluginSettings = PluginSettings(), node: String = "test-node", paths: [URL]? = nil) -> [PluginRecord] {
-        PluginLoader(searchPaths: paths ?? [root], settings: settings, node: node, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), events: EventBus()).loadAll()
+        PluginLoader(
+            searchPaths: paths ?? [root], settings: settings, node: node, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+            events: EventBus(), serverExecutable: URL(fileURLWithPath: TestEnv.cliPath)
+        ).loadAll()
     }
+
+    /// Settings that serve the fixture from a child process.
+    static let isolated = PluginSettings(plugins: ["fixture": .init(enabled: true, isolation: "process")])
 
     func record(_ dir: String, in records: [PluginRecord]) throws -> PluginRecord {
         try #require(records.first { $0.directory.lastPathComponent == dir })
@@ -231,5 +237,63 @@ struct PluginLoaderTests {
             #expect(error.code == .cancelled)
             #expect(error.message == "fixture scan cancelled")
         }
+    }
+
+    @Test("process isolation: a plugin that crashes takes only its child down; the host reports it and carries on")
+    func isolatedCrash() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "crash", defines: ["CRASH_ON_SCAN"])
+        let record = try fx.record("crash", in: fx.load(settings: PluginFixture.isolated))
+        #expect(record.state == .ready)
+        let plugin = try #require(record.plugin)
+        #expect(plugin.isolation == "process")
+        #expect(await plugin.health().status == "ok")
+        let scanner = try #require(ScannerClient(plugin))
+        do {
+            _ = try await scanner.scan(.object([:]))
+            Issue.record("the crashing scan returned")
+        } catch {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("crashed (signal 11)"), "\(error)")
+        }
+        // Later calls fail at once with the same reason; the host process is still here.
+        await #expect(throws: ContainariumError.self) { try await scanner.scan(.object([:])) }
+        #expect(await plugin.health().status == "down")
+    }
+
+    @Test("process isolation: load failures read as they do in-process; calls, events and cancellation cross the pipe")
+    func isolatedBehavesTheSame() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "initfail", defines: ["INIT_FAILS"])
+        let why = try fx.failure("initfail", in: fx.load(settings: PluginFixture.isolated))
+        #expect(why == "initialization failed: fixture refuses to start: no backend configured")
+
+        let other = try PluginFixture()
+        defer { TestEnv.cleanup(other.root) }
+        try other.make(dir: "slow", defines: ["SLOW_SCAN"])
+        let plugin = try #require(try other.record("slow", in: other.load(settings: PluginFixture.isolated)).plugin)
+        #expect(plugin.isolation == "process")
+        let scanner = try #require(ScannerClient(plugin))
+        let task = Task { try await scanner.scan(.object([:])) }
+        try await Task.sleep(for: .milliseconds(200))
+        task.cancel()
+        do {
+            _ = try await task.value
+            Issue.record("the isolated scan finished although it was cancelled")
+        } catch let error as ContainariumError {
+            #expect(error.code == .cancelled)
+            #expect(error.message == "fixture scan cancelled")
+        }
+    }
+
+    @Test("an unknown isolation mode is refused")
+    func badIsolation() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "x")
+        let why = try fx.failure("x", in: fx.load(settings: PluginSettings(plugins: ["fixture": .init(isolation: "vm")])))
+        #expect(why.contains("isolation 'vm' is not one of in-process, process"))
     }
 }

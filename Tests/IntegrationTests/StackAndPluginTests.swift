@@ -120,3 +120,29 @@ struct DockerNestingTests {
         #expect(out.stdout.contains("\(ip)/"), "eth0 carries the reported address: \(out.stdout)")
     }
 }
+
+@Suite("Process isolation with the real Incus plugin", .needsIncus)
+struct IsolatedIncusTests {
+    @Test("create and delete through an isolated incus-lxc: progress events and results cross the pipe")
+    func isolatedLifecycle() throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        // Same sandbox, plugin served from a child process.
+        let cfg: [String: Any] = [
+            "plugins": ["incus-lxc": ["enabled": true, "isolation": "process"]], "defaultImage": IncusEnv.image,
+        ]
+        try JSONSerialization.data(withJSONObject: cfg).write(to: sandbox.config)
+        let status = try sandbox.cli(["plugin", "list", "--format", "json"])
+        #expect(status.stdout.contains("\"isolation\" : \"process\""), "\(status.output)")
+        let user = "iso\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete("\(user)-container") }
+        let created = try sandbox.cli(["create", user, "--ssh-key", sandbox.key.publicKey.path])
+        #expect(created.status == 0, "\(created.output)")
+        for step in 1...5 { #expect(created.stdout.contains("[\(step)/5]"), "\(created.stdout)") }
+        let info = try sandbox.cli(["info", user, "--format", "json"])
+        let ip = try #require(try WireJSON.decoder().decode(InstanceInfo.self, from: Data(info.stdout.utf8)).ipv4.first)
+        #expect(try IncusEnv.ssh(user: user, host: ip, key: sandbox.key.privateKey, "id -un").stdout == "\(user)\n")
+        #expect(try sandbox.cli(["delete", user, "--force"]).status == 0)
+        #expect(try !IncusEnv.exists("\(user)-container"))
+    }
+}

@@ -8,6 +8,7 @@
  *   -DNO_EXTENSION        provide no extension although the manifest declares one
  *   -DDOUBLE_COMPLETE     call the completion twice (a protocol violation)
  *   -DSLOW_SCAN           scan on a thread that runs until cancelled (at most 60 s)
+ *   -DCRASH_ON_SCAN       dereference NULL when asked to scan (a plugin bug)
  */
 #define _POSIX_C_SOURCE 200809L
 #include "containarium_plugin.h"
@@ -62,6 +63,9 @@ static ctm_status fx_init(const ctm_host_services *host, const char *cfg, size_t
 
 static ctm_status fx_scan(void *inst, const char *req, size_t len, uint64_t op, ctm_completion_fn done, void *ud, ctm_error *err) {
     (void)inst; (void)req; (void)len; (void)op; (void)err;
+#ifdef CRASH_ON_SCAN
+    { volatile int *volatile nothing = NULL; *nothing = 1; }
+#endif
 #ifdef SLOW_SCAN
     struct job *j = malloc(sizeof *j);
     if (!j) { ctm_error_set(err, CTM_E_RESOURCE_EXHAUSTED, "oom"); return CTM_E_RESOURCE_EXHAUSTED; }
