@@ -33,10 +33,10 @@ struct PluginFixture {
         return d
     }
 
-    func load(settings: PluginSettings = PluginSettings(), node: String = "test-node", paths: [URL]? = nil) -> [PluginRecord] {
+    func load(settings: PluginSettings = PluginSettings(), node: String = "test-node", paths: [URL]? = nil, events: EventBus = EventBus()) -> [PluginRecord] {
         PluginLoader(
             searchPaths: paths ?? [root], settings: settings, node: node, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
-            events: EventBus(), serverExecutable: URL(fileURLWithPath: TestEnv.cliPath)
+            events: events, serverExecutable: URL(fileURLWithPath: TestEnv.cliPath)
         ).loadAll()
     }
 
@@ -218,15 +218,17 @@ struct PluginLoaderTests {
         #expect(PluginDiagnostics.protocolViolations.count == before + 1)
     }
 
-    @Test("cancelling the awaiting Swift task reaches the plugin, whose completion reports CTM_E_CANCELLED")
+    @Test("cancelling the awaiting Swift task reaches the plugin, whose completion reports CTM_E_CANCELLED", .timeLimit(.minutes(2)))
     func cancellation() async throws {
         let fx = try PluginFixture()
         defer { TestEnv.cleanup(fx.root) }
         try fx.make(dir: "slow", defines: ["SLOW_SCAN"])
-        let plugin = try #require(try fx.record("slow", in: fx.load()).plugin)
+        let events = EventBus()
+        let plugin = try #require(try fx.record("slow", in: fx.load(events: events)).plugin)
         let scanner = try #require(ScannerClient(plugin))
+        let started = events.subscribe()
         let task = Task { try await scanner.scan(.object([:])) }
-        try await Task.sleep(for: .milliseconds(100))
+        for await e in started where e.type == "fixture.scan-started" { break }  // the scan is running
         task.cancel()
         do {
             _ = try await task.value
@@ -262,7 +264,7 @@ struct PluginLoaderTests {
         #expect(await plugin.health().status == "down")
     }
 
-    @Test("process isolation: load failures read as they do in-process; calls, events and cancellation cross the pipe")
+    @Test("process isolation: load failures read as they do in-process; calls, events and cancellation cross the pipe", .timeLimit(.minutes(2)))
     func isolatedBehavesTheSame() async throws {
         let fx = try PluginFixture()
         defer { TestEnv.cleanup(fx.root) }
@@ -273,11 +275,14 @@ struct PluginLoaderTests {
         let other = try PluginFixture()
         defer { TestEnv.cleanup(other.root) }
         try other.make(dir: "slow", defines: ["SLOW_SCAN"])
-        let plugin = try #require(try other.record("slow", in: other.load(settings: PluginFixture.isolated)).plugin)
+        let events = EventBus()
+        let plugin = try #require(try other.record("slow", in: other.load(settings: PluginFixture.isolated, events: events)).plugin)
         #expect(plugin.isolation == "process")
         let scanner = try #require(ScannerClient(plugin))
+        let started = events.subscribe()
         let task = Task { try await scanner.scan(.object([:])) }
-        try await Task.sleep(for: .milliseconds(200))
+        // The plugin's event crosses the pipe: the scan is running in the child.
+        for await e in started where e.type == "fixture.scan-started" { #expect(e.plugin == "fixture"); break }
         task.cancel()
         do {
             _ = try await task.value

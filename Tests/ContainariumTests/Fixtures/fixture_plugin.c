@@ -13,6 +13,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "containarium_plugin.h"
 #include <stddef.h>
+static ctm_host_services host_copy;   /* for events; valid from initialize on */
+
 #ifdef SLOW_SCAN
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,6 +24,8 @@ static atomic_ullong cancelled_op;
 struct job { uint64_t op; ctm_completion_fn done; void *ud; };
 static void *slow(void *arg) {
     struct job *j = arg;
+    if (CTM_HAS_FIELD(&host_copy, ctm_host_services, emit_event) && host_copy.emit_event)
+        host_copy.emit_event(host_copy.host_context, "fixture.scan-started", "{}", 2);
     struct timespec ts = { 0, 10 * 1000 * 1000 };
     int i;
     for (i = 0; i < 6000 && atomic_load(&cancelled_op) != j->op; i++) nanosleep(&ts, NULL);
@@ -49,7 +53,13 @@ static void *slow(void *arg) {
 static int instance_token = 42;
 
 static ctm_status fx_init(const ctm_host_services *host, const char *cfg, size_t len, void **out, ctm_error *err) {
-    (void)host; (void)cfg; (void)len;
+    (void)cfg; (void)len;
+    if (host) {
+        size_t n = host->struct_size < sizeof host_copy ? host->struct_size : sizeof host_copy;
+        const unsigned char *src = (const unsigned char *)host;
+        unsigned char *dst = (unsigned char *)&host_copy;
+        for (size_t i = 0; i < n; i++) dst[i] = src[i];
+    }
 #ifdef INIT_FAILS
     (void)out;
     ctm_error_set(err, CTM_E_FAILED_PRECONDITION, "fixture refuses to start: no backend configured");
