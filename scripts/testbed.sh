@@ -95,6 +95,12 @@ if ! incus info >/dev/null 2>&1; then
     log "starting incusd (no init system)"
     # lxcfs gives containers a truthful /proc/meminfo and cpuinfo when it is installed.
     if command -v lxcfs >/dev/null && ! pgrep -x lxcfs >/dev/null; then
+      # A FUSE mount whose lxcfs process died (a machine that kept its mounts but not its
+      # processes) answers "Transport endpoint is not connected": detach it before reuse.
+      if ! stat /var/lib/incus-lxcfs >/dev/null 2>&1 && grep -q ' /var/lib/incus-lxcfs ' /proc/mounts; then
+        log "detaching stale lxcfs mount"
+        fusermount -uz /var/lib/incus-lxcfs 2>/dev/null || umount -l /var/lib/incus-lxcfs
+      fi
       mkdir -p /var/lib/incus-lxcfs
       setsid lxcfs /var/lib/incus-lxcfs >/var/log/incus/lxcfs.log 2>&1 < /dev/null &
     fi
