@@ -23,6 +23,18 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // The daemon (issue 3): REST, JWT, gRPC with mTLS, SQLite and PostgreSQL state.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).
@@ -52,11 +64,47 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Persistent state: one store protocol, SQLite (GRDB) and PostgreSQL (postgres-nio),
+        // one set of versioned migrations.
+        .target(
+            name: "ContainariumStore",
+            dependencies: [
+                "ContainariumCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
+        // The daemon: REST (Hummingbird) and gRPC (mTLS) adapters over the service layer, JWT,
+        // authorization, audit, operations, the inventory cache and the reconciler.
+        .target(
+            name: "ContainariumDaemon",
+            dependencies: [
+                "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
         // The `containarium` executable: CLI adapter over the service layer.
         .executableTarget(
             name: "containarium",
             dependencies: [
-                "ContainariumService", "PluginHost", "ContainariumCore",
+                "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumDaemon", "ContainariumStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -78,13 +126,16 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
             name: "ContainariumTests",
-            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport"],
+            dependencies: [
+                "ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport",
+                "ContainariumStore", "ContainariumDaemon",
+            ],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "TestSupport"],
+            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "TestSupport", "ContainariumStore", "ContainariumDaemon"],
             swiftSettings: strict
         ),
     ]

@@ -33,6 +33,8 @@ final class IncusBackend: Sendable {
     /// A token unique to one create call: rollback deletes an instance only when it carries
     /// the token, so a failed create can never remove a container somebody else made.
     static let createTokenKey = "user.containarium.create-token"
+    /// Set as the last step of a successful create: an instance without it is half-made.
+    static let provisionedKey = "user.containarium.provisioned"
 
     init(config: Config, host: HostServices) {
         socketPath = config.socket ?? ProcessInfo.processInfo.environment["INCUS_SOCKET"] ?? "/var/lib/incus/unix.socket"
@@ -97,6 +99,28 @@ final class IncusBackend: Sendable {
         return makeInfo(instance, state: state)
     }
 
+    /// Follow Incus's lifecycle events and emit "instance.changed" for each instance event.
+    func watch(_ ctx: OperationContext) throws(ContainariumError) -> Empty {
+        let project = api.project
+        try api.http.followEvents(
+            "/1.0/events?type=lifecycle&project=\(IncusAPI.escape(project))",
+            isCancelled: { ctx.isCancelled },
+            onConnected: { host.emit(type: "instances.watch.connected", ["backend": "incus-lxc"]) },
+            onMessage: { data in
+                guard let event = try? WireJSON.decode(JSONValue.self, from: data),
+                      let action = event["metadata"]?["action"]?.stringValue,
+                      let source = event["metadata"]?["source"]?.stringValue,
+                      source.hasPrefix("/1.0/instances/")
+                else { return }
+                let rest = source.dropFirst("/1.0/instances/".count)
+                let raw = rest.split(separator: "?").first.map(String.init) ?? ""
+                let name = (raw.split(separator: "/").first.map(String.init) ?? raw).removingPercentEncoding ?? raw
+                guard !name.isEmpty else { return }
+                host.emit(type: "instance.changed", ["name": name, "action": action])
+            })
+        throw ContainariumError(.unavailable, "Incus closed its event stream")
+    }
+
     func list() throws(ContainariumError) -> InstanceList {
         let all = try api.sync("GET", "/1.0/instances", query: ["recursion": "2"]).arrayValue
         let managed = all.filter { $0["config"]?[Self.managedKey]?.stringValue == "true" }
@@ -151,7 +175,8 @@ final class IncusBackend: Sendable {
             labels: labels,
             backend: "incus-lxc",
             node: node,
-            sshHostKeys: config[Self.hostKeysKey]?.stringValue.map { $0.split(separator: "\n").map(String.init) } ?? [])
+            sshHostKeys: config[Self.hostKeysKey]?.stringValue.map { $0.split(separator: "\n").map(String.init) } ?? [],
+            provisioned: config[Self.provisionedKey]?.stringValue == "true")
     }
 
     /// The instance's own NICs first (eth0, then eth*/en*), then anything else, by name.
@@ -236,6 +261,7 @@ final class IncusBackend: Sendable {
             }
             ctx.progress(instance: r.name, step: steps, of: steps, "Waiting for network")
             try waitForIPv4(r.name, timeout: r.networkTimeoutSeconds ?? networkTimeout, ctx)
+            try api.sync("PATCH", path(r.name), body: .object(["config": .object([Self.provisionedKey: .string("true")])]))
             return try info(r.name)
         } catch {
             host.log(.warning, "create of \(r.name) failed, removing the half-made container: \(error.description)")

@@ -81,6 +81,9 @@ nonisolated(unsafe) private let instancesTable: UnsafeMutablePointer<ctm_instanc
     t.capacity = { inst, req, len, op, done, ud, err in
         dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in try p.backend.capacity() } }
     }
+    t.watch = { inst, req, len, op, done, ud, err in
+        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, ctx) throws(ContainariumError) in try p.backend.watch(ctx) } }
+    }
     let p = UnsafeMutablePointer<ctm_instances_v1>.allocate(capacity: 1)
     p.initialize(to: t)
     return p

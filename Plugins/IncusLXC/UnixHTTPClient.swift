@@ -39,6 +39,111 @@ struct UnixHTTPClient: Sendable {
         return try Self.parse(raw)
     }
 
+    /// Follow Incus's event stream (`GET /1.0/events`, a WebSocket) and hand each JSON message
+    /// to `onMessage` until `isCancelled` turns true (checked at least once a second) or the
+    /// connection ends. Server frames are unmasked; pings are answered; close ends the stream.
+    func followEvents(
+        _ path: String, isCancelled: () -> Bool, onConnected: () -> Void, onMessage: (Data) -> Void
+    ) throws(ContainariumError) {
+        let fd = try connect(timeout: 1)
+        defer { close(fd) }
+        var nonce = [UInt8](repeating: 0, count: 16)
+        for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255) }
+        let head = "GET \(path) HTTP/1.1\r\nHost: incus\r\nUser-Agent: containarium\r\nUpgrade: websocket\r\n"
+            + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Data(nonce).base64EncodedString())\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        try writeAll(fd, Data(head.utf8))
+        var buffer = Data()
+        // Read the handshake response up to the blank line.
+        while true {
+            if let end = buffer.range(of: Data("\r\n\r\n".utf8)) {
+                let status = String(decoding: buffer[buffer.startIndex..<end.lowerBound], as: UTF8.self).split(separator: " ").dropFirst().first
+                guard status == "101" else {
+                    throw ContainariumError(.unavailable, "Incus refused the event stream (HTTP \(status ?? "?"))")
+                }
+                buffer = Data(buffer[end.upperBound...])
+                break
+            }
+            guard try readSome(fd, into: &buffer, isCancelled: isCancelled) else {
+                throw ContainariumError(.unavailable, "Incus closed the event stream during the handshake")
+            }
+        }
+        onConnected()
+        var message = Data()
+        while true {
+            // Parse as many complete frames as the buffer holds.
+            while let frame = Self.frame(in: buffer) {
+                buffer = Data(buffer.dropFirst(frame.consumed))
+                switch frame.opcode {
+                case 0x0, 0x1, 0x2:
+                    message.append(frame.payload)
+                    if frame.fin {
+                        onMessage(message)
+                        message = Data()
+                    }
+                case 0x8:
+                    return
+                case 0x9:
+                    // Pong with the same payload, masked as a client must.
+                    var pong = Data([0x8A, 0x80 | UInt8(min(frame.payload.count, 125))])
+                    let mask: [UInt8] = [1, 2, 3, 4]
+                    pong.append(contentsOf: mask)
+                    for (i, b) in frame.payload.prefix(125).enumerated() { pong.append(b ^ mask[i % 4]) }
+                    try writeAll(fd, pong)
+                default:
+                    break
+                }
+            }
+            guard try readSome(fd, into: &buffer, isCancelled: isCancelled) else { return }
+        }
+    }
+
+    /// One WebSocket frame at the start of `data`, or nil when it is not complete yet.
+    static func frame(in data: Data) -> (fin: Bool, opcode: UInt8, payload: Data, consumed: Int)? {
+        let b = [UInt8](data.prefix(14))
+        guard b.count >= 2 else { return nil }
+        let fin = b[0] & 0x80 != 0
+        let opcode = b[0] & 0x0F
+        let masked = b[1] & 0x80 != 0
+        var length = Int(b[1] & 0x7F)
+        var offset = 2
+        if length == 126 {
+            guard b.count >= 4 else { return nil }
+            length = Int(b[2]) << 8 | Int(b[3])
+            offset = 4
+        } else if length == 127 {
+            guard b.count >= 10 else { return nil }
+            length = 0
+            for i in 2..<10 { length = length << 8 | Int(b[i]) }
+            offset = 10
+        }
+        var mask: [UInt8] = []
+        if masked {
+            guard b.count >= offset + 4 else { return nil }
+            mask = Array(b[offset..<offset + 4])
+            offset += 4
+        }
+        guard length >= 0, data.count >= offset + length else { return nil }
+        var payload = Data(data.dropFirst(offset).prefix(length))
+        if masked { payload = Data(payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }) }
+        return (fin, opcode, payload, offset + length)
+    }
+
+    /// Read what is available; false at end of stream. Times out every second to poll `isCancelled`.
+    private func readSome(_ fd: Int32, into buffer: inout Data, isCancelled: () -> Bool) throws(ContainariumError) -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if isCancelled() { throw ContainariumError(.cancelled, "event stream cancelled") }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return false }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK { continue }
+                throw ContainariumError(.unavailable, "reading Incus events failed", cause: String(cString: strerror(errno)))
+            }
+            buffer.append(contentsOf: chunk[0..<n])
+            return true
+        }
+    }
+
     private func connect(timeout: Double) throws(ContainariumError) -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ContainariumError(.unavailable, "cannot create a socket", cause: String(cString: strerror(errno))) }

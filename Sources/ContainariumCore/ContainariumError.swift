@@ -10,6 +10,7 @@ public struct ContainariumError: Error, Sendable, Equatable, CustomStringConvert
             case failedPrecondition = "failed_precondition"
             case resourceExhausted = "resource_exhausted"
             case permissionDenied = "permission_denied"
+            case unauthenticated
             case unavailable
             case timeout
             case cancelled
@@ -27,6 +28,8 @@ public struct ContainariumError: Error, Sendable, Equatable, CustomStringConvert
         public static let failedPrecondition = Code(.failedPrecondition)
         public static let resourceExhausted = Code(.resourceExhausted)
         public static let permissionDenied = Code(.permissionDenied)
+        /// No valid credentials (missing, expired, forged token; no client certificate).
+        public static let unauthenticated = Code(.unauthenticated)
         public static let unavailable = Code(.unavailable)
         public static let timeout = Code(.timeout)
         public static let cancelled = Code(.cancelled)
@@ -52,7 +55,7 @@ public struct ContainariumError: Error, Sendable, Equatable, CustomStringConvert
             case .alreadyExists: 3
             case .failedPrecondition: 4
             case .resourceExhausted: 5
-            case .permissionDenied: 6
+            case .permissionDenied, .unauthenticated: 6
             case .unavailable: 7
             case .timeout: 8
             case .cancelled: 9
@@ -78,6 +81,45 @@ public struct ContainariumError: Error, Sendable, Equatable, CustomStringConvert
             }
         }
 
+        /// Every code, for exhaustive tests and documentation.
+        public static var all: [Code] { Value.allCases.map(Code.init) }
+
+        /// The HTTP status of this code: the single mapping every REST route uses.
+        public var httpStatus: Int {
+            switch value {
+            case .invalidArgument: 400
+            case .unauthenticated: 401
+            case .permissionDenied: 403
+            case .notFound: 404
+            case .alreadyExists: 409
+            case .failedPrecondition: 412
+            case .resourceExhausted: 429
+            case .cancelled: 499
+            case .unsupported: 501
+            case .unavailable, .pluginLoad: 503
+            case .timeout: 504
+            case .internal: 500
+            }
+        }
+
+        /// The gRPC status code number (google.rpc.Code) of this code.
+        public var grpcStatus: Int {
+            switch value {
+            case .cancelled: 1
+            case .invalidArgument: 3
+            case .timeout: 4
+            case .notFound: 5
+            case .alreadyExists: 6
+            case .permissionDenied: 7
+            case .resourceExhausted: 8
+            case .failedPrecondition: 9
+            case .unsupported: 12
+            case .internal: 13
+            case .unavailable, .pluginLoad: 14
+            case .unauthenticated: 16
+            }
+        }
+
         /// Process exit status used by the CLI for this code.
         public var exitCode: Int32 {
             switch value {
@@ -85,7 +127,7 @@ public struct ContainariumError: Error, Sendable, Equatable, CustomStringConvert
             case .notFound: 3
             case .alreadyExists: 4
             case .failedPrecondition: 5
-            case .permissionDenied: 6
+            case .permissionDenied, .unauthenticated: 6
             case .unavailable, .timeout: 7
             case .cancelled: 130
             default: 1
@@ -111,6 +153,9 @@ public struct ContainariumError: Error, Sendable, Equatable, CustomStringConvert
 
     public static func invalid(_ message: String) -> ContainariumError { .init(.invalidArgument, message) }
     public static func notFound(_ message: String) -> ContainariumError { .init(.notFound, message) }
+    public static func alreadyExists(_ message: String) -> ContainariumError { .init(.alreadyExists, message) }
+    public static func denied(_ message: String) -> ContainariumError { .init(.permissionDenied, message) }
+    public static func unauthenticated(_ message: String) -> ContainariumError { .init(.unauthenticated, message) }
     public static func `internal`(_ message: String, cause: String? = nil) -> ContainariumError {
         .init(.internal, message, cause: cause)
     }

@@ -48,6 +48,21 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
+    public var items: [JSONValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+
+    public var bool: Bool? {
+        if case .bool(let b) = self { return b }
+        return nil
+    }
+
+    public var number: Double? {
+        if case .number(let n) = self { return n }
+        return nil
+    }
+
     public var objectValue: [String: JSONValue]? {
         if case .object(let o) = self { return o }
         return nil

@@ -145,6 +145,9 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
     public var node: String?
     /// Public SSH host keys of the instance, when the backend knows them (known_hosts lines).
     public var sshHostKeys: [String]?
+    /// Whether the backend finished creating it (accounts, keys, network). A managed instance
+    /// that is not provisioned is half-made: a create is running or was interrupted.
+    public var provisioned: Bool?
 
     public init(
         name: String, type: String = "container", state: InstanceState, image: String? = nil, ipv4: [String] = [],
@@ -152,7 +155,7 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
         cpuUsageNanoseconds: UInt64? = nil, memoryUsageBytes: UInt64? = nil, diskUsageBytes: UInt64? = nil,
         processes: Int? = nil, startedAt: Date? = nil, createdAt: Date? = nil, autostart: Bool = false,
         nesting: Bool = false, labels: [String: String] = [:], backend: String? = nil, node: String? = nil,
-        sshHostKeys: [String]? = nil
+        sshHostKeys: [String]? = nil, provisioned: Bool? = nil
     ) {
         self.name = name
         self.type = type
@@ -174,6 +177,7 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
         self.backend = backend
         self.node = node
         self.sshHostKeys = sshHostKeys
+        self.provisioned = provisioned
     }
 
     /// Seconds since the instance started, when it is running.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ContainariumCore
+import ContainariumDaemon
 import ContainariumService
 import Foundation
 import Logging
@@ -13,13 +14,11 @@ struct Containarium: AsyncParsableCommand {
         subcommands: [
             Create.self, List.self, Info.self, Delete.self, Start.self, Stop.self, Restart.self, Resize.self,
             Exec.self, Export.self, InstallStack.self, Capacity.self, PluginCommand.self, StacksCommand.self, Version.self,
+            DaemonCommand.self, TokenCommand.self, CertCommand.self, AuditCommand.self, ServiceCommand.self,
         ]
     )
 }
 
-enum ContainariumVersion {
-    static let string = "0.1.0"
-}
 
 /// Options every verb understands.
 struct GlobalOptions: ParsableArguments {

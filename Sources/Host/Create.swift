@@ -1,5 +1,6 @@
 import ArgumentParser
 import ContainariumCore
+import ContainariumDaemon
 import ContainariumService
 import Foundation
 
@@ -43,6 +44,7 @@ struct Create: AsyncParsableCommand {
     var format: OutputFormat = .table
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func validate() throws {
         if sshKeys.isEmpty { throw ValidationError("--ssh-key FILE is required (the user's OpenSSH public key)") }
@@ -63,6 +65,29 @@ struct Create: AsyncParsableCommand {
         for l in labels {
             let parts = l.split(separator: "=", maxSplits: 1)
             labelMap[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        if let client = try remote.client() {
+            var q: [String: JSONValue] = [
+                "username": .string(username), "sshKeys": .array(keys.map { .string($0) }), "nesting": .bool(!noNesting),
+                "labels": .object(labelMap.mapValues { .string($0) }),
+            ]
+            for (k, v) in [("image", image), ("osType", osType), ("cpu", cpu), ("memory", memory), ("disk", disk), ("stack", stack)] {
+                if let v { q[k] = .string(v) }
+            }
+            q["autostart"] = .bool(autostart)
+            let table = format == .table
+            if table { print("Creating container for user: \(username) on \(remote.server ?? "")") }
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
+                try await client.create(.object(q)) { p in
+                    if table, let step = p["step"]?.number, let total = p["total"]?.number {
+                        print("  [\(Int(step))/\(Int(total))] \(p["message"]?.stringValue ?? "")...")
+                        fflush(nil)
+                    }
+                }
+            }
+            if !table { return try printRemote(v) }
+            print("✓ Container \(v["name"]?.stringValue ?? username) created successfully! IP: \(v["network"]?["ipAddress"]?.stringValue ?? "-")")
+            return
         }
         let service = try global.service()
         let request = CreateEnvironmentRequest(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ContainariumCore
+import ContainariumDaemon
 import ContainariumService
 import Foundation
 
@@ -10,8 +11,19 @@ struct List: AsyncParsableCommand {
     var format: OutputFormat = .table
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListContainers", .object([:])) }
+            if format == .json { return try printRemote(v) }
+            let rows = (v["containers"]?.items ?? []).map { c in
+                [c["name"]?.stringValue ?? "-", c["state"]?.stringValue ?? "-", c["network"]?["ipAddress"]?.stringValue ?? "-", c["owner"]?.stringValue ?? "-"]
+            }
+            print(Table.render(header: ["NAME", "STATE", "IPV4", "OWNER"], rows: rows))
+            if rows.isEmpty { print("(no environments)") }
+            return
+        }
         let service = try global.service()
         let all = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.list() }
         if format == .json { return try printJSON(["containers": all]) }
@@ -33,8 +45,12 @@ struct Info: AsyncParsableCommand {
     @Argument var username: String
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            return try printRemote(await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("GetContainer", .object(["username": .string(username)])) })
+        }
         let service = try global.service()
         let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.info(username: username) }
         if format == .json { return try printJSON(i) }
@@ -69,6 +85,7 @@ struct Delete: AsyncParsableCommand {
     @Argument var username: String
     @Flag(help: "Do not ask for confirmation; stop the environment first if it runs.") var force = false
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
         let user = try await ContainariumCLI.run { () async throws(ContainariumError) in try Username(username) }
@@ -83,6 +100,11 @@ struct Delete: AsyncParsableCommand {
                 return
             }
         }
+        if let client = try remote.client() {
+            _ = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("DeleteContainer", .object(["username": .string(username)])) }
+            print("✓ Container \(user.containerName) deleted")
+            return
+        }
         let service = try global.service()
         try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.delete(username: username, force: true) }
         print("✓ Container \(user.containerName) deleted")
@@ -93,8 +115,14 @@ struct Start: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start an environment.")
     @Argument var username: String
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StartContainer", .object(["username": .string(username)])) }
+            print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
+            return
+        }
         let service = try global.service()
         let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.start(username: username) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
@@ -106,8 +134,14 @@ struct Stop: AsyncParsableCommand {
     @Argument var username: String
     @Flag(help: "Kill instead of shutting down cleanly.") var force = false
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StopContainer", .object(["username": .string(username), "force": .bool(force)])) }
+            print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
+            return
+        }
         let service = try global.service()
         let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.stop(username: username, force: force) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
@@ -118,8 +152,14 @@ struct Restart: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Restart an environment.")
     @Argument var username: String
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("RestartContainer", .object(["username": .string(username)])) }
+            print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
+            return
+        }
         let service = try global.service()
         let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.restart(username: username) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
@@ -134,12 +174,21 @@ struct Resize: AsyncParsableCommand {
     @Option(help: "Memory limit, e.g. 8GB, 4096MB, 8GiB.") var memory: String?
     @Option(name: [.customLong("disk"), .customLong("disk-quota")], help: "Disk quota; never below current usage.") var disk: String?
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func validate() throws {
         if cpu == nil && memory == nil && disk == nil { throw ValidationError("give at least one of --cpu, --memory, --disk") }
     }
 
     func run() async throws {
+        if let client = try remote.client() {
+            var q: [String: JSONValue] = ["username": .string(username)]
+            if let cpu { q["cpu"] = .string(cpu) }
+            if let memory { q["memory"] = .string(memory) }
+            if let disk { q["disk"] = .string(disk) }
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ResizeContainer", .object(q)) }
+            return try printRemote(v)
+        }
         let service = try global.service()
         if global.verbose {
             print("Resizing container: \(username)-container")
@@ -167,15 +216,24 @@ struct Exec: AsyncParsableCommand {
     @Flag(name: .customLong("as-user"), help: "Run as the environment's user instead of root.") var asUser = false
     @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func validate() throws {
         if command.isEmpty { throw ValidationError("give the command after --, e.g. containarium exec alice -- id") }
     }
 
     func run() async throws {
-        let service = try global.service()
-        let r = try await ContainariumCLI.run { () async throws(ContainariumError) in
-            try await service.exec(username: username, command: command, asUser: asUser)
+        let r: ExecResult
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
+                try await client.call("Exec", .object(["username": .string(username), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)]))
+            }
+            r = ExecResult(exitCode: Int32(v["exitCode"]?.number ?? 1), stdout: v["stdout"]?.stringValue ?? "", stderr: v["stderr"]?.stringValue ?? "")
+        } else {
+            let service = try global.service()
+            r = try await ContainariumCLI.run { () async throws(ContainariumError) in
+                try await service.exec(username: username, command: command, asUser: asUser)
+            }
         }
         FileHandle.standardOutput.write(Data(r.stdout.utf8))
         FileHandle.standardError.write(Data(r.stderr.utf8))
@@ -191,11 +249,20 @@ struct Export: AsyncParsableCommand {
     @Option(help: "Path of the user's private key (default ~/.ssh/containarium_<user>).") var key: String?
     @Option(help: "Write to this file instead of stdout.") var output: String?
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        let service = try global.service()
-        let text = try await ContainariumCLI.run { () async throws(ContainariumError) in
-            try await service.exportSSHConfig(username: username, jumpHost: jumpIP, keyPath: key)
+        let text: String
+        if let client = try remote.client() {
+            var q: [String: JSONValue] = ["username": .string(username), "jumpHost": .string(jumpIP)]
+            if let key { q["keyPath"] = .string(key) }
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ExportSSHConfig", .object(q)) }
+            text = v["config"]?.stringValue ?? ""
+        } else {
+            let service = try global.service()
+            text = try await ContainariumCLI.run { () async throws(ContainariumError) in
+                try await service.exportSSHConfig(username: username, jumpHost: jumpIP, keyPath: key)
+            }
         }
         if let output {
             let url = URL(fileURLWithPath: (output as NSString).expandingTildeInPath)
@@ -217,8 +284,16 @@ struct InstallStack: AsyncParsableCommand {
     @Argument var username: String
     @Argument var stack: String
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
+                try await client.call("InstallStack", .object(["username": .string(username), "stack": .string(stack)]))
+            }
+            print("✓ Stack \(stack) installed: \((v["stdout"]?.stringValue ?? "").trimmingCharacters(in: .whitespacesAndNewlines))")
+            return
+        }
         let service = try global.service()
         let r = try await ContainariumCLI.run { () async throws(ContainariumError) in
             try await service.installStack(username: username, stack: stack) { p in print("  [\(p.step)/\(p.total)] \(p.message)...") }
@@ -231,8 +306,12 @@ struct Capacity: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show this node's capacity (CPU, memory, storage pool).")
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            return try printRemote(await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("GetCapacity", .object([:])) })
+        }
         let service = try global.service()
         let c = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.capacity() }
         if format == .json { return try printJSON(c) }
@@ -249,6 +328,7 @@ struct Capacity: AsyncParsableCommand {
 struct StacksCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stacks", abstract: "List the software stacks available to --stack.")
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
         let service = try global.service()

@@ -12,7 +12,8 @@ CTM_ASSERT(offsetof(ctm_result, json) == 16, result_json_offset);
 CTM_ASSERT(offsetof(ctm_plugin, id) == 16, plugin_id_offset);
 CTM_ASSERT(offsetof(ctm_host_services, host_context) == 16, host_context_offset);
 CTM_ASSERT(offsetof(ctm_instances_v1, create) == 8, instances_first_method);
-CTM_ASSERT(sizeof(ctm_instances_v1) == 8 + 10 * sizeof(void *), instances_size);
+CTM_ASSERT(sizeof(ctm_instances_v1) == 8 + 11 * sizeof(void *), instances_size);
+CTM_ASSERT(offsetof(ctm_instances_v1, watch) == 8 + 10 * sizeof(void *), instances_watch_appended);
 
-/** The ABI version this header describes, as a C string ("1.0"). */
-const char *ctm_abi_version_string(void) { return "1.0"; }
+/** The ABI version this header describes, as a C string ("1.1"). */
+const char *ctm_abi_version_string(void) { return "1.1"; }

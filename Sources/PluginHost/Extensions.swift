@@ -53,6 +53,12 @@ public struct InstancesClient: Sendable {
     public func exec(_ r: ExecRequest) async throws(ContainariumError) -> ExecResult {
         try await call("exec", r, as: ExecResult.self)
     }
+    /// Follow the backend's change stream ("instance.changed" events on the event bus) until
+    /// the calling task is cancelled or the stream breaks. Backends built for ABI 1.0 lack it.
+    public func watch() async throws(ContainariumError) {
+        _ = try await call("watch", [String: String](), as: JSONValue.self)
+    }
+
     public func capacity() async throws(ContainariumError) -> NodeCapacity {
         try await call("capacity", [String: String](), as: NodeCapacity.self)
     }

@@ -39,7 +39,7 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
             let t = UncheckedTable<ctm_instances_v1>(raw)
             let fields: [String: KeyPath<ctm_instances_v1, ctm_call_fn?>] = [
                 "create": \.create, "remove": \.remove, "start": \.start, "stop": \.stop, "restart": \.restart,
-                "list": \.list, "info": \.info, "resize": \.resize, "exec": \.exec, "capacity": \.capacity,
+                "list": \.list, "info": \.info, "resize": \.resize, "exec": \.exec, "capacity": \.capacity, "watch": \.watch,
             ]
             fn = fields[method].flatMap { t.field($0) }
         case CTM_EXT_SCANNER_V1:

@@ -22,7 +22,7 @@ public protocol PluginEndpoint: AnyObject, Sendable {
 /// The extension methods the host knows, in ABI table order.
 public enum ExtensionMethods {
     public static let known: [String: [String]] = [
-        "instances/1": ["create", "remove", "start", "stop", "restart", "list", "info", "resize", "exec", "capacity"],
+        "instances/1": ["create", "remove", "start", "stop", "restart", "list", "info", "resize", "exec", "capacity", "watch"],
         "devices.gpu/1": ["list", "attach", "detach"],
         "node.lifecycle/1": ["status", "start", "stop"],
         "scanner/1": ["scan"],

@@ -63,7 +63,7 @@ struct StackAndPluginTests {
         #expect((bad["detail"] as? String)?.contains("library libbroken.so not found") == true)
 
         let version = try sandbox.cli(["version"])
-        #expect(version.stdout == "containarium 0.1.0 (plugin ABI 1.0)\n")
+        #expect(version.stdout == "containarium 0.2.0 (plugin ABI 1.1)\n")
 
         let table = try sandbox.cli(["plugin", "list"])
         #expect(table.stdout.contains("incus-lxc"))

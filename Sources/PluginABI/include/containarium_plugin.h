@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define CTM_ABI_MAJOR 1u
-#define CTM_ABI_MINOR 0u
+#define CTM_ABI_MINOR 1u
 
 /** The one symbol a plugin library exports. */
 #define CTM_ENTRY_SYMBOL "containarium_plugin_entry"
@@ -197,6 +197,10 @@ typedef struct ctm_instances_v1 {
     ctm_call_fn resize;    /* ResizeRequest          -> InstanceInfo  */
     ctm_call_fn exec;      /* ExecRequest            -> ExecResult    */
     ctm_call_fn capacity;  /* {}                     -> NodeCapacity  */
+    /* Added in ABI 1.1 (read only when struct_size covers it): follow the backend's change
+     * stream, emitting "instance.changed" {name, action} events, until cancelled (then
+     * complete with CTM_E_CANCELLED) or the stream breaks (CTM_E_UNAVAILABLE). */
+    ctm_call_fn watch;     /* {}                     -> {}            */
 } ctm_instances_v1;
 
 /** "devices.gpu/1": device providers (GPU passthrough). */

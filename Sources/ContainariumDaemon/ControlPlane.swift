@@ -1,0 +1,480 @@
+public import ContainariumCore
+public import ContainariumService
+public import ContainariumStore
+public import Foundation
+public import Logging
+import PluginHost
+import Synchronization
+
+/// The daemon's service layer. Every interface (REST, gRPC, CLI remote mode) calls these
+/// methods with an authenticated `Caller`; this is where authorization, the audit log, the
+/// store and operations are handled, once.
+public final class ControlPlane: Sendable {
+    public let service: EnvironmentService
+    public let store: Store
+    public let inventory: Inventory
+    public let events: DaemonEvents
+    public let logger: Logger
+    public let node: String
+    /// This daemon instance: node, pid and start time.
+    public let daemonID: String
+    public let startedAt = Date()
+    private let running = Mutex<[String: Task<Void, Never>]>([:])
+
+    public init(service: EnvironmentService, store: Store, inventory: Inventory, events: DaemonEvents, logger: Logger) {
+        self.service = service
+        self.store = store
+        self.inventory = inventory
+        self.events = events
+        self.logger = logger
+        self.node = service.config.nodeName
+        self.daemonID = "\(service.config.nodeName)/\(getpid())/\(Int(Date().timeIntervalSince1970))"
+    }
+
+    var backendID: String { (try? service.plugins.instances(backend: service.config.backend).backendID) ?? service.config.backend ?? "none" }
+
+    // MARK: - audit
+
+    public func audit(_ caller: Caller, _ action: String, target: String, result: Result<Void, ContainariumError>, detail: String = "") async {
+        let outcome: String
+        switch result {
+        case .success: outcome = "ok"
+        case .failure(let e): outcome = e.code.rawValue
+        }
+        let entry = AuditEntry(actor: caller.subject, role: caller.role.rawValue, action: action, target: target, source: caller.source,
+                               interface: caller.interface, result: outcome, detail: detail)
+        do { try await store.appendAudit(entry) } catch { logger.error("could not write the audit log: \(error)") }
+        events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
+                       data: .object(["action": .string(action), "actor": .string(caller.subject), "result": .string(outcome)]))
+    }
+
+    /// Record a rejected credential. Never records the credential itself.
+    public func auditAuthFailure(source: String, interface: String, action: String, reason: String) async {
+        let anonymous = Caller(subject: "anonymous", role: .user, source: source, interface: interface)
+        await audit(anonymous, "auth.failure", target: action, result: .failure(.unauthenticated(reason)), detail: reason)
+    }
+
+    /// Run a mutating action with its audit entry, whatever its outcome.
+    func audited<T: Sendable>(_ caller: Caller, _ action: String, _ target: String, detail: String = "",
+                              _ body: () async throws(ContainariumError) -> T) async throws(ContainariumError) -> T {
+        do {
+            let value = try await body()
+            await audit(caller, action, target: target, result: .success(()), detail: detail)
+            return value
+        } catch {
+            await audit(caller, action, target: target, result: .failure(error), detail: detail.isEmpty ? error.message : detail + ": " + error.message)
+            throw error
+        }
+    }
+
+    // MARK: - authorization
+
+    public enum Access: Sendable { case read, act, own }
+
+    /// The owner of an environment: the store's record, else the backend's owner label.
+    func owner(of user: Username) async throws(ContainariumError) -> String? {
+        if let r = try await store.container(user.value) { return r.owner }
+        return inventory.get(user.containerName)?.labels["owner"]
+    }
+
+    /// Check that `caller` may touch `username`'s environment. Owners may do everything;
+    /// collaborators may read and act (start, stop, resize, stacks, keys) but not delete or
+    /// manage collaborators; admins may do everything.
+    @discardableResult
+    public func authorize(_ caller: Caller, _ username: String, _ access: Access) async throws(ContainariumError) -> Username {
+        let user = try Username(username)
+        if caller.isAdmin { return user }
+        let owner = try await owner(of: user)
+        if owner == caller.subject { return user }
+        if owner != nil, access != .own, try await store.collaborators(of: user.value).contains(where: { $0.collaborator == caller.subject }) {
+            return user
+        }
+        throw .denied("\(caller.subject) may not \(access == .read ? "see" : "change") \(user.value)'s environment")
+    }
+
+    func requireAdmin(_ caller: Caller, _ what: String) throws(ContainariumError) {
+        guard caller.isAdmin else { throw .denied("\(what) needs the admin role") }
+    }
+
+    // MARK: - containers
+
+    /// Listing served from the inventory (kept current by the backend's change stream).
+    public func listContainers(_ caller: Caller) async throws(ContainariumError) -> [ContainerView] {
+        let all = inventory.snapshot.instances
+        if caller.isAdmin { return all.map { ContainerView($0, record: nil) } }
+        let shared = Set(try await store.collaborations(of: caller.subject))
+        return all.filter { i in
+            guard let u = Username(containerName: i.name) else { return false }
+            return i.labels["owner"] == caller.subject || shared.contains(u.value)
+        }.map { ContainerView($0, record: nil) }
+    }
+
+    /// The admin listing as encoded JSON, re-encoded only when the inventory changed.
+    private let listCache = Mutex<(UInt64, Data)?>(nil)
+    public func adminListJSON() throws(ContainariumError) -> Data {
+        let snap = inventory.snapshot
+        if let cached = listCache.withLock({ $0 }), cached.0 == snap.generation { return cached.1 }
+        let body = ContainerListView(containers: snap.instances.map { ContainerView($0, record: nil) }, totalCount: snap.instances.count)
+        let data = try WireJSON.encode(body)
+        listCache.withLock { $0 = (snap.generation, data) }
+        return data
+    }
+
+    public func getContainer(_ caller: Caller, _ username: String) async throws(ContainariumError) -> ContainerView {
+        let user = try await authorize(caller, username, .read)
+        let record = try await store.container(user.value)
+        if let info = inventory.get(user.containerName) { return ContainerView(info, record: record) }
+        let info = try await service.info(username: user.value)
+        return ContainerView(info, record: record)
+    }
+
+    /// Create an environment. With `async`, returns at once with an operation to poll.
+    public func createContainer(_ caller: Caller, _ request: CreateEnvironmentRequest, async: Bool) async throws(ContainariumError) -> Outcome<ContainerView> {
+        let target = request.username
+        // A synchronous create is audited with its outcome; an asynchronous one when it is
+        // accepted ("container.create.accepted") and again when it finishes.
+        return try await audited(caller, async ? "container.create.accepted" : "container.create", target) { () async throws(ContainariumError) -> Outcome<ContainerView> in
+            let user = try Username(request.username)
+            if !caller.isAdmin && caller.subject != user.value {
+                throw .denied("\(caller.subject) may only create its own environment, not \(user.value)'s")
+            }
+            let validated = try service.validate(request)
+            if inventory.get(user.containerName) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
+            let op = OperationRecord(kind: "create", target: user.value, actor: caller.subject, node: node, daemon: daemonID,
+                                     total: 0, message: "creating \(user.containerName)")
+            // The record goes in first: if this daemon dies half-way, the reconciler finds it.
+            try await store.insertContainer(ContainerRecord(
+                username: user.value, owner: user.value, node: node, backend: backendID, image: validated.request.image,
+                phase: .creating, operationID: op.id))
+            do throws(ContainariumError) {
+                try await store.insertOperation(op)
+            } catch {
+                _ = try? await store.deleteContainer(user.value)
+                throw error
+            }
+            let work = Task { () async -> Result<ContainerView, ContainariumError> in
+                let result = await self.performCreate(caller, request, user: user, keys: validated.keys, op: op)
+                if async {
+                    switch result {
+                    case .success: await self.audit(caller, "container.create", target: user.value, result: .success(()), detail: "operation \(op.id)")
+                    case .failure(let e): await self.audit(caller, "container.create", target: user.value, result: .failure(e), detail: "operation \(op.id): \(e.message)")
+                    }
+                }
+                return result
+            }
+            if async {
+                running.withLock { $0[op.id] = Task { _ = await work.value } }
+                return .started(op)
+            }
+            return .done(try await work.value.get())
+        }
+    }
+
+    private func performCreate(_ caller: Caller, _ request: CreateEnvironmentRequest, user: Username, keys: [SSHPublicKey], op: OperationRecord) async -> Result<ContainerView, ContainariumError> {
+        defer { running.withLock { _ = $0.removeValue(forKey: op.id) } }
+        do throws(ContainariumError) {
+            let info = try await service.create(request) { [store, events] p in
+                events.publish("operation.progress", username: user.value, data: .object([
+                    "operationId": .string(op.id), "step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message),
+                ]))
+                Task { try? await store.updateProgress(op.id, step: p.step, total: p.total, message: p.message) }
+            }
+            for k in keys {
+                try? await store.addKey(KeyRecord(username: user.value, fingerprint: k.fingerprint, publicKey: k.authorizedKeysLine))
+            }
+            try await store.setPhase(user.value, .ready)
+            inventory.put(info)
+            let record = try await store.container(user.value)
+            let view = ContainerView(info, record: record)
+            let json = (try? WireJSON.encode(view)).map { String(decoding: $0, as: UTF8.self) }
+            try await store.finishOperation(op.id, state: .succeeded, result: json, message: "created \(user.containerName)")
+            events.publish("operation.finished", username: user.value, data: .object(["operationId": .string(op.id), "state": .string("succeeded")]))
+            return .success(view)
+        } catch {
+            _ = try? await store.deleteContainer(user.value)
+            _ = try? await store.finishOperation(op.id, state: .failed, errorCode: error.code.rawValue, errorMessage: error.message, message: "create failed")
+            events.publish("operation.finished", username: user.value, data: .object([
+                "operationId": .string(op.id), "state": .string("failed"), "error": .string(error.message),
+            ]))
+            await inventory.refresh(user.containerName)
+            return .failure(error)
+        }
+    }
+
+    public func deleteContainer(_ caller: Caller, _ username: String, force: Bool) async throws(ContainariumError) {
+        try await audited(caller, "container.delete", username) { () async throws(ContainariumError) in
+            let user = try await authorize(caller, username, .own)
+            if let r = try await store.container(user.value), r.phase == .creating, let id = r.operationID,
+               running.withLock({ $0[id] != nil }) {
+                throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is still being created (operation \(id))")
+            }
+            try? await store.setPhase(user.value, .deleting)
+            do throws(ContainariumError) {
+                try await service.delete(username: user.value, force: force)
+            } catch where error.code == .notFound {
+                // Gone from the backend already: drop the record below.
+                guard try await store.container(user.value) != nil else { throw error }
+            }
+            try await store.deleteContainer(user.value)
+            inventory.remove(user.containerName)
+        }
+    }
+
+    public enum PowerAction: String, Sendable { case start, stop, restart }
+
+    public func power(_ caller: Caller, _ username: String, _ action: PowerAction, force: Bool = false) async throws(ContainariumError) -> ContainerView {
+        try await audited(caller, "container.\(action.rawValue)", username) { () async throws(ContainariumError) -> ContainerView in
+            let user = try await authorize(caller, username, .act)
+            let info: InstanceInfo
+            switch action {
+            case .start: info = try await service.start(username: user.value)
+            case .stop: info = try await service.stop(username: user.value, force: force)
+            case .restart: info = try await service.restart(username: user.value)
+            }
+            inventory.put(info)
+            return ContainerView(info, record: try await store.container(user.value))
+        }
+    }
+
+    public func resize(_ caller: Caller, _ username: String, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView {
+        let detail = [cpu.map { "cpu=\($0)" }, memory.map { "memory=\($0)" }, disk.map { "disk=\($0)" }].compactMap { $0 }.joined(separator: " ")
+        return try await audited(caller, "container.resize", username, detail: detail) { () async throws(ContainariumError) -> ContainerView in
+            let user = try await authorize(caller, username, .act)
+            let info = try await service.resize(username: user.value, cpu: cpu, memory: memory, disk: disk)
+            inventory.put(info)
+            return ContainerView(info, record: try await store.container(user.value))
+        }
+    }
+
+    public func installStack(_ caller: Caller, _ username: String, stack: String) async throws(ContainariumError) -> ExecResult {
+        try await audited(caller, "container.install-stack", username, detail: "stack=\(stack)") { () async throws(ContainariumError) -> ExecResult in
+            let user = try await authorize(caller, username, .act)
+            _ = try service.stacks.stack(stack)
+            return try await service.installStack(username: user.value, stack: stack) { [events] p in
+                events.publish("stack.progress", username: user.value, data: .object(["step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message)]))
+            }
+        }
+    }
+
+    /// Free disk space: package caches, old journal files, week-old temporary files.
+    public func cleanupDisk(_ caller: Caller, _ username: String) async throws(ContainariumError) -> CleanupView {
+        try await audited(caller, "container.cleanup-disk", username) { () async throws(ContainariumError) -> CleanupView in
+            let user = try await authorize(caller, username, .act)
+            let before = try await service.info(username: user.value).diskUsageBytes
+            let script = "apt-get clean >/dev/null 2>&1; journalctl --vacuum-size=16M >/dev/null 2>&1; "
+                + "find /tmp /var/tmp -xdev -mindepth 1 -mtime +7 -delete 2>/dev/null; sync; true"
+            let r = try await service.exec(username: user.value, command: ["sh", "-c", script])
+            guard r.exitCode == 0 else { throw .internal("cleanup failed in \(user.containerName) (exit \(r.exitCode))", cause: r.stderr) }
+            let after = try await service.info(username: user.value).diskUsageBytes
+            let freed = before.flatMap { b in after.map { a in b > a ? b - a : 0 } }
+            return CleanupView(username: user.value, diskUsageBeforeBytes: before, diskUsageAfterBytes: after, freedBytes: freed)
+        }
+    }
+
+    public func exec(_ caller: Caller, _ username: String, command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
+        try await audited(caller, "container.exec", username, detail: asUser ? "as user" : "as root") { () async throws(ContainariumError) -> ExecResult in
+            let user = try await authorize(caller, username, .act)
+            // Root inside an environment is for admins; others run as the account itself.
+            if !asUser && !caller.isAdmin { throw .denied("running commands as root needs the admin role; use --user") }
+            guard !command.isEmpty else { throw .invalid("command is empty") }
+            return try await service.exec(username: user.value, command: command, asUser: asUser)
+        }
+    }
+
+    public func exportSSHConfig(_ caller: Caller, _ username: String, jumpHost: String, keyPath: String?) async throws(ContainariumError) -> String {
+        let user = try await authorize(caller, username, .read)
+        return try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath)
+    }
+
+    // MARK: - SSH keys (the container's authorized_keys is the truth; the store keeps history)
+
+    private static let keysScript = """
+        set -e
+        u="$1"; shift
+        h=$(getent passwd "$u" | cut -d: -f6)
+        [ -n "$h" ] || { echo "no account $u" >&2; exit 3; }
+        mkdir -p "$h/.ssh"
+        f="$h/.ssh/authorized_keys"
+        : > "$f.containarium"
+        for k in "$@"; do printf '%s\\n' "$k" >> "$f.containarium"; done
+        chmod 600 "$f.containarium"; chown "$u:" "$f.containarium"; chmod 700 "$h/.ssh"; chown "$u:" "$h/.ssh"
+        mv "$f.containarium" "$f"
+        """
+
+    func readKeys(_ user: Username) async throws(ContainariumError) -> [SSHPublicKey] {
+        let r = try await service.exec(username: user.value, command: ["sh", "-c", "h=$(getent passwd \"$1\" | cut -d: -f6) && cat \"$h/.ssh/authorized_keys\" 2>/dev/null; true", "sh", user.value])
+        return r.stdout.split(separator: "\n").compactMap { try? SSHPublicKey(parsing: String($0)) }
+    }
+
+    func writeKeys(_ user: Username, _ keys: [SSHPublicKey]) async throws(ContainariumError) {
+        let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.keysScript, "sh", user.value] + keys.map(\.authorizedKeysLine))
+        guard r.exitCode == 0 else { throw .internal("could not update the keys of \(user.value)", cause: r.stderr) }
+    }
+
+    public func listKeys(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [KeyView] {
+        let user = try await authorize(caller, username, .read)
+        return try await readKeys(user).map { KeyView(fingerprint: $0.fingerprint, type: $0.type, comment: $0.comment ?? "", publicKey: $0.authorizedKeysLine) }
+    }
+
+    public func addKey(_ caller: Caller, _ username: String, publicKey: String) async throws(ContainariumError) -> KeyView {
+        try await audited(caller, "container.ssh-key.add", username) { () async throws(ContainariumError) -> KeyView in
+            let user = try await authorize(caller, username, .act)
+            let key = try SSHPublicKey(parsing: publicKey)
+            var keys = try await readKeys(user)
+            if keys.contains(where: { $0.fingerprint == key.fingerprint }) { throw .alreadyExists("key \(key.fingerprint) is already installed") }
+            keys.append(key)
+            try await writeKeys(user, keys)
+            try? await store.addKey(KeyRecord(username: user.value, fingerprint: key.fingerprint, publicKey: key.authorizedKeysLine))
+            return KeyView(fingerprint: key.fingerprint, type: key.type, comment: key.comment ?? "", publicKey: key.authorizedKeysLine)
+        }
+    }
+
+    public func removeKey(_ caller: Caller, _ username: String, fingerprint: String) async throws(ContainariumError) {
+        try await audited(caller, "container.ssh-key.remove", username, detail: fingerprint) { () async throws(ContainariumError) in
+            let user = try await authorize(caller, username, .act)
+            let keys = try await readKeys(user)
+            let remaining = keys.filter { $0.fingerprint != fingerprint }
+            guard remaining.count < keys.count else { throw .notFound("no key \(fingerprint) for \(user.value)") }
+            guard !remaining.isEmpty else { throw ContainariumError(.failedPrecondition, "refusing to remove the last key: \(user.value) could not log in any more") }
+            try await writeKeys(user, remaining)
+            _ = try? await store.removeKey(user.value, fingerprint: fingerprint)
+        }
+    }
+
+    // MARK: - collaborators
+
+    public func listCollaborators(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [CollaboratorView] {
+        let user = try await authorize(caller, username, .read)
+        return try await store.collaborators(of: user.value).map { CollaboratorView(collaboratorUsername: $0.collaborator, addedBy: $0.addedBy, addedAt: $0.addedAt) }
+    }
+
+    public func addCollaborator(_ caller: Caller, _ username: String, collaborator: String) async throws(ContainariumError) -> CollaboratorView {
+        try await audited(caller, "container.collaborator.add", username, detail: collaborator) { () async throws(ContainariumError) -> CollaboratorView in
+            let user = try await authorize(caller, username, .own)
+            let other = try Username(collaborator)
+            guard other != user else { throw .invalid("\(other.value) owns this environment already") }
+            guard try await store.container(user.value) != nil || inventory.get(user.containerName) != nil else {
+                throw .notFound("\(user.value) has no environment")
+            }
+            if try await store.container(user.value) == nil, let info = inventory.get(user.containerName) {
+                try await adopt(info)
+            }
+            let record = CollaboratorRecord(username: user.value, collaborator: other.value, addedBy: caller.subject)
+            try await store.addCollaborator(record)
+            return CollaboratorView(collaboratorUsername: other.value, addedBy: caller.subject, addedAt: record.addedAt)
+        }
+    }
+
+    public func removeCollaborator(_ caller: Caller, _ username: String, collaborator: String) async throws(ContainariumError) {
+        try await audited(caller, "container.collaborator.remove", username, detail: collaborator) { () async throws(ContainariumError) in
+            let user = try await authorize(caller, username, .own)
+            let other = try Username(collaborator)
+            guard try await store.removeCollaborator(user.value, collaborator: other.value) else {
+                throw .notFound("\(other.value) does not collaborate on \(user.value)'s environment")
+            }
+        }
+    }
+
+    /// Record an environment the store does not know yet (made by the local CLI, or before
+    /// the daemon ran) with its backend owner label.
+    func adopt(_ info: InstanceInfo) async throws(ContainariumError) {
+        guard let user = Username(containerName: info.name) else { return }
+        try await store.upsertContainer(ContainerRecord(
+            username: user.value, owner: info.labels["owner"] ?? user.value, node: info.node ?? node, backend: info.backend ?? backendID,
+            image: info.image, phase: .ready, operationID: nil, createdAt: info.createdAt ?? Date()))
+    }
+
+    // MARK: - operations, audit, system
+
+    public func operation(_ caller: Caller, _ id: String) async throws(ContainariumError) -> OperationRecord {
+        guard let op = try await store.operation(id) else { throw .notFound("no operation \(id)") }
+        if !caller.isAdmin && op.actor != caller.subject {
+            _ = try await authorize(caller, op.target, .read)
+        }
+        return op
+    }
+
+    public func auditLog(_ caller: Caller, _ filter: AuditFilter) async throws(ContainariumError) -> [AuditEntry] {
+        try requireAdmin(caller, "reading the audit log")
+        return try await store.audit(filter)
+    }
+
+    public func containerMetrics(_ caller: Caller) async throws(ContainariumError) -> [JSONValue] {
+        let visible = Set(try await listContainers(caller).map(\.name))
+        return try await service.list().filter { visible.contains($0.name) }.map { i in
+            var o: [String: JSONValue] = ["name": .string(i.name), "state": .string(ContainerView.stateName(i.state))]
+            if let v = i.cpuUsageNanoseconds { o["cpuUsageNanoseconds"] = .number(Double(v)) }
+            if let v = i.memoryUsageBytes { o["memoryUsageBytes"] = .number(Double(v)) }
+            if let v = i.diskUsageBytes { o["diskUsageBytes"] = .number(Double(v)) }
+            if let v = i.processes { o["processes"] = .number(Double(v)) }
+            return .object(o)
+        }
+    }
+
+    public func backends(_ caller: Caller) async -> [JSONValue] {
+        var out: [JSONValue] = []
+        for r in service.plugins.records where r.manifest?.capabilities.contains("instances/1") == true {
+            var o: [String: JSONValue] = ["id": .string(r.id), "enabled": .bool(r.enabled), "state": .string(r.state.label),
+                                          "default": .bool(r.id == backendID)]
+            if let m = r.manifest { o["version"] = .string(m.version) }
+            if let p = r.plugin {
+                let h = await p.health()
+                o["health"] = .object(["status": .string(h.status), "detail": .string(h.detail ?? "")])
+            }
+            out.append(.object(o))
+        }
+        return out
+    }
+
+    public func plugins(_ caller: Caller) async -> [JSONValue] {
+        var out: [JSONValue] = []
+        for r in service.plugins.records {
+            var o: [String: JSONValue] = ["id": .string(r.id), "enabled": .bool(r.enabled), "state": .string(r.state.label)]
+            if let m = r.manifest {
+                o["version"] = .string(m.version)
+                o["abi"] = .string(m.abi)
+                o["capabilities"] = .array(m.capabilities.map { .string($0) })
+            }
+            if caller.isAdmin, let p = r.plugin {
+                let h = await p.health()
+                o["health"] = .object(["status": .string(h.status), "detail": .string(h.detail ?? "")])
+            }
+            out.append(.object(o))
+        }
+        return out
+    }
+
+    public func systemInfo(_ caller: Caller) async throws(ContainariumError) -> JSONValue {
+        let snap = inventory.snapshot.instances
+        var o: [String: JSONValue] = [
+            "version": .string(ContainariumVersion.string), "pluginAbi": .string(ContainariumVersion.abi), "node": .string(node),
+            "backend": .string(backendID), "uptimeSeconds": .number(Date().timeIntervalSince(startedAt).rounded()),
+            "containers": .object(["total": .number(Double(snap.count)), "running": .number(Double(snap.filter { $0.state == .running }.count))]),
+            "database": .string(store.db.dialect.rawValue), "eventStream": .bool(inventory.isWatching),
+        ]
+        if caller.isAdmin, let cap = try? await service.capacity(), let v = try? WireJSON.decode(JSONValue.self, from: WireJSON.encode(cap)) {
+            o["capacity"] = v
+        }
+        return .object(o)
+    }
+
+    /// Wait for operations this daemon started (graceful shutdown).
+    public func drain(timeout: Duration) async {
+        let tasks = running.withLock { Array($0.values) }
+        guard !tasks.isEmpty else { return }
+        logger.info("waiting for \(tasks.count) operation(s) to finish")
+        await withTaskGroup(of: Void.self) { g in
+            g.addTask { for t in tasks { await t.value } }
+            g.addTask { try? await Task.sleep(for: timeout) }
+            await g.next()
+            g.cancelAll()
+        }
+    }
+
+    public func isRunningHere(_ operationID: String) -> Bool { running.withLock { $0[operationID] != nil } }
+}
+
+public enum ContainariumVersion {
+    public static let string = "0.2.0"
+    public static var abi: String { HostABI.version }
+}

@@ -1,0 +1,43 @@
+public import ContainariumCore
+public import Foundation
+import Synchronization
+
+/// One event on the daemon's stream (`GET /v1/events`).
+public struct DaemonEvent: Sendable, Codable, Equatable {
+    public var id: Int64
+    public var type: String
+    /// The environment (username) the event is about, when any: used to filter by access.
+    public var username: String?
+    public var time: Date
+    public var data: JSONValue
+}
+
+/// Fan-out of daemon events to any number of subscribers (SSE clients, tests). Slow
+/// subscribers lose the oldest buffered events instead of slowing the daemon down.
+public final class DaemonEvents: Sendable {
+    private struct State {
+        var next: Int64 = 1
+        var subscribers: [UUID: AsyncStream<DaemonEvent>.Continuation] = [:]
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func publish(_ type: String, username: String?, data: JSONValue) {
+        state.withLock { s in
+            let event = DaemonEvent(id: s.next, type: type, username: username, time: Date(), data: data)
+            s.next += 1
+            for c in s.subscribers.values { c.yield(event) }
+        }
+    }
+
+    public func subscribe(bufferSize: Int = 1024) -> (stream: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void) {
+        let id = UUID()
+        let (stream, continuation) = AsyncStream<DaemonEvent>.makeStream(bufferingPolicy: .bufferingNewest(bufferSize))
+        state.withLock { $0.subscribers[id] = continuation }
+        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) } }
+        return (stream, { continuation.finish() })
+    }
+
+    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+}

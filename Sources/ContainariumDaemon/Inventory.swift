@@ -1,0 +1,137 @@
+public import ContainariumCore
+public import ContainariumService
+import Foundation
+public import Logging
+import PluginHost
+import Synchronization
+
+/// What exists on this node, kept current by the backend's change stream (`instances/1 watch`)
+/// plus a full listing at start, after every reconnect, and from the reconciler. Reads never
+/// query the backend.
+public final class Inventory: Sendable {
+    private struct State {
+        var instances: [String: InstanceInfo] = [:]
+        var generation: UInt64 = 0
+        var synced = false
+        var watching = false
+    }
+    private let state = Mutex(State())
+    let service: EnvironmentService
+    let events: DaemonEvents
+    let logger: Logger
+
+    public init(service: EnvironmentService, events: DaemonEvents, logger: Logger) {
+        self.service = service
+        self.events = events
+        self.logger = logger
+    }
+
+    public var snapshot: (instances: [InstanceInfo], generation: UInt64) {
+        state.withLock { s in (s.instances.values.sorted { $0.name < $1.name }, s.generation) }
+    }
+    public func get(_ name: String) -> InstanceInfo? { state.withLock { $0.instances[name] } }
+    public var isWatching: Bool { state.withLock { $0.watching } }
+    public var isSynced: Bool { state.withLock { $0.synced } }
+
+    public func put(_ info: InstanceInfo) {
+        let changed = state.withLock { s -> Bool in
+            guard s.instances[info.name] != info else { return false }
+            s.instances[info.name] = info
+            s.generation &+= 1
+            return true
+        }
+        if changed { events.publish("container.changed", username: Self.username(of: info.name), data: .object(["name": .string(info.name), "state": .string(info.state.rawValue)])) }
+    }
+
+    public func remove(_ name: String) {
+        let removed = state.withLock { s -> Bool in
+            guard s.instances.removeValue(forKey: name) != nil else { return false }
+            s.generation &+= 1
+            return true
+        }
+        if removed { events.publish("container.removed", username: Self.username(of: name), data: .object(["name": .string(name)])) }
+    }
+
+    static func username(of name: String) -> String? {
+        Username(containerName: name)?.value
+    }
+
+    /// Replace the whole picture with a fresh listing from the backend.
+    public func refreshAll() async throws(ContainariumError) {
+        let list = try await service.list()
+        let fresh = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let (gone, changed) = state.withLock { s -> ([String], [InstanceInfo]) in
+            let gone = s.instances.keys.filter { fresh[$0] == nil }
+            let changed = fresh.values.filter { s.instances[$0.name] != $0 }
+            if !gone.isEmpty || !changed.isEmpty { s.generation &+= 1 }
+            s.instances = fresh
+            s.synced = true
+            return (gone, changed)
+        }
+        for name in gone { events.publish("container.removed", username: Self.username(of: name), data: .object(["name": .string(name)])) }
+        for info in changed { events.publish("container.changed", username: Self.username(of: info.name), data: .object(["name": .string(info.name), "state": .string(info.state.rawValue)])) }
+    }
+
+    /// Re-read one instance (after an event or a mutation of ours).
+    public func refresh(_ name: String) async {
+        do {
+            let client = try service.plugins.instances(backend: service.config.backend)
+            let info = try await client.info(InstanceRef(name: name))
+            // Only managed instances belong in the inventory (the listing filters the same way).
+            if info.labels["owner"] != nil || info.provisioned != nil { put(info) } else { remove(name) }
+        } catch where error.code == .notFound {
+            remove(name)
+        } catch {
+            logger.debug("could not refresh \(name): \(error)")
+        }
+    }
+
+    /// Follow the backend's change stream until cancelled, reconnecting with backoff. Each
+    /// (re)connect is followed by a full listing, so nothing missed while disconnected is lost.
+    public func run() async {
+        let bus = service.plugins.events
+        let subscription = bus.subscription(bufferSize: 8192)
+        let consumer = Task {
+            for await e in subscription.events {
+                switch e.type {
+                case "instances.watch.connected":
+                    state.withLock { $0.watching = true }
+                    do { try await refreshAll() } catch { logger.warning("inventory resync failed: \(error)") }
+                case "instance.changed":
+                    guard let v = try? WireJSON.decode(JSONValue.self, from: e.json), let name = v["name"]?.stringValue else { continue }
+                    if v["action"]?.stringValue == "instance-deleted" { remove(name) } else { await refresh(name) }
+                default:
+                    continue
+                }
+            }
+        }
+        defer {
+            subscription.finish()
+            consumer.cancel()
+        }
+        do { try await refreshAll() } catch { logger.warning("initial inventory listing failed: \(error)") }
+        var delay: Duration = .milliseconds(250)
+        while !Task.isCancelled {
+            do {
+                let client = try service.plugins.instances(backend: service.config.backend)
+                try await client.watch()
+            } catch where error.code == .cancelled {
+                break
+            } catch where error.code == .unsupported {
+                logger.notice("backend has no change stream (ABI 1.0 plugin); relying on periodic listing")
+                state.withLock { $0.watching = false }
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(5))
+                    try? await refreshAll()
+                }
+                break
+            } catch {
+                logger.warning("backend change stream ended: \(error); reconnecting")
+            }
+            state.withLock { $0.watching = false }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(10))
+        }
+        state.withLock { $0.watching = false }
+    }
+}

@@ -1,0 +1,103 @@
+public import ContainariumCore
+import ContainariumService
+import ContainariumStore
+public import Foundation
+import Logging
+
+/// Brings the store and the backend back into agreement, at startup and periodically:
+/// - a create whose daemon died (record "creating", operation not running here) is rolled
+///   back: the half-made container is removed, the record dropped, the operation failed;
+/// - operations left "running" by a dead daemon of this node are marked failed;
+/// - a managed container without a record is adopted when it was created completely, and
+///   removed when it is half-made and older than the grace period (a create that died before
+///   its record could be written, or an Incus create that finished after its caller died);
+/// - a record whose container vanished is dropped.
+public struct Reconciler: Sendable {
+    let plane: ControlPlane
+    /// How old a half-made container without a record must be before it is removed.
+    let grace: TimeInterval
+
+    public init(plane: ControlPlane, grace: TimeInterval) {
+        self.plane = plane
+        self.grace = grace
+    }
+
+    public struct Report: Sendable, Equatable, CustomStringConvertible {
+        public var rolledBack: [String] = []
+        public var adopted: [String] = []
+        public var removedOrphans: [String] = []
+        public var droppedRecords: [String] = []
+        public var failedOperations: [String] = []
+        public var description: String {
+            "rolled back \(rolledBack), adopted \(adopted), removed orphans \(removedOrphans), dropped records \(droppedRecords), failed operations \(failedOperations.count)"
+        }
+        public var isEmpty: Bool { self == Report() }
+    }
+
+    public func reconcileOnce(now: Date = Date()) async throws(ContainariumError) -> Report {
+        var report = Report()
+        let store = plane.store
+        try await plane.inventory.refreshAll()
+        let instances = Dictionary(plane.inventory.snapshot.instances.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+
+        // 1. Operations of this node whose daemon is gone.
+        for op in try await store.operations(state: .running, node: plane.node, limit: 10_000)
+        where op.daemon != plane.daemonID && !plane.isRunningHere(op.id) {
+            if try await store.finishOperation(op.id, state: .failed, errorCode: ContainariumError.Code.unavailable.rawValue,
+                                               errorMessage: "interrupted: the daemon running it stopped (\(op.daemon))", message: "interrupted") {
+                report.failedOperations.append(op.id)
+            }
+        }
+
+        // 2. Records.
+        for record in try await store.containers(node: plane.node) {
+            let name = record.username + "-container"
+            let busy = record.operationID.map { plane.isRunningHere($0) } ?? false
+            if busy { continue }
+            switch record.phase {
+            case .creating, .deleting:
+                // Interrupted create or delete: remove what is left.
+                if instances[name] != nil {
+                    do throws(ContainariumError) {
+                        try await plane.service.delete(username: record.username, force: true)
+                    } catch where error.code == .notFound {
+                    }
+                }
+                try await store.deleteContainer(record.username)
+                plane.inventory.remove(name)
+                report.rolledBack.append(record.username)
+            case .ready:
+                if instances[name] == nil {
+                    try await store.deleteContainer(record.username)
+                    report.droppedRecords.append(record.username)
+                }
+            }
+        }
+
+        // 3. Managed containers the store does not know.
+        let known = Set(try await store.containers().map { $0.username + "-container" })
+        for (name, info) in instances where !known.contains(name) {
+            if info.provisioned == true || info.provisioned == nil && info.labels["owner"] != nil && info.state == .running {
+                try await plane.adopt(info)
+                report.adopted.append(name)
+            } else if let created = info.createdAt, now.timeIntervalSince(created) > grace, let user = Username(containerName: name) {
+                do throws(ContainariumError) {
+                    try await plane.service.delete(username: user.value, force: true)
+                } catch where error.code == .notFound {
+                }
+                plane.inventory.remove(name)
+                report.removedOrphans.append(name)
+            }
+        }
+        if !report.isEmpty { plane.logger.notice("reconciled: \(report)") }
+        return report
+    }
+
+    /// Reconcile every `interval` until cancelled.
+    public func run(interval: Duration) async {
+        while !Task.isCancelled {
+            do { _ = try await reconcileOnce() } catch { plane.logger.warning("reconcile failed: \(error)") }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

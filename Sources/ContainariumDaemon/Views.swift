@@ -1,0 +1,150 @@
+public import ContainariumCore
+public import ContainariumStore
+public import Foundation
+
+/// REST/gRPC JSON shapes, with the reference's camelCase field names and enum spellings.
+public struct ResourcesView: Codable, Sendable, Equatable {
+    public var cpu: String?
+    public var memory: String?
+    public var disk: String?
+}
+
+public struct UsageView: Codable, Sendable, Equatable {
+    public var cpuNanoseconds: UInt64?
+    public var memoryBytes: UInt64?
+    public var diskBytes: UInt64?
+    public var processes: Int?
+}
+
+public struct NetworkView: Codable, Sendable, Equatable {
+    public var ipAddress: String?
+    public var ipv4: [String]
+}
+
+public struct ContainerView: Codable, Sendable, Equatable {
+    public var name: String
+    public var username: String
+    public var owner: String?
+    public var state: String
+    public var image: String?
+    public var resources: ResourcesView
+    public var usage: UsageView
+    public var network: NetworkView
+    public var autostart: Bool
+    public var nestingEnabled: Bool
+    public var labels: [String: String]
+    public var backend: String?
+    public var node: String?
+    public var sshHostKeys: [String]
+    public var createdAt: Date?
+    public var startedAt: Date?
+
+    public static func stateName(_ s: InstanceState) -> String {
+        switch s {
+        case .running: "CONTAINER_STATE_RUNNING"
+        case .stopped: "CONTAINER_STATE_STOPPED"
+        case .frozen: "CONTAINER_STATE_FROZEN"
+        case .starting: "CONTAINER_STATE_STARTING"
+        case .stopping: "CONTAINER_STATE_STOPPING"
+        case .error: "CONTAINER_STATE_ERROR"
+        case .unknown: "CONTAINER_STATE_UNKNOWN"
+        }
+    }
+
+    public init(_ i: InstanceInfo, record: ContainerRecord?) {
+        let user = Username(containerName: i.name)?.value ?? record?.username ?? i.name
+        name = i.name
+        username = user
+        owner = record?.owner ?? i.labels["owner"]
+        state = record?.phase == .creating && i.provisioned != true ? "CONTAINER_STATE_CREATING" : Self.stateName(i.state)
+        image = i.image
+        resources = ResourcesView(
+            cpu: i.cpuLimit, memory: i.memoryLimitBytes.map { ByteSize(bytes: $0).description },
+            disk: i.diskLimitBytes.map { ByteSize(bytes: $0).description })
+        usage = UsageView(cpuNanoseconds: i.cpuUsageNanoseconds, memoryBytes: i.memoryUsageBytes, diskBytes: i.diskUsageBytes, processes: i.processes)
+        network = NetworkView(ipAddress: i.ipv4.first, ipv4: i.ipv4)
+        autostart = i.autostart
+        nestingEnabled = i.nesting
+        labels = i.labels
+        backend = i.backend ?? record?.backend
+        node = i.node ?? record?.node
+        sshHostKeys = i.sshHostKeys ?? []
+        createdAt = i.createdAt
+        startedAt = i.startedAt
+    }
+}
+
+public struct ContainerListView: Codable, Sendable, Equatable {
+    public var containers: [ContainerView]
+    public var totalCount: Int
+}
+
+public struct OperationView: Codable, Sendable, Equatable {
+    public var id: String
+    public var kind: String
+    public var target: String
+    public var state: String
+    public var step: Int
+    public var total: Int
+    public var message: String
+    public var error: ErrorBody?
+    public var result: JSONValue?
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(_ o: OperationRecord) {
+        id = o.id
+        kind = o.kind
+        target = o.target
+        state = "OPERATION_STATE_" + o.state.rawValue.uppercased()
+        step = o.step
+        total = o.total
+        message = o.message
+        error = o.errorCode.map { ErrorBody(code: $0, message: o.errorMessage ?? "") }
+        result = o.result.flatMap { try? WireJSON.decode(JSONValue.self, from: Data($0.utf8)) }
+        createdAt = o.createdAt
+        updatedAt = o.updatedAt
+    }
+}
+
+public struct ErrorBody: Codable, Sendable, Equatable {
+    public var code: String
+    public var message: String
+    public var cause: String?
+    public init(code: String, message: String, cause: String? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+}
+
+public struct ErrorEnvelope: Codable, Sendable, Equatable {
+    public var error: ErrorBody
+    public init(_ e: ContainariumError) { error = ErrorBody(code: e.code.rawValue, message: e.message, cause: e.cause) }
+}
+
+public struct KeyView: Codable, Sendable, Equatable {
+    public var fingerprint: String
+    public var type: String
+    public var comment: String
+    public var publicKey: String
+}
+
+public struct CollaboratorView: Codable, Sendable, Equatable {
+    public var collaboratorUsername: String
+    public var addedBy: String
+    public var addedAt: Date
+}
+
+public struct CleanupView: Codable, Sendable, Equatable {
+    public var username: String
+    public var diskUsageBeforeBytes: UInt64?
+    public var diskUsageAfterBytes: UInt64?
+    public var freedBytes: UInt64?
+}
+
+/// Results of create/install-stack: the finished container, or the operation to poll.
+public enum Outcome<Value: Sendable>: Sendable {
+    case done(Value)
+    case started(OperationRecord)
+}

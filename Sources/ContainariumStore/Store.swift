@@ -1,0 +1,236 @@
+public import ContainariumCore
+import Foundation
+public import Logging
+
+/// The daemon's persistent state over either engine: owners, keys, collaborators, operations,
+/// audit entries and settings. Incus stays the source of truth for what exists.
+public struct Store: Sendable {
+    public let db: any SQLDatabase
+
+    public init(db: any SQLDatabase) { self.db = db }
+
+    /// `postgres://...` opens PostgreSQL; anything else is a SQLite file path.
+    public static func open(databaseURL: String?, stateDir: String, logger: Logger) throws(ContainariumError) -> Store {
+        if let url = databaseURL, url.hasPrefix("postgres") {
+            return Store(db: try PostgresDatabase(url: url, logger: logger))
+        }
+        let path = databaseURL.map { $0.hasPrefix("sqlite://") ? String($0.dropFirst("sqlite://".count)) : $0 }
+            ?? (stateDir as NSString).appendingPathComponent("containarium.db")
+        return Store(db: try SQLiteDatabase(path: path))
+    }
+
+    @discardableResult
+    public func migrate() async throws(ContainariumError) -> [Int] {
+        try await db.migrate(Schema.migrations)
+    }
+
+    // MARK: containers
+
+    private static func container(_ r: SQLRow) -> ContainerRecord? {
+        guard let u = r["username"].string, let o = r["owner"].string, let n = r["node"].string, let b = r["backend"].string,
+              let p = r["phase"].string.flatMap(ContainerPhase.init(rawValue:)), let c = r["created_at"].date, let up = r["updated_at"].date
+        else { return nil }
+        return ContainerRecord(username: u, owner: o, node: n, backend: b, image: r["image"].string, phase: p,
+                               operationID: r["operation_id"].string, createdAt: c, updatedAt: up)
+    }
+
+    /// Insert a new record; `.alreadyExists` when the username is taken.
+    public func insertContainer(_ c: ContainerRecord) async throws(ContainariumError) {
+        do throws(ContainariumError) {
+            try await db.query(
+                "INSERT INTO containers (username, owner, node, backend, image, phase, operation_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [.text(c.username), .text(c.owner), .text(c.node), .text(c.backend), SQLValue(c.image), .text(c.phase.rawValue),
+                 SQLValue(c.operationID), SQLValue(c.createdAt), SQLValue(c.updatedAt)])
+        } catch where error.code == .alreadyExists {
+            throw .alreadyExists("an environment for \(c.username) already exists")
+        }
+    }
+
+    public func upsertContainer(_ c: ContainerRecord) async throws(ContainariumError) {
+        try await db.query(
+            """
+            INSERT INTO containers (username, owner, node, backend, image, phase, operation_id, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (username) DO UPDATE SET owner = excluded.owner, node = excluded.node, backend = excluded.backend,
+              image = excluded.image, phase = excluded.phase, operation_id = excluded.operation_id, updated_at = excluded.updated_at
+            """,
+            [.text(c.username), .text(c.owner), .text(c.node), .text(c.backend), SQLValue(c.image), .text(c.phase.rawValue),
+             SQLValue(c.operationID), SQLValue(c.createdAt), SQLValue(c.updatedAt)])
+    }
+
+    public func setPhase(_ username: String, _ phase: ContainerPhase) async throws(ContainariumError) {
+        try await db.query("UPDATE containers SET phase = ?, updated_at = ? WHERE username = ?",
+                           [.text(phase.rawValue), SQLValue(Date()), .text(username)])
+    }
+
+    public func container(_ username: String) async throws(ContainariumError) -> ContainerRecord? {
+        try await db.query("SELECT * FROM containers WHERE username = ?", [.text(username)]).first.flatMap(Self.container)
+    }
+
+    public func containers(node: String? = nil) async throws(ContainariumError) -> [ContainerRecord] {
+        let rows: [SQLRow]
+        if let node {
+            rows = try await db.query("SELECT * FROM containers WHERE node = ? ORDER BY username", [.text(node)])
+        } else {
+            rows = try await db.query("SELECT * FROM containers ORDER BY username", [])
+        }
+        return rows.compactMap(Self.container)
+    }
+
+    /// Remove a container's record with its keys and collaborators. Returns whether it existed.
+    @discardableResult
+    public func deleteContainer(_ username: String) async throws(ContainariumError) -> Bool {
+        try await db.query("DELETE FROM ssh_keys WHERE username = ?", [.text(username)])
+        try await db.query("DELETE FROM collaborators WHERE username = ?", [.text(username)])
+        return !(try await db.query("DELETE FROM containers WHERE username = ? RETURNING username", [.text(username)])).isEmpty
+    }
+
+    // MARK: keys
+
+    public func addKey(_ k: KeyRecord) async throws(ContainariumError) {
+        do throws(ContainariumError) {
+            try await db.query("INSERT INTO ssh_keys (username, fingerprint, public_key, added_at) VALUES (?, ?, ?, ?)",
+                               [.text(k.username), .text(k.fingerprint), .text(k.publicKey), SQLValue(k.addedAt)])
+        } catch where error.code == .alreadyExists {
+            throw .alreadyExists("key \(k.fingerprint) is already installed for \(k.username)")
+        }
+    }
+
+    public func keys(_ username: String) async throws(ContainariumError) -> [KeyRecord] {
+        try await db.query("SELECT * FROM ssh_keys WHERE username = ? ORDER BY added_at, fingerprint", [.text(username)]).compactMap { r in
+            guard let u = r["username"].string, let f = r["fingerprint"].string, let k = r["public_key"].string, let a = r["added_at"].date else { return nil }
+            return KeyRecord(username: u, fingerprint: f, publicKey: k, addedAt: a)
+        }
+    }
+
+    @discardableResult
+    public func removeKey(_ username: String, fingerprint: String) async throws(ContainariumError) -> Bool {
+        !(try await db.query("DELETE FROM ssh_keys WHERE username = ? AND fingerprint = ? RETURNING fingerprint", [.text(username), .text(fingerprint)])).isEmpty
+    }
+
+    // MARK: collaborators
+
+    public func addCollaborator(_ c: CollaboratorRecord) async throws(ContainariumError) {
+        do throws(ContainariumError) {
+            try await db.query("INSERT INTO collaborators (username, collaborator, added_by, added_at) VALUES (?, ?, ?, ?)",
+                               [.text(c.username), .text(c.collaborator), .text(c.addedBy), SQLValue(c.addedAt)])
+        } catch where error.code == .alreadyExists {
+            throw .alreadyExists("\(c.collaborator) already collaborates on \(c.username)'s environment")
+        }
+    }
+
+    private static func collaborator(_ r: SQLRow) -> CollaboratorRecord? {
+        guard let u = r["username"].string, let c = r["collaborator"].string, let b = r["added_by"].string, let a = r["added_at"].date else { return nil }
+        return CollaboratorRecord(username: u, collaborator: c, addedBy: b, addedAt: a)
+    }
+
+    public func collaborators(of username: String) async throws(ContainariumError) -> [CollaboratorRecord] {
+        try await db.query("SELECT * FROM collaborators WHERE username = ? ORDER BY collaborator", [.text(username)]).compactMap(Self.collaborator)
+    }
+
+    /// Environments `user` collaborates on (not the ones it owns).
+    public func collaborations(of user: String) async throws(ContainariumError) -> [String] {
+        try await db.query("SELECT username FROM collaborators WHERE collaborator = ? ORDER BY username", [.text(user)]).compactMap { $0["username"].string }
+    }
+
+    @discardableResult
+    public func removeCollaborator(_ username: String, collaborator: String) async throws(ContainariumError) -> Bool {
+        !(try await db.query("DELETE FROM collaborators WHERE username = ? AND collaborator = ? RETURNING collaborator",
+                             [.text(username), .text(collaborator)])).isEmpty
+    }
+
+    // MARK: operations
+
+    private static func operation(_ r: SQLRow) -> OperationRecord? {
+        guard let id = r["id"].string, let kind = r["kind"].string, let target = r["target"].string, let actor = r["actor"].string,
+              let node = r["node"].string, let daemon = r["daemon"].string, let state = r["state"].string.flatMap(OperationState.init(rawValue:)),
+              let c = r["created_at"].date, let u = r["updated_at"].date
+        else { return nil }
+        return OperationRecord(
+            id: id, kind: kind, target: target, actor: actor, node: node, daemon: daemon, state: state,
+            step: Int(r["step"].int ?? 0), total: Int(r["total"].int ?? 0), message: r["message"].string ?? "",
+            errorCode: r["error_code"].string, errorMessage: r["error_message"].string, result: r["result"].string, createdAt: c, updatedAt: u)
+    }
+
+    public func insertOperation(_ o: OperationRecord) async throws(ContainariumError) {
+        try await db.query(
+            """
+            INSERT INTO operations (id, kind, target, actor, node, daemon, state, step, total, message, error_code, error_message, result, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            [.text(o.id), .text(o.kind), .text(o.target), .text(o.actor), .text(o.node), .text(o.daemon), .text(o.state.rawValue),
+             .int(Int64(o.step)), .int(Int64(o.total)), .text(o.message), SQLValue(o.errorCode), SQLValue(o.errorMessage),
+             SQLValue(o.result), SQLValue(o.createdAt), SQLValue(o.updatedAt)])
+    }
+
+    public func updateProgress(_ id: String, step: Int, total: Int, message: String) async throws(ContainariumError) {
+        try await db.query("UPDATE operations SET step = ?, total = ?, message = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+                           [.int(Int64(step)), .int(Int64(total)), .text(message), SQLValue(Date()), .text(id)])
+    }
+
+    /// Move a running operation to its final state. Returns false when it was already final.
+    @discardableResult
+    public func finishOperation(_ id: String, state: OperationState, result: String? = nil, errorCode: String? = nil,
+                                errorMessage: String? = nil, message: String? = nil) async throws(ContainariumError) -> Bool {
+        !(try await db.query(
+            """
+            UPDATE operations SET state = ?, result = ?, error_code = ?, error_message = ?, message = COALESCE(?, message), updated_at = ?
+            WHERE id = ? AND state = 'running' RETURNING id
+            """,
+            [.text(state.rawValue), SQLValue(result), SQLValue(errorCode), SQLValue(errorMessage), SQLValue(message), SQLValue(Date()), .text(id)])).isEmpty
+    }
+
+    public func operation(_ id: String) async throws(ContainariumError) -> OperationRecord? {
+        try await db.query("SELECT * FROM operations WHERE id = ?", [.text(id)]).first.flatMap(Self.operation)
+    }
+
+    public func operations(state: OperationState? = nil, node: String? = nil, limit: Int = 200) async throws(ContainariumError) -> [OperationRecord] {
+        var sql = "SELECT * FROM operations WHERE 1 = 1"
+        var binds: [SQLValue] = []
+        if let state { sql += " AND state = ?"; binds.append(.text(state.rawValue)) }
+        if let node { sql += " AND node = ?"; binds.append(.text(node)) }
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        binds.append(.int(Int64(max(1, min(limit, 10_000)))))
+        return try await db.query(sql, binds).compactMap(Self.operation)
+    }
+
+    // MARK: audit
+
+    public func appendAudit(_ e: AuditEntry) async throws(ContainariumError) {
+        try await db.query(
+            "INSERT INTO audit (id, at, actor, role, action, target, source, interface, result, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [.text(e.id), SQLValue(e.at), .text(e.actor), .text(e.role), .text(e.action), .text(e.target), .text(e.source),
+             .text(e.interface), .text(e.result), .text(e.detail)])
+    }
+
+    public func audit(_ f: AuditFilter) async throws(ContainariumError) -> [AuditEntry] {
+        var sql = "SELECT * FROM audit WHERE 1 = 1"
+        var binds: [SQLValue] = []
+        if let v = f.actor { sql += " AND actor = ?"; binds.append(.text(v)) }
+        if let v = f.action { sql += " AND action = ?"; binds.append(.text(v)) }
+        if let v = f.target { sql += " AND target = ?"; binds.append(.text(v)) }
+        if let v = f.result { sql += " AND result = ?"; binds.append(.text(v)) }
+        if let v = f.since { sql += " AND at >= ?"; binds.append(SQLValue(v)) }
+        if let v = f.until { sql += " AND at < ?"; binds.append(SQLValue(v)) }
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        binds.append(.int(Int64(max(1, min(f.limit, 10_000)))))
+        return try await db.query(sql, binds).compactMap { r in
+            guard let id = r["id"].string, let at = r["at"].date else { return nil }
+            return AuditEntry(id: id, at: at, actor: r["actor"].string ?? "", role: r["role"].string ?? "", action: r["action"].string ?? "",
+                              target: r["target"].string ?? "", source: r["source"].string ?? "", interface: r["interface"].string ?? "",
+                              result: r["result"].string ?? "", detail: r["detail"].string ?? "")
+        }
+    }
+
+    // MARK: settings
+
+    public func setting(_ name: String) async throws(ContainariumError) -> String? {
+        try await db.query("SELECT value FROM settings WHERE name = ?", [.text(name)]).first?["value"].string
+    }
+
+    public func setSetting(_ name: String, _ value: String) async throws(ContainariumError) {
+        try await db.query(
+            "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            [.text(name), .text(value), SQLValue(Date())])
+    }
+}

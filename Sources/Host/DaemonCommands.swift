@@ -1,0 +1,187 @@
+import ArgumentParser
+import ContainariumCore
+import ContainariumDaemon
+import ContainariumService
+import ContainariumStore
+import Foundation
+import Logging
+
+/// Remote mode: every verb can run against a daemon's gRPC API instead of this node.
+struct RemoteOptions: ParsableArguments {
+    @Option(help: "Run against a remote daemon's gRPC API (HOST:PORT, e.g. 10.0.0.5:50051) instead of this node.")
+    var server: String?
+
+    @Option(name: .customLong("certs-dir"), help: "Directory with ca.crt, client.crt and client.key for mTLS (remote mode).")
+    var certsDir: String?
+
+    @Option(help: "Bearer token for remote mode (default: $CONTAINARIUM_TOKEN); not needed with mTLS client certificates.")
+    var token: String?
+
+    func client() throws -> RemoteClient? {
+        guard let server else { return nil }
+        let tok = token ?? ProcessInfo.processInfo.environment["CONTAINARIUM_TOKEN"]
+        do { return try RemoteClient(server: server, certsDir: certsDir.map { ($0 as NSString).expandingTildeInPath }, token: tok) } catch { throw fail(error) }
+    }
+}
+
+func printRemote(_ value: JSONValue) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try enc.encode(value), as: UTF8.self))
+}
+
+struct DaemonCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "daemon", abstract: "Run the API daemon: REST (JWT) and gRPC (mTLS), state, audit log and reconciler.")
+
+    @Flag(inversion: .prefixedNo, help: "Serve the REST API (on by default).") var rest = true
+    @Option(name: .customLong("http-port"), help: "REST port.") var httpPort = 8080
+    @Option(name: .customLong("http-host"), help: "REST listen address.") var httpHost = "0.0.0.0"
+    @Option(help: "gRPC port (0 turns gRPC off).") var port = 50051
+    @Option(name: .customLong("grpc-host"), help: "gRPC listen address.") var grpcHost = "0.0.0.0"
+    @Flag(help: "Require client certificates signed by the deployment CA on gRPC.") var mtls = false
+    @Option(name: .customLong("certs-dir"), help: "Where ca.crt, server.crt and server.key live.") var certsDir = "/etc/containarium/certs"
+    @Option(name: .customLong("jwt-secret"), help: "JWT secret (testing only: visible in ps; prefer the file or $CONTAINARIUM_JWT_SECRET).") var jwtSecret: String?
+    @Option(name: .customLong("jwt-secret-file"), help: "File holding the JWT secret.") var jwtSecretFile: String?
+    @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
+    @Option(name: .customLong("database-url"), help: "postgres://user:pass@host:5432/db to share state between daemons (default: SQLite in --state-dir).") var databaseURL: String?
+    @Option(name: .customLong("reconcile-interval"), help: "Seconds between reconciliations.") var reconcileInterval = 60
+    @Option(name: .customLong("orphan-grace"), help: "Seconds before a half-made container nobody is creating is removed.") var orphanGrace = 300
+    @Option(name: .customLong("swagger-dir"), help: "Directory with the Swagger UI assets.") var swaggerDir: String?
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let service = try global.service()
+        let logger = Logger(label: "containarium.daemon")
+        let (secret, source) = try await ContainariumCLI.run { () throws(ContainariumError) in
+            try JWTSecretSource.resolve(environment: ProcessInfo.processInfo.environment, file: jwtSecretFile, flag: jwtSecret)
+        }
+        if source == .generated {
+            // Printed once, to the terminal of whoever started the daemon; never logged.
+            print("""
+                ──────────────────────────────────────────────────────────────
+                JWT secret (auto-generated; tokens die with this process):
+                \(secret)
+                Mint a token: containarium token generate --username admin --roles admin --expiry 24h --secret '<secret>'
+                ──────────────────────────────────────────────────────────────
+                """)
+            fflush(nil)
+        }
+        guard (1...65535).contains(httpPort), (0...65535).contains(port) else { throw fail(.invalid("ports must be between 1 and 65535")) }
+        var options = DaemonOptions(jwtSecret: secret)
+        options.restEnabled = rest
+        options.restHost = httpHost
+        options.restPort = httpPort
+        options.stateDir = stateDir
+        options.databaseURL = databaseURL
+        options.reconcileInterval = .seconds(max(1, reconcileInterval))
+        options.orphanGrace = TimeInterval(max(0, orphanGrace))
+        options.swaggerDir = swaggerDir ?? Self.defaultSwaggerDir()
+        if port > 0 {
+            var g = GRPCOptions()
+            g.host = grpcHost
+            g.port = port
+            g.mtls = mtls
+            g.certsDir = certsDir
+            options.grpc = g
+        }
+        try await ContainariumCLI.run { () async throws(ContainariumError) in
+            try await Daemon.run(service: service, options: options, logger: logger)
+        }
+    }
+
+    static func defaultSwaggerDir() -> String? {
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for dir in [exe.appendingPathComponent("../share/containarium/swagger-ui").standardized.path, "/usr/local/share/containarium/swagger-ui",
+                    "/usr/share/containarium/swagger-ui"] where FileManager.default.fileExists(atPath: dir + "/swagger-ui-bundle.js") {
+            return dir
+        }
+        return nil
+    }
+}
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens.", subcommands: [TokenGenerate.self])
+}
+
+struct TokenGenerate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "generate", abstract: "Mint a JWT (HS256) for the REST and gRPC APIs.")
+    @Option(help: "Subject of the token (required).") var username: String
+    @Option(help: "Comma-separated roles: admin, user.") var roles = "user"
+    @Option(help: "Validity, e.g. 30m, 24h, 720h; 0 for none.") var expiry = "24h"
+    @Option(help: "JWT secret (prefer --secret-file or $CONTAINARIUM_JWT_SECRET).") var secret: String?
+    @Option(name: .customLong("secret-file"), help: "File holding the JWT secret.") var secretFile: String?
+
+    func run() async throws {
+        let token = try await ContainariumCLI.run { () async throws(ContainariumError) -> String in
+            var list: [Role] = []
+            for r in roles.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !r.isEmpty {
+                guard let role = Role(rawValue: r) else { throw .invalid("unknown role '\(r)' (admin, user)") }
+                list.append(role)
+            }
+            let env = ProcessInfo.processInfo.environment
+            guard env["CONTAINARIUM_JWT_SECRET"] != nil || secretFile != nil || secret != nil else {
+                throw .invalid("give the daemon's secret: --secret-file FILE, --secret S or $CONTAINARIUM_JWT_SECRET")
+            }
+            let (s, _) = try JWTSecretSource.resolve(environment: env, file: secretFile, flag: secret)
+            let expires = try Tokens.parseExpiry(expiry)
+            return try await Tokens(secret: s).generate(username: username, roles: list, expiresIn: expires)
+        }
+        print(token)
+    }
+}
+
+struct CertCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cert", abstract: "mTLS certificates.", subcommands: [CertGenerate.self])
+}
+
+struct CertGenerate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "generate", abstract: "Write a deployment CA, a server and a client certificate.")
+    @Option(name: .customLong("server-ip"), help: "IPv4 address clients use to reach the daemon (repeatable).") var serverIPs: [String] = []
+    @Option(name: .customLong("server-name"), help: "DNS name clients use to reach the daemon (repeatable).") var serverNames: [String] = []
+    @Option(name: .customLong("output-dir"), help: "Where to write the PEM files.") var outputDir = "/etc/containarium/certs"
+    @Option(help: "Validity in days.") var days = 825
+    @Flag(help: "Replace existing certificates.") var force = false
+
+    func run() async throws {
+        let out = try await ContainariumCLI.run { () throws(ContainariumError) in
+            try CertificateAuthority.generate(serverIPs: serverIPs, serverNames: serverNames, outputDir: outputDir, validDays: days, overwrite: force)
+        }
+        for f in out.files { print("wrote \(f)") }
+        print("Give clients ca.crt, client.crt and client.key; keep ca.key offline.")
+    }
+}
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "audit", abstract: "Query the audit log.")
+    @Option(help: "Only entries by this actor.") var actor: String?
+    @Option(help: "Only this action, e.g. container.create or auth.failure.") var action: String?
+    @Option(help: "Only entries about this environment.") var target: String?
+    @Option(help: "Only this result: ok or an error code.") var result: String?
+    @Option(help: "At most this many entries, newest first.") var limit = 50
+    @Option(help: "Output format.") var format: OutputFormat = .table
+    @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
+    @Option(name: .customLong("database-url"), help: "The daemon's PostgreSQL URL, when it uses one.") var databaseURL: String?
+    @OptionGroup var remote: RemoteOptions
+
+    func run() async throws {
+        if let client = try remote.client() {
+            var q: [String: JSONValue] = ["limit": .number(Double(limit))]
+            for (k, v) in [("actor", actor), ("action", action), ("target", target), ("result", result)] { if let v { q[k] = .string(v) } }
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListAudit", .object(q)) }
+            return try printRemote(v)
+        }
+        let entries = try await ContainariumCLI.run { () async throws(ContainariumError) -> [AuditEntry] in
+            let store = try Store.open(databaseURL: databaseURL, stateDir: stateDir, logger: Logger(label: "containarium.audit"))
+            let pg = store.db as? PostgresDatabase
+            let pool = pg.map { p in Task { await p.run() } }
+            defer { pool?.cancel() }
+            guard !(try await store.db.appliedVersions()).isEmpty else { throw .notFound("no state database at \(databaseURL ?? stateDir) (has the daemon run?)") }
+            return try await store.audit(AuditFilter(actor: actor, action: action, target: target, result: result, limit: limit))
+        }
+        if format == .json { return try printJSON(["entries": entries]) }
+        let f = ISO8601DateFormatter()
+        print(Table.render(header: ["TIME", "ACTOR", "ROLE", "ACTION", "TARGET", "SOURCE", "VIA", "RESULT"],
+                           rows: entries.map { [f.string(from: $0.at), $0.actor, $0.role, $0.action, $0.target, $0.source, $0.interface, $0.result] }))
+    }
+}
