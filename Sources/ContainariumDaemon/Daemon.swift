@@ -80,6 +80,7 @@ public enum Daemon {
         services.append(.init(service: TaskService(description: "drain") {
             // Runs until shutdown; then lets in-flight operations finish (bounded).
             try? await gracefulShutdown()
+            events.close()
             await plane.drain(timeout: .seconds(30))
         }, successTerminationBehavior: .ignore))
 

@@ -16,6 +16,7 @@ public struct DaemonEvent: Sendable, Codable, Equatable {
 /// subscribers lose the oldest buffered events instead of slowing the daemon down.
 public final class DaemonEvents: Sendable {
     private struct State {
+        var closed = false
         var next: Int64 = 1
         var subscribers: [UUID: AsyncStream<DaemonEvent>.Continuation] = [:]
     }
@@ -34,9 +35,24 @@ public final class DaemonEvents: Sendable {
     public func subscribe(bufferSize: Int = 1024) -> (stream: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void) {
         let id = UUID()
         let (stream, continuation) = AsyncStream<DaemonEvent>.makeStream(bufferingPolicy: .bufferingNewest(bufferSize))
-        state.withLock { $0.subscribers[id] = continuation }
+        let closed = state.withLock { s -> Bool in
+            if !s.closed { s.subscribers[id] = continuation }
+            return s.closed
+        }
+        if closed { continuation.finish() }
         continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) } }
         return (stream, { continuation.finish() })
+    }
+
+    /// End every stream (graceful shutdown: SSE clients get a clean end of stream, so the
+    /// HTTP server is not held open by them). Later subscriptions end at once.
+    public func close() {
+        let subs = state.withLock { s -> [AsyncStream<DaemonEvent>.Continuation] in
+            s.closed = true
+            defer { s.subscribers = [:] }
+            return Array(s.subscribers.values)
+        }
+        subs.forEach { $0.finish() }
     }
 
     public var subscriberCount: Int { state.withLock { $0.subscribers.count } }

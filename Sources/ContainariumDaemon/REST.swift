@@ -158,7 +158,13 @@ public struct RESTAPI: HTTPResponder {
         var request = request
         let path = request.uri.path
         let parts = Self.split(path)
-        // Public routes.
+        // Public routes (GET only).
+        let isPublic = path == "/healthz" || path == "/v1/health" || path == "/openapi.json" || parts.first == "swagger-ui"
+        if isPublic && request.method != .get && request.method != .head {
+            var r = error(ContainariumError(.invalidArgument, "\(request.method.rawValue) is not allowed on \(path)"), status: .methodNotAllowed)
+            r.headers[.allow] = "GET"
+            return r
+        }
         if request.method == .get {
             if path == "/healthz" || path == "/v1/health" { return (try? json(.ok, ["status": "ok"])) ?? Response(status: .ok) }
             if path == "/openapi.json" { return raw(.ok, Data(OpenAPIDocument.json.utf8)) }

@@ -19,7 +19,7 @@ struct RemoteOptions: ParsableArguments {
 
     func client() throws -> RemoteClient? {
         guard let server else { return nil }
-        let tok = token ?? ProcessInfo.processInfo.environment["CONTAINARIUM_TOKEN"]
+        let tok = (token ?? ProcessInfo.processInfo.environment["CONTAINARIUM_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
         do { return try RemoteClient(server: server, certsDir: certsDir.map { ($0 as NSString).expandingTildeInPath }, token: tok) } catch { throw fail(error) }
     }
 }
@@ -120,7 +120,7 @@ struct TokenGenerate: AsyncParsableCommand {
                 list.append(role)
             }
             let env = ProcessInfo.processInfo.environment
-            guard env["CONTAINARIUM_JWT_SECRET"] != nil || secretFile != nil || secret != nil else {
+            guard env["CONTAINARIUM_JWT_SECRET"]?.isEmpty == false || secretFile != nil || secret != nil else {
                 throw .invalid("give the daemon's secret: --secret-file FILE, --secret S or $CONTAINARIUM_JWT_SECRET")
             }
             let (s, _) = try JWTSecretSource.resolve(environment: env, file: secretFile, flag: secret)

@@ -14,6 +14,10 @@ public enum TestEnv {
     }()
 
     public static var cliPath: String { buildDir.appendingPathComponent("containarium").path }
+    /// Swagger UI assets installed by scripts/test.sh (scripts/swagger-ui.sh).
+    public static var swaggerDir: String {
+        ProcessInfo.processInfo.environment["CONTAINARIUM_SWAGGER_DIR"] ?? "/var/cache/containarium/swagger-ui"
+    }
     public static var incusPluginLibrary: URL { buildDir.appendingPathComponent("libIncusLXC.so") }
     public static var abiInclude: URL { repoRoot.appendingPathComponent("Sources/PluginABI/include") }
 

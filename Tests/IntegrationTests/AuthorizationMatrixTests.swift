@@ -1,0 +1,104 @@
+import ContainariumCore
+import Foundation
+import TestSupport
+import Testing
+
+/// Every REST route against every kind of caller, with the status each must get.
+@Suite("Authorization matrix, on real Incus", .needsIncus, .serialized)
+struct AuthorizationMatrixTests {
+    enum Caller: String, CaseIterable { case none, expired, forged, notOwner = "user-not-owner", owner = "user-owner", admin }
+
+    struct Route {
+        var method: String
+        var path: String
+        var body: String?
+        /// Expected status for user-not-owner, user-owner and admin (the three unauthenticated
+        /// kinds always get 401).
+        var notOwner: Int
+        var owner: Int
+        var admin: Int
+    }
+
+    @Test("every route x {no token, expired, forged, user-not-owner, user-owner, admin}")
+    func matrix() throws {
+        let box = try IncusEnv.Sandbox()
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box)
+        try d.start()
+        defer { d.stop() }
+        let sfx = TestEnv.suffix()
+        let owner = "mo\(sfx)", stranger = "ms\(sfx)", friend = "mf\(sfx)"
+        defer { IncusEnv.forceDelete("\(owner)-container") }
+        let admin = try d.token("admin", roles: "admin")
+        let tokens: [Caller: String?] = [
+            .none: nil,
+            .expired: try d.token(owner, roles: "user", expiry: "1s"),
+            .forged: try d.token("admin", roles: "admin", secret: String(d.secret.reversed()) + "-forged-secret"),
+            .notOwner: try d.token(stranger),
+            .owner: try d.token(owner),
+            .admin: admin,
+        ]
+        let key = box.key.publicText.trimmingCharacters(in: .whitespacesAndNewlines)
+        let accepted = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json(["username": owner, "sshKeys": [key], "async": true]))
+        #expect(accepted.status == 202, "\(accepted.text)")
+        let op = try #require(accepted.json?["id"]?.stringValue)
+        try eventually("the owner's environment is created", within: 180) {
+            try HTTP.call("GET", d.base + "/v1/operations/\(op)", token: admin).json?["state"]?.stringValue == "OPERATION_STATE_SUCCEEDED"
+        }
+        usleep(1_500_000)  // the expired token's one second has passed
+
+        let c = "/v1/containers/\(owner)"
+        let routes: [Route] = [
+            Route(method: "POST", path: "/v1/containers", body: HTTP.json(["username": owner, "sshKeys": [key]]), notOwner: 403, owner: 409, admin: 409),
+            Route(method: "GET", path: "/v1/containers", notOwner: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: c, notOwner: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/stop", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/start", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/restart", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "PUT", path: c + "/resize", body: #"{"memory": "600MB"}"#, notOwner: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/install-stack", body: #"{"stack": "no-such-stack"}"#, notOwner: 403, owner: 404, admin: 404),
+            Route(method: "POST", path: c + "/cleanup-disk", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "GET", path: c + "/ssh-keys", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/ssh-keys", body: HTTP.json(["sshPublicKey": key]), notOwner: 403, owner: 409, admin: 409),
+            Route(method: "DELETE", path: c + "/ssh-keys?fingerprint=SHA256%3Anope", notOwner: 403, owner: 404, admin: 404),
+            Route(method: "GET", path: c + "/collaborators", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/collaborators", body: HTTP.json(["collaboratorUsername": friend]), notOwner: 403, owner: 201, admin: 409),
+            Route(method: "DELETE", path: c + "/collaborators/\(friend)", notOwner: 403, owner: 200, admin: 404),
+            Route(method: "GET", path: "/v1/system/info", notOwner: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/metrics", notOwner: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/backends", notOwner: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/plugins", notOwner: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/operations/\(op)", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/audit", notOwner: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/events", notOwner: 200, owner: 200, admin: 200),
+            // Last: the owner's delete succeeds, so the admin's finds nothing.
+            Route(method: "DELETE", path: c, notOwner: 403, owner: 200, admin: 404),
+        ]
+        var table: [String] = []
+        var mismatches: [String] = []
+        for r in routes {
+            var row = "\(r.method) \(r.path)"
+            for caller in Caller.allCases {
+                let expected: Int
+                switch caller {
+                case .none, .expired, .forged: expected = 401
+                case .notOwner: expected = r.notOwner
+                case .owner: expected = r.owner
+                case .admin: expected = r.admin
+                }
+                let token = tokens[caller] ?? nil
+                let res = try HTTP.call(r.method, d.base + r.path, token: token, body: r.body, timeout: r.path.hasSuffix("/events") ? 2 : 600)
+                row += "  \(caller.rawValue)=\(res.status)"
+                if res.status != expected { mismatches.append("\(r.method) \(r.path) as \(caller.rawValue): got \(res.status), expected \(expected): \(res.text.prefix(200))") }
+                if expected == 401 { #expect(res.headers.lowercased().contains("www-authenticate: bearer")) }
+            }
+            table.append(row)
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
+        #expect(routes.count == 23)
+        // Every refused credential was audited (none, expired and forged for each route).
+        let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []
+        #expect(failures.count >= routes.count * 3)
+        #expect(try !IncusEnv.exists("\(owner)-container"))
+    }
+}

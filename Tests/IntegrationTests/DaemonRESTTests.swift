@@ -1,0 +1,209 @@
+import ContainariumCore
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon over real HTTP on loopback, against real Incus, with the real OpenSSH client.
+@Suite("Daemon REST API, on real Incus", .needsIncus, .serialized)
+struct DaemonRESTTests {
+    @Test("full lifecycle through REST: create, SSH, list, stop/start, resize, keys, collaborators, cleanup, async create with events, audit, delete")
+    func lifecycle() throws {
+        let box = try IncusEnv.Sandbox()
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir])
+        try d.start()
+        defer { d.stop() }
+        let sfx = TestEnv.suffix()
+        let alice = "ra\(sfx)", bob = "rb\(sfx)", carol = "rc\(sfx)"
+        defer { [alice, bob, carol].forEach { IncusEnv.forceDelete("\($0)-container") } }
+        let admin = try d.token("admin", roles: "admin")
+        let aliceT = try d.token(alice), bobT = try d.token(bob)
+
+        // Create (synchronous) as the user itself.
+        let created = try HTTP.call("POST", d.base + "/v1/containers", token: aliceT, body: HTTP.json([
+            "username": alice, "sshKeys": [box.key.publicText], "resources": ["cpu": "1", "memory": "512MB"],
+        ]))
+        #expect(created.status == 201, "\(created.text)")
+        let c = try #require(created.json)
+        #expect(c["state"]?.stringValue == "CONTAINER_STATE_RUNNING")
+        #expect(c["owner"]?.stringValue == alice)
+        let ip = try #require(c["network"]?["ipAddress"]?.stringValue)
+        let ssh = try IncusEnv.ssh(user: alice, host: ip, key: box.key.privateKey, "id -un && sudo -n true && echo sudo-ok")
+        #expect(ssh.status == 0 && ssh.stdout.contains(alice) && ssh.stdout.contains("sudo-ok"), "\(ssh.output)")
+
+        // A user may only create its own environment.
+        let other = try HTTP.call("POST", d.base + "/v1/containers", token: bobT, body: HTTP.json(["username": alice + "x", "sshKeys": [box.key.publicText]]))
+        #expect(other.status == 403)
+        // Duplicates are refused.
+        let dup = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json(["username": alice, "sshKeys": [box.key.publicText]]))
+        #expect(dup.status == 409, "\(dup.text)")
+
+        // Listing is filtered by access.
+        let names = { (t: String) throws -> [String] in
+            (try HTTP.call("GET", d.base + "/v1/containers", token: t).json?["containers"]?.items ?? []).compactMap { $0["username"]?.stringValue }
+        }
+        #expect(try names(aliceT) == [alice])
+        #expect(try names(bobT).isEmpty)
+        #expect(try names(admin).contains(alice))
+        #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: bobT).status == 403)
+
+        // Power and resize.
+        let stopped = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/stop", token: aliceT, body: #"{"force": true}"#)
+        #expect(stopped.json?["state"]?.stringValue == "CONTAINER_STATE_STOPPED", "\(stopped.text)")
+        let started = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/start", token: aliceT)
+        #expect(started.json?["state"]?.stringValue == "CONTAINER_STATE_RUNNING", "\(started.text)")
+        let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(alice)/resize", token: aliceT, body: #"{"resources": {"memory": "768MB"}}"#)
+        #expect(resized.status == 200, "\(resized.text)")
+        let limit = try IncusEnv.incus(["config", "get", "\(alice)-container", "limits.memory"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(limit == "\(try ByteSize(parsing: "768MB").bytes)B", "limits.memory is \(limit)")
+
+        // SSH keys: add a second key, log in with it, remove the first, refuse to remove the last.
+        let keys2 = box.dir.appendingPathComponent("keys2")
+        try FileManager.default.createDirectory(at: keys2, withIntermediateDirectories: true)
+        let key2 = try KeyPair.generate(in: keys2)
+        let added = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/ssh-keys", token: aliceT, body: HTTP.json(["sshPublicKey": key2.publicText]))
+        #expect(added.status == 201, "\(added.text)")
+        let newIP = try #require(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: aliceT).json?["network"]?["ipAddress"]?.stringValue)
+        #expect(try IncusEnv.ssh(user: alice, host: newIP, key: key2.privateKey, "true").status == 0)
+        let listed = try #require(try HTTP.call("GET", d.base + "/v1/containers/\(alice)/ssh-keys", token: aliceT).json?["keys"]?.items)
+        #expect(listed.count == 2)
+        let first = try #require(try SSHPublicKey(parsing: box.key.publicText).fingerprint.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)/ssh-keys?fingerprint=\(first)", token: aliceT).status == 200)
+        #expect(try IncusEnv.ssh(user: alice, host: newIP, key: box.key.privateKey, "true", within: 3).status == 255)
+        let second = try #require(try SSHPublicKey(parsing: key2.publicText).fingerprint.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)/ssh-keys?fingerprint=\(second)", token: aliceT).status == 412)
+        #expect(try HTTP.call("POST", d.base + "/v1/containers/\(alice)/ssh-keys", token: aliceT, body: #"{"sshPublicKey": "ssh-rsa AAAA not-a-key"}"#).status == 400)
+
+        // Collaborators: bob may see and act, not delete; removal revokes.
+        #expect(try HTTP.call("POST", d.base + "/v1/containers/\(alice)/collaborators", token: bobT, body: HTTP.json(["collaboratorUsername": bob])).status == 403)
+        #expect(try HTTP.call("POST", d.base + "/v1/containers/\(alice)/collaborators", token: aliceT, body: HTTP.json(["collaboratorUsername": bob])).status == 201)
+        #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: bobT).status == 200)
+        #expect(try names(bobT) == [alice])
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)", token: bobT).status == 403)
+        let collabs = try HTTP.call("GET", d.base + "/v1/containers/\(alice)/collaborators", token: aliceT).json?["collaborators"]?.items ?? []
+        #expect(collabs.compactMap { $0["collaboratorUsername"]?.stringValue } == [bob])
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)/collaborators/\(bob)", token: aliceT).status == 200)
+        #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: bobT).status == 403)
+
+        let cleanup = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/cleanup-disk", token: aliceT)
+        #expect(cleanup.status == 200 && cleanup.json?["username"]?.stringValue == alice, "\(cleanup.text)")
+
+        // Asynchronous create: 202 + operation; progress streams as server-sent events.
+        let sseFile = box.dir.appendingPathComponent("sse.txt")
+        let sse = Process()
+        sse.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        sse.arguments = ["-sN", "--max-time", "120", "-H", "Authorization: Bearer \(admin)", "-o", sseFile.path, d.base + "/v1/events"]
+        try sse.run()
+        defer { if sse.isRunning { sse.terminate() } }
+        try eventually("the SSE stream is connected") { ((try? String(contentsOf: sseFile, encoding: .utf8)) ?? "").contains(": connected") }
+        let accepted = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json(["username": carol, "sshKeys": [box.key.publicText], "async": true]))
+        #expect(accepted.status == 202, "\(accepted.text)")
+        #expect(accepted.headers.lowercased().contains("location: /v1/operations/"))
+        let opID = try #require(accepted.json?["id"]?.stringValue)
+        var final: JSONValue = .null
+        try eventually("the async create finishes", within: 180) {
+            final = try HTTP.call("GET", d.base + "/v1/operations/\(opID)", token: admin).json ?? .null
+            return final["state"]?.stringValue != "OPERATION_STATE_RUNNING"
+        }
+        #expect(final["state"]?.stringValue == "OPERATION_STATE_SUCCEEDED", "\(final)")
+        #expect(final["result"]?["name"]?.stringValue == "\(carol)-container")
+        #expect(try HTTP.call("GET", d.base + "/v1/operations/\(opID)", token: aliceT).status == 403)
+        try eventually("progress events for the operation arrived") {
+            let text = (try? String(contentsOf: sseFile, encoding: .utf8)) ?? ""
+            return text.contains("event: operation.progress") && text.contains(opID) && text.contains("event: operation.finished")
+        }
+
+        // Audit: mutations and authentication failures, with who/role/source/result; admin only.
+        #expect(try HTTP.call("GET", d.base + "/v1/containers", token: "not.a.token").status == 401)
+        #expect(try HTTP.call("GET", d.base + "/v1/audit", token: aliceT).status == 403)
+        let audit = try #require(try HTTP.call("GET", d.base + "/v1/audit?limit=500", token: admin).json?["entries"]?.items)
+        let create = audit.first { $0["action"]?.stringValue == "container.create" && $0["target"]?.stringValue == alice && $0["actor"]?.stringValue == alice }
+        #expect(audit.contains { $0["action"]?.stringValue == "container.create" && $0["target"]?.stringValue == alice && $0["result"]?.stringValue == "already_exists" })
+        #expect(create?["actor"]?.stringValue == alice && create?["role"]?.stringValue == "user" && create?["result"]?.stringValue == "ok")
+        #expect(create?["source"]?.stringValue?.hasPrefix("127.0.0.1:") == true)
+        #expect(audit.contains { $0["action"]?.stringValue == "auth.failure" && $0["result"]?.stringValue == "unauthenticated" })
+        #expect(audit.contains { $0["action"]?.stringValue == "container.delete" && $0["actor"]?.stringValue == bob && $0["result"]?.stringValue == "permission_denied" })
+        #expect(audit.contains { $0["action"]?.stringValue == "container.create" && $0["target"]?.stringValue == carol && $0["detail"]?.stringValue?.contains(opID) == true })
+        let filtered = try #require(try HTTP.call("GET", d.base + "/v1/audit?actor=\(bob)", token: admin).json?["entries"]?.items)
+        #expect(!filtered.isEmpty && filtered.allSatisfy { $0["actor"]?.stringValue == bob })
+        // The same log through the CLI, read from the state directory.
+        let cli = try Run.run(TestEnv.cliPath, ["audit", "--state-dir", d.stateDir.path, "--actor", alice, "--format", "json"])
+        #expect(cli.status == 0 && cli.stdout.contains("container.create"), "\(cli.output)")
+        // Secrets and tokens never appear in the audit log or the daemon's log.
+        let everything = try HTTP.call("GET", d.base + "/v1/audit?limit=10000", token: admin).text + d.log
+        for secret in [d.secret, admin, aliceT, bobT] { #expect(!everything.contains(secret)) }
+
+        // Delete: owner and admin; gone from Incus and the store.
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)", token: aliceT).status == 200)
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(carol)", token: admin).status == 200)
+        #expect(try !IncusEnv.exists("\(alice)-container") && !IncusEnv.exists("\(carol)-container"))
+        #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: admin).status == 404)
+
+        // SIGTERM: graceful shutdown, exit status 0.
+        d.signal(SIGTERM)
+        #expect(try d.wait() == 0, "\(d.log)")
+    }
+
+    @Test("malformed JSON, unknown fields, wrong types and bad values get 400 with a stable code, never 500; nothing is created")
+    func badInput() throws {
+        let box = try IncusEnv.Sandbox()
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box)
+        try d.start()
+        defer { d.stop() }
+        let admin = try d.token("admin", roles: "admin")
+        let u = "bad\(TestEnv.suffix())"
+        let key = box.key.publicText.trimmingCharacters(in: .whitespacesAndNewlines)
+        let cases: [(String, String)] = [
+            ("{", "malformed"), ("[]", "not an object"), (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "colour": "red"}"#, "unknown field"),
+            (#"{"username": 42, "sshKeys": ["\#(key)"]}"#, "wrong type"), (#"{"username": "Root!", "sshKeys": ["\#(key)"]}"#, "bad username"),
+            (#"{"username": "\#(u)"}"#, "no key"), (#"{"username": "\#(u)", "sshKeys": ["ssh-ed25519 !!!"]}"#, "bad key"),
+            (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "resources": {"memory": "lots"}}"#, "bad size"),
+            (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "resources": {"gpu": "1"}}"#, "unknown nested field"),
+            (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "osType": "OS_TYPE_WINDOWS_95"}"#, "unknown OS type"),
+            (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "async": "yes"}"#, "async not a boolean"),
+            (String(repeating: "[", count: 5000), "deep nesting"),
+        ]
+        for (body, why) in cases {
+            let r = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: body)
+            #expect(r.status == 400, "\(why): \(r.status) \(r.text)")
+            #expect(r.json?["error"]?["code"]?.stringValue == "invalid_argument", "\(why): \(r.text)")
+        }
+        #expect(try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"memory": true}"#).status == 400)
+        #expect(try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"memory": "1GB"}"#).status == 404)
+        #expect(try HTTP.call("GET", d.base + "/v1/audit?limit=0", token: admin).status == 400)
+        #expect(try HTTP.call("GET", d.base + "/v1/audit?since=yesterday", token: admin).status == 400)
+        #expect(try HTTP.call("GET", d.base + "/v1/nope", token: admin).status == 404)
+        let wrongMethod = try HTTP.call("PATCH", d.base + "/v1/containers", token: admin)
+        #expect(wrongMethod.status == 405 && wrongMethod.headers.contains("GET"))
+        let big = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: "{\"username\": \"" + String(repeating: "a", count: 2 << 20) + "\"}")
+        #expect(big.status == 413)
+        #expect(try !IncusEnv.exists("\(u)-container"))
+        #expect(try HTTP.call("GET", d.base + "/v1/containers/\(u)", token: admin).status == 404)
+    }
+
+    @Test("the OpenAPI document and Swagger UI are served from local assets")
+    func docs() throws {
+        let box = try IncusEnv.Sandbox()
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir])
+        try d.start()
+        defer { d.stop() }
+        let spec = try HTTP.call("GET", d.base + "/openapi.json")
+        #expect(spec.status == 200)
+        #expect(spec.json?["openapi"]?.stringValue == "3.0.3")
+        let onDisk = try Data(contentsOf: TestEnv.repoRoot.appendingPathComponent("docs/openapi.json"))
+        #expect(try JSONDecoder().decode(JSONValue.self, from: onDisk) == spec.json, "docs/openapi.json and the served document differ: rerun scripts/gen-openapi.py")
+        let page = try HTTP.call("GET", d.base + "/swagger-ui/")
+        #expect(page.status == 200 && page.text.contains("/swagger-ui/swagger-ui-bundle.js") && page.text.contains("/openapi.json"))
+        #expect(!page.text.contains("http://") && !page.text.contains("https://"), "no CDN")
+        let js = try HTTP.call("GET", d.base + "/swagger-ui/swagger-ui-bundle.js")
+        #expect(js.status == 200 && js.body.count > 100_000)
+        #expect(try HTTP.call("GET", d.base + "/swagger-ui/../../etc/passwd").status == 404)
+        #expect(try HTTP.call("GET", d.base + "/healthz").status == 200)
+    }
+}

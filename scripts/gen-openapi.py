@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Generate the REST API's OpenAPI 3 document once, and commit the output:
+
+    python3 scripts/gen-openapi.py
+
+writes docs/openapi.json (for people and tools) and
+Sources/ContainariumDaemon/OpenAPIDocument.swift (served at /openapi.json), so no build step
+generates code. Edit this file when a route or a JSON shape changes, rerun, commit both.
+"""
+import json
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props, required=(), additional=False):
+    o = {"type": "object", "properties": props, "additionalProperties": additional}
+    if required:
+        o["required"] = list(required)
+    return o
+
+
+STR = {"type": "string"}
+INT = {"type": "integer", "minimum": 0}
+BOOL = {"type": "boolean"}
+TIME = {"type": "string", "format": "date-time"}
+USERNAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$", "description": "Linux user name; the environment is <username>-container."}
+
+schemas = {
+    "Error": obj({"error": obj({"code": {"type": "string", "enum": [
+        "invalid_argument", "not_found", "already_exists", "failed_precondition", "resource_exhausted", "permission_denied",
+        "unauthenticated", "unavailable", "timeout", "cancelled", "unsupported", "internal", "plugin_load"]},
+        "message": STR, "cause": STR}, ["code", "message"])}, ["error"]),
+    "Resources": obj({"cpu": STR, "memory": STR, "disk": STR}),
+    "CreateContainerRequest": obj({
+        "username": USERNAME,
+        "sshKeys": {"type": "array", "items": STR, "description": "OpenSSH public keys (authorized_keys lines)."},
+        "sshKey": STR,
+        "resources": ref("Resources"),
+        "cpu": STR, "memory": STR, "disk": STR,
+        "osType": {"type": "string", "description": "e.g. OS_TYPE_DEBIAN_12, OS_TYPE_UBUNTU_2404 (mapped to images by operator config)"},
+        "image": STR, "stack": STR,
+        "labels": {"type": "object", "additionalProperties": STR},
+        "autostart": BOOL, "nesting": BOOL, "enablePodman": BOOL, "enableDocker": BOOL,
+        "async": {"type": "boolean", "description": "Return 202 with an operation instead of waiting."},
+    }, ["username"]),
+    "Container": obj({
+        "name": STR, "username": STR, "owner": STR,
+        "state": {"type": "string", "enum": ["CONTAINER_STATE_RUNNING", "CONTAINER_STATE_STOPPED", "CONTAINER_STATE_FROZEN",
+                                              "CONTAINER_STATE_STARTING", "CONTAINER_STATE_STOPPING", "CONTAINER_STATE_ERROR",
+                                              "CONTAINER_STATE_UNKNOWN", "CONTAINER_STATE_CREATING"]},
+        "image": STR, "resources": ref("Resources"),
+        "usage": obj({"cpuNanoseconds": INT, "memoryBytes": INT, "diskBytes": INT, "processes": INT}),
+        "network": obj({"ipAddress": STR, "ipv4": {"type": "array", "items": STR}}, ["ipv4"]),
+        "autostart": BOOL, "nestingEnabled": BOOL, "labels": {"type": "object", "additionalProperties": STR},
+        "backend": STR, "node": STR, "sshHostKeys": {"type": "array", "items": STR}, "createdAt": TIME, "startedAt": TIME,
+    }, ["name", "username", "state", "resources", "usage", "network", "autostart", "nestingEnabled", "labels", "sshHostKeys"]),
+    "ContainerList": obj({"containers": {"type": "array", "items": ref("Container")}, "totalCount": INT}, ["containers", "totalCount"]),
+    "Operation": obj({
+        "id": STR, "kind": STR, "target": STR,
+        "state": {"type": "string", "enum": ["OPERATION_STATE_RUNNING", "OPERATION_STATE_SUCCEEDED", "OPERATION_STATE_FAILED"]},
+        "step": INT, "total": INT, "message": STR,
+        "error": obj({"code": STR, "message": STR, "cause": STR}, ["code", "message"]),
+        "result": {}, "createdAt": TIME, "updatedAt": TIME,
+    }, ["id", "kind", "target", "state", "step", "total", "message", "createdAt", "updatedAt"]),
+    "Message": obj({"message": STR}, ["message"]),
+    "ResizeRequest": obj({"cpu": STR, "memory": STR, "disk": STR, "resources": ref("Resources")}),
+    "StopRequest": obj({"force": BOOL}),
+    "InstallStackRequest": obj({"stack": STR, "stackId": STR}),
+    "InstallStackResult": obj({"stack": STR, "check": STR}, ["stack", "check"]),
+    "Cleanup": obj({"username": STR, "diskUsageBeforeBytes": INT, "diskUsageAfterBytes": INT, "freedBytes": INT}, ["username"]),
+    "Key": obj({"fingerprint": STR, "type": STR, "comment": STR, "publicKey": STR}, ["fingerprint", "type", "comment", "publicKey"]),
+    "KeyList": obj({"keys": {"type": "array", "items": ref("Key")}}, ["keys"]),
+    "AddKeyRequest": obj({"sshPublicKey": STR, "publicKey": STR}),
+    "Collaborator": obj({"collaboratorUsername": STR, "addedBy": STR, "addedAt": TIME}, ["collaboratorUsername", "addedBy", "addedAt"]),
+    "CollaboratorList": obj({"collaborators": {"type": "array", "items": ref("Collaborator")}}, ["collaborators"]),
+    "AddCollaboratorRequest": obj({"collaboratorUsername": USERNAME}, ["collaboratorUsername"]),
+    "AuditEntry": obj({"id": STR, "at": TIME, "actor": STR, "role": STR, "action": STR, "target": STR, "source": STR,
+                       "interface": {"type": "string", "enum": ["rest", "grpc", "cli"]}, "result": STR, "detail": STR},
+                      ["id", "at", "actor", "role", "action", "target", "source", "interface", "result", "detail"]),
+    "AuditList": obj({"entries": {"type": "array", "items": ref("AuditEntry")}}, ["entries"]),
+    "SystemInfo": {"type": "object", "required": ["version", "node", "backend", "containers", "database"],
+                   "properties": {"version": STR, "pluginAbi": STR, "node": STR, "backend": STR, "uptimeSeconds": {"type": "number"},
+                                  "containers": obj({"total": INT, "running": INT}, ["total", "running"]), "database": STR,
+                                  "eventStream": BOOL, "capacity": {"type": "object"}}},
+    "Metrics": obj({"containers": {"type": "array", "items": {"type": "object"}}}, ["containers"]),
+    "Backends": obj({"backends": {"type": "array", "items": {"type": "object"}}}, ["backends"]),
+    "Plugins": obj({"plugins": {"type": "array", "items": {"type": "object"}}}, ["plugins"]),
+    "Health": obj({"status": STR}, ["status"]),
+    "Event": obj({"id": INT, "type": STR, "username": STR, "time": TIME, "data": {}}, ["id", "type", "time", "data"]),
+}
+
+
+def err(desc):
+    return {"description": desc, "content": {"application/json": {"schema": ref("Error")}}}
+
+
+def ok(schema_name, code="200", desc="OK"):
+    return {code: {"description": desc, "content": {"application/json": {"schema": ref(schema_name)}}}}
+
+
+COMMON = {"400": err("Invalid input (malformed JSON, unknown field, bad value)"), "401": err("Missing, expired or invalid token"),
+          "403": err("Authenticated, but not allowed"), "404": err("No such environment, route or operation")}
+
+
+def op(summary, responses, body=None, params=(), tag="containers", extra=None):
+    o = {"summary": summary, "tags": [tag], "responses": {**responses, **COMMON}, "security": [{"bearer": []}]}
+    if body:
+        o["requestBody"] = {"required": body[1], "content": {"application/json": {"schema": ref(body[0])}}}
+    if params:
+        o["parameters"] = list(params)
+    if extra:
+        o["responses"].update(extra)
+    return o
+
+
+U = {"name": "username", "in": "path", "required": True, "schema": USERNAME}
+C = {"name": "collaborator", "in": "path", "required": True, "schema": USERNAME}
+
+paths = {
+    "/healthz": {"get": {"summary": "Liveness (no authentication)", "tags": ["system"], "security": [],
+                         "responses": ok("Health")}},
+    "/v1/containers": {
+        "post": op("Create an environment", {**ok("Container", "201", "Created"),
+                                              "202": {"description": "Accepted (async)", "content": {"application/json": {"schema": ref("Operation")}}},
+                                              "409": err("Already exists")}, ("CreateContainerRequest", True)),
+        "get": op("List environments the caller may see", ok("ContainerList")),
+    },
+    "/v1/containers/{username}": {
+        "get": op("Get an environment", ok("Container"), params=[U]),
+        "delete": op("Delete an environment (owner or admin)", ok("Message"),
+                     params=[U, {"name": "force", "in": "query", "required": False, "schema": {"type": "boolean"}}]),
+    },
+    "/v1/containers/{username}/start": {"post": op("Start", ok("Container"), params=[U])},
+    "/v1/containers/{username}/stop": {"post": op("Stop", ok("Container"), ("StopRequest", False), params=[U])},
+    "/v1/containers/{username}/restart": {"post": op("Restart", ok("Container"), params=[U])},
+    "/v1/containers/{username}/resize": {"put": op("Resize CPU, memory, disk live", ok("Container"), ("ResizeRequest", True), params=[U])},
+    "/v1/containers/{username}/install-stack": {"post": op("Install a software stack", ok("InstallStackResult"), ("InstallStackRequest", True), params=[U])},
+    "/v1/containers/{username}/cleanup-disk": {"post": op("Free disk space", ok("Cleanup"), params=[U])},
+    "/v1/containers/{username}/ssh-keys": {
+        "get": op("List SSH keys", ok("KeyList"), params=[U]),
+        "post": op("Add an SSH key", {**ok("Key", "201", "Added"), "409": err("Key already present")}, ("AddKeyRequest", True), params=[U]),
+        "delete": op("Remove an SSH key", {**ok("Message"), "412": err("Would remove the last key")},
+                     params=[U, {"name": "fingerprint", "in": "query", "required": True, "schema": STR}]),
+    },
+    "/v1/containers/{username}/collaborators": {
+        "get": op("List collaborators", ok("CollaboratorList"), params=[U]),
+        "post": op("Add a collaborator (owner or admin)", {**ok("Collaborator", "201", "Added"), "409": err("Already a collaborator")},
+                   ("AddCollaboratorRequest", True), params=[U]),
+    },
+    "/v1/containers/{username}/collaborators/{collaborator}": {
+        "delete": op("Remove a collaborator (owner or admin)", ok("Message"), params=[U, C]),
+    },
+    "/v1/system/info": {"get": op("Node and daemon information", ok("SystemInfo"), tag="system")},
+    "/v1/metrics": {"get": op("Per-environment usage", ok("Metrics"), tag="system")},
+    "/v1/backends": {"get": op("Instance backends and their health", ok("Backends"), tag="system")},
+    "/v1/plugins": {"get": op("Plugins on this node", ok("Plugins"), tag="system")},
+    "/v1/operations/{id}": {"get": op("Poll an asynchronous operation", ok("Operation"),
+                                      params=[{"name": "id", "in": "path", "required": True, "schema": STR}], tag="operations")},
+    "/v1/audit": {"get": op("Query the audit log (admin)", ok("AuditList"), tag="audit", params=[
+        {"name": n, "in": "query", "required": False, "schema": STR} for n in ("actor", "action", "target", "result")] + [
+        {"name": "since", "in": "query", "required": False, "schema": TIME},
+        {"name": "until", "in": "query", "required": False, "schema": TIME},
+        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}])},
+    "/v1/events": {"get": {"summary": "Server-Sent Events: progress, state changes, audit (filtered by access)", "tags": ["events"],
+                           "security": [{"bearer": []}],
+                           "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": ref("Event")}}},
+                                         "401": err("Missing, expired or invalid token")}}},
+}
+
+doc = {
+    "openapi": "3.0.3",
+    "info": {"title": "Containarium REST API", "version": "0.2.0",
+             "description": "Every route except /healthz needs `Authorization: Bearer <token>` (mint with `containarium token generate`). "
+                            "Errors are `{\"error\": {\"code\", \"message\"}}` with a stable code."},
+    "servers": [{"url": "/"}],
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}, "schemas": schemas},
+    "security": [{"bearer": []}],
+    "paths": paths,
+}
+
+text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+(ROOT / "docs" / "openapi.json").write_text(text)
+compact = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+swift = (
+    "// Generated by scripts/gen-openapi.py from the same source as docs/openapi.json. Do not edit.\n"
+    "enum OpenAPIDocument {\n"
+    "    static let json = #\"\"\"\n" + compact + "\n\"\"\"#\n"
+    "}\n"
+)
+(ROOT / "Sources" / "ContainariumDaemon" / "OpenAPIDocument.swift").write_text(swift)
+print(f"wrote docs/openapi.json ({len(text)} bytes) and OpenAPIDocument.swift")
