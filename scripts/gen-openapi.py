@@ -91,7 +91,11 @@ schemas = {
     "Backends": obj({"backends": {"type": "array", "items": {"type": "object"}}}, ["backends"]),
     "Plugins": obj({"plugins": {"type": "array", "items": {"type": "object"}}}, ["plugins"]),
     "Health": obj({"status": STR}, ["status"]),
-    "Event": obj({"id": INT, "type": STR, "username": STR, "time": TIME, "data": {}}, ["id", "type", "time", "data"]),
+    # One server-sent event as SSE frames it: `id`, `event` (the type) and `data`, a JSON
+    # object {id, type, username?, time, data}.
+    "Event": {"type": "object", "required": ["data"], "properties": {
+        "id": STR, "event": {"type": "string", "description": "operation.progress, operation.finished, container.changed, container.removed, audit, stack.progress"},
+        "data": {"type": "string", "description": "JSON: {id, type, username, time, data}"}}},
 }
 
 

@@ -12,8 +12,19 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 bash scripts/testbed.sh
 
-# Independent validators used by the tests: Python's jsonschema checks our JSON against docs/schemas.
+# Independent validators used by the tests: Python's jsonschema checks our JSON against docs/schemas;
+# schemathesis fuzzes the REST API from its OpenAPI document.
 python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install --quiet jsonschema
+python3 -c 'import schemathesis' 2>/dev/null || python3 -m pip install --quiet "schemathesis==4.32.5"
+export CONTAINARIUM_SCHEMATHESIS="$(python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "schemathesis"))')"
+
+# A real PostgreSQL server for the store and crash-safety tests (SQLite needs nothing).
+CONTAINARIUM_TEST_PG_URL="$(bash scripts/postgres.sh)"
+export CONTAINARIUM_TEST_PG_URL
+
+# Swagger UI's assets, served by the daemon from local files.
+export CONTAINARIUM_SWAGGER_DIR=/var/cache/containarium/swagger-ui
+bash scripts/swagger-ui.sh "$CONTAINARIUM_SWAGGER_DIR"
 
 export CONTAINARIUM_WERROR=1   # Package.swift turns warnings into errors in our targets
 build_args=()

@@ -412,7 +412,12 @@ final class IncusBackend: Sendable {
         if action != "start" { body["force"] = .bool(r.force ?? false) }
         do {
             try api.operation("PUT", path(r.name) + "/state", body: .object(body), timeout: 90, context: ctx)
-        } catch where action == "stop" && r.force != true && (error.code == .internal || error.code == .timeout) {
+        } catch {
+            // Someone else got there first (another start or stop racing this one): done.
+            if let now = try? info(r.name), (action == "start" && now.state == .running) || (action == "stop" && now.state == .stopped) {
+                return now
+            }
+            guard action == "stop", r.force != true, error.code == .internal || error.code == .timeout else { throw error }
             // A clean shutdown that hangs: fall back to a forced stop, as `incus stop --force` would.
             host.log(.warning, "clean stop of \(r.name) failed (\(error.message)); forcing it")
             try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true)]), context: ctx)

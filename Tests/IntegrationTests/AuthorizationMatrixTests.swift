@@ -21,14 +21,14 @@ struct AuthorizationMatrixTests {
 
     @Test("every route x {no token, expired, forged, user-not-owner, user-owner, admin}")
     func matrix() throws {
-        let box = try IncusEnv.Sandbox()
+        let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
         let d = try DaemonProcess(sandbox: box)
         try d.start()
         defer { d.stop() }
         let sfx = TestEnv.suffix()
         let owner = "mo\(sfx)", stranger = "ms\(sfx)", friend = "mf\(sfx)"
-        defer { IncusEnv.forceDelete("\(owner)-container") }
+        defer { box.forceDelete("\(owner)-container") }
         let admin = try d.token("admin", roles: "admin")
         let tokens: [Caller: String?] = [
             .none: nil,
@@ -99,6 +99,6 @@ struct AuthorizationMatrixTests {
         // Every refused credential was audited (none, expired and forged for each route).
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []
         #expect(failures.count >= routes.count * 3)
-        #expect(try !IncusEnv.exists("\(owner)-container"))
+        #expect(try !box.exists("\(owner)-container"))
     }
 }

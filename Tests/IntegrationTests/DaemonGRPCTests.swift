@@ -12,7 +12,7 @@ import Glibc
 struct DaemonGRPCTests {
     @Test("every verb through --server/--certs-dir; no certificate or another CA's certificate is refused")
     func remoteMode() throws {
-        let box = try IncusEnv.Sandbox()
+        let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
         let certs = box.dir.appendingPathComponent("certs"), otherCA = box.dir.appendingPathComponent("other-ca")
         let gen = try Run.run(TestEnv.cliPath, ["cert", "generate", "--server-ip", "127.0.0.1", "--output-dir", certs.path])
@@ -23,7 +23,7 @@ struct DaemonGRPCTests {
         defer { d.stop() }
         let server = "127.0.0.1:\(d.grpcPort)"
         let user = "gr\(TestEnv.suffix())"
-        defer { IncusEnv.forceDelete("\(user)-container") }
+        defer { box.forceDelete("\(user)-container") }
         func remote(_ args: [String], certsDir: URL? = certs, env: [String: String] = [:]) throws -> ProcessResult {
             var opts = ["--server", server]
             if let certsDir { opts += ["--certs-dir", certsDir.path] }
@@ -87,12 +87,12 @@ struct DaemonGRPCTests {
 
         let del = try remote(["delete", user, "--force"])
         #expect(del.status == 0, "\(del.output)")
-        #expect(try !IncusEnv.exists("\(user)-container"))
+        #expect(try !box.exists("\(user)-container"))
     }
 
     @Test("without --mtls, gRPC takes bearer tokens with the same authorization as REST")
     func bearerTokens() throws {
-        let box = try IncusEnv.Sandbox()
+        let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
         let d = try DaemonProcess(sandbox: box)
         try d.start()

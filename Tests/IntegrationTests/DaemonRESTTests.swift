@@ -12,14 +12,14 @@ import Glibc
 struct DaemonRESTTests {
     @Test("full lifecycle through REST: create, SSH, list, stop/start, resize, keys, collaborators, cleanup, async create with events, audit, delete")
     func lifecycle() throws {
-        let box = try IncusEnv.Sandbox()
+        let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
         let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir])
         try d.start()
         defer { d.stop() }
         let sfx = TestEnv.suffix()
         let alice = "ra\(sfx)", bob = "rb\(sfx)", carol = "rc\(sfx)"
-        defer { [alice, bob, carol].forEach { IncusEnv.forceDelete("\($0)-container") } }
+        defer { [alice, bob, carol].forEach { box.forceDelete("\($0)-container") } }
         let admin = try d.token("admin", roles: "admin")
         let aliceT = try d.token(alice), bobT = try d.token(bob)
 
@@ -58,7 +58,7 @@ struct DaemonRESTTests {
         #expect(started.json?["state"]?.stringValue == "CONTAINER_STATE_RUNNING", "\(started.text)")
         let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(alice)/resize", token: aliceT, body: #"{"resources": {"memory": "768MB"}}"#)
         #expect(resized.status == 200, "\(resized.text)")
-        let limit = try IncusEnv.incus(["config", "get", "\(alice)-container", "limits.memory"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let limit = try box.incus(["config", "get", "\(alice)-container", "limits.memory"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(limit == "\(try ByteSize(parsing: "768MB").bytes)B", "limits.memory is \(limit)")
 
         // SSH keys: add a second key, log in with it, remove the first, refuse to remove the last.
@@ -140,7 +140,7 @@ struct DaemonRESTTests {
         // Delete: owner and admin; gone from Incus and the store.
         #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)", token: aliceT).status == 200)
         #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(carol)", token: admin).status == 200)
-        #expect(try !IncusEnv.exists("\(alice)-container") && !IncusEnv.exists("\(carol)-container"))
+        #expect(try !box.exists("\(alice)-container") && !box.exists("\(carol)-container"))
         #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: admin).status == 404)
 
         // SIGTERM: graceful shutdown, exit status 0.
@@ -150,7 +150,7 @@ struct DaemonRESTTests {
 
     @Test("malformed JSON, unknown fields, wrong types and bad values get 400 with a stable code, never 500; nothing is created")
     func badInput() throws {
-        let box = try IncusEnv.Sandbox()
+        let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
         let d = try DaemonProcess(sandbox: box)
         try d.start()
@@ -182,13 +182,13 @@ struct DaemonRESTTests {
         #expect(wrongMethod.status == 405 && wrongMethod.headers.contains("GET"))
         let big = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: "{\"username\": \"" + String(repeating: "a", count: 2 << 20) + "\"}")
         #expect(big.status == 413)
-        #expect(try !IncusEnv.exists("\(u)-container"))
+        #expect(try !box.exists("\(u)-container"))
         #expect(try HTTP.call("GET", d.base + "/v1/containers/\(u)", token: admin).status == 404)
     }
 
     @Test("the OpenAPI document and Swagger UI are served from local assets")
     func docs() throws {
-        let box = try IncusEnv.Sandbox()
+        let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
         let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir])
         try d.start()

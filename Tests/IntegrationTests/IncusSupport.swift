@@ -20,8 +20,23 @@ enum IncusEnv {
         let config: URL
         /// A key pair made by ssh-keygen for this test's user.
         let key: KeyPair
+        /// The Incus project of this sandbox (its own with `ownProject`, else "default").
+        let project: String
 
-        init(pluginConfig: [String: Any] = [:]) throws {
+        /// `ownProject`: give the sandbox an Incus project of its own (sharing the default
+        /// project's images, profiles and networks), so a daemon under test sees, adopts and
+        /// reconciles only what this test makes, whatever other tests run beside it.
+        init(pluginConfig: [String: Any] = [:], ownProject: Bool = false) throws {
+            var pluginConfig = pluginConfig
+            if ownProject {
+                project = "ctmt\(TestEnv.suffix())"
+                let r = try IncusEnv.incus(["project", "create", project, "-c", "features.images=false", "-c", "features.profiles=false",
+                                            "-c", "features.storage.volumes=false", "-c", "features.networks=false"])
+                guard r.status == 0 else { throw TestFailure("incus project create failed: \(r.output)") }
+                pluginConfig["project"] = project
+            } else {
+                project = "default"
+            }
             dir = try TestEnv.tempDir("it")
             let keys = dir.appendingPathComponent("keys")
             try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true)
@@ -58,7 +73,27 @@ enum IncusEnv {
                 logger: Logger(label: "it", factory: { _ in SwiftLogNoOpLogHandler() }))
         }
 
-        func cleanup() { TestEnv.cleanup(dir) }
+        func cleanup() {
+            TestEnv.cleanup(dir)
+            guard project != "default" else { return }
+            let names = (try? IncusEnv.incus(["list", "--project", project, "--format", "csv", "--columns", "n"]).stdout) ?? ""
+            for n in names.split(separator: "\n") { _ = try? IncusEnv.incus(["delete", "--force", "--project", project, String(n)]) }
+            _ = try? IncusEnv.incus(["project", "delete", project])
+        }
+
+        /// `incus` in this sandbox's project.
+        @discardableResult
+        func incus(_ args: [String]) throws -> ProcessResult {
+            try IncusEnv.incus(["--project", project] + args)
+        }
+
+        func exists(_ name: String) throws -> Bool {
+            let r = try incus(["list", "--format", "csv", "--columns", "n"])
+            guard r.status == 0 else { throw TestFailure("incus list failed: \(r.output)") }
+            return r.stdout.split(separator: "\n").contains { $0 == name }
+        }
+
+        func forceDelete(_ name: String) { _ = try? incus(["delete", "--force", name]) }
     }
 
     @discardableResult
