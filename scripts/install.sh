@@ -28,6 +28,8 @@ mv -f "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so.new" "$PREFIX/l
 make -s -C Plugins/ExampleScanner OUT="$PREFIX/lib/containarium/plugins/example-secrets" \
   "$PREFIX/lib/containarium/plugins/example-secrets/libexample_secrets.so"
 install -m 0644 stacks/*.json "$PREFIX/share/containarium/stacks/"
+# Swagger UI for the daemon's /swagger-ui/, from local files (no CDN at run time).
+bash scripts/swagger-ui.sh "$PREFIX/share/containarium/swagger-ui" || log "warning: Swagger UI assets not installed (pip unavailable?); /swagger-ui/ will say so"
 
 if [ ! -f /etc/containarium/config.json ]; then
   install -d -m 0755 /etc/containarium
