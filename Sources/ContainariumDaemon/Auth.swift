@@ -1,6 +1,8 @@
 public import ContainariumCore
 public import Foundation
+import Crypto
 import JWTKit
+import Synchronization
 
 /// What a caller may do. `admin` sees and acts on everything; `user` only on environments it
 /// owns or collaborates on.
@@ -49,6 +51,10 @@ public struct Tokens: Sendable {
     public static let minimumSecretLength = 32
 
     private let keys: JWTKeyCollection
+    /// Tokens verified recently (by their SHA-256, never the token itself), with their expiry:
+    /// a client sending the same token again skips the signature check and the key
+    /// collection's actor hop. Bounded; an expired entry is never honoured.
+    private let verified = VerifiedTokens()
 
     public init(secret: String) async throws(ContainariumError) {
         try Self.checkSecret(secret)
@@ -104,6 +110,8 @@ public struct Tokens: Sendable {
 
     /// Verify a bearer token: signature (HS256 only), issuer, expiry, known role.
     public func verify(_ token: String) async throws(ContainariumError) -> (subject: String, role: Role) {
+        let digest = SHA256.hash(data: Data(token.utf8))
+        if let hit = verified.lookup(digest) { return hit }
         let claims: TokenClaims
         do {
             claims = try await keys.verify(token, as: TokenClaims.self)
@@ -122,7 +130,8 @@ public struct Tokens: Sendable {
         guard Self.validSubject(claims.sub.value) else {
             throw .unauthenticated("invalid token: subject is not a valid user name")
         }
-        let role: Role = claims.roles.contains("admin") ? .admin : (claims.roles.contains("user") ? .user : .user)
+        let role: Role = claims.roles.contains("admin") ? .admin : .user
+        verified.insert(digest, subject: claims.sub.value, role: role, expires: claims.exp?.value ?? .distantFuture)
         return (claims.sub.value, role)
     }
 }
@@ -150,5 +159,30 @@ public enum JWTSecretSource: Equatable, Sendable {
             return (flag, .flag)
         }
         return (Tokens.randomSecret(), .generated)
+    }
+}
+
+/// A small, bounded cache of verified tokens keyed by their SHA-256.
+final class VerifiedTokens: Sendable {
+    struct Entry { var subject: String; var role: Role; var expires: Date }
+    private let state = Mutex<[SHA256.Digest: Entry]>([:])
+    static let capacity = 4096
+
+    func lookup(_ digest: SHA256.Digest, now: Date = Date()) -> (subject: String, role: Role)? {
+        state.withLock { map in
+            guard let e = map[digest] else { return nil }
+            guard e.expires > now else {
+                map[digest] = nil
+                return nil
+            }
+            return (e.subject, e.role)
+        }
+    }
+
+    func insert(_ digest: SHA256.Digest, subject: String, role: Role, expires: Date) {
+        state.withLock { map in
+            if map.count >= Self.capacity { map.removeAll(keepingCapacity: true) }
+            map[digest] = Entry(subject: subject, role: role, expires: expires)
+        }
     }
 }

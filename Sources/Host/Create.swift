@@ -95,7 +95,7 @@ struct Create: AsyncParsableCommand {
             autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap)
         let table = format == .table
         if table { print("Creating container for user: \(username)") }
-        let info = try await ContainariumCLI.run { () async throws(ContainariumError) in
+        let info = try await ContainariumCLI.audited("container.create", username) { () async throws(ContainariumError) in
             try await Interrupts.cancelling { () async throws(ContainariumError) in
                 try await service.create(request) { p in
                     if table { print("  [\(p.step)/\(p.total)] \(p.message)...") }

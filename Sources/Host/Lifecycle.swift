@@ -106,7 +106,7 @@ struct Delete: AsyncParsableCommand {
             return
         }
         let service = try global.service()
-        try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.delete(username: username, force: true) }
+        try await ContainariumCLI.audited("container.delete", username) { () async throws(ContainariumError) in try await service.delete(username: username, force: true) }
         print("✓ Container \(user.containerName) deleted")
     }
 }
@@ -124,7 +124,7 @@ struct Start: AsyncParsableCommand {
             return
         }
         let service = try global.service()
-        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.start(username: username) }
+        let i = try await ContainariumCLI.audited("container.start", username) { () async throws(ContainariumError) in try await service.start(username: username) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
     }
 }
@@ -143,7 +143,7 @@ struct Stop: AsyncParsableCommand {
             return
         }
         let service = try global.service()
-        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.stop(username: username, force: force) }
+        let i = try await ContainariumCLI.audited("container.stop", username) { () async throws(ContainariumError) in try await service.stop(username: username, force: force) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
     }
 }
@@ -161,7 +161,7 @@ struct Restart: AsyncParsableCommand {
             return
         }
         let service = try global.service()
-        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.restart(username: username) }
+        let i = try await ContainariumCLI.audited("container.restart", username) { () async throws(ContainariumError) in try await service.restart(username: username) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
     }
 }
@@ -196,7 +196,7 @@ struct Resize: AsyncParsableCommand {
             if let memory { print("Setting memory limit: \(memory)") }
             if let disk { print("Setting disk quota: \(disk)") }
         }
-        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in
+        let i = try await ContainariumCLI.audited("container.resize", username) { () async throws(ContainariumError) in
             try await service.resize(username: username, cpu: cpu, memory: memory, disk: disk)
         }
         print("""
@@ -231,7 +231,7 @@ struct Exec: AsyncParsableCommand {
             r = ExecResult(exitCode: Int32(v["exitCode"]?.number ?? 1), stdout: v["stdout"]?.stringValue ?? "", stderr: v["stderr"]?.stringValue ?? "")
         } else {
             let service = try global.service()
-            r = try await ContainariumCLI.run { () async throws(ContainariumError) in
+            r = try await ContainariumCLI.audited("container.exec", username, detail: asUser ? "as user" : "as root") { () async throws(ContainariumError) in
                 try await service.exec(username: username, command: command, asUser: asUser)
             }
         }
@@ -295,7 +295,7 @@ struct InstallStack: AsyncParsableCommand {
             return
         }
         let service = try global.service()
-        let r = try await ContainariumCLI.run { () async throws(ContainariumError) in
+        let r = try await ContainariumCLI.audited("container.install-stack", username, detail: "stack=\(stack)") { () async throws(ContainariumError) in
             try await service.installStack(username: username, stack: stack) { p in print("  [\(p.step)/\(p.total)] \(p.message)...") }
         }
         print("✓ Stack \(stack) installed: \(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")

@@ -89,6 +89,21 @@ struct DaemonRESTTests {
         #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)/collaborators/\(bob)", token: aliceT).status == 200)
         #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: bobT).status == 403)
 
+        // A change made behind the daemon's back (plain `incus`) reaches its inventory through
+        // Incus's event stream, without any request asking for it.
+        #expect(try box.incus(["stop", "--force", "\(alice)-container"]).status == 0)
+        try eventually("the listing shows the stop made with incus", within: 30, every: 50_000) {
+            let list = try HTTP.call("GET", d.base + "/v1/containers", token: admin).json?["containers"]?.items ?? []
+            return list.first { $0["username"]?.stringValue == alice }?["state"]?.stringValue == "CONTAINER_STATE_STOPPED"
+        }
+        // The local CLI's mutations land in the same audit log (interface "cli").
+        var cliEnv = box.environment
+        cliEnv["CONTAINARIUM_STATE_DIR"] = d.stateDir.path
+        let localStart = try Run.run(TestEnv.cliPath, ["start", alice], environment: cliEnv)
+        #expect(localStart.status == 0, "\(localStart.output)")
+        let cliAudit = try HTTP.call("GET", d.base + "/v1/audit?action=container.start&target=\(alice)", token: admin).json?["entries"]?.items ?? []
+        #expect(cliAudit.contains { $0["interface"]?.stringValue == "cli" && $0["source"]?.stringValue == "local" && $0["result"]?.stringValue == "ok" })
+
         let cleanup = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/cleanup-disk", token: aliceT)
         #expect(cleanup.status == 200 && cleanup.json?["username"]?.stringValue == alice, "\(cleanup.text)")
 
