@@ -38,7 +38,7 @@ public enum ContainariumRPC {
     public static let service = ServiceDescriptor(fullyQualifiedService: "containarium.v1.Containarium")
     public static let unaryMethods = [
         "ListContainers", "GetContainer", "DeleteContainer", "StartContainer", "StopContainer", "RestartContainer",
-        "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity",
+        "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity", "ListStacks",
     ]
     public static let createMethod = "CreateContainer"
     public static func method(_ name: String) -> MethodDescriptor { MethodDescriptor(service: service, method: name) }
@@ -123,6 +123,12 @@ struct ContainariumGRPCService: RegistrableRPCService {
                                 result: request["result"]?.stringValue, limit: Int(request["limit"]?.number ?? 100))
             return try encode(["entries": await plane.auditLog(caller, f)])
         case "ListPlugins": return .object(["plugins": .array(await plane.plugins(caller))])
+        case "ListStacks":
+            let stacks = plane.service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s -> JSONValue in
+                .object(["name": .string(s.name), "description": .string(s.description), "packages": .array(s.packages.map { .string($0) }),
+                         "check": .array(s.check.map { .string($0) })])
+            }
+            return .object(["stacks": .array(stacks)])
         case "GetCapacity":
             try plane.requireAdmin(caller, "node capacity")
             return try encode(await plane.service.capacity())

@@ -331,6 +331,14 @@ struct StacksCommand: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListStacks", .object([:])) }
+            let rows = (v["stacks"]?.items ?? []).map { s in
+                [s["name"]?.stringValue ?? "-", s["description"]?.stringValue ?? "", (s["check"]?.items ?? []).compactMap { $0.stringValue }.joined(separator: " ")]
+            }
+            print(Table.render(header: ["STACK", "DESCRIPTION", "CHECK"], rows: rows))
+            return
+        }
         let service = try global.service()
         let rows = service.stacks.stacks.values.sorted { $0.name < $1.name }.map { [$0.name, $0.description, $0.check.joined(separator: " ")] }
         print(Table.render(header: ["STACK", "DESCRIPTION", "CHECK"], rows: rows))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ContainariumCore
+import ContainariumDaemon
 import ContainariumService
 import Foundation
 import PluginHost
@@ -61,8 +62,20 @@ struct PluginList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List plugins: version, ABI, capabilities, enabled, state.")
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
+        if let client = try remote.client() {
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListPlugins", .object([:])) }
+            if format == .json { return try printRemote(v) }
+            let rows = (v["plugins"]?.items ?? []).map { p in
+                [p["id"]?.stringValue ?? "-", p["version"]?.stringValue ?? "-", p["abi"]?.stringValue ?? "-",
+                 (p["capabilities"]?.items ?? []).compactMap { $0.stringValue }.joined(separator: ","), p["enabled"]?.bool == true ? "yes" : "no",
+                 p["state"]?.stringValue ?? "-", p["health"]?["status"]?.stringValue ?? "-"]
+            }
+            print(Table.render(header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "HEALTH"], rows: rows))
+            return
+        }
         let service = try global.service()
         let rows = service.plugins.records.map(PluginRow.init)
         if format == .json { return try printJSON(["plugins": rows]) }

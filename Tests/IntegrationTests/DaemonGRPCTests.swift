@@ -56,6 +56,9 @@ struct DaemonGRPCTests {
         let export = try remote(["export", user, "--jump-ip", "203.0.113.9"])
         #expect(export.status == 0 && export.stdout.contains("ProxyJump") && export.stdout.contains(ip), "\(export.output)")
         #expect(try remote(["capacity"]).stdout.contains("cpus"))
+        #expect(try remote(["stacks"]).stdout.contains("python"))
+        let plugins = try remote(["plugin", "list"])
+        #expect(plugins.status == 0 && plugins.stdout.contains("incus-lxc") && plugins.stdout.contains("ok"), "\(plugins.output)")
         let audit = try remote(["audit", "--action", "container.create"])
         #expect(audit.status == 0 && audit.stdout.contains("\"interface\" : \"grpc\"") && audit.stdout.contains("mtls-client"), "\(audit.output)")
         // Errors keep their code and exit status across gRPC.
