@@ -38,7 +38,9 @@ log "swift test"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 status=0
-swift test --skip-build ${build_args[@]+"${build_args[@]}"} "$@" 2>&1 | tee "$out" || status=$?
+# --no-parallel: the integration suites share one Incus and two cores; run one at a time so
+# timeouts measure our code, not the neighbours (tests inside a suite still run their own concurrency).
+swift test --skip-build --no-parallel ${build_args[@]+"${build_args[@]}"} "$@" 2>&1 | tee "$out" || status=$?
 
 # One plain closing line for tools that read it (XCTest's own summary above counts 0: every
 # test here is a Swift Testing test).

@@ -484,7 +484,7 @@ final class IncusBackend: Sendable {
                 }
                 // Growing a volume that is full to the last byte: Incus may fail to write its
                 // own bookkeeping file into it and revert. Let the filesystem settle and retry.
-                guard attempt < 4 else {
+                guard attempt < 10 else {
                     throw ContainariumError(
                         .failedPrecondition,
                         "cannot grow the disk of \(r.name) while it is completely full; free a little space and retry",
@@ -492,7 +492,7 @@ final class IncusBackend: Sendable {
                 }
                 host.log(.info, "growing the full disk of \(r.name) failed (attempt \(attempt)); retrying")
                 if current.state == .running { try? syncFilesystem(r.name, ctx) }
-                usleep(UInt32(500_000 * attempt))
+                usleep(UInt32(min(500_000 * attempt, 3_000_000)))
             }
         }
     }

@@ -27,12 +27,22 @@ struct FuzzTests {
         let examples = ProcessInfo.processInfo.environment["CONTAINARIUM_FUZZ_EXAMPLES"] ?? "12"
         for (who, roles) in [("admin", "admin"), ("fuzzer", "user")] {
             let token = try d.token(who, roles: roles)
-            let r = try Run.run(st, [
-                "run", d.base + "/openapi.json", "-H", "Authorization: Bearer \(token)", "--max-examples", examples, "--workers", "2",
-                // Reserved user names (root, admin, ...) cannot be expressed in the document's
-                // pattern, so "schema-valid input rejected" is not a finding here.
-                "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--no-color",
-            ], environment: ["SCHEMATHESIS_TELEMETRY": "false"], timeout: 900)
+            func fuzz(seed: String?) throws -> ProcessResult {
+                try Run.run(st, [
+                    "run", d.base + "/openapi.json", "-H", "Authorization: Bearer \(token)", "--max-examples", examples, "--workers", "2",
+                    // Reserved user names (root, admin, ...) cannot be expressed in the document's
+                    // pattern, so "schema-valid input rejected" is not a finding here.
+                    "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--no-color",
+                ] + (seed.map { ["--seed", $0] } ?? []), environment: ["SCHEMATHESIS_TELEMETRY": "false"], timeout: 900)
+            }
+            var r = try fuzz(seed: ProcessInfo.processInfo.environment["CONTAINARIUM_FUZZ_SEED"])
+            // schemathesis itself sometimes fails inside its own generator (a Python exception,
+            // no finding against the API): that is the tool's error, not ours; run once more.
+            let findings = r.stdout.contains("Failures:") || r.stdout.contains("❌ ST")
+            if r.status != 0 && !findings && (r.stdout.contains("Traceback") || r.stdout.contains("Error:") || r.stdout.contains("KeyError")) {
+                print("schemathesis as \(who) failed internally (no finding); rerunning once")
+                r = try fuzz(seed: nil)
+            }
             let summary = r.stdout.split(separator: "\n").filter { $0.contains("generated") || $0.contains("Seed") || $0.contains("❌") }
             print("schemathesis as \(who): \(summary.joined(separator: " | "))")
             #expect(r.status == 0, "schemathesis as \(who) found failures:\n\(r.stdout.suffix(6000))")
