@@ -152,20 +152,23 @@ public final class ControlPlane: Sendable {
                 _ = try? await store.deleteContainer(user.value)
                 throw error
             }
-            let work = Task { () async -> Result<ContainerView, ContainariumError> in
-                let result = await self.performCreate(caller, request, user: user, keys: validated.keys, op: op)
-                if async {
-                    switch result {
-                    case .success: await self.audit(caller, "container.create", target: user.value, result: .success(()), detail: "operation \(op.id)")
-                    case .failure(let e): await self.audit(caller, "container.create", target: user.value, result: .failure(e), detail: "operation \(op.id): \(e.message)")
+            // Registered under the lock before the work can finish (its last step unregisters it,
+            // under the same lock), so the reconciler never mistakes a live create for a dead one.
+            let work = running.withLock { map -> Task<Result<ContainerView, ContainariumError>, Never> in
+                let t = Task { () async -> Result<ContainerView, ContainariumError> in
+                    let result = await self.performCreate(caller, request, user: user, keys: validated.keys, op: op)
+                    if async {
+                        switch result {
+                        case .success: await self.audit(caller, "container.create", target: user.value, result: .success(()), detail: "operation \(op.id)")
+                        case .failure(let e): await self.audit(caller, "container.create", target: user.value, result: .failure(e), detail: "operation \(op.id): \(e.message)")
+                        }
                     }
+                    return result
                 }
-                return result
+                map[op.id] = Task { _ = await t.value }
+                return t
             }
-            if async {
-                running.withLock { $0[op.id] = Task { _ = await work.value } }
-                return .started(op)
-            }
+            if async { return .started(op) }
             return .done(try await work.value.get())
         }
     }

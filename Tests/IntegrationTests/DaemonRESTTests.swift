@@ -14,7 +14,9 @@ struct DaemonRESTTests {
     func lifecycle() throws {
         let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
-        let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir])
+        // The reconciler runs every second throughout: it must never mistake a live create,
+        // delete or change for something to repair.
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir, "--reconcile-interval", "1"])
         try d.start()
         defer { d.stop() }
         let sfx = TestEnv.suffix()
