@@ -47,7 +47,12 @@ struct FailureTests {
 
     @Test("a create that fails half-way (no network in time) removes the container it made")
     func halfWay() async throws {
-        let sandbox = try IncusEnv.Sandbox(pluginConfig: ["networkTimeoutSeconds": 0])
+        // A profile without a network device: the container can never get an address, so the
+        // create fails at its last step whatever the timing (a zero timeout alone races DHCP).
+        let profile = "ctmnonet\(TestEnv.suffix())"
+        #expect(try IncusEnv.incus(["profile", "create", profile]).status == 0)
+        defer { _ = try? IncusEnv.incus(["profile", "delete", profile]) }
+        let sandbox = try IncusEnv.Sandbox(pluginConfig: ["networkTimeoutSeconds": 1, "profiles": [profile]])
         defer { sandbox.cleanup() }
         let key = sandbox.key.publicText
         let user = "half\(TestEnv.suffix())"
