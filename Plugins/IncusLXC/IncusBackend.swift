@@ -447,15 +447,20 @@ final class IncusBackend: Sendable {
             current = try info(r.name)
         }
         let shrinking = r.diskBytes.map { $0 < (current.diskLimitBytes ?? .max) } ?? false
-        var instance = try api.sync("GET", path(r.name))
+        let instance = try api.sync("GET", path(r.name))
         if let disk = r.diskBytes, let used = current.diskUsageBytes, disk < used {
             throw ContainariumError(
                 .failedPrecondition,
                 "cannot shrink the disk of \(r.name) to \(ByteSize(bytes: disk)): it already uses \(ByteSize(bytes: used))")
         }
         guard case .object(var obj) = instance else { throw .internal("Incus returned a malformed instance") }
+        // The CPU limit goes in a PATCH of its own, after the rest: when limits.memory and
+        // limits.cpu change in one update, Incus 6.0 applies the memory limit but its CPU
+        // scheduler does not re-pin a count limit (nproc inside kept the old count).
+        let cpuPatch: JSONValue? = try r.cpu.map { c throws(ContainariumError) in
+            .object(["config": .object(["limits.cpu": .string(try CPULimit(parsing: c).incusValue)])])
+        }
         var config = obj["config"]?.objectValue ?? [:]
-        if let cpu = r.cpu { config["limits.cpu"] = .string(try CPULimit(parsing: cpu).incusValue) }
         if let mem = r.memoryBytes { config["limits.memory"] = .string(ByteSize(bytes: mem).incusValue) }
         obj["config"] = .object(config)
         if let disk = r.diskBytes {
@@ -466,13 +471,15 @@ final class IncusBackend: Sendable {
             devices["root"] = .object(root)
             obj["devices"] = .object(devices)
         }
-        instance = .object(obj.filter { ["architecture", "config", "devices", "ephemeral", "profiles", "description"].contains($0.key) })
+        let body = JSONValue.object(obj.filter { ["architecture", "config", "devices", "ephemeral", "profiles", "description"].contains($0.key) })
+        let needsPut = r.memoryBytes != nil || r.diskBytes != nil
         try ctx.checkCancelled()
         var attempt = 0
         while true {
             attempt += 1
             do {
-                try api.operation("PUT", path(r.name), body: instance, timeout: 120, context: ctx)
+                if needsPut { try api.operation("PUT", path(r.name), body: body, timeout: 120, context: ctx) }
+                if let cpuPatch { try api.sync("PATCH", path(r.name), body: cpuPatch, timeout: 60) }
                 return try info(r.name)
             } catch where r.diskBytes != nil && error.message.lowercased().contains("quota exceeded") {
                 if shrinking {

@@ -77,8 +77,9 @@ public final class Inventory: Sendable {
         do {
             let client = try service.plugins.instances(backend: service.config.backend)
             let info = try await client.info(InstanceRef(name: name))
-            // Only managed instances belong in the inventory (the listing filters the same way).
-            if info.labels["owner"] != nil || info.provisioned != nil { put(info) } else { remove(name) }
+            // Only Containarium's instances belong in the inventory (the backend's listing filters
+            // the same way): they carry the owner label from the moment they exist.
+            if info.labels["owner"] != nil { put(info) } else { remove(name) }
         } catch where error.code == .notFound {
             remove(name)
         } catch {
