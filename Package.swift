@@ -35,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // The SSH gateway (issue 4).
+        .package(url: "https://github.com/apple/swift-nio-ssh", from: "0.15.1"),
     ],
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).
@@ -78,12 +80,29 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The SSH gateway: an SSH server (swift-nio-ssh) that routes each login to the
+        // environment it names and relays sessions, SFTP and forwards to that environment's sshd.
+        .target(
+            name: "ContainariumGateway",
+            dependencies: [
+                "ContainariumCore", "ContainariumStore",
+                .product(name: "NIOSSH", package: "swift-nio-ssh"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
         // The daemon: REST (Hummingbird) and gRPC (mTLS) adapters over the service layer, JWT,
         // authorization, audit, operations, the inventory cache and the reconciler.
         .target(
             name: "ContainariumDaemon",
             dependencies: [
-                "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost",
+                "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -104,7 +123,7 @@ let package = Package(
         .executableTarget(
             name: "containarium",
             dependencies: [
-                "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumDaemon", "ContainariumStore",
+                "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumDaemon", "ContainariumStore", "ContainariumGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -128,14 +147,14 @@ let package = Package(
             name: "ContainariumTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport",
-                "ContainariumStore", "ContainariumDaemon",
+                "ContainariumStore", "ContainariumDaemon", "ContainariumGateway",
             ],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "TestSupport", "ContainariumStore", "ContainariumDaemon"],
+            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "TestSupport", "ContainariumStore", "ContainariumDaemon", "ContainariumGateway"],
             swiftSettings: strict
         ),
     ]

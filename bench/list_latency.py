@@ -41,23 +41,7 @@ import threading
 import time
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def build_dir():
-    for d in [os.environ.get("CONTAINARIUM_BUILD_DIR"), os.path.join(ROOT, ".build/release"), os.path.join(ROOT, ".build/debug"),
-              "/var/cache/containarium/ci-build/release", "/var/cache/containarium/ci-build/debug"]:
-        if d and os.path.exists(os.path.join(d, "containarium")) and os.path.exists(os.path.join(d, "libIncusLXC.so")):
-            return d
-    sys.exit("no built containarium + libIncusLXC.so found; run swift build first or set CONTAINARIUM_BUILD_DIR")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from benchlib import ROOT, build_dir, free_port
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

@@ -80,6 +80,25 @@ public struct SSHPublicKey: Sendable, Hashable, Codable, CustomStringConvertible
         }
     }
 
+    /// Key types the SSH gateway can verify. swift-nio-ssh (0.15) implements Ed25519 and ECDSA
+    /// only, with no way to add RSA or security-key types from outside, so such keys are refused
+    /// where keys are registered instead of failing later at login.
+    public static let gatewayTypes: Set<String> = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"]
+
+    /// Refuse a key the gateway could never accept, saying why and what to do.
+    public func requireGatewayCompatible() throws(ContainariumError) {
+        guard !Self.gatewayTypes.contains(type) else { return }
+        let what = type == "ssh-rsa" ? "RSA keys" : "security-key (\(type)) keys"
+        throw .invalid("\(what) are not supported: the Containarium SSH gateway cannot verify them (its SSH library, swift-nio-ssh, implements only Ed25519 and ECDSA). Make an Ed25519 key with `ssh-keygen -t ed25519` (or ECDSA with `ssh-keygen -t ecdsa -b 256`) and register its .pub file; see docs/ssh.md")
+    }
+
+    /// Parse and check that the gateway can use the key.
+    public static func registrable(_ raw: String) throws(ContainariumError) -> SSHPublicKey {
+        let key = try SSHPublicKey(parsing: raw)
+        try key.requireGatewayCompatible()
+        return key
+    }
+
     /// The `authorized_keys` line.
     public var authorizedKeysLine: String {
         if let comment { return "\(type) \(body) \(comment)" }

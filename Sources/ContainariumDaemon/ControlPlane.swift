@@ -20,6 +20,7 @@ public final class ControlPlane: Sendable {
     public let daemonID: String
     public let startedAt = Date()
     private let running = Mutex<[String: Task<Void, Never>]>([:])
+    private let accessChanges = Mutex<[@Sendable (String) -> Void]>([])
 
     public init(service: EnvironmentService, store: Store, inventory: Inventory, events: DaemonEvents, logger: Logger) {
         self.service = service
@@ -46,6 +47,14 @@ public final class ControlPlane: Sendable {
         do { try await store.appendAudit(entry) } catch { logger.error("could not write the audit log: \(error)") }
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
                        data: .object(["action": .string(action), "actor": .string(caller.subject), "result": .string(outcome)]))
+    }
+
+    /// An entry from an adapter that has its own notion of the caller (the SSH gateway).
+    public func audit(actor: String, role: String, action: String, target: String, source: String, interface: String, result: String, detail: String) async {
+        let entry = AuditEntry(actor: actor, role: role, action: action, target: target, source: source, interface: interface, result: result, detail: detail)
+        do { try await store.appendAudit(entry) } catch { logger.error("could not write the audit log: \(error)") }
+        events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
+                       data: .object(["action": .string(action), "actor": .string(actor), "result": .string(result)]))
     }
 
     /// Record a rejected credential. Never records the credential itself.
@@ -220,6 +229,7 @@ public final class ControlPlane: Sendable {
             }
             try await store.deleteContainer(user.value)
             inventory.remove(user.containerName)
+            changed(user.value)
         }
     }
 
@@ -284,10 +294,17 @@ public final class ControlPlane: Sendable {
         }
     }
 
-    public func exportSSHConfig(_ caller: Caller, _ username: String, jumpHost: String, keyPath: String?) async throws(ContainariumError) -> String {
+    /// With no jump host and no gateway name, the daemon's own gateway (if it runs one) is used.
+    public func exportSSHConfig(_ caller: Caller, _ username: String, jumpHost: String?, keyPath: String?, gatewayHost: String? = nil) async throws(ContainariumError) -> String {
         let user = try await authorize(caller, username, .read)
-        return try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath)
+        var gateway = gatewayEndpoint.withLock { $0 }
+        if let gatewayHost { gateway?.host = gatewayHost }
+        return try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath, gateway: gateway)
     }
+
+    private let gatewayEndpoint = Mutex<SSHConfigExport.Gateway?>(nil)
+    /// The SSH gateway this daemon runs, for exported configurations.
+    public func setGateway(_ g: SSHConfigExport.Gateway) { gatewayEndpoint.withLock { $0 = g } }
 
     // MARK: - SSH keys (the container's authorized_keys is the truth; the store keeps history)
 
@@ -322,12 +339,13 @@ public final class ControlPlane: Sendable {
     public func addKey(_ caller: Caller, _ username: String, publicKey: String) async throws(ContainariumError) -> KeyView {
         try await audited(caller, "container.ssh-key.add", username) { () async throws(ContainariumError) -> KeyView in
             let user = try await authorize(caller, username, .act)
-            let key = try SSHPublicKey(parsing: publicKey)
+            let key = try SSHPublicKey.registrable(publicKey)
             var keys = try await readKeys(user)
             if keys.contains(where: { $0.fingerprint == key.fingerprint }) { throw .alreadyExists("key \(key.fingerprint) is already installed") }
             keys.append(key)
             try await writeKeys(user, keys)
             try? await store.addKey(KeyRecord(username: user.value, fingerprint: key.fingerprint, publicKey: key.authorizedKeysLine))
+            changed(user.value)
             return KeyView(fingerprint: key.fingerprint, type: key.type, comment: key.comment ?? "", publicKey: key.authorizedKeysLine)
         }
     }
@@ -341,6 +359,7 @@ public final class ControlPlane: Sendable {
             guard !remaining.isEmpty else { throw ContainariumError(.failedPrecondition, "refusing to remove the last key: \(user.value) could not log in any more") }
             try await writeKeys(user, remaining)
             _ = try? await store.removeKey(user.value, fingerprint: fingerprint)
+            changed(user.value)
         }
     }
 
@@ -348,23 +367,84 @@ public final class ControlPlane: Sendable {
 
     public func listCollaborators(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [CollaboratorView] {
         let user = try await authorize(caller, username, .read)
-        return try await store.collaborators(of: user.value).map { CollaboratorView(collaboratorUsername: $0.collaborator, addedBy: $0.addedBy, addedAt: $0.addedAt) }
+        return try await store.collaborators(of: user.value).map(CollaboratorView.init)
     }
 
-    public func addCollaborator(_ caller: Caller, _ username: String, collaborator: String) async throws(ContainariumError) -> CollaboratorView {
-        try await audited(caller, "container.collaborator.add", username, detail: collaborator) { () async throws(ContainariumError) -> CollaboratorView in
+    /// Creates (or updates) the collaborator's own account inside the owner's environment:
+    /// its keys, and either full sudo or only `sudo su - OWNER`, which sudo logs (with I/O
+    /// logging) to /var/log/containarium-collaborators.log and /var/log/sudo-io.
+    private static let collaboratorScript = """
+        set -e
+        owner="$1"; user="$2"; mode="$3"; runtime="$4"; shift 4
+        marker="containarium collaborator on $owner"
+        if id "$user" >/dev/null 2>&1; then
+            [ "$(getent passwd "$user" | cut -d: -f5)" = "$marker" ] || { echo "an account named $user already exists in this environment" >&2; exit 4; }
+        else
+            useradd -m -s /bin/bash -c "$marker" "$user"
+        fi
+        h=$(getent passwd "$user" | cut -d: -f6)
+        mkdir -p "$h/.ssh"
+        : > "$h/.ssh/authorized_keys.containarium"
+        for k in "$@"; do printf '%s\n' "$k" >> "$h/.ssh/authorized_keys.containarium"; done
+        chmod 600 "$h/.ssh/authorized_keys.containarium"; chown "$user:" "$h/.ssh/authorized_keys.containarium" "$h/.ssh"; chmod 700 "$h/.ssh"
+        mv "$h/.ssh/authorized_keys.containarium" "$h/.ssh/authorized_keys"
+        f="/etc/sudoers.d/containarium-collaborator-$user"
+        if [ "$mode" = full ]; then
+            printf '%s ALL=(ALL:ALL) NOPASSWD:ALL\n' "$user" > "$f.tmp"
+        else
+            su=$(command -v su)
+            printf 'Defaults:%s logfile=/var/log/containarium-collaborators.log, log_input, log_output, iolog_dir=/var/log/sudo-io\n%s ALL=(root) NOPASSWD: %s - %s\n' "$user" "$user" "$su" "$owner" > "$f.tmp"
+        fi
+        chmod 440 "$f.tmp"
+        visudo -cf "$f.tmp" >/dev/null
+        mv "$f.tmp" "$f"
+        if [ "$runtime" = yes ]; then
+            getent group docker >/dev/null || groupadd docker
+            usermod -aG docker "$user"
+        fi
+        """
+
+    private static let removeCollaboratorScript = """
+        user="$1"; owner="$2"
+        [ "$(getent passwd "$user" | cut -d: -f5)" = "containarium collaborator on $owner" ] || exit 0
+        pkill -KILL -u "$user" 2>/dev/null || true
+        rm -f "/etc/sudoers.d/containarium-collaborator-$user"
+        userdel -r "$user" 2>/dev/null || userdel "$user"
+        """
+
+    public func addCollaborator(_ caller: Caller, _ username: String, collaborator: String, sshKey: String? = nil,
+                                sudo: Bool = false, containerRuntime: Bool = false) async throws(ContainariumError) -> CollaboratorView {
+        try await audited(caller, "container.collaborator.add", username, detail: collaborator + (sudo ? " sudo" : "") + (containerRuntime ? " container-runtime" : "")) { () async throws(ContainariumError) -> CollaboratorView in
             let user = try await authorize(caller, username, .own)
             let other = try Username(collaborator)
             guard other != user else { throw .invalid("\(other.value) owns this environment already") }
+            let keys = try sshKey.map { text throws(ContainariumError) in try SSHPublicKey.parseMany(text) } ?? []
+            for key in keys { try key.requireGatewayCompatible() }
             guard try await store.container(user.value) != nil || inventory.get(user.containerName) != nil else {
                 throw .notFound("\(user.value) has no environment")
             }
             if try await store.container(user.value) == nil, let info = inventory.get(user.containerName) {
                 try await adopt(info)
             }
-            let record = CollaboratorRecord(username: user.value, collaborator: other.value, addedBy: caller.subject)
-            try await store.addCollaborator(record)
-            return CollaboratorView(collaboratorUsername: other.value, addedBy: caller.subject, addedAt: record.addedAt)
+            guard !(try await store.collaborators(of: user.value)).contains(where: { $0.collaborator == other.value }) else {
+                throw .alreadyExists("\(other.value) already collaborates on \(user.value)'s environment")
+            }
+            let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.collaboratorScript, "sh", user.value, other.value,
+                                                                           sudo ? "full" : "owner-only", containerRuntime ? "yes" : "no"] + keys.map(\.authorizedKeysLine))
+            guard r.exitCode == 0 else {
+                if r.exitCode == 4 { throw .alreadyExists(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                throw .internal("could not create \(other.value)'s account in \(user.value)'s environment", cause: r.stderr)
+            }
+            let record = CollaboratorRecord(username: user.value, collaborator: other.value, addedBy: caller.subject, sudo: sudo, containerRuntime: containerRuntime)
+            do throws(ContainariumError) {
+                try await store.addCollaborator(record)
+            } catch {
+                // Leave nothing half-made: the account goes when the record cannot be written.
+                _ = try? await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
+                throw error
+            }
+            changed(user.value)
+            return CollaboratorView(record)
         }
     }
 
@@ -372,10 +452,27 @@ public final class ControlPlane: Sendable {
         try await audited(caller, "container.collaborator.remove", username, detail: collaborator) { () async throws(ContainariumError) in
             let user = try await authorize(caller, username, .own)
             let other = try Username(collaborator)
-            guard try await store.removeCollaborator(user.value, collaborator: other.value) else {
+            guard try await store.collaborators(of: user.value).contains(where: { $0.collaborator == other.value }) else {
                 throw .notFound("\(other.value) does not collaborate on \(user.value)'s environment")
             }
+            if inventory.get(user.containerName)?.state == .running {
+                let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
+                guard r.exitCode == 0 else { throw .internal("could not remove \(other.value)'s account", cause: r.stderr) }
+            }
+            try await store.removeCollaborator(user.value, collaborator: other.value)
+            changed(user.value)
         }
+    }
+
+    /// Who may log in to an environment changed (keys, collaborators, deletion): caches
+    /// such as the SSH gateway's drop what they knew.
+    func changed(_ username: String) {
+        accessChanges.withLock { handlers in handlers.forEach { $0(username) } }
+    }
+
+    /// Be told when access to an environment changes.
+    public func onAccessChange(_ handler: @escaping @Sendable (String) -> Void) {
+        accessChanges.withLock { $0.append(handler) }
     }
 
     /// Record an environment the store does not know yet (made by the local CLI, or before

@@ -1,5 +1,6 @@
 public import ContainariumCore
 public import ContainariumService
+public import ContainariumGateway
 import ContainariumStore
 public import Foundation
 import Hummingbird
@@ -21,6 +22,10 @@ public struct DaemonOptions: Sendable {
     public var orphanGrace: TimeInterval = 300
     public var swaggerDir: String?
     public var grpc: GRPCOptions?
+    /// The SSH gateway, when set (`--ssh-port`, or `containarium gateway`).
+    public var ssh: GatewayOptions?
+    /// Off for a gateway-only process sharing state with a daemon: one reconciler is enough.
+    public var reconcilerEnabled = true
 
     public init(jwtSecret: String) { self.jwtSecret = jwtSecret }
 }
@@ -54,18 +59,29 @@ public enum Daemon {
         let reconciler = Reconciler(plane: plane, grace: options.orphanGrace)
 
         // Startup reconciliation happens before any request is served.
-        do {
-            let report = try await reconciler.reconcileOnce()
-            logger.info("startup reconcile: \(report)")
-        } catch {
-            logger.warning("startup reconcile failed (will retry): \(error)")
+        if options.reconcilerEnabled {
+            do {
+                let report = try await reconciler.reconcileOnce()
+                logger.info("startup reconcile: \(report)")
+            } catch {
+                logger.warning("startup reconcile failed (will retry): \(error)")
+            }
         }
 
         services.append(.init(service: TaskService(description: "inventory") { await inventory.run() }))
-        services.append(.init(service: TaskService(description: "reconciler") {
-            try? await Task.sleep(for: options.reconcileInterval)
-            await reconciler.run(interval: options.reconcileInterval)
-        }))
+        if options.reconcilerEnabled {
+            services.append(.init(service: TaskService(description: "reconciler") {
+                try? await Task.sleep(for: options.reconcileInterval)
+                await reconciler.run(interval: options.reconcileInterval)
+            }))
+        }
+        if let ssh = options.ssh {
+            let keys = try GatewayKeys.loadOrCreate(dir: ssh.keyDir)
+            let bans = BanList(policy: ssh.bans, store: store)
+            let directory = ControlPlaneGatewayDirectory(plane: plane)
+            services.append(.init(service: SSHGateway(options: ssh, directory: directory, bans: bans, keys: keys, logger: logger)))
+            plane.setGateway(SSHConfigExport.Gateway(host: ssh.publicHost, port: ssh.port, hostKey: keys.hostPublicKey))
+        }
         if options.restEnabled {
             let app = Application(
                 responder: RESTAPI(plane: plane, tokens: tokens, swaggerDir: options.swaggerDir),

@@ -39,6 +39,7 @@ public enum ContainariumRPC {
     public static let unaryMethods = [
         "ListContainers", "GetContainer", "DeleteContainer", "StartContainer", "StopContainer", "RestartContainer",
         "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity", "ListStacks",
+        "ListCollaborators", "AddCollaborator", "RemoveCollaborator",
     ]
     public static let createMethod = "CreateContainer"
     public static func method(_ name: String) -> MethodDescriptor { MethodDescriptor(service: service, method: name) }
@@ -115,7 +116,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
             let command = request["command"]?.items?.compactMap { $0.stringValue } ?? []
             return try encode(await plane.exec(caller, try field("username"), command: command, asUser: request["asUser"]?.bool ?? false))
         case "ExportSSHConfig":
-            let text = try await plane.exportSSHConfig(caller, try field("username"), jumpHost: try field("jumpHost"), keyPath: request["keyPath"]?.stringValue)
+            let text = try await plane.exportSSHConfig(caller, try field("username"), jumpHost: request["jumpHost"]?.stringValue, keyPath: request["keyPath"]?.stringValue,
+                                                       gatewayHost: request["gatewayHost"]?.stringValue)
             return .object(["config": .string(text)])
         case "GetSystemInfo": return try await plane.systemInfo(caller)
         case "ListAudit":
@@ -123,6 +125,15 @@ struct ContainariumGRPCService: RegistrableRPCService {
                                 result: request["result"]?.stringValue, limit: Int(request["limit"]?.number ?? 100))
             return try encode(["entries": await plane.auditLog(caller, f)])
         case "ListPlugins": return .object(["plugins": .array(await plane.plugins(caller))])
+        case "ListCollaborators":
+            return try encode(["collaborators": await plane.listCollaborators(caller, try field("username"))])
+        case "AddCollaborator":
+            return try encode(await plane.addCollaborator(caller, try field("username"), collaborator: try field("collaboratorUsername"),
+                                                          sshKey: request["sshPublicKey"]?.stringValue, sudo: request["sudo"]?.bool ?? false,
+                                                          containerRuntime: request["containerRuntime"]?.bool ?? false))
+        case "RemoveCollaborator":
+            try await plane.removeCollaborator(caller, try field("username"), collaborator: try field("collaboratorUsername"))
+            return .object([:])
         case "ListStacks":
             let stacks = plane.service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s -> JSONValue in
                 .object(["name": .string(s.name), "description": .string(s.description), "packages": .array(s.packages.map { .string($0) }),

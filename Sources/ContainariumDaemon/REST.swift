@@ -128,9 +128,12 @@ public struct RESTAPI: HTTPResponder {
             try api.json(.ok, ["collaborators": await api.plane.listCollaborators(c.caller, c.params[0])])
         },
         r(.post, "/v1/containers/{}/collaborators", "container.collaborator.add") { api, c throws(ContainariumError) in
-            let body = try api.object(c, allowed: ["collaboratorUsername"], required: ["collaboratorUsername"])
+            let body = try api.object(c, allowed: ["collaboratorUsername", "sshPublicKey", "sudo", "containerRuntime"], required: ["collaboratorUsername"])
             guard let who = try api.string(body["collaboratorUsername"], "collaboratorUsername") else { throw .invalid("missing field 'collaboratorUsername'") }
-            return try api.json(.created, await api.plane.addCollaborator(c.caller, c.params[0], collaborator: who))
+            let key = try api.string(body["sshPublicKey"], "sshPublicKey")
+            let sudo = try body["sudo"].map { v throws(ContainariumError) in try api.boolValue(v, "sudo") } ?? false
+            let runtime = try body["containerRuntime"].map { v throws(ContainariumError) in try api.boolValue(v, "containerRuntime") } ?? false
+            return try api.json(.created, await api.plane.addCollaborator(c.caller, c.params[0], collaborator: who, sshKey: key, sudo: sudo, containerRuntime: runtime))
         },
         r(.delete, "/v1/containers/{}/collaborators/{}", "container.collaborator.remove") { api, c throws(ContainariumError) in
             try await api.plane.removeCollaborator(c.caller, c.params[0], collaborator: c.params[1])

@@ -134,6 +134,17 @@ public struct CollaboratorView: Codable, Sendable, Equatable {
     public var collaboratorUsername: String
     public var addedBy: String
     public var addedAt: Date
+    /// Full sudo; otherwise the collaborator may only become the owner with a logged `sudo su - OWNER`.
+    public var sudo: Bool
+    public var containerRuntime: Bool
+
+    init(_ r: CollaboratorRecord) {
+        collaboratorUsername = r.collaborator
+        addedBy = r.addedBy
+        addedAt = r.addedAt
+        sudo = r.sudo
+        containerRuntime = r.containerRuntime
+    }
 }
 
 public struct CleanupView: Codable, Sendable, Equatable {

@@ -93,6 +93,7 @@ public struct EnvironmentService: Sendable {
         guard !r.sshKeys.isEmpty else { throw .invalid("at least one SSH public key is required") }
         var keys: [SSHPublicKey] = []
         for text in r.sshKeys { keys += try SSHPublicKey.parseMany(text) }
+        for key in keys { try key.requireGatewayCompatible() }
         if r.image != nil && r.osType != nil { throw .invalid("give either an image or an OS type, not both") }
         let image: String
         if let explicit = r.image {
@@ -273,12 +274,14 @@ public struct EnvironmentService: Sendable {
     }
 
     /// An OpenSSH client configuration for reaching a user's environment through a jump host.
-    public func exportSSHConfig(username: String, jumpHost: String, keyPath: String?, now: Date = Date()) async throws(ContainariumError) -> String {
+    public func exportSSHConfig(username: String, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway? = nil,
+                                now: Date = Date()) async throws(ContainariumError) -> String {
         let user = try Username(username)
         let info = try await backend().info(InstanceRef(name: user.containerName))
         guard let ip = info.ipv4.first else {
             throw ContainariumError(.failedPrecondition, "\(user.containerName) has no IPv4 address (is it running?)")
         }
-        return try SSHConfigExport(user: user, jumpHost: jumpHost, containerIP: ip, keyPath: keyPath).render(now: now)
+        return try SSHConfigExport(user: user, jumpHost: jumpHost, containerIP: ip, keyPath: keyPath, gateway: gateway,
+                                   containerHostKeys: info.sshHostKeys ?? []).render(now: now)
     }
 }

@@ -53,11 +53,31 @@ public struct CollaboratorRecord: Codable, Sendable, Equatable {
     public var collaborator: String
     public var addedBy: String
     public var addedAt: Date
-    public init(username: String, collaborator: String, addedBy: String, addedAt: Date = Date()) {
+    /// Full sudo inside the environment (default: only a logged `sudo su - OWNER`).
+    public var sudo: Bool
+    /// Member of the container runtime's group (docker).
+    public var containerRuntime: Bool
+    public init(username: String, collaborator: String, addedBy: String, addedAt: Date = Date(), sudo: Bool = false, containerRuntime: Bool = false) {
         self.username = username
         self.collaborator = collaborator
         self.addedBy = addedBy
         self.addedAt = addedAt
+        self.sudo = sudo
+        self.containerRuntime = containerRuntime
+    }
+}
+
+/// An address the SSH gateway refuses after repeated failed logins.
+public struct GatewayBanRecord: Codable, Sendable, Equatable {
+    public var address: String
+    public var bannedAt: Date
+    public var until: Date
+    public var failures: Int
+    public init(address: String, bannedAt: Date, until: Date, failures: Int) {
+        self.address = address
+        self.bannedAt = bannedAt
+        self.until = until
+        self.failures = failures
     }
 }
 

@@ -48,5 +48,13 @@ public enum Schema {
             "CREATE INDEX audit_actor ON audit (actor, at)",
             "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at BIGINT NOT NULL)",
         ]),
+        Migration(version: 4, name: "collaborator access levels, SSH gateway bans", statements: [
+            "ALTER TABLE collaborators ADD COLUMN sudo BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE collaborators ADD COLUMN container_runtime BIGINT NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE gateway_bans (
+                address TEXT PRIMARY KEY, banned_at BIGINT NOT NULL, until BIGINT NOT NULL, failures BIGINT NOT NULL)
+            """,
+        ]),
     ]
 }

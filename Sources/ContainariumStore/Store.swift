@@ -1,5 +1,5 @@
 public import ContainariumCore
-import Foundation
+public import Foundation
 public import Logging
 
 /// The daemon's persistent state over either engine: owners, keys, collaborators, operations,
@@ -112,8 +112,9 @@ public struct Store: Sendable {
 
     public func addCollaborator(_ c: CollaboratorRecord) async throws(ContainariumError) {
         do throws(ContainariumError) {
-            try await db.query("INSERT INTO collaborators (username, collaborator, added_by, added_at) VALUES (?, ?, ?, ?)",
-                               [.text(c.username), .text(c.collaborator), .text(c.addedBy), SQLValue(c.addedAt)])
+            try await db.query("INSERT INTO collaborators (username, collaborator, added_by, added_at, sudo, container_runtime) VALUES (?, ?, ?, ?, ?, ?)",
+                               [.text(c.username), .text(c.collaborator), .text(c.addedBy), SQLValue(c.addedAt),
+                                .int(c.sudo ? 1 : 0), .int(c.containerRuntime ? 1 : 0)])
         } catch where error.code == .alreadyExists {
             throw .alreadyExists("\(c.collaborator) already collaborates on \(c.username)'s environment")
         }
@@ -121,7 +122,8 @@ public struct Store: Sendable {
 
     private static func collaborator(_ r: SQLRow) -> CollaboratorRecord? {
         guard let u = r["username"].string, let c = r["collaborator"].string, let b = r["added_by"].string, let a = r["added_at"].date else { return nil }
-        return CollaboratorRecord(username: u, collaborator: c, addedBy: b, addedAt: a)
+        return CollaboratorRecord(username: u, collaborator: c, addedBy: b, addedAt: a,
+                                  sudo: (r["sudo"].int ?? 0) != 0, containerRuntime: (r["container_runtime"].int ?? 0) != 0)
     }
 
     public func collaborators(of username: String) async throws(ContainariumError) -> [CollaboratorRecord] {
@@ -232,5 +234,32 @@ public struct Store: Sendable {
         try await db.query(
             "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             [.text(name), .text(value), SQLValue(Date())])
+    }
+
+    // MARK: SSH gateway bans
+
+    private static func ban(_ r: SQLRow) -> GatewayBanRecord? {
+        guard let a = r["address"].string, let b = r["banned_at"].date, let u = r["until"].date else { return nil }
+        return GatewayBanRecord(address: a, bannedAt: b, until: u, failures: Int(r["failures"].int ?? 0))
+    }
+
+    public func saveBan(_ b: GatewayBanRecord) async throws(ContainariumError) {
+        try await db.query(
+            """
+            INSERT INTO gateway_bans (address, banned_at, until, failures) VALUES (?, ?, ?, ?)
+            ON CONFLICT (address) DO UPDATE SET banned_at = excluded.banned_at, until = excluded.until, failures = excluded.failures
+            """,
+            [.text(b.address), SQLValue(b.bannedAt), SQLValue(b.until), .int(Int64(b.failures))])
+    }
+
+    /// Bans still in force at `now` (expired ones are removed on the way).
+    public func activeBans(now: Date = Date()) async throws(ContainariumError) -> [GatewayBanRecord] {
+        try await db.query("DELETE FROM gateway_bans WHERE until <= ?", [SQLValue(now)])
+        return try await db.query("SELECT * FROM gateway_bans ORDER BY address", []).compactMap(Self.ban)
+    }
+
+    @discardableResult
+    public func deleteBan(_ address: String) async throws(ContainariumError) -> Bool {
+        !(try await db.query("DELETE FROM gateway_bans WHERE address = ? RETURNING address", [.text(address)])).isEmpty
     }
 }

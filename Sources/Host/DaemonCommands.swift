@@ -48,6 +48,8 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("reconcile-interval"), help: "Seconds between reconciliations.") var reconcileInterval = 60
     @Option(name: .customLong("orphan-grace"), help: "Seconds before a half-made container nobody is creating is removed.") var orphanGrace = 300
     @Option(name: .customLong("swagger-dir"), help: "Directory with the Swagger UI assets.") var swaggerDir: String?
+    @Option(name: .customLong("ssh-port"), help: "Also run the SSH gateway on this port (0: off).") var sshPort = 0
+    @OptionGroup var gateway: GatewayFlags
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
@@ -77,6 +79,9 @@ struct DaemonCommand: AsyncParsableCommand {
         options.reconcileInterval = .seconds(max(1, reconcileInterval))
         options.orphanGrace = TimeInterval(max(0, orphanGrace))
         options.swaggerDir = swaggerDir ?? Self.defaultSwaggerDir()
+        if sshPort > 0 {
+            options.ssh = try gateway.options(port: sshPort, stateDir: stateDir)
+        }
         if port > 0 {
             var g = GRPCOptions()
             g.host = grpcHost

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ContainariumCore
+import ContainariumGateway
 import ContainariumDaemon
 import ContainariumService
 import Foundation
@@ -245,7 +246,9 @@ struct Export: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the SSH client configuration for a user's environment.")
 
     @Argument var username: String
-    @Option(name: .customLong("jump-ip"), help: "Public address of the jump host.") var jumpIP: String
+    @Option(name: .customLong("jump-ip"), help: "Public address of a jump host (the reference's layout).") var jumpIP: String?
+    @Option(help: "The SSH gateway as HOST[:PORT] (default port 2222); its host key is read from --gateway-key-dir.") var gateway: String?
+    @Option(name: .customLong("gateway-key-dir"), help: "The gateway's key directory.") var gatewayKeyDir = "/var/lib/containarium/gateway"
     @Option(help: "Path of the user's private key (default ~/.ssh/containarium_<user>).") var key: String?
     @Option(help: "Write to this file instead of stdout.") var output: String?
     @OptionGroup var global: GlobalOptions
@@ -254,14 +257,17 @@ struct Export: AsyncParsableCommand {
     func run() async throws {
         let text: String
         if let client = try remote.client() {
-            var q: [String: JSONValue] = ["username": .string(username), "jumpHost": .string(jumpIP)]
+            var q: [String: JSONValue] = ["username": .string(username)]
+            if let jumpIP { q["jumpHost"] = .string(jumpIP) }
+            if let gateway { q["gatewayHost"] = .string(String(gateway.split(separator: ":").first ?? "")) }
             if let key { q["keyPath"] = .string(key) }
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ExportSSHConfig", .object(q)) }
             text = v["config"]?.stringValue ?? ""
         } else {
             let service = try global.service()
+            let endpoint = try gatewayEndpoint()
             text = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await service.exportSSHConfig(username: username, jumpHost: jumpIP, keyPath: key)
+                try await service.exportSSHConfig(username: username, jumpHost: jumpIP, keyPath: key, gateway: endpoint)
             }
         }
         if let output {
@@ -275,6 +281,24 @@ struct Export: AsyncParsableCommand {
             print("✓ SSH configuration written to \(output)")
         } else {
             print(text, terminator: "")
+        }
+    }
+}
+
+extension Export {
+    /// HOST[:PORT] plus the host key the gateway on this node generated.
+    func gatewayEndpoint() throws -> SSHConfigExport.Gateway? {
+        guard let gateway else { return nil }
+        var host = gateway, port = 2222
+        if let colon = gateway.lastIndex(of: ":"), !gateway.hasSuffix("]"), gateway.filter({ $0 == ":" }).count == 1 {
+            host = String(gateway[..<colon])
+            guard let p = Int(gateway[gateway.index(after: colon)...]) else { throw fail(.invalid("--gateway must be HOST[:PORT]")) }
+            port = p
+        }
+        do {
+            return SSHConfigExport.Gateway(host: host, port: port, hostKey: try GatewayKeys.hostPublicKey(dir: gatewayKeyDir))
+        } catch {
+            throw fail(error)
         }
     }
 }
