@@ -455,10 +455,12 @@ public final class ControlPlane: Sendable {
             guard try await store.collaborators(of: user.value).contains(where: { $0.collaborator == other.value }) else {
                 throw .notFound("\(other.value) does not collaborate on \(user.value)'s environment")
             }
-            if inventory.get(user.containerName)?.state == .running {
-                let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
-                guard r.exitCode == 0 else { throw .internal("could not remove \(other.value)'s account", cause: r.stderr) }
+            // The account inside goes with the record: nothing is left that still opens the door.
+            guard inventory.get(user.containerName)?.state == .running else {
+                throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is not running: start it first, so that \(other.value)'s account inside it can be removed too")
             }
+            let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
+            guard r.exitCode == 0 else { throw .internal("could not remove \(other.value)'s account", cause: r.stderr) }
             try await store.removeCollaborator(user.value, collaborator: other.value)
             changed(user.value)
         }

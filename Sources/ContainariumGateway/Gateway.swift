@@ -301,7 +301,9 @@ final class AuthDelegate: NIOSSHServerUserAuthenticationDelegate, Sendable {
                                                 detail: "\(route.role.rawValue) key \(fingerprint)"))
                 responsePromise.succeed(.success)
             case .failure(let denial):
-                connection.failed()
+                // A stopped or unreachable environment is not the client's fault: it does not
+                // count towards a ban (and tells an attacker nothing: the answer is the same).
+                if denial.countsAsFailure { connection.failed() }
                 gateway.audit(GatewayAuditEvent(action: "gateway.auth", actor: user, target: user, source: source,
                                                 result: "unauthenticated", detail: "\(denial) (key \(fingerprint))"))
                 responsePromise.succeed(.failure)

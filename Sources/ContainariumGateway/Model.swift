@@ -36,6 +36,14 @@ public enum GatewayDenial: Error, Sendable, Equatable, CustomStringConvertible {
     case notRunning(String)
     case unavailable(String)
 
+    /// Whether the refusal counts towards banning the source address.
+    public var countsAsFailure: Bool {
+        switch self {
+        case .invalidUsername, .unknownEnvironment, .keyNotAuthorized: true
+        case .notRunning, .unavailable: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .invalidUsername(let u): "not a valid user name: \(u)"

@@ -264,6 +264,14 @@ struct GatewayTests {
         #expect(add2.status == 0, "\(add2.output)")
         let full = try bed.ssh(alice, key: bobKey.privateKey, ["sudo -n id -un; id -Gn"])
         #expect(full.stdout.hasPrefix("root\n") && full.stdout.contains("docker"), "\(full.output)")
+        // While the environment is stopped, its collaborators cannot be removed half-way (the
+        // account inside would stay): refused with the reason, and nothing changes.
+        #expect(try HTTP.call("POST", bed.daemon.base + "/v1/containers/\(alice)/stop", token: bed.admin, body: #"{"force": true}"#).status == 200)
+        let whileStopped = try HTTP.call("DELETE", bed.daemon.base + "/v1/containers/\(alice)/collaborators/\(bob)", token: aliceT)
+        #expect(whileStopped.status == 412 && whileStopped.text.contains("start it first"), "\(whileStopped.text)")
+        #expect(try HTTP.call("GET", bed.daemon.base + "/v1/containers/\(alice)/collaborators", token: aliceT).text.contains(bob))
+        // A stopped environment refuses logins without counting them as failures.
+        #expect(denied(try bed.ssh(alice, key: bed.box.key.privateKey, ["true"])))
     }
 
     @Test("brute force: bans after repeated failures, per address, surviving a restart, liftable; probes and garbage do not count and do not disturb others")
