@@ -80,6 +80,11 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The unified scheduler (issue 5): filters and scores nodes for each placement. Pure
+        // logic, no I/O, so it is tested as tables and benchmarked on synthetic clusters.
+        .target(name: "ContainariumScheduler", exclude: ["README.md"], swiftSettings: strict),
+        .executableTarget(name: "scheduler-bench", dependencies: ["ContainariumScheduler"], path: "bench/SchedulerBench", swiftSettings: strict),
+
         // The SSH gateway: an SSH server (swift-nio-ssh) that routes each login to the
         // environment it names and relays sessions, SFTP and forwards to that environment's sshd.
         .target(
@@ -147,7 +152,7 @@ let package = Package(
             name: "ContainariumTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport",
-                "ContainariumStore", "ContainariumDaemon", "ContainariumGateway",
+                "ContainariumStore", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler",
             ],
             exclude: ["Fixtures"],
             swiftSettings: strict
