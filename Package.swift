@@ -107,7 +107,7 @@ let package = Package(
         .target(
             name: "ContainariumDaemon",
             dependencies: [
-                "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway",
+                "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway", "ContainariumScheduler",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

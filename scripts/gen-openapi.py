@@ -93,7 +93,25 @@ schemas = {
                                   "containers": obj({"total": INT, "running": INT}, ["total", "running"]), "database": STR,
                                   "eventStream": BOOL, "capacity": {"type": "object"}}},
     "Metrics": obj({"containers": {"type": "array", "items": {"type": "object"}}}, ["containers"]),
-    "Backends": obj({"backends": {"type": "array", "items": {"type": "object"}}}, ["backends"]),
+    "Backends": obj({"backends": {"type": "array", "items": {"type": "object"}},
+                     "nodes": {"type": "array", "items": ref("Node")}}, ["backends", "nodes"]),
+    "Resources3": {"type": "object", "properties": {"cpuMillis": {"type": "integer"}, "memoryBytes": {"type": "integer"}, "diskBytes": {"type": "integer"}},
+                   "required": ["cpuMillis", "memoryBytes", "diskBytes"]},
+    "Node": {"type": "object", "properties": {
+        "name": STR, "address": STR, "local": BOOL, "healthy": BOOL, "draining": BOOL, "lastSeen": TIME,
+        "kinds": {"type": "array", "items": STR}, "capacity": ref("Resources3"), "used": ref("Resources3"),
+        "gpus": {"type": "array", "items": {"type": "object"}}, "labels": {"type": "object", "additionalProperties": STR},
+        "pool": STR, "preemptible": BOOL, "environments": {"type": "integer", "minimum": 0}},
+        "required": ["name", "local", "healthy", "draining", "kinds", "capacity", "used", "gpus", "labels", "preemptible", "environments"]},
+    "NodeList": obj({"nodes": {"type": "array", "items": ref("Node")}}, ["nodes"]),
+    "ExplainRequest": obj({"cpu": STR, "memory": STR, "disk": STR, "osType": STR, "image": STR,
+                           "labels": {"type": "object", "additionalProperties": STR, "description": "node.KEY=VALUE labels select nodes"}}, []),
+    "Explanation": {"type": "object", "properties": {
+        "request": {"type": "object"}, "policy": {"type": "object"}, "chosen": STR,
+        "verdicts": {"type": "array", "items": {"type": "object", "properties": {
+            "node": STR, "filteredBecause": {"type": "array", "items": {"type": "object"}}, "score": {"type": "number"},
+            "scoreParts": {"type": "object", "additionalProperties": {"type": "number"}}}, "required": ["node", "filteredBecause", "scoreParts"]}}},
+        "required": ["request", "policy", "verdicts"]},
     "Plugins": obj({"plugins": {"type": "array", "items": {"type": "object"}}}, ["plugins"]),
     "Health": obj({"status": STR}, ["status"]),
     # One server-sent event as SSE frames it: `id`, `event` (the type) and `data`, a JSON
@@ -129,6 +147,7 @@ def op(summary, responses, body=None, params=(), tag="containers", extra=None):
 
 U = {"name": "username", "in": "path", "required": True, "schema": USERNAME}
 C = {"name": "collaborator", "in": "path", "required": True, "schema": USERNAME}
+N = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$"}}
 
 paths = {
     "/healthz": {"get": {"summary": "Liveness (no authentication)", "tags": ["system"], "security": [],
@@ -168,6 +187,13 @@ paths = {
     "/v1/metrics": {"get": op("Per-environment usage", ok("Metrics"), tag="system")},
     "/v1/backends": {"get": op("Instance backends and their health", ok("Backends"), tag="system")},
     "/v1/plugins": {"get": op("Plugins on this node", ok("Plugins"), tag="system")},
+    "/v1/nodes": {"get": op("The cluster's nodes with health, capacity and use (admin)", ok("NodeList"), tag="cluster")},
+    "/v1/nodes/{name}/drain": {"post": op("Stop placing environments on a node (admin)", ok("Node"), tag="cluster", params=[N])},
+    "/v1/nodes/{name}/undrain": {"post": op("Place environments on a node again (admin)", ok("Node"), tag="cluster", params=[N])},
+    "/v1/nodes/{name}": {"delete": op("Forget a node (admin; its environments stay on the machine)", ok("Message"), tag="cluster", params=[
+        N, {"name": "force", "in": "query", "required": False, "schema": BOOL}], extra={"412": err("The node still has environments")})},
+    "/v1/schedule/explain": {"post": op("Why each node would or would not take an environment (admin)", ok("Explanation"),
+                                        ("ExplainRequest", True), tag="cluster")},
     "/v1/operations/{id}": {"get": op("Poll an asynchronous operation", ok("Operation"),
                                       params=[{"name": "id", "in": "path", "required": True, "schema": STR}], tag="operations")},
     "/v1/audit": {"get": op("Query the audit log (admin)", ok("AuditList"), tag="audit", params=[

@@ -8,6 +8,8 @@ import Synchronization
 /// owns or collaborates on.
 public enum Role: String, Codable, Sendable, CaseIterable {
     case admin, user
+    /// A cluster member: may only report its own state (`ReportNode`).
+    case node
 }
 
 /// An authenticated principal, whichever interface it came through.
@@ -130,7 +132,8 @@ public struct Tokens: Sendable {
         guard Self.validSubject(claims.sub.value) else {
             throw .unauthenticated("invalid token: subject is not a valid user name")
         }
-        let role: Role = claims.roles.contains("admin") ? .admin : .user
+        let role: Role = claims.roles.contains("admin") ? .admin : claims.roles.contains("user") || claims.roles.isEmpty ? .user
+            : claims.roles.contains("node") ? .node : .user
         verified.insert(digest, subject: claims.sub.value, role: role, expires: claims.exp?.value ?? .distantFuture)
         return (claims.sub.value, role)
     }

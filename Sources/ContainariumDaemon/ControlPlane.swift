@@ -3,6 +3,7 @@ public import ContainariumService
 public import ContainariumStore
 public import Foundation
 public import Logging
+public import ContainariumScheduler
 import PluginHost
 import Synchronization
 
@@ -93,6 +94,7 @@ public final class ControlPlane: Sendable {
     public func authorize(_ caller: Caller, _ username: String, _ access: Access) async throws(ContainariumError) -> Username {
         let user = try Username(username)
         if caller.isAdmin { return user }
+        if caller.role == .node { throw .denied("node tokens may only report node state") }
         let owner = try await owner(of: user)
         if owner == caller.subject { return user }
         if owner != nil, access != .own, try await store.collaborators(of: user.value).contains(where: { $0.collaborator == caller.subject }) {
@@ -109,13 +111,154 @@ public final class ControlPlane: Sendable {
 
     /// Listing served from the inventory (kept current by the backend's change stream).
     public func listContainers(_ caller: Caller) async throws(ContainariumError) -> [ContainerView] {
-        let all = inventory.snapshot.instances
-        if caller.isAdmin { return all.map { ContainerView($0, record: nil) } }
+        if caller.role == .node { throw .denied("node tokens may only report node state") }
+        var all = inventory.snapshot.instances.map { ContainerView($0, record: nil) }
+        if isClustered {
+            // Tagged with the node names the cluster knows them by.
+            for i in all.indices { all[i].node = node }
+            all += await remoteContainers()
+        }
+        if caller.isAdmin { return all }
         let shared = Set(try await store.collaborations(of: caller.subject))
-        return all.filter { i in
-            guard let u = Username(containerName: i.name) else { return false }
-            return i.labels["owner"] == caller.subject || shared.contains(u.value)
-        }.map { ContainerView($0, record: nil) }
+        return all.filter { v in v.owner == caller.subject || shared.contains(v.username) }
+    }
+
+    // MARK: - cluster
+
+    private let clusterRef = Mutex<Cluster?>(nil)
+    public var cluster: Cluster? { clusterRef.withLock { $0 } }
+    public func setCluster(_ c: Cluster) { clusterRef.withLock { $0 = c } }
+    /// Does this daemon place environments on other nodes too?
+    public var isClustered: Bool { cluster?.hasRemoteMembers ?? false }
+
+    /// The environments of every remote member, tagged with their node. A member that does not
+    /// answer shows its environments (from the store) as unreachable: never as deleted.
+    func remoteContainers() async -> [ContainerView] {
+        guard let cluster else { return [] }
+        let records = (try? await store.containers()) ?? []
+        return await withTaskGroup(of: [ContainerView].self) { group in
+            for member in cluster.nodes where !member.local {
+                group.addTask {
+                    if let client = try? cluster.client(for: member.name),
+                       let v = try? await client.call("ListContainers", .object([:])),
+                       let list = try? WireJSON.decode(ContainerListView.self, from: WireJSON.encode(v)) {
+                        return list.containers.map { c in
+                            var c = c
+                            c.node = member.name
+                            return c
+                        }
+                    }
+                    return records.filter { $0.node == member.name }.map { r in
+                        var info = InstanceInfo(name: r.username + "-container", state: .unknown, image: r.image,
+                                                labels: ["owner": r.owner, "containarium.unreachable": "true"])
+                        info.node = member.name
+                        info.backend = r.backend
+                        return ContainerView(info, record: r)
+                    }
+                }
+            }
+            var out: [ContainerView] = []
+            for await part in group { out += part }
+            return out.sorted { $0.name < $1.name }
+        }
+    }
+
+    /// The remote member holding `user`'s environment, if it is not this node's.
+    func remoteNode(of user: Username) async throws(ContainariumError) -> String? {
+        guard let cluster, let r = try await store.container(user.value), r.node != node, cluster.member(r.node) != nil else { return nil }
+        return r.node
+    }
+
+    func forward(_ nodeName: String, _ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> JSONValue {
+        guard let cluster else { throw .internal("no cluster") }
+        return try await cluster.client(for: nodeName).call(method, .object(request))
+    }
+
+    func forwardView(_ nodeName: String, _ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> ContainerView {
+        var v = try WireJSON.decode(ContainerView.self, from: WireJSON.encode(try await forward(nodeName, method, request)))
+        v.node = nodeName
+        return v
+    }
+
+    /// What a create asks of the scheduler. CPU defaults to one core; memory and disk to what
+    /// the request (or the node's defaults) say. Labels `node.KEY=VALUE` select nodes.
+    static func placement(_ v: EnvironmentService.ValidatedCreate, kind: String) -> PlacementRequest {
+        PlacementRequest(id: v.user.containerName, kind: kind, resources: Resources(
+            cpuMillis: Int64(v.request.cpu.flatMap { try? CPULimit(parsing: $0).cpuCount } ?? 1) * 1000,
+            memoryBytes: Int64(clamping: v.request.memoryBytes ?? 0), diskBytes: Int64(clamping: v.request.diskBytes ?? 0)),
+            labels: nodeSelector(v.request.labels))
+    }
+
+    static func nodeSelector(_ labels: [String: String]) -> [String: String] {
+        labels.filter { $0.key.hasPrefix("node.") }.reduce(into: [:]) { $0[String($1.key.dropFirst(5))] = $1.value }
+    }
+
+    /// The same, for `schedule explain` (no user or keys needed).
+    static func placement(explaining r: CreateEnvironmentRequest, kind: String) throws(ContainariumError) -> PlacementRequest {
+        let cpu = try r.cpu.map { s throws(ContainariumError) in try CPULimit(parsing: s).cpuCount } ?? 1
+        let memory = try r.memory.map { s throws(ContainariumError) in try ByteSize(parsing: s).bytes } ?? 0
+        let disk = try r.disk.map { s throws(ContainariumError) in try ByteSize(parsing: s).bytes } ?? 0
+        return PlacementRequest(id: "explain", kind: kind, resources: Resources(cpuMillis: Int64(cpu) * 1000, memoryBytes: Int64(clamping: memory),
+                                                                                diskBytes: Int64(clamping: disk)), labels: nodeSelector(r.labels))
+    }
+
+    /// The backend kind this node's instance backend serves.
+    var backendKind: String { Self.kind(ofBackend: backendID) }
+    static func kind(ofBackend id: String) -> String { id.contains("lxc") ? "lxc" : id.contains("qemu") || id.contains("vm") ? "vm" : id }
+
+    /// Why each node would or would not take this create (admin).
+    public func explainPlacement(_ caller: Caller, _ request: CreateEnvironmentRequest) async throws(ContainariumError) -> Explanation {
+        try requireAdmin(caller, "schedule explain")
+        guard let cluster else { throw ContainariumError(.failedPrecondition, "this daemon runs no scheduler") }
+        return cluster.scheduler.explain(try Self.placement(explaining: request, kind: backendKind))
+    }
+
+    public func listNodes(_ caller: Caller) throws(ContainariumError) -> [NodeView] {
+        try requireAdmin(caller, "listing nodes")
+        return cluster?.nodes ?? []
+    }
+
+    public func drainNode(_ caller: Caller, _ name: String, draining: Bool) async throws(ContainariumError) -> NodeView {
+        try await audited(caller, draining ? "node.drain" : "node.undrain", name) { () async throws(ContainariumError) -> NodeView in
+            try requireAdmin(caller, "draining nodes")
+            guard let cluster else { throw .notFound("no node \(name)") }
+            try await cluster.setDraining(name, draining)
+            guard let v = cluster.member(name) else { throw .notFound("no node \(name)") }
+            return v
+        }
+    }
+
+    public func removeNode(_ caller: Caller, _ name: String, force: Bool) async throws(ContainariumError) {
+        try await audited(caller, "node.remove", name) { () async throws(ContainariumError) in
+            try requireAdmin(caller, "removing nodes")
+            guard let cluster else { throw .notFound("no node \(name)") }
+            try await cluster.remove(name, force: force)
+        }
+    }
+
+    /// This node's own report: capacity from the backend, environments from the inventory.
+    public func localReport(address: String, token: String?, labels: [String: String], pool: String?, preemptible: Bool) async throws(ContainariumError) -> NodeReport {
+        let cap = try await service.capacity()
+        let disk = cap.pool.map { Int64(clamping: $0.totalBytes) } ?? Int64(clamping: cap.diskTotalBytes)
+        let info = NodeInfo(name: node, kinds: [backendKind], capacity: Resources(cpuMillis: Int64(cap.cpus) * 1000, memoryBytes: Int64(clamping: cap.memoryTotalBytes),
+                                                                                  diskBytes: disk),
+                            labels: labels, pool: pool, preemptible: preemptible)
+        var envs: [String: Resources] = [:]
+        for i in inventory.snapshot.instances {
+            envs[i.name] = Resources(cpuMillis: Int64(i.cpuLimit.flatMap { try? CPULimit(parsing: $0).cpuCount } ?? 1) * 1000,
+                                     memoryBytes: Int64(clamping: i.memoryLimitBytes ?? 0), diskBytes: Int64(clamping: i.diskLimitBytes ?? 0))
+        }
+        return NodeReport(address: address, token: token, info: info, environments: envs)
+    }
+
+    /// A member's report (gRPC `ReportNode`, node or admin tokens only).
+    public func reportNode(_ caller: Caller, _ report: NodeReport) async throws(ContainariumError) {
+        guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may report node state") }
+        guard let cluster else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
+        if caller.role == .node, caller.subject != "node", caller.subject != "node.\(report.info.name)" {
+            throw .denied("this token is for \(caller.subject), not node.\(report.info.name)")
+        }
+        try await cluster.report(report)
     }
 
     /// The admin listing as encoded JSON, re-encoded only when the inventory changed.
@@ -131,6 +274,7 @@ public final class ControlPlane: Sendable {
 
     public func getContainer(_ caller: Caller, _ username: String) async throws(ContainariumError) -> ContainerView {
         let user = try await authorize(caller, username, .read)
+        if let remote = try await remoteNode(of: user) { return try await forwardView(remote, "GetContainer", ["username": .string(user.value)]) }
         let record = try await store.container(user.value)
         if let info = inventory.get(user.containerName) { return ContainerView(info, record: record) }
         let info = try await service.info(username: user.value)
@@ -149,23 +293,43 @@ public final class ControlPlane: Sendable {
             }
             let validated = try service.validate(request)
             if inventory.get(user.containerName) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
-            let op = OperationRecord(kind: "create", target: user.value, actor: caller.subject, node: node, daemon: daemonID,
-                                     total: 0, message: "creating \(user.containerName)")
+            // With other nodes in the cluster, the scheduler picks the node (and holds the
+            // resources until the node reports the environment).
+            var target = node
+            if let cluster, cluster.hasRemoteMembers {
+                if try await store.container(user.value) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
+                do throws(SchedulingError) {
+                    target = try cluster.scheduler.place(Self.placement(validated, kind: backendKind)).node
+                } catch {
+                    throw ContainariumError(.resourceExhausted, error.description)
+                }
+            }
+            let chosen = target
+            let op = OperationRecord(kind: "create", target: user.value, actor: caller.subject, node: chosen, daemon: daemonID,
+                                     total: 0, message: "creating \(user.containerName)" + (target == node ? "" : " on \(target)"))
             // The record goes in first: if this daemon dies half-way, the reconciler finds it.
-            try await store.insertContainer(ContainerRecord(
-                username: user.value, owner: user.value, node: node, backend: backendID, image: validated.request.image,
-                phase: .creating, operationID: op.id))
+            do throws(ContainariumError) {
+                try await store.insertContainer(ContainerRecord(
+                    username: user.value, owner: user.value, node: target, backend: backendID, image: validated.request.image,
+                    phase: .creating, operationID: op.id))
+            } catch {
+                cluster?.scheduler.release(user.containerName)
+                throw error
+            }
             do throws(ContainariumError) {
                 try await store.insertOperation(op)
             } catch {
                 _ = try? await store.deleteContainer(user.value)
+                cluster?.scheduler.release(user.containerName)
                 throw error
             }
             // Registered under the lock before the work can finish (its last step unregisters it,
             // under the same lock), so the reconciler never mistakes a live create for a dead one.
             let work = running.withLock { map -> Task<Result<ContainerView, ContainariumError>, Never> in
                 let t = Task { () async -> Result<ContainerView, ContainariumError> in
-                    let result = await self.performCreate(caller, request, user: user, keys: validated.keys, op: op)
+                    let result = chosen == self.node
+                        ? await self.performCreate(caller, request, user: user, keys: validated.keys, op: op)
+                        : await self.performRemoteCreate(request, user: user, on: chosen, op: op)
                     if async {
                         switch result {
                         case .success: await self.audit(caller, "container.create", target: user.value, result: .success(()), detail: "operation \(op.id)")
@@ -179,6 +343,43 @@ public final class ControlPlane: Sendable {
             }
             if async { return .started(op) }
             return .done(try await work.value.get())
+        }
+    }
+
+    /// A create the scheduler put on another node: that node's daemon does it; this one keeps
+    /// the record, the operation and the audit trail.
+    private func performRemoteCreate(_ request: CreateEnvironmentRequest, user: Username, on target: String, op: OperationRecord) async -> Result<ContainerView, ContainariumError> {
+        defer { running.withLock { _ = $0.removeValue(forKey: op.id) } }
+        do throws(ContainariumError) {
+            guard let cluster else { throw .internal("no cluster") }
+            var q: [String: JSONValue] = ["username": .string(request.username), "sshKeys": .array(request.sshKeys.map { .string($0) }),
+                                          "labels": .object(request.labels.mapValues { .string($0) })]
+            for (k, v) in [("image", request.image), ("osType", request.osType), ("cpu", request.cpu), ("memory", request.memory),
+                           ("disk", request.disk), ("stack", request.stack)] { if let v { q[k] = .string(v) } }
+            if let a = request.autostart { q["autostart"] = .bool(a) }
+            if let n = request.nesting { q["nesting"] = .bool(n) }
+            let client = try cluster.client(for: target)
+            let result = try await client.create(.object(q)) { [events, store] p in
+                events.publish("operation.progress", username: user.value, data: p)
+                if let step = p["step"]?.number, let total = p["total"]?.number {
+                    Task { try? await store.updateProgress(op.id, step: Int(step), total: Int(total), message: p["message"]?.stringValue ?? "") }
+                }
+            }
+            var view = try WireJSON.decode(ContainerView.self, from: WireJSON.encode(result))
+            view.node = target
+            try await store.setPhase(user.value, .ready)
+            let json = (try? WireJSON.encode(view)).map { String(decoding: $0, as: UTF8.self) }
+            try await store.finishOperation(op.id, state: .succeeded, result: json, message: "created \(user.containerName) on \(target)")
+            events.publish("operation.finished", username: user.value, data: .object(["operationId": .string(op.id), "state": .string("succeeded")]))
+            return .success(view)
+        } catch {
+            cluster?.scheduler.release(user.containerName)
+            _ = try? await store.deleteContainer(user.value)
+            _ = try? await store.finishOperation(op.id, state: .failed, errorCode: error.code.rawValue, errorMessage: error.message, message: "create failed")
+            events.publish("operation.finished", username: user.value, data: .object([
+                "operationId": .string(op.id), "state": .string("failed"), "error": .string(error.message),
+            ]))
+            return .failure(error)
         }
     }
 
@@ -220,6 +421,12 @@ public final class ControlPlane: Sendable {
                running.withLock({ $0[id] != nil }) {
                 throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is still being created (operation \(id))")
             }
+            if let remote = try await remoteNode(of: user) {
+                _ = try await forward(remote, "DeleteContainer", ["username": .string(user.value), "force": .bool(force)])
+                try await store.deleteContainer(user.value)
+                changed(user.value)
+                return
+            }
             try? await store.setPhase(user.value, .deleting)
             do throws(ContainariumError) {
                 try await service.delete(username: user.value, force: force)
@@ -238,6 +445,10 @@ public final class ControlPlane: Sendable {
     public func power(_ caller: Caller, _ username: String, _ action: PowerAction, force: Bool = false) async throws(ContainariumError) -> ContainerView {
         try await audited(caller, "container.\(action.rawValue)", username) { () async throws(ContainariumError) -> ContainerView in
             let user = try await authorize(caller, username, .act)
+            if let remote = try await remoteNode(of: user) {
+                let method = ["start": "StartContainer", "stop": "StopContainer", "restart": "RestartContainer"][action.rawValue] ?? ""
+                return try await forwardView(remote, method, ["username": .string(user.value), "force": .bool(force)])
+            }
             let info: InstanceInfo
             switch action {
             case .start: info = try await service.start(username: user.value)
@@ -253,6 +464,13 @@ public final class ControlPlane: Sendable {
         let detail = [cpu.map { "cpu=\($0)" }, memory.map { "memory=\($0)" }, disk.map { "disk=\($0)" }].compactMap { $0 }.joined(separator: " ")
         return try await audited(caller, "container.resize", username, detail: detail) { () async throws(ContainariumError) -> ContainerView in
             let user = try await authorize(caller, username, .act)
+            if let remote = try await remoteNode(of: user) {
+                var q: [String: JSONValue] = ["username": .string(user.value)]
+                if let cpu { q["cpu"] = .string(cpu) }
+                if let memory { q["memory"] = .string(memory) }
+                if let disk { q["disk"] = .string(disk) }
+                return try await forwardView(remote, "ResizeContainer", q)
+            }
             let info = try await service.resize(username: user.value, cpu: cpu, memory: memory, disk: disk)
             inventory.put(info)
             return ContainerView(info, record: try await store.container(user.value))
@@ -290,6 +508,10 @@ public final class ControlPlane: Sendable {
             // Root inside an environment is for admins; others run as the account itself.
             if !asUser && !caller.isAdmin { throw .denied("running commands as root needs the admin role; use --user") }
             guard !command.isEmpty else { throw .invalid("command is empty") }
+            if let remote = try await remoteNode(of: user) {
+                let v = try await forward(remote, "Exec", ["username": .string(user.value), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)])
+                return try WireJSON.decode(ExecResult.self, from: WireJSON.encode(v))
+            }
             return try await service.exec(username: user.value, command: command, asUser: asUser)
         }
     }

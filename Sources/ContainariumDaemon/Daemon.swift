@@ -1,6 +1,7 @@
 public import ContainariumCore
 public import ContainariumService
 public import ContainariumGateway
+public import ContainariumScheduler
 import ContainariumStore
 public import Foundation
 import Hummingbird
@@ -26,8 +27,36 @@ public struct DaemonOptions: Sendable {
     public var ssh: GatewayOptions?
     /// Off for a gateway-only process sharing state with a daemon: one reconciler is enough.
     public var reconcilerEnabled = true
+    /// How this daemon's scheduler places environments across its cluster's nodes.
+    public var schedulingPolicy = SchedulingPolicy()
+    /// Seconds without a report after which a member is unhealthy.
+    public var unhealthyAfter: TimeInterval = 10
+    /// Report to a control plane as a member of its cluster (`node join`).
+    public var join: JoinOptions?
+    /// What this node says about itself to the scheduler.
+    public var nodeLabels: [String: String] = [:]
+    public var nodePool: String?
+    public var preemptible = false
 
     public init(jwtSecret: String) { self.jwtSecret = jwtSecret }
+}
+
+/// Where and how a node reports to its control plane.
+public struct JoinOptions: Codable, Sendable, Equatable {
+    /// The control plane's gRPC address (HOST:PORT).
+    public var server: String
+    /// A node token from `containarium node token` on the control plane.
+    public var token: String
+    /// This node's gRPC address as the control plane should dial it (HOST:PORT).
+    public var advertise: String
+    /// Client certificates for a control plane that runs with --mtls.
+    public var certsDir: String?
+    public init(server: String, token: String, advertise: String, certsDir: String? = nil) {
+        self.server = server
+        self.token = token
+        self.advertise = advertise
+        self.certsDir = certsDir
+    }
 }
 
 /// A closure as a ServiceLifecycle service that stops on graceful shutdown.
@@ -36,6 +65,35 @@ struct TaskService: Service, CustomStringConvertible {
     let body: @Sendable () async -> Void
     func run() async throws {
         await cancelWhenGracefulShutdown { await body() }
+    }
+}
+
+/// A member's side of the cluster: every few seconds, its capacity, environments and a fresh
+/// short-lived token for the control plane go to `ReportNode`.
+struct NodeAgent {
+    let plane: ControlPlane
+    let tokens: Tokens
+    let join: JoinOptions
+    let options: DaemonOptions
+    let logger: Logger
+
+    func run() async {
+        var failing = false
+        while !Task.isCancelled {
+            do throws(ContainariumError) {
+                let token = try await tokens.generate(username: "control-plane", roles: [.admin], expiresIn: 60)
+                let report = try await plane.localReport(address: join.advertise, token: token, labels: options.nodeLabels,
+                                                         pool: options.nodePool, preemptible: options.preemptible)
+                let client = try RemoteClient(server: join.server, certsDir: join.certsDir, token: join.token)
+                _ = try await client.call("ReportNode", WireJSON.decode(JSONValue.self, from: WireJSON.encode(report)))
+                if failing { logger.notice("reporting to the control plane at \(join.server) again") }
+                failing = false
+            } catch {
+                if !failing { logger.warning("cannot report to the control plane at \(join.server): \(error.message)") }
+                failing = true
+            }
+            try? await Task.sleep(for: .seconds(3))
+        }
     }
 }
 
@@ -69,6 +127,28 @@ public enum Daemon {
         }
 
         services.append(.init(service: TaskService(description: "inventory") { await inventory.run() }))
+        // The cluster: this node (when it has a backend) plus the members that report to it.
+        let cluster = Cluster(store: store, localName: service.config.nodeName, policy: options.schedulingPolicy,
+                              unhealthyAfter: options.unhealthyAfter, logger: logger)
+        try await cluster.load()
+        plane.setCluster(cluster)
+        services.append(.init(service: TaskService(description: "cluster") {
+            var tick = 0
+            while !Task.isCancelled {
+                if tick % 3 == 0, let report = try? await plane.localReport(address: "", token: nil, labels: options.nodeLabels,
+                                                                             pool: options.nodePool, preemptible: options.preemptible) {
+                    try? await cluster.report(report, local: true)
+                }
+                cluster.checkHealth()
+                tick += 1
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }))
+        if let join = options.join {
+            services.append(.init(service: TaskService(description: "node-agent") {
+                await NodeAgent(plane: plane, tokens: tokens, join: join, options: options, logger: logger).run()
+            }))
+        }
         if options.reconcilerEnabled {
             services.append(.init(service: TaskService(description: "reconciler") {
                 try? await Task.sleep(for: options.reconcileInterval)

@@ -40,6 +40,7 @@ public enum ContainariumRPC {
         "ListContainers", "GetContainer", "DeleteContainer", "StartContainer", "StopContainer", "RestartContainer",
         "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity", "ListStacks",
         "ListCollaborators", "AddCollaborator", "RemoveCollaborator",
+        "ReportNode", "ListNodes", "DrainNode", "UndrainNode", "RemoveNode", "ExplainSchedule",
     ]
     public static let createMethod = "CreateContainer"
     public static func method(_ name: String) -> MethodDescriptor { MethodDescriptor(service: service, method: name) }
@@ -134,6 +135,22 @@ struct ContainariumGRPCService: RegistrableRPCService {
         case "RemoveCollaborator":
             try await plane.removeCollaborator(caller, try field("username"), collaborator: try field("collaboratorUsername"))
             return .object([:])
+        case "ReportNode":
+            let report = try WireJSON.decode(NodeReport.self, from: WireJSON.encode(request))
+            try await plane.reportNode(caller, report)
+            return .object([:])
+        case "ListNodes": return try encode(["nodes": plane.listNodes(caller)])
+        case "DrainNode": return try encode(await plane.drainNode(caller, try field("name"), draining: true))
+        case "UndrainNode": return try encode(await plane.drainNode(caller, try field("name"), draining: false))
+        case "RemoveNode":
+            try await plane.removeNode(caller, try field("name"), force: request["force"]?.bool ?? false)
+            return .object([:])
+        case "ExplainSchedule":
+            let create = CreateEnvironmentRequest(
+                username: request["username"]?.stringValue ?? "explain", sshKeys: [], image: request["image"]?.stringValue,
+                osType: request["osType"]?.stringValue, cpu: request["cpu"]?.stringValue, memory: request["memory"]?.stringValue,
+                disk: request["disk"]?.stringValue, labels: (request["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue })
+            return try encode(await plane.explainPlacement(caller, create))
         case "ListStacks":
             let stacks = plane.service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s -> JSONValue in
                 .object(["name": .string(s.name), "description": .string(s.description), "packages": .array(s.packages.map { .string($0) }),

@@ -33,7 +33,16 @@ public final class Inventory: Sendable {
     public var isWatching: Bool { state.withLock { $0.watching } }
     public var isSynced: Bool { state.withLock { $0.synced } }
 
+    /// Instances carry the node name the cluster knows this daemon by (the backend may only
+    /// know the host's name).
+    func local(_ info: InstanceInfo) -> InstanceInfo {
+        var i = info
+        i.node = service.config.nodeName
+        return i
+    }
+
     public func put(_ info: InstanceInfo) {
+        let info = local(info)
         let changed = state.withLock { s -> Bool in
             guard s.instances[info.name] != info else { return false }
             s.instances[info.name] = info
@@ -59,7 +68,7 @@ public final class Inventory: Sendable {
     /// Replace the whole picture with a fresh listing from the backend.
     public func refreshAll() async throws(ContainariumError) {
         let list = try await service.list()
-        let fresh = Dictionary(list.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let fresh = Dictionary(list.map { ($0.name, local($0)) }, uniquingKeysWith: { a, _ in a })
         let (gone, changed) = state.withLock { s -> ([String], [InstanceInfo]) in
             let gone = s.instances.keys.filter { fresh[$0] == nil }
             let changed = fresh.values.filter { s.instances[$0.name] != $0 }

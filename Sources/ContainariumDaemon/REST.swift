@@ -63,7 +63,7 @@ public struct RESTAPI: HTTPResponder {
     static let routes: [Route] = [
         r(.post, "/v1/containers", "container.create") { api, c throws(ContainariumError) in try await api.create(c) },
         r(.get, "/v1/containers", "container.list") { api, c throws(ContainariumError) in
-            if c.caller.isAdmin { return try api.raw(.ok, api.plane.adminListJSON()) }
+            if c.caller.isAdmin, !api.plane.isClustered { return try api.raw(.ok, api.plane.adminListJSON()) }
             let list = try await api.plane.listContainers(c.caller)
             return try api.json(.ok, ContainerListView(containers: list, totalCount: list.count))
         },
@@ -143,7 +143,21 @@ public struct RESTAPI: HTTPResponder {
         r(.get, "/v1/metrics", "system.metrics") { api, c throws(ContainariumError) in
             try api.json(.ok, ["containers": await api.plane.containerMetrics(c.caller)])
         },
-        r(.get, "/v1/backends", "system.backends") { api, c throws(ContainariumError) in try api.json(.ok, ["backends": await api.plane.backends(c.caller)]) },
+        r(.get, "/v1/backends", "system.backends") { api, c throws(ContainariumError) in
+            try api.json(.ok, BackendsView(backends: await api.plane.backends(c.caller), nodes: c.caller.isAdmin ? try api.plane.listNodes(c.caller) : []))
+        },
+        r(.get, "/v1/nodes", "node.list") { api, c throws(ContainariumError) in try api.json(.ok, ["nodes": api.plane.listNodes(c.caller)]) },
+        r(.post, "/v1/nodes/{}/drain", "node.drain") { api, c throws(ContainariumError) in
+            try api.json(.ok, await api.plane.drainNode(c.caller, c.params[0], draining: true))
+        },
+        r(.post, "/v1/nodes/{}/undrain", "node.undrain") { api, c throws(ContainariumError) in
+            try api.json(.ok, await api.plane.drainNode(c.caller, c.params[0], draining: false))
+        },
+        r(.delete, "/v1/nodes/{}", "node.remove") { api, c throws(ContainariumError) in
+            try await api.plane.removeNode(c.caller, c.params[0], force: try api.bool(c.query["force"]) ?? false)
+            return try api.json(.ok, ["message": "removed node \(c.params[0])"])
+        },
+        r(.post, "/v1/schedule/explain", "schedule.explain") { api, c throws(ContainariumError) in try await api.explain(c) },
         r(.get, "/v1/plugins", "system.plugins") { api, c throws(ContainariumError) in try api.json(.ok, ["plugins": await api.plane.plugins(c.caller)]) },
         r(.get, "/v1/operations/{}", "operation.get") { api, c throws(ContainariumError) in
             try api.json(.ok, OperationView(await api.plane.operation(c.caller, c.params[0])))
@@ -359,6 +373,22 @@ public struct RESTAPI: HTTPResponder {
             r.headers[.location] = "/v1/operations/\(op.id)"
             return r
         }
+    }
+
+    func explain(_ c: Call) async throws(ContainariumError) -> Response {
+        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels"], required: [])
+        var labels: [String: String] = [:]
+        if let l = o["labels"], l != .null {
+            guard case .object(let lo) = l else { throw .invalid("field 'labels' must be an object of strings") }
+            for (k, v) in lo {
+                guard case .string(let s) = v else { throw .invalid("label '\(k)' must be a string") }
+                labels[k] = s
+            }
+        }
+        let request = CreateEnvironmentRequest(
+            username: "explain", sshKeys: [], image: try string(o["image"], "image"), osType: try string(o["osType"], "osType"),
+            cpu: try string(o["cpu"], "cpu"), memory: try string(o["memory"], "memory"), disk: try string(o["disk"], "disk"), labels: labels)
+        return try json(.ok, await plane.explainPlacement(c.caller, request))
     }
 
     func auditFilter(_ q: [String: String]) throws(ContainariumError) -> AuditFilter {

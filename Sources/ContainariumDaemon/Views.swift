@@ -67,7 +67,7 @@ public struct ContainerView: Codable, Sendable, Equatable {
         nestingEnabled = i.nesting
         labels = i.labels
         backend = i.backend ?? record?.backend
-        node = i.node ?? record?.node
+        node = record?.node ?? i.node
         sshHostKeys = i.sshHostKeys ?? []
         createdAt = i.createdAt
         startedAt = i.startedAt
@@ -158,4 +158,10 @@ public struct CleanupView: Codable, Sendable, Equatable {
 public enum Outcome<Value: Sendable>: Sendable {
     case done(Value)
     case started(OperationRecord)
+}
+
+/// `GET /v1/backends`: the instance backends of this node, and (for admins) the cluster's nodes.
+public struct BackendsView: Encodable, Sendable {
+    public var backends: [JSONValue]
+    public var nodes: [NodeView]
 }

@@ -56,5 +56,11 @@ public enum Schema {
                 address TEXT PRIMARY KEY, banned_at BIGINT NOT NULL, until BIGINT NOT NULL, failures BIGINT NOT NULL)
             """,
         ]),
+        Migration(version: 5, name: "cluster nodes", statements: [
+            """
+            CREATE TABLE nodes (
+                name TEXT PRIMARY KEY, address TEXT NOT NULL, info TEXT NOT NULL, draining BIGINT NOT NULL, updated_at BIGINT NOT NULL)
+            """,
+        ]),
     ]
 }

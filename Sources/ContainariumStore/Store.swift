@@ -262,4 +262,28 @@ public struct Store: Sendable {
     public func deleteBan(_ address: String) async throws(ContainariumError) -> Bool {
         !(try await db.query("DELETE FROM gateway_bans WHERE address = ? RETURNING address", [.text(address)])).isEmpty
     }
+
+    // MARK: cluster nodes
+
+    public func saveNode(name: String, address: String, info: String, draining: Bool) async throws(ContainariumError) {
+        try await db.query(
+            """
+            INSERT INTO nodes (name, address, info, draining, updated_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (name) DO UPDATE SET address = excluded.address, info = excluded.info, draining = excluded.draining, updated_at = excluded.updated_at
+            """,
+            [.text(name), .text(address), .text(info), .int(draining ? 1 : 0), SQLValue(Date())])
+    }
+
+    /// (name, address, info JSON, draining) of every node.
+    public func nodes() async throws(ContainariumError) -> [(String, String, String, Bool)] {
+        try await db.query("SELECT * FROM nodes ORDER BY name", []).compactMap { r in
+            guard let n = r["name"].string, let a = r["address"].string, let i = r["info"].string else { return nil }
+            return (n, a, i, (r["draining"].int ?? 0) != 0)
+        }
+    }
+
+    @discardableResult
+    public func deleteNode(_ name: String) async throws(ContainariumError) -> Bool {
+        !(try await db.query("DELETE FROM nodes WHERE name = ? RETURNING name", [.text(name)])).isEmpty
+    }
 }

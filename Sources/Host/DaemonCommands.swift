@@ -50,6 +50,7 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("swagger-dir"), help: "Directory with the Swagger UI assets.") var swaggerDir: String?
     @Option(name: .customLong("ssh-port"), help: "Also run the SSH gateway on this port (0: off).") var sshPort = 0
     @OptionGroup var gateway: GatewayFlags
+    @OptionGroup var cluster: ClusterFlags
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
@@ -82,6 +83,8 @@ struct DaemonCommand: AsyncParsableCommand {
         if sshPort > 0 {
             options.ssh = try gateway.options(port: sshPort, stateDir: stateDir)
         }
+        try cluster.apply(to: &options)
+        options.join = try JoinFile.load(stateDir)
         if port > 0 {
             var g = GRPCOptions()
             g.host = grpcHost

@@ -19,9 +19,11 @@ struct List: AsyncParsableCommand {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListContainers", .object([:])) }
             if format == .json { return try printRemote(v) }
             let rows = (v["containers"]?.items ?? []).map { c in
-                [c["name"]?.stringValue ?? "-", c["state"]?.stringValue ?? "-", c["network"]?["ipAddress"]?.stringValue ?? "-", c["owner"]?.stringValue ?? "-"]
+                [c["name"]?.stringValue ?? "-",
+                 c["labels"]?["containarium.unreachable"]?.stringValue == "true" ? "UNREACHABLE" : c["state"]?.stringValue ?? "-",
+                 c["network"]?["ipAddress"]?.stringValue ?? "-", c["owner"]?.stringValue ?? "-", c["node"]?.stringValue ?? "-", c["backend"]?.stringValue ?? "-"]
             }
-            print(Table.render(header: ["NAME", "STATE", "IPV4", "OWNER"], rows: rows))
+            print(Table.render(header: ["NAME", "STATE", "IPV4", "OWNER", "NODE", "BACKEND"], rows: rows))
             if rows.isEmpty { print("(no environments)") }
             return
         }

@@ -71,6 +71,11 @@ struct AuthorizationMatrixTests {
             Route(method: "GET", path: "/v1/operations/\(op)", notOwner: 403, owner: 200, admin: 200),
             Route(method: "GET", path: "/v1/audit", notOwner: 403, owner: 403, admin: 200),
             Route(method: "GET", path: "/v1/events", notOwner: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/nodes", notOwner: 403, owner: 403, admin: 200),
+            Route(method: "POST", path: "/v1/nodes/no-such-node/drain", notOwner: 403, owner: 403, admin: 404),
+            Route(method: "POST", path: "/v1/nodes/no-such-node/undrain", notOwner: 403, owner: 403, admin: 404),
+            Route(method: "DELETE", path: "/v1/nodes/no-such-node", notOwner: 403, owner: 403, admin: 404),
+            Route(method: "POST", path: "/v1/schedule/explain", body: #"{"cpu": "1"}"#, notOwner: 403, owner: 403, admin: 200),
             // Last: the owner's delete succeeds, so the admin's finds nothing.
             Route(method: "DELETE", path: c, notOwner: 403, owner: 200, admin: 404),
         ]

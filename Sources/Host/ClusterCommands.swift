@@ -1,0 +1,220 @@
+import ArgumentParser
+import ContainariumCore
+import ContainariumDaemon
+import ContainariumScheduler
+import Foundation
+
+/// Scheduler and membership settings of `containarium daemon`.
+struct ClusterFlags: ParsableArguments {
+    @Option(name: .customLong("schedule-policy"), help: "binpack (fewest machines, default) or spread (most headroom).")
+    var schedulePolicy = "binpack"
+    @Option(name: .customLong("cpu-overcommit"), help: "CPU over-commit ratio for placement.") var cpuOvercommit = 4.0
+    @Option(name: .customLong("memory-overcommit"), help: "Memory over-commit ratio for placement.") var memoryOvercommit = 1.0
+    @Option(name: .customLong("disk-overcommit"), help: "Disk over-commit ratio for placement.") var diskOvercommit = 1.0
+    @Option(name: .customLong("node-label"), help: "KEY=VALUE label of this node for placement (repeatable).") var nodeLabels: [String] = []
+    @Option(name: .customLong("node-pool"), help: "This node's pool.") var nodePool: String?
+    @Flag(help: "This node is preemptible (spot): critical environments avoid it.") var preemptible = false
+    @Option(name: .customLong("unhealthy-after"), help: "Seconds without a report before a member is marked unhealthy.") var unhealthyAfter = 10
+
+    func apply(to options: inout DaemonOptions) throws {
+        guard let strategy = SchedulingPolicy.Strategy(rawValue: schedulePolicy) else { throw fail(.invalid("--schedule-policy must be binpack or spread")) }
+        guard cpuOvercommit > 0, memoryOvercommit > 0, diskOvercommit > 0 else { throw fail(.invalid("over-commit ratios must be positive")) }
+        guard (2...300).contains(unhealthyAfter) else { throw fail(.invalid("--unhealthy-after must be between 2 and 300 seconds")) }
+        options.schedulingPolicy = SchedulingPolicy(strategy: strategy, cpuOvercommit: cpuOvercommit, memoryOvercommit: memoryOvercommit,
+                                                    diskOvercommit: diskOvercommit)
+        options.unhealthyAfter = TimeInterval(unhealthyAfter)
+        for l in nodeLabels {
+            let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else { throw fail(.invalid("--node-label must be KEY=VALUE")) }
+            options.nodeLabels[parts[0]] = parts[1]
+        }
+        options.nodePool = nodePool
+        options.preemptible = preemptible
+    }
+}
+
+/// Where `node join` leaves the membership for `containarium daemon` to pick up.
+enum JoinFile {
+    static func path(_ stateDir: String) -> String { (stateDir as NSString).appendingPathComponent("node.json") }
+
+    static func load(_ stateDir: String) throws -> JoinOptions? {
+        let p = path(stateDir)
+        guard let data = FileManager.default.contents(atPath: p) else { return nil }
+        do { return try JSONDecoder().decode(JoinOptions.self, from: data) } catch {
+            throw fail(.invalid("\(p) is not a join file (\(error)); run `containarium node join` again"))
+        }
+    }
+}
+
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Cluster membership: join a control plane, list, drain, undrain and remove nodes.",
+        subcommands: [NodeToken.self, NodeJoin.self, NodeList.self, NodeDrain.self, NodeUndrain.self, NodeRemove.self])
+}
+
+struct NodeToken: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "Mint a token a node joins this control plane with.")
+    @Option(help: "Only for this node name (default: any node).") var node: String?
+    @Option(help: "How long the token is valid (e.g. 24h, 720h; 0 for no expiry).") var expiry = "24h"
+    @Option(name: .customLong("secret-file"), help: "The control plane's JWT secret file.") var secretFile = "/etc/containarium/jwt.secret"
+
+    func run() async throws {
+        let token = try await ContainariumCLI.run { () async throws(ContainariumError) -> String in
+            let (secret, _) = try JWTSecretSource.resolve(environment: ProcessInfo.processInfo.environment, file: secretFile, flag: nil)
+            if let node, !Cluster.validNodeName(node) { throw .invalid("'\(node)' is not a valid node name") }
+            return try await Tokens(secret: secret).generate(username: node.map { "node.\($0)" } ?? "node", roles: [.node],
+                                                             expiresIn: try Tokens.parseExpiry(expiry))
+        }
+        print(token)
+    }
+}
+
+struct NodeJoin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "join", abstract: "Make this node report to a control plane (takes effect when `containarium daemon` starts).")
+    @Option(help: "The control plane's gRPC address, HOST:PORT.") var server: String
+    @Option(help: "A token from `containarium node token` on the control plane.") var token: String
+    @Option(help: "This node's gRPC address as the control plane should dial it, HOST:PORT.") var advertise: String
+    @Option(name: .customLong("certs-dir"), help: "Client certificates when the control plane runs with --mtls.") var certsDir: String?
+    @Option(name: .customLong("state-dir"), help: "This node's state directory.") var stateDir = "/var/lib/containarium"
+
+    func run() async throws {
+        let join = JoinOptions(server: server, token: token, advertise: advertise, certsDir: certsDir)
+        // Check both addresses and the token before writing anything.
+        let client = try remoteClient(server, certsDir: certsDir, token: token)
+        _ = try remoteClient(advertise, certsDir: nil, token: nil)
+        do {
+            _ = try await client.call("ListNodes", .object([:]))
+        } catch where error.code == .permissionDenied {
+            // A node token may not list nodes: it authenticated, which is what we wanted to know.
+        } catch {
+            throw fail(ContainariumError(error.code, "cannot reach the control plane at \(server): \(error.message)"))
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+            let data = try JSONEncoder().encode(join)
+            let path = JoinFile.path(stateDir)
+            _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+            try data.write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw fail(.internal("cannot write \(JoinFile.path(stateDir))", cause: "\(error)"))
+        }
+        print("✓ this node reports to \(server) as soon as `containarium daemon` runs (membership in \(JoinFile.path(stateDir)))")
+    }
+
+    func remoteClient(_ server: String, certsDir: String?, token: String?) throws -> RemoteClient {
+        do { return try RemoteClient(server: server, certsDir: certsDir, token: token) } catch { throw fail(error) }
+    }
+}
+
+/// Node administration talks to the control plane's gRPC API (default: this machine's).
+struct ControlPlaneOptions: ParsableArguments {
+    @Option(help: "The control plane's gRPC address (default 127.0.0.1:50051).") var server = "127.0.0.1:50051"
+    @Option(name: .customLong("certs-dir"), help: "Client certificates for mTLS.") var certsDir: String?
+    @Option(help: "Admin token (default: $CONTAINARIUM_TOKEN).") var token: String?
+
+    func call(_ method: String, _ request: [String: JSONValue]) async throws -> JSONValue {
+        let tok = (token ?? ProcessInfo.processInfo.environment["CONTAINARIUM_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
+        return try await ContainariumCLI.run { () async throws(ContainariumError) -> JSONValue in
+            try await RemoteClient(server: server, certsDir: certsDir, token: tok).call(method, .object(request))
+        }
+    }
+}
+
+struct NodeList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "The cluster's nodes with health, capacity and use.")
+    @Option(help: "Output format.") var format: OutputFormat = .table
+    @OptionGroup var cp: ControlPlaneOptions
+
+    func run() async throws {
+        let v = try await cp.call("ListNodes", [:])
+        if format == .json { return try printRemote(v) }
+        let rows = (v["nodes"]?.items ?? []).map { n -> [String] in
+            let cap = n["capacity"], used = n["used"]
+            func cores(_ x: JSONValue?) -> String { String(format: "%.1f", (x?["cpuMillis"]?.number ?? 0) / 1000) }
+            func gib(_ x: JSONValue?, _ k: String) -> String { String(format: "%.0f", (x?[k]?.number ?? 0) / 1_073_741_824) }
+            let state = (n["healthy"]?.bool ?? false ? "healthy" : "UNHEALTHY") + (n["draining"]?.bool ?? false ? ",draining" : "")
+            return [n["name"]?.stringValue ?? "", (n["local"]?.bool ?? false) ? "(local)" : n["address"]?.stringValue ?? "", state,
+                    (n["kinds"]?.items ?? []).compactMap(\.stringValue).joined(separator: ","),
+                    "\(cores(used))/\(cores(cap))", "\(gib(used, "memoryBytes"))/\(gib(cap, "memoryBytes"))",
+                    "\(gib(used, "diskBytes"))/\(gib(cap, "diskBytes"))", String(Int(n["environments"]?.number ?? 0)),
+                    n["preemptible"]?.bool ?? false ? "yes" : "no"]
+        }
+        print(Table.render(header: ["NODE", "ADDRESS", "STATE", "KINDS", "CPU", "MEMORY GiB", "DISK GiB", "ENVS", "SPOT"], rows: rows))
+    }
+}
+
+struct NodeDrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "drain", abstract: "Place nothing new on a node.")
+    @Argument var name: String
+    @OptionGroup var cp: ControlPlaneOptions
+    func run() async throws {
+        _ = try await cp.call("DrainNode", ["name": .string(name)])
+        print("✓ \(name) is draining: nothing new is placed on it")
+    }
+}
+
+struct NodeUndrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "undrain", abstract: "Place environments on a node again.")
+    @Argument var name: String
+    @OptionGroup var cp: ControlPlaneOptions
+    func run() async throws {
+        _ = try await cp.call("UndrainNode", ["name": .string(name)])
+        print("✓ \(name) takes new environments again")
+    }
+}
+
+struct NodeRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Forget a node (its environments stay on the machine).")
+    @Argument var name: String
+    @Flag(help: "Even if it still has environments.") var force = false
+    @OptionGroup var cp: ControlPlaneOptions
+    func run() async throws {
+        _ = try await cp.call("RemoveNode", ["name": .string(name), "force": .bool(force)])
+        print("✓ \(name) removed from the cluster")
+    }
+}
+
+struct ScheduleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "schedule", abstract: "The scheduler's view.", subcommands: [ScheduleExplain.self])
+}
+
+struct ScheduleExplain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explain", abstract: "For a would-be environment, why each node was filtered out or how it scored.")
+    @Option var cpu: String?
+    @Option var memory: String?
+    @Option var disk: String?
+    @Option(name: .customLong("os-type")) var osType: String?
+    @Option(name: .customLong("label"), help: "node.KEY=VALUE to require a node label (repeatable).") var labels: [String] = []
+    @Option(help: "Output format.") var format: OutputFormat = .table
+    @OptionGroup var cp: ControlPlaneOptions
+
+    func run() async throws {
+        var q: [String: JSONValue] = [:]
+        for (k, v) in [("cpu", cpu), ("memory", memory), ("disk", disk), ("osType", osType)] { if let v { q[k] = .string(v) } }
+        var l: [String: JSONValue] = [:]
+        for s in labels {
+            let parts = s.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw fail(.invalid("--label must be KEY=VALUE")) }
+            l[parts[0]] = .string(parts[1])
+        }
+        q["labels"] = .object(l)
+        let v = try await cp.call("ExplainSchedule", q)
+        if format == .json { return try printRemote(v) }
+        print("chosen: \(v["chosen"]?.stringValue ?? "(none: no node passes every filter)")")
+        let rows = (v["verdicts"]?.items ?? []).map { n -> [String] in
+            let filtered = (n["filteredBecause"]?.items ?? []).map { reason -> String in
+                guard case .object(let o) = reason, let (k, detail) = o.first else { return "\(reason)" }
+                if case .object(let d) = detail, !d.isEmpty {
+                    return k + "(" + d.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.stringValue ?? $0.value.number.map { String(Int64($0)) } ?? "")" }.joined(separator: ", ") + ")"
+                }
+                return k
+            }
+            let score = n["score"]?.number.map { String(format: "%.2f", $0) } ?? "-"
+            let parts = (n["scoreParts"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.1f", $0.value.number ?? 0))" }
+            return [n["node"]?.stringValue ?? "", score, filtered.isEmpty ? parts.joined(separator: ", ") : "filtered: " + filtered.joined(separator: "; ")]
+        }
+        print(Table.render(header: ["NODE", "SCORE", "WHY"], rows: rows))
+    }
+}
