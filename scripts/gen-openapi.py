@@ -193,7 +193,7 @@ paths = {
     "/v1/nodes/{name}": {"delete": op("Forget a node (admin; its environments stay on the machine)", ok("Message"), tag="cluster", params=[
         N, {"name": "force", "in": "query", "required": False, "schema": BOOL}], extra={"412": err("The node still has environments")})},
     "/v1/schedule/explain": {"post": op("Why each node would or would not take an environment (admin)", ok("Explanation"),
-                                        ("ExplainRequest", True), tag="cluster")},
+                                        ("ExplainRequest", False), tag="cluster")},
     "/v1/operations/{id}": {"get": op("Poll an asynchronous operation", ok("Operation"),
                                       params=[{"name": "id", "in": "path", "required": True, "schema": STR}], tag="operations")},
     "/v1/audit": {"get": op("Query the audit log (admin)", ok("AuditList"), tag="audit", params=[

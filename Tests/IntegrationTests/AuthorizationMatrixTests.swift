@@ -100,7 +100,7 @@ struct AuthorizationMatrixTests {
             table.append(row)
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
-        #expect(routes.count == 23)
+        #expect(routes.count == 28)
         // Every refused credential was audited (none, expired and forged for each route).
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []
         #expect(failures.count >= routes.count * 3)
