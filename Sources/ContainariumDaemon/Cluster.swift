@@ -55,6 +55,8 @@ public final class Cluster: Sendable {
     let store: Store
     let localName: String
     let unhealthyAfter: TimeInterval
+    /// Client certificates for calls to members that run with --mtls.
+    let certsDir: String?
     let logger: Logger
 
     struct Member {
@@ -64,7 +66,8 @@ public final class Cluster: Sendable {
     }
     private let members = Mutex<[String: Member]>([:])
 
-    public init(store: Store, localName: String, policy: SchedulingPolicy, unhealthyAfter: TimeInterval = 10, logger: Logger) {
+    public init(store: Store, localName: String, policy: SchedulingPolicy, unhealthyAfter: TimeInterval = 10, certsDir: String? = nil, logger: Logger) {
+        self.certsDir = certsDir
         self.store = store
         self.localName = localName
         self.scheduler = Scheduler(policy: policy)
@@ -176,7 +179,7 @@ public final class Cluster: Sendable {
         guard let m = members.withLock({ $0[name] }) else { throw .notFound("no node \(name)") }
         guard let address = m.view.address, !m.view.local else { throw .invalid("\(name) is the local node") }
         guard m.view.healthy else { throw ContainariumError(.unavailable, "node \(name) is not reachable (no report for \(Int(unhealthyAfter)) s or more)") }
-        return try RemoteClient(server: address, certsDir: nil, token: m.token)
+        return try RemoteClient(server: address, certsDir: certsDir, token: m.token)
     }
 
     public static func validNodeName(_ s: String) -> Bool {

@@ -37,6 +37,8 @@ public struct DaemonOptions: Sendable {
     public var nodeLabels: [String: String] = [:]
     public var nodePool: String?
     public var preemptible = false
+    /// Client certificates (ca.crt, client.crt, client.key) for calls to members that run with --mtls.
+    public var clusterCertsDir: String?
 
     public init(jwtSecret: String) { self.jwtSecret = jwtSecret }
 }
@@ -129,7 +131,7 @@ public enum Daemon {
         services.append(.init(service: TaskService(description: "inventory") { await inventory.run() }))
         // The cluster: this node (when it has a backend) plus the members that report to it.
         let cluster = Cluster(store: store, localName: service.config.nodeName, policy: options.schedulingPolicy,
-                              unhealthyAfter: options.unhealthyAfter, logger: logger)
+                              unhealthyAfter: options.unhealthyAfter, certsDir: options.clusterCertsDir, logger: logger)
         try await cluster.load()
         plane.setCluster(cluster)
         services.append(.init(service: TaskService(description: "cluster") {

@@ -15,6 +15,7 @@ struct ClusterFlags: ParsableArguments {
     @Option(name: .customLong("node-pool"), help: "This node's pool.") var nodePool: String?
     @Flag(help: "This node is preemptible (spot): critical environments avoid it.") var preemptible = false
     @Option(name: .customLong("unhealthy-after"), help: "Seconds without a report before a member is marked unhealthy.") var unhealthyAfter = 10
+    @Option(name: .customLong("cluster-certs-dir"), help: "Client certificates for calls to members that run with --mtls.") var clusterCertsDir: String?
 
     func apply(to options: inout DaemonOptions) throws {
         guard let strategy = SchedulingPolicy.Strategy(rawValue: schedulePolicy) else { throw fail(.invalid("--schedule-policy must be binpack or spread")) }
@@ -30,6 +31,7 @@ struct ClusterFlags: ParsableArguments {
         }
         options.nodePool = nodePool
         options.preemptible = preemptible
+        options.clusterCertsDir = clusterCertsDir
     }
 }
 

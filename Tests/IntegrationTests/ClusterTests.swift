@@ -158,4 +158,49 @@ struct ClusterTests {
         #expect(removed.status == 0, "\(removed.output)")
         #expect(try nodes()[n2] == nil)
     }
+
+    @Test("the cluster over mTLS: the node reports with client certificates and its node token; the control plane calls back with its own certificates")
+    func mutualTLS() throws {
+        let sfx = TestEnv.suffix()
+        let cpName = "cq-\(sfx)", n1 = "nq-\(sfx)"
+        let boxes = try [IncusEnv.Sandbox(ownProject: true), IncusEnv.Sandbox(ownProject: true)]
+        defer { boxes.forEach { $0.cleanup() } }
+        for (box, n) in zip(boxes, [cpName, n1]) { try Self.name(box, n) }
+        let certs = boxes[0].dir.appendingPathComponent("certs")
+        let gen = try Run.run(TestEnv.cliPath, ["cert", "generate", "--server-ip", "127.0.0.1", "--output-dir", certs.path])
+        #expect(gen.status == 0, "\(gen.output)")
+
+        let cp = try DaemonProcess(sandbox: boxes[0], extraArgs: ["--mtls", "--certs-dir", certs.path, "--cluster-certs-dir", certs.path,
+                                                                  "--reconcile-interval", "3600"])
+        try cp.start()
+        defer { cp.stop() }
+        let admin = try cp.token("admin", roles: "admin")
+        let token = try Run.run(TestEnv.cliPath, ["node", "token", "--node", n1, "--secret-file", cp.secretFile.path]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--mtls", "--certs-dir", certs.path, "--reconcile-interval", "3600"])
+        // Without the client certificates the control plane does not even answer.
+        let refused = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token,
+                                        "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
+        #expect(refused.status != 0, "\(refused.output)")
+        let join = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--certs-dir", certs.path,
+                                     "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
+        #expect(join.status == 0, "\(join.output)")
+        try node.start()
+        defer { node.stop() }
+        try eventually("the node reports over mTLS", within: 60) {
+            (try HTTP.call("GET", cp.base + "/v1/nodes", token: admin).json?["nodes"]?.items ?? []).contains {
+                $0["name"]?.stringValue == n1 && $0["healthy"]?.bool == true
+            }
+        }
+        // The control plane places on the node (its own node drained) and acts on it over mTLS.
+        #expect(try HTTP.call("POST", cp.base + "/v1/nodes/\(cpName)/drain", token: admin).status == 200)
+        let u = "cm\(sfx)"
+        let created = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json(["username": u, "sshKeys": [boxes[0].key.publicText]]))
+        #expect(created.status == 201 && created.json?["node"]?.stringValue == n1, "\(created.text)")
+        #expect(try boxes[1].exists("\(u)-container"))
+        let exec = try HTTP.call("GET", cp.base + "/v1/containers/\(u)", token: admin)
+        #expect(exec.json?["node"]?.stringValue == n1)
+        #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)", token: admin).status == 200)
+        #expect(try !boxes[1].exists("\(u)-container"))
+    }
 }
