@@ -47,6 +47,8 @@ schemas = {
         "labels": {"type": "object", "additionalProperties": STR},
         "autostart": BOOL, "nesting": BOOL, "enablePodman": BOOL, "enableDocker": BOOL,
         "async": {"type": "boolean", "description": "Return 202 with an operation instead of waiting."},
+        "gpus": {"type": "integer", "minimum": 0, "maximum": 16, "description": "GPUs to pass through; the scheduler picks the node and the PCI addresses."},
+        "gpuModel": {"type": "string", "description": "Only GPUs of this model, as GET /v1/nodes shows it."},
     }, ["username"]),
     "Container": obj({
         "name": STR, "username": STR, "owner": STR,
@@ -58,6 +60,7 @@ schemas = {
         "network": obj({"ipAddress": STR, "ipv4": {"type": "array", "items": STR}}, ["ipv4"]),
         "autostart": BOOL, "nestingEnabled": BOOL, "labels": {"type": "object", "additionalProperties": STR},
         "backend": STR, "node": STR, "sshHostKeys": {"type": "array", "items": STR}, "createdAt": TIME, "startedAt": TIME,
+        "gpus": {"type": "array", "items": STR, "description": "PCI addresses of the GPUs passed through."},
     }, ["name", "username", "state", "resources", "usage", "network", "autostart", "nestingEnabled", "labels", "sshHostKeys"]),
     "ContainerList": obj({"containers": {"type": "array", "items": ref("Container")}, "totalCount": INT}, ["containers", "totalCount"]),
     "Operation": obj({
@@ -100,11 +103,15 @@ schemas = {
     "Node": {"type": "object", "properties": {
         "name": STR, "address": STR, "local": BOOL, "healthy": BOOL, "draining": BOOL, "lastSeen": TIME,
         "kinds": {"type": "array", "items": STR}, "capacity": ref("Resources3"), "used": ref("Resources3"),
-        "gpus": {"type": "array", "items": {"type": "object"}}, "labels": {"type": "object", "additionalProperties": STR},
-        "pool": STR, "preemptible": BOOL, "environments": {"type": "integer", "minimum": 0}},
+        "gpus": {"type": "array", "items": {"type": "object", "properties": {"pciAddress": STR, "model": STR, "attachedTo": STR},
+                                            "required": ["pciAddress", "model"]}},
+        "labels": {"type": "object", "additionalProperties": STR},
+        "pool": STR, "preemptible": BOOL, "environments": {"type": "integer", "minimum": 0},
+        "sshGateway": {"type": "string", "description": "The node's SSH gateway (HOST:PORT), when it runs one."}},
         "required": ["name", "local", "healthy", "draining", "kinds", "capacity", "used", "gpus", "labels", "preemptible", "environments"]},
     "NodeList": obj({"nodes": {"type": "array", "items": ref("Node")}}, ["nodes"]),
     "ExplainRequest": obj({"cpu": STR, "memory": STR, "disk": STR, "osType": STR, "image": STR,
+                           "gpus": {"type": "integer", "minimum": 0, "maximum": 16}, "gpuModel": STR,
                            "labels": {"type": "object", "additionalProperties": STR, "description": "node.KEY=VALUE labels select nodes"}}, []),
     "Explanation": {"type": "object", "properties": {
         "request": {"type": "object"}, "policy": {"type": "object"}, "chosen": STR,

@@ -3,6 +3,7 @@
 #   PREFIX/bin/containarium
 #   PREFIX/lib/containarium/plugins/incus-lxc/{plugin.json,libIncusLXC.so}
 #   PREFIX/lib/containarium/plugins/example-secrets/{plugin.json,libexample_secrets.so}  (disabled by default)
+#   PREFIX/lib/containarium/plugins/nvidia-gpu/{plugin.json,libnvidia_gpu.so}  (GPU discovery, libpci)
 #   PREFIX/share/containarium/stacks/*.json
 # and, when missing, a node config at /etc/containarium/config.json.
 #
@@ -27,6 +28,8 @@ install -m 0755 "$bin/libIncusLXC.so" "$PREFIX/lib/containarium/plugins/incus-lx
 mv -f "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so.new" "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so"
 make -s -C Plugins/ExampleScanner OUT="$PREFIX/lib/containarium/plugins/example-secrets" \
   "$PREFIX/lib/containarium/plugins/example-secrets/libexample_secrets.so"
+make -s -C Plugins/NvidiaGPU OUT="$PREFIX/lib/containarium/plugins/nvidia-gpu" \
+  "$PREFIX/lib/containarium/plugins/nvidia-gpu/libnvidia_gpu.so"
 install -m 0644 stacks/*.json "$PREFIX/share/containarium/stacks/"
 # Swagger UI for the daemon's /swagger-ui/, from local files (no CDN at run time).
 bash scripts/swagger-ui.sh "$PREFIX/share/containarium/swagger-ui" || log "warning: Swagger UI assets not installed (pip unavailable?); /swagger-ui/ will say so"
@@ -37,7 +40,8 @@ if [ ! -f /etc/containarium/config.json ]; then
 {
   "plugins": {
     "incus-lxc": { "enabled": true, "config": { "socket": "/var/lib/incus/unix.socket", "pool": "default" } },
-    "example-secrets": { "enabled": false, "config": { "root": "/srv" } }
+    "example-secrets": { "enabled": false, "config": { "root": "/srv" } },
+    "nvidia-gpu": { "enabled": true, "config": { "sysfsPath": "/sys/bus/pci", "vendor": "10de" } }
   },
   "defaultImage": "${CONTAINARIUM_IMAGE:-containarium/debian12}",
   "images": { "debian12": "${CONTAINARIUM_IMAGE:-containarium/debian12}" },

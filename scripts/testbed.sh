@@ -55,7 +55,7 @@ if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.
 fi
 
 need_pkgs=()
-for p in btrfs-progs debootstrap openssh-client libsqlite3-dev libssl-dev libffi-dev libpci-dev \
+for p in btrfs-progs debootstrap openssh-client libsqlite3-dev libssl-dev libffi-dev libpci-dev pci.ids \
          iproute2 xz-utils gcc make curl; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done

@@ -131,6 +131,8 @@ final class IncusBackend: Sendable {
         let config = i["config"]?.objectValue ?? [:]
         let expanded = i["expanded_config"]?.objectValue ?? config
         let rootDevice = i["expanded_devices"]?["root"] ?? i["devices"]?["root"]
+        let gpus = (i["expanded_devices"]?.objectValue ?? i["devices"]?.objectValue ?? [:]).values
+            .filter { $0["type"]?.stringValue == "gpu" }.compactMap { $0["pci"]?.stringValue }.sorted()
         var labels: [String: String] = [:]
         for (k, v) in config where k.hasPrefix(Self.labelPrefix) {
             labels[String(k.dropFirst(Self.labelPrefix.count))] = v.stringValue
@@ -176,7 +178,8 @@ final class IncusBackend: Sendable {
             backend: "incus-lxc",
             node: node,
             sshHostKeys: config[Self.hostKeysKey]?.stringValue.map { $0.split(separator: "\n").map(String.init) } ?? [],
-            provisioned: config[Self.provisionedKey]?.stringValue == "true")
+            provisioned: config[Self.provisionedKey]?.stringValue == "true",
+            gpus: gpus.isEmpty ? nil : gpus)
     }
 
     /// The instance's own NICs first (eth0, then eth*/en*), then anything else, by name.
@@ -231,13 +234,20 @@ final class IncusBackend: Sendable {
         if let hostKeys { config[Self.hostKeysKey] = .string(hostKeys.publicLines) }
         var root: [String: JSONValue] = ["type": .string("disk"), "path": .string("/"), "pool": .string(pool)]
         if let disk = r.diskBytes { root["size"] = .string(ByteSize(bytes: disk).incusValue) }
+        var devices: [String: JSONValue] = ["root": .object(root)]
+        // GPUs by PCI address: Incus passes the card's device nodes through at start, and
+        // refuses to start when the address is not a GPU it can find.
+        for (n, address) in (r.gpus ?? []).enumerated() {
+            guard GPUInfo.validPCIAddress(address) else { throw .invalid("'\(address)' is not a PCI address (dddd:bb:dd.f)") }
+            devices["gpu\(n)"] = .object(["type": .string("gpu"), "gputype": .string("physical"), "pci": .string(address)])
+        }
         let body: JSONValue = .object([
             "name": .string(r.name),
             "type": .string("container"),
             "source": .object(["type": .string("image"), "alias": .string(r.image)]),
             "profiles": .array(profiles.map { .string($0) }),
             "config": .object(config),
-            "devices": .object(["root": .object(root)]),
+            "devices": .object(devices),
         ])
 
         ctx.progress(instance: r.name, step: 1, of: steps, "Creating container \(r.name)")

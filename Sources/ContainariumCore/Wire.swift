@@ -31,12 +31,16 @@ public struct InstanceCreateRequest: Codable, Sendable, Equatable {
     public var account: AccountSpec?
     /// Seconds to wait for the instance's IPv4 address.
     public var networkTimeoutSeconds: Double?
+    /// PCI addresses of GPUs to pass through (chosen by the scheduler from the node's
+    /// devices.gpu/1 list).
+    public var gpus: [String]?
 
     public init(
         name: String, image: String, cpu: String? = nil, memoryBytes: UInt64? = nil, diskBytes: UInt64? = nil,
         autostart: Bool = false, nesting: Bool = true, labels: [String: String] = [:], account: AccountSpec? = nil,
-        networkTimeoutSeconds: Double? = nil
+        networkTimeoutSeconds: Double? = nil, gpus: [String]? = nil
     ) {
+        self.gpus = gpus
         self.name = name
         self.image = image
         self.cpu = cpu
@@ -148,6 +152,8 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
     /// Whether the backend finished creating it (accounts, keys, network). A managed instance
     /// that is not provisioned is half-made: a create is running or was interrupted.
     public var provisioned: Bool?
+    /// PCI addresses of the GPUs passed through to it.
+    public var gpus: [String]?
 
     public init(
         name: String, type: String = "container", state: InstanceState, image: String? = nil, ipv4: [String] = [],
@@ -155,8 +161,9 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
         cpuUsageNanoseconds: UInt64? = nil, memoryUsageBytes: UInt64? = nil, diskUsageBytes: UInt64? = nil,
         processes: Int? = nil, startedAt: Date? = nil, createdAt: Date? = nil, autostart: Bool = false,
         nesting: Bool = false, labels: [String: String] = [:], backend: String? = nil, node: String? = nil,
-        sshHostKeys: [String]? = nil, provisioned: Bool? = nil
+        sshHostKeys: [String]? = nil, provisioned: Bool? = nil, gpus: [String]? = nil
     ) {
+        self.gpus = gpus
         self.name = name
         self.type = type
         self.state = state
@@ -305,4 +312,40 @@ public enum WireJSON {
         @unknown default: return "\(error)"
         }
     }
+}
+
+/// One GPU as a devices.gpu/1 plugin lists it (docs/schemas/devices.gpu-1.schema.json).
+public struct GPUInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var vendor: String
+    public var model: String
+    public var pciAddress: String
+    public var vendorId: String?
+    public var deviceId: String?
+    public var numaNode: Int?
+    public var driver: String?
+    public var memoryBytes: UInt64?
+    public var attachedTo: String?
+
+    public init(id: String, vendor: String, model: String, pciAddress: String, attachedTo: String? = nil) {
+        self.id = id
+        self.vendor = vendor
+        self.model = model
+        self.pciAddress = pciAddress
+        self.attachedTo = attachedTo
+    }
+
+    /// dddd:bb:dd.f, lower-case hex, as the kernel and Incus write it.
+    public static func validPCIAddress(_ s: String) -> Bool {
+        let u = Array(s.utf8)
+        guard u.count == 12, u[4] == UInt8(ascii: ":"), u[7] == UInt8(ascii: ":"), u[10] == UInt8(ascii: "."),
+              (UInt8(ascii: "0")...UInt8(ascii: "7")).contains(u[11]) else { return false }
+        let hex = Set("0123456789abcdef".utf8)
+        return [0, 1, 2, 3, 5, 6, 8, 9].allSatisfy { hex.contains(u[$0]) }
+    }
+}
+
+public struct GPUList: Codable, Sendable, Equatable {
+    public var devices: [GPUInfo]
+    public init(devices: [GPUInfo]) { self.devices = devices }
 }

@@ -16,13 +16,36 @@ public struct NodeReport: Codable, Sendable, Equatable {
     public var info: NodeInfo
     /// Environments on the node: name and the resources they hold (their limits).
     public var environments: [String: Resources]
+    /// The node's SSH gateway, when it runs one: the control plane's gateway reaches the
+    /// node's environments through it.
+    public var gateway: GatewayEndpoint?
 
-    public init(address: String, token: String?, info: NodeInfo, environments: [String: Resources]) {
+    public struct GatewayEndpoint: Codable, Sendable, Equatable {
+        /// HOST:PORT as the control plane should dial it.
+        public var address: String
+        /// Its Ed25519 host key ("ssh-ed25519 BASE64"), pinned by the control plane.
+        public var hostKey: String
+        public init(address: String, hostKey: String) {
+            self.address = address
+            self.hostKey = hostKey
+        }
+    }
+
+    public init(address: String, token: String?, info: NodeInfo, environments: [String: Resources], gateway: GatewayEndpoint? = nil) {
+        self.gateway = gateway
         self.address = address
         self.token = token
         self.info = info
         self.environments = environments
     }
+}
+
+/// What the control plane answers a report with.
+public struct NodeReportReply: Codable, Sendable, Equatable {
+    /// Upstream keys of the control plane's SSH gateways: the node's gateway lets them in for
+    /// one hop (as ENVIRONMENT+ACCOUNT) to reach environments on the node.
+    public var gatewayKeys: [String]
+    public init(gatewayKeys: [String]) { self.gatewayKeys = gatewayKeys }
 }
 
 /// One node as the control plane sees it.
@@ -41,6 +64,8 @@ public struct NodeView: Codable, Sendable, Equatable {
     public var pool: String?
     public var preemptible: Bool
     public var environments: Int
+    /// The node's SSH gateway (HOST:PORT), when it runs one.
+    public var sshGateway: String?
 }
 
 /// The nodes of the cluster, their health, and the scheduler that places environments on them.
@@ -63,10 +88,27 @@ public final class Cluster: Sendable {
         var view: NodeView
         var token: String?
         var environments: Set<String>
+        var gateway: NodeReport.GatewayEndpoint?
     }
     private let members = Mutex<[String: Member]>([:])
+    /// This daemon, as the owner of the placement rows it writes.
+    let daemonID: String
+    /// Names with a row in the shared placements table that this daemon knows of: its own,
+    /// and other control planes' (held in the scheduler here too, so no node is double-booked).
+    private let rows = Mutex<(own: Set<String>, foreign: Set<String>)>(([], []))
+    /// Creates that finished (the environment exists) but that their node has not reported
+    /// yet: counted as the node's until it does, or for `settleWindow` at most (an environment
+    /// deleted before its node ever reported it).
+    private let recent = Mutex<[String: (node: String, resources: Resources, gpus: [String], at: Date)]>([:])
+    static let settleWindow: TimeInterval = 10
+    /// A placement row older than this belongs to a create that died with its control plane.
+    static let placementLifetime: TimeInterval = 1800
+    /// Key of the advisory lock that serializes placements between control planes.
+    static let placementLock: Int64 = 0x636f_6e74_706c_6163
 
-    public init(store: Store, localName: String, policy: SchedulingPolicy, unhealthyAfter: TimeInterval = 10, certsDir: String? = nil, logger: Logger) {
+    public init(store: Store, localName: String, policy: SchedulingPolicy, unhealthyAfter: TimeInterval = 10, certsDir: String? = nil,
+                daemonID: String = UUID().uuidString, logger: Logger) {
+        self.daemonID = daemonID
         self.certsDir = certsDir
         self.store = store
         self.localName = localName
@@ -80,7 +122,7 @@ public final class Cluster: Sendable {
         for (name, address, infoJSON, draining) in try await store.nodes() where !address.isEmpty && name != localName {
             guard let info = try? WireJSON.decode(NodeInfo.self, from: Data(infoJSON.utf8)) else { continue }
             let view = Self.view(info, address: address, local: false, healthy: false, draining: draining, lastSeen: nil, used: info.reserved, environments: 0)
-            members.withLock { $0[name] = Member(view: view, token: nil, environments: []) }
+            members.withLock { $0[name] = Member(view: view, token: nil, environments: [], gateway: nil) }
             scheduler.upsert(info, condition: NodeCondition(healthy: false, draining: draining))
         }
     }
@@ -88,7 +130,7 @@ public final class Cluster: Sendable {
     static func view(_ info: NodeInfo, address: String?, local: Bool, healthy: Bool, draining: Bool, lastSeen: Date?, used: Resources, environments: Int) -> NodeView {
         NodeView(name: info.name, address: address, local: local, healthy: healthy, draining: draining, lastSeen: lastSeen, kinds: info.kinds.sorted(),
                  capacity: info.capacity, used: used, gpus: info.gpus, labels: info.labels, pool: info.pool, preemptible: info.preemptible,
-                 environments: environments)
+                 environments: environments, sshGateway: nil)
     }
 
     /// A report from a member (or the local node's own, with `local`).
@@ -97,24 +139,49 @@ public final class Cluster: Sendable {
         if !local {
             guard r.info.name != localName else { throw .invalid("\(r.info.name) is the control plane's own name; give the node another (nodeName in its config)") }
             _ = try RemoteClient(server: r.address, certsDir: nil, token: nil)  // validates HOST:PORT
+            if let g = r.gateway {
+                _ = try Self.hostPort(g.address)
+                guard g.hostKey.hasPrefix("ssh-ed25519 "), g.hostKey.split(separator: " ").count >= 2 else {
+                    throw .invalid("the node's gateway host key must be an ssh-ed25519 public key")
+                }
+            }
         }
         // Placements the node now reports are counted in its report; stop holding them here.
-        for name in r.environments.keys { scheduler.release(name) }
+        // Finished creates it does not report yet are added to what it reports.
+        let reportedNames = Set(r.environments.keys)
+        let pending = recent.withLock { rec -> [(String, Resources, [String])] in
+            for (name, e) in rec where e.node == r.info.name && (reportedNames.contains(name) || now.timeIntervalSince(e.at) > Self.settleWindow) {
+                rec[name] = nil
+            }
+            return rec.filter { $0.value.node == r.info.name }.map { ($0.key, $0.value.resources, $0.value.gpus) }
+        }
+        for name in reportedNames { scheduler.release(name) }
+        for (name, _, _) in pending { scheduler.release(name) }
         var info = r.info
-        info.reserved = r.environments.values.reduce(Resources.zero, +)
+        info.reserved = r.environments.values.reduce(Resources.zero, +) + pending.map(\.1).reduce(Resources.zero, +)
+        for (name, _, gpus) in pending {
+            for i in info.gpus.indices where gpus.contains(info.gpus[i].pciAddress) && info.gpus[i].attachedTo == nil { info.gpus[i].attachedTo = name }
+        }
         let (draining, isNew) = members.withLock { m -> (Bool, Bool) in
             let draining = m[info.name]?.view.draining ?? false
             let isNew = m[info.name] == nil || m[info.name]?.view.address != r.address
-            m[info.name] = Member(
-                view: Self.view(info, address: local ? nil : r.address, local: local, healthy: true, draining: draining, lastSeen: now,
-                                used: info.reserved, environments: r.environments.count),
-                token: r.token, environments: Set(r.environments.keys))
+            var view = Self.view(info, address: local ? nil : r.address, local: local, healthy: true, draining: draining, lastSeen: now,
+                                 used: info.reserved, environments: r.environments.count)
+            view.sshGateway = r.gateway?.address
+            m[info.name] = Member(view: view, token: r.token, environments: Set(r.environments.keys), gateway: local ? nil : r.gateway)
             return (draining, isNew)
         }
         scheduler.upsert(info, condition: NodeCondition(healthy: true, draining: draining))
         if !local {
             let json = String(decoding: (try? WireJSON.encode(info)) ?? Data("{}".utf8), as: UTF8.self)
-            try await store.saveNode(name: info.name, address: local ? "" : r.address, info: json, draining: draining)
+            try await store.saveNodeReport(name: info.name, address: r.address, info: json)
+        }
+        // The node counts these now: their placement rows can go.
+        let reported = Set(r.environments.keys)
+        let settled = rows.withLock { held in held.own.union(held.foreign).intersection(reported) }
+        for name in settled {
+            _ = try? await store.deletePlacement(name)
+            rows.withLock { $0.own.remove(name); $0.foreign.remove(name) }
         }
         if isNew && !local { logger.notice("node \(info.name) joined from \(r.address)") }
     }
@@ -149,7 +216,109 @@ public final class Cluster: Sendable {
         let info = NodeInfo(name: name, kinds: Set(member.view.kinds), capacity: member.view.capacity, reserved: member.view.used,
                             gpus: member.view.gpus, labels: member.view.labels, pool: member.view.pool, preemptible: member.view.preemptible)
         let json = String(decoding: (try? WireJSON.encode(info)) ?? Data("{}".utf8), as: UTF8.self)
-        try await store.saveNode(name: name, address: member.view.address ?? "", info: json, draining: draining)
+        if member.view.local {
+            try await store.saveNode(name: name, address: "", info: json, draining: draining)
+        } else {
+            try await store.setNodeDraining(name, draining)
+        }
+    }
+
+    // MARK: - placement shared by control planes
+
+    /// Place under the database-wide placement lock, after taking in what other control
+    /// planes sharing the database hold, and record the placement for them in turn.
+    public func place(_ request: PlacementRequest) async throws(ContainariumError) -> Placement {
+        try await store.db.withLock(Self.placementLock) { () async throws(ContainariumError) -> Placement in
+            try await self.syncPlacements()
+            let placed: Placement
+            do throws(SchedulingError) {
+                placed = try self.scheduler.place(request)
+            } catch {
+                throw ContainariumError(.resourceExhausted, error.description)
+            }
+            do throws(ContainariumError) {
+                try await self.store.insertPlacement(Store.PlacementRow(
+                    name: request.id, node: placed.node, cpuMillis: request.resources.cpuMillis, memoryBytes: request.resources.memoryBytes,
+                    diskBytes: request.resources.diskBytes, gpus: placed.gpuAddresses, daemon: self.daemonID))
+            } catch {
+                self.scheduler.release(request.id)
+                throw error
+            }
+            self.rows.withLock { _ = $0.own.insert(request.id) }
+            return placed
+        }
+    }
+
+    /// Give back a placement this daemon made (its create failed).
+    public func release(_ name: String) async {
+        scheduler.release(name)
+        recent.withLock { _ = $0.removeValue(forKey: name) }
+        if rows.withLock({ $0.own.remove(name) }) != nil { _ = try? await store.deletePlacement(name) }
+    }
+
+    /// A create this daemon placed finished: its environment exists. It stays counted until
+    /// its node reports it (see `recent`); the shared row goes.
+    public func settle(_ name: String, now: Date = Date()) async {
+        if let h = scheduler.holding(name) { recent.withLock { $0[name] = (h.node, h.resources, h.gpuAddresses, now) } }
+        if rows.withLock({ $0.own.remove(name) }) != nil { _ = try? await store.deletePlacement(name) }
+    }
+
+    /// Hold what other control planes placed (and let go of what they no longer hold).
+    func syncPlacements(now: Date = Date()) async throws(ContainariumError) {
+        _ = try await store.expirePlacements(before: now.addingTimeInterval(-Self.placementLifetime))
+        let foreign = try await store.placements().filter { $0.daemon != daemonID }
+        let names = Set(foreign.map(\.name))
+        let (known, own) = rows.withLock { ($0.foreign, $0.own) }
+        for p in foreign where !known.contains(p.name) && !own.contains(p.name) {
+            let request = PlacementRequest(id: p.name, kind: "", resources: Resources(cpuMillis: p.cpuMillis, memoryBytes: p.memoryBytes, diskBytes: p.diskBytes))
+            do throws(SchedulingError) {
+                try scheduler.adopt(request, on: p.node, gpuAddresses: p.gpus)
+                rows.withLock { _ = $0.foreign.insert(p.name) }
+            } catch {
+                continue  // a node this control plane does not know (yet)
+            }
+        }
+        // Gone from the store: that create finished or failed. Counted as finished (the safe
+        // side) until the node's next report says which.
+        for name in known where !names.contains(name) {
+            if let h = scheduler.holding(name) { recent.withLock { $0[name] = (h.node, h.resources, h.gpuAddresses, now) } }
+            rows.withLock { _ = $0.foreign.remove(name) }
+        }
+    }
+
+    /// Take in what other control planes changed in the shared store: nodes that joined
+    /// through them, drain flags, removals, placements.
+    public func syncFromStore() async {
+        guard let stored = try? await store.nodes() else { return }
+        let names = Set(stored.map(\.0))
+        for (name, address, infoJSON, draining) in stored where name != localName && !address.isEmpty {
+            let change = members.withLock { m -> (known: Bool, drainChanged: Bool, healthy: Bool) in
+                guard let member = m[name] else { return (false, false, false) }
+                if member.view.draining != draining {
+                    m[name]?.view.draining = draining
+                    return (true, true, member.view.healthy)
+                }
+                return (true, false, member.view.healthy)
+            }
+            if !change.known {
+                guard let info = try? WireJSON.decode(NodeInfo.self, from: Data(infoJSON.utf8)) else { continue }
+                let view = Self.view(info, address: address, local: false, healthy: false, draining: draining, lastSeen: nil, used: info.reserved, environments: 0)
+                members.withLock { $0[name] = Member(view: view, token: nil, environments: [], gateway: nil) }
+                scheduler.upsert(info, condition: NodeCondition(healthy: false, draining: draining))
+            } else if change.drainChanged {
+                scheduler.setCondition(name, NodeCondition(healthy: change.healthy, draining: draining))
+            }
+        }
+        let gone = members.withLock { m -> [String] in
+            let gone = m.values.filter { !$0.view.local && !names.contains($0.view.name) }.map(\.view.name)
+            for n in gone { m[n] = nil }
+            return gone
+        }
+        for n in gone {
+            scheduler.remove(n)
+            logger.notice("node \(n) was removed by another control plane")
+        }
+        try? await syncPlacements()
     }
 
     /// Forget a member. Its environments are not touched (they stay on the machine); refused
@@ -170,6 +339,27 @@ public final class Cluster: Sendable {
     }
 
     public func member(_ name: String) -> NodeView? { members.withLock { $0[name]?.view } }
+
+    /// A healthy member's SSH gateway: host, port and pinned host key.
+    public func gateway(of name: String) throws(ContainariumError) -> (host: String, port: Int, hostKey: String) {
+        guard let m = members.withLock({ $0[name] }) else { throw .notFound("no node \(name)") }
+        guard m.view.healthy else { throw ContainariumError(.unavailable, "node \(name) is not reachable") }
+        guard let g = m.gateway else { throw ContainariumError(.unavailable, "node \(name) runs no SSH gateway (daemon --ssh-port)") }
+        let (host, port) = try Self.hostPort(g.address)
+        return (host, port, g.hostKey)
+    }
+
+    static func hostPort(_ s: String) throws(ContainariumError) -> (String, Int) {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else {
+            throw .invalid("'\(s)' is not HOST:PORT")
+        }
+        var host = String(s[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, host.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == ":" }) else {
+            throw .invalid("'\(s)' is not HOST:PORT")
+        }
+        return (host, port)
+    }
 
     /// Is anything besides the local node a member?
     public var hasRemoteMembers: Bool { members.withLock { m in m.values.contains { !$0.view.local } } }

@@ -186,7 +186,7 @@ public final class ControlPlane: Sendable {
         PlacementRequest(id: v.user.containerName, kind: kind, resources: Resources(
             cpuMillis: Int64(v.request.cpu.flatMap { try? CPULimit(parsing: $0).cpuCount } ?? 1) * 1000,
             memoryBytes: Int64(clamping: v.request.memoryBytes ?? 0), diskBytes: Int64(clamping: v.request.diskBytes ?? 0)),
-            labels: nodeSelector(v.request.labels))
+            gpus: v.gpuCount, gpuModel: v.gpuModel, labels: nodeSelector(v.request.labels))
     }
 
     static func nodeSelector(_ labels: [String: String]) -> [String: String] {
@@ -198,8 +198,10 @@ public final class ControlPlane: Sendable {
         let cpu = try r.cpu.map { s throws(ContainariumError) in try CPULimit(parsing: s).cpuCount } ?? 1
         let memory = try r.memory.map { s throws(ContainariumError) in try ByteSize(parsing: s).bytes } ?? 0
         let disk = try r.disk.map { s throws(ContainariumError) in try ByteSize(parsing: s).bytes } ?? 0
+        let (gpus, model, _) = try EnvironmentService.validateGPUs(r)
         return PlacementRequest(id: "explain", kind: kind, resources: Resources(cpuMillis: Int64(cpu) * 1000, memoryBytes: Int64(clamping: memory),
-                                                                                diskBytes: Int64(clamping: disk)), labels: nodeSelector(r.labels))
+                                                                                diskBytes: Int64(clamping: disk)),
+                                gpus: gpus, gpuModel: model, labels: nodeSelector(r.labels))
     }
 
     /// The backend kind this node's instance backend serves.
@@ -240,9 +242,11 @@ public final class ControlPlane: Sendable {
     public func localReport(address: String, token: String?, labels: [String: String], pool: String?, preemptible: Bool) async throws(ContainariumError) -> NodeReport {
         let cap = try await service.capacity()
         let disk = cap.pool.map { Int64(clamping: $0.totalBytes) } ?? Int64(clamping: cap.diskTotalBytes)
+        let gpus = try await service.gpus(instances: inventory.snapshot.instances)
+            .map { GPUDevice(pciAddress: $0.pciAddress, model: $0.model, attachedTo: $0.attachedTo) }
         let info = NodeInfo(name: node, kinds: [backendKind], capacity: Resources(cpuMillis: Int64(cap.cpus) * 1000, memoryBytes: Int64(clamping: cap.memoryTotalBytes),
                                                                                   diskBytes: disk),
-                            labels: labels, pool: pool, preemptible: preemptible)
+                            gpus: gpus, labels: labels, pool: pool, preemptible: preemptible)
         var envs: [String: Resources] = [:]
         for i in inventory.snapshot.instances {
             envs[i.name] = Resources(cpuMillis: Int64(i.cpuLimit.flatMap { try? CPULimit(parsing: $0).cpuCount } ?? 1) * 1000,
@@ -252,13 +256,27 @@ public final class ControlPlane: Sendable {
     }
 
     /// A member's report (gRPC `ReportNode`, node or admin tokens only).
-    public func reportNode(_ caller: Caller, _ report: NodeReport) async throws(ContainariumError) {
+    public func reportNode(_ caller: Caller, _ report: NodeReport) async throws(ContainariumError) -> NodeReportReply {
         guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may report node state") }
         guard let cluster else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
         if caller.role == .node, caller.subject != "node", caller.subject != "node.\(report.info.name)" {
             throw .denied("this token is for \(caller.subject), not node.\(report.info.name)")
         }
         try await cluster.report(report)
+        return NodeReportReply(gatewayKeys: gatewayUpstreamKey.withLock { $0 }.map { [$0] } ?? [])
+    }
+
+    // MARK: - SSH gateway hops
+
+    private let gatewayUpstreamKey = Mutex<String?>(nil)
+    private let peerKeys = Mutex<Set<String>>([])
+    /// This daemon's gateway upstream key, handed to members so they let it through.
+    public func setGatewayUpstreamKey(_ key: String) { gatewayUpstreamKey.withLock { $0 = key } }
+    /// Upstream keys of the control plane's gateways, as its last reply to our report said.
+    public func setGatewayPeerKeys(_ keys: [String]) { peerKeys.withLock { $0 = Set(keys.compactMap(PinnedKey.normalize)) } }
+    public func isGatewayPeer(_ key: String) -> Bool {
+        guard let k = PinnedKey.normalize(key) else { return false }
+        return peerKeys.withLock { $0.contains(k) }
     }
 
     /// The admin listing as encoded JSON, re-encoded only when the inventory changed.
@@ -291,19 +309,21 @@ public final class ControlPlane: Sendable {
             if !caller.isAdmin && caller.subject != user.value {
                 throw .denied("\(caller.subject) may only create its own environment, not \(user.value)'s")
             }
+            if !caller.isAdmin && !request.gpuDevices.isEmpty { throw .denied("gpuDevices is set by the scheduler; ask for gpus (and gpuModel)") }
             let validated = try service.validate(request)
             if inventory.get(user.containerName) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
-            // With other nodes in the cluster, the scheduler picks the node (and holds the
-            // resources until the node reports the environment).
+            // With other nodes in the cluster, or GPUs to assign, the scheduler picks the node
+            // and the GPUs (and holds them until the node reports the environment).
             var target = node
-            if let cluster, cluster.hasRemoteMembers {
+            var request = request
+            if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) {
                 if try await store.container(user.value) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
-                do throws(SchedulingError) {
-                    target = try cluster.scheduler.place(Self.placement(validated, kind: backendKind)).node
-                } catch {
-                    throw ContainariumError(.resourceExhausted, error.description)
-                }
+                let placed = try await cluster.place(Self.placement(validated, kind: backendKind))
+                target = placed.node
+                request.gpuDevices = placed.gpuAddresses
+                if !placed.gpuAddresses.isEmpty { request.gpus = placed.gpuAddresses.count }
             }
+            let placedRequest = request
             let chosen = target
             let op = OperationRecord(kind: "create", target: user.value, actor: caller.subject, node: chosen, daemon: daemonID,
                                      total: 0, message: "creating \(user.containerName)" + (target == node ? "" : " on \(target)"))
@@ -313,14 +333,14 @@ public final class ControlPlane: Sendable {
                     username: user.value, owner: user.value, node: target, backend: backendID, image: validated.request.image,
                     phase: .creating, operationID: op.id))
             } catch {
-                cluster?.scheduler.release(user.containerName)
+                await cluster?.release(user.containerName)
                 throw error
             }
             do throws(ContainariumError) {
                 try await store.insertOperation(op)
             } catch {
                 _ = try? await store.deleteContainer(user.value)
-                cluster?.scheduler.release(user.containerName)
+                await cluster?.release(user.containerName)
                 throw error
             }
             // Registered under the lock before the work can finish (its last step unregisters it,
@@ -328,8 +348,8 @@ public final class ControlPlane: Sendable {
             let work = running.withLock { map -> Task<Result<ContainerView, ContainariumError>, Never> in
                 let t = Task { () async -> Result<ContainerView, ContainariumError> in
                     let result = chosen == self.node
-                        ? await self.performCreate(caller, request, user: user, keys: validated.keys, op: op)
-                        : await self.performRemoteCreate(request, user: user, on: chosen, op: op)
+                        ? await self.performCreate(caller, placedRequest, user: user, keys: validated.keys, op: op)
+                        : await self.performRemoteCreate(placedRequest, user: user, on: chosen, op: op)
                     if async {
                         switch result {
                         case .success: await self.audit(caller, "container.create", target: user.value, result: .success(()), detail: "operation \(op.id)")
@@ -358,6 +378,9 @@ public final class ControlPlane: Sendable {
                            ("disk", request.disk), ("stack", request.stack)] { if let v { q[k] = .string(v) } }
             if let a = request.autostart { q["autostart"] = .bool(a) }
             if let n = request.nesting { q["nesting"] = .bool(n) }
+            if let g = request.gpus { q["gpus"] = .number(Double(g)) }
+            if let m = request.gpuModel { q["gpuModel"] = .string(m) }
+            if !request.gpuDevices.isEmpty { q["gpuDevices"] = .array(request.gpuDevices.map { .string($0) }) }
             let client = try cluster.client(for: target)
             let result = try await client.create(.object(q)) { [events, store] p in
                 events.publish("operation.progress", username: user.value, data: p)
@@ -367,13 +390,14 @@ public final class ControlPlane: Sendable {
             }
             var view = try WireJSON.decode(ContainerView.self, from: WireJSON.encode(result))
             view.node = target
+            await cluster.settle(user.containerName)
             try await store.setPhase(user.value, .ready)
             let json = (try? WireJSON.encode(view)).map { String(decoding: $0, as: UTF8.self) }
             try await store.finishOperation(op.id, state: .succeeded, result: json, message: "created \(user.containerName) on \(target)")
             events.publish("operation.finished", username: user.value, data: .object(["operationId": .string(op.id), "state": .string("succeeded")]))
             return .success(view)
         } catch {
-            cluster?.scheduler.release(user.containerName)
+            await cluster?.release(user.containerName)
             _ = try? await store.deleteContainer(user.value)
             _ = try? await store.finishOperation(op.id, state: .failed, errorCode: error.code.rawValue, errorMessage: error.message, message: "create failed")
             events.publish("operation.finished", username: user.value, data: .object([
@@ -395,6 +419,7 @@ public final class ControlPlane: Sendable {
             for k in keys {
                 try? await store.addKey(KeyRecord(username: user.value, fingerprint: k.fingerprint, publicKey: k.authorizedKeysLine))
             }
+            await cluster?.settle(user.containerName)
             try await store.setPhase(user.value, .ready)
             inventory.put(info)
             let record = try await store.container(user.value)
@@ -404,6 +429,7 @@ public final class ControlPlane: Sendable {
             events.publish("operation.finished", username: user.value, data: .object(["operationId": .string(op.id), "state": .string("succeeded")]))
             return .success(view)
         } catch {
+            await cluster?.release(user.containerName)
             _ = try? await store.deleteContainer(user.value)
             _ = try? await store.finishOperation(op.id, state: .failed, errorCode: error.code.rawValue, errorMessage: error.message, message: "create failed")
             events.publish("operation.finished", username: user.value, data: .object([
@@ -424,6 +450,7 @@ public final class ControlPlane: Sendable {
             if let remote = try await remoteNode(of: user) {
                 _ = try await forward(remote, "DeleteContainer", ["username": .string(user.value), "force": .bool(force)])
                 try await store.deleteContainer(user.value)
+                await cluster?.release(user.containerName)  // not counted on the node any more
                 changed(user.value)
                 return
             }
@@ -436,6 +463,7 @@ public final class ControlPlane: Sendable {
             }
             try await store.deleteContainer(user.value)
             inventory.remove(user.containerName)
+            await cluster?.release(user.containerName)
             changed(user.value)
         }
     }

@@ -45,8 +45,10 @@ public struct DaemonOptions: Sendable {
 
 /// Where and how a node reports to its control plane.
 public struct JoinOptions: Codable, Sendable, Equatable {
-    /// The control plane's gRPC address (HOST:PORT).
+    /// The control plane's gRPC address (HOST:PORT); several, comma-separated, for control
+    /// planes sharing one PostgreSQL database (the node reports to each).
     public var server: String
+    public var servers: [String] { server.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
     /// A node token from `containarium node token` on the control plane.
     public var token: String
     /// This node's gRPC address as the control plane should dial it (HOST:PORT).
@@ -77,22 +79,54 @@ struct NodeAgent {
     let tokens: Tokens
     let join: JoinOptions
     let options: DaemonOptions
+    /// This node's SSH gateway host key, when it runs one.
+    let gatewayHostKey: String?
     let logger: Logger
 
+    /// Where the control plane reaches this node's gateway: the advertised host, the gateway's port.
+    var gatewayEndpoint: NodeReport.GatewayEndpoint? {
+        guard let ssh = options.ssh, let hostKey = gatewayHostKey, let (host, _) = try? Cluster.hostPort(join.advertise) else { return nil }
+        return NodeReport.GatewayEndpoint(address: host.contains(":") ? "[\(host)]:\(ssh.port)" : "\(host):\(ssh.port)", hostKey: hostKey)
+    }
+
     func run() async {
-        var failing = false
+        var failing: Set<String> = []
         while !Task.isCancelled {
             do throws(ContainariumError) {
                 let token = try await tokens.generate(username: "control-plane", roles: [.admin], expiresIn: 60)
-                let report = try await plane.localReport(address: join.advertise, token: token, labels: options.nodeLabels,
+                var report = try await plane.localReport(address: join.advertise, token: token, labels: options.nodeLabels,
                                                          pool: options.nodePool, preemptible: options.preemptible)
-                let client = try RemoteClient(server: join.server, certsDir: join.certsDir, token: join.token)
-                _ = try await client.call("ReportNode", WireJSON.decode(JSONValue.self, from: WireJSON.encode(report)))
-                if failing { logger.notice("reporting to the control plane at \(join.server) again") }
-                failing = false
+                report.gateway = gatewayEndpoint
+                let body = try WireJSON.decode(JSONValue.self, from: WireJSON.encode(report))
+                // Every control plane gets the report; the peer keys are what all of them said.
+                let answers = await withTaskGroup(of: (String, Result<JSONValue, ContainariumError>).self) { group in
+                    for server in join.servers {
+                        group.addTask {
+                            do throws(ContainariumError) {
+                                let client = try RemoteClient(server: server, certsDir: join.certsDir, token: join.token)
+                                return (server, .success(try await client.call("ReportNode", body)))
+                            } catch {
+                                return (server, .failure(error))
+                            }
+                        }
+                    }
+                    var out: [(String, Result<JSONValue, ContainariumError>)] = []
+                    for await a in group { out.append(a) }
+                    return out
+                }
+                var keys: [String] = []
+                for (server, answer) in answers {
+                    switch answer {
+                    case .success(let v):
+                        keys += (v["gatewayKeys"]?.items ?? []).compactMap(\.stringValue)
+                        if failing.remove(server) != nil { logger.notice("reporting to the control plane at \(server) again") }
+                    case .failure(let e):
+                        if failing.insert(server).inserted { logger.warning("cannot report to the control plane at \(server): \(e.message)") }
+                    }
+                }
+                if answers.contains(where: { if case .success = $0.1 { true } else { false } }) { plane.setGatewayPeerKeys(keys) }
             } catch {
-                if !failing { logger.warning("cannot report to the control plane at \(join.server): \(error.message)") }
-                failing = true
+                logger.warning("cannot build this node's report: \(error.message)")
             }
             try? await Task.sleep(for: .seconds(3))
         }
@@ -131,7 +165,7 @@ public enum Daemon {
         services.append(.init(service: TaskService(description: "inventory") { await inventory.run() }))
         // The cluster: this node (when it has a backend) plus the members that report to it.
         let cluster = Cluster(store: store, localName: service.config.nodeName, policy: options.schedulingPolicy,
-                              unhealthyAfter: options.unhealthyAfter, certsDir: options.clusterCertsDir, logger: logger)
+                              unhealthyAfter: options.unhealthyAfter, certsDir: options.clusterCertsDir, daemonID: plane.daemonID, logger: logger)
         try await cluster.load()
         plane.setCluster(cluster)
         services.append(.init(service: TaskService(description: "cluster") {
@@ -142,13 +176,16 @@ public enum Daemon {
                     try? await cluster.report(report, local: true)
                 }
                 cluster.checkHealth()
+                if tick % 2 == 0 { await cluster.syncFromStore() }
                 tick += 1
                 try? await Task.sleep(for: .seconds(1))
             }
         }))
+        let gatewayKeys = try options.ssh.map { ssh throws(ContainariumError) in try GatewayKeys.loadOrCreate(dir: ssh.keyDir) }
+        if let gatewayKeys { plane.setGatewayUpstreamKey(gatewayKeys.upstreamPublicKey) }
         if let join = options.join {
             services.append(.init(service: TaskService(description: "node-agent") {
-                await NodeAgent(plane: plane, tokens: tokens, join: join, options: options, logger: logger).run()
+                await NodeAgent(plane: plane, tokens: tokens, join: join, options: options, gatewayHostKey: gatewayKeys?.hostPublicKey, logger: logger).run()
             }))
         }
         if options.reconcilerEnabled {
@@ -157,8 +194,7 @@ public enum Daemon {
                 await reconciler.run(interval: options.reconcileInterval)
             }))
         }
-        if let ssh = options.ssh {
-            let keys = try GatewayKeys.loadOrCreate(dir: ssh.keyDir)
+        if let ssh = options.ssh, let keys = gatewayKeys {
             let bans = BanList(policy: ssh.bans, store: store)
             let directory = ControlPlaneGatewayDirectory(plane: plane)
             services.append(.init(service: SSHGateway(options: ssh, directory: directory, bans: bans, keys: keys, logger: logger)))

@@ -92,6 +92,14 @@ struct ContainariumGRPCService: RegistrableRPCService {
         throw .unauthenticated("missing credentials: use mTLS client certificates or a bearer token")
     }
 
+    /// A GPU count from a message; anything but a whole number becomes -1, which the service
+    /// layer refuses with a clear message.
+    static func gpuCount(_ v: JSONValue?) -> Int? {
+        guard let v, v != .null else { return nil }
+        guard case .number(let d) = v, d.rounded() == d, abs(d) < 1e6 else { return -1 }
+        return Int(d)
+    }
+
     func handle(_ name: String, _ request: JSONValue, _ caller: Caller) async throws(ContainariumError) -> JSONValue {
         func field(_ k: String) throws(ContainariumError) -> String {
             guard let v = request[k]?.stringValue, !v.isEmpty else { throw .invalid("missing field '\(k)'") }
@@ -137,8 +145,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             return .object([:])
         case "ReportNode":
             let report = try WireJSON.decode(NodeReport.self, from: WireJSON.encode(request))
-            try await plane.reportNode(caller, report)
-            return .object([:])
+            return try encode(await plane.reportNode(caller, report))
         case "ListNodes": return try encode(["nodes": plane.listNodes(caller)])
         case "DrainNode": return try encode(await plane.drainNode(caller, try field("name"), draining: true))
         case "UndrainNode": return try encode(await plane.drainNode(caller, try field("name"), draining: false))
@@ -149,7 +156,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
             let create = CreateEnvironmentRequest(
                 username: request["username"]?.stringValue ?? "explain", sshKeys: [], image: request["image"]?.stringValue,
                 osType: request["osType"]?.stringValue, cpu: request["cpu"]?.stringValue, memory: request["memory"]?.stringValue,
-                disk: request["disk"]?.stringValue, labels: (request["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue })
+                disk: request["disk"]?.stringValue, labels: (request["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
+                gpus: ContainariumGRPCService.gpuCount(request["gpus"]), gpuModel: request["gpuModel"]?.stringValue)
             return try encode(await plane.explainPlacement(caller, create))
         case "ListStacks":
             let stacks = plane.service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s -> JSONValue in
@@ -194,7 +202,9 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 username: m["username"]?.stringValue ?? "", sshKeys: m["sshKeys"]?.items?.compactMap { $0.stringValue } ?? [],
                 image: m["image"]?.stringValue, osType: m["osType"]?.stringValue, cpu: m["cpu"]?.stringValue, memory: m["memory"]?.stringValue,
                 disk: m["disk"]?.stringValue, autostart: m["autostart"]?.bool, nesting: m["nesting"]?.bool, stack: m["stack"]?.stringValue,
-                labels: (m["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue })
+                labels: (m["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
+                gpus: ContainariumGRPCService.gpuCount(m["gpus"]), gpuModel: m["gpuModel"]?.stringValue,
+                gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [])
             return StreamingServerResponse { writer in
                 let (events, cancel) = plane.events.subscribe()
                 let relay = Task {

@@ -66,28 +66,93 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         """
 
     public func route(environment: String, key: String, fingerprint: String) async -> Result<GatewayRoute, GatewayDenial> {
-        guard let owner = try? Username(environment) else { return .failure(.invalidUsername(String(environment.prefix(40)))) }
+        // A hop from the control plane's gateway: ENVIRONMENT+ACCOUNT, with a key the control
+        // plane vouched for. Anyone else using '+' gets what an invalid name gets.
+        var name = environment
+        var hopAccount: Username?
+        if let plus = environment.firstIndex(of: "+") {
+            guard plane.isGatewayPeer(key), let account = try? Username(String(environment[environment.index(after: plus)...])) else {
+                return .failure(.invalidUsername(String(environment.prefix(40))))
+            }
+            name = String(environment[..<plus])
+            hopAccount = account
+        }
+        guard let owner = try? Username(name) else { return .failure(.invalidUsername(String(environment.prefix(40)))) }
+        let wanted = PinnedKey.normalize(key)
+
+        // On another node of this control plane's cluster: through that node's gateway.
+        if let node = try? await plane.remoteNode(of: owner) {
+            guard hopAccount == nil else { return .failure(.unavailable("\(owner.value)'s environment is not on this node")) }
+            return await remoteRoute(owner, on: node, key: wanted, fingerprint: fingerprint)
+        }
+
         var info = plane.inventory.get(owner.containerName)
         if info == nil { info = try? await plane.service.info(username: owner.value) }
         guard let info else { return .failure(.unknownEnvironment(owner.value)) }
         guard info.state == .running else { return .failure(.notRunning(owner.value)) }
         guard let address = info.ipv4.first else { return .failure(.unavailable("\(owner.value)'s environment has no address yet")) }
-        let wanted = PinnedKey.normalize(key)
+        let exec: Exec = { [plane] command throws(ContainariumError) in try await plane.service.exec(username: owner.value, command: command) }
+        let (profile, account) = await resolve(owner, key: wanted, exec: exec)
+        guard let profile else { return .failure(.unavailable("could not read \(owner.value)'s environment")) }
+        let chosen: String
+        if let hopAccount {
+            guard profile.accounts.contains(hopAccount.value) else { return .failure(.keyNotAuthorized(owner.value)) }
+            chosen = hopAccount.value
+        } else {
+            guard let account else { return .failure(.keyNotAuthorized(owner.value)) }
+            chosen = account
+        }
+        return .success(GatewayRoute(
+            environment: owner.value, account: chosen, role: chosen == owner.value ? .owner : .collaborator,
+            containerName: owner.containerName, address: address, hostKeys: profile.hostKeys, keyFingerprint: fingerprint))
+    }
 
+    typealias Exec = @Sendable ([String]) async throws(ContainariumError) -> ExecResult
+
+    /// The environment's profile (cached) and the account `key` belongs to, re-reading once
+    /// when the key is not found and the cache is older than `missRefresh`.
+    private func resolve(_ owner: Username, key wanted: String?, exec: Exec) async -> (Profile?, String?) {
         var profile = profiles.withLock { $0[owner.value] }
         if profile == nil || Date().timeIntervalSince(profile?.fetched ?? .distantPast) > ttl {
-            profile = await fetch(owner)
+            profile = await fetch(owner, exec: exec)
         }
         var account = profile.flatMap { Self.match(wanted, in: $0) }
         if account == nil, let p = profile, Date().timeIntervalSince(p.fetched) > missRefresh {
-            profile = await fetch(owner)
+            profile = await fetch(owner, exec: exec)
             account = profile.flatMap { Self.match(wanted, in: $0) }
         }
-        guard let profile else { return .failure(.unavailable("could not read \(owner.value)'s environment")) }
+        return (profile, account)
+    }
+
+    /// An environment on another node: its state and address from that node, its keys read
+    /// there with the same script, and the hop through that node's gateway.
+    private func remoteRoute(_ owner: Username, on node: String, key wanted: String?, fingerprint: String) async -> Result<GatewayRoute, GatewayDenial> {
+        let view: ContainerView
+        do {
+            view = try await plane.forwardView(node, "GetContainer", ["username": .string(owner.value)])
+        } catch where error.code == .notFound {
+            return .failure(.unknownEnvironment(owner.value))
+        } catch {
+            return .failure(.unavailable("node \(node): \(error.message)"))
+        }
+        guard view.state == ContainerView.stateName(.running) else { return .failure(.notRunning(owner.value)) }
+        guard let address = view.network.ipAddress ?? view.network.ipv4.first else {
+            return .failure(.unavailable("\(owner.value)'s environment has no address yet"))
+        }
+        guard let cluster = plane.cluster else { return .failure(.unavailable("no cluster")) }
+        let hop: (host: String, port: Int, hostKey: String)
+        do throws(ContainariumError) { hop = try cluster.gateway(of: node) } catch { return .failure(.unavailable(error.message)) }
+        let exec: Exec = { [plane] command throws(ContainariumError) in
+            let v = try await plane.forward(node, "Exec", ["username": .string(owner.value), "command": .array(command.map { .string($0) }), "asUser": .bool(false)])
+            return try WireJSON.decode(ExecResult.self, from: WireJSON.encode(v))
+        }
+        let (profile, account) = await resolve(owner, key: wanted, exec: exec)
+        guard let profile else { return .failure(.unavailable("could not read \(owner.value)'s environment on \(node)")) }
         guard let account else { return .failure(.keyNotAuthorized(owner.value)) }
         return .success(GatewayRoute(
             environment: owner.value, account: account, role: account == owner.value ? .owner : .collaborator,
-            containerName: owner.containerName, address: address, hostKeys: profile.hostKeys, keyFingerprint: fingerprint))
+            containerName: owner.containerName, address: address, hostKeys: profile.hostKeys, keyFingerprint: fingerprint,
+            via: GatewayRoute.NodeHop(node: node, host: hop.host, port: hop.port, hostKey: hop.hostKey)))
     }
 
     /// The owner's keys win over a collaborator's (a key registered for both logs in as the owner).
@@ -96,11 +161,10 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         return profile.accounts.first { profile.keys[$0]?.contains(key) ?? false }
     }
 
-    private func fetch(_ owner: Username) async -> Profile? {
+    private func fetch(_ owner: Username, exec: Exec) async -> Profile? {
         let collaborators = (try? await plane.store.collaborators(of: owner.value).map(\.collaborator)) ?? []
         let accounts = [owner.value] + collaborators
-        guard let r = try? await plane.service.exec(username: owner.value, command: ["sh", "-c", Self.profileScript, "sh"] + accounts),
-              r.exitCode == 0 else {
+        guard let r = try? await exec(["sh", "-c", Self.profileScript, "sh"] + accounts), r.exitCode == 0 else {
             return nil
         }
         var keys: [String: Set<String>] = [:]

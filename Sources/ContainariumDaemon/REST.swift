@@ -331,8 +331,17 @@ public struct RESTAPI: HTTPResponder {
 
     static let createFields: Set<String> = [
         "username", "sshKeys", "sshKey", "resources", "cpu", "memory", "disk", "osType", "image", "stack", "labels",
-        "autostart", "nesting", "enablePodman", "enableDocker", "async",
+        "autostart", "nesting", "enablePodman", "enableDocker", "async", "gpus", "gpuModel",
     ]
+
+    /// `gpus`: a whole number of GPUs.
+    func gpuCount(_ v: JSONValue?) throws(ContainariumError) -> Int? {
+        guard let v, v != .null else { return nil }
+        guard case .number(let d) = v, d.rounded() == d, d >= 0, d <= Double(EnvironmentService.maximumGPUs) else {
+            throw .invalid("field 'gpus' must be a whole number from 0 to \(EnvironmentService.maximumGPUs)")
+        }
+        return Int(d)
+    }
 
     func create(_ c: Call) async throws(ContainariumError) -> Response {
         let o = try object(c, allowed: Self.createFields, required: ["username"])
@@ -365,7 +374,7 @@ public struct RESTAPI: HTTPResponder {
             username: username, sshKeys: keys, image: try string(o["image"], "image"), osType: try string(o["osType"], "osType"),
             cpu: try string(res["cpu"] ?? o["cpu"], "cpu"), memory: try string(res["memory"] ?? o["memory"], "memory"),
             disk: try string(res["disk"] ?? o["disk"], "disk"), autostart: try flag("autostart"), nesting: nesting,
-            stack: try string(o["stack"], "stack"), labels: labels)
+            stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"))
         switch try await plane.createContainer(c.caller, request, async: try flag("async") ?? false) {
         case .done(let view): return try json(.created, view)
         case .started(let op):
@@ -376,7 +385,7 @@ public struct RESTAPI: HTTPResponder {
     }
 
     func explain(_ c: Call) async throws(ContainariumError) -> Response {
-        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels"], required: [])
+        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels", "gpus", "gpuModel"], required: [])
         var labels: [String: String] = [:]
         if let l = o["labels"], l != .null {
             guard case .object(let lo) = l else { throw .invalid("field 'labels' must be an object of strings") }
@@ -387,7 +396,8 @@ public struct RESTAPI: HTTPResponder {
         }
         let request = CreateEnvironmentRequest(
             username: "explain", sshKeys: [], image: try string(o["image"], "image"), osType: try string(o["osType"], "osType"),
-            cpu: try string(o["cpu"], "cpu"), memory: try string(o["memory"], "memory"), disk: try string(o["disk"], "disk"), labels: labels)
+            cpu: try string(o["cpu"], "cpu"), memory: try string(o["memory"], "memory"), disk: try string(o["disk"], "disk"), labels: labels,
+            gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"))
         return try json(.ok, await plane.explainPlacement(c.caller, request))
     }
 

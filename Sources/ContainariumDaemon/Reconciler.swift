@@ -28,8 +28,10 @@ public struct Reconciler: Sendable {
         public var removedOrphans: [String] = []
         public var droppedRecords: [String] = []
         public var failedOperations: [String] = []
+        /// Creates handed to other nodes by an earlier run of this daemon, settled after it died.
+        public var settledRemote: [String] = []
         public var description: String {
-            "rolled back \(rolledBack), adopted \(adopted), removed orphans \(removedOrphans), dropped records \(droppedRecords), failed operations \(failedOperations.count)"
+            "rolled back \(rolledBack), adopted \(adopted), removed orphans \(removedOrphans), dropped records \(droppedRecords), failed operations \(failedOperations.count), settled remote creates \(settledRemote)"
         }
         public var isEmpty: Bool { self == Report() }
     }
@@ -89,6 +91,39 @@ public struct Reconciler: Sendable {
                 report.removedOrphans.append(name)
             }
         }
+        // 4. Creates this control plane handed to another node and lost track of because it
+        //    died half-way: the node finished or rolled back on its own; make the record and
+        //    the operation agree with it. A node that does not answer is asked again later.
+        if let cluster = plane.cluster {
+            for record in try await store.containers() where record.node != plane.node && record.phase == .creating {
+                guard cluster.member(record.node) != nil, let opID = record.operationID, !plane.isRunningHere(opID),
+                      let op = try await store.operation(opID), op.daemon != plane.daemonID, op.daemon.hasPrefix(plane.node + "/") else { continue }
+                let view: ContainerView
+                do throws(ContainariumError) {
+                    view = try await plane.forwardView(record.node, "GetContainer", ["username": .string(record.username)])
+                } catch where error.code == .notFound {
+                    try await store.deleteContainer(record.username)
+                    if op.state == .running {
+                        _ = try await store.finishOperation(op.id, state: .failed, errorCode: ContainariumError.Code.unavailable.rawValue,
+                                                            errorMessage: "interrupted: the control plane stopped (\(op.daemon)); \(record.node) rolled the create back",
+                                                            message: "interrupted")
+                    }
+                    report.settledRemote.append(record.username)
+                    continue
+                } catch {
+                    continue
+                }
+                if view.state == "CONTAINER_STATE_CREATING" { continue }  // the node is still at it
+                try await store.setPhase(record.username, .ready)
+                if op.state == .running {
+                    let json = (try? WireJSON.encode(view)).map { String(decoding: $0, as: UTF8.self) }
+                    _ = try await store.finishOperation(op.id, state: .succeeded, result: json,
+                                                        message: "created \(record.username)-container on \(record.node) (settled after the control plane restarted)")
+                }
+                report.settledRemote.append(record.username)
+            }
+        }
+
         if !report.isEmpty { plane.logger.notice("reconciled: \(report)") }
         return report
     }

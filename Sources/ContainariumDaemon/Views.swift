@@ -38,6 +38,8 @@ public struct ContainerView: Codable, Sendable, Equatable {
     public var sshHostKeys: [String]
     public var createdAt: Date?
     public var startedAt: Date?
+    /// PCI addresses of the GPUs passed through to it.
+    public var gpus: [String]?
 
     public static func stateName(_ s: InstanceState) -> String {
         switch s {
@@ -71,6 +73,7 @@ public struct ContainerView: Codable, Sendable, Equatable {
         sshHostKeys = i.sshHostKeys ?? []
         createdAt = i.createdAt
         startedAt = i.startedAt
+        gpus = i.gpus
     }
 }
 

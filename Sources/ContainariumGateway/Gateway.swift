@@ -153,9 +153,12 @@ public final class SSHGateway: Service, Sendable {
             let (clientHalf, farHalf) = Relay.pair(session: false)
             let client = NIOLoopBound(clientHalf, eventLoop: loop), far = NIOLoopBound(farHalf, eventLoop: loop)
             let opened: EventLoopFuture<Void>
-            if inside {
+            if inside || route.via != nil {
                 // The environment's loopback: ask its sshd to connect, as the account itself.
-                let forward = SSHChannelType.DirectTCPIP(targetHost: "127.0.0.1", targetPort: port, originatorAddress: target.originatorAddress)
+                // Through another node's gateway, its own address is asked for too: that
+                // gateway applies the same rules and connects on its node.
+                let forward = SSHChannelType.DirectTCPIP(targetHost: inside ? "127.0.0.1" : route.address, targetPort: port,
+                                                         originatorAddress: target.originatorAddress)
                 opened = upstreamChannel(connection, route, loop: loop, type: .directTCPIP(forward), relay: far, bytes: true).map { _ in }
             } else {
                 // The environment's own address (ProxyJump lands here on port 22): connect directly.

@@ -16,8 +16,32 @@ public struct GatewayRoute: Sendable, Equatable {
     public var hostKeys: [String]
     /// SHA256 fingerprint of the key that authenticated (for the audit log).
     public var keyFingerprint: String
+    /// Set when the environment lives on another node of the cluster: the gateway reaches it
+    /// through that node's SSH gateway instead of the local bridge.
+    public var via: NodeHop?
 
-    public init(environment: String, account: String, role: Role, containerName: String, address: String, hostKeys: [String], keyFingerprint: String) {
+    /// Another node's SSH gateway, trusted for one hop: its host key is pinned, and it accepts
+    /// this gateway's upstream key because the control plane told it to (`ReportNode`).
+    public struct NodeHop: Sendable, Equatable {
+        public var node: String
+        public var host: String
+        public var port: Int
+        public var hostKey: String
+        public init(node: String, host: String, port: Int, hostKey: String) {
+            self.node = node
+            self.host = host
+            self.port = port
+            self.hostKey = hostKey
+        }
+    }
+
+    /// The user name a peer gateway logs in with at the next hop: ENVIRONMENT+ACCOUNT ('+' is
+    /// never part of a user name, so the split is unambiguous).
+    public var hopUser: String { environment + "+" + account }
+
+    public init(environment: String, account: String, role: Role, containerName: String, address: String, hostKeys: [String], keyFingerprint: String,
+                via: NodeHop? = nil) {
+        self.via = via
         self.environment = environment
         self.account = account
         self.role = role

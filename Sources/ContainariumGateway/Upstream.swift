@@ -34,6 +34,8 @@ enum Upstream {
     /// Log in; if the environment does not know the gateway yet (made before the gateway ran,
     /// or its keys were reset), enroll it through the control plane and try again.
     static func connectEnrolling(route: GatewayRoute, loop: any EventLoop, gateway: SSHGateway) async throws -> any Channel {
+        // Through another node's gateway: that gateway enrolls the environment itself.
+        if route.via != nil { return try await attemptRetrying(route: route, loop: loop, gateway: gateway) }
         do {
             return try await attemptRetrying(route: route, loop: loop, gateway: gateway)
         } catch let failure as Failure where failure.authRejected || failure.hostKeyRejected {
@@ -76,8 +78,9 @@ enum Upstream {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let config = SSHClientConfiguration(
-                        userAuthDelegate: UpstreamUserAuth(account: route.account, key: gateway.keys.upstreamKey, flags: flags),
-                        serverAuthDelegate: PinnedHostKeys(pinned: route.hostKeys, flags: flags))
+                        userAuthDelegate: UpstreamUserAuth(account: route.via == nil ? route.account : route.hopUser,
+                                                           key: gateway.keys.upstreamKey, flags: flags),
+                        serverAuthDelegate: PinnedHostKeys(pinned: route.via.map { [$0.hostKey] } ?? route.hostKeys, flags: flags))
                     let ssh = NIOSSHHandler(
                         role: .client(config), allocator: channel.allocator,
                         inboundChildChannelInitializer: { child, _ in
@@ -87,7 +90,7 @@ enum Upstream {
                     try channel.pipeline.syncOperations.addHandlers([ssh, UpstreamWatcher(ready: ready)])
                 }
             }
-            .connect(host: route.address, port: 22).get()
+            .connect(host: route.via?.host ?? route.address, port: route.via?.port ?? 22).get()
         let local = channel.localAddress?.ipAddress
         do {
             try await ready.futureResult.get()

@@ -25,9 +25,12 @@ public struct Resources: Sendable, Hashable, Codable {
 public struct GPUDevice: Sendable, Hashable, Codable {
     public var pciAddress: String
     public var model: String
-    public init(pciAddress: String, model: String) {
+    /// The environment it is passed through to, as the node reports it (not free).
+    public var attachedTo: String?
+    public init(pciAddress: String, model: String, attachedTo: String? = nil) {
         self.pciAddress = pciAddress
         self.model = model
+        self.attachedTo = attachedTo
     }
 }
 

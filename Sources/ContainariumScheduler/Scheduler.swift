@@ -176,6 +176,15 @@ public final class Scheduler: Sendable {
         }
     }
 
+    /// What a placement holds: its node, resources and GPU addresses.
+    public func holding(_ requestID: String) -> (node: String, resources: Resources, gpuAddresses: [String])? {
+        state.withLock { s in
+            guard let h = s.held[requestID] else { return nil }
+            let gpus = s.index[h.node].map { i in h.gpus.compactMap { $0 < s.slots[i].info.gpus.count ? s.slots[i].info.gpus[$0].pciAddress : nil } } ?? []
+            return (h.node, h.resources, gpus)
+        }
+    }
+
     /// Give back what a placement held. Returns false if nothing was held under the id.
     @discardableResult
     public func release(_ requestID: String) -> Bool {
@@ -254,7 +263,7 @@ public final class Scheduler: Sendable {
         slot.disk = scaled(c.diskBytes, policy.diskOvercommit)
         var used = slot.info.reserved
         var count = 0
-        var gpuFree = Array(repeating: true, count: slot.info.gpus.count)
+        var gpuFree = slot.info.gpus.map { $0.attachedTo == nil }
         for h in held.values where h.node == slot.info.name {
             used = used + h.resources
             count += 1

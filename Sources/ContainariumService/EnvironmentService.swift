@@ -18,12 +18,20 @@ public struct CreateEnvironmentRequest: Sendable {
     public var nesting: Bool?
     public var stack: String?
     public var labels: [String: String]
+    /// How many GPUs to pass through, optionally only of one model.
+    public var gpus: Int?
+    public var gpuModel: String?
+    /// Which GPUs (PCI addresses): set by the scheduler, not by users.
+    public var gpuDevices: [String]
 
     public init(
         username: String, sshKeys: [String], image: String? = nil, osType: String? = nil, cpu: String? = nil,
         memory: String? = nil, disk: String? = nil, autostart: Bool? = nil, nesting: Bool? = nil, stack: String? = nil,
-        labels: [String: String] = [:]
+        labels: [String: String] = [:], gpus: Int? = nil, gpuModel: String? = nil, gpuDevices: [String] = []
     ) {
+        self.gpus = gpus
+        self.gpuModel = gpuModel
+        self.gpuDevices = gpuDevices
         self.username = username
         self.sshKeys = sshKeys
         self.image = image
@@ -86,6 +94,26 @@ public struct EnvironmentService: Sendable {
         public var keys: [SSHPublicKey]
         public var request: InstanceCreateRequest
         public var stack: Stack?
+        /// GPUs asked for (their addresses are in `request.gpus` once chosen).
+        public var gpuCount: Int
+        public var gpuModel: String?
+    }
+
+    public static let maximumGPUs = 16
+
+    /// Count, model and addresses of a GPU request, checked.
+    public static func validateGPUs(_ r: CreateEnvironmentRequest) throws(ContainariumError) -> (Int, String?, [String]) {
+        let count = r.gpus ?? r.gpuDevices.count
+        guard (0...maximumGPUs).contains(count) else { throw .invalid("gpus must be between 0 and \(maximumGPUs), not \(count)") }
+        if let m = r.gpuModel, m.isEmpty || m.count > 200 || m.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+            throw .invalid("gpuModel must be 1-200 printable characters")
+        }
+        if r.gpuModel != nil && count == 0 { throw .invalid("gpuModel needs gpus of at least 1") }
+        for a in r.gpuDevices where !GPUInfo.validPCIAddress(a) { throw .invalid("'\(a)' is not a PCI address (dddd:bb:dd.f)") }
+        guard r.gpuDevices.isEmpty || r.gpuDevices.count == count, Set(r.gpuDevices).count == r.gpuDevices.count else {
+            throw .invalid("gpuDevices must list \(count) different PCI addresses")
+        }
+        return (count, r.gpuModel, r.gpuDevices)
     }
 
     public func validate(_ r: CreateEnvironmentRequest) throws(ContainariumError) -> ValidatedCreate {
@@ -114,13 +142,15 @@ public struct EnvironmentService: Sendable {
         if let disk, disk < Self.minimumDisk { throw .invalid("disk \(disk) is below the minimum of \(Self.minimumDisk)") }
         let stack = try r.stack.map { s throws(ContainariumError) in try stacks.stack(s) }
         try Labels.validate(r.labels)
+        let (gpuCount, gpuModel, gpuDevices) = try Self.validateGPUs(r)
         var labels = r.labels
         if let stack { labels["stack"] = stack.name }
         let request = InstanceCreateRequest(
             name: user.containerName, image: image, cpu: cpu, memoryBytes: memory?.bytes, diskBytes: disk?.bytes,
             autostart: r.autostart ?? defaults?.autostart ?? false, nesting: r.nesting ?? defaults?.nesting ?? true,
-            labels: labels, account: AccountSpec(name: user.value, sshKeys: keys.map(\.authorizedKeysLine)))
-        return ValidatedCreate(user: user, keys: keys, request: request, stack: stack)
+            labels: labels, account: AccountSpec(name: user.value, sshKeys: keys.map(\.authorizedKeysLine)),
+            gpus: gpuDevices.isEmpty ? nil : gpuDevices)
+        return ValidatedCreate(user: user, keys: keys, request: request, stack: stack, gpuCount: gpuCount, gpuModel: gpuModel)
     }
 
     /// Create an environment: a container with the user's account, keys and (optionally) a
@@ -128,8 +158,13 @@ public struct EnvironmentService: Sendable {
     public func create(
         _ r: CreateEnvironmentRequest, progress: @escaping @Sendable (StepProgress) -> Void = { _ in }
     ) async throws(ContainariumError) -> InstanceInfo {
-        let v = try validate(r)
+        var v = try validate(r)
         let client = try backend()
+        if v.gpuCount > 0 && v.request.gpus == nil {
+            v.request.gpus = try await pickGPUs(v.gpuCount, model: v.gpuModel, client: client)
+        } else if let chosen = v.request.gpus {
+            try await checkGPUs(chosen, client: client)
+        }
         let extra = v.stack == nil ? 0 : 2
         let name = v.request.name
 
@@ -169,6 +204,41 @@ public struct EnvironmentService: Sendable {
             }
         }
         return info
+    }
+
+    // MARK: - GPUs
+
+    /// This node's GPUs from every devices.gpu/1 plugin, each marked with the environment it
+    /// is passed through to (from the backend's own view of its instances).
+    public func gpus(instances: [InstanceInfo]? = nil) async throws(ContainariumError) -> [GPUInfo] {
+        let providers = plugins.gpuProviders()
+        guard !providers.isEmpty else { return [] }
+        var all: [GPUInfo] = []
+        for p in providers { all += try await p.list() }
+        let listed: [InstanceInfo]
+        if let instances { listed = instances } else { listed = try await backend().list() }
+        var owner: [String: String] = [:]
+        for i in listed { for a in i.gpus ?? [] { owner[a] = i.name } }
+        for k in all.indices { all[k].attachedTo = owner[all[k].pciAddress] ?? all[k].attachedTo }
+        return all.sorted { $0.pciAddress < $1.pciAddress }
+    }
+
+    /// The first `count` free GPUs (of `model`), for a create on this node alone.
+    func pickGPUs(_ count: Int, model: String?, client: InstancesClient) async throws(ContainariumError) -> [String] {
+        let free = try await gpus(instances: client.list()).filter { $0.attachedTo == nil && (model == nil || $0.model == model) }
+        guard free.count >= count else {
+            throw ContainariumError(.resourceExhausted, "\(count) GPU(s)\(model.map { " of model \($0)" } ?? "") asked for, \(free.count) free on this node")
+        }
+        return free.prefix(count).map(\.pciAddress)
+    }
+
+    /// GPUs a scheduler chose must exist here and be free.
+    func checkGPUs(_ chosen: [String], client: InstancesClient) async throws(ContainariumError) {
+        let known = Dictionary(try await gpus(instances: client.list()).map { ($0.pciAddress, $0) }, uniquingKeysWith: { a, _ in a })
+        for a in chosen {
+            guard let g = known[a] else { throw .invalid("this node has no GPU at \(a)") }
+            if let user = g.attachedTo { throw ContainariumError(.resourceExhausted, "the GPU at \(a) is already passed through to \(user)") }
+        }
     }
 
     /// Install a stack into a running environment, then run its check.

@@ -135,6 +135,24 @@ public final class PostgresDatabase: SQLDatabase {
     }
 
     public func close() async {}
+
+    public func withLock<T: Sendable>(_ key: Int64, _ body: @Sendable () async throws(ContainariumError) -> T) async throws(ContainariumError) -> T {
+        let logger = self.logger
+        let outcome: Result<T, ContainariumError>
+        do {
+            outcome = try await client.withConnection { conn in
+                // Session-level: held on this connection while `body` runs its queries on others.
+                _ = try await conn.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_lock(\(key))"), logger: logger)
+                let r: Result<T, ContainariumError>
+                do throws(ContainariumError) { r = .success(try await body()) } catch { r = .failure(error) }
+                _ = try await conn.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_unlock(\(key))"), logger: logger)
+                return r
+            }
+        } catch {
+            throw map(error)
+        }
+        return try outcome.get()
+    }
 }
 
 /// `postgres://user:password@host:port/database` (postgresql:// accepted too).

@@ -66,4 +66,8 @@ public protocol SQLDatabase: Sendable {
     /// Versions applied so far.
     func appliedVersions() async throws(ContainariumError) -> [Int]
     func close() async
+    /// Run `body` while holding a lock named by `key` that every daemon sharing this database
+    /// respects (PostgreSQL: an advisory lock; SQLite, which one daemon owns: a lock in this
+    /// process).
+    func withLock<T: Sendable>(_ key: Int64, _ body: @Sendable () async throws(ContainariumError) -> T) async throws(ContainariumError) -> T
 }

@@ -100,7 +100,35 @@ public final class SQLiteDatabase: SQLDatabase {
         } catch { throw Self.map(error) }
     }
 
+    private let gate = AsyncGate()
+
+    public func withLock<T: Sendable>(_ key: Int64, _ body: @Sendable () async throws(ContainariumError) -> T) async throws(ContainariumError) -> T {
+        await gate.acquire()
+        let r: Result<T, ContainariumError>
+        do throws(ContainariumError) { r = .success(try await body()) } catch { r = .failure(error) }
+        await gate.release()
+        return try r.get()
+    }
+
     public func close() async {
         try? pool.close()
+    }
+}
+
+/// A lock for async code: waiters resume in arrival order.
+actor AsyncGate {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        if !busy {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
     }
 }

@@ -62,5 +62,12 @@ public enum Schema {
                 name TEXT PRIMARY KEY, address TEXT NOT NULL, info TEXT NOT NULL, draining BIGINT NOT NULL, updated_at BIGINT NOT NULL)
             """,
         ]),
+        Migration(version: 6, name: "placements shared by control planes", statements: [
+            """
+            CREATE TABLE placements (
+                name TEXT PRIMARY KEY, node TEXT NOT NULL, cpu_millis BIGINT NOT NULL, memory_bytes BIGINT NOT NULL,
+                disk_bytes BIGINT NOT NULL, gpus TEXT NOT NULL, daemon TEXT NOT NULL, created_at BIGINT NOT NULL)
+            """,
+        ]),
     ]
 }

@@ -265,6 +265,10 @@ public struct Store: Sendable {
 
     // MARK: cluster nodes
 
+    public func setNodeDraining(_ name: String, _ draining: Bool) async throws(ContainariumError) {
+        try await db.query("UPDATE nodes SET draining = ?, updated_at = ? WHERE name = ?", [.int(draining ? 1 : 0), SQLValue(Date()), .text(name)])
+    }
+
     public func saveNode(name: String, address: String, info: String, draining: Bool) async throws(ContainariumError) {
         try await db.query(
             """
@@ -272,6 +276,65 @@ public struct Store: Sendable {
             ON CONFLICT (name) DO UPDATE SET address = excluded.address, info = excluded.info, draining = excluded.draining, updated_at = excluded.updated_at
             """,
             [.text(name), .text(address), .text(info), .int(draining ? 1 : 0), SQLValue(Date())])
+    }
+
+    /// What a node reported; its draining flag (set by `setNodeDraining`) is kept.
+    public func saveNodeReport(name: String, address: String, info: String) async throws(ContainariumError) {
+        try await db.query(
+            """
+            INSERT INTO nodes (name, address, info, draining, updated_at) VALUES (?, ?, ?, 0, ?)
+            ON CONFLICT (name) DO UPDATE SET address = excluded.address, info = excluded.info, updated_at = excluded.updated_at
+            """,
+            [.text(name), .text(address), .text(info), SQLValue(Date())])
+    }
+
+    // MARK: placements (capacity held for creates in flight, shared by control planes)
+
+    public struct PlacementRow: Sendable, Equatable {
+        public var name: String
+        public var node: String
+        public var cpuMillis: Int64
+        public var memoryBytes: Int64
+        public var diskBytes: Int64
+        public var gpus: [String]
+        public var daemon: String
+        public var createdAt: Date
+        public init(name: String, node: String, cpuMillis: Int64, memoryBytes: Int64, diskBytes: Int64, gpus: [String], daemon: String, createdAt: Date = Date()) {
+            self.name = name
+            self.node = node
+            self.cpuMillis = cpuMillis
+            self.memoryBytes = memoryBytes
+            self.diskBytes = diskBytes
+            self.gpus = gpus
+            self.daemon = daemon
+            self.createdAt = createdAt
+        }
+    }
+
+    public func insertPlacement(_ p: PlacementRow) async throws(ContainariumError) {
+        try await db.query(
+            "INSERT INTO placements (name, node, cpu_millis, memory_bytes, disk_bytes, gpus, daemon, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [.text(p.name), .text(p.node), .int(p.cpuMillis), .int(p.memoryBytes), .int(p.diskBytes), .text(p.gpus.joined(separator: ",")),
+             .text(p.daemon), SQLValue(p.createdAt)])
+    }
+
+    public func placements() async throws(ContainariumError) -> [PlacementRow] {
+        try await db.query("SELECT * FROM placements ORDER BY name", []).compactMap { r in
+            guard let n = r["name"].string, let node = r["node"].string, let c = r["cpu_millis"].int, let m = r["memory_bytes"].int,
+                  let d = r["disk_bytes"].int, let g = r["gpus"].string, let daemon = r["daemon"].string, let at = r["created_at"].date else { return nil }
+            return PlacementRow(name: n, node: node, cpuMillis: c, memoryBytes: m, diskBytes: d, gpus: g.split(separator: ",").map(String.init),
+                                daemon: daemon, createdAt: at)
+        }
+    }
+
+    @discardableResult
+    public func deletePlacement(_ name: String) async throws(ContainariumError) -> Bool {
+        !(try await db.query("DELETE FROM placements WHERE name = ? RETURNING name", [.text(name)])).isEmpty
+    }
+
+    /// Placements older than `before` (their create died with its control plane).
+    public func expirePlacements(before: Date) async throws(ContainariumError) -> Int {
+        try await db.query("DELETE FROM placements WHERE created_at < ? RETURNING name", [SQLValue(before)]).count
     }
 
     /// (name, address, info JSON, draining) of every node.

@@ -74,23 +74,27 @@ struct NodeToken: AsyncParsableCommand {
 struct NodeJoin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "join", abstract: "Make this node report to a control plane (takes effect when `containarium daemon` starts).")
-    @Option(help: "The control plane's gRPC address, HOST:PORT.") var server: String
+    @Option(help: "The control plane's gRPC address, HOST:PORT. Repeat it for control planes that share one PostgreSQL database: the node reports to each.")
+    var server: [String]
     @Option(help: "A token from `containarium node token` on the control plane.") var token: String
     @Option(help: "This node's gRPC address as the control plane should dial it, HOST:PORT.") var advertise: String
     @Option(name: .customLong("certs-dir"), help: "Client certificates when the control plane runs with --mtls.") var certsDir: String?
     @Option(name: .customLong("state-dir"), help: "This node's state directory.") var stateDir = "/var/lib/containarium"
 
     func run() async throws {
-        let join = JoinOptions(server: server, token: token, advertise: advertise, certsDir: certsDir)
-        // Check both addresses and the token before writing anything.
-        let client = try remoteClient(server, certsDir: certsDir, token: token)
+        guard !server.isEmpty, server.allSatisfy({ !$0.contains(",") }) else { throw fail(.invalid("give each --server as HOST:PORT")) }
+        let join = JoinOptions(server: server.joined(separator: ","), token: token, advertise: advertise, certsDir: certsDir)
+        // Check every address and the token before writing anything.
         _ = try remoteClient(advertise, certsDir: nil, token: nil)
-        do {
-            _ = try await client.call("ListNodes", .object([:]))
-        } catch where error.code == .permissionDenied {
-            // A node token may not list nodes: it authenticated, which is what we wanted to know.
-        } catch {
-            throw fail(ContainariumError(error.code, "cannot reach the control plane at \(server): \(error.message)"))
+        for server in server {
+            let client = try remoteClient(server, certsDir: certsDir, token: token)
+            do {
+                _ = try await client.call("ListNodes", .object([:]))
+            } catch where error.code == .permissionDenied {
+                // A node token may not list nodes: it authenticated, which is what we wanted to know.
+            } catch {
+                throw fail(ContainariumError(error.code, "cannot reach the control plane at \(server): \(error.message)"))
+            }
         }
         do {
             try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
@@ -101,7 +105,7 @@ struct NodeJoin: AsyncParsableCommand {
         } catch {
             throw fail(.internal("cannot write \(JoinFile.path(stateDir))", cause: "\(error)"))
         }
-        print("✓ this node reports to \(server) as soon as `containarium daemon` runs (membership in \(JoinFile.path(stateDir)))")
+        print("✓ this node reports to \(server.joined(separator: " and ")) as soon as `containarium daemon` runs (membership in \(JoinFile.path(stateDir)))")
     }
 
     func remoteClient(_ server: String, certsDir: String?, token: String?) throws -> RemoteClient {
@@ -139,10 +143,10 @@ struct NodeList: AsyncParsableCommand {
             return [n["name"]?.stringValue ?? "", (n["local"]?.bool ?? false) ? "(local)" : n["address"]?.stringValue ?? "", state,
                     (n["kinds"]?.items ?? []).compactMap(\.stringValue).joined(separator: ","),
                     "\(cores(used))/\(cores(cap))", "\(gib(used, "memoryBytes"))/\(gib(cap, "memoryBytes"))",
-                    "\(gib(used, "diskBytes"))/\(gib(cap, "diskBytes"))", String(Int(n["environments"]?.number ?? 0)),
-                    n["preemptible"]?.bool ?? false ? "yes" : "no"]
+                    "\(gib(used, "diskBytes"))/\(gib(cap, "diskBytes"))", Self.gpuSummary(n["gpus"]?.items ?? []),
+                    String(Int(n["environments"]?.number ?? 0)), n["preemptible"]?.bool ?? false ? "yes" : "no"]
         }
-        print(Table.render(header: ["NODE", "ADDRESS", "STATE", "KINDS", "CPU", "MEMORY GiB", "DISK GiB", "ENVS", "SPOT"], rows: rows))
+        print(Table.render(header: ["NODE", "ADDRESS", "STATE", "KINDS", "CPU", "MEMORY GiB", "DISK GiB", "GPUS", "ENVS", "SPOT"], rows: rows))
     }
 }
 
@@ -177,6 +181,21 @@ struct NodeRemove: AsyncParsableCommand {
     }
 }
 
+extension NodeList {
+    /// "used/total model" per model, e.g. "1/2 GH100 [H200 SXM 141GB]"; "-" without GPUs.
+    static func gpuSummary(_ gpus: [JSONValue]) -> String {
+        guard !gpus.isEmpty else { return "-" }
+        var byModel: [String: (used: Int, total: Int)] = [:]
+        for g in gpus {
+            let model = g["model"]?.stringValue ?? "?"
+            let used = (g["attachedTo"]?.stringValue != nil) ? 1 : 0
+            byModel[model, default: (0, 0)].used += used
+            byModel[model, default: (0, 0)].total += 1
+        }
+        return byModel.sorted { $0.key < $1.key }.map { "\($0.value.used)/\($0.value.total) \($0.key)" }.joined(separator: "; ")
+    }
+}
+
 struct ScheduleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "schedule", abstract: "The scheduler's view.", subcommands: [ScheduleExplain.self])
 }
@@ -188,13 +207,16 @@ struct ScheduleExplain: AsyncParsableCommand {
     @Option var memory: String?
     @Option var disk: String?
     @Option(name: .customLong("os-type")) var osType: String?
+    @Option(help: "GPUs the environment would need.") var gpus: Int?
+    @Option(name: .customLong("gpu-model")) var gpuModel: String?
     @Option(name: .customLong("label"), help: "node.KEY=VALUE to require a node label (repeatable).") var labels: [String] = []
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var cp: ControlPlaneOptions
 
     func run() async throws {
         var q: [String: JSONValue] = [:]
-        for (k, v) in [("cpu", cpu), ("memory", memory), ("disk", disk), ("osType", osType)] { if let v { q[k] = .string(v) } }
+        for (k, v) in [("cpu", cpu), ("memory", memory), ("disk", disk), ("osType", osType), ("gpuModel", gpuModel)] { if let v { q[k] = .string(v) } }
+        if let gpus { q["gpus"] = .number(Double(gpus)) }
         var l: [String: JSONValue] = [:]
         for s in labels {
             let parts = s.split(separator: "=", maxSplits: 1).map(String.init)

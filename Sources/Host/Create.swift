@@ -40,6 +40,12 @@ struct Create: AsyncParsableCommand {
     @Option(name: .customLong("label"), help: "Label KEY=VALUE (repeatable).")
     var labels: [String] = []
 
+    @Option(help: "GPUs to pass through (the node's devices.gpu/1 plugins list them; the scheduler picks which).")
+    var gpus: Int?
+
+    @Option(name: .customLong("gpu-model"), help: "Only GPUs of this model (as `containarium node list` shows it).")
+    var gpuModel: String?
+
     @Option(help: "Output format.")
     var format: OutputFormat = .table
 
@@ -75,6 +81,8 @@ struct Create: AsyncParsableCommand {
                 if let v { q[k] = .string(v) }
             }
             q["autostart"] = .bool(autostart)
+            if let gpus { q["gpus"] = .number(Double(gpus)) }
+            if let gpuModel { q["gpuModel"] = .string(gpuModel) }
             let table = format == .table
             if table { print("Creating container for user: \(username) on \(remote.server ?? "")") }
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
@@ -92,7 +100,7 @@ struct Create: AsyncParsableCommand {
         let service = try global.service()
         let request = CreateEnvironmentRequest(
             username: username, sshKeys: keys, image: image, osType: osType, cpu: cpu, memory: memory, disk: disk,
-            autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap)
+            autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap, gpus: gpus, gpuModel: gpuModel)
         let table = format == .table
         if table { print("Creating container for user: \(username)") }
         let info = try await ContainariumCLI.audited("container.create", username) { () async throws(ContainariumError) in

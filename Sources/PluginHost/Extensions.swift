@@ -64,6 +64,27 @@ public struct InstancesClient: Sendable {
     }
 }
 
+/// A typed client for a plugin's "devices.gpu/1" extension (GPU discovery).
+public struct GPUDevicesClient: Sendable {
+    public let plugin: any PluginEndpoint
+
+    public static let extensionID = CTM_EXT_DEVICES_GPU_V1
+
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_DEVICES_GPU_V1) else { return nil }
+        self.plugin = plugin
+    }
+
+    public func list() async throws(ContainariumError) -> [GPUInfo] {
+        let data = try await plugin.call(extension: Self.extensionID, method: "list", request: Data("{}".utf8))
+        do {
+            return try WireJSON.decoder().decode(GPUList.self, from: data).devices
+        } catch {
+            throw .internal("plugin \(plugin.manifest.id) answered list with malformed JSON", cause: WireJSON.describe(error))
+        }
+    }
+}
+
 /// A typed client for a plugin's "scanner/1" extension.
 public struct ScannerClient: Sendable {
     public let plugin: any PluginEndpoint

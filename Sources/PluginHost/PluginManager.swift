@@ -37,4 +37,5 @@ public final class PluginManager: Sendable {
     }
 
     public func scanners() -> [ScannerClient] { ready.compactMap(ScannerClient.init) }
+    public func gpuProviders() -> [GPUDevicesClient] { ready.compactMap(GPUDevicesClient.init) }
 }

@@ -150,6 +150,24 @@ struct SchedulerTests {
         #expect(!s.release("nobody"))
     }
 
+    @Test("GPUs a node reports as passed through are not free; holding() tells what a placement holds")
+    func attachedGPUs() throws {
+        let s = Scheduler()
+        var info = node("g", cpu: 64, memGiB: 512, diskGiB: 4000, gpus: ["a100", "a100"])
+        info.gpus[0].attachedTo = "alice-container"
+        s.upsert(info)
+        let p = try s.place(req("b", gpus: 1))
+        #expect(p.gpuAddresses == ["0000:02:00.0"])
+        #expect(throws: SchedulingError.self) { try s.place(req("c", gpus: 1)) }
+        let h = try #require(s.holding("b"))
+        #expect(h.node == "g" && h.gpuAddresses == ["0000:02:00.0"] && h.resources.cpuMillis == 1000)
+        #expect(s.holding("nobody") == nil)
+        // The node reports alice's environment gone: its GPU is free again.
+        info.gpus[0].attachedTo = nil
+        s.upsert(info)
+        #expect(try s.place(req("c", gpus: 1)).gpuAddresses == ["0000:01:00.0"])
+    }
+
     @Test("draining, unhealthy and removed nodes take nothing; undrained ones do again")
     func conditions() throws {
         let s = Scheduler()

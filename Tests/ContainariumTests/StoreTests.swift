@@ -191,6 +191,34 @@ struct StoreTests {
         }
     }
 
+    @Test("nodes keep a drain flag across reports; placements are shared rows that expire", arguments: StoreEngine.enabled)
+    func nodesAndPlacements(engine: StoreEngine) async throws {
+        try await engine.withStore { store, _ in
+            try await store.migrate()
+            try await store.saveNodeReport(name: "n1", address: "10.0.0.1:50051", info: "{}")
+            try await store.setNodeDraining("n1", true)
+            try await store.saveNodeReport(name: "n1", address: "10.0.0.2:50051", info: "{\"x\":1}")
+            let n = try #require(try await store.nodes().first { $0.0 == "n1" })
+            #expect(n.1 == "10.0.0.2:50051" && n.2 == "{\"x\":1}" && n.3, "a report does not undo a drain")
+            let old = Date().addingTimeInterval(-7200)
+            try await store.insertPlacement(.init(name: "a-container", node: "n1", cpuMillis: 2000, memoryBytes: 1 << 30, diskBytes: 0,
+                                                  gpus: ["0000:65:00.0", "0000:ca:00.0"], daemon: "cp1/1/1"))
+            try await store.insertPlacement(.init(name: "b-container", node: "n1", cpuMillis: 1000, memoryBytes: 0, diskBytes: 0, gpus: [],
+                                                  daemon: "cp2/1/1", createdAt: old))
+            await #expect(throws: ContainariumError.self) {
+                try await store.insertPlacement(.init(name: "a-container", node: "n2", cpuMillis: 1, memoryBytes: 0, diskBytes: 0, gpus: [], daemon: "cp2/1/1"))
+            }
+            let rows = try await store.placements()
+            #expect(rows.map(\.name) == ["a-container", "b-container"])
+            #expect(rows[0].gpus == ["0000:65:00.0", "0000:ca:00.0"] && rows[0].cpuMillis == 2000 && rows[0].daemon == "cp1/1/1")
+            #expect(rows[1].gpus.isEmpty)
+            #expect(try await store.expirePlacements(before: Date().addingTimeInterval(-3600)) == 1)
+            #expect(try await store.deletePlacement("a-container"))
+            #expect(try await !store.deletePlacement("a-container"))
+            #expect(try await store.placements().isEmpty)
+        }
+    }
+
     @Test("values that look like SQL are stored verbatim, never executed", arguments: StoreEngine.enabled)
     func injection(engine: StoreEngine) async throws {
         try await engine.withStore { store, _ in

@@ -1,4 +1,5 @@
 import ContainariumCore
+import ContainariumService
 import Foundation
 import TestSupport
 import Testing
@@ -106,5 +107,34 @@ struct SSHKeyTests {
         } throws: { error in
             "\(error)".contains(reason)
         }
+    }
+}
+
+@Suite("GPU requests are checked at the edge")
+struct GPURequestValidationTests {
+    static func request(gpus: Int? = nil, model: String? = nil, devices: [String] = []) -> CreateEnvironmentRequest {
+        CreateEnvironmentRequest(username: "alice", sshKeys: [], gpus: gpus, gpuModel: model, gpuDevices: devices)
+    }
+
+    @Test("accepted", arguments: [
+        (request(), 0), (request(gpus: 0), 0), (request(gpus: 2), 2), (request(gpus: 1, model: "GA100 [A100 SXM4 40GB]"), 1),
+        (request(devices: ["0000:65:00.0"]), 1), (request(gpus: 2, devices: ["0000:65:00.0", "0000:ca:00.7"]), 2),
+    ])
+    func accepted(_ r: CreateEnvironmentRequest, _ count: Int) throws {
+        #expect(try EnvironmentService.validateGPUs(r).0 == count)
+    }
+
+    @Test("refused", arguments: [
+        request(gpus: -1), request(gpus: 17), request(model: "A100"), request(gpus: 1, model: ""), request(gpus: 1, model: "bad\u{1}model"),
+        request(devices: ["65:00.0"]), request(devices: ["0000:65:00.8"]), request(devices: ["0000:65:00.0;rm"]), request(devices: ["0000:GG:00.0"]),
+        request(gpus: 2, devices: ["0000:65:00.0"]), request(devices: ["0000:65:00.0", "0000:65:00.0"]),
+    ])
+    func refused(_ r: CreateEnvironmentRequest) {
+        #expect(throws: ContainariumError.self) { try EnvironmentService.validateGPUs(r) }
+    }
+
+    @Test("PCI addresses", arguments: [("0000:65:00.0", true), ("0001:ff:1f.7", true), ("0000:65:00.0 ", false), ("0000:65:00", false), ("0000:65:00.0\n", false), ("0000-65:00.0", false)])
+    func pci(_ s: String, _ ok: Bool) {
+        #expect(GPUInfo.validPCIAddress(s) == ok)
     }
 }

@@ -1,6 +1,7 @@
 import ContainariumCore
 import Foundation
 import TestSupport
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -202,5 +203,224 @@ struct ClusterTests {
         #expect(exec.json?["node"]?.stringValue == n1)
         #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)", token: admin).status == 200)
         #expect(try !boxes[1].exists("\(u)-container"))
+    }
+
+    /// Options for the real OpenSSH client: this key only, no agent, no prompts.
+    static func ssh(port: Int, _ user: String, key: URL, _ args: [String], timeout: Double = 120) throws -> ProcessResult {
+        try Run.run("/usr/bin/ssh", ["-p", String(port), "-i", key.path, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
+                                     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                                     "-o", "ConnectTimeout=10", "\(user)@127.0.0.1"] + args, timeout: timeout)
+    }
+
+    @Test("GPUs reported by a node's nvidia-gpu plugin and placed by PCI address; SSH through the control plane's gateway to an environment on another node; a create cut off by a control-plane crash is settled")
+    func gpusGatewayAndRepair() throws {
+        let sfx = TestEnv.suffix()
+        let cpName = "cg-\(sfx)", n1 = "ng-\(sfx)"
+        let boxes = try [IncusEnv.Sandbox(ownProject: true), IncusEnv.Sandbox(ownProject: true)]
+        defer { boxes.forEach { $0.cleanup() } }
+        for (box, n) in zip(boxes, [cpName, n1]) { try Self.name(box, n) }
+        // The member has two NVIDIA GPUs in a PCI tree of its own (no GPU exists here).
+        let tree = boxes[1].dir.appendingPathComponent("pci")
+        try FakeGPU.tree(tree)
+        _ = try FakeGPU.buildPlugin(into: boxes[1].plugins)
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: boxes[1].config)) as? [String: Any] ?? [:]
+        var plugins = cfg["plugins"] as? [String: Any] ?? [:]
+        plugins["nvidia-gpu"] = ["enabled": true, "config": ["sysfsPath": tree.path]]
+        cfg["plugins"] = plugins
+        try JSONSerialization.data(withJSONObject: cfg).write(to: boxes[1].config)
+
+        let cpSSH = try DaemonProcess.freePort(), n1SSH = try DaemonProcess.freePort()
+        let cp = try DaemonProcess(sandbox: boxes[0], extraArgs: ["--reconcile-interval", "3", "--ssh-port", String(cpSSH), "--ssh-host", "127.0.0.1"])
+        try cp.start()
+        defer { cp.stop() }
+        let admin = try cp.token("admin", roles: "admin")
+        let grpc = "127.0.0.1:\(cp.grpcPort)"
+        let nodeToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--reconcile-interval", "3600", "--ssh-port", String(n1SSH), "--ssh-host", "127.0.0.1"])
+        let join = try boxes[1].cli(["node", "join", "--server", grpc, "--token", nodeToken, "--advertise", "127.0.0.1:\(node.grpcPort)",
+                                     "--state-dir", node.stateDir.path])
+        #expect(join.status == 0, "\(join.output)")
+        try node.start()
+        defer { node.stop() }
+        func member() throws -> JSONValue? {
+            (try HTTP.call("GET", cp.base + "/v1/nodes", token: admin).json?["nodes"]?.items ?? []).first { $0["name"]?.stringValue == n1 }
+        }
+        try eventually("the node reports", within: 60) { try member()?["healthy"]?.bool == true }
+
+        // GPUs: discovered on the node, reported with PCI address and model, shown by node list.
+        let gpus = try #require(try member()?["gpus"]?.items)
+        #expect(gpus.compactMap { $0["pciAddress"]?.stringValue } == ["0000:65:00.0", "0000:ca:00.0"], "\(gpus)")
+        #expect(gpus.compactMap { $0["model"]?.stringValue } == ["GA100 [A100 SXM4 40GB]", "AD102 [GeForce RTX 4090]"])
+        #expect(try member()?["sshGateway"]?.stringValue == "127.0.0.1:\(n1SSH)")
+        let listed = try boxes[0].cli(["node", "list", "--server", grpc, "--token", admin])
+        #expect(listed.stdout.contains("0/1 AD102 [GeForce RTX 4090]; 0/1 GA100 [A100 SXM4 40GB]"), "\(listed.output)")
+        // The scheduler: only the node with GPUs qualifies; three GPUs fit nowhere.
+        let one = try HTTP.call("POST", cp.base + "/v1/schedule/explain", token: admin, body: #"{"gpus": 1, "gpuModel": "AD102 [GeForce RTX 4090]"}"#)
+        #expect(one.json?["chosen"]?.stringValue == n1, "\(one.text)")
+        let cpVerdict = (one.json?["verdicts"]?.items ?? []).first { $0["node"]?.stringValue == cpName }
+        #expect(cpVerdict?["filteredBecause"]?.items?.first?["gpusUnavailable"] != nil, "\(one.text)")
+        let three = try boxes[0].cli(["schedule", "explain", "--gpus", "3", "--server", grpc, "--token", admin])
+        #expect(three.stdout.contains("chosen: (none") && three.stdout.contains("gpusUnavailable"), "\(three.output)")
+        // Bad GPU requests are refused at the edge; users cannot pick PCI addresses.
+        for body in [#"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 1.5}"#, #"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 17}"#,
+                     #"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 1, "gpuDevices": ["0000:65:00.0"]}"#] {
+            #expect(try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: body).status == 400, "\(body)")
+        }
+        // A create with a GPU goes to the node with the RTX 4090's address: Incus is asked to
+        // pass 0000:ca:00.0 through, and (no such card here) refuses to start it. Nothing is
+        // left behind and the GPU is free again.
+        let gpuUser = "gu\(sfx)"
+        let gpuCreate = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json([
+            "username": gpuUser, "sshKeys": [boxes[0].key.publicText], "gpus": 1, "gpuModel": "AD102 [GeForce RTX 4090]"]))
+        #expect(gpuCreate.status >= 400 && gpuCreate.text.contains("0000:ca:00.0"), "\(gpuCreate.text)")
+        #expect(try !boxes[1].exists("\(gpuUser)-container") && !boxes[0].exists("\(gpuUser)-container"))
+        #expect(try HTTP.call("GET", cp.base + "/v1/containers/\(gpuUser)", token: admin).status == 404)
+        let both = try HTTP.call("POST", cp.base + "/v1/schedule/explain", token: admin, body: #"{"gpus": 2}"#)
+        #expect(both.json?["chosen"]?.stringValue == n1, "the failed create's GPU was released: \(both.text)")
+
+        // SSH through the control plane's gateway to an environment on the node.
+        #expect(try HTTP.call("POST", cp.base + "/v1/nodes/\(cpName)/drain", token: admin).status == 200)
+        let u = "gs\(sfx)"
+        let created = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json(["username": u, "sshKeys": [boxes[0].key.publicText]]))
+        #expect(created.status == 201 && created.json?["node"]?.stringValue == n1, "\(created.text)")
+        let key = boxes[0].key.privateKey
+        let hop = try Self.ssh(port: cpSSH, u, key: key, ["echo $(id -un)@$(hostname); exit 7"])
+        #expect(hop.status == 7 && hop.stdout == "\(u)@\(u)-container\n", "\(hop.output)")
+        let forward = try Self.ssh(port: cpSSH, u, key: key, ["-W", "localhost:22"], timeout: 20)
+        #expect(forward.stdout.hasPrefix("SSH-2.0-OpenSSH"), "the node's environment's own sshd answers -W localhost:22: \(forward.output)")
+        let stranger = try KeyPair.generate(in: boxes[0].dir, name: "stranger")
+        #expect(try Self.ssh(port: cpSSH, u, key: stranger.privateKey, ["true"]).status == 255, "a key the environment does not know")
+        // The hop user name is for the control plane's key only.
+        #expect(try Self.ssh(port: n1SSH, "\(u)+\(u)", key: key, ["true"]).status == 255)
+        let cpAudit = try HTTP.call("GET", cp.base + "/v1/audit?action=gateway.auth&target=\(u)", token: admin).json?["entries"]?.items ?? []
+        #expect(cpAudit.contains { $0["result"]?.stringValue == "ok" && $0["actor"]?.stringValue == u }, "\(cpAudit)")
+        // The hop really went through the node's gateway, with the control plane's key.
+        let nodeAudit = try HTTP.call("GET", node.base + "/v1/audit?action=gateway.auth&target=\(u)", token: try node.token("admin", roles: "admin"))
+            .json?["entries"]?.items ?? []
+        #expect(nodeAudit.contains { $0["result"]?.stringValue == "ok" && $0["actor"]?.stringValue == u }, "\(nodeAudit)")
+
+        // Kill the control plane while the node creates an environment for it; on restart the
+        // record and the operation agree with what the node did.
+        let r = "gr\(sfx)"
+        let started = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json(["username": r, "sshKeys": [boxes[0].key.publicText], "async": true]))
+        #expect(started.status == 202, "\(started.text)")
+        let op = try #require(started.json?["id"]?.stringValue)
+        try eventually("the node is creating it", within: 60, every: 100_000) { try boxes[1].exists("\(r)-container") }
+        cp.signal(SIGKILL)
+        _ = try cp.wait(timeout: 20)
+        try cp.start()
+        try eventually("the interrupted create is settled", within: 90) {
+            let s = try HTTP.call("GET", cp.base + "/v1/operations/\(op)", token: admin).json?["state"]?.stringValue
+            return s == "OPERATION_STATE_SUCCEEDED" || s == "OPERATION_STATE_FAILED"
+        }
+        let settled = try HTTP.call("GET", cp.base + "/v1/operations/\(op)", token: admin).json?["state"]?.stringValue
+        let after = try HTTP.call("GET", cp.base + "/v1/containers/\(r)", token: admin)
+        if settled == "OPERATION_STATE_SUCCEEDED" {
+            #expect(after.status == 200 && after.json?["node"]?.stringValue == n1 && after.json?["state"]?.stringValue == "CONTAINER_STATE_RUNNING", "\(after.text)")
+        } else {
+            let left = try boxes[1].exists("\(r)-container")
+            #expect(after.status == 404 && !left, "\(after.text)")
+        }
+        #expect(cp.log.contains("settled remote creates [\"\(r)\"]"), "the reconciler settled it")
+
+        for user in [u, r] { _ = try HTTP.call("DELETE", cp.base + "/v1/containers/\(user)", token: admin) }
+        #expect(try boxes[1].incus(["list", "-c", "n", "-f", "csv"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
+    @Test("two control planes on one PostgreSQL database: one node reports to both; drains, environments and placements are shared, and concurrent creates through both never double-book the node")
+    func twoControlPlanes() throws {
+        guard let base = ProcessInfo.processInfo.environment["CONTAINARIUM_TEST_PG_URL"] else {
+            if ProcessInfo.processInfo.environment["CONTAINARIUM_SKIP_PG"] == "1" { return }
+            throw TestFailure("CONTAINARIUM_TEST_PG_URL is not set: run scripts/test.sh (it starts PostgreSQL) or set CONTAINARIUM_SKIP_PG=1")
+        }
+        let sfx = TestEnv.suffix()
+        let db = "ctm_cps_\(sfx)"
+        let made = try Run.run("/usr/bin/psql", [base, "-v", "ON_ERROR_STOP=1", "-c", "CREATE DATABASE \(db)"])
+        #expect(made.status == 0, "\(made.output)")
+        defer { _ = try? Run.run("/usr/bin/psql", [base, "-c", "DROP DATABASE IF EXISTS \(db) WITH (FORCE)"]) }
+        let url = base.replacingOccurrences(of: #"/[^/]+$"#, with: "/\(db)", options: .regularExpression)
+
+        let a = "pa-\(sfx)", b = "pb-\(sfx)", n = "pn-\(sfx)"
+        let boxes = try [IncusEnv.Sandbox(ownProject: true), IncusEnv.Sandbox(ownProject: true), IncusEnv.Sandbox(ownProject: true)]
+        defer { boxes.forEach { $0.cleanup() } }
+        for (box, name) in zip(boxes, [a, b, n]) { try Self.name(box, name) }
+        // Control planes sharing a database share its JWT secret too.
+        let cpA = try DaemonProcess(sandbox: boxes[0], extraArgs: ["--database-url", url, "--cpu-overcommit", "1", "--reconcile-interval", "3600"])
+        let cpB = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--database-url", url, "--cpu-overcommit", "1", "--reconcile-interval", "3600"],
+                                    secret: cpA.secret)
+        try cpA.start()
+        defer { cpA.stop() }
+        try cpB.start()
+        defer { cpB.stop() }
+        let admin = try cpA.token("admin", roles: "admin")
+        let token = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cpA.secretFile.path]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let node = try DaemonProcess(sandbox: boxes[2], extraArgs: ["--reconcile-interval", "3600"])
+        let join = try boxes[2].cli(["node", "join", "--server", "127.0.0.1:\(cpA.grpcPort)", "--server", "127.0.0.1:\(cpB.grpcPort)",
+                                     "--token", token, "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
+        #expect(join.status == 0, "\(join.output)")
+        try node.start()
+        defer { node.stop() }
+        func view(_ cp: DaemonProcess, _ name: String) throws -> JSONValue? {
+            (try HTTP.call("GET", cp.base + "/v1/nodes", token: admin).json?["nodes"]?.items ?? []).first { $0["name"]?.stringValue == name }
+        }
+        try eventually("the node reports to both control planes", within: 60) {
+            try view(cpA, n)?["healthy"]?.bool == true && view(cpB, n)?["healthy"]?.bool == true
+        }
+        // Each control plane keeps its own machine out of placement: only the node takes environments.
+        #expect(try HTTP.call("POST", cpA.base + "/v1/nodes/\(a)/drain", token: admin).status == 200)
+        #expect(try HTTP.call("POST", cpB.base + "/v1/nodes/\(b)/drain", token: admin).status == 200)
+
+        // A drain through one is seen by the other.
+        #expect(try HTTP.call("POST", cpA.base + "/v1/nodes/\(n)/drain", token: admin).status == 200)
+        try eventually("B sees A's drain", within: 15) { try view(cpB, n)?["draining"]?.bool == true }
+        #expect(try HTTP.call("POST", cpB.base + "/v1/schedule/explain", token: admin).json?["chosen"] == nil)
+        #expect(try HTTP.call("POST", cpB.base + "/v1/nodes/\(n)/undrain", token: admin).status == 200)
+        try eventually("A sees B's undrain", within: 15) { try view(cpA, n)?["draining"]?.bool == false }
+
+        // Four creates at once, two through each control plane, each asking for every core of
+        // the node (no CPU over-commit): exactly one fits. Without shared placements each
+        // control plane would put one there.
+        let cores = Int((try view(cpA, n)?["capacity"]?["cpuMillis"]?.number ?? 0) / 1000)
+        #expect(cores >= 1)
+        let users = (1...4).map { "pc\($0)\(sfx)" }
+        let results = Mutex<[String: HTTPResult]>([:])
+        DispatchQueue.concurrentPerform(iterations: users.count) { i in
+            let cp = i % 2 == 0 ? cpA : cpB
+            let r = try? HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json([
+                "username": users[i], "sshKeys": [boxes[0].key.publicText], "resources": ["cpu": String(cores), "memory": "256MB"]]))
+            if let r { results.withLock { $0[users[i]] = r } }
+        }
+        let outcomes = results.withLock { $0 }
+        let winners = users.filter { outcomes[$0]?.status == 201 }
+        #expect(winners.count == 1, "\(outcomes.mapValues { "\($0.status) \($0.text.prefix(160))" })")
+        for u in users where !winners.contains(u) {
+            #expect(outcomes[u]?.status == 507 || outcomes[u]?.json?["error"]?["code"]?.stringValue == "resource_exhausted", "\(u): \(outcomes[u]?.text ?? "-")")
+        }
+        let winner = try #require(winners.first)
+        #expect(try boxes[2].exists("\(winner)-container"))
+
+        // One view: both list it on the node; the other control plane acts on it and deletes it.
+        for cp in [cpA, cpB] {
+            let listed = try HTTP.call("GET", cp.base + "/v1/containers", token: admin).json?["containers"]?.items ?? []
+            #expect(listed.contains { $0["username"]?.stringValue == winner && $0["node"]?.stringValue == n }, "\(listed)")
+        }
+        let creator = users.firstIndex(of: winner).map { $0 % 2 == 0 ? cpA : cpB } ?? cpA
+        let other = creator === cpA ? cpB : cpA
+        #expect(try HTTP.call("GET", other.base + "/v1/containers/\(winner)", token: admin).json?["node"]?.stringValue == n)
+        #expect(try HTTP.call("DELETE", other.base + "/v1/containers/\(winner)", token: admin).status == 200)
+        #expect(try !boxes[2].exists("\(winner)-container"))
+        // The capacity is free again once the node's next report no longer counts it.
+        var again: HTTPResult?
+        try eventually("the node's cores are free again", within: 20, every: 500_000) {
+            let r = try HTTP.call("POST", creator.base + "/v1/containers", token: admin, body: HTTP.json([
+                "username": users[0] + "x", "sshKeys": [boxes[0].key.publicText], "resources": ["cpu": String(cores), "memory": "256MB"]]))
+            again = r
+            if r.status != 201 { #expect(r.json?["error"]?["code"]?.stringValue == "resource_exhausted", "\(r.text)") }
+            return r.status == 201
+        }
+        #expect(again?.json?["node"]?.stringValue == n, "\(again?.text ?? "-")")
+        #expect(try HTTP.call("DELETE", other.base + "/v1/containers/\(users[0])x", token: admin).status == 200)
+        let rows = try Run.run("/usr/bin/psql", [url, "-At", "-c", "SELECT count(*) FROM placements"])
+        #expect(rows.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "no placement row is left: \(rows.output)")
     }
 }
