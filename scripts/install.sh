@@ -5,6 +5,7 @@
 #   PREFIX/lib/containarium/plugins/example-secrets/{plugin.json,libexample_secrets.so}  (disabled by default)
 #   PREFIX/lib/containarium/plugins/nvidia-gpu/{plugin.json,libnvidia_gpu.so}  (GPU discovery, libpci)
 #   PREFIX/share/containarium/stacks/*.json
+#   PREFIX/share/containarium/webui/ (the dashboard, with its libraries from Debian's packages)
 # and, when missing, a node config at /etc/containarium/config.json.
 #
 #   CONFIGURATION=release|debug (default release)
@@ -31,6 +32,10 @@ make -s -C Plugins/ExampleScanner OUT="$PREFIX/lib/containarium/plugins/example-
 make -s -C Plugins/NvidiaGPU OUT="$PREFIX/lib/containarium/plugins/nvidia-gpu" \
   "$PREFIX/lib/containarium/plugins/nvidia-gpu/libnvidia_gpu.so"
 install -m 0644 stacks/*.json "$PREFIX/share/containarium/stacks/"
+# The dashboard (/webui/): our files plus xterm.js and Chart.js from Debian's packages.
+install -d "$PREFIX/share/containarium/webui"
+install -m 0644 web/*.html web/*.js web/*.css "$PREFIX/share/containarium/webui/"
+bash scripts/webui-assets.sh "$PREFIX/share/containarium/webui"
 # Swagger UI for the daemon's /swagger-ui/, from local files (no CDN at run time).
 bash scripts/swagger-ui.sh "$PREFIX/share/containarium/swagger-ui" || log "warning: Swagger UI assets not installed (pip unavailable?); /swagger-ui/ will say so"
 

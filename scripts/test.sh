@@ -26,6 +26,10 @@ export CONTAINARIUM_TEST_PG_URL
 export CONTAINARIUM_SWAGGER_DIR=/var/cache/containarium/swagger-ui
 bash scripts/swagger-ui.sh "$CONTAINARIUM_SWAGGER_DIR"
 
+# The dashboard's browser tests: Debian's Chromium, Playwright (PyPI), the dashboard with its libraries.
+webenv="$(bash scripts/web-testenv.sh)"
+while IFS='=' read -r k v; do export "$k=$v"; done <<< "$webenv"
+
 export CONTAINARIUM_WERROR=1   # Package.swift turns warnings into errors in our targets
 build_args=()
 if [ -n "${SWIFT_BUILD_PATH:-}" ]; then build_args+=(--scratch-path "$SWIFT_BUILD_PATH"); fi

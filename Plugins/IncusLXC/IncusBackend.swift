@@ -139,9 +139,12 @@ final class IncusBackend: Sendable {
         }
         if let owner = config[Self.ownerKey]?.stringValue { labels["owner"] = owner }
         var ipv4: [String] = []
+        var rx: UInt64 = 0, tx: UInt64 = 0
         if case .object(let nets)? = state?["network"] {
             for (ifname, net) in nets.sorted(by: { Self.interfaceRank($0.key) < Self.interfaceRank($1.key) })
             where ifname != "lo" && !Self.isInnerBridge(ifname) {
+                rx &+= net["counters"]?["bytes_received"]?.uint64Value ?? 0
+                tx &+= net["counters"]?["bytes_sent"]?.uint64Value ?? 0
                 for a in net["addresses"]?.arrayValue ?? []
                 where a["family"]?.stringValue == "inet" && a["scope"]?.stringValue == "global" {
                     if let addr = a["address"]?.stringValue { ipv4.append(addr) }
@@ -157,7 +160,7 @@ final class IncusBackend: Sendable {
             guard let d, d.timeIntervalSince1970 > 86_400 else { return nil }  // Incus uses year 1 for "never"
             return d
         }
-        return InstanceInfo(
+        var info = InstanceInfo(
             name: i["name"]?.stringValue ?? "",
             type: i["type"]?.stringValue ?? "container",
             state: status,
@@ -180,6 +183,9 @@ final class IncusBackend: Sendable {
             sshHostKeys: config[Self.hostKeysKey]?.stringValue.map { $0.split(separator: "\n").map(String.init) } ?? [],
             provisioned: config[Self.provisionedKey]?.stringValue == "true",
             gpus: gpus.isEmpty ? nil : gpus)
+        info.networkRxBytes = state?["network"] == nil ? nil : rx
+        info.networkTxBytes = state?["network"] == nil ? nil : tx
+        return info
     }
 
     /// The instance's own NICs first (eth0, then eth*/en*), then anything else, by name.
@@ -407,9 +413,28 @@ final class IncusBackend: Sendable {
             guard r.force == true else {
                 throw ContainariumError(.failedPrecondition, "container \(r.name) is running; stop it first or delete with --force")
             }
-            try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true), "timeout": .number(30)]), context: ctx)
+            do {
+                try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true), "timeout": .number(30)]), context: ctx)
+            } catch {
+                // A stop racing this one (the owner, the reconciler) is fine: it is stopped.
+                guard let now = try? info(r.name), now.state == .stopped else { throw error }
+            }
         }
-        try api.operation("DELETE", path(r.name), timeout: 300, context: ctx)
+        // Under load Incus can fail a delete transiently (a busy subvolume, a lock): retry a
+        // little before giving up. Gone already is done.
+        var attempt = 0
+        while true {
+            do {
+                try api.operation("DELETE", path(r.name), timeout: 300, context: ctx)
+                return
+            } catch where error.code == .notFound {
+                return
+            } catch where error.code != .cancelled && attempt < 2 {
+                attempt += 1
+                host.log(.warning, "deleting \(r.name) failed (\(error.message)); retrying")
+                Thread.sleep(forTimeInterval: Double(attempt))
+            }
+        }
     }
 
     func changeState(_ r: InstanceRef, action: String, _ ctx: OperationContext) throws(ContainariumError) -> InstanceInfo {

@@ -154,6 +154,9 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
     public var provisioned: Bool?
     /// PCI addresses of the GPUs passed through to it.
     public var gpus: [String]?
+    /// Bytes received and sent on its own network interfaces since it started.
+    public var networkRxBytes: UInt64?
+    public var networkTxBytes: UInt64?
 
     public init(
         name: String, type: String = "container", state: InstanceState, image: String? = nil, ipv4: [String] = [],

@@ -31,12 +31,33 @@ public struct NodeReport: Codable, Sendable, Equatable {
         }
     }
 
-    public init(address: String, token: String?, info: NodeInfo, environments: [String: Resources], gateway: GatewayEndpoint? = nil) {
+    /// The node's plugins (dashboard: the unified view across backends).
+    public var plugins: [NodePlugin]?
+
+    public init(address: String, token: String?, info: NodeInfo, environments: [String: Resources], gateway: GatewayEndpoint? = nil,
+                plugins: [NodePlugin]? = nil) {
         self.gateway = gateway
+        self.plugins = plugins
         self.address = address
         self.token = token
         self.info = info
         self.environments = environments
+    }
+}
+
+/// One plugin of a node: id, version, ABI and state (ready, disabled, failed: ...).
+public struct NodePlugin: Codable, Sendable, Equatable {
+    public var id: String
+    public var version: String?
+    public var abi: String?
+    public var state: String
+    public var capabilities: [String]
+    public init(id: String, version: String?, abi: String?, state: String, capabilities: [String]) {
+        self.id = id
+        self.version = version
+        self.abi = abi
+        self.state = state
+        self.capabilities = capabilities
     }
 }
 
@@ -66,6 +87,7 @@ public struct NodeView: Codable, Sendable, Equatable {
     public var environments: Int
     /// The node's SSH gateway (HOST:PORT), when it runs one.
     public var sshGateway: String?
+    public var plugins: [NodePlugin]?
 }
 
 /// The nodes of the cluster, their health, and the scheduler that places environments on them.
@@ -91,6 +113,12 @@ public final class Cluster: Sendable {
         var gateway: NodeReport.GatewayEndpoint?
     }
     private let members = Mutex<[String: Member]>([:])
+    /// Told which environments a member reported for the first time, and which it stopped
+    /// reporting (the control plane turns them into container.changed/removed events).
+    let environmentsChanged = Mutex<(@Sendable (_ node: String, _ added: [String], _ removed: [String]) -> Void)?>(nil)
+    public func onEnvironmentsChanged(_ f: @escaping @Sendable (_ node: String, _ added: [String], _ removed: [String]) -> Void) {
+        environmentsChanged.withLock { $0 = f }
+    }
     /// This daemon, as the owner of the placement rows it writes.
     let daemonID: String
     /// Names with a row in the shared placements table that this daemon knows of: its own,
@@ -130,7 +158,7 @@ public final class Cluster: Sendable {
     static func view(_ info: NodeInfo, address: String?, local: Bool, healthy: Bool, draining: Bool, lastSeen: Date?, used: Resources, environments: Int) -> NodeView {
         NodeView(name: info.name, address: address, local: local, healthy: healthy, draining: draining, lastSeen: lastSeen, kinds: info.kinds.sorted(),
                  capacity: info.capacity, used: used, gpus: info.gpus, labels: info.labels, pool: info.pool, preemptible: info.preemptible,
-                 environments: environments, sshGateway: nil)
+                 environments: environments, sshGateway: nil, plugins: nil)
     }
 
     /// A report from a member (or the local node's own, with `local`).
@@ -162,14 +190,20 @@ public final class Cluster: Sendable {
         for (name, _, gpus) in pending {
             for i in info.gpus.indices where gpus.contains(info.gpus[i].pciAddress) && info.gpus[i].attachedTo == nil { info.gpus[i].attachedTo = name }
         }
-        let (draining, isNew) = members.withLock { m -> (Bool, Bool) in
+        let (draining, isNew, before) = members.withLock { m -> (Bool, Bool, Set<String>?) in
             let draining = m[info.name]?.view.draining ?? false
             let isNew = m[info.name] == nil || m[info.name]?.view.address != r.address
+            let before = m[info.name].map(\.environments)
             var view = Self.view(info, address: local ? nil : r.address, local: local, healthy: true, draining: draining, lastSeen: now,
                                  used: info.reserved, environments: r.environments.count)
             view.sshGateway = r.gateway?.address
+            view.plugins = r.plugins
             m[info.name] = Member(view: view, token: r.token, environments: Set(r.environments.keys), gateway: local ? nil : r.gateway)
-            return (draining, isNew)
+            return (draining, isNew, before)
+        }
+        if !local, let before, let notify = environmentsChanged.withLock({ $0 }) {
+            let added = reportedNames.subtracting(before).sorted(), removed = before.subtracting(reportedNames).sorted()
+            if !added.isEmpty || !removed.isEmpty { notify(info.name, added, removed) }
         }
         scheduler.upsert(info, condition: NodeCondition(healthy: true, draining: draining))
         if !local {

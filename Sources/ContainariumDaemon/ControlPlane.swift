@@ -4,6 +4,7 @@ public import ContainariumStore
 public import Foundation
 public import Logging
 public import ContainariumScheduler
+public import ContainariumGateway
 import PluginHost
 import Synchronization
 
@@ -21,6 +22,11 @@ public final class ControlPlane: Sendable {
     public let daemonID: String
     public let startedAt = Date()
     private let running = Mutex<[String: Task<Void, Never>]>([:])
+    /// Usage over the last hour, per environment of this node (dashboard charts).
+    public let metrics = MetricsHistory()
+    /// What opens browser terminals: the gateway's upstream login and its routes.
+    let terminalHost = Mutex<(gateway: SSHGateway, directory: ControlPlaneGatewayDirectory)?>(nil)
+    public func setTerminalHost(_ gateway: SSHGateway, _ directory: ControlPlaneGatewayDirectory) { terminalHost.withLock { $0 = (gateway, directory) } }
     private let accessChanges = Mutex<[@Sendable (String) -> Void]>([])
 
     public init(service: EnvironmentService, store: Store, inventory: Inventory, events: DaemonEvents, logger: Logger) {
@@ -127,7 +133,14 @@ public final class ControlPlane: Sendable {
 
     private let clusterRef = Mutex<Cluster?>(nil)
     public var cluster: Cluster? { clusterRef.withLock { $0 } }
-    public func setCluster(_ c: Cluster) { clusterRef.withLock { $0 = c } }
+    public func setCluster(_ c: Cluster) {
+        clusterRef.withLock { $0 = c }
+        // Environments on other nodes change there; the dashboard hears of it here.
+        c.onEnvironmentsChanged { [events] node, added, removed in
+            for name in added { events.publish("container.changed", username: Username(containerName: name)?.value, data: .object(["name": .string(name), "node": .string(node)])) }
+            for name in removed { events.publish("container.removed", username: Username(containerName: name)?.value, data: .object(["name": .string(name), "node": .string(node)])) }
+        }
+    }
     /// Does this daemon place environments on other nodes too?
     public var isClustered: Bool { cluster?.hasRemoteMembers ?? false }
 
@@ -189,6 +202,12 @@ public final class ControlPlane: Sendable {
             gpus: v.gpuCount, gpuModel: v.gpuModel, labels: nodeSelector(v.request.labels))
     }
 
+    static func placement(_ v: EnvironmentService.ValidatedCreate, kind: String, node: String?) -> PlacementRequest {
+        var p = placement(v, kind: kind)
+        p.node = node
+        return p
+    }
+
     static func nodeSelector(_ labels: [String: String]) -> [String: String] {
         labels.filter { $0.key.hasPrefix("node.") }.reduce(into: [:]) { $0[String($1.key.dropFirst(5))] = $1.value }
     }
@@ -201,7 +220,7 @@ public final class ControlPlane: Sendable {
         let (gpus, model, _) = try EnvironmentService.validateGPUs(r)
         return PlacementRequest(id: "explain", kind: kind, resources: Resources(cpuMillis: Int64(cpu) * 1000, memoryBytes: Int64(clamping: memory),
                                                                                 diskBytes: Int64(clamping: disk)),
-                                gpus: gpus, gpuModel: model, labels: nodeSelector(r.labels))
+                                gpus: gpus, gpuModel: model, labels: nodeSelector(r.labels), node: r.node)
     }
 
     /// The backend kind this node's instance backend serves.
@@ -252,7 +271,10 @@ public final class ControlPlane: Sendable {
             envs[i.name] = Resources(cpuMillis: Int64(i.cpuLimit.flatMap { try? CPULimit(parsing: $0).cpuCount } ?? 1) * 1000,
                                      memoryBytes: Int64(clamping: i.memoryLimitBytes ?? 0), diskBytes: Int64(clamping: i.diskLimitBytes ?? 0))
         }
-        return NodeReport(address: address, token: token, info: info, environments: envs)
+        let plugins = service.plugins.records.map { r in
+            NodePlugin(id: r.id, version: r.manifest?.version, abi: r.manifest?.abi, state: r.state.label, capabilities: r.manifest?.capabilities ?? [])
+        }
+        return NodeReport(address: address, token: token, info: info, environments: envs, plugins: plugins)
     }
 
     /// A member's report (gRPC `ReportNode`, node or admin tokens only).
@@ -316,9 +338,12 @@ public final class ControlPlane: Sendable {
             // and the GPUs (and holds them until the node reports the environment).
             var target = node
             var request = request
-            if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) {
+            if let wanted = request.node {
+                guard Cluster.validNodeName(wanted), wanted == node || cluster?.member(wanted) != nil else { throw .invalid("no node \(wanted) in this cluster") }
+            }
+            if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) || request.node != nil {
                 if try await store.container(user.value) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
-                let placed = try await cluster.place(Self.placement(validated, kind: backendKind))
+                let placed = try await cluster.place(Self.placement(validated, kind: backendKind, node: request.node))
                 target = placed.node
                 request.gpuDevices = placed.gpuAddresses
                 if !placed.gpuAddresses.isEmpty { request.gpus = placed.gpuAddresses.count }
@@ -755,6 +780,8 @@ public final class ControlPlane: Sendable {
         let visible = Set(try await listContainers(caller).map(\.name))
         return try await service.list().filter { visible.contains($0.name) }.map { i in
             var o: [String: JSONValue] = ["name": .string(i.name), "state": .string(ContainerView.stateName(i.state))]
+            if let u = Username(containerName: i.name) { o["username"] = .string(u.value) }
+            if let latest = metrics.latest(for: i.name) { o["cpuPercent"] = .number((latest.cpuPercent * 10).rounded() / 10) }
             if let v = i.cpuUsageNanoseconds { o["cpuUsageNanoseconds"] = .number(Double(v)) }
             if let v = i.memoryUsageBytes { o["memoryUsageBytes"] = .number(Double(v)) }
             if let v = i.diskUsageBytes { o["diskUsageBytes"] = .number(Double(v)) }

@@ -5,6 +5,7 @@ public import ContainariumScheduler
 import ContainariumStore
 public import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 public import Logging
 import PluginHost
 import ServiceLifecycle
@@ -22,6 +23,10 @@ public struct DaemonOptions: Sendable {
     /// Age after which a half-made container nobody is creating is removed.
     public var orphanGrace: TimeInterval = 300
     public var swaggerDir: String?
+    /// The dashboard's files, served at /webui/.
+    public var webuiDir: String?
+    /// How often environments' usage is sampled for the dashboard's charts.
+    public var metricsInterval: Duration = .seconds(15)
     public var grpc: GRPCOptions?
     /// The SSH gateway, when set (`--ssh-port`, or `containarium gateway`).
     public var ssh: GatewayOptions?
@@ -194,6 +199,26 @@ public enum Daemon {
                 await reconciler.run(interval: options.reconcileInterval)
             }))
         }
+        // Usage history for the dashboard's charts: every 15 s (by default), an hour kept.
+        services.append(.init(service: TaskService(description: "metrics") {
+            while !Task.isCancelled {
+                if let list = try? await service.list() { plane.metrics.record(list) }
+                try? await Task.sleep(for: options.metricsInterval)
+            }
+        }))
+        // Browser terminals log in like the SSH gateway does (its keys, routes and hops), even
+        // when the gateway does not listen.
+        do throws(ContainariumError) {
+            let keyDir = options.ssh?.keyDir ?? (options.stateDir as NSString).appendingPathComponent("gateway")
+            let keys: GatewayKeys
+            if let gatewayKeys { keys = gatewayKeys } else { keys = try GatewayKeys.loadOrCreate(dir: keyDir) }
+            let directory = ControlPlaneGatewayDirectory(plane: plane)
+            let gateway = SSHGateway(options: options.ssh ?? GatewayOptions(), directory: directory, bans: BanList(policy: BanPolicy(), store: store),
+                                     keys: keys, logger: logger)
+            plane.setTerminalHost(gateway, directory)
+        } catch {
+            logger.warning("browser terminals are off: \(error.message)")
+        }
         if let ssh = options.ssh, let keys = gatewayKeys {
             let bans = BanList(policy: ssh.bans, store: store)
             let directory = ControlPlaneGatewayDirectory(plane: plane)
@@ -201,8 +226,13 @@ public enum Daemon {
             plane.setGateway(SSHConfigExport.Gateway(host: ssh.publicHost, port: ssh.port, hostKey: keys.hostPublicKey))
         }
         if options.restEnabled {
+            let rest = RESTAPI(plane: plane, tokens: tokens, swaggerDir: options.swaggerDir, webuiDir: options.webuiDir)
             let app = Application(
-                responder: RESTAPI(plane: plane, tokens: tokens, swaggerDir: options.swaggerDir),
+                responder: rest,
+                server: .http1WebSocketUpgrade { request, channel, _ in
+                    let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "unknown"):\($0.port ?? 0)" } ?? "unknown"
+                    return await rest.webSocketUpgrade(request, remote: remote)
+                },
                 configuration: ApplicationConfiguration(address: .hostname(options.restHost, port: options.restPort), serverName: "containarium"),
                 onServerRunning: { _ in logger.notice("REST API listening on \(options.restHost):\(options.restPort)") },
                 logger: logger)

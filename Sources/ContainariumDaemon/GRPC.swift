@@ -147,6 +147,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             let report = try WireJSON.decode(NodeReport.self, from: WireJSON.encode(request))
             return try encode(await plane.reportNode(caller, report))
         case "ListNodes": return try encode(["nodes": plane.listNodes(caller)])
+        case "GetMetricsHistory": return try encode(["samples": await plane.metricsHistory(caller, try field("username"))])
         case "DrainNode": return try encode(await plane.drainNode(caller, try field("name"), draining: true))
         case "UndrainNode": return try encode(await plane.drainNode(caller, try field("name"), draining: false))
         case "RemoveNode":
@@ -204,7 +205,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 disk: m["disk"]?.stringValue, autostart: m["autostart"]?.bool, nesting: m["nesting"]?.bool, stack: m["stack"]?.stringValue,
                 labels: (m["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
                 gpus: ContainariumGRPCService.gpuCount(m["gpus"]), gpuModel: m["gpuModel"]?.stringValue,
-                gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [])
+                gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [], node: m["node"]?.stringValue)
             return StreamingServerResponse { writer in
                 let (events, cancel) = plane.events.subscribe()
                 let relay = Task {

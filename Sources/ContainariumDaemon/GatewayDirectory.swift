@@ -83,11 +83,24 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         // On another node of this control plane's cluster: through that node's gateway.
         if let node = try? await plane.remoteNode(of: owner) {
             guard hopAccount == nil else { return .failure(.unavailable("\(owner.value)'s environment is not on this node")) }
-            return await remoteRoute(owner, on: node, key: wanted, fingerprint: fingerprint)
+            return await remoteRoute(owner, on: node, key: wanted, account: nil, fingerprint: fingerprint)
         }
+        return await localRoute(owner, key: wanted, account: hopAccount, fingerprint: fingerprint)
+    }
 
+    /// The route for a session the control plane already authorized (the browser terminal):
+    /// `account` inside `owner`'s environment, wherever it lives.
+    public func route(owner: Username, account: Username) async -> Result<GatewayRoute, GatewayDenial> {
+        if let node = try? await plane.remoteNode(of: owner) {
+            return await remoteRoute(owner, on: node, key: nil, account: account, fingerprint: "-")
+        }
+        return await localRoute(owner, key: nil, account: account, fingerprint: "-")
+    }
+
+    private func localRoute(_ owner: Username, key wanted: String?, account hopAccount: Username?, fingerprint: String) async -> Result<GatewayRoute, GatewayDenial> {
         var info = plane.inventory.get(owner.containerName)
-        if info == nil { info = try? await plane.service.info(username: owner.value) }
+        // The inventory may not have caught up with a start yet (no address): ask the backend.
+        if info == nil || info?.ipv4.isEmpty == true { info = try? await plane.service.info(username: owner.value) }
         guard let info else { return .failure(.unknownEnvironment(owner.value)) }
         guard info.state == .running else { return .failure(.notRunning(owner.value)) }
         guard let address = info.ipv4.first else { return .failure(.unavailable("\(owner.value)'s environment has no address yet")) }
@@ -126,7 +139,7 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
 
     /// An environment on another node: its state and address from that node, its keys read
     /// there with the same script, and the hop through that node's gateway.
-    private func remoteRoute(_ owner: Username, on node: String, key wanted: String?, fingerprint: String) async -> Result<GatewayRoute, GatewayDenial> {
+    private func remoteRoute(_ owner: Username, on node: String, key wanted: String?, account forced: Username?, fingerprint: String) async -> Result<GatewayRoute, GatewayDenial> {
         let view: ContainerView
         do {
             view = try await plane.forwardView(node, "GetContainer", ["username": .string(owner.value)])
@@ -148,7 +161,8 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         }
         let (profile, account) = await resolve(owner, key: wanted, exec: exec)
         guard let profile else { return .failure(.unavailable("could not read \(owner.value)'s environment on \(node)")) }
-        guard let account else { return .failure(.keyNotAuthorized(owner.value)) }
+        if let forced, !profile.accounts.contains(forced.value) { return .failure(.keyNotAuthorized(owner.value)) }
+        guard let account = forced?.value ?? account else { return .failure(.keyNotAuthorized(owner.value)) }
         return .success(GatewayRoute(
             environment: owner.value, account: account, role: account == owner.value ? .owner : .collaborator,
             containerName: owner.containerName, address: address, hostKeys: profile.hostKeys, keyFingerprint: fingerprint,

@@ -27,12 +27,15 @@ public struct RESTAPI: HTTPResponder {
     let plane: ControlPlane
     let tokens: Tokens
     let swaggerDir: String?
+    /// The dashboard's files (web/ with vendor/ filled by scripts/webui-assets.sh).
+    let webuiDir: String?
     let sseHeartbeat: Duration
 
-    public init(plane: ControlPlane, tokens: Tokens, swaggerDir: String?, sseHeartbeat: Duration = .seconds(15)) {
+    public init(plane: ControlPlane, tokens: Tokens, swaggerDir: String?, webuiDir: String? = nil, sseHeartbeat: Duration = .seconds(15)) {
         self.plane = plane
         self.tokens = tokens
         self.swaggerDir = swaggerDir
+        self.webuiDir = webuiDir
         self.sseHeartbeat = sseHeartbeat
     }
 
@@ -167,16 +170,43 @@ public struct RESTAPI: HTTPResponder {
             return try api.json(.ok, ["entries": await api.plane.auditLog(c.caller, f)])
         },
         r(.get, "/v1/events", "events.stream") { api, c throws(ContainariumError) in api.sse(c.caller) },
+        r(.get, "/v1/catalog", "system.catalog") { api, c throws(ContainariumError) in try api.json(.ok, api.plane.catalog(c.caller)) },
+        r(.get, "/v1/metrics/node", "system.node-metrics") { api, c throws(ContainariumError) in try api.json(.ok, await api.plane.nodeMetrics(c.caller)) },
+        r(.get, "/v1/containers/{}/metrics", "container.metrics") { api, c throws(ContainariumError) in
+            try api.json(.ok, ["samples": await api.plane.metricsHistory(c.caller, c.params[0])])
+        },
+        r(.get, "/v1/containers/{}/ssh-config", "container.ssh-config") { api, c throws(ContainariumError) in
+            do throws(ContainariumError) {
+                return try api.json(.ok, ["config": await api.plane.exportSSHConfig(c.caller, c.params[0], jumpHost: nil, keyPath: nil)])
+            } catch where error.code == .invalidArgument {
+                // No gateway and no jump host: a direct block, for clients on the node's network.
+                let v = try await api.plane.getContainer(c.caller, c.params[0])
+                guard let ip = v.network.ipAddress else { throw error }
+                let text = "# Direct: reachable from the node's network only (run the SSH gateway for remote access).\n" +
+                    "Host \(v.username)-dev\n    HostName \(ip)\n    User \(v.username)\n    IdentityFile ~/.ssh/id_ed25519_\(v.username)\n"
+                return try api.json(.ok, ["config": text])
+            }
+        },
+        r(.get, "/v1/containers/{}/terminal", "container.terminal") { api, c throws(ContainariumError) in
+            try await api.plane.authorize(c.caller, c.params[0], .act)
+            throw .invalid("open the terminal as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
+        },
     ]
 
     // MARK: - dispatch
 
     public func respond(to request: Request, context: RESTContext) async throws -> Response {
+        let origin = request.headers[.origin]
+        if request.method == .options { return preflight(request) }
+        return Self.withCORS(try await dispatch(request, context: context), origin: origin)
+    }
+
+    func dispatch(_ request: Request, context: RESTContext) async throws -> Response {
         var request = request
         let path = request.uri.path
         let parts = Self.split(path)
         // Public routes (GET only).
-        let isPublic = path == "/healthz" || path == "/v1/health" || path == "/openapi.json" || parts.first == "swagger-ui"
+        let isPublic = path == "/healthz" || path == "/v1/health" || path == "/openapi.json" || parts.first == "swagger-ui" || parts.first == "webui" || path == "/"
         if isPublic && request.method != .get && request.method != .head {
             var r = error(ContainariumError(.invalidArgument, "\(request.method.rawValue) is not allowed on \(path)"), status: .methodNotAllowed)
             r.headers[.allow] = "GET"
@@ -186,6 +216,12 @@ public struct RESTAPI: HTTPResponder {
             if path == "/healthz" || path == "/v1/health" { return (try? json(.ok, ["status": "ok"])) ?? Response(status: .ok) }
             if path == "/openapi.json" { return raw(.ok, Data(OpenAPIDocument.json.utf8)) }
             if parts.first == "swagger-ui" { return swagger(parts.dropFirst().joined(separator: "/"), path: path) }
+            if parts.first == "webui" { return webui(parts.dropFirst(), path: path) }
+            if path == "/" {
+                var r = Response(status: .found)
+                r.headers[.location] = "/webui/"
+                return r
+            }
         }
         var candidates: [(Route, [String])] = []
         for route in Self.routes where route.pattern.count == parts.count {
@@ -229,6 +265,10 @@ public struct RESTAPI: HTTPResponder {
     }
 
     func authenticate(_ request: Request, _ context: RESTContext) async throws(ContainariumError) -> Caller {
+        if request.headers[.authorization] == nil, Self.terminalTarget(request.uri.path) != nil, let token = Self.webSocketToken(request.headers) {
+            let (subject, role) = try await tokens.verify(token)
+            return Caller(subject: subject, role: role, source: context.remote, interface: "rest")
+        }
         guard let header = request.headers[.authorization] else { throw .unauthenticated("missing bearer token (Authorization: Bearer <token>)") }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("the Authorization header must be 'Bearer <token>'") }
@@ -331,7 +371,7 @@ public struct RESTAPI: HTTPResponder {
 
     static let createFields: Set<String> = [
         "username", "sshKeys", "sshKey", "resources", "cpu", "memory", "disk", "osType", "image", "stack", "labels",
-        "autostart", "nesting", "enablePodman", "enableDocker", "async", "gpus", "gpuModel",
+        "autostart", "nesting", "enablePodman", "enableDocker", "async", "gpus", "gpuModel", "node",
     ]
 
     /// `gpus`: a whole number of GPUs.
@@ -374,7 +414,8 @@ public struct RESTAPI: HTTPResponder {
             username: username, sshKeys: keys, image: try string(o["image"], "image"), osType: try string(o["osType"], "osType"),
             cpu: try string(res["cpu"] ?? o["cpu"], "cpu"), memory: try string(res["memory"] ?? o["memory"], "memory"),
             disk: try string(res["disk"] ?? o["disk"], "disk"), autostart: try flag("autostart"), nesting: nesting,
-            stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"))
+            stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"),
+            node: try string(o["node"], "node"))
         switch try await plane.createContainer(c.caller, request, async: try flag("async") ?? false) {
         case .done(let view): return try json(.created, view)
         case .started(let op):
@@ -385,7 +426,7 @@ public struct RESTAPI: HTTPResponder {
     }
 
     func explain(_ c: Call) async throws(ContainariumError) -> Response {
-        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels", "gpus", "gpuModel"], required: [])
+        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels", "gpus", "gpuModel", "node"], required: [])
         var labels: [String: String] = [:]
         if let l = o["labels"], l != .null {
             guard case .object(let lo) = l else { throw .invalid("field 'labels' must be an object of strings") }
@@ -397,7 +438,7 @@ public struct RESTAPI: HTTPResponder {
         let request = CreateEnvironmentRequest(
             username: "explain", sshKeys: [], image: try string(o["image"], "image"), osType: try string(o["osType"], "osType"),
             cpu: try string(o["cpu"], "cpu"), memory: try string(o["memory"], "memory"), disk: try string(o["disk"], "disk"), labels: labels,
-            gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"))
+            gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"), node: try string(o["node"], "node"))
         return try json(.ok, await plane.explainPlacement(c.caller, request))
     }
 

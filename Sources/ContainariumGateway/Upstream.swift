@@ -72,25 +72,31 @@ enum Upstream {
     static func attempt(route: GatewayRoute, loop: any EventLoop, gateway: SSHGateway) async throws -> any Channel {
         let ready = loop.makePromise(of: Void.self)
         let flags = Flags()
-        let channel = try await ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(10))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let config = SSHClientConfiguration(
-                        userAuthDelegate: UpstreamUserAuth(account: route.via == nil ? route.account : route.hopUser,
-                                                           key: gateway.keys.upstreamKey, flags: flags),
-                        serverAuthDelegate: PinnedHostKeys(pinned: route.via.map { [$0.hostKey] } ?? route.hostKeys, flags: flags))
-                    let ssh = NIOSSHHandler(
-                        role: .client(config), allocator: channel.allocator,
-                        inboundChildChannelInitializer: { child, _ in
-                            // The environment may not open channels towards the gateway (agent, X11, -R).
-                            child.eventLoop.makeFailedFuture(GatewayError.refused("channels from the environment are refused"))
-                        })
-                    try channel.pipeline.syncOperations.addHandlers([ssh, UpstreamWatcher(ready: ready)])
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+                .connectTimeout(.seconds(10))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let config = SSHClientConfiguration(
+                            userAuthDelegate: UpstreamUserAuth(account: route.via == nil ? route.account : route.hopUser,
+                                                               key: gateway.keys.upstreamKey, flags: flags),
+                            serverAuthDelegate: PinnedHostKeys(pinned: route.via.map { [$0.hostKey] } ?? route.hostKeys, flags: flags))
+                        let ssh = NIOSSHHandler(
+                            role: .client(config), allocator: channel.allocator,
+                            inboundChildChannelInitializer: { child, _ in
+                                // The environment may not open channels towards the gateway (agent, X11, -R).
+                                child.eventLoop.makeFailedFuture(GatewayError.refused("channels from the environment are refused"))
+                            })
+                        try channel.pipeline.syncOperations.addHandlers([ssh, UpstreamWatcher(ready: ready)])
+                    }
                 }
-            }
-            .connect(host: route.via?.host ?? route.address, port: route.via?.port ?? 22).get()
+                .connect(host: route.via?.host ?? route.address, port: route.via?.port ?? 22).get()
+        } catch {
+            ready.fail(error)  // never completed otherwise: the watcher was not installed
+            throw Failure(authRejected: false, hostKeyRejected: false, localAddress: nil, cause: "cannot connect to \(route.via.map { "\($0.host):\($0.port)" } ?? route.address + ":22"): \(error)")
+        }
         let local = channel.localAddress?.ipAddress
         do {
             try await ready.futureResult.get()

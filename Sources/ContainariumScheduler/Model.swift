@@ -89,9 +89,12 @@ public struct PlacementRequest: Sendable, Hashable, Codable {
     public var pool: String?
     /// Avoid preemptible nodes for it.
     public var critical: Bool
+    /// Only this node, when the user picked one (the filters still apply to it).
+    public var node: String?
 
     public init(id: String, kind: String, resources: Resources, gpus: Int = 0, gpuModel: String? = nil,
-                labels: [String: String] = [:], pool: String? = nil, critical: Bool = false) {
+                labels: [String: String] = [:], pool: String? = nil, critical: Bool = false, node: String? = nil) {
+        self.node = node
         self.id = id
         self.kind = kind
         self.resources = resources
@@ -145,6 +148,7 @@ public enum FilterReason: Sendable, Hashable, Codable, CustomStringConvertible {
     case kindNotServed(String)
     case poolMismatch(wanted: String, node: String?)
     case labelMismatch(key: String, wanted: String, node: String?)
+    case notTheRequestedNode(String)
     case insufficientCPU(requestedMillis: Int64, freeMillis: Int64)
     case insufficientMemory(requestedBytes: Int64, freeBytes: Int64)
     case insufficientDisk(requestedBytes: Int64, freeBytes: Int64)
@@ -162,6 +166,7 @@ public enum FilterReason: Sendable, Hashable, Codable, CustomStringConvertible {
         case .insufficientMemory(let r, let f): "memory: needs \(r) B, \(max(0, f)) B free after over-commit"
         case .insufficientDisk(let r, let f): "disk: needs \(r) B, \(max(0, f)) B free after over-commit"
         case .gpusUnavailable(let r, let f): "GPUs: needs \(r), \(f) free"
+        case .notTheRequestedNode(let n): "the request asks for node \(n)"
         }
     }
 }

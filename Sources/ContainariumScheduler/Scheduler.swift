@@ -288,6 +288,7 @@ public final class Scheduler: Sendable {
             if let model = r.gpuModel, freeGPUs(n, model: model) < r.gpus { return false }
         }
         if pool != 0 && n.poolID != pool { return false }
+        if let wanted = r.node, n.info.name != wanted { return false }
         if !r.labels.isEmpty {
             for (k, v) in r.labels where n.info.labels[k] != v { return false }
         }
@@ -307,6 +308,7 @@ public final class Scheduler: Sendable {
         if n.condition.draining { out.append(.draining) }
         if n.condition.preempted { out.append(.preempted) }
         if n.kindMask & kind == 0 { out.append(.kindNotServed(r.kind)) }
+        if let wanted = r.node, n.info.name != wanted { out.append(.notTheRequestedNode(wanted)) }
         if let pool = r.pool, n.info.pool != pool { out.append(.poolMismatch(wanted: pool, node: n.info.pool)) }
         for (k, v) in r.labels.sorted(by: { $0.key < $1.key }) where n.info.labels[k] != v {
             out.append(.labelMismatch(key: k, wanted: v, node: n.info.labels[k]))

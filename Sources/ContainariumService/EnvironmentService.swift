@@ -23,12 +23,15 @@ public struct CreateEnvironmentRequest: Sendable {
     public var gpuModel: String?
     /// Which GPUs (PCI addresses): set by the scheduler, not by users.
     public var gpuDevices: [String]
+    /// The node to create it on (the scheduler's filters still apply); nil lets it choose.
+    public var node: String?
 
     public init(
         username: String, sshKeys: [String], image: String? = nil, osType: String? = nil, cpu: String? = nil,
         memory: String? = nil, disk: String? = nil, autostart: Bool? = nil, nesting: Bool? = nil, stack: String? = nil,
-        labels: [String: String] = [:], gpus: Int? = nil, gpuModel: String? = nil, gpuDevices: [String] = []
+        labels: [String: String] = [:], gpus: Int? = nil, gpuModel: String? = nil, gpuDevices: [String] = [], node: String? = nil
     ) {
+        self.node = node
         self.gpus = gpus
         self.gpuModel = gpuModel
         self.gpuDevices = gpuDevices

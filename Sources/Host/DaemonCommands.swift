@@ -48,6 +48,8 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("reconcile-interval"), help: "Seconds between reconciliations.") var reconcileInterval = 60
     @Option(name: .customLong("orphan-grace"), help: "Seconds before a half-made container nobody is creating is removed.") var orphanGrace = 300
     @Option(name: .customLong("swagger-dir"), help: "Directory with the Swagger UI assets.") var swaggerDir: String?
+    @Option(name: .customLong("metrics-interval"), help: "Seconds between usage samples for the dashboard's charts (an hour is kept).") var metricsInterval = 15
+    @Option(name: .customLong("webui-dir"), help: "Directory with the dashboard (web/ with vendor/ from scripts/webui-assets.sh), served at /webui/.") var webuiDir: String?
     @Option(name: .customLong("ssh-port"), help: "Also run the SSH gateway on this port (0: off).") var sshPort = 0
     @OptionGroup var gateway: GatewayFlags
     @OptionGroup var cluster: ClusterFlags
@@ -80,6 +82,9 @@ struct DaemonCommand: AsyncParsableCommand {
         options.reconcileInterval = .seconds(max(1, reconcileInterval))
         options.orphanGrace = TimeInterval(max(0, orphanGrace))
         options.swaggerDir = swaggerDir ?? Self.defaultSwaggerDir()
+        options.webuiDir = webuiDir ?? Self.defaultWebUIDir()
+        guard (1...3600).contains(metricsInterval) else { throw ValidationError("--metrics-interval must be 1-3600 seconds") }
+        options.metricsInterval = .seconds(metricsInterval)
         if sshPort > 0 {
             options.ssh = try gateway.options(port: sshPort, stateDir: stateDir)
         }
@@ -98,10 +103,14 @@ struct DaemonCommand: AsyncParsableCommand {
         }
     }
 
-    static func defaultSwaggerDir() -> String? {
+    static func defaultWebUIDir() -> String? { installed("webui", marker: "index.html") }
+    static func defaultSwaggerDir() -> String? { installed("swagger-ui", marker: "swagger-ui-bundle.js") }
+
+    /// share/containarium/NAME next to the executable's prefix, or in the usual prefixes.
+    static func installed(_ name: String, marker: String) -> String? {
         let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        for dir in [exe.appendingPathComponent("../share/containarium/swagger-ui").standardized.path, "/usr/local/share/containarium/swagger-ui",
-                    "/usr/share/containarium/swagger-ui"] where FileManager.default.fileExists(atPath: dir + "/swagger-ui-bundle.js") {
+        for dir in [exe.appendingPathComponent("../share/containarium/\(name)").standardized.path, "/usr/local/share/containarium/\(name)",
+                    "/usr/share/containarium/\(name)"] where FileManager.default.fileExists(atPath: dir + "/" + marker) {
             return dir
         }
         return nil

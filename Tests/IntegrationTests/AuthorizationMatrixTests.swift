@@ -76,6 +76,12 @@ struct AuthorizationMatrixTests {
             Route(method: "POST", path: "/v1/nodes/no-such-node/undrain", notOwner: 403, owner: 403, admin: 404),
             Route(method: "DELETE", path: "/v1/nodes/no-such-node", notOwner: 403, owner: 403, admin: 404),
             Route(method: "POST", path: "/v1/schedule/explain", body: #"{"cpu": "1"}"#, notOwner: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/catalog", notOwner: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/metrics/node", notOwner: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: c + "/metrics", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "GET", path: c + "/ssh-config", notOwner: 403, owner: 200, admin: 200),
+            // Without a WebSocket upgrade: authorized, then told to upgrade.
+            Route(method: "GET", path: c + "/terminal", notOwner: 403, owner: 400, admin: 400),
             // Last: the owner's delete succeeds, so the admin's finds nothing.
             Route(method: "DELETE", path: c, notOwner: 403, owner: 200, admin: 404),
         ]
@@ -100,7 +106,7 @@ struct AuthorizationMatrixTests {
             table.append(row)
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
-        #expect(routes.count == 28)
+        #expect(routes.count == 33)
         // Every refused credential was audited (none, expired and forged for each route).
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []
         #expect(failures.count >= routes.count * 3)

@@ -155,8 +155,10 @@ struct DaemonRESTTests {
         for secret in [d.secret, admin, aliceT, bobT] { #expect(!everything.contains(secret)) }
 
         // Delete: owner and admin; gone from Incus and the store.
-        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)", token: aliceT).status == 200)
-        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(carol)", token: admin).status == 200)
+        let delAlice = try HTTP.call("DELETE", d.base + "/v1/containers/\(alice)", token: aliceT)
+        #expect(delAlice.status == 200, "\(delAlice.text)")
+        let delCarol = try HTTP.call("DELETE", d.base + "/v1/containers/\(carol)", token: admin)
+        #expect(delCarol.status == 200, "\(delCarol.text)")
         #expect(try !box.exists("\(alice)-container") && !box.exists("\(carol)-container"))
         #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: admin).status == 404)
 

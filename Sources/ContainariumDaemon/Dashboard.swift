@@ -1,0 +1,140 @@
+public import ContainariumCore
+public import ContainariumGateway
+import ContainariumService
+public import Foundation
+import NIOCore
+import Synchronization
+
+/// One point of an environment's (or the node's) usage history.
+public struct UsageSample: Codable, Sendable, Equatable {
+    public var at: Date
+    /// Share of one CPU, in percent (200 = two CPUs busy), over the interval before `at`.
+    public var cpuPercent: Double
+    public var memoryBytes: UInt64
+    public var diskBytes: UInt64
+    public var rxBytesPerSecond: Double
+    public var txBytesPerSecond: Double
+}
+
+/// Usage over the last hour, sampled from the backend: per environment, and the node's totals.
+/// Rates (CPU, network) come from the difference between two samples' counters.
+public final class MetricsHistory: Sendable {
+    public static let window: TimeInterval = 3600
+    struct Series {
+        var samples: [UsageSample] = []
+        var last: (at: Date, cpu: UInt64, rx: UInt64, tx: UInt64)?
+    }
+    private let state = Mutex<(envs: [String: Series], node: [UsageSample])>(([:], []))
+
+    public init() {}
+
+    public func record(_ instances: [InstanceInfo], at now: Date = Date()) {
+        state.withLock { s in
+            var total = UsageSample(at: now, cpuPercent: 0, memoryBytes: 0, diskBytes: 0, rxBytesPerSecond: 0, txBytesPerSecond: 0)
+            var present = Set<String>()
+            for i in instances {
+                present.insert(i.name)
+                var series = s.envs[i.name] ?? Series()
+                let cpu = i.cpuUsageNanoseconds ?? 0, rx = i.networkRxBytes ?? 0, tx = i.networkTxBytes ?? 0
+                var sample = UsageSample(at: now, cpuPercent: 0, memoryBytes: i.memoryUsageBytes ?? 0, diskBytes: i.diskUsageBytes ?? 0,
+                                         rxBytesPerSecond: 0, txBytesPerSecond: 0)
+                if let last = series.last, now > last.at {
+                    let dt = now.timeIntervalSince(last.at)
+                    // Counters restart with the instance: a drop means "since the restart".
+                    func rate(_ a: UInt64, _ b: UInt64) -> Double { Double(a >= b ? a - b : a) / dt }
+                    sample.cpuPercent = rate(cpu, last.cpu) / 1e9 * 100
+                    sample.rxBytesPerSecond = rate(rx, last.rx)
+                    sample.txBytesPerSecond = rate(tx, last.tx)
+                }
+                series.last = (now, cpu, rx, tx)
+                series.samples.append(sample)
+                series.samples.removeAll { now.timeIntervalSince($0.at) > Self.window }
+                s.envs[i.name] = series
+                total.cpuPercent += sample.cpuPercent
+                total.memoryBytes += sample.memoryBytes
+                total.diskBytes += sample.diskBytes
+                total.rxBytesPerSecond += sample.rxBytesPerSecond
+                total.txBytesPerSecond += sample.txBytesPerSecond
+            }
+            for name in s.envs.keys where !present.contains(name) { s.envs[name] = nil }
+            s.node.append(total)
+            s.node.removeAll { now.timeIntervalSince($0.at) > Self.window }
+        }
+    }
+
+    public func samples(for name: String) -> [UsageSample] { state.withLock { $0.envs[name]?.samples ?? [] } }
+    public func latest(for name: String) -> UsageSample? { state.withLock { $0.envs[name]?.samples.last } }
+    public var nodeTotals: [UsageSample] { state.withLock { $0.node } }
+}
+
+extension ControlPlane {
+    // MARK: - dashboard
+
+    /// An environment's usage over the last hour, wherever it lives.
+    public func metricsHistory(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [UsageSample] {
+        let user = try await authorize(caller, username, .read)
+        if let remote = try await remoteNode(of: user) {
+            let v = try await forward(remote, "GetMetricsHistory", ["username": .string(user.value)])
+            return try WireJSON.decode([UsageSample].self, from: WireJSON.encode(v["samples"] ?? .array([])))
+        }
+        return metrics.samples(for: user.containerName)
+    }
+
+    /// This node's totals over the last hour, with its capacity (admin).
+    public func nodeMetrics(_ caller: Caller) async throws(ContainariumError) -> JSONValue {
+        try requireAdmin(caller, "node metrics")
+        let cap = try? await service.capacity()
+        return .object([
+            "node": .string(node),
+            "capacity": cap.map { c in .object(["cpus": .number(Double(c.cpus)), "memoryBytes": .number(Double(c.memoryTotalBytes)),
+                                                "diskBytes": .number(Double(c.pool?.totalBytes ?? c.diskTotalBytes))]) } ?? .null,
+            "samples": (try? WireJSON.decode(JSONValue.self, from: WireJSON.encode(metrics.nodeTotals))) ?? .array([]),
+        ])
+    }
+
+    /// What a create form offers: OS types, stacks, the default image.
+    public func catalog(_ caller: Caller) -> JSONValue {
+        let config = service.config
+        return .object([
+            "osTypes": .array((config.images ?? ["debian12": config.defaultImage ?? HostConfig.builtinImage]).keys.sorted().map { .string($0) }),
+            "defaultImage": .string(config.defaultImage ?? HostConfig.builtinImage),
+            "stacks": .array(service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s in
+                .object(["name": .string(s.name), "description": .string(s.description)])
+            }),
+        ])
+    }
+
+    /// A login shell on a PTY in `username`'s environment, as the caller's own account there
+    /// (the owner's for admins), for the browser terminal. Audited when it opens; the adapter
+    /// audits the end with `terminalClosed`.
+    public func openTerminal(_ caller: Caller, _ username: String, cols: Int, rows: Int) async throws(ContainariumError) -> (TerminalSession, account: String) {
+        try await audited(caller, "terminal.open", username, detail: "\(cols)x\(rows)") { () async throws(ContainariumError) -> (TerminalSession, account: String) in
+            let user = try await authorize(caller, username, .act)
+            guard let host = terminalHost.withLock({ $0 }) else { throw ContainariumError(.unavailable, "this daemon has no terminal support") }
+            let account = caller.isAdmin || caller.subject == user.value ? user : try Username(caller.subject)
+            // Just started, the environment may have no address yet, or its sshd may not
+            // listen yet: keep trying for a while.
+            let deadline = Date().addingTimeInterval(20)
+            while true {
+                do throws(ContainariumError) {
+                    let route: GatewayRoute
+                    switch await host.directory.route(owner: user, account: account) {
+                    case .success(let r): route = r
+                    case .failure(.notRunning): throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is not running")
+                    case .failure(.unknownEnvironment): throw .notFound("no environment for \(user.value)")
+                    case .failure(.keyNotAuthorized): throw .denied("\(account.value) has no account in \(user.value)'s environment")
+                    case .failure(let other): throw ContainariumError(.unavailable, other.description)
+                    }
+                    return (try await host.gateway.openTerminal(route: route, cols: cols, rows: rows), account.value)
+                } catch where error.code == .unavailable && Date() < deadline {
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+            }
+        }
+    }
+
+    public func terminalClosed(_ caller: Caller, _ username: String, account: String, seconds: Double, exit: String) async {
+        await audit(caller, "terminal.close", target: username, result: .success(()),
+                    detail: "as \(account) after \(String(format: "%.1f", seconds)) s, \(exit)")
+    }
+}

@@ -1,0 +1,728 @@
+// The Containarium dashboard: several daemons in tabs, their environments live over the event
+// stream, create/resize/delete/collaborators/SSH config, a terminal, metrics, nodes, audit.
+import { ApiError, Server } from "./api.js";
+import { canGenerate, download, generateEd25519 } from "./sshkey.js";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const el = (tag, props = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") e.className = v;
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c);
+  return e;
+};
+const STORAGE = "containarium.servers";
+const ACTIVE = "containarium.active";
+
+// ---------------------------------------------------------------------------- state ----
+const state = {
+  servers: [],
+  server: null,
+  abort: null,
+  envs: new Map(),       // username -> Container
+  cards: new Map(),      // username -> {card, row}
+  admin: false,
+  nodes: [],
+  layout: "grid",
+  selected: null,
+  charts: {},
+  operation: null,       // {id, username}
+};
+window.containarium = state; // for the end-to-end tests' measurements (and applyEvent below)
+
+function loadServers() {
+  try { state.servers = (JSON.parse(localStorage.getItem(STORAGE)) ?? []).map((s) => new Server(s)); } catch { state.servers = []; }
+}
+function saveServers() {
+  localStorage.setItem(STORAGE, JSON.stringify(state.servers.map(({ id, name, url, token }) => ({ id, name, url, token }))));
+}
+
+function toast(text, bad = false) {
+  const t = el("div", { class: "toast" + (bad ? " bad" : "") }, text);
+  $("#toasts").append(t);
+  setTimeout(() => t.remove(), bad ? 9000 : 4000);
+}
+const fail = (e) => toast(e instanceof ApiError ? `${e.code}: ${e.message}` : String(e.message ?? e), true);
+
+// ----------------------------------------------------------------------- formatting ----
+const MiB = 1 << 20, GiB = 1 << 30;
+function bytes(n) {
+  if (n === undefined || n === null) return "–";
+  if (n >= GiB) return (n / GiB).toFixed(1) + " GiB";
+  if (n >= MiB) return (n / MiB).toFixed(0) + " MiB";
+  return (n / 1024).toFixed(0) + " KiB";
+}
+function parseSize(s) {
+  const m = /^([\d.]+)\s*([KMGT]i?B)$/i.exec(s ?? "");
+  if (!m) return null;
+  const unit = m[2].toUpperCase(), base = unit.includes("I") ? 1024 : 1000;
+  return Number(m[1]) * base ** ({ K: 1, M: 2, G: 3, T: 4 }[unit[0]]);
+}
+const stateName = (c) => (c.state ?? "").replace("CONTAINER_STATE_", "").toLowerCase();
+
+// -------------------------------------------------------------------------- servers ----
+function renderTabs() {
+  const tabs = $("#server-tabs");
+  tabs.replaceChildren(...state.servers.map((s) => el("li", {},
+    el("button", { type: "button", role: "tab", "aria-selected": String(state.server?.id === s.id), onclick: () => activate(s.id) }, s.name))));
+  $("#no-server").hidden = state.servers.length > 0;
+  $("#workspace").hidden = !state.server;
+}
+
+async function activate(id) {
+  state.abort?.abort();
+  state.server = state.servers.find((s) => s.id === id) ?? null;
+  localStorage.setItem(ACTIVE, state.server?.id ?? "");
+  state.envs.clear();
+  state.cards.clear();
+  closeDetail();
+  renderTabs();
+  if (!state.server) return;
+  const server = state.server;
+  $("#server-status").textContent = `Connecting to ${server.url}…`;
+  try {
+    const info = await server.get("/v1/system/info");
+    if (state.server !== server) return;
+    $("#server-status").textContent = `${server.name}: Containarium ${info.version} on ${info.node}, backend ${info.backend}`;
+  } catch (e) {
+    $("#server-status").textContent = `${server.name}: ${e.message}`;
+    fail(e);
+    return;
+  }
+  state.abort = new AbortController();
+  await Promise.all([loadEnvironments(), loadNodes(), loadCatalog()]);
+  server.follow(onEvent, (up, err) => {
+    if (state.server !== server) return;
+    $("#server-status").dataset.live = up ? "yes" : "no";
+    if (err) fail(err);
+  }, state.abort.signal);
+  // Usage figures change without events: refresh them (not the page) every 15 s.
+  const signal = state.abort.signal;
+  (async () => {
+    while (!signal.aborted) {
+      await new Promise((r) => setTimeout(r, 15_000));
+      if (signal.aborted || state.server !== server) return;
+      try { await loadEnvironments(false); } catch { /* shown on the next action */ }
+    }
+  })();
+}
+
+function openServerDialog() {
+  const d = $("#server-dialog");
+  $("#server-form").reset();
+  $("#server-error").textContent = "";
+  d.showModal();
+}
+
+async function addServer(event) {
+  event.preventDefault();
+  const f = new FormData(event.target);
+  const server = new Server({ id: crypto.randomUUID(), name: f.get("name").trim(), url: f.get("url").trim(), token: f.get("token").trim() });
+  try {
+    await server.get("/v1/system/info");
+  } catch (e) {
+    $("#server-error").textContent = e.message;
+    return;
+  }
+  state.servers.push(server);
+  saveServers();
+  $("#server-dialog").close();
+  await activate(server.id);
+}
+
+function signOut() {
+  if (!state.server) return;
+  state.abort?.abort();
+  state.servers = state.servers.filter((s) => s.id !== state.server.id);
+  saveServers();
+  state.server = null;
+  activate(state.servers[0]?.id);
+}
+
+// ---------------------------------------------------------------------- environments ----
+async function loadEnvironments(full = true) {
+  const server = state.server;
+  const list = await server.get("/v1/containers");
+  if (state.server !== server) return;
+  let metrics = [];
+  try { metrics = (await server.get("/v1/metrics")).containers ?? []; } catch { /* optional */ }
+  const usage = new Map(metrics.map((m) => [m.username, m]));
+  if (full) state.envs.clear();
+  const seen = new Set();
+  for (const c of list.containers) {
+    const m = usage.get(c.username);
+    if (m?.cpuPercent !== undefined) c.cpuPercent = m.cpuPercent;
+    state.envs.set(c.username, c);
+    seen.add(c.username);
+  }
+  for (const u of [...state.envs.keys()]) if (!seen.has(u)) state.envs.delete(u);
+  renderEnvironments();
+}
+
+function filters() {
+  return {
+    q: $("#f-search").value.trim().toLowerCase(),
+    node: $("#f-node").value, backend: $("#f-backend").value, state: $("#f-state").value, owner: $("#f-owner").value,
+  };
+}
+function matches(c, f) {
+  if (f.node && c.node !== f.node) return false;
+  if (f.backend && c.backend !== f.backend) return false;
+  if (f.state && stateName(c) !== f.state) return false;
+  if (f.owner && c.owner !== f.owner) return false;
+  if (f.q && ![c.name, c.username, c.owner, c.network?.ipAddress].some((v) => (v ?? "").toLowerCase().includes(f.q))) return false;
+  return true;
+}
+
+function fillSelect(select, values) {
+  const current = select.value;
+  select.replaceChildren(el("option", { value: "" }, "all"), ...[...values].sort().map((v) => el("option", { value: v }, v)));
+  select.value = values.has(current) ? current : "";
+}
+
+function renderEnvironments() {
+  const started = performance.now();
+  const envs = [...state.envs.values()].sort((a, b) => a.username.localeCompare(b.username));
+  fillSelect($("#f-node"), new Set(envs.map((c) => c.node).filter(Boolean)));
+  fillSelect($("#f-backend"), new Set(envs.map((c) => c.backend).filter(Boolean)));
+  fillSelect($("#f-state"), new Set(envs.map(stateName)));
+  fillSelect($("#f-owner"), new Set(envs.map((c) => c.owner).filter(Boolean)));
+  const f = filters();
+  const shown = envs.filter((c) => matches(c, f));
+  state.cards.clear();
+  const cards = [], rows = [];
+  for (const c of shown) {
+    const card = envCard(c), row = envRow(c);
+    state.cards.set(c.username, { card, row });
+    cards.push(card);
+    rows.push(row);
+  }
+  $("#env-grid").replaceChildren(...cards);
+  $("#env-table tbody").replaceChildren(...rows);
+  $("#env-grid").hidden = state.layout !== "grid";
+  $("#env-table").hidden = state.layout !== "list";
+  $("#env-count").textContent = `${shown.length} of ${envs.length} environments`;
+  state.lastRenderMs = performance.now() - started;
+}
+
+/** Replace one environment's card and row in place (live updates never re-render the page). */
+function patchEnvironment(username) {
+  const c = state.envs.get(username);
+  const old = state.cards.get(username);
+  if (!c) {
+    old?.card.remove();
+    old?.row.remove();
+    state.cards.delete(username);
+    $("#env-count").textContent = `${state.cards.size} of ${state.envs.size} environments`;
+    return;
+  }
+  if (!matches(c, filters())) {
+    old?.card.remove();
+    old?.row.remove();
+    state.cards.delete(username);
+    return;
+  }
+  const card = envCard(c), row = envRow(c);
+  if (old) {
+    old.card.replaceWith(card);
+    old.row.replaceWith(row);
+  } else {
+    renderEnvironments();
+    return;
+  }
+  state.cards.set(username, { card, row });
+  if (state.selected === username) renderDetailActions();
+}
+
+function usageBar(used, limit) {
+  if (!used || !limit) return null;
+  const pct = Math.min(100, (used / limit) * 100);
+  return el("div", { class: "bar", role: "img", "aria-label": `${pct.toFixed(0)}% used` }, el("span", { style: null, dataset: { pct: pct.toFixed(0) } }));
+}
+
+function envCard(c) {
+  const s = stateName(c);
+  const memLimit = parseSize(c.resources?.memory), diskLimit = parseSize(c.resources?.disk);
+  const card = el("article", { class: "card", dataset: { username: c.username }, "aria-label": c.name },
+    el("h3", {}, el("span", {}, c.name), el("span", { class: `badge ${s}` }, s)),
+    el("dl", {},
+      el("dt", {}, "Owner"), el("dd", {}, c.owner ?? "–"),
+      el("dt", {}, "Node"), el("dd", {}, c.node ?? "–"),
+      el("dt", {}, "Backend"), el("dd", {}, c.backend ?? "–"),
+      el("dt", {}, "IP"), el("dd", {}, c.network?.ipAddress ?? "–"),
+      el("dt", {}, "CPU"), el("dd", {}, (c.cpuPercent !== undefined ? `${c.cpuPercent.toFixed(1)}% of ` : "") + (c.resources?.cpu ? `${c.resources.cpu} CPU` : "no limit")),
+      el("dt", {}, "Memory"), el("dd", {}, `${bytes(c.usage?.memoryBytes)} / ${c.resources?.memory ?? "no limit"}`),
+      el("dt", {}, "Disk"), el("dd", {}, `${bytes(c.usage?.diskBytes)} / ${c.resources?.disk ?? "no limit"}`)),
+    usageBar(c.usage?.memoryBytes, memLimit), usageBar(c.usage?.diskBytes, diskLimit),
+    actions(c));
+  for (const b of card.querySelectorAll(".bar > span")) b.style.width = b.dataset.pct + "%";
+  return card;
+}
+
+function envRow(c) {
+  const s = stateName(c);
+  return el("tr", { dataset: { username: c.username } },
+    el("th", { scope: "row" }, c.name), el("td", {}, el("span", { class: `badge ${s}` }, s)), el("td", {}, c.owner ?? "–"),
+    el("td", {}, c.node ?? "–"), el("td", {}, c.backend ?? "–"), el("td", {}, c.network?.ipAddress ?? "–"),
+    el("td", {}, c.cpuPercent !== undefined ? `${c.cpuPercent.toFixed(1)}%` : (c.resources?.cpu ?? "–")),
+    el("td", {}, bytes(c.usage?.memoryBytes)), el("td", {}, bytes(c.usage?.diskBytes)), el("td", {}, actions(c)));
+}
+
+function actions(c) {
+  const s = stateName(c), u = c.username;
+  const b = (label, fn, extra = {}) => el("button", { type: "button", "aria-label": `${label} ${c.name}`, onclick: fn, ...extra }, label);
+  return el("div", { class: "actions" },
+    s === "running" ? b("Stop", () => power(u, "stop")) : b("Start", () => power(u, "start"), { disabled: s === "creating" }),
+    b("Terminal", () => openTerminal(u), { disabled: s !== "running" }),
+    b("Metrics", () => openDetail(u)),
+    b("Resize", () => openResize(u)),
+    b("Collaborators", () => openCollaborators(u)),
+    b("SSH config", () => showSSHConfig(u)),
+    b("Delete", () => confirmDelete(u), { class: "danger" }));
+}
+
+async function power(u, action) {
+  try {
+    const c = await state.server.post(`/v1/containers/${u}/${action}`, action === "stop" ? { force: false } : undefined);
+    state.envs.set(u, c);
+    patchEnvironment(u);
+    toast(`${action === "stop" ? "Stopped" : "Started"} ${c.name}`);
+  } catch (e) { fail(e); }
+}
+
+async function refreshOne(u) {
+  try {
+    const c = await state.server.get(`/v1/containers/${u}`);
+    const prev = state.envs.get(u);
+    if (prev?.cpuPercent !== undefined) c.cpuPercent = prev.cpuPercent;
+    state.envs.set(u, c);
+  } catch (e) {
+    if (e.status === 404) state.envs.delete(u); else return;
+  }
+  patchEnvironment(u);
+}
+
+state.applyEvent = (type, e) => onEvent(type, e);
+function onEvent(type, e) {
+  const u = e.username;
+  if ((type === "container.changed" || type === "container.removed") && u) {
+    if (type === "container.removed") {
+      state.envs.delete(u);
+      patchEnvironment(u);
+    } else {
+      refreshOne(u);
+    }
+  } else if (type === "operation.progress" && state.operation && e.data?.operationId === state.operation.id) {
+    showStep(e.data.step, e.data.total, e.data.message);
+  } else if (type === "operation.finished" && state.operation && e.data?.operationId === state.operation.id) {
+    finishOperation(e.data.state, e.data.error);
+  }
+}
+
+// --------------------------------------------------------------------------- create ----
+let catalog = { osTypes: [], stacks: [] };
+async function loadCatalog() {
+  try { catalog = await state.server.get("/v1/catalog"); } catch { catalog = { osTypes: [], stacks: [] }; }
+}
+
+async function openCreate() {
+  await loadCatalog();
+  const form = $("#create-form");
+  form.reset();
+  $("#create-steps").replaceChildren();
+  $("#create-error").textContent = "";
+  $("#create-submit").disabled = false;
+  $("#paste-label").hidden = true;
+  form.osType.replaceChildren(el("option", { value: "" }, `default (${catalog.defaultImage ?? "node default"})`),
+    ...(catalog.osTypes ?? []).map((o) => el("option", { value: o }, o)));
+  form.stack.replaceChildren(el("option", { value: "" }, "none"),
+    ...(catalog.stacks ?? []).map((s) => el("option", { value: s.name }, `${s.name}: ${s.description}`)));
+  form.node.replaceChildren(el("option", { value: "" }, "Let the scheduler choose"),
+    ...state.nodes.filter((n) => n.healthy && !n.draining).map((n) => el("option", { value: n.name }, n.name)));
+  if (!(await canGenerate())) {
+    form.keymode.value = "paste";
+    $("#paste-label").hidden = false;
+    $("#keygen-note").textContent = "This browser cannot make Ed25519 keys: paste a public key.";
+  }
+  $("#create-dialog").showModal();
+  explain();
+}
+
+function createRequest(form) {
+  const f = new FormData(form);
+  const body = { username: f.get("username").trim(), async: true };
+  for (const k of ["osType", "stack", "cpu", "memory", "disk", "node"]) { const v = (f.get(k) ?? "").trim(); if (v) body[k] = v; }
+  const gpus = Number(f.get("gpus") || 0);
+  if (gpus > 0) body.gpus = gpus;
+  return body;
+}
+
+let explainTimer = null;
+function explain() {
+  clearTimeout(explainTimer);
+  explainTimer = setTimeout(async () => {
+    const box = $("#explain");
+    if (!state.admin) { box.textContent = "The scheduler's explanation needs an admin token."; return; }
+    const r = createRequest($("#create-form"));
+    const q = {};
+    for (const k of ["cpu", "memory", "disk", "osType", "gpus", "node"]) if (r[k] !== undefined) q[k] = r[k];
+    try {
+      const x = await state.server.post("/v1/schedule/explain", q);
+      box.replaceChildren(el("p", {}, x.chosen ? `The scheduler would choose ${x.chosen}.` : "No node can take it right now."),
+        el("table", { class: "list" }, el("thead", {}, el("tr", {}, el("th", {}, "Node"), el("th", {}, "Score"), el("th", {}, "Why"))),
+          el("tbody", {}, ...(x.verdicts ?? []).map((v) => el("tr", {}, el("td", {}, v.node), el("td", {}, v.score?.toFixed?.(2) ?? "–"),
+            el("td", {}, v.filteredBecause?.length ? "filtered: " + v.filteredBecause.map((r) => Object.keys(r)[0]).join(", ")
+              : Object.entries(v.scoreParts ?? {}).map(([k, s]) => `${k} ${s.toFixed(1)}`).join(", ")))))));
+    } catch (e) { box.textContent = e.message; }
+  }, 250);
+}
+
+async function submitCreate(event) {
+  event.preventDefault();
+  const form = event.target;
+  if (!form.reportValidity()) return;
+  const body = createRequest(form);
+  $("#create-error").textContent = "";
+  $("#create-steps").replaceChildren();
+  $("#create-submit").disabled = true;
+  try {
+    if (form.keymode.value === "generate") {
+      showStep(0, 0, "Generating an Ed25519 key pair in the browser");
+      const pair = await generateEd25519(`${body.username}@containarium`);
+      download(`id_ed25519_${body.username}`, pair.privateKey);
+      body.sshKeys = [pair.publicKey];
+      state.lastGeneratedKey = pair.publicKey; // visible to the tests; the private key is not kept
+    } else {
+      const key = form.sshKey.value.trim();
+      if (!key) throw new Error("paste a public key, or let the browser generate one");
+      body.sshKeys = [key];
+    }
+    const op = await state.server.post("/v1/containers", body);
+    state.operation = { id: op.id, username: body.username };
+    showStep(op.step ?? 0, op.total ?? 0, op.message ?? "accepted");
+    // The event stream reports the steps; poll as a fallback in case it is reconnecting.
+    const id = op.id;
+    (async () => {
+      while (state.operation?.id === id) {
+        await new Promise((r) => setTimeout(r, 2000));
+        if (state.operation?.id !== id) return;
+        try {
+          const o = await state.server.get(`/v1/operations/${id}`);
+          if (o.state !== "OPERATION_STATE_RUNNING") finishOperation(o.state === "OPERATION_STATE_SUCCEEDED" ? "succeeded" : "failed", o.error?.message);
+        } catch { /* keep waiting */ }
+      }
+    })();
+  } catch (e) {
+    $("#create-error").textContent = e.message;
+    $("#create-submit").disabled = false;
+  }
+}
+
+function showStep(step, total, message) {
+  const list = $("#create-steps");
+  for (const li of list.children) li.classList.add("done");
+  list.append(el("li", {}, total ? `[${step}/${total}] ${message}` : message));
+}
+
+function finishOperation(result, error) {
+  if (!state.operation) return;
+  const { username } = state.operation;
+  state.operation = null;
+  const list = $("#create-steps");
+  for (const li of list.children) li.classList.add("done");
+  if (result === "succeeded") {
+    list.append(el("li", { class: "done" }, `Created ${username}-container`));
+    refreshOne(username);
+  } else {
+    list.append(el("li", { class: "failed" }, `Failed: ${error ?? "unknown error"}`));
+    $("#create-error").textContent = error ?? "the create failed";
+    $("#create-submit").disabled = false;
+  }
+}
+
+// ------------------------------------------------------------ resize, delete, people ----
+let target = null;
+function openResize(u) {
+  target = u;
+  const c = state.envs.get(u);
+  const form = $("#resize-form");
+  form.reset();
+  form.cpu.placeholder = c?.resources?.cpu ?? "unchanged";
+  form.memory.placeholder = c?.resources?.memory ?? "unchanged";
+  form.disk.placeholder = c?.resources?.disk ?? "unchanged";
+  $(".error", form).textContent = "";
+  $("#resize-title").textContent = `Resize ${u}-container`;
+  $("#resize-dialog").showModal();
+}
+async function submitResize(event) {
+  event.preventDefault();
+  const f = new FormData(event.target), body = {};
+  for (const k of ["cpu", "memory", "disk"]) { const v = f.get(k).trim(); if (v) body[k] = v; }
+  try {
+    const c = await state.server.put(`/v1/containers/${target}/resize`, body);
+    state.envs.set(target, c);
+    patchEnvironment(target);
+    $("#resize-dialog").close();
+    toast(`Resized ${c.name}`);
+  } catch (e) { $(".error", event.target).textContent = e.message; }
+}
+
+function confirmDelete(u) {
+  const d = $("#confirm-dialog");
+  $("#confirm-title").textContent = `Delete ${u}-container?`;
+  $("#confirm-text").textContent = `The environment, its home directory and everything in it are removed. This cannot be undone.`;
+  d.returnValue = "";
+  d.onclose = async () => {
+    if (d.returnValue !== "yes") return;
+    try {
+      await state.server.del(`/v1/containers/${u}`);
+      state.envs.delete(u);
+      patchEnvironment(u);
+      if (state.selected === u) closeDetail();
+      toast(`Deleted ${u}-container`);
+    } catch (e) { fail(e); }
+  };
+  d.showModal();
+}
+
+async function openCollaborators(u) {
+  target = u;
+  const form = $("#collab-form");
+  form.reset();
+  $(".error", form).textContent = "";
+  $("#collab-title").textContent = `Collaborators on ${u}-container`;
+  await listCollaborators();
+  $("#collab-dialog").showModal();
+}
+async function listCollaborators() {
+  const list = $("#collab-list");
+  try {
+    const r = await state.server.get(`/v1/containers/${target}/collaborators`);
+    list.replaceChildren(...(r.collaborators.length ? r.collaborators.map((c) => el("li", {}, `${c.collaboratorUsername} (${c.sudo ? "full sudo" : "su to owner"}, added by ${c.addedBy}) `,
+      el("button", { type: "button", class: "ghost", "aria-label": `Remove ${c.collaboratorUsername}`, onclick: async () => {
+        try { await state.server.del(`/v1/containers/${target}/collaborators/${c.collaboratorUsername}`); await listCollaborators(); } catch (e) { fail(e); }
+      } }, "Remove"))) : [el("li", { class: "muted" }, "No collaborators.")]));
+  } catch (e) { list.replaceChildren(el("li", { class: "error" }, e.message)); }
+}
+async function addCollaborator(event) {
+  event.preventDefault();
+  const f = new FormData(event.target);
+  try {
+    await state.server.post(`/v1/containers/${target}/collaborators`, {
+      collaboratorUsername: f.get("collaboratorUsername").trim(), sshPublicKey: f.get("sshPublicKey").trim(), sudo: f.get("sudo") === "on" });
+    event.target.reset();
+    $(".error", event.target).textContent = "";
+    await listCollaborators();
+  } catch (e) { $(".error", event.target).textContent = e.message; }
+}
+
+async function showSSHConfig(u) {
+  try {
+    const text = await state.server.get(`/v1/containers/${u}/ssh-config`);
+    $("#ssh-config").textContent = typeof text === "string" ? text : text.config;
+    $("#ssh-title").textContent = `SSH config for ${u}`;
+    $("#ssh-dialog").showModal();
+  } catch (e) { fail(e); }
+}
+
+// ------------------------------------------------------------------------- terminal ----
+let term = null, socket = null;
+function openTerminal(u) {
+  const d = $("#term-dialog");
+  $("#term-title").textContent = `Terminal: ${u}-container`;
+  $("#term-status").textContent = "connecting…";
+  d.showModal();
+  const box = $("#terminal");
+  box.replaceChildren();
+  term = new window.Terminal({ cursorBlink: true, fontFamily: "DejaVu Sans Mono, monospace", fontSize: 14 });
+  term.open(box);
+  window.XtermFit.fit(term);
+  socket = state.server.terminal(u, term.cols, term.rows);
+  const decoder = new TextDecoder(), encoder = new TextEncoder();
+  const ws = socket;
+  ws.onopen = () => { $("#term-status").textContent = `connected as ${u}`; term.focus(); };
+  ws.onmessage = (m) => {
+    if (typeof m.data === "string") {
+      const msg = JSON.parse(m.data);
+      if (msg.type === "exit") $("#term-status").textContent = `session ended (exit ${msg.status ?? msg.signal ?? "?"})`;
+      if (msg.type === "error") { $("#term-status").textContent = `error: ${msg.message}`; $("#term-status").dataset.final = "1"; }
+    } else {
+      term.write(decoder.decode(new Uint8Array(m.data), { stream: true }));
+    }
+  };
+  ws.onclose = () => { if (!/ended|error/.test($("#term-status").textContent)) $("#term-status").textContent = "closed"; };
+  term.on("data", (data) => { if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(data)); });
+  term.on("resize", ({ cols, rows }) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "resize", cols, rows })); });
+  window.containarium.term = term;
+}
+function closeTerminal() {
+  socket?.close(1000, "closed by the user");
+  socket = null;
+  term?.destroy();
+  term = null;
+  $("#term-dialog").close();
+}
+window.addEventListener("resize", () => { if (term) window.XtermFit.fit(term); });
+
+// -------------------------------------------------------------------------- metrics ----
+function closeDetail() {
+  state.selected = null;
+  $("#detail").hidden = true;
+  for (const c of Object.values(state.charts)) c.destroy();
+  state.charts = {};
+}
+function renderDetailActions() {
+  const c = state.envs.get(state.selected);
+  if (c) $("#detail-actions").replaceChildren(actions(c));
+}
+async function openDetail(u) {
+  closeDetail();
+  state.selected = u;
+  $("#detail-title").textContent = `${u}-container: the last hour`;
+  $("#detail").hidden = false;
+  renderDetailActions();
+  await drawMetrics(u);
+  $("#detail").scrollIntoView({ block: "nearest" });
+}
+function lineChart(id, label, points, color, limit) {
+  const ctx = $(id);
+  state.charts[id]?.destroy();
+  const datasets = [{ label, data: points.map((p) => p.v), borderColor: color, backgroundColor: color, pointRadius: 0, tension: 0.2 }];
+  if (limit !== undefined) datasets.push({ label: "capacity", data: points.map(() => limit), borderColor: "#a40e26", borderDash: [6, 4], pointRadius: 0 });
+  state.charts[id] = new window.Chart(ctx, {
+    type: "line",
+    data: { labels: points.map((p) => p.t), datasets },
+    options: { animation: false, responsive: true, maintainAspectRatio: false, plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true } } },
+  });
+}
+async function drawMetrics(u) {
+  let samples = [];
+  try { samples = (await state.server.get(`/v1/containers/${u}/metrics`)).samples ?? []; } catch (e) { fail(e); }
+  const t = (s) => new Date(s.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  lineChart("#chart-cpu", "CPU %", samples.map((s) => ({ t: t(s), v: s.cpuPercent ?? 0 })), "#0b5cad");
+  lineChart("#chart-mem", "Memory MiB", samples.map((s) => ({ t: t(s), v: (s.memoryBytes ?? 0) / MiB })), "#116329");
+  lineChart("#chart-disk", "Disk MiB", samples.map((s) => ({ t: t(s), v: (s.diskBytes ?? 0) / MiB })), "#8a4b00");
+  lineChart("#chart-net", "KiB/s", samples.map((s) => ({ t: t(s), v: ((s.rxBytesPerSecond ?? 0) + (s.txBytesPerSecond ?? 0)) / 1024 })), "#6a1b9a");
+}
+
+// ---------------------------------------------------------------------------- nodes ----
+async function loadNodes() {
+  const server = state.server;
+  try {
+    state.nodes = (await server.get("/v1/nodes")).nodes ?? [];
+    state.admin = true;
+  } catch (e) {
+    state.nodes = [];
+    state.admin = false;
+  }
+  if (state.server !== server) return;
+  renderNodes();
+  if (state.admin) {
+    try {
+      const m = await server.get("/v1/metrics/node");
+      const t = (x) => new Date(x.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      lineChart("#chart-node-cpu", "CPU %", (m.samples ?? []).map((x) => ({ t: t(x), v: x.cpuPercent })), "#0b5cad", (m.capacity?.cpus ?? 0) * 100);
+      lineChart("#chart-node-mem", "Memory GiB", (m.samples ?? []).map((x) => ({ t: t(x), v: x.memoryBytes / GiB })), "#116329", (m.capacity?.memoryBytes ?? 0) / GiB);
+    } catch { /* shown as empty charts */ }
+  }
+  try {
+    const plugins = (await server.get("/v1/plugins")).plugins ?? [];
+    $("#plugins-table tbody").replaceChildren(...plugins.map((p) => el("tr", {},
+      el("th", { scope: "row" }, p.id ?? p.name), el("td", {}, p.version ?? "–"), el("td", {}, p.abi ?? "–"),
+      el("td", {}, (p.capabilities ?? []).join(", ")), el("td", {}, p.state ?? p.status ?? "–"))));
+  } catch (e) {
+    $("#plugins-table tbody").replaceChildren(el("tr", {}, el("td", { colspan: "5" }, e.message)));
+  }
+}
+function meter(label, used, cap, fmt) {
+  const pct = cap ? Math.min(100, (used / cap) * 100) : 0;
+  const span = el("span");
+  span.style.width = pct + "%";
+  return [el("span", {}, label), el("div", { class: "bar", role: "img", "aria-label": `${label} ${pct.toFixed(0)}% reserved` }, span),
+    el("span", {}, `${fmt(used)} of ${fmt(cap)}`)];
+}
+function renderNodes() {
+  const box = $("#nodes");
+  if (!state.admin) { box.replaceChildren(el("p", { class: "muted" }, "Nodes are shown to admin tokens.")); return; }
+  const cores = (m) => (m / 1000).toFixed(1) + " CPU";
+  box.replaceChildren(el("h2", {}, "Nodes"), ...state.nodes.map((n) => el("article", { class: "nodecard", "aria-label": `Node ${n.name}` },
+    el("h3", {}, n.name, el("span", { class: `badge ${n.healthy ? "running" : "error"}` }, n.healthy ? "healthy" : "unhealthy"),
+      n.draining ? el("span", { class: "badge stopped" }, "draining") : null, n.local ? el("span", { class: "muted" }, "(this daemon)") : null),
+    el("p", { class: "muted" }, `kinds ${n.kinds.join(", ")} · ${n.environments} environments` + (n.pool ? ` · pool ${n.pool}` : "") +
+      (n.preemptible ? " · preemptible" : "") + (n.sshGateway ? ` · SSH gateway ${n.sshGateway}` : "") +
+      (Object.keys(n.labels ?? {}).length ? " · " + Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(", ") : "")),
+    el("div", { class: "meters" },
+      ...meter("CPU", n.used.cpuMillis, n.capacity.cpuMillis, cores),
+      ...meter("Memory", n.used.memoryBytes, n.capacity.memoryBytes, bytes),
+      ...meter("Disk", n.used.diskBytes, n.capacity.diskBytes, bytes)),
+    n.gpus?.length ? el("p", {}, "GPUs: " + n.gpus.map((g) => `${g.model} at ${g.pciAddress}` + (g.attachedTo ? ` (${g.attachedTo})` : " (free)")).join("; ")) : null,
+    (n.plugins ?? []).length ? el("p", { class: "muted" }, "Plugins: " + n.plugins.map((p) => `${p.id} ${p.version} (ABI ${p.abi}, ${p.state})`).join("; ")) : null,
+    el("div", { class: "actions" }, el("button", { type: "button", onclick: () => drain(n.name, !n.draining) }, n.draining ? "Undrain" : "Drain")))));
+}
+async function drain(name, on) {
+  try {
+    await state.server.post(`/v1/nodes/${name}/${on ? "drain" : "undrain"}`);
+    await loadNodes();
+  } catch (e) { fail(e); }
+}
+
+// ---------------------------------------------------------------------------- audit ----
+async function loadAudit(event) {
+  event?.preventDefault();
+  const f = new FormData($("#audit-filters"));
+  const q = new URLSearchParams({ limit: "200" });
+  for (const k of ["actor", "action", "target", "result"]) { const v = f.get(k).trim(); if (v) q.set(k, v); }
+  const since = f.get("since");
+  if (since) q.set("since", new Date(since).toISOString().replace(/\.\d+Z$/, "Z"));
+  const body = $("#audit-table tbody");
+  try {
+    const entries = (await state.server.get(`/v1/audit?${q}`)).entries ?? [];
+    body.replaceChildren(...entries.map((a) => el("tr", {}, el("td", {}, new Date(a.at).toLocaleString()), el("td", {}, a.actor), el("td", {}, a.action),
+      el("td", {}, a.target), el("td", {}, el("span", { class: `badge ${a.result === "ok" ? "running" : "error"}` }, a.result)), el("td", {}, a.source), el("td", {}, a.detail))));
+  } catch (e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "7" }, e.status === 403 ? "The audit log is shown to admin tokens." : e.message)));
+  }
+}
+
+// ------------------------------------------------------------------------- wiring ----
+function showView(name) {
+  for (const b of document.querySelectorAll("[data-view]")) b.setAttribute("aria-selected", String(b.dataset.view === name));
+  for (const v of ["envs", "nodes", "audit"]) $(`#view-${v}`).hidden = v !== name;
+  if (name === "audit") loadAudit();
+  if (name === "nodes") loadNodes();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  loadServers();
+  $("#add-server").addEventListener("click", openServerDialog);
+  for (const b of document.querySelectorAll("[data-action=add-server]")) b.addEventListener("click", openServerDialog);
+  $("#server-form").addEventListener("submit", addServer);
+  for (const b of document.querySelectorAll("dialog [data-close]")) b.addEventListener("click", (e) => e.target.closest("dialog").close());
+  $("#sign-out").addEventListener("click", signOut);
+  for (const b of document.querySelectorAll("[data-view]")) b.addEventListener("click", () => showView(b.dataset.view));
+  for (const id of ["#f-search", "#f-node", "#f-backend", "#f-state", "#f-owner"]) $(id).addEventListener("input", renderEnvironments);
+  for (const r of document.querySelectorAll("input[name=layout]")) r.addEventListener("change", () => { state.layout = r.value; renderEnvironments(); });
+  $("#open-create").addEventListener("click", openCreate);
+  $("#create-form").addEventListener("submit", submitCreate);
+  $("#create-form").addEventListener("input", (e) => {
+    if (e.target.name === "keymode") $("#paste-label").hidden = e.target.value !== "paste";
+    else explain();
+  });
+  $("#create-dialog").addEventListener("close", () => { state.operation = null; });
+  $("#resize-form").addEventListener("submit", submitResize);
+  $("#collab-form").addEventListener("submit", addCollaborator);
+  $("#copy-ssh").addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText($("#ssh-config").textContent); toast("Copied"); } catch { toast("Select the text and copy it", true); }
+  });
+  $("#term-close").addEventListener("click", closeTerminal);
+  $("#term-dialog").addEventListener("cancel", (e) => { e.preventDefault(); closeTerminal(); });
+  $("#close-detail").addEventListener("click", closeDetail);
+  $("#audit-filters").addEventListener("submit", loadAudit);
+  renderTabs();
+  const active = localStorage.getItem(ACTIVE);
+  activate(state.servers.find((s) => s.id === active)?.id ?? state.servers[0]?.id);
+});
