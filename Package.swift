@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "containarium", targets: ["containarium"]),
         // Plugins are shared libraries loaded by the host with dlopen; never linked into it.
         .library(name: "IncusLXC", type: .dynamic, targets: ["IncusLXC"]),
+        .library(name: "QemuWindows", type: .dynamic, targets: ["QemuWindows"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -145,6 +146,15 @@ let package = Package(
             name: "IncusLXC",
             dependencies: ["PluginKit", "PluginABI", "ContainariumCore"],
             path: "Plugins/IncusLXC",
+            exclude: ["plugin.json", "README.md"],
+            swiftSettings: strict
+        ),
+
+        // Backend plugin: QEMU/KVM virtual machines (Windows Server with RDP) driven through QMP.
+        .target(
+            name: "QemuWindows",
+            dependencies: ["PluginKit", "PluginABI", "ContainariumCore"],
+            path: "Plugins/QemuWindows",
             exclude: ["plugin.json", "README.md"],
             swiftSettings: strict
         ),

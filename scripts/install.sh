@@ -4,6 +4,7 @@
 #   PREFIX/lib/containarium/plugins/incus-lxc/{plugin.json,libIncusLXC.so}
 #   PREFIX/lib/containarium/plugins/example-secrets/{plugin.json,libexample_secrets.so}  (disabled by default)
 #   PREFIX/lib/containarium/plugins/nvidia-gpu/{plugin.json,libnvidia_gpu.so}  (GPU discovery, libpci)
+#   PREFIX/lib/containarium/plugins/qemu-windows/{plugin.json,libQemuWindows.so}  (VMs; disabled by default)
 #   PREFIX/share/containarium/stacks/*.json
 #   PREFIX/share/containarium/webui/ (the dashboard, with its libraries from Debian's packages)
 # and, when missing, a node config at /etc/containarium/config.json.
@@ -18,6 +19,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 log "swift build -c $CONFIGURATION"
 swift build -c "$CONFIGURATION" --product containarium
 swift build -c "$CONFIGURATION" --product IncusLXC
+swift build -c "$CONFIGURATION" --product QemuWindows
 bin="$(swift build -c "$CONFIGURATION" --show-bin-path)"
 
 install -d "$PREFIX/bin" "$PREFIX/lib/containarium/plugins/incus-lxc" "$PREFIX/share/containarium/stacks"
@@ -29,6 +31,10 @@ install -m 0755 "$bin/libIncusLXC.so" "$PREFIX/lib/containarium/plugins/incus-lx
 mv -f "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so.new" "$PREFIX/lib/containarium/plugins/incus-lxc/libIncusLXC.so"
 make -s -C Plugins/ExampleScanner OUT="$PREFIX/lib/containarium/plugins/example-secrets" \
   "$PREFIX/lib/containarium/plugins/example-secrets/libexample_secrets.so"
+install -d "$PREFIX/lib/containarium/plugins/qemu-windows"
+install -m 0644 Plugins/QemuWindows/plugin.json "$PREFIX/lib/containarium/plugins/qemu-windows/plugin.json"
+install -m 0755 "$bin/libQemuWindows.so" "$PREFIX/lib/containarium/plugins/qemu-windows/libQemuWindows.so.new"
+mv -f "$PREFIX/lib/containarium/plugins/qemu-windows/libQemuWindows.so.new" "$PREFIX/lib/containarium/plugins/qemu-windows/libQemuWindows.so"
 make -s -C Plugins/NvidiaGPU OUT="$PREFIX/lib/containarium/plugins/nvidia-gpu" \
   "$PREFIX/lib/containarium/plugins/nvidia-gpu/libnvidia_gpu.so"
 install -m 0644 stacks/*.json "$PREFIX/share/containarium/stacks/"

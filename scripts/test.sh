@@ -30,6 +30,10 @@ bash scripts/swagger-ui.sh "$CONTAINARIUM_SWAGGER_DIR"
 webenv="$(bash scripts/web-testenv.sh)"
 while IFS='=' read -r k v; do export "$k=$v"; done <<< "$webenv"
 
+# The VM backend's test guest: a Debian kernel and a busybox initramfs (no image download).
+export CONTAINARIUM_VM_GUEST=/var/cache/containarium/vm-guest
+bash scripts/vm-testguest.sh "$CONTAINARIUM_VM_GUEST"
+
 export CONTAINARIUM_WERROR=1   # Package.swift turns warnings into errors in our targets
 build_args=()
 if [ -n "${SWIFT_BUILD_PATH:-}" ]; then build_args+=(--scratch-path "$SWIFT_BUILD_PATH"); fi

@@ -10,6 +10,7 @@ set -euo pipefail
 DEST=${1:?usage: vm-testguest.sh DEST}
 need=()
 for p in linux-image-amd64 busybox-static cpio qemu-utils ovmf; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+[ -x /usr/bin/qemu-system-x86_64 ] || need+=(qemu-system-x86)   # Incus from backports brings QEMU 10
 if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -18,7 +19,7 @@ mkdir -p "$DEST"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
-mkdir -p "$root"/{bin,dev,proc,sys,etc/acpi/PWRF,www,lib/modules}
+mkdir -p "$root"/{bin,dev,proc,sys,www,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
 # Modules in load order: dependencies first.
 order=()
@@ -30,13 +31,6 @@ add() {
 for m in virtio_pci virtio_net virtio_blk button evdev; do add "$m"; done
 for m in "${order[@]}"; do cp "$(modinfo -k "$KVER" -n "$m")" "$root/lib/modules/$m.ko"; done
 printf '%s\n' "${order[@]}" > "$root/modules.order"
-cat > "$root/etc/acpi/PWRF/00000080" <<'SH'
-#!/bin/busybox sh
-echo "containarium-testguest: power button, powering off" > /dev/console
-sync
-poweroff -f
-SH
-chmod 755 "$root/etc/acpi/PWRF/00000080"
 echo '<html><body>containarium test guest</body></html>' > "$root/www/index.html"
 cat > "$root/init" <<'SH'
 #!/bin/busybox sh
@@ -53,7 +47,15 @@ httpd -p 3389 -h /www
 if grep -q 'ctm.hang=1' /proc/cmdline; then
   echo "containarium-testguest: ignoring the power button" > /dev/console
 else
-  acpid -c /etc/acpi
+  # The ACPI power button is an input device: its first event powers the guest off.
+  for e in /sys/class/input/event*; do
+    if grep -q "Power Button" "$e/device/name" 2>/dev/null; then pb=/dev/input/${e##*/}; fi
+  done
+  if [ -n "$pb" ]; then
+    ( dd if="$pb" bs=24 count=1 of=/dev/null 2>/dev/null
+      echo "containarium-testguest: power button, powering off" > /dev/console
+      sync; poweroff -f ) &
+  fi
 fi
 echo "containarium-testguest: ready" > /dev/console
 while true; do sleep 3600; done

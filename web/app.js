@@ -254,6 +254,7 @@ function envCard(c) {
       el("dt", {}, "Node"), el("dd", {}, c.node ?? "–"),
       el("dt", {}, "Backend"), el("dd", {}, c.backend ?? "–"),
       el("dt", {}, "IP"), el("dd", {}, c.network?.ipAddress ?? "–"),
+      ...(c.endpoints?.rdp ? [el("dt", {}, "RDP"), el("dd", {}, c.endpoints.rdp)] : []),
       el("dt", {}, "CPU"), el("dd", {}, (c.cpuPercent !== undefined ? `${c.cpuPercent.toFixed(1)}% of ` : "") + (c.resources?.cpu ? `${c.resources.cpu} CPU` : "no limit")),
       el("dt", {}, "Memory"), el("dd", {}, `${bytes(c.usage?.memoryBytes)} / ${c.resources?.memory ?? "no limit"}`),
       el("dt", {}, "Disk"), el("dd", {}, `${bytes(c.usage?.diskBytes)} / ${c.resources?.disk ?? "no limit"}`)),

@@ -10,7 +10,8 @@ let pluginID = "incus-lxc"
 let pluginVersion = "0.1.0"
 
 /// One initialised plugin instance (the `void *instance` of the ABI).
-final class IncusPluginInstance: Sendable {
+final class IncusPluginInstance: PluginInstance {
+    let label = "incus-lxc-op"
     let backend: IncusBackend
     let host: HostServices
     let operations = OperationRegistry()
@@ -19,32 +20,6 @@ final class IncusPluginInstance: Sendable {
         self.backend = backend
         self.host = host
     }
-
-    static func from(_ raw: UnsafeMutableRawPointer?) -> IncusPluginInstance? {
-        guard let raw else { return nil }
-        return Unmanaged<IncusPluginInstance>.fromOpaque(raw).takeUnretainedValue()
-    }
-
-    func run<Request: Decodable & Sendable, Response: Encodable & Sendable>(
-        _ request: UnsafePointer<CChar>?, _ length: Int, _ op: UInt64, _ completion: ctm_completion_fn?,
-        _ userData: UnsafeMutableRawPointer?, _ error: UnsafeMutablePointer<ctm_error>?,
-        _ body: @escaping @Sendable (Request, OperationContext) throws(ContainariumError) -> Response
-    ) -> ctm_status {
-        PluginCall.run(
-            request: request, length: length, operation: op, completion: completion, userData: userData, error: error,
-            host: host, registry: operations, label: "incus-lxc-op", body)
-    }
-}
-
-/// Shorthand for the shape every table function has.
-private func dispatch(
-    _ inst: UnsafeMutableRawPointer?, _ error: UnsafeMutablePointer<ctm_error>?,
-    _ body: (IncusPluginInstance) -> ctm_status
-) -> ctm_status {
-    guard let plugin = IncusPluginInstance.from(inst) else {
-        return PluginCall.fail(error, .invalid("instance pointer is NULL"))
-    }
-    return body(plugin)
 }
 
 nonisolated(unsafe) private let instancesTable: UnsafeMutablePointer<ctm_instances_v1> = {
@@ -52,37 +27,37 @@ nonisolated(unsafe) private let instancesTable: UnsafeMutablePointer<ctm_instanc
     t.struct_size = UInt32(MemoryLayout<ctm_instances_v1>.size)
     t.struct_version = 1
     t.create = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceCreateRequest, ctx) throws(ContainariumError) in try p.backend.create(r, ctx) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceCreateRequest, ctx) throws(ContainariumError) in try p.backend.create(r, ctx) } }
     }
     t.remove = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.remove(r, ctx); return Empty() } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.remove(r, ctx); return Empty() } }
     }
     t.start = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "start", ctx) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "start", ctx) } }
     }
     t.stop = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "stop", ctx) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "stop", ctx) } }
     }
     t.restart = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "restart", ctx) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "restart", ctx) } }
     }
     t.list = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in try p.backend.list() } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in try p.backend.list() } }
     }
     t.info = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.info(r.name) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.info(r.name) } }
     }
     t.resize = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: ResizeRequest, ctx) throws(ContainariumError) in try p.backend.resize(r, ctx) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: ResizeRequest, ctx) throws(ContainariumError) in try p.backend.resize(r, ctx) } }
     }
     t.exec = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: ExecRequest, ctx) throws(ContainariumError) in try p.backend.exec(r, ctx) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: ExecRequest, ctx) throws(ContainariumError) in try p.backend.exec(r, ctx) } }
     }
     t.capacity = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in try p.backend.capacity() } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in try p.backend.capacity() } }
     }
     t.watch = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, ctx) throws(ContainariumError) in try p.backend.watch(ctx) } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, ctx) throws(ContainariumError) in try p.backend.watch(ctx) } }
     }
     let p = UnsafeMutablePointer<ctm_instances_v1>.allocate(capacity: 1)
     p.initialize(to: t)
@@ -122,7 +97,7 @@ nonisolated(unsafe) private let pluginTable: UnsafeMutablePointer<ctm_plugin> = 
     }
     t.cancel = { inst, op in IncusPluginInstance.from(inst)?.operations.cancel(op) }
     t.health = { inst, req, len, op, done, ud, err in
-        dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in p.backend.health() } }
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in p.backend.health() } }
     }
     t.shutdown = { inst in
         guard let inst else { return }

@@ -154,6 +154,8 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
     public var provisioned: Bool?
     /// PCI addresses of the GPUs passed through to it.
     public var gpus: [String]?
+    /// How to reach it besides SSH, e.g. ["rdp": "HOST:PORT"] for a Windows VM.
+    public var endpoints: [String: String]?
     /// Bytes received and sent on its own network interfaces since it started.
     public var networkRxBytes: UInt64?
     public var networkTxBytes: UInt64?

@@ -225,13 +225,20 @@ public final class ControlPlane: Sendable {
 
     /// The backend kind this node's instance backend serves.
     var backendKind: String { Self.kind(ofBackend: backendID) }
+
+    /// The backend kind a create needs: Windows OS types need a VM backend; everything else
+    /// runs where this control plane's own backend kind runs (system containers by default).
+    func kind(for request: CreateEnvironmentRequest) -> String {
+        if let os = request.osType?.lowercased(), os.contains("windows") { return "vm" }
+        return backendKind == "vm" && isClustered ? "lxc" : backendKind
+    }
     static func kind(ofBackend id: String) -> String { id.contains("lxc") ? "lxc" : id.contains("qemu") || id.contains("vm") ? "vm" : id }
 
     /// Why each node would or would not take this create (admin).
     public func explainPlacement(_ caller: Caller, _ request: CreateEnvironmentRequest) async throws(ContainariumError) -> Explanation {
         try requireAdmin(caller, "schedule explain")
         guard let cluster else { throw ContainariumError(.failedPrecondition, "this daemon runs no scheduler") }
-        return cluster.scheduler.explain(try Self.placement(explaining: request, kind: backendKind))
+        return cluster.scheduler.explain(try Self.placement(explaining: request, kind: kind(for: request)))
     }
 
     public func listNodes(_ caller: Caller) throws(ContainariumError) -> [NodeView] {
@@ -332,7 +339,11 @@ public final class ControlPlane: Sendable {
                 throw .denied("\(caller.subject) may only create its own environment, not \(user.value)'s")
             }
             if !caller.isAdmin && !request.gpuDevices.isEmpty { throw .denied("gpuDevices is set by the scheduler; ask for gpus (and gpuModel)") }
-            let validated = try service.validate(request)
+            // An OS type this node has no image for may be another node's (Windows on a VM
+            // node): with other nodes, validate the rest here and let the chosen node resolve it.
+            var probe = request
+            if let os = request.osType, isClustered, (try? service.config.image(forOSType: os)) == nil { probe.osType = nil }
+            let validated = try service.validate(probe)
             if inventory.get(user.containerName) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
             // With other nodes in the cluster, or GPUs to assign, the scheduler picks the node
             // and the GPUs (and holds them until the node reports the environment).
@@ -343,7 +354,7 @@ public final class ControlPlane: Sendable {
             }
             if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) || request.node != nil {
                 if try await store.container(user.value) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
-                let placed = try await cluster.place(Self.placement(validated, kind: backendKind, node: request.node))
+                let placed = try await cluster.place(Self.placement(validated, kind: kind(for: request), node: request.node))
                 target = placed.node
                 request.gpuDevices = placed.gpuAddresses
                 if !placed.gpuAddresses.isEmpty { request.gpus = placed.gpuAddresses.count }

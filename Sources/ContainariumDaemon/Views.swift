@@ -40,6 +40,10 @@ public struct ContainerView: Codable, Sendable, Equatable {
     public var startedAt: Date?
     /// PCI addresses of the GPUs passed through to it.
     public var gpus: [String]?
+    /// Other ways in, e.g. {"rdp": "HOST:PORT"} for Windows VMs.
+    public var endpoints: [String: String]?
+    /// "container" or "vm".
+    public var type: String?
 
     public static func stateName(_ s: InstanceState) -> String {
         switch s {
@@ -74,6 +78,8 @@ public struct ContainerView: Codable, Sendable, Equatable {
         createdAt = i.createdAt
         startedAt = i.startedAt
         gpus = i.gpus
+        endpoints = i.endpoints
+        type = i.type
     }
 }
 

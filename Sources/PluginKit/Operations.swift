@@ -179,3 +179,38 @@ extension String {
         return UnsafePointer(p)
     }
 }
+
+/// The `void *instance` of a Swift plugin: its host services and running operations. The
+/// helpers below are what every table function needs: find the instance, decode, run, complete.
+public protocol PluginInstance: AnyObject, Sendable {
+    var host: HostServices { get }
+    var operations: OperationRegistry { get }
+    /// Names the threads of its operations.
+    var label: String { get }
+}
+
+extension PluginInstance {
+    public static func from(_ raw: UnsafeMutableRawPointer?) -> Self? {
+        guard let raw else { return nil }
+        return Unmanaged<Self>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Decode the request, run `body` on a thread of its own, complete exactly once.
+    public func run<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        _ request: UnsafePointer<CChar>?, _ length: Int, _ op: UInt64, _ completion: ctm_completion_fn?,
+        _ userData: UnsafeMutableRawPointer?, _ error: UnsafeMutablePointer<ctm_error>?,
+        _ body: @escaping @Sendable (Request, OperationContext) throws(ContainariumError) -> Response
+    ) -> ctm_status {
+        PluginCall.run(
+            request: request, length: length, operation: op, completion: completion, userData: userData, error: error,
+            host: host, registry: operations, label: label, body)
+    }
+
+    /// The instance behind `raw`, or a filled error when it is NULL.
+    public static func dispatch(
+        _ raw: UnsafeMutableRawPointer?, _ error: UnsafeMutablePointer<ctm_error>?, _ body: (Self) -> ctm_status
+    ) -> ctm_status {
+        guard let plugin = from(raw) else { return PluginCall.fail(error, .invalid("instance pointer is NULL")) }
+        return body(plugin)
+    }
+}

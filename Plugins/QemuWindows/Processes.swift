@@ -1,0 +1,111 @@
+import ContainariumCore
+import Dispatch
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Child processes without a shell: argv only, output to a file, a deadline on every wait.
+enum Processes {
+    struct Result {
+        var status: Int32
+        var output: String
+    }
+
+    /// Run `argv` to completion (QEMU with -daemonize returns once the VM runs).
+    static func run(_ argv: [String], log: String? = nil, timeout: Double = 120) throws(ContainariumError) -> Result {
+        guard let exe = argv.first else { throw .invalid("empty command") }
+        let out = log ?? (NSTemporaryDirectory() + "ctm-qemu-\(UUID().uuidString).log")
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of ours: a daemonized QEMU must not hold the daemon's sockets or pipes.
+        closeFrom3(&actions)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        // A fresh signal mask and default handlers: the host may block signals on its threads.
+        let sets = UnsafeMutablePointer<sigset_t>.allocate(capacity: 2)
+        defer { sets.deallocate() }
+        sigemptyset(sets)
+        posix_spawnattr_setsigmask(&attr, sets)
+        sigfillset(sets + 1)
+        posix_spawnattr_setsigdefault(&attr, sets + 1)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, environ)
+        guard rc == 0 else { throw ContainariumError(.unavailable, "cannot run \(exe): \(String(cString: strerror(rc)))") }
+        let deadline = Date().addingTimeInterval(timeout)
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno != EINTR { throw .internal("waitpid failed: \(String(cString: strerror(errno)))") }
+            if Date() > deadline {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+                throw ContainariumError(.timeout, "\(URL(fileURLWithPath: exe).lastPathComponent) did not finish within \(Int(timeout)) s")
+            }
+            usleep(20_000)
+        }
+        let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        if log == nil { unlink(out) }
+        let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Result(status: code, output: text)
+    }
+
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+
+    /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), looked up at run time because the
+    /// Swift overlay does not declare it; without it, every inherited descriptor is marked
+    /// close-on-exec instead.
+    static func closeFrom3(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>) {
+        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            let f = unsafeBitCast(sym, to: CloseFrom.self)
+            if f(actions, 3) == 0 { return }
+        }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            guard let fd = Int32(name), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
+    }
+
+    /// The pid in a pid file, if that process is alive and is `expected` (by /proc/PID/cmdline).
+    static func alive(pidFile: String, expected: String) -> pid_t? {
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0 || errno == EPERM,
+              let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+              String(decoding: cmd, as: UTF8.self).contains(expected) else { return nil }
+        return pid
+    }
+
+    /// Wait until `pid` is gone (a daemonized process is not our child: poll /proc).
+    static func waitGone(_ pid: pid_t, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if kill(pid, 0) != 0 && errno == ESRCH { return true }
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+               let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" { return true }
+            usleep(50_000)
+        }
+        return false
+    }
+
+    /// CPU time (ns) and resident memory (bytes) of a process.
+    static func usage(_ pid: pid_t) -> (cpuNanoseconds: UInt64, rssBytes: UInt64)? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state(0) ... utime(11) stime(12) ... rss(21), in clock ticks / pages.
+        guard fields.count > 21, let utime = UInt64(fields[11]), let stime = UInt64(fields[12]), let rss = UInt64(fields[21]) else { return nil }
+        let hz = UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
+        let page = UInt64(max(1, sysconf(Int32(_SC_PAGESIZE))))
+        return ((utime + stime) * 1_000_000_000 / hz, rss * page)
+    }
+}

@@ -1,0 +1,567 @@
+import ContainariumCore
+import Foundation
+import PluginKit
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Virtual machines on QEMU, driven through QMP: one directory per VM under `stateDir` with its
+/// spec, a qcow2 overlay, UEFI variables, an optional software TPM, the QMP, console and VNC
+/// sockets, and QEMU's pid file. QEMU runs daemonized, so VMs outlive the daemon: a restarted
+/// daemon finds them again by pid file and QMP. A supervisor restarts crashed VMs that are set
+/// to autostart.
+final class VMBackend: Sendable {
+    struct Media: Codable, Sendable {
+        /// "windows" or "linux".
+        var os: String
+        /// A prepared base disk: VMs get a copy-on-write overlay (fast clones).
+        var baseImage: String?
+        /// An installation ISO, plus the virtio driver ISO (Windows), with a generated answer file.
+        var iso: String?
+        var virtioIso: String?
+        /// "2k22" or "2k25" (virtio-win's directory names).
+        var windowsVersion: String?
+        /// Direct kernel boot (the Linux test guest).
+        var kernel: String?
+        var initrd: String?
+        var append: String?
+        /// "uefi" (default) or "bios".
+        var firmware: String?
+        var tpm: Bool?
+        var minCPUs: Int?
+        var minMemory: String?
+        var minDisk: String?
+    }
+
+    struct Config: Codable, Sendable {
+        var stateDir: String?
+        /// "kvm" (default), "tcg", or "auto" (KVM when /dev/kvm opens, else TCG).
+        var accel: String?
+        var qemu: String?
+        var qemuImg: String?
+        var swtpm: String?
+        var ovmfCode: String?
+        var ovmfVars: String?
+        /// Where forwarded RDP ports listen, and what `info` reports as the RDP host.
+        var rdpListen: String?
+        var rdpHost: String?
+        var rdpPortFirst: Int?
+        var rdpPortLast: Int?
+        /// Seconds a guest gets to shut down after the ACPI power button, before a hard stop.
+        var shutdownTimeout: Double?
+        var bootTimeout: Double?
+        var supervise: Bool?
+        var images: [String: Media]?
+        var node: String?
+    }
+
+    /// What is kept per VM (`vm.json`).
+    struct Spec: Codable, Sendable {
+        var name: String
+        var image: String
+        var cpus: Int
+        var memoryBytes: UInt64
+        var diskBytes: UInt64
+        var rdpPort: Int
+        var autostart: Bool
+        var labels: [String: String]
+        var owner: String?
+        var createdAt: Date
+        /// What the user asked for last: "running" or "stopped" (the supervisor honours it).
+        var desired: String
+        var provisioned: Bool
+        var token: String
+    }
+
+    let config: Config
+    let host: HostServices
+    let stateDir: String
+    let qemu: String
+    let qemuImg: String
+    let accel: String
+    let node: String
+    private let lock = Mutex(())
+    static let managedMarker = "containarium-vm"
+
+    init(config: Config, host: HostServices) {
+        self.config = config
+        self.host = host
+        stateDir = config.stateDir ?? "/var/lib/containarium/vms"
+        qemu = config.qemu ?? "/usr/bin/qemu-system-x86_64"
+        qemuImg = config.qemuImg ?? "/usr/bin/qemu-img"
+        let wanted = config.accel ?? "kvm"
+        if wanted == "auto" {
+            let fd = open("/dev/kvm", O_RDWR)
+            accel = fd >= 0 ? "kvm" : "tcg"
+            if fd >= 0 { close(fd) }
+        } else {
+            accel = wanted
+        }
+        node = config.node ?? ProcessInfo.processInfo.hostName
+    }
+
+    // MARK: - paths and specs
+
+    func dir(_ name: String) -> String { (stateDir as NSString).appendingPathComponent(name) }
+    func path(_ name: String, _ file: String) -> String { (dir(name) as NSString).appendingPathComponent(file) }
+
+    static func validName(_ s: String) -> Bool {
+        guard (1...63).contains(s.utf8.count), let f = s.unicodeScalars.first, ("a"..."z").contains(f) || ("0"..."9").contains(f) else { return false }
+        return s.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }
+    }
+
+    func readSpec(_ name: String) throws(ContainariumError) -> Spec {
+        guard Self.validName(name) else { throw .invalid("'\(name)' is not a valid instance name") }
+        guard let data = FileManager.default.contents(atPath: path(name, "vm.json")) else { throw .notFound("no VM \(name)") }
+        return try WireJSON.decode(Spec.self, from: data)
+    }
+
+    func writeSpec(_ spec: Spec) throws(ContainariumError) {
+        let data = try WireJSON.encode(spec)
+        let tmp = path(spec.name, "vm.json.tmp")
+        guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]),
+              rename(tmp, path(spec.name, "vm.json")) == 0 else { throw .internal("cannot write the spec of \(spec.name)") }
+    }
+
+    func names() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: stateDir)) ?? []).filter {
+            Self.validName($0) && FileManager.default.fileExists(atPath: path($0, "vm.json"))
+        }.sorted()
+    }
+
+    func media(_ image: String) throws(ContainariumError) -> Media {
+        guard let m = config.images?[image] else {
+            let known = (config.images ?? [:]).keys.sorted().joined(separator: ", ")
+            throw .invalid("no VM media '\(image)' on this node (configured: \(known.isEmpty ? "none" : known)); see docs/windows-vms.md")
+        }
+        return m
+    }
+
+    // MARK: - running state
+
+    func pid(_ name: String) -> pid_t? { Processes.alive(pidFile: path(name, "qemu.pid"), expected: path(name, "qmp.sock")) }
+
+    func qmp(_ name: String, timeout: Double = 5) throws(ContainariumError) -> QMP { try QMP(socket: path(name, "qmp.sock"), timeout: timeout) }
+
+    func state(_ name: String) -> InstanceState {
+        guard pid(name) != nil else { return .stopped }
+        guard let status = try? qmp(name, timeout: 2).execute("query-status")["status"]?.stringValue else { return .unknown }
+        switch status {
+        case "running": return .running
+        case "paused", "suspended", "prelaunch", "inmigrate": return .frozen
+        case "shutdown": return .stopping
+        case "guest-panicked", "internal-error", "io-error": return .error
+        default: return .unknown
+        }
+    }
+
+    func info(_ name: String) throws(ContainariumError) -> InstanceInfo {
+        let spec = try readSpec(name)
+        let st = state(name)
+        let usage = pid(name).flatMap(Processes.usage)
+        var labels = spec.labels
+        if let owner = spec.owner { labels["owner"] = owner }
+        var sb = stat()
+        let diskUsed = stat(path(name, "disk.qcow2"), &sb) == 0 ? UInt64(sb.st_blocks) * 512 : nil
+        var info = InstanceInfo(
+            name: name, type: "vm", state: st, image: spec.image, ipv4: [], cpuLimit: String(spec.cpus),
+            memoryLimitBytes: spec.memoryBytes, diskLimitBytes: spec.diskBytes,
+            cpuUsageNanoseconds: st == .running ? usage?.cpuNanoseconds : nil, memoryUsageBytes: st == .running ? usage?.rssBytes : nil,
+            diskUsageBytes: diskUsed, createdAt: spec.createdAt, autostart: spec.autostart, nesting: false, labels: labels,
+            backend: "qemu-windows", node: node, provisioned: spec.provisioned)
+        info.endpoints = ["rdp": "\(config.rdpHost ?? "127.0.0.1"):\(spec.rdpPort)"]
+        return info
+    }
+
+    func list() -> InstanceList {
+        InstanceList(instances: names().compactMap { try? info($0) })
+    }
+
+    // MARK: - create
+
+    func create(_ r: InstanceCreateRequest, _ ctx: OperationContext) throws(ContainariumError) -> InstanceInfo {
+        guard Self.validName(r.name) else { throw .invalid("'\(r.name)' is not a valid instance name") }
+        let m = try media(r.image)
+        let cpus = try r.cpu.map { c throws(ContainariumError) in try CPULimit(parsing: c).cpuCount } ?? max(2, m.minCPUs ?? 1)
+        let minMemory = try m.minMemory.map { s throws(ContainariumError) in try ByteSize(parsing: s).bytes } ?? 0
+        let minDisk = try m.minDisk.map { s throws(ContainariumError) in try ByteSize(parsing: s).bytes } ?? 0
+        let memory = r.memoryBytes ?? max(m.os == "windows" ? 4 << 30 : 512 << 20, minMemory)
+        let disk = r.diskBytes ?? max(m.os == "windows" ? 40_000_000_000 : 1 << 30, minDisk)
+        // Minimums for the OS, with the numbers.
+        if let min = m.minCPUs, cpus < min { throw .invalid("\(r.image) needs at least \(min) CPUs, not \(cpus)") }
+        if let s = m.minMemory, let min = try? ByteSize(parsing: s), memory < min.bytes {
+            throw .invalid("\(r.image) needs at least \(min) of memory, not \(ByteSize(bytes: memory))")
+        }
+        if let s = m.minDisk, let min = try? ByteSize(parsing: s), disk < min.bytes {
+            throw .invalid("\(r.image) needs at least \(min) of disk, not \(ByteSize(bytes: disk))")
+        }
+        if !(r.gpus ?? []).isEmpty { throw ContainariumError(.unsupported, "GPU passthrough to VMs is not supported by qemu-windows") }
+        try Labels.validate(r.labels)
+        let steps = m.os == "windows" ? 5 : 4
+        ctx.progress(instance: r.name, step: 1, of: steps, "Preparing VM \(r.name)")
+        let token = UUID().uuidString
+        let spec: Spec = try lock.withLock { _ throws(ContainariumError) -> Spec in
+            guard !FileManager.default.fileExists(atPath: dir(r.name)) else { throw .alreadyExists("VM \(r.name) already exists") }
+            do {
+                try FileManager.default.createDirectory(atPath: dir(r.name), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw .internal("cannot create \(dir(r.name))", cause: "\(error)")
+            }
+            let spec = Spec(name: r.name, image: r.image, cpus: cpus, memoryBytes: memory, diskBytes: disk, rdpPort: try freePort(),
+                            autostart: r.autostart, labels: r.labels, owner: r.account?.name, createdAt: Date(), desired: "running",
+                            provisioned: false, token: token)
+            try writeSpec(spec)
+            return spec
+        }
+        do throws(ContainariumError) {
+            try ctx.checkCancelled()
+            try prepareDisk(spec, m)
+            if (m.firmware ?? "uefi") == "uefi" {
+                let vars = config.ovmfVars ?? "/usr/share/OVMF/OVMF_VARS_4M.fd"
+                do { try FileManager.default.copyItem(atPath: vars, toPath: path(r.name, "OVMF_VARS.fd")) } catch {
+                    throw ContainariumError(.failedPrecondition, "cannot copy the UEFI variables template \(vars) (install ovmf)", cause: "\(error)")
+                }
+            }
+            if m.os == "windows" {
+                ctx.progress(instance: r.name, step: 2, of: steps, "Writing the answer file (administrator password kept as a secret)")
+                try writeAnswerFile(spec, m)
+            }
+            try ctx.checkCancelled()
+            ctx.progress(instance: r.name, step: steps - 1, of: steps, "Starting QEMU (\(accel))")
+            try boot(spec, m)
+            ctx.progress(instance: r.name, step: steps, of: steps, "Waiting for the VM to run")
+            try waitRunning(r.name, timeout: config.bootTimeout ?? 60)
+            var done = spec
+            done.provisioned = true
+            try writeSpec(done)
+            return try info(r.name)
+        } catch {
+            destroy(r.name)
+            throw error
+        }
+    }
+
+    /// A TCP port in the RDP range that no VM has and nothing listens on.
+    func freePort() throws(ContainariumError) -> Int {
+        let taken = Set(names().compactMap { try? readSpec($0).rdpPort })
+        let first = config.rdpPortFirst ?? 33890, last = config.rdpPortLast ?? 34889
+        for port in first...max(first, last) where !taken.contains(port) && Self.portFree(port, host: config.rdpListen ?? "127.0.0.1") {
+            return port
+        }
+        throw ContainariumError(.resourceExhausted, "no free RDP port in \(first)-\(last)")
+    }
+
+    static func portFree(_ port: Int, host: String) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr(host == "0.0.0.0" ? "0.0.0.0" : host)
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    }
+
+    func prepareDisk(_ spec: Spec, _ m: Media) throws(ContainariumError) {
+        var args = [qemuImg, "create", "-q", "-f", "qcow2"]
+        if let base = m.baseImage {
+            guard FileManager.default.fileExists(atPath: base) else { throw ContainariumError(.failedPrecondition, "base image \(base) is missing") }
+            args += ["-F", "qcow2", "-b", base]
+        }
+        args += [path(spec.name, "disk.qcow2"), String(spec.diskBytes)]
+        let r = try Processes.run(args, timeout: 60)
+        guard r.status == 0 else { throw ContainariumError(.internal, "qemu-img create failed", cause: r.output) }
+    }
+
+    func writeAnswerFile(_ spec: Spec, _ m: Media) throws(ContainariumError) {
+        let password = Unattend.generatePassword()
+        // The secret: 0600, in the VM's 0700 directory; never in labels, logs or info.
+        guard FileManager.default.createFile(atPath: path(spec.name, "administrator.secret"), contents: Data(password.utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw .internal("cannot store the administrator password of \(spec.name)")
+        }
+        let xml = Unattend.xml(Unattend.Settings(computerName: Unattend.computerName(for: spec.name), administratorPassword: password,
+                                                 driverDirectory: m.windowsVersion ?? "2k22"))
+        let ua = path(spec.name, "unattend")
+        do {
+            try FileManager.default.createDirectory(atPath: ua, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw .internal("cannot create \(ua)", cause: "\(error)")
+        }
+        guard FileManager.default.createFile(atPath: (ua as NSString).appendingPathComponent("autounattend.xml"), contents: Data(xml.utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw .internal("cannot write the answer file of \(spec.name)")
+        }
+    }
+
+    /// QEMU's command line for a VM (argv, no shell).
+    func arguments(_ spec: Spec, _ m: Media) -> [String] {
+        var a = [qemu, "-name", "guest=\(spec.name),debug-threads=on", "-machine", "q35,accel=\(accel)",
+                 "-cpu", accel == "kvm" ? "host" : "max", "-smp", String(spec.cpus), "-m", "\(max(1, spec.memoryBytes >> 20))M",
+                 "-nodefaults", "-no-user-config", "-display", "none", "-boot", "strict=on"]
+        if (m.firmware ?? "uefi") == "uefi" {
+            a += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(config.ovmfCode ?? "/usr/share/OVMF/OVMF_CODE_4M.fd")",
+                  "-drive", "if=pflash,format=raw,unit=1,file=\(path(spec.name, "OVMF_VARS.fd"))"]
+        }
+        a += ["-blockdev", "driver=file,filename=\(path(spec.name, "disk.qcow2")),node-name=file0",
+              "-blockdev", "driver=qcow2,file=file0,node-name=disk0", "-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
+        if let iso = m.iso {
+            a += ["-drive", "file=\(iso),media=cdrom,readonly=on,if=ide,index=0"]
+            if let v = m.virtioIso { a += ["-drive", "file=\(v),media=cdrom,readonly=on,if=ide,index=1"] }
+        }
+        if FileManager.default.fileExists(atPath: path(spec.name, "unattend/autounattend.xml")) {
+            // Windows Setup looks for autounattend.xml on removable media: a read-only FAT view
+            // of the directory, on USB.
+            a += ["-device", "qemu-xhci,id=xhci", "-drive", "file=fat:ro:\(path(spec.name, "unattend")),format=raw,if=none,id=unattend,readonly=on",
+                  "-device", "usb-storage,drive=unattend,bus=xhci.0"]
+        }
+        if let k = m.kernel {
+            a += ["-kernel", k]
+            if let i = m.initrd { a += ["-initrd", i] }
+            if let ap = m.append { a += ["-append", ap] }
+        }
+        if m.tpm == true {
+            a += ["-chardev", "socket,id=chrtpm,path=\(path(spec.name, "swtpm.sock"))", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+                  "-device", "tpm-tis,tpmdev=tpm0"]
+        }
+        a += ["-netdev", "user,id=net0,hostfwd=tcp:\(config.rdpListen ?? "127.0.0.1"):\(spec.rdpPort)-:3389",
+              "-device", "virtio-net-pci,netdev=net0",
+              "-qmp", "unix:\(path(spec.name, "qmp.sock")),server=on,wait=off",
+              "-chardev", "socket,id=console0,path=\(path(spec.name, "console.sock")),server=on,wait=off", "-serial", "chardev:console0",
+              "-vnc", "unix:\(path(spec.name, "vnc.sock"))",
+              "-pidfile", path(spec.name, "qemu.pid"), "-daemonize"]
+        return a
+    }
+
+    func boot(_ spec: Spec, _ m: Media) throws(ContainariumError) {
+        if m.tpm == true { try startTPM(spec.name) }
+        for f in ["qmp.sock", "console.sock", "vnc.sock"] { unlink(path(spec.name, f)) }
+        let r = try Processes.run(arguments(spec, m), log: path(spec.name, "qemu.log"), timeout: 60)
+        guard r.status == 0 else {
+            throw ContainariumError(.internal, "QEMU did not start \(spec.name)", cause: String(r.output.suffix(2000)))
+        }
+    }
+
+    func startTPM(_ name: String) throws(ContainariumError) {
+        let state = path(name, "tpm")
+        try? FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        if Processes.alive(pidFile: path(name, "swtpm.pid"), expected: state) != nil { return }
+        let r = try Processes.run([config.swtpm ?? "/usr/bin/swtpm", "socket", "--tpm2", "--tpmstate", "dir=\(state)",
+                                   "--ctrl", "type=unixio,path=\(path(name, "swtpm.sock"))", "--pid", "file=\(path(name, "swtpm.pid"))",
+                                   "--log", "file=\(path(name, "swtpm.log"))", "--daemon"], timeout: 30)
+        guard r.status == 0 else { throw ContainariumError(.internal, "swtpm did not start for \(name)", cause: r.output) }
+    }
+
+    func waitRunning(_ name: String, timeout: Double) throws(ContainariumError) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = "not started"
+        while Date() < deadline {
+            if pid(name) == nil { last = "QEMU exited: " + ((try? String(contentsOfFile: path(name, "qemu.log"), encoding: .utf8)).map { String($0.suffix(500)) } ?? "") }
+            else if let status = try? qmp(name, timeout: 2).execute("query-status")["status"]?.stringValue {
+                if status == "running" { return }
+                last = "status \(status)"
+            }
+            usleep(100_000)
+        }
+        throw ContainariumError(.timeout, "\(name) is not running after \(Int(timeout)) s (\(last))")
+    }
+
+    // MARK: - lifecycle
+
+    func start(_ name: String) throws(ContainariumError) -> InstanceInfo {
+        var spec = try readSpec(name)
+        if pid(name) == nil {
+            try boot(spec, try media(spec.image))
+            try waitRunning(name, timeout: config.bootTimeout ?? 60)
+        } else if state(name) == .frozen {
+            try qmp(name).execute("cont")
+        }
+        spec.desired = "running"
+        try lock.withLock { _ throws(ContainariumError) in try writeSpec(spec) }
+        return try info(name)
+    }
+
+    /// ACPI power button, then (after the deadline, or at once with `force`) a hard stop.
+    func stop(_ name: String, force: Bool) throws(ContainariumError) -> InstanceInfo {
+        var spec = try readSpec(name)
+        spec.desired = "stopped"
+        try lock.withLock { _ throws(ContainariumError) in try writeSpec(spec) }
+        try halt(name, force: force)
+        return try info(name)
+    }
+
+    func halt(_ name: String, force: Bool) throws(ContainariumError) {
+        guard let p = pid(name) else { return }
+        if !force {
+            do {
+                try qmp(name).execute("system_powerdown")
+                if Processes.waitGone(p, timeout: config.shutdownTimeout ?? 60) { cleanupSockets(name); return }
+                host.log(.warning, "\(name) ignored the power button for \(Int(config.shutdownTimeout ?? 60)) s; stopping it hard")
+            } catch {
+                host.log(.warning, "\(name): graceful shutdown failed (\(error.message)); stopping it hard")
+            }
+        }
+        _ = try? qmp(name, timeout: 2).execute("quit")
+        if !Processes.waitGone(p, timeout: 5) {
+            kill(p, SIGKILL)
+            _ = Processes.waitGone(p, timeout: 5)
+        }
+        cleanupSockets(name)
+    }
+
+    func cleanupSockets(_ name: String) {
+        for f in ["qmp.sock", "console.sock", "vnc.sock", "qemu.pid"] { unlink(path(name, f)) }
+    }
+
+    func restart(_ name: String) throws(ContainariumError) -> InstanceInfo {
+        try halt(name, force: false)
+        return try start(name)
+    }
+
+    /// Kill the VM and its TPM, and remove everything of it.
+    func destroy(_ name: String) {
+        if let p = pid(name) {
+            _ = try? qmp(name, timeout: 1).execute("quit")
+            if !Processes.waitGone(p, timeout: 3) { kill(p, SIGKILL); _ = Processes.waitGone(p, timeout: 5) }
+        }
+        if let t = Processes.alive(pidFile: path(name, "swtpm.pid"), expected: path(name, "tpm")) {
+            kill(t, SIGTERM)
+            if !Processes.waitGone(t, timeout: 3) { kill(t, SIGKILL) }
+        }
+        try? FileManager.default.removeItem(atPath: dir(name))
+    }
+
+    func remove(_ r: InstanceRef) throws(ContainariumError) {
+        _ = try readSpec(r.name)
+        if pid(r.name) != nil && r.force != true {
+            throw ContainariumError(.failedPrecondition, "VM \(r.name) is running; stop it first or delete with --force")
+        }
+        destroy(r.name)
+        if FileManager.default.fileExists(atPath: dir(r.name)) { throw .internal("could not remove \(dir(r.name))") }
+    }
+
+    /// CPU and memory change while the VM is stopped; the disk grows at any time (live through
+    /// QMP block_resize) and never shrinks.
+    func resize(_ r: ResizeRequest) throws(ContainariumError) -> InstanceInfo {
+        var spec = try readSpec(r.name)
+        let running = pid(r.name) != nil
+        if r.cpu != nil || r.memoryBytes != nil {
+            guard !running else {
+                throw ContainariumError(.failedPrecondition, "stop \(r.name) to change its CPUs or memory (the disk can grow while it runs)")
+            }
+            if let c = r.cpu { spec.cpus = try CPULimit(parsing: c).cpuCount }
+            if let m = r.memoryBytes { spec.memoryBytes = m }
+            let media = try media(spec.image)
+            if let min = media.minCPUs, spec.cpus < min { throw .invalid("\(spec.image) needs at least \(min) CPUs") }
+            if let s = media.minMemory, let min = try? ByteSize(parsing: s), spec.memoryBytes < min.bytes { throw .invalid("\(spec.image) needs at least \(min) of memory") }
+        }
+        if let d = r.diskBytes {
+            guard d >= spec.diskBytes else { throw .invalid("disks only grow: \(ByteSize(bytes: d)) is below \(ByteSize(bytes: spec.diskBytes))") }
+            if d > spec.diskBytes {
+                if running {
+                    try qmp(r.name).execute("block_resize", ["node-name": .string("disk0"), "size": .number(Double(d))])
+                } else {
+                    let res = try Processes.run([qemuImg, "resize", "-q", path(r.name, "disk.qcow2"), String(d)], timeout: 60)
+                    guard res.status == 0 else { throw ContainariumError(.internal, "qemu-img resize failed", cause: res.output) }
+                }
+                spec.diskBytes = d
+            }
+        }
+        try lock.withLock { _ throws(ContainariumError) in try writeSpec(spec) }
+        return try info(r.name)
+    }
+
+    // MARK: - node
+
+    func capacity() -> NodeCapacity {
+        var s = statvfs()
+        try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        let total: UInt64 = statvfs(stateDir, &s) == 0 ? UInt64(s.f_blocks) * UInt64(s.f_frsize) : 0
+        let free: UInt64 = statvfs(stateDir, &s) == 0 ? UInt64(s.f_bavail) * UInt64(s.f_frsize) : 0
+        let mem = Self.meminfo()
+        let all = names()
+        return NodeCapacity(node: node, cpus: ProcessInfo.processInfo.activeProcessorCount, memoryTotalBytes: mem.total, memoryUsedBytes: mem.total - mem.available,
+                            diskTotalBytes: total, diskUsedBytes: total - min(total, free), pool: nil, instances: all.count,
+                            runningInstances: all.filter { pid($0) != nil }.count, backendVersion: "qemu (\(accel))")
+    }
+
+    static func meminfo() -> (total: UInt64, available: UInt64) {
+        let text = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+        func value(_ key: String) -> UInt64 {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }),
+                  let kb = line.split(separator: " ").dropFirst().first.flatMap({ UInt64($0) }) else { return 0 }
+            return kb * 1024
+        }
+        return (value("MemTotal"), value("MemAvailable"))
+    }
+
+    func health() -> JSONValue {
+        var problems: [String] = []
+        if !FileManager.default.isExecutableFile(atPath: qemu) { problems.append("\(qemu) is missing (install qemu-system-x86)") }
+        if !FileManager.default.isExecutableFile(atPath: qemuImg) { problems.append("\(qemuImg) is missing (install qemu-utils)") }
+        if accel == "kvm" {
+            let fd = open("/dev/kvm", O_RDWR)
+            if fd < 0 { problems.append("/dev/kvm cannot be opened: \(String(cString: strerror(errno)))") } else { close(fd) }
+        }
+        return .object(["status": .string(problems.isEmpty ? "ok" : "down"),
+                        "detail": .string(problems.isEmpty ? "qemu with \(accel), \(names().count) VMs in \(stateDir)" : problems.joined(separator: "; "))])
+    }
+
+    // MARK: - supervision and events
+
+    /// Restart VMs that should run (autostart, last asked to run) but whose QEMU is gone.
+    func superviseOnce() {
+        for name in names() {
+            guard let spec = try? readSpec(name), spec.provisioned, spec.autostart, spec.desired == "running", pid(name) == nil,
+                  let m = try? media(spec.image) else { continue }
+            host.log(.warning, "VM \(name) is not running although it should: restarting it")
+            do {
+                try boot(spec, m)
+                host.emit(type: "instance.changed", ["name": name, "action": "restarted"])
+            } catch {
+                host.log(.error, "could not restart VM \(name): \(error.message)")
+            }
+        }
+    }
+
+    /// Report state changes until cancelled (instances/1 `watch`).
+    func watch(_ ctx: OperationContext) throws(ContainariumError) -> Empty {
+        host.emit(type: "instances.watch.connected", ["backend": "qemu-windows"])
+        var last: [String: InstanceState] = [:]
+        while !ctx.isCancelled {
+            var now: [String: InstanceState] = [:]
+            for name in names() { now[name] = state(name) }
+            for (name, st) in now where last[name] != st { host.emit(type: "instance.changed", ["name": name, "action": st.rawValue]) }
+            for name in last.keys where now[name] == nil { host.emit(type: "instance.changed", ["name": name, "action": "deleted"]) }
+            last = now
+            usleep(1_000_000)
+        }
+        throw ContainariumError(.cancelled, "watch cancelled")
+    }
+
+    /// A connected stream socket to the VM's serial console or VNC server (console/1).
+    func openConsole(_ name: String, kind: String) throws(ContainariumError) -> (Int32, String) {
+        _ = try readSpec(name)
+        guard pid(name) != nil else { throw ContainariumError(.failedPrecondition, "VM \(name) is not running") }
+        let (file, proto): (String, String) = switch kind {
+        case "vnc": ("vnc.sock", "rfb")
+        case "serial", "": ("console.sock", "serial")
+        default: ("", "")
+        }
+        guard !file.isEmpty else { throw .invalid("console kind must be serial or vnc, not \(kind)") }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw .internal("socket() failed") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path(name, file).utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() where i < raw.count - 1 { raw[i] = b } }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        guard rc == 0 else {
+            close(fd)
+            throw ContainariumError(.unavailable, "cannot reach the \(proto) console of \(name)")
+        }
+        return (fd, proto)
+    }
+}
