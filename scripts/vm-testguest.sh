@@ -3,7 +3,8 @@
 # the Debian kernel (linux-image-amd64) and a busybox initramfs (busybox-static). No download
 # of images. The guest brings up its virtio NIC (10.0.2.15 on QEMU's user network), serves
 # HTTP on TCP 3389 (standing in for RDP), and powers off on the ACPI power button, unless its
-# kernel command line says ctm.hang=1 (a guest that ignores it, for the hard-stop path).
+# kernel command line says ctm.hang=1 (a guest that ignores it, for the hard-stop path). A shell
+# runs on its serial console.
 #
 #   scripts/vm-testguest.sh DEST     -> DEST/vmlinuz, DEST/initrd.img
 set -euo pipefail
@@ -57,6 +58,8 @@ else
       sync; poweroff -f ) &
   fi
 fi
+# A shell on the serial console (the console/1 path of the tests).
+( while true; do setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'; sleep 1; done ) &
 echo "containarium-testguest: ready" > /dev/console
 while true; do sleep 3600; done
 SH

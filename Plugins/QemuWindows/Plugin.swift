@@ -80,6 +80,29 @@ nonisolated(unsafe) private let instancesTable: UnsafeMutablePointer<ctm_instanc
     return p
 }()
 
+struct ConsoleRequest: Codable, Sendable {
+    var instance: String
+    var kind: String?
+}
+
+nonisolated(unsafe) private let consoleTable: UnsafeMutablePointer<ctm_console_v1> = {
+    var t = ctm_console_v1()
+    t.struct_size = UInt32(MemoryLayout<ctm_console_v1>.size)
+    t.struct_version = 1
+    t.open = { inst, req, len, op, done, ud, err in
+        VMPluginInstance.dispatch(inst, err) { p in
+            PluginCall.runHandingOver(request: req, length: len, operation: op, completion: done, userData: ud, error: err, host: p.host,
+                                      registry: p.operations) { (r: ConsoleRequest, _) throws(ContainariumError) -> ([String: String], Int32) in
+                let (fd, proto) = try p.backend.openConsole(r.instance, kind: r.kind ?? "serial")
+                return (["protocol": proto], fd)
+            }
+        }
+    }
+    let p = UnsafeMutablePointer<ctm_console_v1>.allocate(capacity: 1)
+    p.initialize(to: t)
+    return p
+}()
+
 nonisolated(unsafe) private let pluginTable: UnsafeMutablePointer<ctm_plugin> = {
     var t = ctm_plugin()
     t.struct_size = UInt32(MemoryLayout<ctm_plugin>.size)
@@ -113,7 +136,11 @@ nonisolated(unsafe) private let pluginTable: UnsafeMutablePointer<ctm_plugin> = 
     }
     t.get_extension = { _, id in
         guard let id else { return nil }
-        return String(cString: id) == CTM_EXT_INSTANCES_V1 ? UnsafeRawPointer(instancesTable) : nil
+        switch String(cString: id) {
+        case CTM_EXT_INSTANCES_V1: return UnsafeRawPointer(instancesTable)
+        case CTM_EXT_CONSOLE_V1: return UnsafeRawPointer(consoleTable)
+        default: return nil
+        }
     }
     t.cancel = { inst, op in VMPluginInstance.from(inst)?.operations.cancel(op) }
     t.health = { inst, req, len, op, done, ud, err in

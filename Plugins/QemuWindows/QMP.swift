@@ -36,12 +36,11 @@ final class QMP {
             close(fd)
             throw ContainariumError(.unavailable, "QMP socket \(path): \(why)")
         }
-        let tv = UnsafeMutablePointer<timeval>.allocate(capacity: 1)
-        defer { tv.deallocate() }
-        tv.pointee.tv_sec = Int(timeout)
-        tv.pointee.tv_usec = Int((timeout - Double(Int(timeout))) * 1_000_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, tv, socklen_t(MemoryLayout<timeval>.size))
+        // struct timeval on x86_64/arm64 Linux: two longs (seconds, microseconds).
+        var tv: [Int] = [Int(timeout), Int((timeout - Double(Int(timeout))) * 1_000_000)]
+        let size = socklen_t(MemoryLayout<Int>.size * 2)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, size)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, size)
         do throws(ContainariumError) {
             let greeting = try readMessage()
             guard greeting["QMP"] != nil else { throw ContainariumError(.internal, "not a QMP greeting") }

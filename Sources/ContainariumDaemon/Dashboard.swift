@@ -2,7 +2,9 @@ public import ContainariumCore
 public import ContainariumGateway
 import ContainariumService
 public import Foundation
-import NIOCore
+import Glibc
+public import NIOCore
+import NIOPosix
 import Synchronization
 
 /// One point of an environment's (or the node's) usage history.
@@ -67,6 +69,56 @@ public final class MetricsHistory: Sendable {
     public var nodeTotals: [UsageSample] { state.withLock { $0.node } }
 }
 
+/// What the browser terminal talks to: a PTY shell over SSH (containers), or a VM's serial
+/// console (console/1).
+public protocol TerminalStream: Sendable {
+    var output: AsyncStream<ByteBuffer> { get }
+    func write(_ bytes: ByteBuffer) async throws
+    func resize(cols: Int, rows: Int)
+    func close()
+    var exitStatus: Int? { get }
+    var exitSignal: String? { get }
+}
+
+extension TerminalSession: TerminalStream {}
+
+/// A VM's serial console: the descriptor the backend handed over, read and written with NIO.
+final class ConsoleStream: TerminalStream {
+    let output: AsyncStream<ByteBuffer>
+    let channel: any Channel
+
+    init(fd: Int32) async throws(ContainariumError) {
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
+        output = stream
+        do {
+            channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(ConsoleReader(continuation)) } }
+                .takingOwnershipOfDescriptor(inputOutput: fd).get()
+        } catch {
+            Glibc.close(fd)
+            continuation.finish()
+            throw ContainariumError(.unavailable, "cannot attach to the console", cause: "\(error)")
+        }
+    }
+
+    func write(_ bytes: ByteBuffer) async throws { try await channel.writeAndFlush(bytes) }
+    func resize(cols: Int, rows: Int) {}  // a serial line has no window size
+    func close() { channel.close(promise: nil) }
+    var exitStatus: Int? { nil }
+    var exitSignal: String? { nil }
+}
+
+final class ConsoleReader: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let continuation: AsyncStream<ByteBuffer>.Continuation
+    init(_ continuation: AsyncStream<ByteBuffer>.Continuation) { self.continuation = continuation }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { continuation.yield(unwrapInboundIn(data)) }
+    func channelInactive(context: ChannelHandlerContext) {
+        continuation.finish()
+        context.fireChannelInactive()
+    }
+}
+
 extension ControlPlane {
     // MARK: - dashboard
 
@@ -107,9 +159,14 @@ extension ControlPlane {
     /// A login shell on a PTY in `username`'s environment, as the caller's own account there
     /// (the owner's for admins), for the browser terminal. Audited when it opens; the adapter
     /// audits the end with `terminalClosed`.
-    public func openTerminal(_ caller: Caller, _ username: String, cols: Int, rows: Int) async throws(ContainariumError) -> (TerminalSession, account: String) {
-        try await audited(caller, "terminal.open", username, detail: "\(cols)x\(rows)") { () async throws(ContainariumError) -> (TerminalSession, account: String) in
+    public func openTerminal(_ caller: Caller, _ username: String, cols: Int, rows: Int) async throws(ContainariumError) -> (any TerminalStream, account: String) {
+        try await audited(caller, "terminal.open", username, detail: "\(cols)x\(rows)") { () async throws(ContainariumError) -> (any TerminalStream, account: String) in
             let user = try await authorize(caller, username, .act)
+            // A VM on this node: its serial console (there is no sshd to log in to).
+            if try await remoteNode(of: user) == nil, inventory.get(user.containerName)?.type == "vm" {
+                let (_, fd) = try await service.openConsole(username: user.value, kind: "serial")
+                return (try await ConsoleStream(fd: fd), "console")
+            }
             guard let host = terminalHost.withLock({ $0 }) else { throw ContainariumError(.unavailable, "this daemon has no terminal support") }
             let account = caller.isAdmin || caller.subject == user.value ? user : try Username(caller.subject)
             // Just started, the environment may have no address yet, or its sshd may not
@@ -125,7 +182,8 @@ extension ControlPlane {
                     case .failure(.keyNotAuthorized): throw .denied("\(account.value) has no account in \(user.value)'s environment")
                     case .failure(let other): throw ContainariumError(.unavailable, other.description)
                     }
-                    return (try await host.gateway.openTerminal(route: route, cols: cols, rows: rows), account.value)
+                    let session: any TerminalStream = try await host.gateway.openTerminal(route: route, cols: cols, rows: rows)
+                    return (session, account.value)
                 } catch where error.code == .unavailable && Date() < deadline {
                     try? await Task.sleep(for: .milliseconds(500))
                 }

@@ -114,7 +114,7 @@ extension RESTAPI {
         plane.logger.debug("terminal upgrade for \(caller.subject) to \(username)")
         return .upgrade(headers) { inbound, outbound, _ in
             let started = Date()
-            let session: TerminalSession
+            let session: any TerminalStream
             let account: String
             do throws(ContainariumError) {
                 (session, account) = try await plane.openTerminal(caller, username, cols: cols, rows: rows)

@@ -209,6 +209,18 @@ public struct EnvironmentService: Sendable {
         return info
     }
 
+    // MARK: - consoles
+
+    /// A connected stream to the console of `username`'s environment (serial or VNC), from the
+    /// instance backend's console/1; the caller owns the descriptor.
+    public func openConsole(username: String, kind: String = "serial") async throws(ContainariumError) -> (protocolName: String, fd: Int32) {
+        let user = try Username(username)
+        guard let console = ConsoleClient(try backend().plugin) else {
+            throw ContainariumError(.unsupported, "the \(try backend().backendID) backend has no console (console/1)")
+        }
+        return try await console.open(instance: user.containerName, kind: kind)
+    }
+
     // MARK: - GPUs
 
     /// This node's GPUs from every devices.gpu/1 plugin, each marked with the environment it

@@ -76,6 +76,8 @@ private let hostExtension: @convention(c) (UnsafeMutableRawPointer?, UnsafePoint
 /// The outcome of one plugin call.
 struct CallOutcome: Sendable {
     var result: Result<Data, ContainariumError>
+    /// A descriptor the plugin handed over (console/1); the receiver owns it.
+    var fd: Int32? = nil
 }
 
 /// Outstanding calls, keyed by operation id. The completion's user_data is the operation id
@@ -115,7 +117,15 @@ let hostCompletion: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<ctm_
         PendingCalls.shared.resume(id, with: CallOutcome(result: .failure(.internal("plugin completed with a NULL result"))))
         return
     }
-    PendingCalls.shared.resume(id, with: CallOutcome(result: readResult(result)))
+    let fd = handedDescriptor(result)
+    if !PendingCalls.shared.resume(id, with: CallOutcome(result: readResult(result), fd: fd)), let fd { close(fd) }
+}
+
+/// The descriptor a plugin handed over in a result, if the struct has the field and it is set.
+func handedDescriptor(_ result: UnsafePointer<ctm_result>) -> Int32? {
+    let r = result.pointee
+    guard let offset = MemoryLayout<ctm_result>.offset(of: \.fd), offset + 4 <= Int(r.struct_size), r.fd >= 0 else { return nil }
+    return r.fd
 }
 
 /// Copy a borrowed ctm_result into Swift values, reading only the fields inside struct_size.
@@ -125,11 +135,6 @@ func readResult(_ result: UnsafePointer<ctm_result>) -> Result<Data, Containariu
     func has(_ offset: Int?, _ width: Int) -> Bool { (offset.map { $0 + width } ?? .max) <= size }
     guard has(MemoryLayout<ctm_result>.offset(of: \.status), 4) else {
         return .failure(.internal("plugin returned a ctm_result of \(size) bytes"))
-    }
-    if has(MemoryLayout<ctm_result>.offset(of: \.fd), 4), r.fd >= 0 {
-        // No call in ABI 1.0's instances/scanner extensions hands over a descriptor; close it
-        // so a confused plugin cannot leak descriptors into the host.
-        close(r.fd)
     }
     if r.status == CTM_OK {
         guard has(MemoryLayout<ctm_result>.offset(of: \.json_len), 8), let json = r.json, r.json_len > 0 else {

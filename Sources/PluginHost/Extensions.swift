@@ -85,6 +85,25 @@ public struct GPUDevicesClient: Sendable {
     }
 }
 
+/// A typed client for a plugin's "console/1" extension: a connected stream to an instance's
+/// console (serial or VNC), as a descriptor the caller owns.
+public struct ConsoleClient: Sendable {
+    public let plugin: any PluginEndpoint
+    public static let extensionID = CTM_EXT_CONSOLE_V1
+
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_CONSOLE_V1) else { return nil }
+        self.plugin = plugin
+    }
+
+    public func open(instance: String, kind: String) async throws(ContainariumError) -> (protocolName: String, fd: Int32) {
+        let request = try WireJSON.encode(["instance": instance, "kind": kind])
+        let (data, fd) = try await plugin.callWithDescriptor(extension: Self.extensionID, method: "open", request: request)
+        let proto = (try? WireJSON.decode(JSONValue.self, from: data))?["protocol"]?.stringValue ?? kind
+        return (proto, fd)
+    }
+}
+
 /// A typed client for a plugin's "scanner/1" extension.
 public struct ScannerClient: Sendable {
     public let plugin: any PluginEndpoint

@@ -70,6 +70,23 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     /// Invoke one `ctm_call_fn` and await its completion. Task cancellation reaches the plugin
     /// through its `cancel` function; the completion still arrives exactly once.
     func invoke(_ fn: ctm_call_fn?, method: String, request: Data) async throws(ContainariumError) -> Data {
+        let (data, fd) = try await invokeWithDescriptor(fn, method: method, request: request)
+        // Only console/1 hands over descriptors; one anywhere else is closed, never leaked.
+        if let fd { close(fd) }
+        return data
+    }
+
+    /// Call a console/1 method: the JSON answer and the connected descriptor it hands over.
+    public func callWithDescriptor(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> (Data, Int32) {
+        guard extensionID == CTM_EXT_CONSOLE_V1, method == "open", let raw = extensionTable(extensionID) else {
+            throw ContainariumError(.unsupported, "plugin \(manifest.id) hands over no descriptor for \(extensionID) \(method)")
+        }
+        let (data, fd) = try await invokeWithDescriptor(UncheckedTable<ctm_console_v1>(raw).field(\.open), method: "console/1.open", request: request)
+        guard let fd else { throw ContainariumError(.internal, "plugin \(manifest.id) opened a console without handing over its descriptor") }
+        return (data, fd)
+    }
+
+    func invokeWithDescriptor(_ fn: ctm_call_fn?, method: String, request: Data) async throws(ContainariumError) -> (Data, Int32?) {
         guard let fn else { throw ContainariumError(.unsupported, "plugin \(manifest.id) does not implement \(method)") }
         if Task.isCancelled { throw ContainariumError(.cancelled, "\(method) was cancelled before it started") }
         let op = PendingCalls.shared.makeOperationID()
@@ -94,7 +111,12 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
             cancel?(instance.raw, op)
         }
         logger.trace("plugin call finished", metadata: ["plugin": "\(manifest.id)", "method": "\(method)", "operation": "\(op)"])
-        return try outcome.result.get()
+        switch outcome.result {
+        case .success(let data): return (data, outcome.fd)
+        case .failure(let error):
+            if let fd = outcome.fd { close(fd) }
+            throw error
+        }
     }
 
     /// The plugin's own health report.

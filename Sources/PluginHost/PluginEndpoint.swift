@@ -17,6 +17,15 @@ public protocol PluginEndpoint: AnyObject, Sendable {
     func call(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> Data
     /// The plugin's own health report ("down" when it cannot be asked).
     func health() async -> HealthReport
+    /// Call a method that hands over a descriptor (console/1 `open`); the caller owns it.
+    func callWithDescriptor(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> (Data, Int32)
+}
+
+extension PluginEndpoint {
+    /// Descriptors cannot cross the process-isolation pipe: only in-process plugins hand them over.
+    public func callWithDescriptor(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> (Data, Int32) {
+        throw ContainariumError(.unsupported, "\(extensionID) \(method) needs an in-process plugin (\(manifest.id) runs isolated)")
+    }
 }
 
 /// The extension methods the host knows, in ABI table order.
@@ -26,5 +35,6 @@ public enum ExtensionMethods {
         "devices.gpu/1": ["list", "attach", "detach"],
         "node.lifecycle/1": ["status", "start", "stop"],
         "scanner/1": ["scan"],
+        "console/1": ["open"],
     ]
 }

@@ -91,14 +91,15 @@ public enum PluginCall {
         return status
     }
 
-    /// Deliver one result through a completion function.
+    /// Deliver one result through a completion function (with a descriptor the host will own,
+    /// for console/1).
     public static func complete(
-        _ completion: ctm_completion_fn, _ userData: UnsafeMutableRawPointer?, _ outcome: Result<Data, ContainariumError>
+        _ completion: ctm_completion_fn, _ userData: UnsafeMutableRawPointer?, _ outcome: Result<Data, ContainariumError>, fd: Int32 = -1
     ) {
         var result = ctm_result()
         result.struct_size = UInt32(MemoryLayout<ctm_result>.size)
         result.struct_version = 1
-        result.fd = -1
+        result.fd = fd
         switch outcome {
         case .success(let data):
             result.status = CTM_OK
@@ -160,6 +161,46 @@ public enum PluginCall {
         }
         thread.name = "\(label)-\(operation)"
         thread.stackSize = 1 << 20
+        thread.start()
+        return CTM_OK
+    }
+}
+
+extension PluginCall {
+    /// Like `run`, for a method that hands over a descriptor with its answer (console/1 open).
+    public static func runHandingOver<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        request: UnsafePointer<CChar>?, length: Int, operation: UInt64,
+        completion: ctm_completion_fn?, userData: UnsafeMutableRawPointer?, error: UnsafeMutablePointer<ctm_error>?,
+        host: HostServices, registry: OperationRegistry,
+        _ body: @escaping @Sendable (Request, OperationContext) throws(ContainariumError) -> (Response, Int32)
+    ) -> ctm_status {
+        guard let completion else { return fail(error, .invalid("completion function is NULL")) }
+        let data = request.map { Data(bytes: $0, count: length) } ?? Data("{}".utf8)
+        let decoded: Request
+        do {
+            decoded = try WireJSON.decode(Request.self, from: data.isEmpty ? Data("{}".utf8) : data)
+        } catch let decodeError {
+            return fail(error, decodeError)
+        }
+        let flag = registry.register(operation)
+        let ctx = OperationContext(id: operation, host: host, flag: flag)
+        let box = UncheckedPointer(raw: userData)
+        let thread = Thread {
+            var fd: Int32 = -1
+            let outcome: Result<Data, ContainariumError>
+            do throws(ContainariumError) {
+                let (response, handed) = try body(decoded, ctx)
+                fd = handed
+                outcome = .success(try WireJSON.encode(response))
+            } catch {
+                if fd >= 0 { close(fd) }
+                fd = -1
+                outcome = .failure(error)
+            }
+            registry.finish(operation)
+            complete(completion, box.raw, outcome, fd: fd)
+        }
+        thread.name = "console-op-\(operation)"
         thread.start()
         return CTM_OK
     }

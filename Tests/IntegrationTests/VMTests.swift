@@ -147,6 +147,18 @@ struct VMTests {
         #expect(again.json?["state"]?.stringValue == "CONTAINER_STATE_RUNNING" && again.json?["endpoints"]?["rdp"]?.stringValue == rdp, "\(again.text)")
         try eventually("the re-adopted guest still answers", within: 180, every: 500_000) { Self.tcpAnswers(rdp) }
 
+        // The browser terminal of a VM is its serial console (console/1, a descriptor handed
+        // over by the plugin): a command typed there runs in the guest.
+        let console = try Run.run("/usr/bin/python3", [TestEnv.repoRoot.appendingPathComponent("Tests/Helpers/ws_terminal.py").path,
+                                                       "127.0.0.1:\(d.httpPort)", u, admin, "echo con-$((40+2)) on $(uname -n)", "con-42 on", "60"], timeout: 90)
+        #expect(console.status == 0, "\(console.output)")
+        let consoleAudit = try HTTP.call("GET", d.base + "/v1/audit?action=terminal.open&target=\(u)", token: admin).json?["entries"]?.items ?? []
+        #expect(consoleAudit.contains { $0["result"]?.stringValue == "ok" }, "\(consoleAudit)")
+        // The same console from the CLI on the node (Ctrl-] leaves).
+        let pipeline = "(sleep 4; printf 'echo cli-$((40+2))\\n'; sleep 4; printf '\\035') | '\(TestEnv.cliPath)' console \(u)"
+        let cliConsole = try Run.run("/bin/sh", ["-c", pipeline], environment: box.environment, timeout: 60)
+        #expect(cliConsole.status == 0 && cliConsole.stdout.contains("cli-42"), "\(cliConsole.output)")
+
         // A guest that ignores the power button is stopped hard after the deadline.
         let h = "vh\(sfx)"
         defer { _ = try? HTTP.call("DELETE", d.base + "/v1/containers/\(h)", token: admin) }
