@@ -49,7 +49,7 @@ schemas = {
         "async": {"type": "boolean", "description": "Return 202 with an operation instead of waiting."},
         "gpus": {"type": "integer", "minimum": 0, "maximum": 16, "description": "GPUs to pass through; the scheduler picks the node and the PCI addresses."},
         "gpuModel": {"type": "string", "description": "Only GPUs of this model, as GET /v1/nodes shows it."},
-        "node": {"type": "string", "description": "Create it on this node (the scheduler's filters still apply); omit to let the scheduler choose."},
+        "node": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$", "description": "Create it on this node (the scheduler's filters still apply); omit to let the scheduler choose."},
     }, ["username"]),
     "Container": obj({
         "name": STR, "username": STR, "owner": STR,
@@ -124,7 +124,7 @@ schemas = {
         "required": ["name", "local", "healthy", "draining", "kinds", "capacity", "used", "gpus", "labels", "preemptible", "environments"]},
     "NodeList": obj({"nodes": {"type": "array", "items": ref("Node")}}, ["nodes"]),
     "ExplainRequest": obj({"cpu": STR, "memory": STR, "disk": STR, "osType": STR, "image": STR,
-                           "gpus": {"type": "integer", "minimum": 0, "maximum": 16}, "gpuModel": STR, "node": STR,
+                           "gpus": {"type": "integer", "minimum": 0, "maximum": 16}, "gpuModel": STR, "node": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$"},
                            "labels": {"type": "object", "additionalProperties": STR, "description": "node.KEY=VALUE labels select nodes"}}, []),
     "Explanation": {"type": "object", "properties": {
         "request": {"type": "object"}, "policy": {"type": "object"}, "chosen": STR,

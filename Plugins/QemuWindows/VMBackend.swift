@@ -546,8 +546,8 @@ final class VMBackend: Sendable {
         _ = try readSpec(name)
         guard pid(name) != nil else { throw ContainariumError(.failedPrecondition, "VM \(name) is not running") }
         let (file, proto): (String, String) = switch kind {
-        case "vnc": ("vnc.sock", "rfb")
-        case "serial", "": ("console.sock", "serial")
+        case "vnc": ("vnc.sock", "vnc")
+        case "serial", "": ("console.sock", "raw")
         default: ("", "")
         }
         guard !file.isEmpty else { throw .invalid("console kind must be serial or vnc, not \(kind)") }

@@ -339,6 +339,15 @@ public struct RESTAPI: HTTPResponder {
         }
     }
 
+    /// A field that must be a JSON string (names, OS types): numbers are refused, not converted.
+    func text(_ v: JSONValue?, _ name: String) throws(ContainariumError) -> String? {
+        switch v {
+        case nil, .null?: return nil
+        case .string(let s)?: return s
+        default: throw .invalid("field '\(name)' must be a string")
+        }
+    }
+
     func boolValue(_ v: JSONValue, _ name: String) throws(ContainariumError) -> Bool {
         guard case .bool(let b) = v else { throw .invalid("field '\(name)' must be true or false") }
         return b
@@ -373,6 +382,13 @@ public struct RESTAPI: HTTPResponder {
         "username", "sshKeys", "sshKey", "resources", "cpu", "memory", "disk", "osType", "image", "stack", "labels",
         "autostart", "nesting", "enablePodman", "enableDocker", "async", "gpus", "gpuModel", "node",
     ]
+
+    /// `node`: a node name (1-63 of a-z 0-9 . -).
+    func nodeName(_ v: JSONValue?) throws(ContainariumError) -> String? {
+        guard let n = try text(v, "node") else { return nil }
+        guard Cluster.validNodeName(n) else { throw .invalid("'\(n)' is not a node name (1-63 of a-z 0-9 . -)") }
+        return n
+    }
 
     /// `gpus`: a whole number of GPUs.
     func gpuCount(_ v: JSONValue?) throws(ContainariumError) -> Int? {
@@ -411,11 +427,11 @@ public struct RESTAPI: HTTPResponder {
         var nesting = try flag("nesting")
         if nesting == nil, podman == true || docker == true { nesting = true }
         let request = CreateEnvironmentRequest(
-            username: username, sshKeys: keys, image: try string(o["image"], "image"), osType: try string(o["osType"], "osType"),
+            username: username, sshKeys: keys, image: try text(o["image"], "image"), osType: try text(o["osType"], "osType"),
             cpu: try string(res["cpu"] ?? o["cpu"], "cpu"), memory: try string(res["memory"] ?? o["memory"], "memory"),
             disk: try string(res["disk"] ?? o["disk"], "disk"), autostart: try flag("autostart"), nesting: nesting,
-            stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"),
-            node: try string(o["node"], "node"))
+            stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try text(o["gpuModel"], "gpuModel"),
+            node: try nodeName(o["node"]))
         switch try await plane.createContainer(c.caller, request, async: try flag("async") ?? false) {
         case .done(let view): return try json(.created, view)
         case .started(let op):
@@ -436,9 +452,9 @@ public struct RESTAPI: HTTPResponder {
             }
         }
         let request = CreateEnvironmentRequest(
-            username: "explain", sshKeys: [], image: try string(o["image"], "image"), osType: try string(o["osType"], "osType"),
+            username: "explain", sshKeys: [], image: try text(o["image"], "image"), osType: try text(o["osType"], "osType"),
             cpu: try string(o["cpu"], "cpu"), memory: try string(o["memory"], "memory"), disk: try string(o["disk"], "disk"), labels: labels,
-            gpus: try gpuCount(o["gpus"]), gpuModel: try string(o["gpuModel"], "gpuModel"), node: try string(o["node"], "node"))
+            gpus: try gpuCount(o["gpus"]), gpuModel: try text(o["gpuModel"], "gpuModel"), node: try nodeName(o["node"]))
         return try json(.ok, await plane.explainPlacement(c.caller, request))
     }
 
