@@ -11,10 +11,21 @@ another directory and port, until the same port check answers.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 
+def default_accel():
+    """kvm where the kernel has hardware KVM and /dev/kvm opens; tcg elsewhere (PVM runs no stock guest)."""
+    if not any(os.path.exists(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd")):
+        return "tcg"
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+        return "kvm"
+    except OSError:
+        return "tcg"
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", required=True, help="build directory with containarium and libQemuWindows.so")
 ap.add_argument("--guest", default=os.environ.get("CONTAINARIUM_VM_GUEST", "/var/cache/containarium/vm-guest"))
-ap.add_argument("--accel", default=os.environ.get("CONTAINARIUM_VM_ACCEL", "tcg"))
+ap.add_argument("--accel", default=os.environ.get("CONTAINARIUM_VM_ACCEL") or default_accel())
 ap.add_argument("--runs", type=int, default=5)
 args = ap.parse_args()
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

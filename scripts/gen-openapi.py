@@ -211,6 +211,10 @@ paths = {
         {"101": {"description": "Switching Protocols (WebSocket)"}}, params=[U,
         {"name": "cols", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
         {"name": "rows", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+    "/v1/containers/{username}/vnc": {"get": op(
+        "A VM's screen: a WebSocket (Sec-WebSocket-Protocol: containarium.v1, bearer.<token>) whose binary frames carry the VM's "
+        "VNC (RFB) stream both ways, for noVNC; relayed from the VM's node by a control plane. A plain GET is authorized, then answered 400.",
+        {"101": {"description": "Switching Protocols (WebSocket)"}}, params=[U])},
     "/v1/catalog": {"get": op("OS types, stacks and the default image (for create forms)", ok("Catalog"), tag="system")},
     "/v1/metrics/node": {"get": op("This node's usage over the last hour, with its capacity (admin)", ok("NodeMetrics"), tag="system")},
     "/v1/system/info": {"get": op("Node and daemon information", ok("SystemInfo"), tag="system")},

@@ -4,7 +4,7 @@
 # of images. The guest brings up its virtio NIC (10.0.2.15 on QEMU's user network), serves
 # HTTP on TCP 3389 (standing in for RDP), and powers off on the ACPI power button, unless its
 # kernel command line says ctm.hang=1 (a guest that ignores it, for the hard-stop path). A shell
-# runs on its serial console.
+# runs on its serial console and one on its screen (tty1).
 #
 #   scripts/vm-testguest.sh DEST     -> DEST/vmlinuz, DEST/initrd.img
 set -euo pipefail
@@ -58,8 +58,11 @@ else
       sync; poweroff -f ) &
   fi
 fi
-# A shell on the serial console (the console/1 path of the tests).
+# A shell on the serial console and one on the screen (tty1, the VNC console): the console/1
+# paths of the tests.
 ( while true; do setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'; sleep 1; done ) &
+printf '\033[2J\033[Hcontainarium test guest: a shell on the screen\n' > /dev/tty1
+( while true; do setsid sh -c 'exec sh -i </dev/tty1 >/dev/tty1 2>&1'; sleep 1; done ) &
 echo "containarium-testguest: ready" > /dev/console
 while true; do sleep 3600; done
 SH

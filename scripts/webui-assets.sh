@@ -2,7 +2,8 @@
 # Copy the dashboard's third-party libraries from Debian's packages into DEST/vendor, once:
 #   xterm.js 3.8 (node-xterm's CommonJS modules, bundled here into one browser script that
 #   defines window.Terminal, because Debian's libjs-xterm ships only a stub), its fit addon
-#   and stylesheet, and Chart.js 3.9 (libjs-chart.js, a UMD build that defines window.Chart).
+#   and stylesheet, Chart.js 3.9 (libjs-chart.js, a UMD build that defines window.Chart), and
+#   noVNC 1.3's ES modules (novnc) for VM screens.
 # No npm, no CDN, no build step at run time: the daemon serves DEST as static files.
 #
 #   scripts/webui-assets.sh DEST     (DEST is the web/ directory the daemon serves)
@@ -54,6 +55,23 @@ fit, _ = bundle(os.path.join(lib, "addons", "fit", "fit.js"), "XtermFit")
 open(os.path.join(out, "xterm-fit.js"), "w").write(fit)
 print(f"xterm.js: {n} modules bundled", file=sys.stderr)
 PY
+# noVNC 1.3 (Debian's novnc): its core ES modules and the pako inflater they import, as
+# shipped. Only the files are taken (dpkg-deb -x): the package's websockify, Python and
+# Node.js dependencies are for its own proxy, which the daemon replaces.
+if [ ! -f /usr/share/novnc/core/rfb.js ]; then
+  novnc=$(mktemp -d)
+  (cd "$novnc" && apt-get download -qq -o APT::Sandbox::User=root novnc >/dev/null && dpkg-deb -x novnc_*.deb root)
+  src="$novnc/root/usr/share"
+else
+  novnc=""
+  src=/usr/share
+fi
+rm -rf "$DEST/vendor/novnc"
+mkdir -p "$DEST/vendor/novnc/vendor"
+cp -r "$src/novnc/core" "$DEST/vendor/novnc/core"
+cp -r "$src/novnc/vendor/pako" "$DEST/vendor/novnc/vendor/pako"
+cp "$src/doc/novnc/copyright" "$DEST/vendor/novnc.copyright"
+[ -z "$novnc" ] || rm -rf "$novnc"
 cp /usr/share/javascript/xterm/xterm.css "$DEST/vendor/xterm.css"
 cp /usr/share/javascript/chart.js/chart.min.js "$DEST/vendor/chart.min.js"
 cp /usr/share/doc/node-xterm/copyright "$DEST/vendor/xterm.copyright"

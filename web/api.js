@@ -80,6 +80,13 @@ export class Server {
     }
   }
 
+  /** The WebSocket URL and subprotocols of a VM's screen (raw RFB bytes, for noVNC). */
+  vnc(username) {
+    const ws = new URL(this.url + `/v1/containers/${encodeURIComponent(username)}/vnc`);
+    ws.protocol = ws.protocol === "https:" ? "wss:" : "ws:";
+    return { url: ws.toString(), protocols: ["containarium.v1", `bearer.${this.token}`] };
+  }
+
   terminal(username, cols, rows) {
     const ws = new URL(this.url + `/v1/containers/${encodeURIComponent(username)}/terminal?cols=${cols}&rows=${rows}`);
     ws.protocol = ws.protocol === "https:" ? "wss:" : "ws:";

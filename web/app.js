@@ -279,6 +279,7 @@ function actions(c) {
   return el("div", { class: "actions" },
     s === "running" ? b("Stop", () => power(u, "stop")) : b("Start", () => power(u, "start"), { disabled: s === "creating" }),
     b("Terminal", () => openTerminal(u), { disabled: s !== "running" }),
+    ...(c.type === "vm" ? [b("Screen", () => openScreen(u), { disabled: s !== "running" })] : []),
     b("Metrics", () => openDetail(u)),
     b("Resize", () => openResize(u)),
     b("Collaborators", () => openCollaborators(u)),
@@ -569,6 +570,38 @@ function closeTerminal() {
 }
 window.addEventListener("resize", () => { if (term) window.XtermFit.fit(term); });
 
+// --------------------------------------------------------------------- VM screen (VNC) ----
+// noVNC (Debian's, loaded only when a screen is opened) over /v1/containers/{u}/vnc: the
+// daemon relays the VM's VNC server, on its node or another; the token travels as a
+// WebSocket subprotocol, as for the terminal.
+let rfb = null;
+async function openScreen(u) {
+  const d = $("#vnc-dialog");
+  $("#vnc-title").textContent = `Screen: ${u}-container`;
+  $("#vnc-status").textContent = "connecting…";
+  d.showModal();
+  const box = $("#vnc-screen");
+  box.replaceChildren();
+  try {
+    const { default: RFB } = await import("./vendor/novnc/core/rfb.js");
+    const { url, protocols } = state.server.vnc(u);
+    rfb = new RFB(box, url, { wsProtocols: protocols });
+    rfb.scaleViewport = true;
+    rfb.focusOnClick = true;
+    rfb.addEventListener("connect", () => { $("#vnc-status").textContent = `connected to ${u}-container`; rfb.focus(); });
+    rfb.addEventListener("disconnect", (e) => { $("#vnc-status").textContent = e.detail.clean ? "closed" : "disconnected"; });
+    rfb.addEventListener("securityfailure", (e) => { $("#vnc-status").textContent = `refused: ${e.detail.reason ?? "security"}`; });
+    window.containarium.rfb = rfb;
+  } catch (e) {
+    $("#vnc-status").textContent = `error: ${e.message}`;
+  }
+}
+function closeScreen() {
+  rfb?.disconnect();
+  rfb = null;
+  $("#vnc-dialog").close();
+}
+
 // -------------------------------------------------------------------------- metrics ----
 function closeDetail() {
   state.selected = null;
@@ -721,6 +754,9 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#term-close").addEventListener("click", closeTerminal);
   $("#term-dialog").addEventListener("cancel", (e) => { e.preventDefault(); closeTerminal(); });
+  $("#vnc-close").addEventListener("click", closeScreen);
+  $("#vnc-keys").addEventListener("click", () => rfb?.sendCtrlAltDel());
+  $("#vnc-dialog").addEventListener("cancel", (e) => { e.preventDefault(); closeScreen(); });
   $("#close-detail").addEventListener("click", closeDetail);
   $("#audit-filters").addEventListener("submit", loadAudit);
   renderTabs();

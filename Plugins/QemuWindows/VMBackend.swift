@@ -94,12 +94,25 @@ final class VMBackend: Sendable {
         let wanted = config.accel ?? "kvm"
         if wanted == "auto" {
             let fd = open("/dev/kvm", O_RDWR)
-            accel = fd >= 0 ? "kvm" : "tcg"
             if fd >= 0 { close(fd) }
+            accel = fd >= 0 && Self.kvmFlavor() == .hardware ? "kvm" : "tcg"
         } else {
             accel = wanted
         }
         node = config.node ?? ProcessInfo.processInfo.hostName
+    }
+
+    /// Which KVM this kernel offers. Hardware KVM (kvm_intel, kvm_amd) runs any guest;
+    /// PVM (kvm_pvm, the pagetable-based nested hypervisor some cloud VMs offer instead of
+    /// nested VT-x) runs only PVM-enabled guest kernels: OVMF stops with an emulation failure
+    /// and stock kernels never leave their decompressor.
+    enum KVMFlavor: Equatable { case hardware, paravirtual, none }
+
+    static func kvmFlavor(sysModule: String = "/sys/module") -> KVMFlavor {
+        let has = { (m: String) in FileManager.default.fileExists(atPath: "\(sysModule)/\(m)") }
+        if has("kvm_intel") || has("kvm_amd") { return .hardware }
+        if has("kvm_pvm") { return .paravirtual }
+        return .none
     }
 
     // MARK: - paths and specs
@@ -311,10 +324,13 @@ final class VMBackend: Sendable {
             a += ["-drive", "file=\(iso),media=cdrom,readonly=on,if=ide,index=0"]
             if let v = m.virtioIso { a += ["-drive", "file=\(v),media=cdrom,readonly=on,if=ide,index=1"] }
         }
+        // A screen for the VNC console (standard VGA: UEFI GOP and Windows' basic display
+        // driver need nothing more), and a USB tablet so the pointer lands where it is seen.
+        a += ["-device", "VGA", "-device", "qemu-xhci,id=xhci", "-device", "usb-tablet,bus=xhci.0"]
         if FileManager.default.fileExists(atPath: path(spec.name, "unattend/autounattend.xml")) {
             // Windows Setup looks for autounattend.xml on removable media: a read-only FAT view
             // of the directory, on USB.
-            a += ["-device", "qemu-xhci,id=xhci", "-drive", "file=fat:ro:\(path(spec.name, "unattend")),format=raw,if=none,id=unattend,readonly=on",
+            a += ["-drive", "file=fat:ro:\(path(spec.name, "unattend")),format=raw,if=none,id=unattend,readonly=on",
                   "-device", "usb-storage,drive=unattend,bus=xhci.0"]
         }
         if let k = m.kernel {
@@ -501,12 +517,18 @@ final class VMBackend: Sendable {
         var problems: [String] = []
         if !FileManager.default.isExecutableFile(atPath: qemu) { problems.append("\(qemu) is missing (install qemu-system-x86)") }
         if !FileManager.default.isExecutableFile(atPath: qemuImg) { problems.append("\(qemuImg) is missing (install qemu-utils)") }
+        var warnings: [String] = []
         if accel == "kvm" {
             let fd = open("/dev/kvm", O_RDWR)
             if fd < 0 { problems.append("/dev/kvm cannot be opened: \(String(cString: strerror(errno)))") } else { close(fd) }
+            if case .paravirtual = Self.kvmFlavor() {
+                warnings.append("/dev/kvm is PVM (kvm_pvm, nested virtualization without VT-x): it runs only guest kernels built for PVM; "
+                    + "UEFI firmware, stock kernels and Windows do not boot; use accel \"tcg\" or a host with VT-x/AMD-V")
+            }
         }
-        return .object(["status": .string(problems.isEmpty ? "ok" : "down"),
-                        "detail": .string(problems.isEmpty ? "qemu with \(accel), \(names().count) VMs in \(stateDir)" : problems.joined(separator: "; "))])
+        let status = !problems.isEmpty ? "down" : warnings.isEmpty ? "ok" : "degraded"
+        let detail = problems.isEmpty && warnings.isEmpty ? "qemu with \(accel), \(names().count) VMs in \(stateDir)" : (problems + warnings).joined(separator: "; ")
+        return .object(["status": .string(status), "detail": .string(detail)])
     }
 
     // MARK: - supervision and events

@@ -162,10 +162,9 @@ extension ControlPlane {
     public func openTerminal(_ caller: Caller, _ username: String, cols: Int, rows: Int) async throws(ContainariumError) -> (any TerminalStream, account: String) {
         try await audited(caller, "terminal.open", username, detail: "\(cols)x\(rows)") { () async throws(ContainariumError) -> (any TerminalStream, account: String) in
             let user = try await authorize(caller, username, .act)
-            // A VM on this node: its serial console (there is no sshd to log in to).
-            if try await remoteNode(of: user) == nil, inventory.get(user.containerName)?.type == "vm" {
-                let (_, fd) = try await service.openConsole(username: user.value, kind: "serial")
-                return (try await ConsoleStream(fd: fd), "console")
+            // A VM, here or on another node: its serial console (there is no sshd to log in to).
+            if try await isVM(user) {
+                return (try await consoleStream(user, kind: "serial"), "console")
             }
             guard let host = terminalHost.withLock({ $0 }) else { throw ContainariumError(.unavailable, "this daemon has no terminal support") }
             let account = caller.isAdmin || caller.subject == user.value ? user : try Username(caller.subject)

@@ -5,6 +5,7 @@ import ContainariumStore
 import Foundation
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// Where and how the gRPC API listens.
@@ -43,6 +44,10 @@ public enum ContainariumRPC {
         "ReportNode", "ListNodes", "DrainNode", "UndrainNode", "RemoveNode", "ExplainSchedule",
     ]
     public static let createMethod = "CreateContainer"
+    /// A VM console as a bidirectional stream. The request's metadata names it
+    /// (containarium-console-username, containarium-console-kind: serial or vnc); messages
+    /// are {"data": base64} both ways, after a first {"ready": true} from the server.
+    public static let consoleMethod = "OpenConsole"
     public static func method(_ name: String) -> MethodDescriptor { MethodDescriptor(service: service, method: name) }
 
     static func rpcError(_ e: ContainariumError) -> RPCError {
@@ -175,6 +180,42 @@ struct ContainariumGRPCService: RegistrableRPCService {
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let codec = JSONCodec<JSONValue>()
+        router.registerHandler(forMethod: ContainariumRPC.method(ContainariumRPC.consoleMethod), deserializer: codec, serializer: codec) { stream, context in
+            let who: Caller
+            do throws(ContainariumError) { who = try await caller(stream.metadata, context) } catch {
+                await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: "OpenConsole", reason: error.message)
+                return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
+            }
+            let username = stream.metadata[stringValues: "containarium-console-username"].first { _ in true } ?? ""
+            let kind = stream.metadata[stringValues: "containarium-console-kind"].first { _ in true } ?? "serial"
+            let console: any TerminalStream
+            do throws(ContainariumError) { console = try await plane.openConsoleStream(who, username, kind: kind) } catch {
+                return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
+            }
+            return StreamingServerResponse { writer in
+                let started = Date()
+                defer { console.close() }
+                try await writer.write(.object(["ready": .bool(true)]))
+                // Input in a task of its own: when the console ends (the VM stopped), the call
+                // ends at once without waiting for the client to stop sending; when the client
+                // stops sending, the console is closed, which ends the output below.
+                let input = Task {
+                    do {
+                        for try await message in stream.messages {
+                            guard let text = message["data"]?.stringValue, let bytes = Data(base64Encoded: text) else { continue }
+                            try await console.write(ByteBuffer(bytes: bytes))
+                        }
+                    } catch {}
+                    console.close()
+                }
+                defer { input.cancel() }
+                for await chunk in console.output {
+                    try await writer.write(.object(["data": .string(Data(chunk.readableBytesView).base64EncodedString())]))
+                }
+                await plane.consoleClosed(who, username, kind: kind, seconds: Date().timeIntervalSince(started))
+                return [:]
+            }
+        }
         for name in ContainariumRPC.unaryMethods {
             router.registerHandler(forMethod: ContainariumRPC.method(name), deserializer: codec, serializer: codec) { stream, context in
                 let request = try await ServerRequest(stream: stream)
@@ -323,6 +364,36 @@ public struct RemoteClient: Sendable {
                     request: ClientRequest(message: request, metadata: md), descriptor: ContainariumRPC.method(method),
                     serializer: JSONCodec<JSONValue>(), deserializer: JSONCodec<JSONValue>(), options: .defaults
                 ) { response in try response.message }
+            }
+        } catch {
+            throw ContainariumRPC.containariumError(error)
+        }
+    }
+
+    /// OpenConsole: `input` goes to the console in order; `opened` runs once the node has
+    /// opened it; `output` gets what the console sends; `ended` runs when the server ends the
+    /// call (the owner of `input` should then finish it, so that the call can return).
+    public func console(username: String, kind: String, input: AsyncStream<[UInt8]>, opened: @escaping @Sendable () -> Void,
+                        output: @escaping @Sendable ([UInt8]) -> Void, ended: @escaping @Sendable () -> Void) async throws(ContainariumError) {
+        let t = try transport()
+        var md = metadata
+        md.addString(username, forKey: "containarium-console-username")
+        md.addString(kind, forKey: "containarium-console-kind")
+        do {
+            try await withGRPCClient(transport: t) { client in
+                try await client.bidirectionalStreaming(
+                    request: StreamingClientRequest(metadata: md) { writer in
+                        for await chunk in input { try await writer.write(.object(["data": .string(Data(chunk).base64EncodedString())])) }
+                    },
+                    descriptor: ContainariumRPC.method(ContainariumRPC.consoleMethod),
+                    serializer: JSONCodec<JSONValue>(), deserializer: JSONCodec<JSONValue>(), options: .defaults
+                ) { response in
+                    defer { ended() }
+                    for try await m in response.messages {
+                        if m["ready"] != nil { opened() }
+                        if let text = m["data"]?.stringValue, let bytes = Data(base64Encoded: text) { output(Array(bytes)) }
+                    }
+                }
             }
         } catch {
             throw ContainariumRPC.containariumError(error)

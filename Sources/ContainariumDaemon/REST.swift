@@ -191,6 +191,10 @@ public struct RESTAPI: HTTPResponder {
             try await api.plane.authorize(c.caller, c.params[0], .act)
             throw .invalid("open the terminal as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
         },
+        r(.get, "/v1/containers/{}/vnc", "container.vnc") { api, c throws(ContainariumError) in
+            try await api.plane.authorize(c.caller, c.params[0], .act)
+            throw .invalid("open a VM's screen as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
+        },
     ]
 
     // MARK: - dispatch
@@ -265,7 +269,7 @@ public struct RESTAPI: HTTPResponder {
     }
 
     func authenticate(_ request: Request, _ context: RESTContext) async throws(ContainariumError) -> Caller {
-        if request.headers[.authorization] == nil, Self.terminalTarget(request.uri.path) != nil, let token = Self.webSocketToken(request.headers) {
+        if request.headers[.authorization] == nil, Self.webSocketTarget(request.uri.path) != nil, let token = Self.webSocketToken(request.headers) {
             let (subject, role) = try await tokens.verify(token)
             return Caller(subject: subject, role: role, source: context.remote, interface: "rest")
         }

@@ -78,10 +78,12 @@ extension RESTAPI {
         return offered.first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst("bearer.".count)) }
     }
 
-    static func terminalTarget(_ path: String) -> String? {
+    /// The environment and the kind of a WebSocket route: `terminal` (a shell, or a VM's
+    /// serial console) or `vnc` (a VM's screen, raw RFB bytes for noVNC).
+    static func webSocketTarget(_ path: String) -> (username: String, kind: String)? {
         let parts = split(path)
-        guard parts.count == 4, parts[0] == "v1", parts[1] == "containers", parts[3] == "terminal" else { return nil }
-        return parts[2].removingPercentEncoding ?? parts[2]
+        guard parts.count == 4, parts[0] == "v1", parts[1] == "containers", ["terminal", "vnc"].contains(parts[3]) else { return nil }
+        return (parts[2].removingPercentEncoding ?? parts[2], parts[3])
     }
 
     /// The terminal WebSocket: binary frames carry terminal bytes both ways; text frames carry
@@ -89,8 +91,8 @@ extension RESTAPI {
     /// "exit"} or {"type": "error"} from the daemon). Anything that is not a valid, authorized
     /// terminal request is not upgraded, and the REST route answers it with the right error.
     public func webSocketUpgrade(_ request: HTTPRequest, remote: String) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
-        guard let path = request.path?.split(separator: "?", maxSplits: 1).first.map(String.init), let username = Self.terminalTarget(path) else {
-            plane.logger.info("WebSocket upgrade refused: \(request.path ?? "-") is not a terminal")
+        guard let path = request.path?.split(separator: "?", maxSplits: 1).first.map(String.init), let (username, kind) = Self.webSocketTarget(path) else {
+            plane.logger.info("WebSocket upgrade refused: \(request.path ?? "-") is not a terminal or console")
             return .dontUpgrade
         }
         guard let token = Self.webSocketToken(request.headerFields) else {
@@ -105,12 +107,13 @@ extension RESTAPI {
             caller = Caller(subject: subject, role: role, source: remote, interface: "rest")
             try await plane.authorize(caller, username, .act)
         } catch {
-            await plane.auditAuthFailure(source: remote, interface: "rest", action: "container.terminal", reason: error.message)
+            await plane.auditAuthFailure(source: remote, interface: "rest", action: "container.\(kind)", reason: error.message)
             return .dontUpgrade
         }
         var headers = HTTPFields()
         headers[.secWebSocketProtocol] = "containarium.v1"
         let plane = self.plane
+        if kind == "vnc" { return .upgrade(headers) { inbound, outbound, _ in try await Self.relayVNC(plane, caller, username, inbound, outbound) } }
         plane.logger.debug("terminal upgrade for \(caller.subject) to \(username)")
         return .upgrade(headers) { inbound, outbound, _ in
             let started = Date()
@@ -154,5 +157,33 @@ extension RESTAPI {
             let how = session.exitStatus.map { "exit \($0)" } ?? session.exitSignal.map { "signal \($0)" } ?? "closed by the browser"
             await plane.terminalClosed(caller, username, account: account, seconds: Date().timeIntervalSince(started), exit: how)
         }
+    }
+
+    /// A VM's VNC server for noVNC: binary frames carry RFB bytes both ways, unchanged.
+    static func relayVNC(_ plane: ControlPlane, _ caller: Caller, _ username: String,
+                         _ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter) async throws {
+        let started = Date()
+        let screen: any TerminalStream
+        do throws(ContainariumError) {
+            screen = try await plane.openConsoleStream(caller, username, kind: "vnc")
+        } catch {
+            try await outbound.close(.unexpectedServerError, reason: String(error.message.prefix(100)))
+            return
+        }
+        defer { screen.close() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await chunk in screen.output { try await outbound.write(.binary(chunk)) }
+                try await outbound.close(.normalClosure, reason: "console closed")
+            }
+            group.addTask {
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    if case .binary(let bytes) = message { try await screen.write(bytes) }
+                }
+            }
+            _ = try await group.next()
+            group.cancelAll()
+        }
+        await plane.consoleClosed(caller, username, kind: "vnc", seconds: Date().timeIntervalSince(started))
     }
 }

@@ -82,6 +82,7 @@ struct AuthorizationMatrixTests {
             Route(method: "GET", path: c + "/ssh-config", notOwner: 403, owner: 200, admin: 200),
             // Without a WebSocket upgrade: authorized, then told to upgrade.
             Route(method: "GET", path: c + "/terminal", notOwner: 403, owner: 400, admin: 400),
+            Route(method: "GET", path: c + "/vnc", notOwner: 403, owner: 400, admin: 400),
             // Last: the owner's delete succeeds, so the admin's finds nothing.
             Route(method: "DELETE", path: c, notOwner: 403, owner: 200, admin: 404),
         ]
@@ -106,7 +107,7 @@ struct AuthorizationMatrixTests {
             table.append(row)
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
-        #expect(routes.count == 33)
+        #expect(routes.count == 34)
         // Every refused credential was audited (none, expired and forged for each route).
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []
         #expect(failures.count >= routes.count * 3)
