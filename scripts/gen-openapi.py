@@ -38,14 +38,16 @@ schemas = {
     "Resources": obj({"cpu": STR, "memory": STR, "disk": STR}),
     "CreateContainerRequest": obj({
         "username": USERNAME,
-        "sshKeys": {"type": "array", "items": STR, "description": "OpenSSH public keys (authorized_keys lines)."},
+        "sshKeys": {"type": "array", "items": STR, "description": "OpenSSH public keys (authorized_keys lines). Optional: without one the environment is reached through the browser terminal until keys are added (POST .../ssh-keys)."},
         "sshKey": STR,
         "resources": ref("Resources"),
         "cpu": STR, "memory": STR, "disk": STR,
         "osType": {"type": "string", "description": "e.g. OS_TYPE_DEBIAN_12, OS_TYPE_UBUNTU_2404 (mapped to images by operator config)"},
         "image": STR, "stack": STR,
         "labels": {"type": "object", "additionalProperties": STR},
-        "autostart": BOOL, "nesting": BOOL, "enablePodman": BOOL, "enableDocker": BOOL,
+        "autostart": BOOL, "nesting": BOOL,
+        "enablePodman": {"type": "boolean", "description": "Install Podman inside (needs nesting; 400 where the node's config does not offer it)."},
+        "enableDocker": {"type": "boolean", "description": "Install Docker inside and add the user to the docker group (needs nesting; 400 where not offered)."},
         "async": {"type": "boolean", "description": "Return 202 with an operation instead of waiting."},
         "gpus": {"type": "integer", "minimum": 0, "maximum": 16, "description": "GPUs to pass through; the scheduler picks the node and the PCI addresses."},
         "gpuModel": {"type": "string", "description": "Only GPUs of this model, as GET /v1/nodes shows it."},
@@ -62,6 +64,8 @@ schemas = {
         "autostart": BOOL, "nestingEnabled": BOOL, "labels": {"type": "object", "additionalProperties": STR},
         "backend": STR, "node": STR, "sshHostKeys": {"type": "array", "items": STR}, "createdAt": TIME, "startedAt": TIME,
         "gpus": {"type": "array", "items": STR, "description": "PCI addresses of the GPUs passed through."},
+        "endpoints": {"type": "object", "additionalProperties": STR, "description": "Other ways in, e.g. {\"rdp\": \"HOST:PORT\"} for Windows VMs."},
+        "type": {"type": "string", "enum": ["container", "vm"], "description": "What backs the environment."},
     }, ["name", "username", "state", "resources", "usage", "network", "autostart", "nestingEnabled", "labels", "sshHostKeys"]),
     "UsageSample": obj({"at": TIME, "cpuPercent": {"type": "number", "minimum": 0}, "memoryBytes": INT, "diskBytes": INT,
                         "rxBytesPerSecond": {"type": "number", "minimum": 0}, "txBytesPerSecond": {"type": "number", "minimum": 0}},
@@ -165,7 +169,11 @@ def op(summary, responses, body=None, params=(), tag="containers", extra=None):
     return o
 
 
-U = {"name": "username", "in": "path", "required": True, "schema": USERNAME}
+# The path parameter carries an example: fuzzers (schemathesis) then reach a real environment
+# of that name (the fuzz test creates one), not only random names that answer 404.
+# Routes that work inside the environment (exec) answer 412 while it is stopped.
+NOT_RUNNING = {"412": err("The environment is not running: start it first")}
+U = {"name": "username", "in": "path", "required": True, "schema": USERNAME, "example": "alice"}
 C = {"name": "collaborator", "in": "path", "required": True, "schema": USERNAME}
 N = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$"}}
 
@@ -187,24 +195,25 @@ paths = {
     "/v1/containers/{username}/stop": {"post": op("Stop", ok("Container"), ("StopRequest", False), params=[U])},
     "/v1/containers/{username}/restart": {"post": op("Restart", ok("Container"), params=[U])},
     "/v1/containers/{username}/resize": {"put": op("Resize CPU, memory, disk live", ok("Container"), ("ResizeRequest", True), params=[U])},
-    "/v1/containers/{username}/install-stack": {"post": op("Install a software stack", ok("InstallStackResult"), ("InstallStackRequest", True), params=[U])},
-    "/v1/containers/{username}/cleanup-disk": {"post": op("Free disk space", ok("Cleanup"), params=[U])},
+    "/v1/containers/{username}/install-stack": {"post": op("Install a software stack", {**ok("InstallStackResult"), **NOT_RUNNING}, ("InstallStackRequest", True), params=[U])},
+    "/v1/containers/{username}/cleanup-disk": {"post": op("Free disk space", {**ok("Cleanup"), "412": err("The environment is not running, or stopped while the cleanup ran")}, params=[U])},
     "/v1/containers/{username}/ssh-keys": {
-        "get": op("List SSH keys", ok("KeyList"), params=[U]),
-        "post": op("Add an SSH key", {**ok("Key", "201", "Added"), "409": err("Key already present")}, ("AddKeyRequest", True), params=[U]),
-        "delete": op("Remove an SSH key", {**ok("Message"), "412": err("Would remove the last key")},
+        "get": op("List SSH keys", {**ok("KeyList"), **NOT_RUNNING}, params=[U]),
+        "post": op("Add an SSH key", {**ok("Key", "201", "Added"), "409": err("Key already present"), **NOT_RUNNING}, ("AddKeyRequest", True), params=[U]),
+        "delete": op("Remove an SSH key", {**ok("Message"), "412": err("Would remove the last key, or the environment is not running")},
                      params=[U, {"name": "fingerprint", "in": "query", "required": True, "schema": STR}]),
     },
     "/v1/containers/{username}/collaborators": {
-        "get": op("List collaborators", ok("CollaboratorList"), params=[U]),
-        "post": op("Add a collaborator (owner or admin)", {**ok("Collaborator", "201", "Added"), "409": err("Already a collaborator")},
+        "get": op("List collaborators", {**ok("CollaboratorList"), **NOT_RUNNING}, params=[U]),
+        "post": op("Add a collaborator (owner or admin)", {**ok("Collaborator", "201", "Added"), "409": err("Already a collaborator"), **NOT_RUNNING},
                    ("AddCollaboratorRequest", True), params=[U]),
     },
     "/v1/containers/{username}/collaborators/{collaborator}": {
-        "delete": op("Remove a collaborator (owner or admin)", ok("Message"), params=[U, C]),
+        "delete": op("Remove a collaborator (owner or admin)", {**ok("Message"), **NOT_RUNNING}, params=[U, C]),
     },
     "/v1/containers/{username}/metrics": {"get": op("Usage over the last hour (dashboard charts)", ok("UsageHistory"), params=[U])},
-    "/v1/containers/{username}/ssh-config": {"get": op("An SSH config block for the environment (through the gateway when one runs)", ok("SSHConfig"), params=[U])},
+    "/v1/containers/{username}/ssh-config": {"get": op("An SSH config block for the environment (through the gateway when one runs)", ok("SSHConfig"), params=[U],
+                                                       extra={"412": err("The environment has no IPv4 address (it is stopped)")})},
     "/v1/containers/{username}/terminal": {"get": op(
         "Browser terminal: a WebSocket (Sec-WebSocket-Protocol: containarium.v1, bearer.<token>); binary frames carry terminal bytes, "
         "text frames JSON control ({type: resize, cols, rows}; {type: exit|error}). A plain GET is authorized, then answered 400.",

@@ -16,11 +16,14 @@ PREFIX="${1:-/usr/local}"
 CONFIGURATION="${CONFIGURATION:-release}"
 log() { printf '==> %s\n' "$*" >&2; }
 
+# CONTAINARIUM_RELEASE_BUILD_PATH: reuse a build directory outside the clone (CI does).
+build_args=(-c "$CONFIGURATION")
+if [ -n "${CONTAINARIUM_RELEASE_BUILD_PATH:-}" ]; then build_args+=(--scratch-path "$CONTAINARIUM_RELEASE_BUILD_PATH"); fi
 log "swift build -c $CONFIGURATION"
-swift build -c "$CONFIGURATION" --product containarium
-swift build -c "$CONFIGURATION" --product IncusLXC
-swift build -c "$CONFIGURATION" --product QemuWindows
-bin="$(swift build -c "$CONFIGURATION" --show-bin-path)"
+swift build "${build_args[@]}" --product containarium
+swift build "${build_args[@]}" --product IncusLXC
+swift build "${build_args[@]}" --product QemuWindows
+bin="$(swift build "${build_args[@]}" --show-bin-path)"
 
 install -d "$PREFIX/bin" "$PREFIX/lib/containarium/plugins/incus-lxc" "$PREFIX/share/containarium/stacks"
 install -m 0755 "$bin/containarium" "$PREFIX/bin/containarium.new"

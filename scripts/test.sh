@@ -51,9 +51,13 @@ status=0
 swift test --skip-build --no-parallel ${build_args[@]+"${build_args[@]}"} "$@" 2>&1 | tee "$out" || status=$?
 
 # One plain closing line for tools that read it (XCTest's own summary above counts 0: every
-# test here is a Swift Testing test).
+# test here is a Swift Testing test). Swift Testing's total counts skipped tests too (a
+# CONTAINARIUM_SKIP_* condition): they are reported as skipped, not passed. A suite skipped
+# whole has a line of its own, counted apart.
 total=$(grep -oE 'Test run with [0-9]+ tests?' "$out" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
 failed=$(grep -cE '^✘ Test .* failed after' "$out" || true)
-echo "tests: $((total - failed)) passed, ${failed} failed"
+skipped=$(grep -cE '^[^ ]+ Test .* skipped(: "|\.$)' "$out" || true)
+skipped_suites=$(grep -cE '^[^ ]+ Suite .* skipped(: "|\.$)' "$out" || true)
+echo "tests: $((total - failed - skipped)) passed, ${failed} failed, ${skipped} skipped$([ "$skipped_suites" = 0 ] || echo ", ${skipped_suites} suites skipped whole")"
 if [ "$total" = 0 ] && [ "$status" = 0 ]; then echo "no test ran" >&2; exit 1; fi
 exit "$status"

@@ -348,14 +348,10 @@ final class IncusBackend: Sendable {
         let limit = try CPULimit(parsing: cpu)
         let total = (try? api.sync("GET", "/1.0/resources"))?["cpu"]?["total"]?.intValue ?? 0
         guard total > 0 else { return }
-        switch limit {
-        case .count(let n) where n > total:
-            throw .invalid("CPU count \(n) exceeds the \(total) CPUs of this node")
-        case .pinned(let cpus):
-            if let bad = cpus.first(where: { $0 >= total }) {
-                throw .invalid("CPU \(bad) does not exist on this node (it has CPUs 0-\(total - 1))")
-            }
-        default: break
+        // A count above the node's cores is a share Incus balances (the host decides how far
+        // to over-commit: see EnvironmentService.checkCPU); pinned CPUs must exist.
+        if case .pinned(let cpus) = limit, let bad = cpus.first(where: { $0 >= total }) {
+            throw .invalid("CPU \(bad) does not exist on this node (it has CPUs 0-\(total - 1))")
         }
     }
 
@@ -452,10 +448,25 @@ final class IncusBackend: Sendable {
             if let now = try? info(r.name), (action == "start" && now.state == .running) || (action == "stop" && now.state == .stopped) {
                 return now
             }
-            guard action == "stop", r.force != true, error.code == .internal || error.code == .timeout else { throw error }
-            // A clean shutdown that hangs: fall back to a forced stop, as `incus stop --force` would.
-            host.log(.warning, "clean stop of \(r.name) failed (\(error.message)); forcing it")
-            try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string("stop"), "force": .bool(true)]), context: ctx)
+            guard action == "stop" || action == "restart", r.force != true, error.code == .internal || error.code == .timeout else { throw error }
+            // A clean shutdown that hangs, or that the guest refuses (an init still booting
+            // ignores the shutdown signal: "Failed shutting down instance, status is Running"):
+            // fall back to a forced stop or restart, as `incus stop --force` would.
+            host.log(.warning, "clean \(action) of \(r.name) failed (\(error.message)); forcing it")
+            // Right after a start, liblxc may refuse even a forced stop ("Failed stopping
+            // instance") until the container's monitor settles: try a few times.
+            var attempt = 0
+            while true {
+                do {
+                    try api.operation("PUT", path(r.name) + "/state", body: .object(["action": .string(action), "force": .bool(true)]), timeout: 90, context: ctx)
+                    break
+                } catch where attempt < 4 && error.code != .cancelled && error.code != .notFound {
+                    attempt += 1
+                    try ctx.checkCancelled()
+                    if action == "stop", let now = try? info(r.name), now.state == .stopped { break }
+                    Thread.sleep(forTimeInterval: 0.5 * Double(attempt))
+                }
+            }
         }
         if action != "stop" {
             // A started environment is usable once it has an address; wait for it, but a
@@ -559,7 +570,13 @@ final class IncusBackend: Sendable {
             do {
                 return try execOnce(r, ctx)
             } catch {
-                let transient = error.message.contains("Failed to retrieve PID") || error.message.contains("not running")
+                let notRunning = error.message.contains("not running")
+                let transient = error.message.contains("Failed to retrieve PID") || notRunning
+                // A stopped environment will not start by itself: say so at once rather than
+                // retrying (only one that is starting or stopping is worth waiting for).
+                if notRunning, let now = try? info(r.name), now.state == .stopped || now.state == .frozen {
+                    throw ContainariumError(.failedPrecondition, "\(r.name) is not running: start it first")
+                }
                 guard transient, Date() < deadline else { throw error }
                 try ctx.checkCancelled()
                 host.log(.debug, "exec in \(r.name) hit a transient Incus error; retrying: \(error.message)")

@@ -2,6 +2,11 @@ import ContainariumCore
 import Foundation
 import PluginKit
 import Synchronization
+// Release builds attribute Glibc's `struct stat` to CDispatch (its module map includes
+// <sys/stat.h> first); with MemberImportVisibility its members need that import.
+#if canImport(CDispatch)
+import CDispatch
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -176,8 +181,7 @@ final class VMBackend: Sendable {
         let usage = pid(name).flatMap(Processes.usage)
         var labels = spec.labels
         if let owner = spec.owner { labels["owner"] = owner }
-        var sb = stat()
-        let diskUsed = stat(path(name, "disk.qcow2"), &sb) == 0 ? UInt64(sb.st_blocks) * 512 : nil
+        let diskUsed = Self.allocatedBytes(path(name, "disk.qcow2"))
         var info = InstanceInfo(
             name: name, type: "vm", state: st, image: spec.image, ipv4: [], cpuLimit: String(spec.cpus),
             memoryLimitBytes: spec.memoryBytes, diskLimitBytes: spec.diskBytes,
@@ -186,6 +190,14 @@ final class VMBackend: Sendable {
             backend: "qemu-windows", node: node, provisioned: spec.provisioned)
         info.endpoints = ["rdp": "\(config.rdpHost ?? "127.0.0.1"):\(spec.rdpPort)"]
         return info
+    }
+
+    /// Bytes a file occupies on disk (st_blocks), nil when it cannot be read.
+    static func allocatedBytes(_ file: String) -> UInt64? {
+        let sb = UnsafeMutablePointer<stat>.allocate(capacity: 1)
+        defer { sb.deallocate() }
+        guard stat(file, sb) == 0 else { return nil }
+        return UInt64(sb.pointee.st_blocks) * 512
     }
 
     func list() -> InstanceList {

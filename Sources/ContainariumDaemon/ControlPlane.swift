@@ -41,6 +41,25 @@ public final class ControlPlane: Sendable {
 
     var backendID: String { (try? service.plugins.instances(backend: service.config.backend).backendID) ?? service.config.backend ?? "none" }
 
+    /// The CPU over-commit ratio the scheduler places with; single-node checks use the same.
+    var cpuOvercommit: Double { cluster?.scheduler.policy.cpuOvercommit ?? service.config.cpuOvercommit ?? EnvironmentService.defaultCPUOvercommit }
+
+    /// A record whose environment is gone from this node's backend (removed behind the daemon's
+    /// back, e.g. by `containarium delete` without a daemon, or by hand): drop it now rather
+    /// than at the next reconcile, so a create of the same user is not refused meanwhile.
+    /// Records of creates in flight, of other nodes, or that the backend cannot answer for stay.
+    func dropIfVanished(_ user: Username) async throws(ContainariumError) {
+        guard let record = try await store.container(user.value), record.node == node, record.phase != .creating else { return }
+        do throws(ContainariumError) {
+            _ = try await service.info(username: user.value)
+        } catch where error.code == .notFound {
+            logger.info("dropping the record of an environment removed outside the daemon", metadata: ["user": "\(user)"])
+            _ = try await store.deleteContainer(user.value)
+            inventory.remove(user.containerName)
+            changed(user.value)
+        }
+    }
+
     // MARK: - audit
 
     public func audit(_ caller: Caller, _ action: String, target: String, result: Result<Void, ContainariumError>, detail: String = "") async {
@@ -344,7 +363,10 @@ public final class ControlPlane: Sendable {
             var probe = request
             if let os = request.osType, isClustered, (try? service.config.image(forOSType: os)) == nil { probe.osType = nil }
             let validated = try service.validate(probe)
-            if inventory.get(user.containerName) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
+            try await dropIfVanished(user)
+            var exists = inventory.get(user.containerName) != nil
+            if !exists { exists = (try? await service.info(username: user.value)) != nil }
+            if exists { throw .alreadyExists("an environment for \(user.value) already exists") }
             // With other nodes in the cluster, or GPUs to assign, the scheduler picks the node
             // and the GPUs (and holds them until the node reports the environment).
             var target = node
@@ -358,6 +380,10 @@ public final class ControlPlane: Sendable {
                 target = placed.node
                 request.gpuDevices = placed.gpuAddresses
                 if !placed.gpuAddresses.isEmpty { request.gpus = placed.gpuAddresses.count }
+            }
+            // What can be known before the work starts is refused now, not in the operation.
+            if target == node {
+                try await service.checkCPU(validated.request.cpu, overcommit: cpuOvercommit)
             }
             let placedRequest = request
             let chosen = target
@@ -414,6 +440,7 @@ public final class ControlPlane: Sendable {
                            ("disk", request.disk), ("stack", request.stack)] { if let v { q[k] = .string(v) } }
             if let a = request.autostart { q["autostart"] = .bool(a) }
             if let n = request.nesting { q["nesting"] = .bool(n) }
+            for runtime in request.runtimes { q[runtime.requestField] = .bool(true) }
             if let g = request.gpus { q["gpus"] = .number(Double(g)) }
             if let m = request.gpuModel { q["gpuModel"] = .string(m) }
             if !request.gpuDevices.isEmpty { q["gpuDevices"] = .array(request.gpuDevices.map { .string($0) }) }
@@ -446,7 +473,7 @@ public final class ControlPlane: Sendable {
     private func performCreate(_ caller: Caller, _ request: CreateEnvironmentRequest, user: Username, keys: [SSHPublicKey], op: OperationRecord) async -> Result<ContainerView, ContainariumError> {
         defer { running.withLock { _ = $0.removeValue(forKey: op.id) } }
         do throws(ContainariumError) {
-            let info = try await service.create(request) { [store, events] p in
+            let info = try await service.create(request, cpuOvercommit: cpuOvercommit) { [store, events] p in
                 events.publish("operation.progress", username: user.value, data: .object([
                     "operationId": .string(op.id), "step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message),
                 ]))
@@ -535,7 +562,7 @@ public final class ControlPlane: Sendable {
                 if let disk { q["disk"] = .string(disk) }
                 return try await forwardView(remote, "ResizeContainer", q)
             }
-            let info = try await service.resize(username: user.value, cpu: cpu, memory: memory, disk: disk)
+            let info = try await service.resize(username: user.value, cpu: cpu, memory: memory, disk: disk, cpuOvercommit: cpuOvercommit)
             inventory.put(info)
             return ContainerView(info, record: try await store.container(user.value))
         }
@@ -559,6 +586,11 @@ public final class ControlPlane: Sendable {
             let script = "apt-get clean >/dev/null 2>&1; journalctl --vacuum-size=16M >/dev/null 2>&1; "
                 + "find /tmp /var/tmp -xdev -mindepth 1 -mtime +7 -delete 2>/dev/null; sync; true"
             let r = try await service.exec(username: user.value, command: ["sh", "-c", script])
+            // The script ends in `true`: only a signal stops it early. 137/143: the environment
+            // stopped or restarted under it, or ran out of memory: its state, not our fault.
+            if r.exitCode == 137 || r.exitCode == 143 {
+                throw ContainariumError(.failedPrecondition, "the cleanup in \(user.containerName) was killed (exit \(r.exitCode)): the environment stopped, restarted or ran out of memory; try again once it runs")
+            }
             guard r.exitCode == 0 else { throw .internal("cleanup failed in \(user.containerName) (exit \(r.exitCode))", cause: r.stderr) }
             let after = try await service.info(username: user.value).diskUsageBytes
             let freed = before.flatMap { b in after.map { a in b > a ? b - a : 0 } }

@@ -246,7 +246,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 disk: m["disk"]?.stringValue, autostart: m["autostart"]?.bool, nesting: m["nesting"]?.bool, stack: m["stack"]?.stringValue,
                 labels: (m["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
                 gpus: ContainariumGRPCService.gpuCount(m["gpus"]), gpuModel: m["gpuModel"]?.stringValue,
-                gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [], node: m["node"]?.stringValue)
+                gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [], node: m["node"]?.stringValue,
+                runtimes: ContainerRuntime.allCases.filter { m[$0.requestField]?.bool == true })
             return StreamingServerResponse { writer in
                 let (events, cancel) = plane.events.subscribe()
                 let relay = Task {

@@ -426,16 +426,15 @@ public struct RESTAPI: HTTPResponder {
         }
         var keys = try strings(o["sshKeys"], "sshKeys")
         if let one = try string(o["sshKey"], "sshKey") { keys.append(one) }
-        let podman = try flag("enablePodman")
-        let docker = try flag("enableDocker")
-        var nesting = try flag("nesting")
-        if nesting == nil, podman == true || docker == true { nesting = true }
+        var runtimes: [ContainerRuntime] = []
+        for runtime in ContainerRuntime.allCases where try flag(runtime.requestField) == true { runtimes.append(runtime) }
+        let nesting = try flag("nesting")
         let request = CreateEnvironmentRequest(
             username: username, sshKeys: keys, image: try text(o["image"], "image"), osType: try text(o["osType"], "osType"),
             cpu: try string(res["cpu"] ?? o["cpu"], "cpu"), memory: try string(res["memory"] ?? o["memory"], "memory"),
             disk: try string(res["disk"] ?? o["disk"], "disk"), autostart: try flag("autostart"), nesting: nesting,
             stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try text(o["gpuModel"], "gpuModel"),
-            node: try nodeName(o["node"]))
+            node: try nodeName(o["node"]), runtimes: runtimes)
         switch try await plane.createContainer(c.caller, request, async: try flag("async") ?? false) {
         case .done(let view): return try json(.created, view)
         case .started(let op):

@@ -79,7 +79,7 @@ public struct ContainerView: Codable, Sendable, Equatable {
         startedAt = i.startedAt
         gpus = i.gpus
         endpoints = i.endpoints
-        type = i.type
+        type = i.type == "virtual-machine" ? "vm" : i.type
     }
 }
 

@@ -25,13 +25,17 @@ public struct CreateEnvironmentRequest: Sendable {
     public var gpuDevices: [String]
     /// The node to create it on (the scheduler's filters still apply); nil lets it choose.
     public var node: String?
+    /// Container runtimes to install inside (the reference's `enablePodman` / `enableDocker`).
+    public var runtimes: [ContainerRuntime]
 
     public init(
         username: String, sshKeys: [String], image: String? = nil, osType: String? = nil, cpu: String? = nil,
         memory: String? = nil, disk: String? = nil, autostart: Bool? = nil, nesting: Bool? = nil, stack: String? = nil,
-        labels: [String: String] = [:], gpus: Int? = nil, gpuModel: String? = nil, gpuDevices: [String] = [], node: String? = nil
+        labels: [String: String] = [:], gpus: Int? = nil, gpuModel: String? = nil, gpuDevices: [String] = [], node: String? = nil,
+        runtimes: [ContainerRuntime] = []
     ) {
         self.node = node
+        self.runtimes = runtimes
         self.gpus = gpus
         self.gpuModel = gpuModel
         self.gpuDevices = gpuDevices
@@ -47,6 +51,16 @@ public struct CreateEnvironmentRequest: Sendable {
         self.stack = stack
         self.labels = labels
     }
+}
+
+/// A container engine installed inside an environment on request. Each is the stack of the same
+/// name in the catalog, offered only when the node's config lists it (`runtimes`).
+public enum ContainerRuntime: String, Sendable, Codable, CaseIterable {
+    case podman
+    case docker
+
+    /// The reference's request field for it.
+    public var requestField: String { self == .podman ? "enablePodman" : "enableDocker" }
 }
 
 /// One numbered step of a long operation, for progress displays.
@@ -97,6 +111,8 @@ public struct EnvironmentService: Sendable {
         public var keys: [SSHPublicKey]
         public var request: InstanceCreateRequest
         public var stack: Stack?
+        /// Container runtimes to install after the stack (their stacks, in order).
+        public var runtimes: [Stack]
         /// GPUs asked for (their addresses are in `request.gpus` once chosen).
         public var gpuCount: Int
         public var gpuModel: String?
@@ -121,7 +137,8 @@ public struct EnvironmentService: Sendable {
 
     public func validate(_ r: CreateEnvironmentRequest) throws(ContainariumError) -> ValidatedCreate {
         let user = try Username(r.username)
-        guard !r.sshKeys.isEmpty else { throw .invalid("at least one SSH public key is required") }
+        // Keys are optional: without one the environment is reached through the browser
+        // terminal until keys are added (POST /v1/containers/{user}/ssh-keys).
         var keys: [SSHPublicKey] = []
         for text in r.sshKeys { keys += try SSHPublicKey.parseMany(text) }
         for key in keys { try key.requireGatewayCompatible() }
@@ -143,32 +160,81 @@ public struct EnvironmentService: Sendable {
         let disk = try (r.disk ?? defaults?.disk).map { d throws(ContainariumError) in try ByteSize(parsing: d) }
         if let memory, memory < Self.minimumMemory { throw .invalid("memory \(memory) is below the minimum of \(Self.minimumMemory)") }
         if let disk, disk < Self.minimumDisk { throw .invalid("disk \(disk) is below the minimum of \(Self.minimumDisk)") }
-        let stack = try r.stack.map { s throws(ContainariumError) in try stacks.stack(s) }
+        // An unknown stack in a create is a bad value (400), not a missing resource.
+        let stack = try r.stack.map { s throws(ContainariumError) in
+            do throws(ContainariumError) { return try stacks.stack(s) } catch { throw .invalid(error.message) }
+        }
+        let nesting = r.nesting ?? defaults?.nesting ?? true
+        var runtimes: [Stack] = []
+        for runtime in r.runtimes where !runtimes.contains(where: { $0.name == runtime.rawValue }) {
+            guard nesting else { throw .invalid("\(runtime.requestField) needs nesting; do not set nesting to false") }
+            let offered = config.runtimes ?? ContainerRuntime.allCases.map(\.rawValue)
+            guard offered.contains(runtime.rawValue) else {
+                throw .invalid("\(runtime.rawValue) is not offered on this node (the config's \"runtimes\" lists: \(offered.isEmpty ? "none" : offered.joined(separator: ", ")))")
+            }
+            let runtimeStack: Stack
+            do { runtimeStack = try stacks.stack(runtime.rawValue) } catch {
+                throw .invalid("\(runtime.requestField): this node has no '\(runtime.rawValue)' stack to install it from")
+            }
+            if runtimeStack.name != stack?.name { runtimes.append(runtimeStack) }
+        }
         try Labels.validate(r.labels)
         let (gpuCount, gpuModel, gpuDevices) = try Self.validateGPUs(r)
         var labels = r.labels
         if let stack { labels["stack"] = stack.name }
         let request = InstanceCreateRequest(
             name: user.containerName, image: image, cpu: cpu, memoryBytes: memory?.bytes, diskBytes: disk?.bytes,
-            autostart: r.autostart ?? defaults?.autostart ?? false, nesting: r.nesting ?? defaults?.nesting ?? true,
+            autostart: r.autostart ?? defaults?.autostart ?? false, nesting: nesting,
             labels: labels, account: AccountSpec(name: user.value, sshKeys: keys.map(\.authorizedKeysLine)),
             gpus: gpuDevices.isEmpty ? nil : gpuDevices)
-        return ValidatedCreate(user: user, keys: keys, request: request, stack: stack, gpuCount: gpuCount, gpuModel: gpuModel)
+        return ValidatedCreate(user: user, keys: keys, request: request, stack: stack, runtimes: runtimes, gpuCount: gpuCount, gpuModel: gpuModel)
+    }
+
+    public static let defaultCPUOvercommit = 4.0
+
+    /// The CPU rule, the same for creates and resizes on every interface: a count may exceed
+    /// the node's cores up to `overcommit` times them (it is a share: Incus balances it and
+    /// the environment sees at most the node's cores), consistent with the scheduler's CPU
+    /// over-commit ratio; pinned CPUs must exist on the node.
+    public static func checkCPU(_ raw: String, nodeCPUs: Int, overcommit: Double) throws(ContainariumError) {
+        let limit = try CPULimit(parsing: raw)
+        guard nodeCPUs > 0 else { return }
+        switch limit {
+        case .count(let n):
+            let most = max(nodeCPUs, Int((Double(nodeCPUs) * overcommit).rounded(.down)))
+            if n > most {
+                throw .invalid("CPU count \(n) is more than this node allows: \(nodeCPUs) CPUs at \(overcommit.formatted())x over-commit is at most \(most)")
+            }
+        case .pinned(let cpus):
+            if let bad = cpus.first(where: { $0 >= nodeCPUs }) {
+                throw .invalid("CPU \(bad) does not exist on this node (it has CPUs 0-\(nodeCPUs - 1))")
+            }
+        }
+    }
+
+    /// Check a CPU value against this node's backend (synchronously, before any work starts).
+    public func checkCPU(_ raw: String?, overcommit: Double? = nil) async throws(ContainariumError) {
+        guard let raw else { return }
+        _ = try CPULimit(parsing: raw)
+        let cpus = try await backend().capacity().cpus
+        try Self.checkCPU(raw, nodeCPUs: cpus, overcommit: overcommit ?? config.cpuOvercommit ?? Self.defaultCPUOvercommit)
     }
 
     /// Create an environment: a container with the user's account, keys and (optionally) a
     /// stack. Any failure after the container exists removes it again before returning.
     public func create(
-        _ r: CreateEnvironmentRequest, progress: @escaping @Sendable (StepProgress) -> Void = { _ in }
+        _ r: CreateEnvironmentRequest, cpuOvercommit: Double? = nil, progress: @escaping @Sendable (StepProgress) -> Void = { _ in }
     ) async throws(ContainariumError) -> InstanceInfo {
         var v = try validate(r)
         let client = try backend()
+        try await checkCPU(v.request.cpu, overcommit: cpuOvercommit)
         if v.gpuCount > 0 && v.request.gpus == nil {
             v.request.gpus = try await pickGPUs(v.gpuCount, model: v.gpuModel, client: client)
         } else if let chosen = v.request.gpus {
             try await checkGPUs(chosen, client: client)
         }
-        let extra = v.stack == nil ? 0 : 2
+        let toInstall = (v.stack.map { [$0] } ?? []) + v.runtimes
+        let extra = toInstall.isEmpty ? 0 : 2
         let name = v.request.name
 
         // Relay the plugin's progress events for this instance, renumbered to include ours.
@@ -189,11 +255,14 @@ public struct EnvironmentService: Sendable {
         await relay.value
         var info = try created.get()
 
-        if let stack = v.stack {
+        if !toInstall.isEmpty {
             let base = backendSteps.withLock { $0 }  // the backend's create steps
             do {
-                try await install(stack, in: name, client: client) { step, message in
+                try await install(toInstall, in: name, client: client) { step, message in
                     progress(StepProgress(step: base + step, total: base + extra, message: message))
+                }
+                if v.runtimes.contains(where: { $0.name == ContainerRuntime.docker.rawValue }) {
+                    try await joinGroup("docker", user: v.user, in: name, client: client)
                 }
                 info = try await client.info(InstanceRef(name: name))
             } catch {
@@ -263,30 +332,54 @@ public struct EnvironmentService: Sendable {
         let user = try Username(username)
         let stack = try stacks.stack(name)
         let client = try backend()
-        return try await install(stack, in: user.containerName, client: client) { step, message in
+        return try await install([stack], in: user.containerName, client: client) { step, message in
             progress(StepProgress(step: step, total: 2, message: message))
         }
     }
 
+    /// Put the owner's account in a group made by a runtime's packages (docker), so the engine
+    /// works without sudo. Arguments go as an argv, never through a shell.
+    private func joinGroup(_ group: String, user: Username, in name: String, client: InstancesClient) async throws(ContainariumError) {
+        let r = try await client.exec(ExecRequest(name: name, command: ["usermod", "-aG", group, user.value], timeoutSeconds: 60))
+        guard r.exitCode == 0 else {
+            throw ContainariumError(.internal, "could not add \(user) to the \(group) group (exit \(r.exitCode))", cause: lastLines(r.stderr))
+        }
+    }
+
+    /// Install stacks (one apt transaction), then run each one's check; returns the last check.
     @discardableResult
-    private func install(_ stack: Stack, in name: String, client: InstancesClient, step: (Int, String) -> Void) async throws(ContainariumError) -> ExecResult {
-        step(1, "Installing stack \(stack.name): \(stack.packages.joined(separator: " "))")
+    private func install(_ stacks: [Stack], in name: String, client: InstancesClient, step: (Int, String) -> Void) async throws(ContainariumError) -> ExecResult {
+        let names = stacks.map(\.name).joined(separator: ", ")
+        let packages = stacks.flatMap(\.packages)
+        step(1, "Installing \(stacks.count == 1 ? "stack" : "stacks") \(names): \(packages.joined(separator: " "))")
         let env = ["DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
         let update = try await client.exec(ExecRequest(name: name, command: ["apt-get", "-q", "update"], environment: env, timeoutSeconds: 600))
         guard update.exitCode == 0 else {
             throw ContainariumError(.unavailable, "apt-get update failed in \(name) (exit \(update.exitCode))", cause: lastLines(update.stderr))
         }
-        let installArgv = ["apt-get", "-q", "-y", "--no-install-recommends", "install"] + stack.packages
+        let installArgv = ["apt-get", "-q", "-y", "--no-install-recommends", "install"] + packages
         let install = try await client.exec(ExecRequest(name: name, command: installArgv, environment: env, timeoutSeconds: 1800))
         guard install.exitCode == 0 else {
-            throw ContainariumError(.internal, "installing stack \(stack.name) failed (exit \(install.exitCode))", cause: lastLines(install.stderr))
+            throw ContainariumError(.internal, "installing \(names) failed (exit \(install.exitCode))", cause: lastLines(install.stderr))
         }
-        step(2, "Checking stack \(stack.name): \(stack.check.joined(separator: " "))")
-        let check = try await client.exec(ExecRequest(name: name, command: stack.check, environment: env, timeoutSeconds: 120))
-        guard check.exitCode == 0 else {
-            throw ContainariumError(.internal, "stack \(stack.name) installed but its check failed (exit \(check.exitCode))", cause: lastLines(check.stderr + check.stdout))
+        for stack in stacks {
+            for argv in stack.setup ?? [] {
+                let r = try await client.exec(ExecRequest(name: name, command: argv, environment: env, timeoutSeconds: 300))
+                guard r.exitCode == 0 else {
+                    throw ContainariumError(.internal, "setting up stack \(stack.name) failed (exit \(r.exitCode))", cause: lastLines(r.stderr + r.stdout))
+                }
+            }
         }
-        return check
+        var last = ExecResult(exitCode: 0, stdout: "", stderr: "")
+        for (i, stack) in stacks.enumerated() {
+            if i == 0 { step(2, "Checking \(names)") }
+            let check = try await client.exec(ExecRequest(name: name, command: stack.check, environment: env, timeoutSeconds: 120))
+            guard check.exitCode == 0 else {
+                throw ContainariumError(.internal, "stack \(stack.name) installed but its check failed (exit \(check.exitCode))", cause: lastLines(check.stderr + check.stdout))
+            }
+            last = check
+        }
+        return last
     }
 
     private func lastLines(_ s: String, _ n: Int = 5) -> String {
@@ -325,7 +418,7 @@ public struct EnvironmentService: Sendable {
         return try await backend().restart(InstanceRef(name: user.containerName))
     }
 
-    public func resize(username: String, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> InstanceInfo {
+    public func resize(username: String, cpu: String?, memory: String?, disk: String?, cpuOvercommit: Double? = nil) async throws(ContainariumError) -> InstanceInfo {
         let user = try Username(username)
         guard cpu != nil || memory != nil || disk != nil else { throw .invalid("nothing to resize: give --cpu, --memory or --disk") }
         let cpuValue = try cpu.map { c throws(ContainariumError) in try CPULimit(parsing: c).incusValue }
@@ -333,6 +426,7 @@ public struct EnvironmentService: Sendable {
         let dsk = try disk.map { d throws(ContainariumError) in try ByteSize(parsing: d) }
         if let mem, mem < Self.minimumMemory { throw .invalid("memory \(mem) is below the minimum of \(Self.minimumMemory)") }
         if let dsk, dsk < Self.minimumDisk { throw .invalid("disk \(dsk) is below the minimum of \(Self.minimumDisk)") }
+        try await checkCPU(cpuValue, overcommit: cpuOvercommit)
         return try await backend().resize(ResizeRequest(name: user.containerName, cpu: cpuValue, memoryBytes: mem?.bytes, diskBytes: dsk?.bytes))
     }
 

@@ -13,7 +13,9 @@ public import PluginHost
 ///   "images": { "debian12": "containarium/debian12", "OS_TYPE_DEBIAN_12": "containarium/debian12" },
 ///   "defaultImage": "containarium/debian12",
 ///   "stackPaths": ["/usr/local/share/containarium/stacks"],
-///   "defaults": { "cpu": "2", "memory": "2GB", "disk": "10GB" }
+///   "defaults": { "cpu": "2", "memory": "2GB", "disk": "10GB" },
+///   "runtimes": ["podman", "docker"],
+///   "cpuOvercommit": 4
 /// }
 /// ```
 public struct HostConfig: Codable, Sendable, Equatable {
@@ -35,6 +37,12 @@ public struct HostConfig: Codable, Sendable, Equatable {
     public var defaults: Defaults?
     /// The instance backend to use when several are ready (a plugin id).
     public var backend: String?
+    /// Container runtimes this node installs on request (`enablePodman`, `enableDocker`), each
+    /// from the stack of the same name. Default: every runtime whose stack exists; `[]` offers none.
+    public var runtimes: [String]?
+    /// How far a CPU *count* may exceed this node's cores (a count is a share that Incus
+    /// balances; the environment sees at most the node's cores). Default 4, the scheduler's.
+    public var cpuOvercommit: Double?
 
     public init() {}
 

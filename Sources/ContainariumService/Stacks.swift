@@ -10,6 +10,9 @@ public struct Stack: Codable, Sendable, Equatable {
     public var packages: [String]
     /// argv run after installation; exit status 0 means the stack works.
     public var check: [String]
+    /// argvs run, in order, after installation and before the check (as root, never through a
+    /// shell unless the stack file itself names one): configuration the packages need here.
+    public var setup: [[String]]?
 
     public func validate(source: String) throws(ContainariumError) {
         func bad(_ why: String) -> ContainariumError { .invalid("stack file \(source): \(why)") }
@@ -24,6 +27,7 @@ public struct Stack: Codable, Sendable, Equatable {
             guard ok else { throw bad("'\(p)' is not a valid Debian package name") }
         }
         guard !check.isEmpty else { throw bad("has no check command") }
+        if let setup, setup.contains(where: \.isEmpty) { throw bad("has an empty setup command") }
     }
 }
 

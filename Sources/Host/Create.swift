@@ -34,6 +34,12 @@ struct Create: AsyncParsableCommand {
     @Flag(name: .customLong("no-nesting"), help: "Disallow Docker/Podman inside (nesting is on by default).")
     var noNesting = false
 
+    @Flag(name: .customLong("enable-podman"), help: "Install Podman inside (needs nesting).")
+    var enablePodman = false
+
+    @Flag(name: .customLong("enable-docker"), help: "Install Docker inside and add the user to the docker group (needs nesting).")
+    var enableDocker = false
+
     @Option(help: "Software stack to install (see `containarium stacks`).")
     var stack: String?
 
@@ -81,6 +87,8 @@ struct Create: AsyncParsableCommand {
                 if let v { q[k] = .string(v) }
             }
             q["autostart"] = .bool(autostart)
+            if enablePodman { q["enablePodman"] = .bool(true) }
+            if enableDocker { q["enableDocker"] = .bool(true) }
             if let gpus { q["gpus"] = .number(Double(gpus)) }
             if let gpuModel { q["gpuModel"] = .string(gpuModel) }
             let table = format == .table
@@ -100,7 +108,8 @@ struct Create: AsyncParsableCommand {
         let service = try global.service()
         let request = CreateEnvironmentRequest(
             username: username, sshKeys: keys, image: image, osType: osType, cpu: cpu, memory: memory, disk: disk,
-            autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap, gpus: gpus, gpuModel: gpuModel)
+            autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap, gpus: gpus, gpuModel: gpuModel,
+            runtimes: (enablePodman ? [ContainerRuntime.podman] : []) + (enableDocker ? [.docker] : []))
         let table = format == .table
         if table { print("Creating container for user: \(username)") }
         let info = try await ContainariumCLI.audited("container.create", username) { () async throws(ContainariumError) in

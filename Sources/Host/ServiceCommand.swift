@@ -7,15 +7,44 @@ import Foundation
 struct ServiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "service", abstract: "Install, remove or inspect the daemon's systemd unit.",
+        discussion: """
+            Environment: CONTAINARIUM_SYSTEMCTL names the systemctl program to run (default /bin/systemctl); \
+            CONTAINARIUM_SYSTEMD_RUNTIME the directory whose presence means the machine runs systemd \
+            (default /run/systemd/system). Tests set both to stand-ins, so they never touch the host's units.
+            """,
         subcommands: [ServiceInstall.self, ServiceUninstall.self, ServiceStatus.self])
 }
 
+/// Where the unit goes, and how systemd is reached.
+///
+/// Two environment variables point the commands at a systemd other than the machine's own,
+/// for tests (which must never start or stop the host's real units) and for image builds.
+/// Unset or empty, the real one is used:
+/// - `CONTAINARIUM_SYSTEMCTL`: the systemctl program to run (default `/bin/systemctl`).
+/// - `CONTAINARIUM_SYSTEMD_RUNTIME`: the directory whose presence means "this machine runs
+///   systemd" (default `/run/systemd/system`, which systemd creates at boot).
 struct ServicePaths: ParsableArguments {
     @Option(name: .customLong("unit-dir"), help: "Where the unit file goes.") var unitDir = "/etc/systemd/system"
+    @Option(name: .customLong("unit-name"), help: "The unit's name.") var unitName = "containarium.service"
     @Option(name: .customLong("secret-file"), help: "The daemon's JWT secret file.") var secretFile = "/etc/containarium/jwt.secret"
     @Option(name: .customLong("binary"), help: "Path of the containarium executable the unit runs.") var binary = "/usr/local/bin/containarium"
-    var unitPath: String { unitDir + "/containarium.service" }
-    var hasSystemd: Bool { FileManager.default.fileExists(atPath: "/run/systemd/system") }
+
+    var unitPath: String { unitDir + "/" + unitName }
+    var hasSystemd: Bool { FileManager.default.fileExists(atPath: Self.setting("CONTAINARIUM_SYSTEMD_RUNTIME") ?? "/run/systemd/system") }
+    /// The systemctl program: $CONTAINARIUM_SYSTEMCTL, else the real one.
+    var systemctl: String { Self.setting("CONTAINARIUM_SYSTEMCTL") ?? "/bin/systemctl" }
+
+    private static func setting(_ name: String) -> String? {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+
+    func validate() throws {
+        let stem: Substring = unitName.hasSuffix(".service") ? unitName.dropLast(".service".count) : ""
+        guard !stem.isEmpty, stem.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-@:".contains($0)) }) else {
+            throw ValidationError("--unit-name must be a service unit name such as containarium.service")
+        }
+    }
 }
 
 enum SystemdUnit {
@@ -85,9 +114,9 @@ struct ServiceInstall: AsyncParsableCommand {
             print("this machine does not run systemd: start the daemon yourself with `\(paths.binary) daemon --jwt-secret-file \(paths.secretFile)`")
             return
         }
-        let code = runTool("/bin/systemctl", ["daemon-reload"]) + runTool("/bin/systemctl", ["enable", "--now", "containarium.service"])
-        if code != 0 { throw fail(.init(.unavailable, "systemctl failed; see `journalctl -u containarium`")) }
-        print("containarium.service enabled and started")
+        let code = runTool(paths.systemctl, ["daemon-reload"]) + runTool(paths.systemctl, ["enable", "--now", paths.unitName])
+        if code != 0 { throw fail(.init(.unavailable, "systemctl failed; see `journalctl -u \(paths.unitName)`")) }
+        print("\(paths.unitName) enabled and started")
     }
 }
 
@@ -97,13 +126,13 @@ struct ServiceUninstall: AsyncParsableCommand {
     @Flag(name: .customLong("keep-secret"), help: "Leave the JWT secret file (existing tokens stay valid on reinstall).") var keepSecret = false
 
     func run() async throws {
-        if paths.hasSystemd { _ = runTool("/bin/systemctl", ["disable", "--now", "containarium.service"]) }
+        if paths.hasSystemd { _ = runTool(paths.systemctl, ["disable", "--now", paths.unitName]) }
         let fm = FileManager.default
         var removed: [String] = []
         for f in [paths.unitPath] + (keepSecret ? [] : [paths.secretFile]) where fm.fileExists(atPath: f) {
             do { try fm.removeItem(atPath: f); removed.append(f) } catch { throw fail(.init(.unavailable, "cannot remove \(f)")) }
         }
-        if paths.hasSystemd { _ = runTool("/bin/systemctl", ["daemon-reload"]) }
+        if paths.hasSystemd { _ = runTool(paths.systemctl, ["daemon-reload"]) }
         print(removed.isEmpty ? "nothing to remove" : removed.map { "removed \($0)" }.joined(separator: "\n"))
     }
 }
@@ -120,7 +149,7 @@ struct ServiceStatus: AsyncParsableCommand {
             print("systemd: not running on this machine (no /run/systemd/system); the unit cannot be started here")
             return
         }
-        _ = runTool("/bin/systemctl", ["--no-pager", "status", "containarium.service"])
+        _ = runTool(paths.systemctl, ["--no-pager", "status", paths.unitName])
     }
 }
 

@@ -6,9 +6,10 @@ import TestSupport
 import Testing
 
 /// The GPU discovery plugin (Plugins/NvidiaGPU, C over libpci), built with its own Makefile and
-/// loaded by the real host. There is no GPU on this machine, so the tests give libpci a PCI
-/// tree of their own (`sysfsPath`): the same files the kernel publishes under /sys/bus/pci,
-/// read by the same libpci code. The real /sys is listed too (no GPU: an empty list).
+/// loaded by the real host. Exact answers are checked against a PCI tree of the tests' own
+/// (`sysfsPath`): the same files the kernel publishes under /sys/bus/pci, read by the same
+/// libpci code. The machine's real tree is listed too, with only what holds on every machine
+/// (with GPUs or without): the listing succeeds and every GPU in it is well-formed.
 @Suite("GPU plugin: nvidia-gpu (devices.gpu/1)")
 struct GPUPluginTests {
     func load(_ plugins: URL, config: JSONValue, isolation: String = "in-process") throws -> PluginRecord {
@@ -50,10 +51,33 @@ struct GPUPluginTests {
         let all = try await #require(any.plugin.flatMap(GPUDevicesClient.init)).list()
         #expect(all.map(\.pciAddress) == ["0000:00:02.0", "0000:65:00.0", "0000:ca:00.0"])
 
-        // This machine's real PCI tree has no GPU.
+        // This machine's real PCI tree: no GPU on most test machines, several on a GPU host.
+        // Whatever it holds, listing succeeds and each GPU is a well-formed, schema-valid
+        // NVIDIA device (the default vendor) with its own id and PCI address.
         let real = try load(plugins, config: .object([:]), isolation: isolation)
-        #expect(try await #require(real.plugin.flatMap(GPUDevicesClient.init)).list().isEmpty)
+        #expect(real.state == .ready)
+        let realGPUs = try await #require(real.plugin.flatMap(GPUDevicesClient.init)).list()
+        for g in realGPUs {
+            #expect(Self.isPCIAddress(g.pciAddress), "\(g.pciAddress)")
+            #expect(g.vendorId == "10de", "\(g.pciAddress): vendor \(g.vendorId ?? "-")")
+        }
+        #expect(realGPUs.map(\.id) == realGPUs.indices.map { "gpu\($0)" })
+        #expect(Set(realGPUs.map(\.pciAddress)).count == realGPUs.count)
+        let realRaw = try await #require(real.plugin).call(extension: GPUDevicesClient.extensionID, method: "list", request: Data("{}".utf8))
+        let realDevices = try WireJSON.decode(JSONValue.self, from: realRaw)["devices"]?.items ?? []
+        #expect(realDevices.count == realGPUs.count)
+        for d in realDevices { #expect(try SchemaCheck.violations(of: WireJSON.encode(d), file: "devices.gpu-1.schema.json", definition: "Device") == nil) }
         #expect(await real.plugin?.health().status == "ok")
+    }
+
+    /// DOMAIN:BUS:DEVICE.FUNCTION in lowercase hex, as the schema's `pciAddress` pattern says.
+    static func isPCIAddress(_ s: String) -> Bool {
+        let hex = { (part: Substring, count: Int) in part.count == count && part.allSatisfy { "0123456789abcdef".contains($0) } }
+        let fields = s.split(separator: ":", omittingEmptySubsequences: false)
+        guard fields.count == 3 else { return false }
+        let slot = fields[2].split(separator: ".", omittingEmptySubsequences: false)
+        guard slot.count == 2, let function = Int(slot[1]) else { return false }
+        return hex(fields[0], 4) && hex(fields[1], 2) && hex(slot[0], 2) && slot[1].count == 1 && (0...7).contains(function)
     }
 
     @Test("a missing tree is an error, not a crash; bad config fails initialize; attach is unsupported")

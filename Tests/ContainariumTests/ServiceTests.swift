@@ -37,7 +37,8 @@ struct ServiceTests {
     @Test(
         "bad requests are refused before any backend is asked",
         arguments: [
-            (CreateEnvironmentRequest(username: "alice", sshKeys: []), "at least one SSH public key"),
+            (CreateEnvironmentRequest(username: "alice", sshKeys: [], nesting: false, runtimes: [.podman]), "needs nesting"),
+            (CreateEnvironmentRequest(username: "alice", sshKeys: ["ssh-ed25519 not-base64"]), "key"),
             (CreateEnvironmentRequest(username: "alice", sshKeys: [key], memory: "64MB"), "below the minimum"),
             (CreateEnvironmentRequest(username: "alice", sshKeys: [key], disk: "100MB"), "below the minimum"),
             (CreateEnvironmentRequest(username: "alice", sshKeys: [key], stack: "cobol"), "unknown stack"),
@@ -52,6 +53,39 @@ struct ServiceTests {
             try service().validate(request)
         } throws: { error in
             "\(error)".contains(reason)
+        }
+    }
+
+    @Test("no SSH key is needed (keys can be added later); runtimes install their stacks after the requested one, once each")
+    func keylessWithRuntimes() throws {
+        let v = try service().validate(CreateEnvironmentRequest(username: "alice", sshKeys: [], stack: "nodejs", runtimes: [.podman, .docker, .podman]))
+        #expect(v.keys.isEmpty)
+        #expect(v.request.account?.sshKeys == [])
+        #expect(v.stack?.name == "nodejs")
+        #expect(v.runtimes.map(\.name) == ["podman", "docker"])
+        #expect(v.request.nesting)
+        // A runtime the config does not offer is refused, naming what is offered.
+        var config = HostConfig()
+        config.runtimes = ["docker"]
+        #expect { try service(config: config).validate(CreateEnvironmentRequest(username: "alice", sshKeys: [], runtimes: [.podman])) } throws: {
+            "\($0)".contains("podman is not offered") && "\($0)".contains("docker")
+        }
+        config.runtimes = []
+        #expect(throws: ContainariumError.self) { try service(config: config).validate(CreateEnvironmentRequest(username: "alice", sshKeys: [], runtimes: [.docker])) }
+    }
+
+    @Test(
+        "CPU rule: a count may exceed the node's cores up to the over-commit ratio; pinned CPUs must exist",
+        arguments: [
+            ("2", 2, 4.0, true), ("8", 2, 4.0, true), ("9", 2, 4.0, false), ("4", 2, 1.0, false), ("2", 2, 1.0, true),
+            ("3", 2, 1.5, true), ("0-1", 2, 4.0, true), ("0-2", 2, 4.0, false), ("1,3", 4, 1.0, true), ("64", 16, 4.0, true),
+        ])
+    func cpuRule(_ cpu: String, _ cores: Int, _ ratio: Double, _ allowed: Bool) {
+        let result = Result { () throws(ContainariumError) in try EnvironmentService.checkCPU(cpu, nodeCPUs: cores, overcommit: ratio) }
+        if allowed {
+            #expect(throws: Never.self) { try result.get() }
+        } else {
+            #expect { try result.get() } throws: { ($0 as? ContainariumError)?.code == .invalidArgument }
         }
     }
 

@@ -16,29 +16,120 @@ struct ServiceUnitTests {
         #expect(!unit.contains("jwt-secret "), "the secret itself never goes into the unit")
     }
 
-    @Test("install writes the unit and a 0600 secret; uninstall removes both; no systemd is said plainly")
+    /// A stand-in for systemd in a scratch directory: a fake `systemctl` that records each
+    /// call's arguments (one line per call) and exits with `exitCode`, and a runtime directory
+    /// that says "systemd runs here" when present. Nothing reaches the host's real systemd.
+    struct FakeSystemd {
+        let dir: URL
+        let unitName = "ctm-test-\(TestEnv.suffix()).service"
+        var unitDir: String { dir.appendingPathComponent("units").path }
+        var secret: String { dir.appendingPathComponent("etc/jwt.secret").path }
+        var unitPath: String { unitDir + "/" + unitName }
+        var calls: URL { dir.appendingPathComponent("systemctl.calls") }
+        var runtime: URL { dir.appendingPathComponent("run/systemd/system") }
+
+        init(exitCode: Int = 0) throws {
+            dir = try TestEnv.tempDir("unit")
+            try FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true)
+            let script = "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '\(calls.path)'\nexit \(exitCode)\n"
+            let systemctl = dir.appendingPathComponent("systemctl")
+            guard FileManager.default.createFile(atPath: systemctl.path, contents: Data(script.utf8), attributes: [.posixPermissions: 0o755]) else {
+                throw TestFailure("cannot write \(systemctl.path)")
+            }
+        }
+
+        /// The environment that points the CLI at this stand-in; `systemd: false` says the machine does not run it.
+        func environment(systemd: Bool = true) -> [String: String] {
+            ["CONTAINARIUM_SYSTEMCTL": dir.appendingPathComponent("systemctl").path,
+             "CONTAINARIUM_SYSTEMD_RUNTIME": systemd ? runtime.path : dir.appendingPathComponent("no-systemd").path]
+        }
+
+        /// `containarium service VERB` on this stand-in's paths.
+        func service(_ verb: String, _ extra: [String] = [], systemd: Bool = true) throws -> ProcessResult {
+            try Run.run(TestEnv.cliPath, ["service", verb, "--unit-dir", unitDir, "--unit-name", unitName, "--secret-file", secret] + extra,
+                        environment: environment(systemd: systemd))
+        }
+
+        /// The calls recorded so far, one argument string each.
+        func recorded() -> [String] {
+            ((try? String(contentsOf: calls, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+
+        func cleanup() { TestEnv.cleanup(dir) }
+    }
+
+    @Test("install writes the unit and a 0600 secret, then enables and starts it; status and uninstall ask systemctl about that unit only")
     func installUninstall() throws {
-        let dir = try TestEnv.tempDir("unit")
-        defer { TestEnv.cleanup(dir) }
-        let unitDir = dir.appendingPathComponent("units").path, secret = dir.appendingPathComponent("etc/jwt.secret").path
-        let install = try Run.run(TestEnv.cliPath, ["service", "install", "--unit-dir", unitDir, "--secret-file", secret])
+        let fake = try FakeSystemd()
+        defer { fake.cleanup() }
+        let binary = "/opt/ctm/bin/containarium"
+        let install = try fake.service("install", ["--binary", binary, "--", "--http-port", "9090"])
         #expect(install.status == 0, "\(install.output)")
-        let hasSystemd = FileManager.default.fileExists(atPath: "/run/systemd/system")
-        if !hasSystemd { #expect(install.stdout.contains("does not run systemd")) }
-        #expect(FileManager.default.fileExists(atPath: unitDir + "/containarium.service"))
-        let attrs = try FileManager.default.attributesOfItem(atPath: secret)
-        #expect((attrs[.posixPermissions] as? Int) == 0o600)
-        let firstSecret = try String(contentsOfFile: secret, encoding: .utf8)
+        #expect(install.stdout.contains("wrote \(fake.unitPath)") && install.stdout.contains("\(fake.unitName) enabled and started"), "\(install.output)")
+        #expect(fake.recorded() == ["daemon-reload", "enable --now \(fake.unitName)"])
+        // The unit on disk is exactly what --render-only prints for the same flags.
+        let rendered = try Run.run(TestEnv.cliPath, ["service", "install", "--render-only", "--binary", binary, "--secret-file", fake.secret, "--", "--http-port", "9090"])
+        #expect(rendered.status == 0, "\(rendered.output)")
+        let unit = try String(contentsOfFile: fake.unitPath, encoding: .utf8)
+        #expect(unit == rendered.stdout)
+        #expect(unit.contains("ExecStart=\(binary) daemon --jwt-secret-file ") && unit.contains(fake.secret) && unit.contains(" --http-port 9090\n"), "\(unit)")
+        let unitMode = try FileManager.default.attributesOfItem(atPath: fake.unitPath)[.posixPermissions] as? Int
+        #expect(unitMode == 0o644)
+        let secretMode = try FileManager.default.attributesOfItem(atPath: fake.secret)[.posixPermissions] as? Int
+        #expect(secretMode == 0o600)
+        let firstSecret = try String(contentsOfFile: fake.secret, encoding: .utf8)
         #expect(firstSecret.trimmingCharacters(in: .whitespacesAndNewlines).count >= 32)
+        #expect(!unit.contains(firstSecret.trimmingCharacters(in: .whitespacesAndNewlines)), "the secret itself never goes into the unit")
+
         // A second install keeps the secret (existing tokens stay valid).
-        _ = try Run.run(TestEnv.cliPath, ["service", "install", "--unit-dir", unitDir, "--secret-file", secret])
-        #expect(try String(contentsOfFile: secret, encoding: .utf8) == firstSecret)
-        let status = try Run.run(TestEnv.cliPath, ["service", "status", "--unit-dir", unitDir, "--secret-file", secret])
-        #expect(status.stdout.contains(unitDir + "/containarium.service"))
-        let un = try Run.run(TestEnv.cliPath, ["service", "uninstall", "--unit-dir", unitDir, "--secret-file", secret])
+        #expect(try fake.service("install", ["--binary", binary]).status == 0)
+        #expect(try String(contentsOfFile: fake.secret, encoding: .utf8) == firstSecret)
+        #expect(Array(fake.recorded().suffix(2)) == ["daemon-reload", "enable --now \(fake.unitName)"])
+
+        let status = try fake.service("status")
+        #expect(status.stdout.contains("unit: \(fake.unitPath)") && status.stdout.contains("secret: \(fake.secret)"), "\(status.output)")
+        #expect(fake.recorded().last == "--no-pager status \(fake.unitName)")
+
+        let before = fake.recorded().count
+        let un = try fake.service("uninstall")
         #expect(un.status == 0, "\(un.output)")
-        #expect(!FileManager.default.fileExists(atPath: unitDir + "/containarium.service"))
-        #expect(!FileManager.default.fileExists(atPath: secret))
+        #expect(Array(fake.recorded().dropFirst(before)) == ["disable --now \(fake.unitName)", "daemon-reload"])
+        #expect(!FileManager.default.fileExists(atPath: fake.unitPath))
+        #expect(!FileManager.default.fileExists(atPath: fake.secret))
+    }
+
+    @Test("without systemd: install writes the files and says how to start the daemon; nothing calls systemctl")
+    func withoutSystemd() throws {
+        let fake = try FakeSystemd()
+        defer { fake.cleanup() }
+        let install = try fake.service("install", systemd: false)
+        #expect(install.status == 0, "\(install.output)")
+        #expect(install.stdout.contains("does not run systemd"), "\(install.output)")
+        #expect(FileManager.default.fileExists(atPath: fake.unitPath))
+        let status = try fake.service("status", systemd: false)
+        #expect(status.stdout.contains("systemd: not running"), "\(status.output)")
+        let un = try fake.service("uninstall", ["--keep-secret"], systemd: false)
+        #expect(un.status == 0, "\(un.output)")
+        #expect(!FileManager.default.fileExists(atPath: fake.unitPath))
+        #expect(FileManager.default.fileExists(atPath: fake.secret), "--keep-secret keeps it")
+        #expect(fake.recorded().isEmpty)
+    }
+
+    @Test("a failing systemctl fails the install; a unit name that is not a service name is refused before anything is written or run")
+    func failures() throws {
+        let fake = try FakeSystemd(exitCode: 1)
+        defer { fake.cleanup() }
+        let install = try fake.service("install")
+        #expect(install.status != 0 && install.output.contains("systemctl failed"), "\(install.output)")
+        #expect(fake.recorded() == ["daemon-reload", "enable --now \(fake.unitName)"])
+        for bad in ["../escape.service", "containarium", ".service", "a b.service"] {
+            let r = try Run.run(TestEnv.cliPath, ["service", "install", "--unit-dir", fake.unitDir, "--unit-name", bad, "--secret-file", fake.secret],
+                                environment: fake.environment())
+            #expect(r.status != 0 && r.output.contains("--unit-name"), "\(bad): \(r.output)")
+        }
+        #expect(fake.recorded().count == 2, "refused names reach no systemctl")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fake.unitDir) == [fake.unitName], "refused names write no unit")
+        #expect(!FileManager.default.fileExists(atPath: fake.dir.appendingPathComponent("escape.service").path))
     }
 
     @Test("token generate refuses a missing or short secret and unknown roles")

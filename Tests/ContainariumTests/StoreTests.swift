@@ -61,6 +61,16 @@ final class TaskBag: @unchecked Sendable {
 
 @Suite("State store on SQLite and PostgreSQL")
 struct StoreTests {
+    /// With CONTAINARIUM_SKIP_PG=1 the tests below run on SQLite only (`StoreEngine.enabled`); this
+    /// one is then reported as skipped, so the left-out PostgreSQL cases show in the results.
+    @Test("the PostgreSQL cases run: the server of CONTAINARIUM_TEST_PG_URL takes a database of a test's own and migrates it", .needsPostgres)
+    func postgresRuns() async throws {
+        try await StoreEngine.postgres.withStore { store, _ in
+            let applied = try await store.migrate()
+            #expect(applied == Schema.migrations.map(\.version))
+        }
+    }
+
     @Test("migrations apply once, in order, and a second run applies nothing", arguments: StoreEngine.enabled)
     func migrations(engine: StoreEngine) async throws {
         try await engine.withStore { store, _ in
@@ -240,4 +250,10 @@ struct StoreTests {
             #expect(throws: ContainariumError.self, "\(bad)") { try PostgresURL(bad) }
         }
     }
+}
+
+extension Trait where Self == ConditionTrait {
+    /// Tests that need the PostgreSQL server scripts/test.sh starts (CONTAINARIUM_TEST_PG_URL);
+    /// CONTAINARIUM_SKIP_PG=1 skips them. Without it, a missing server is a failure.
+    static var needsPostgres: ConditionTrait { .enabled(if: !StoreEngine.skipPG, "CONTAINARIUM_SKIP_PG=1") }
 }

@@ -73,6 +73,12 @@ struct GatewayTests {
         }
     }
 
+    /// The pid in `ssh -O check`'s answer ("Master running (pid=1234)").
+    static func masterPID(_ answer: String) -> Int32? {
+        guard let r = answer.range(of: "(pid=") else { return nil }
+        return Int32(answer[r.upperBound...].prefix(while: { $0.isNumber }))
+    }
+
     @Test("sessions through the gateway: exec with stdout/stderr/status, an interactive PTY, Ed25519 and ECDSA logins, RSA refused at registration, audit")
     func sessions() throws {
         let bed = try Bed()
@@ -168,13 +174,27 @@ struct GatewayTests {
         }
         // A real -L listener too. `ssh -f` goes to the background once the forward is up, so
         // the test never holds a long-running child (Foundation's Process can mistake another
-        // child's exit for its own and block on it).
+        // child's exit for its own and block on it). It is a control master on a socket of
+        // this test's own, which tells its pid: the test ends that process, and only that one.
         let port = try DaemonProcess.freePort()
         let spec = "127.0.0.1:\(port):localhost:22"
+        let control = bed.box.dir.appendingPathComponent("fwd.ctl").path
         let started = try Run.run("/usr/bin/ssh", ["-p", String(bed.sshPort)] + bed.options(key)
-                                  + ["-f", "-n", "-N", "-o", "ExitOnForwardFailure=yes", "-L", spec, "\(alice)@127.0.0.1"], timeout: 60)
+                                  + ["-f", "-n", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlMaster=yes", "-o", "ControlPath=\(control)",
+                                     "-L", spec, "\(alice)@127.0.0.1"], timeout: 60)
         #expect(started.status == 0, "\(started.output)")
-        defer { _ = try? Run.run("/usr/bin/pkill", ["-f", spec]) }
+        let check = try Run.run("/usr/bin/ssh", ["-o", "ControlPath=\(control)", "-O", "check", "\(alice)@127.0.0.1"], timeout: 30)
+        let forwarder = Self.masterPID(check.output)
+        defer {
+            if let forwarder {
+                Run.end(pid: forwarder, expecting: spec)
+            } else {
+                // No pid: ask the master on this test's own socket to exit.
+                _ = try? Run.run("/usr/bin/ssh", ["-o", "ControlPath=\(control)", "-O", "exit", "\(alice)@127.0.0.1"], timeout: 30)
+            }
+        }
+        let forwarderRuns = forwarder.flatMap { Run.commandLine(of: $0) }?.contains(spec) == true
+        #expect(forwarderRuns, "the forwarder: \(check.output)")
         try eventually("the -L listener forwards to the environment's sshd", within: 20) {
             guard let fd = try? Bed.connect(port: port) else { return false }
             defer { close(fd) }

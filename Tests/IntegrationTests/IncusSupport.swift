@@ -26,7 +26,8 @@ enum IncusEnv {
         /// `ownProject`: give the sandbox an Incus project of its own (sharing the default
         /// project's images, profiles and networks), so a daemon under test sees, adopts and
         /// reconciles only what this test makes, whatever other tests run beside it.
-        init(pluginConfig: [String: Any] = [:], ownProject: Bool = false) throws {
+        /// `extraConfig`: more top-level keys of the node config (e.g. "images", "runtimes").
+        init(pluginConfig: [String: Any] = [:], ownProject: Bool = false, extraConfig: [String: Any] = [:]) throws {
             var pluginConfig = pluginConfig
             if ownProject {
                 project = "ctmt\(TestEnv.suffix())"
@@ -44,11 +45,12 @@ enum IncusEnv {
             plugins = dir.appendingPathComponent("plugins")
             _ = try TestEnv.incusPluginDir(in: plugins)
             config = dir.appendingPathComponent("config.json")
-            let cfg: [String: Any] = [
+            var cfg: [String: Any] = [
                 "plugins": ["incus-lxc": ["enabled": true, "config": pluginConfig]],
                 "defaultImage": IncusEnv.image,
                 "stackPaths": [TestEnv.repoRoot.appendingPathComponent("stacks").path],
             ]
+            cfg.merge(extraConfig) { _, new in new }
             try JSONSerialization.data(withJSONObject: cfg).write(to: config)
         }
 

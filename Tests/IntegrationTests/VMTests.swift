@@ -174,7 +174,10 @@ struct VMTests {
 
         // A crash (QEMU killed): the supervisor restarts an autostart VM.
         let pid = try String(contentsOfFile: dir + "/qemu.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        _ = try Run.run("/bin/kill", ["-9", pid])
+        let qemu = try #require(Int32(pid), "qemu.pid: \(pid)")
+        // Only this test's own QEMU: the pid must still run this VM (its directory is on its command line).
+        try #require(Run.commandLine(of: qemu)?.contains(dir) == true, "pid \(pid) is not this VM's QEMU")
+        kill(qemu, SIGKILL)
         try eventually("the supervisor restarts the crashed VM", within: 60) {
             let now = (try? String(contentsOfFile: dir + "/qemu.pid", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             return now != nil && now != pid && Self.qemuProcesses(dir) == 1
@@ -399,13 +402,17 @@ struct VMTests {
         #expect(refused.status != 0 && refused.stderr.contains("may not change"), "\(refused.output)")
         let missing = try Run.run(TestEnv.cliPath, ["console", "nobody\(sfx)", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", admin], timeout: 30)
         #expect(missing.status != 0 && (missing.stderr.contains("not found") || missing.stderr.contains("no environment")), "\(missing.output)")
-        if let python = WebDashboardTests.python, WebDashboardTests.webui != nil {
+        // The screen in the browser (noVNC); its screenshot goes to a scratch directory unless
+        // CONTAINARIUM_SCREENSHOT_DIR says where to keep it (WebDashboardTests.screenshotDir).
+        if WebDashboardTests.skipBrowser {
+            print("vnc_e2e: left out (CONTAINARIUM_SKIP_BROWSER=1)")
+        } else if let python = WebDashboardTests.python, WebDashboardTests.webui != nil {
             let screen = try Run.run(python, [TestEnv.repoRoot.appendingPathComponent("Tests/Web/vnc_e2e.py").path, "--base", cp.base,
                                               "--token", admin, "--user", w, "--container", l, "--rdp", rdp,
-                                              "--screenshots", TestEnv.repoRoot.appendingPathComponent("docs/screenshots").path], timeout: 300)
+                                              "--screenshots", WebDashboardTests.screenshotDir(scratch: cpBox.dir)], timeout: 300)
             #expect(screen.status == 0, "\(screen.output)")
             print("vnc_e2e: \(screen.stdout)")
-        } else if ProcessInfo.processInfo.environment["CONTAINARIUM_SKIP_BROWSER"] != "1" {
+        } else {
             Issue.record("CONTAINARIUM_PLAYWRIGHT_PYTHON and CONTAINARIUM_WEBUI_DIR are not set: run scripts/test.sh, or set CONTAINARIUM_SKIP_BROWSER=1")
         }
         // Both sides audit: the control plane the users' sessions, the node the relays.

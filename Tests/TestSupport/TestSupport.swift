@@ -1,5 +1,9 @@
 public import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Helpers shared by the test targets: where things are, running processes, temp dirs.
 public enum TestEnv {
     /// The repository root (this file is Tests/TestSupport/TestSupport.swift).
@@ -101,6 +105,36 @@ public enum Run {
             status: p.terminationStatus,
             stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+    }
+}
+
+extension Run {
+    /// The command line of process `pid` (its arguments joined by spaces), or nil when no such
+    /// process runs.
+    public static func commandLine(of pid: Int32) -> String? {
+        guard pid > 1, let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !data.isEmpty else { return nil }
+        return String(decoding: data, as: UTF8.self).split(separator: "\0").joined(separator: " ")
+    }
+
+    /// Whether process `pid` still runs (a zombie, ended and waiting for its parent, does not).
+    public static func isRunning(_ pid: Int32) -> Bool {
+        guard pid > 1, kill(pid, 0) == 0 else { return false }
+        // /proc/PID/stat reads "PID (COMMAND) STATE ...": the state follows the last parenthesis.
+        guard let line = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let paren = line.lastIndex(of: ")") else { return true }
+        let state = line[line.index(after: paren)...].first(where: { $0 != " " })
+        return state != "Z"
+    }
+
+    /// End a process the test started itself, by its pid: SIGTERM, then SIGKILL if it still
+    /// runs after `grace` seconds. Never by name: a host's other processes are not the test's.
+    /// `expecting`: a piece of its command line; a pid that no longer runs that command (it
+    /// ended, and the pid may since belong to someone else) is left alone.
+    public static func end(pid: Int32, expecting marker: String, grace: Double = 10) {
+        guard pid > 1, commandLine(of: pid)?.contains(marker) == true else { return }
+        kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(grace)
+        while isRunning(pid), Date() < deadline { usleep(50_000) }
+        if isRunning(pid), commandLine(of: pid)?.contains(marker) == true { kill(pid, SIGKILL) }
     }
 }
 

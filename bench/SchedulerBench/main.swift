@@ -7,8 +7,11 @@
 // cluster and requests:
 //   - first-fit-decreasing (FFD), offline: requests sorted by their largest share of a node,
 //     each put on the first node (by name) that fits under the same constraints;
-//   - Incus's placement rule: the member with the fewest instances, resources ignored (so it
-//     also reports how many nodes it over-books).
+//   - Incus's placement rule: the member with the fewest instances that serves the request's
+//     kind; resources, pools and labels ignored.
+// Every strategy's placements are audited the same way: nodes used, nodes over-booked, and
+// placements on a node outside that request's own kind, pool or labels. Determinism: every
+// placement of every run must equal run 0's.
 import ContainariumScheduler
 import Foundation
 
@@ -91,44 +94,92 @@ for i in 0..<requestCount {
 
 let policy = SchedulingPolicy()
 
-func fits(_ n: NodeInfo, _ used: Resources, _ freeGPUs: Int, _ q: PlacementRequest) -> Bool {
-    guard n.kinds.contains(q.kind), q.pool == nil || n.pool == q.pool, q.labels.allSatisfy({ n.labels[$0.key] == $0.value }) else { return false }
-    let cpu = Int64((Double(n.capacity.cpuMillis) * policy.cpuOvercommit).rounded(.down))
-    let mem = Int64((Double(n.capacity.memoryBytes) * policy.memoryOvercommit).rounded(.down))
-    let disk = Int64((Double(n.capacity.diskBytes) * policy.diskOvercommit).rounded(.down))
-    return used.cpuMillis + q.resources.cpuMillis <= cpu && used.memoryBytes + q.resources.memoryBytes <= mem
-        && used.diskBytes + q.resources.diskBytes <= disk && freeGPUs >= q.gpus
+/// The node's effective capacity under the policy's over-commit ratios.
+func limit(_ n: NodeInfo) -> Resources {
+    Resources(
+        cpuMillis: Int64((Double(n.capacity.cpuMillis) * policy.cpuOvercommit).rounded(.down)),
+        memoryBytes: Int64((Double(n.capacity.memoryBytes) * policy.memoryOvercommit).rounded(.down)),
+        diskBytes: Int64((Double(n.capacity.diskBytes) * policy.diskOvercommit).rounded(.down)))
 }
 
-// 1. The scheduler: throughput and nodes used.
+/// Whether the node serves the request's kind and pool and carries its labels.
+func matches(_ n: NodeInfo, _ q: PlacementRequest) -> Bool {
+    n.kinds.contains(q.kind) && (q.pool == nil || n.pool == q.pool) && q.labels.allSatisfy({ n.labels[$0.key] == $0.value })
+}
+
+func fits(_ n: NodeInfo, _ used: Resources, _ freeGPUs: Int, _ q: PlacementRequest) -> Bool {
+    guard matches(n, q) else { return false }
+    let l = limit(n)
+    return used.cpuMillis + q.resources.cpuMillis <= l.cpuMillis && used.memoryBytes + q.resources.memoryBytes <= l.memoryBytes
+        && used.diskBytes + q.resources.diskBytes <= l.diskBytes && freeGPUs >= q.gpus
+}
+
+/// The same audit for every strategy, from its assignment alone (request index -> node index,
+/// nil when unplaced): nodes used; nodes over-booked (their placements' resources exceed the
+/// effective capacity, or their GPU requests exceed their GPUs); placements on a node that does
+/// not serve THAT request's kind or pool, or lacks ITS labels.
+struct Audit {
+    var nodesUsed = 0
+    var unplaced = 0
+    var overbookedNodes = 0
+    var misplaced = 0
+}
+
+func audit(_ assignment: [Int?], nodes: [NodeInfo], requests: [PlacementRequest]) -> Audit {
+    var a = Audit()
+    var used = nodes.map(\.reserved)
+    var gpus = Array(repeating: 0, count: nodes.count)
+    var count = Array(repeating: 0, count: nodes.count)
+    for (r, node) in assignment.enumerated() {
+        guard let i = node else {
+            a.unplaced += 1
+            continue
+        }
+        let q = requests[r]
+        used[i] = used[i] + q.resources
+        gpus[i] += q.gpus
+        count[i] += 1
+        if !matches(nodes[i], q) { a.misplaced += 1 }
+    }
+    for i in nodes.indices where count[i] > 0 {
+        a.nodesUsed += 1
+        let l = limit(nodes[i])
+        if used[i].cpuMillis > l.cpuMillis || used[i].memoryBytes > l.memoryBytes || used[i].diskBytes > l.diskBytes || gpus[i] > nodes[i].gpus.count {
+            a.overbookedNodes += 1
+        }
+    }
+    return a
+}
+
+let nodeIndex = Dictionary(uniqueKeysWithValues: nodes.enumerated().map { ($0.element.name, $0.offset) })
+
+// 1. The scheduler: throughput, and every placement of every run (determinism).
 var rates: [Double] = []
-var schedulerUsed = 0
-var unplaced = 0
-var checksum = ""
+var firstRun: [String?] = []
 for run in 0..<runs {
     let scheduler = Scheduler(policy: policy)
     for n in nodes { scheduler.upsert(n) }
-    var failed = 0
-    var last = ""
+    var placed = [String?](repeating: nil, count: requests.count)
     let clock = ContinuousClock()
     let elapsed = clock.measure {
-        for q in requests {
-            do { last = try scheduler.place(q).node } catch { failed += 1 }
+        for i in requests.indices {
+            placed[i] = try? scheduler.place(requests[i]).node
         }
     }
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     rates.append(Double(requests.count) / seconds)
     if run == 0 {
-        schedulerUsed = scheduler.nodes.filter { $0.placements > 0 }.count
-        unplaced = failed
-        checksum = last
-    } else if last != checksum {
-        print("NOT DETERMINISTIC: run \(run) ended on \(last), run 0 on \(checksum)")
+        firstRun = placed
+    } else if placed != firstRun {
+        let differ = requests.indices.filter { placed[$0] != firstRun[$0] }
+        let i = differ[0]
+        print("NOT DETERMINISTIC: run \(run) differs from run 0 in \(differ.count) of \(requests.count) placements; first: \(requests[i].id) on \(placed[i] ?? "nothing"), in run 0 on \(firstRun[i] ?? "nothing")")
         exit(1)
     }
 }
 rates.sort()
 let medianRate = rates[rates.count / 2]
+let schedulerAudit = audit(firstRun.map { $0.flatMap { nodeIndex[$0] } }, nodes: nodes, requests: requests)
 
 // 2. First-fit decreasing, offline.
 let reference = Resources(cpuMillis: 32_000 * 4, memoryBytes: 128 * GiB, diskBytes: 2000 * GB)
@@ -136,49 +187,47 @@ func share(_ q: PlacementRequest) -> Double {
     max(Double(q.resources.cpuMillis) / Double(reference.cpuMillis), Double(q.resources.memoryBytes) / Double(reference.memoryBytes),
         Double(q.resources.diskBytes) / Double(reference.diskBytes)) + Double(q.gpus)
 }
-let sorted = requests.enumerated().sorted { a, b in
-    let (x, y) = (share(a.element), share(b.element))
-    return x != y ? x > y : a.offset < b.offset
-}.map(\.element)
+let sortedIndices = requests.indices.sorted { a, b in
+    let (x, y) = (share(requests[a]), share(requests[b]))
+    return x != y ? x > y : a < b
+}
 var ffdUsed = Array(repeating: Resources.zero, count: nodes.count)
 var ffdGPUs = nodes.map(\.gpus.count)
-var ffdCount = Array(repeating: 0, count: nodes.count)
-var ffdUnplaced = 0
-for q in sorted {
+var ffdAssignment = [Int?](repeating: nil, count: requests.count)
+for r in sortedIndices {
+    let q = requests[r]
     if let i = nodes.indices.first(where: { fits(nodes[$0], ffdUsed[$0], ffdGPUs[$0], q) }) {
         ffdUsed[i] = ffdUsed[i] + q.resources
         ffdGPUs[i] -= q.gpus
-        ffdCount[i] += 1
-    } else {
-        ffdUnplaced += 1
+        ffdAssignment[r] = i
     }
 }
-let ffdNodes = ffdCount.filter { $0 > 0 }.count
+let ffdAudit = audit(ffdAssignment, nodes: nodes, requests: requests)
 
-// 3. Incus: fewest instances among the members that serve the kind; resources not looked at.
+// 3. Incus: fewest instances among the members that serve the kind; resources, pools and
+// labels not looked at.
 var incusCount = Array(repeating: 0, count: nodes.count)
-var incusUsed = Array(repeating: Resources.zero, count: nodes.count)
-var incusGPUs = Array(repeating: 0, count: nodes.count)
-for q in requests {
+var incusAssignment = [Int?](repeating: nil, count: requests.count)
+for (r, q) in requests.enumerated() {
     var best = -1
     for i in nodes.indices where nodes[i].kinds.contains(q.kind) && (best < 0 || incusCount[i] < incusCount[best]) { best = i }
     guard best >= 0 else { continue }
     incusCount[best] += 1
-    incusUsed[best] = incusUsed[best] + q.resources
-    incusGPUs[best] += q.gpus
+    incusAssignment[r] = best
 }
-let incusNodes = incusCount.filter { $0 > 0 }.count
-let overbooked = nodes.indices.filter { i in
-    let n = nodes[i]
-    return !fits(n, incusUsed[i] - requests[0].resources, n.gpus.count - incusGPUs[i] + requests[0].gpus, requests[0])
-        || incusGPUs[i] > n.gpus.count
-}.count
+let incusAudit = audit(incusAssignment, nodes: nodes, requests: requests)
+
+func row(_ label: String, _ a: Audit) -> String {
+    label.padding(toLength: 34, withPad: " ", startingAt: 0)
+        + "\(a.nodesUsed)  (unplaced \(a.unplaced), over-booked nodes \(a.overbookedNodes), placements outside their request's kind/pool/labels \(a.misplaced))"
+}
 
 print("cluster: \(nodeCount) nodes, \(requestCount) requests (policy: \(policy.strategy.rawValue), CPU over-commit \(policy.cpuOvercommit)x)")
 print(String(format: "throughput: %.0f decisions/s (median of %d runs, single thread; min %.0f, max %.0f); target >= 10,000", medianRate, runs, rates.first ?? 0, rates.last ?? 0))
-print("nodes used:")
-print("  scheduler (bin-packing)          \(schedulerUsed)  (unplaced \(unplaced))")
-print("  first-fit decreasing, offline    \(ffdNodes)  (unplaced \(ffdUnplaced))")
-print("  Incus fewest-instances rule      \(incusNodes)  (over-booked nodes: \(overbooked))")
-print(String(format: "ratios: scheduler / FFD = %.3f (target <= 1.05); scheduler / Incus = %.3f", Double(schedulerUsed) / Double(ffdNodes), Double(schedulerUsed) / Double(incusNodes)))
-print("deterministic: every run placed the last request on \(checksum)")
+print("nodes used (each audited the same way from its placements):")
+print("  " + row("scheduler (bin-packing, online)", schedulerAudit))
+print("  " + row("first-fit decreasing, offline", ffdAudit))
+print("  " + row("Incus fewest-instances rule", incusAudit))
+print(String(format: "ratios: scheduler / FFD = %.3f (target <= 1.05); scheduler / Incus = %.3f",
+             Double(schedulerAudit.nodesUsed) / Double(max(ffdAudit.nodesUsed, 1)), Double(schedulerAudit.nodesUsed) / Double(max(incusAudit.nodesUsed, 1))))
+print("deterministic: all \(requests.count) placements identical in each of \(runs) runs")
