@@ -372,7 +372,9 @@ public struct EnvironmentService: Sendable {
         }
         var last = ExecResult(exitCode: 0, stdout: "", stderr: "")
         for (i, stack) in stacks.enumerated() {
-            if i == 0 { step(2, "Checking \(names)") }
+            if i == 0 {
+                step(2, stacks.count == 1 ? "Checking stack \(stack.name): \(stack.check.joined(separator: " "))" : "Checking stacks \(names)")
+            }
             let check = try await client.exec(ExecRequest(name: name, command: stack.check, environment: env, timeoutSeconds: 120))
             guard check.exitCode == 0 else {
                 throw ContainariumError(.internal, "stack \(stack.name) installed but its check failed (exit \(check.exitCode))", cause: lastLines(check.stderr + check.stdout))

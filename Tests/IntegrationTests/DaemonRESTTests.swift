@@ -180,7 +180,8 @@ struct DaemonRESTTests {
         let cases: [(String, String)] = [
             ("{", "malformed"), ("[]", "not an object"), (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "colour": "red"}"#, "unknown field"),
             (#"{"username": 42, "sshKeys": ["\#(key)"]}"#, "wrong type"), (#"{"username": "Root!", "sshKeys": ["\#(key)"]}"#, "bad username"),
-            (#"{"username": "\#(u)"}"#, "no key"), (#"{"username": "\#(u)", "sshKeys": ["ssh-ed25519 !!!"]}"#, "bad key"),
+            (#"{"username": "\#(u)", "enableDocker": true, "nesting": false}"#, "runtime without nesting"),
+            (#"{"username": "\#(u)", "stack": "no-such-stack", "async": true}"#, "unknown stack"), (#"{"username": "\#(u)", "sshKeys": ["ssh-ed25519 !!!"]}"#, "bad key"),
             (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "resources": {"memory": "lots"}}"#, "bad size"),
             (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "resources": {"gpu": "1"}}"#, "unknown nested field"),
             (#"{"username": "\#(u)", "sshKeys": ["\#(key)"], "osType": "OS_TYPE_WINDOWS_95"}"#, "unknown OS type"),

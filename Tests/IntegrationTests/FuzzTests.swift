@@ -41,7 +41,9 @@ struct FuzzTests {
                 try Run.run(st, [
                     "run", d.base + "/openapi.json", "-H", "Authorization: Bearer \(token)", "--max-examples", examples, "--workers", "2",
                     // Creates and execs are real work on a 2-core machine: a slow answer is not a finding.
-                    "--request-timeout", "60",
+                    // Both limits explicit: with `--checks all` schemathesis otherwise holds every
+                    // response to 10 s, and a real create under two fuzzing workers can take longer.
+                    "--request-timeout", "90", "--max-response-time", "60",
                     // The event stream never ends by design (each call would wait out the timeout);
                     // DaemonRESTTests reads it. The WebSocket routes stay: a plain GET is a 400.
                     "--exclude-path", "/v1/events",

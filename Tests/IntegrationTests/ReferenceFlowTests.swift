@@ -107,6 +107,38 @@ struct ReferenceFlowTests {
         #expect(try HTTP.call("GET", d.base + "/v1/containers/johndoe", token: token).status == 404)
     }
 
+    @Test("enableDocker installs Docker and puts the owner in the docker group: a locally built image runs without sudo")
+    func enableDocker() throws {
+        let box = try IncusEnv.Sandbox(ownProject: true)
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box)
+        try d.start()
+        defer { d.stop() }
+        let user = "dk\(TestEnv.suffix())"
+        let token = try d.token(user)
+        defer { box.forceDelete("\(user)-container") }
+        let created = try HTTP.call("POST", d.base + "/v1/containers", token: token, body: HTTP.json([
+            "username": user, "sshKeys": [box.key.publicText], "enableDocker": true,
+        ]))
+        #expect(created.status == 201, "\(created.text)\n\(d.log.suffix(2000))")
+        let ip = try #require(created.json?["network"]?["ipAddress"]?.stringValue, "\(created.text)")
+        // The tool for the image comes from the archive like any package; the image itself is
+        // built here (FROM scratch), so no registry is involved.
+        let busybox = try box.incus(["exec", "\(user)-container", "--env", "DEBIAN_FRONTEND=noninteractive", "--",
+                                     "apt-get", "-q", "-y", "--no-install-recommends", "install", "busybox-static"])
+        #expect(busybox.status == 0, "\(busybox.output)")
+        // A fresh login as the owner: no sudo, the docker group from the create.
+        let docker = try IncusEnv.ssh(user: user, host: ip, key: box.key.privateKey, """
+            set -e
+            id -nG | tr ' ' '\\n' | grep -qx docker && echo in-docker-group
+            mkdir -p ~/ctx && cp /bin/busybox ~/ctx/busybox
+            printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nENTRYPOINT ["/bin/busybox"]\\n' > ~/ctx/Dockerfile
+            docker build -q -t ctm-hello ~/ctx >/dev/null
+            docker run --rm ctm-hello sh -c 'echo docker-$((6*7))'
+            """, within: 60)
+        #expect(docker.status == 0 && docker.stdout.contains("in-docker-group") && docker.stdout.contains("docker-42"), "\(docker.output)")
+    }
+
     @Test("what can be known before the work starts is a synchronous 400 that leaves nothing behind, async or not")
     func synchronousRefusals() throws {
         let box = try IncusEnv.Sandbox(ownProject: true, extraConfig: ["runtimes": ["docker"]])

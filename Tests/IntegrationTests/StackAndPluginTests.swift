@@ -33,7 +33,8 @@ struct StackAndPluginTests {
         let key = sandbox.key
         let user = "nostack\(TestEnv.suffix())"
         let r = try sandbox.cli(["create", user, "--ssh-key", key.publicKey.path, "--stack", "cobol"])
-        #expect(r.status == ContainariumError.Code.notFound.exitCode)
+        // A bad value in the request (400 over REST), not a missing resource.
+        #expect(r.status == ContainariumError.Code.invalidArgument.exitCode, "\(r.output)")
         #expect(r.stderr.contains("unknown stack 'cobol'"))
         #expect(r.stderr.contains("python"))
         #expect(try !IncusEnv.exists("\(user)-container"))
