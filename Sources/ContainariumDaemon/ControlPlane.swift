@@ -128,6 +128,14 @@ public final class ControlPlane: Sendable {
         throw .denied("\(caller.subject) may not \(access == .read ? "see" : "change") \(user.value)'s environment")
     }
 
+    /// A 404 for an environment that exists nowhere: no record, not in the inventory, and
+    /// unknown to the backend (admins pass authorization for any name; a deleted environment
+    /// must not answer as if it still existed).
+    func requireEnvironment(_ user: Username) async throws(ContainariumError) {
+        if try await store.container(user.value) != nil || inventory.get(user.containerName) != nil { return }
+        _ = try await service.info(username: user.value)
+    }
+
     func requireAdmin(_ caller: Caller, _ what: String) throws(ContainariumError) {
         guard caller.isAdmin else { throw .denied("\(what) needs the admin role") }
     }
@@ -685,6 +693,7 @@ public final class ControlPlane: Sendable {
 
     public func listCollaborators(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [CollaboratorView] {
         let user = try await authorize(caller, username, .read)
+        try await requireEnvironment(user)
         return try await store.collaborators(of: user.value).map(CollaboratorView.init)
     }
 

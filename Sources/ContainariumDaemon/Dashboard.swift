@@ -125,6 +125,7 @@ extension ControlPlane {
     /// An environment's usage over the last hour, wherever it lives.
     public func metricsHistory(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [UsageSample] {
         let user = try await authorize(caller, username, .read)
+        try await requireEnvironment(user)
         if let remote = try await remoteNode(of: user) {
             let v = try await forward(remote, "GetMetricsHistory", ["username": .string(user.value)])
             return try WireJSON.decode([UsageSample].self, from: WireJSON.encode(v["samples"] ?? .array([])))

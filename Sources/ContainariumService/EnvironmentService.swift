@@ -346,6 +346,24 @@ public struct EnvironmentService: Sendable {
         }
     }
 
+    /// apt-get inside an environment, waiting for apt's locks: a freshly booted system may be
+    /// running its own `apt-daily` update ("Could not get lock /var/lib/apt/lists/lock").
+    /// dpkg's lock has apt's own timeout; the lists lock is retried here, up to `timeout`.
+    private func aptGet(_ args: [String], in name: String, env: [String: String], timeout: Double, client: InstancesClient)
+        async throws(ContainariumError) -> ExecResult
+    {
+        let argv = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=\(Int(timeout))"] + args
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let left = max(30, deadline.timeIntervalSinceNow)
+            let r = try await client.exec(ExecRequest(name: name, command: argv, environment: env, timeoutSeconds: left))
+            let locked = r.exitCode != 0 && (r.stderr.contains("Could not get lock") || r.stderr.contains("Unable to lock"))
+            guard locked, Date() < deadline else { return r }
+            logger.info("apt is busy in the environment; waiting for its lock", metadata: ["instance": "\(name)"])
+            do { try await Task.sleep(for: .seconds(2)) } catch { throw ContainariumError(.cancelled, "cancelled while waiting for apt's lock in \(name)") }
+        }
+    }
+
     /// Install stacks (one apt transaction), then run each one's check; returns the last check.
     @discardableResult
     private func install(_ stacks: [Stack], in name: String, client: InstancesClient, step: (Int, String) -> Void) async throws(ContainariumError) -> ExecResult {
@@ -353,12 +371,11 @@ public struct EnvironmentService: Sendable {
         let packages = stacks.flatMap(\.packages)
         step(1, "Installing \(stacks.count == 1 ? "stack" : "stacks") \(names): \(packages.joined(separator: " "))")
         let env = ["DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-        let update = try await client.exec(ExecRequest(name: name, command: ["apt-get", "-q", "update"], environment: env, timeoutSeconds: 600))
+        let update = try await aptGet(["update"], in: name, env: env, timeout: 600, client: client)
         guard update.exitCode == 0 else {
             throw ContainariumError(.unavailable, "apt-get update failed in \(name) (exit \(update.exitCode))", cause: lastLines(update.stderr))
         }
-        let installArgv = ["apt-get", "-q", "-y", "--no-install-recommends", "install"] + packages
-        let install = try await client.exec(ExecRequest(name: name, command: installArgv, environment: env, timeoutSeconds: 1800))
+        let install = try await aptGet(["-y", "--no-install-recommends", "install"] + packages, in: name, env: env, timeout: 1800, client: client)
         guard install.exitCode == 0 else {
             throw ContainariumError(.internal, "installing \(names) failed (exit \(install.exitCode))", cause: lastLines(install.stderr))
         }

@@ -161,6 +161,11 @@ struct DaemonRESTTests {
         #expect(delCarol.status == 200, "\(delCarol.text)")
         #expect(try !box.exists("\(alice)-container") && !box.exists("\(carol)-container"))
         #expect(try HTTP.call("GET", d.base + "/v1/containers/\(alice)", token: admin).status == 404)
+        // Nothing about a deleted environment answers as if it still existed (schemathesis' ST301).
+        for sub in ["collaborators", "metrics", "ssh-keys", "ssh-config"] {
+            let r = try HTTP.call("GET", d.base + "/v1/containers/\(alice)/\(sub)", token: admin)
+            #expect(r.status == 404, "\(sub) of a deleted environment: \(r.status) \(r.text)")
+        }
 
         // SIGTERM: graceful shutdown, exit status 0.
         d.signal(SIGTERM)

@@ -83,7 +83,7 @@ struct ReferenceFlowTests {
         // Podman works: build an image locally (FROM scratch, no registry) and run it.
         let podman = try box.incus(["exec", "johndoe-container", "--env", "DEBIAN_FRONTEND=noninteractive", "--", "sh", "-c", """
             set -e
-            apt-get -q -y --no-install-recommends install busybox-static >/dev/null
+            apt-get -q -y -o DPkg::Lock::Timeout=300 --no-install-recommends install busybox-static >/dev/null
             mkdir -p /tmp/podman-ctx && cp /bin/busybox /tmp/podman-ctx/busybox
             printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nENTRYPOINT ["/bin/busybox"]\\n' > /tmp/podman-ctx/Containerfile
             podman build -q -t localhost/ctm-hello /tmp/podman-ctx >/dev/null
@@ -125,7 +125,7 @@ struct ReferenceFlowTests {
         // The tool for the image comes from the archive like any package; the image itself is
         // built here (FROM scratch), so no registry is involved.
         let busybox = try box.incus(["exec", "\(user)-container", "--env", "DEBIAN_FRONTEND=noninteractive", "--",
-                                     "apt-get", "-q", "-y", "--no-install-recommends", "install", "busybox-static"])
+                                     "apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=300", "--no-install-recommends", "install", "busybox-static"])
         #expect(busybox.status == 0, "\(busybox.output)")
         // A fresh login as the owner: no sudo, the docker group from the create.
         let docker = try IncusEnv.ssh(user: user, host: ip, key: box.key.privateKey, """

@@ -109,7 +109,7 @@ struct DockerNestingTests {
         // No registry is reachable: build a one-file image from busybox and run it, as the user, with sudo.
         let script = """
             set -e
-            sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null
+            sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 busybox-static >/dev/null
             d=$(mktemp -d); mkdir -p $d/bin; cp /bin/busybox $d/bin/
             tar -C $d -c . | sudo -n docker import - tiny:1 >/dev/null
             sudo -n docker run --rm tiny:1 /bin/busybox echo hello-from-nested-docker
