@@ -28,10 +28,18 @@ else
   containarium create "$USER_NAME" --ssh-key "$KEY.pub"
 fi
 
-IP=$(containarium info "$USER_NAME" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ipv4"][0])')
+INFO=$(containarium info "$USER_NAME" --format json)
+IP=$(printf '%s' "$INFO" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ipv4"][0])')
+# Pin the environment's host keys as the host reports them (no trust on first use), replacing
+# whatever an earlier environment at the same address left in the file.
+KNOWN="$HOME/.ssh/known_hosts.containarium"
+touch "$KNOWN"
+ssh-keygen -R "$IP" -f "$KNOWN" >/dev/null 2>&1 || true
+printf '%s' "$INFO" | python3 -c 'import json,sys; [print(sys.argv[1], k) for k in json.load(sys.stdin).get("sshHostKeys") or []]' "$IP" >> "$KNOWN"
+if grep -q "^$IP " "$KNOWN"; then checking=yes; else checking=accept-new; fi
 log "logging in over SSH to prove it works"
 for _ in $(seq 1 60); do
-  if ssh -i "$KEY" -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile="$HOME/.ssh/known_hosts.containarium" \
+  if ssh -i "$KEY" -o StrictHostKeyChecking="$checking" -o UserKnownHostsFile="$KNOWN" \
        -o BatchMode=yes -o ConnectTimeout=3 "${USER_NAME}@${IP}" 'echo "logged in as $(id -un) on $(hostname)"; sudo -n true && echo "sudo works"'; then
     cat <<MSG
 

@@ -49,13 +49,14 @@ public final class ControlPlane: Sendable {
     /// than at the next reconcile, so a create of the same user is not refused meanwhile.
     /// Records of creates in flight, of other nodes, or that the backend cannot answer for stay.
     func dropIfVanished(_ user: Username) async throws(ContainariumError) {
-        guard let record = try await store.container(user.value), record.node == node, record.phase != .creating else { return }
+        guard let record = try await store.container(user.value), record.node == node, record.phase != .creating, record.phase != .deleting else { return }
         do throws(ContainariumError) {
             _ = try await service.info(username: user.value)
         } catch where error.code == .notFound {
             logger.info("dropping the record of an environment removed outside the daemon", metadata: ["user": "\(user)"])
             _ = try await store.deleteContainer(user.value)
             inventory.remove(user.containerName)
+            await cluster?.release(user.containerName)
             changed(user.value)
         }
     }
@@ -370,6 +371,10 @@ public final class ControlPlane: Sendable {
             // node): with other nodes, validate the rest here and let the chosen node resolve it.
             var probe = request
             if let os = request.osType, isClustered, (try? service.config.image(forOSType: os)) == nil { probe.osType = nil }
+            // Likewise a container runtime this node does not offer may be another node's.
+            if isClustered, (try? service.validate(CreateEnvironmentRequest(username: user.value, sshKeys: [], runtimes: request.runtimes))) == nil {
+                probe.runtimes = []
+            }
             let validated = try service.validate(probe)
             try await dropIfVanished(user)
             var exists = inventory.get(user.containerName) != nil
@@ -391,7 +396,12 @@ public final class ControlPlane: Sendable {
             }
             // What can be known before the work starts is refused now, not in the operation.
             if target == node {
-                try await service.checkCPU(validated.request.cpu, overcommit: cpuOvercommit)
+                do throws(ContainariumError) {
+                    try await service.checkCPU(validated.request.cpu, overcommit: cpuOvercommit)
+                } catch {
+                    await cluster?.release(user.containerName)  // a placement may hold the node and GPUs
+                    throw error
+                }
             }
             let placedRequest = request
             let chosen = target

@@ -113,6 +113,8 @@ public struct EnvironmentService: Sendable {
         public var stack: Stack?
         /// Container runtimes to install after the stack (their stacks, in order).
         public var runtimes: [Stack]
+        /// enableDocker: the owner joins the docker group (also when `stack` is docker).
+        public var joinDockerGroup: Bool = false
         /// GPUs asked for (their addresses are in `request.gpus` once chosen).
         public var gpuCount: Int
         public var gpuModel: String?
@@ -164,10 +166,11 @@ public struct EnvironmentService: Sendable {
         let stack = try r.stack.map { s throws(ContainariumError) in
             do throws(ContainariumError) { return try stacks.stack(s) } catch { throw .invalid(error.message) }
         }
-        let nesting = r.nesting ?? defaults?.nesting ?? true
+        // A runtime asked for turns nesting on unless the request itself turns it off.
+        let nesting = r.nesting ?? (r.runtimes.isEmpty ? defaults?.nesting ?? true : true)
         var runtimes: [Stack] = []
         for runtime in r.runtimes where !runtimes.contains(where: { $0.name == runtime.rawValue }) {
-            guard nesting else { throw .invalid("\(runtime.requestField) needs nesting; do not set nesting to false") }
+            guard nesting else { throw .invalid("\(runtime.requestField) needs nesting; do not set nesting to false with it") }
             let offered = config.runtimes ?? ContainerRuntime.allCases.map(\.rawValue)
             guard offered.contains(runtime.rawValue) else {
                 throw .invalid("\(runtime.rawValue) is not offered on this node (the config's \"runtimes\" lists: \(offered.isEmpty ? "none" : offered.joined(separator: ", ")))")
@@ -187,7 +190,9 @@ public struct EnvironmentService: Sendable {
             autostart: r.autostart ?? defaults?.autostart ?? false, nesting: nesting,
             labels: labels, account: AccountSpec(name: user.value, sshKeys: keys.map(\.authorizedKeysLine)),
             gpus: gpuDevices.isEmpty ? nil : gpuDevices)
-        return ValidatedCreate(user: user, keys: keys, request: request, stack: stack, runtimes: runtimes, gpuCount: gpuCount, gpuModel: gpuModel)
+        var validated = ValidatedCreate(user: user, keys: keys, request: request, stack: stack, runtimes: runtimes, gpuCount: gpuCount, gpuModel: gpuModel)
+        validated.joinDockerGroup = r.runtimes.contains(.docker)
+        return validated
     }
 
     public static let defaultCPUOvercommit = 4.0
@@ -201,9 +206,10 @@ public struct EnvironmentService: Sendable {
         guard nodeCPUs > 0 else { return }
         switch limit {
         case .count(let n):
-            let most = max(nodeCPUs, Int((Double(nodeCPUs) * overcommit).rounded(.down)))
+            let ratio = overcommit.isFinite ? min(max(overcommit, 1), 1024) : 1
+            let most = max(nodeCPUs, Int((Double(nodeCPUs) * ratio).rounded(.down)))
             if n > most {
-                throw .invalid("CPU count \(n) is more than this node allows: \(nodeCPUs) CPUs at \(overcommit.formatted())x over-commit is at most \(most)")
+                throw .invalid("CPU count \(n) is more than this node allows: \(nodeCPUs) CPUs at \(ratio.formatted())x over-commit is at most \(most)")
             }
         case .pinned(let cpus):
             if let bad = cpus.first(where: { $0 >= nodeCPUs }) {
@@ -216,7 +222,9 @@ public struct EnvironmentService: Sendable {
     public func checkCPU(_ raw: String?, overcommit: Double? = nil) async throws(ContainariumError) {
         guard let raw else { return }
         _ = try CPULimit(parsing: raw)
-        let cpus = try await backend().capacity().cpus
+        // The node's size is needed only for the check: if the backend cannot say, the backend's
+        // own validation (pinned CPUs) still applies.
+        guard let cpus = try? await backend().capacity().cpus else { return }
         try Self.checkCPU(raw, nodeCPUs: cpus, overcommit: overcommit ?? config.cpuOvercommit ?? Self.defaultCPUOvercommit)
     }
 
@@ -261,7 +269,7 @@ public struct EnvironmentService: Sendable {
                 try await install(toInstall, in: name, client: client) { step, message in
                     progress(StepProgress(step: base + step, total: base + extra, message: message))
                 }
-                if v.runtimes.contains(where: { $0.name == ContainerRuntime.docker.rawValue }) {
+                if v.joinDockerGroup {
                     try await joinGroup("docker", user: v.user, in: name, client: client)
                 }
                 info = try await client.info(InstanceRef(name: name))

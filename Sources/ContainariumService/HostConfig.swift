@@ -25,6 +25,14 @@ public struct HostConfig: Codable, Sendable, Equatable {
         public var disk: String?
         public var autostart: Bool?
         public var nesting: Bool?
+
+        public init(cpu: String? = nil, memory: String? = nil, disk: String? = nil, autostart: Bool? = nil, nesting: Bool? = nil) {
+            self.cpu = cpu
+            self.memory = memory
+            self.disk = disk
+            self.autostart = autostart
+            self.nesting = nesting
+        }
     }
 
     public var node: String?

@@ -72,6 +72,15 @@ struct ServiceTests {
         }
         config.runtimes = []
         #expect(throws: ContainariumError.self) { try service(config: config).validate(CreateEnvironmentRequest(username: "alice", sshKeys: [], runtimes: [.docker])) }
+        // enableDocker with stack docker: installed once, and the owner still joins the group.
+        let both = try service().validate(CreateEnvironmentRequest(username: "alice", sshKeys: [], stack: "docker", runtimes: [.docker]))
+        #expect(both.stack?.name == "docker" && both.runtimes.isEmpty && both.joinDockerGroup)
+        #expect(try !service().validate(CreateEnvironmentRequest(username: "alice", sshKeys: [], stack: "docker")).joinDockerGroup)
+        // A runtime turns nesting on even where the node's defaults turn it off.
+        var noNesting = HostConfig()
+        noNesting.defaults = HostConfig.Defaults(nesting: false)
+        #expect(try service(config: noNesting).validate(CreateEnvironmentRequest(username: "alice", sshKeys: [], runtimes: [.podman])).request.nesting)
+        #expect(try !service(config: noNesting).validate(CreateEnvironmentRequest(username: "alice", sshKeys: [])).request.nesting)
     }
 
     @Test(
@@ -79,6 +88,7 @@ struct ServiceTests {
         arguments: [
             ("2", 2, 4.0, true), ("8", 2, 4.0, true), ("9", 2, 4.0, false), ("4", 2, 1.0, false), ("2", 2, 1.0, true),
             ("3", 2, 1.5, true), ("0-1", 2, 4.0, true), ("0-2", 2, 4.0, false), ("1,3", 4, 1.0, true), ("64", 16, 4.0, true),
+            ("1024", 2, 1e300, true), ("3", 2, .nan, false), ("2", 2, 0.5, true),
         ])
     func cpuRule(_ cpu: String, _ cores: Int, _ ratio: Double, _ allowed: Bool) {
         let result = Result { () throws(ContainariumError) in try EnvironmentService.checkCPU(cpu, nodeCPUs: cores, overcommit: ratio) }
