@@ -372,9 +372,7 @@ public final class ControlPlane: Sendable {
             var probe = request
             if let os = request.osType, isClustered, (try? service.config.image(forOSType: os)) == nil { probe.osType = nil }
             // Likewise a container runtime this node does not offer may be another node's.
-            if isClustered, (try? service.validate(CreateEnvironmentRequest(username: user.value, sshKeys: [], runtimes: request.runtimes))) == nil {
-                probe.runtimes = []
-            }
+            if isClustered, !request.runtimes.allSatisfy(service.offers) { probe.runtimes = [] }
             let validated = try service.validate(probe)
             try await dropIfVanished(user)
             var exists = inventory.get(user.containerName) != nil

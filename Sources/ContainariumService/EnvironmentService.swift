@@ -137,6 +137,14 @@ public struct EnvironmentService: Sendable {
         return (count, r.gpuModel, r.gpuDevices)
     }
 
+    /// The runtimes this node's config offers (default: all).
+    var offeredRuntimes: [String] { config.runtimes ?? ContainerRuntime.allCases.map(\.rawValue) }
+
+    /// Whether this node installs `runtime`: offered by the config, with a stack to install it from.
+    public func offers(_ runtime: ContainerRuntime) -> Bool {
+        offeredRuntimes.contains(runtime.rawValue) && (try? stacks.stack(runtime.rawValue)) != nil
+    }
+
     public func validate(_ r: CreateEnvironmentRequest) throws(ContainariumError) -> ValidatedCreate {
         let user = try Username(r.username)
         // Keys are optional: without one the environment is reached through the browser
@@ -171,7 +179,7 @@ public struct EnvironmentService: Sendable {
         var runtimes: [Stack] = []
         for runtime in r.runtimes where !runtimes.contains(where: { $0.name == runtime.rawValue }) {
             guard nesting else { throw .invalid("\(runtime.requestField) needs nesting; do not set nesting to false with it") }
-            let offered = config.runtimes ?? ContainerRuntime.allCases.map(\.rawValue)
+            let offered = offeredRuntimes
             guard offered.contains(runtime.rawValue) else {
                 throw .invalid("\(runtime.rawValue) is not offered on this node (the config's \"runtimes\" lists: \(offered.isEmpty ? "none" : offered.joined(separator: ", ")))")
             }
