@@ -55,7 +55,7 @@ swift test --skip-build --no-parallel ${build_args[@]+"${build_args[@]}"} "$@" 2
 # CONTAINARIUM_SKIP_* condition): they are reported as skipped, not passed. A suite skipped
 # whole has a line of its own, counted apart.
 total=$(grep -oE 'Test run with [0-9]+ tests?' "$out" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
-failed=$(grep -cE '^✘ Test .* failed after' "$out" || true)
+failed=$(grep -E '^✘ Test .* failed after' "$out" | grep -cvE '^✘ Test run with ' || true)
 skipped=$(grep -cE '^[^ ]+ Test .* skipped(: "|\.$)' "$out" || true)
 skipped_suites=$(grep -cE '^[^ ]+ Suite .* skipped(: "|\.$)' "$out" || true)
 echo "tests: $((total - failed - skipped)) passed, ${failed} failed, ${skipped} skipped$([ "$skipped_suites" = 0 ] || echo ", ${skipped_suites} suites skipped whole")"

@@ -1,5 +1,6 @@
 import ContainariumCore
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -22,19 +23,43 @@ final class DaemonProcess: @unchecked Sendable {
 
     var base: String { "http://127.0.0.1:\(httpPort)" }
 
-    /// A port nobody listens on right now.
+    /// Ports handed out in this test process, so two daemons never get the same one.
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// A loopback port nobody listens on now and nothing else will take before the daemon binds it.
+    /// Binding port 0 picks from the kernel's ephemeral range, which every outgoing connection
+    /// (curl, gRPC and SSH clients) also draws from; such a port can be taken by a client between
+    /// this call and the daemon's bind (CI saw `Address already in use`). So ports come from below
+    /// the ephemeral range, at random, never the same one twice in this process, and only after a
+    /// trial bind succeeds.
     static func freePort() throws -> Int {
+        let low = ephemeralLow()
+        let range = max(1024, low - 12_000)..<max(1025, low)
+        for _ in 0..<200 {
+            let port = Int.random(in: range)
+            guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+            if canBind(port) { return port }
+        }
+        throw TestFailure("no free loopback port below the ephemeral range \(low)")
+    }
+
+    private static func ephemeralLow() -> Int {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        return text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+    }
+
+    private static func canBind(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
         defer { close(fd) }
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
+        addr.sin_port = UInt16(port).bigEndian
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { throw TestFailure("bind failed") }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
+        return rc == 0
     }
 
     init(sandbox: IncusEnv.Sandbox, extraArgs: [String] = [], stateDir: URL? = nil, secret: String? = nil) throws {

@@ -49,7 +49,7 @@ struct VMTests {
             ["os": "linux", "kernel": g.appendingPathComponent("vmlinuz").path, "initrd": g.appendingPathComponent("initrd.img").path,
              "append": append, "firmware": "bios", "minMemory": "256MB"]
         }
-        let port = 20000 + Int.random(in: 0..<20000)
+        let port = 20000 + Int.random(in: 0..<12_000)  // below the ephemeral range (32768+)
         let cfg: [String: Any] = [
             "node": node, "backend": "qemu-windows",
             "plugins": ["qemu-windows": ["enabled": true, "config": [
