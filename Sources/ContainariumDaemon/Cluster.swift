@@ -104,6 +104,9 @@ public final class Cluster: Sendable {
     let unhealthyAfter: TimeInterval
     /// Client certificates for calls to members that run with --mtls.
     let certsDir: String?
+    /// The links members keep open to this control plane: calls and SSH hops to a linked member
+    /// go through its link; a member without one is dialled at its advertised address.
+    public let links: NodeLinks?
     let logger: Logger
 
     struct Member {
@@ -135,8 +138,9 @@ public final class Cluster: Sendable {
     static let placementLock: Int64 = 0x636f_6e74_706c_6163
 
     public init(store: Store, localName: String, policy: SchedulingPolicy, unhealthyAfter: TimeInterval = 10, certsDir: String? = nil,
-                daemonID: String = UUID().uuidString, logger: Logger) {
+                daemonID: String = UUID().uuidString, links: NodeLinks? = nil, logger: Logger) {
         self.daemonID = daemonID
+        self.links = links
         self.certsDir = certsDir
         self.store = store
         self.localName = localName
@@ -166,9 +170,10 @@ public final class Cluster: Sendable {
         guard Self.validNodeName(r.info.name) else { throw .invalid("node name '\(r.info.name)' must be 1-63 of a-z 0-9 . - and start with a letter or digit") }
         if !local {
             guard r.info.name != localName else { throw .invalid("\(r.info.name) is the control plane's own name; give the node another (nodeName in its config)") }
-            _ = try RemoteClient(server: r.address, certsDir: nil, token: nil)  // validates HOST:PORT
+            // No address: a node that only dials out (reached through its link).
+            if !r.address.isEmpty { _ = try RemoteClient(server: r.address, certsDir: nil, token: nil) }  // validates HOST:PORT
             if let g = r.gateway {
-                _ = try Self.hostPort(g.address)
+                if !g.address.isEmpty { _ = try Self.hostPort(g.address) }
                 guard g.hostKey.hasPrefix("ssh-ed25519 "), g.hostKey.split(separator: " ").count >= 2 else {
                     throw .invalid("the node's gateway host key must be an ssh-ed25519 public key")
                 }
@@ -194,9 +199,9 @@ public final class Cluster: Sendable {
             let draining = m[info.name]?.view.draining ?? false
             let isNew = m[info.name] == nil || m[info.name]?.view.address != r.address
             let before = m[info.name].map(\.environments)
-            var view = Self.view(info, address: local ? nil : r.address, local: local, healthy: true, draining: draining, lastSeen: now,
+            var view = Self.view(info, address: local || r.address.isEmpty ? nil : r.address, local: local, healthy: true, draining: draining, lastSeen: now,
                                  used: info.reserved, environments: r.environments.count)
-            view.sshGateway = r.gateway?.address
+            view.sshGateway = r.gateway.map { $0.address.isEmpty ? "link" : $0.address }
             view.plugins = r.plugins
             m[info.name] = Member(view: view, token: r.token, environments: Set(r.environments.keys), gateway: local ? nil : r.gateway)
             return (draining, isNew, before)
@@ -374,13 +379,16 @@ public final class Cluster: Sendable {
 
     public func member(_ name: String) -> NodeView? { members.withLock { $0[name]?.view } }
 
-    /// A healthy member's SSH gateway: host, port and pinned host key.
-    public func gateway(of name: String) throws(ContainariumError) -> (host: String, port: Int, hostKey: String) {
+    /// A healthy member's SSH gateway: through its link (`socketPath`) when it holds one open,
+    /// else at its advertised host and port; and its pinned host key.
+    public func gateway(of name: String) throws(ContainariumError) -> (host: String, port: Int, socketPath: String?, hostKey: String) {
         guard let m = members.withLock({ $0[name] }) else { throw .notFound("no node \(name)") }
         guard m.view.healthy else { throw ContainariumError(.unavailable, "node \(name) is not reachable") }
         guard let g = m.gateway else { throw ContainariumError(.unavailable, "node \(name) runs no SSH gateway (daemon --ssh-port)") }
+        if let path = links?.socket(of: name, "ssh") { return ("localhost", 0, path, g.hostKey) }
+        guard !g.address.isEmpty else { throw ContainariumError(.unavailable, "node \(name)'s gateway is reachable only through its link, which is down") }
         let (host, port) = try Self.hostPort(g.address)
-        return (host, port, g.hostKey)
+        return (host, port, nil, g.hostKey)
     }
 
     static func hostPort(_ s: String) throws(ContainariumError) -> (String, Int) {
@@ -398,11 +406,14 @@ public final class Cluster: Sendable {
     /// Is anything besides the local node a member?
     public var hasRemoteMembers: Bool { members.withLock { m in m.values.contains { !$0.view.local } } }
 
-    /// A client for a remote member, with the token it last gave us.
+    /// A client for a remote member: through the link it holds open to this control plane, or
+    /// (a member that has none) at its advertised address with the token it last gave us.
     public func client(for name: String) throws(ContainariumError) -> RemoteClient {
         guard let m = members.withLock({ $0[name] }) else { throw .notFound("no node \(name)") }
-        guard let address = m.view.address, !m.view.local else { throw .invalid("\(name) is the local node") }
+        guard !m.view.local else { throw .invalid("\(name) is the local node") }
         guard m.view.healthy else { throw ContainariumError(.unavailable, "node \(name) is not reachable (no report for \(Int(unhealthyAfter)) s or more)") }
+        if let path = links?.socket(of: name) { return RemoteClient(linkSocket: path) }
+        guard let address = m.view.address else { throw ContainariumError(.unavailable, "node \(name) dials out and its link is down") }
         return try RemoteClient(server: address, certsDir: certsDir, token: m.token)
     }
 

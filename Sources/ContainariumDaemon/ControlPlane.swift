@@ -323,6 +323,19 @@ public final class ControlPlane: Sendable {
         return NodeReportReply(gatewayKeys: gatewayUpstreamKey.withLock { $0 }.map { [$0] } ?? [])
     }
 
+    /// May this caller hold the link of `node`? Node tokens (for that node, or for any node),
+    /// or an admin; and only to a control plane.
+    func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) -> NodeLinks {
+        guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may link a node") }
+        guard Cluster.validNodeName(node) else { throw .invalid("the link names no valid node ('\(node)')") }
+        if caller.role == .node, caller.subject != "node", caller.subject != "node.\(node)" {
+            throw .denied("this token is for \(caller.subject), not node.\(node)")
+        }
+        guard let cluster, let links = cluster.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
+        guard node != cluster.localName else { throw .invalid("\(node) is the control plane's own name") }
+        return links
+    }
+
     // MARK: - SSH gateway hops
 
     private let gatewayUpstreamKey = Mutex<String?>(nil)

@@ -56,11 +56,13 @@ public struct JoinOptions: Codable, Sendable, Equatable {
     public var servers: [String] { server.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
     /// A node token from `containarium node token` on the control plane.
     public var token: String
-    /// This node's gRPC address as the control plane should dial it (HOST:PORT).
-    public var advertise: String
+    /// This node's gRPC address as the control plane may dial it (HOST:PORT). Optional: every
+    /// node keeps a link open to its control plane, which reaches it through that link; an
+    /// advertised address is only a fallback while the link is down.
+    public var advertise: String?
     /// Client certificates for a control plane that runs with --mtls.
     public var certsDir: String?
-    public init(server: String, token: String, advertise: String, certsDir: String? = nil) {
+    public init(server: String, token: String, advertise: String? = nil, certsDir: String? = nil) {
         self.server = server
         self.token = token
         self.advertise = advertise
@@ -88,9 +90,13 @@ struct NodeAgent {
     let gatewayHostKey: String?
     let logger: Logger
 
-    /// Where the control plane reaches this node's gateway: the advertised host, the gateway's port.
+    /// Where the control plane reaches this node's gateway: through the link, and (with an
+    /// advertised address) at the advertised host and the gateway's port.
     var gatewayEndpoint: NodeReport.GatewayEndpoint? {
-        guard let ssh = options.ssh, let hostKey = gatewayHostKey, let (host, _) = try? Cluster.hostPort(join.advertise) else { return nil }
+        guard let ssh = options.ssh, let hostKey = gatewayHostKey else { return nil }
+        guard let advertise = join.advertise, let (host, _) = try? Cluster.hostPort(advertise) else {
+            return NodeReport.GatewayEndpoint(address: "", hostKey: hostKey)
+        }
         return NodeReport.GatewayEndpoint(address: host.contains(":") ? "[\(host)]:\(ssh.port)" : "\(host):\(ssh.port)", hostKey: hostKey)
     }
 
@@ -98,8 +104,11 @@ struct NodeAgent {
         var failing: Set<String> = []
         while !Task.isCancelled {
             do throws(ContainariumError) {
-                let token = try await tokens.generate(username: "control-plane", roles: [.admin], expiresIn: 60)
-                var report = try await plane.localReport(address: join.advertise, token: token, labels: options.nodeLabels,
+                // A node the control plane may dial (fallback while the link is down) gives it a
+                // short-lived token; a node that only dials out gives none.
+                var token: String?
+                if join.advertise != nil { token = try await tokens.generate(username: "control-plane", roles: [.admin], expiresIn: 60) }
+                var report = try await plane.localReport(address: join.advertise ?? "", token: token, labels: options.nodeLabels,
                                                          pool: options.nodePool, preemptible: options.preemptible)
                 report.gateway = gatewayEndpoint
                 let body = try WireJSON.decode(JSONValue.self, from: WireJSON.encode(report))
@@ -170,7 +179,8 @@ public enum Daemon {
         services.append(.init(service: TaskService(description: "inventory") { await inventory.run() }))
         // The cluster: this node (when it has a backend) plus the members that report to it.
         let cluster = Cluster(store: store, localName: service.config.nodeName, policy: options.schedulingPolicy,
-                              unhealthyAfter: options.unhealthyAfter, certsDir: options.clusterCertsDir, daemonID: plane.daemonID, logger: logger)
+                              unhealthyAfter: options.unhealthyAfter, certsDir: options.clusterCertsDir, daemonID: plane.daemonID,
+                              links: NodeLinks(stateDir: options.stateDir, logger: logger), logger: logger)
         try await cluster.load()
         plane.setCluster(cluster)
         services.append(.init(service: TaskService(description: "cluster") {
@@ -191,6 +201,14 @@ public enum Daemon {
         if let join = options.join {
             services.append(.init(service: TaskService(description: "node-agent") {
                 await NodeAgent(plane: plane, tokens: tokens, join: join, options: options, gatewayHostKey: gatewayKeys?.hostPublicKey, logger: logger).run()
+            }))
+            // The link: the node API on a private unix socket, reached by the control plane
+            // through the connection this node opens to it.
+            let apiSocket = ((options.stateDir as NSString).appendingPathComponent("node") as NSString).appendingPathComponent("api.sock")
+            services.append(.init(service: try GRPCService.nodeAPI(plane: plane, tokens: tokens, socket: apiSocket, logger: logger)))
+            let localGateway = options.ssh.map { ssh in (host: ["0.0.0.0", "::", ""].contains(ssh.host) ? "127.0.0.1" : ssh.host, port: ssh.port) }
+            services.append(.init(service: TaskService(description: "node-link") {
+                await NodeLinkAgent(join: join, nodeName: service.config.nodeName, apiSocket: apiSocket, gateway: localGateway, logger: logger).run()
             }))
         }
         if options.reconcilerEnabled {

@@ -8,6 +8,10 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where and how the gRPC API listens.
 public struct GRPCOptions: Sendable {
     public var host = "0.0.0.0"
@@ -82,11 +86,14 @@ struct ContainariumGRPCService: RegistrableRPCService {
     let plane: ControlPlane
     let tokens: Tokens
     let mtls: Bool
+    /// The node API on its private unix socket: a call without a token came through this node's
+    /// link from its control plane (the only client that can reach the socket besides root).
+    var nodeAPI = false
 
     /// A bearer token in metadata wins; otherwise a verified client certificate (mTLS) is the
     /// deployment's administrator; otherwise the call is refused.
     func caller(_ metadata: Metadata, _ context: ServerContext) async throws(ContainariumError) -> Caller {
-        let peer = context.remotePeer
+        let peer = nodeAPI ? "node-link" : context.remotePeer
         if let header = metadata[stringValues: "authorization"].first(where: { _ in true }) {
             let parts = header.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("authorization metadata must be 'Bearer <token>'") }
@@ -94,6 +101,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             return Caller(subject: subject, role: role, source: peer, interface: "grpc")
         }
         if mtls { return Caller(subject: "mtls-client", role: .admin, source: peer, interface: "grpc") }
+        if nodeAPI { return Caller(subject: "control-plane", role: .admin, source: peer, interface: "grpc") }
         throw .unauthenticated("missing credentials: use mTLS client certificates or a bearer token")
     }
 
@@ -216,6 +224,25 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 return [:]
             }
         }
+        if !nodeAPI {
+            router.registerHandler(forMethod: ContainariumRPC.method(LinkFrame.method), deserializer: codec, serializer: codec) { stream, context in
+                let node = stream.metadata[stringValues: LinkFrame.nodeKey].first { _ in true } ?? ""
+                let who: Caller, links: NodeLinks
+                do throws(ContainariumError) { who = try await caller(stream.metadata, context) } catch {
+                    await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: LinkFrame.method, reason: error.message)
+                    return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
+                }
+                do throws(ContainariumError) { links = try plane.authorizeLink(who, node: node) } catch {
+                    await plane.audit(who, "node.link", target: node, result: .failure(error), detail: error.message)
+                    return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
+                }
+                await plane.audit(who, "node.link", target: node, result: .success(()))
+                return StreamingServerResponse { writer in
+                    try await links.serve(node: node, inbound: stream.messages, writer: writer)
+                    return [:]
+                }
+            }
+        }
         for name in ContainariumRPC.unaryMethods {
             router.registerHandler(forMethod: ContainariumRPC.method(name), deserializer: codec, serializer: codec) { stream, context in
                 let request = try await ServerRequest(stream: stream)
@@ -274,6 +301,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
 struct GRPCService: Service, CustomStringConvertible {
     let server: GRPCServer<HTTP2ServerTransport.Posix>
     let description = "grpc"
+    /// Runs once the server listens (the node API makes its socket private then).
+    var listening: (@Sendable () async -> Void)?
 
     static func make(plane: ControlPlane, tokens: Tokens, options: GRPCOptions, logger: Logger) throws(ContainariumError) -> GRPCService {
         let security: HTTP2ServerTransport.Posix.TransportSecurity
@@ -299,9 +328,33 @@ struct GRPCService: Service, CustomStringConvertible {
         return GRPCService(server: server)
     }
 
+    /// The node API: the same service on a unix socket (mode 0600 in a 0700 directory), which
+    /// only this node's link to its control plane (and root) reaches. Never on a port.
+    static func nodeAPI(plane: ControlPlane, tokens: Tokens, socket path: String, logger: Logger) throws(ContainariumError) -> GRPCService {
+        let dir = (path as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw ContainariumError(.internal, "cannot create \(dir)", cause: "\(error)")
+        }
+        chmod(dir, 0o700)
+        unlink(path)
+        let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext)
+        var service = ContainariumGRPCService(plane: plane, tokens: tokens, mtls: false)
+        service.nodeAPI = true
+        logger.info("node API on \(path) (reached through the link to the control plane)")
+        return GRPCService(server: GRPCServer(transport: transport, services: [service])) {
+            _ = try? await transport.listeningAddress
+            chmod(path, 0o600)
+        }
+    }
+
     func run() async throws {
         try await withGracefulShutdownHandler {
-            try await server.serve()
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await server.serve() }
+                if let listening { group.addTask { await listening() } }
+            }
         } onGracefulShutdown: {
             server.beginGracefulShutdown()
         }
@@ -312,8 +365,20 @@ struct GRPCService: Service, CustomStringConvertible {
 public struct RemoteClient: Sendable {
     public var host: String
     public var port: Int
+    /// A unix socket instead of HOST:PORT: a node reached through its link (`NodeLinks`).
+    public var socketPath: String?
     public var certsDir: String?
     public var token: String?
+
+    /// A node API through the local end of its link: plaintext on a private socket (the link
+    /// itself is the node's own authenticated connection), no token.
+    public init(linkSocket path: String) {
+        host = "localhost"
+        port = 0
+        socketPath = path
+        certsDir = nil
+        token = nil
+    }
 
     public init(server: String, certsDir: String?, token: String?) throws(ContainariumError) {
         let parts = server.split(separator: ":")
@@ -343,6 +408,7 @@ public struct RemoteClient: Sendable {
             security = .plaintext
         }
         do {
+            if let socketPath { return try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext) }
             return try HTTP2ClientTransport.Posix(target: .ipv4(address: host, port: port), transportSecurity: security)
         } catch {
             throw ContainariumError(.invalidArgument, "cannot reach \(host):\(port)", cause: "\(error)")
@@ -394,6 +460,32 @@ public struct RemoteClient: Sendable {
                         if m["ready"] != nil { opened() }
                         if let text = m["data"]?.stringValue, let bytes = Data(base64Encoded: text) { output(Array(bytes)) }
                     }
+                }
+            }
+        } catch {
+            throw ContainariumRPC.containariumError(error)
+        }
+    }
+
+    /// NodeLink (a node's side): `outbound` frames go to the control plane in order; each frame
+    /// it sends goes to `received`, in order. Returns when the control plane ends the link;
+    /// `ended` runs then (the owner of `outbound` should finish it).
+    func link(node: String, outbound: AsyncStream<JSONValue>, ended: @escaping @Sendable () -> Void,
+              received: @escaping @Sendable (JSONValue) async -> Void) async throws(ContainariumError) {
+        let t = try transport()
+        var md = metadata
+        md.addString(node, forKey: LinkFrame.nodeKey)
+        do {
+            try await withGRPCClient(transport: t) { client in
+                try await client.bidirectionalStreaming(
+                    request: StreamingClientRequest(metadata: md) { writer in
+                        for await frame in outbound { try await writer.write(frame) }
+                    },
+                    descriptor: ContainariumRPC.method(LinkFrame.method),
+                    serializer: JSONCodec<JSONValue>(), deserializer: JSONCodec<JSONValue>(), options: .defaults
+                ) { response in
+                    defer { ended() }
+                    for try await m in response.messages { await received(m) }
                 }
             }
         } catch {

@@ -153,7 +153,7 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
             return .failure(.unavailable("\(owner.value)'s environment has no address yet"))
         }
         guard let cluster = plane.cluster else { return .failure(.unavailable("no cluster")) }
-        let hop: (host: String, port: Int, hostKey: String)
+        let hop: (host: String, port: Int, socketPath: String?, hostKey: String)
         do throws(ContainariumError) { hop = try cluster.gateway(of: node) } catch { return .failure(.unavailable(error.message)) }
         let exec: Exec = { [plane] command throws(ContainariumError) in
             let v = try await plane.forward(node, "Exec", ["username": .string(owner.value), "command": .array(command.map { .string($0) }), "asUser": .bool(false)])
@@ -166,7 +166,7 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         return .success(GatewayRoute(
             environment: owner.value, account: account, role: account == owner.value ? .owner : .collaborator,
             containerName: owner.containerName, address: address, hostKeys: profile.hostKeys, keyFingerprint: fingerprint,
-            via: GatewayRoute.NodeHop(node: node, host: hop.host, port: hop.port, hostKey: hop.hostKey)))
+            via: GatewayRoute.NodeHop(node: node, host: hop.host, port: hop.port, socketPath: hop.socketPath, hostKey: hop.hostKey)))
     }
 
     /// The owner's keys win over a collaborator's (a key registered for both logs in as the owner).

@@ -27,7 +27,11 @@ public struct GatewayRoute: Sendable, Equatable {
         public var host: String
         public var port: Int
         public var hostKey: String
-        public init(node: String, host: String, port: Int, hostKey: String) {
+        /// A local unix socket that reaches the node's gateway (the node's link to the control
+        /// plane) instead of HOST:PORT.
+        public var socketPath: String?
+        public init(node: String, host: String, port: Int, socketPath: String? = nil, hostKey: String) {
+            self.socketPath = socketPath
             self.node = node
             self.host = host
             self.port = port

@@ -74,9 +74,8 @@ enum Upstream {
         let flags = Flags()
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: loop)
+            let bootstrap = ClientBootstrap(group: loop)
                 .connectTimeout(.seconds(10))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let config = SSHClientConfiguration(
@@ -92,7 +91,12 @@ enum Upstream {
                         try channel.pipeline.syncOperations.addHandlers([ssh, UpstreamWatcher(ready: ready)])
                     }
                 }
-                .connect(host: route.via?.host ?? route.address, port: route.via?.port ?? 22).get()
+            if let path = route.via?.socketPath {
+                channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            } else {
+                channel = try await bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .connect(host: route.via?.host ?? route.address, port: route.via?.port ?? 22).get()
+            }
         } catch {
             ready.fail(error)  // never completed otherwise: the watcher was not installed
             throw Failure(authRejected: false, hostKeyRejected: false, localAddress: nil, cause: "cannot connect to \(route.via.map { "\($0.host):\($0.port)" } ?? route.address + ":22"): \(error)")

@@ -77,7 +77,8 @@ struct NodeJoin: AsyncParsableCommand {
     @Option(help: "The control plane's gRPC address, HOST:PORT. Repeat it for control planes that share one PostgreSQL database: the node reports to each.")
     var server: [String]
     @Option(help: "A token from `containarium node token` on the control plane.") var token: String
-    @Option(help: "This node's gRPC address as the control plane should dial it, HOST:PORT.") var advertise: String
+    @Option(help: "Optional: this node's gRPC address as the control plane may dial it, HOST:PORT, while the node's link is down. Without it the node needs no inbound port: it dials out and the control plane reaches it through that link.")
+    var advertise: String?
     @Option(name: .customLong("certs-dir"), help: "Client certificates when the control plane runs with --mtls.") var certsDir: String?
     @Option(name: .customLong("state-dir"), help: "This node's state directory.") var stateDir = "/var/lib/containarium"
 
@@ -85,7 +86,7 @@ struct NodeJoin: AsyncParsableCommand {
         guard !server.isEmpty, server.allSatisfy({ !$0.contains(",") }) else { throw fail(.invalid("give each --server as HOST:PORT")) }
         let join = JoinOptions(server: server.joined(separator: ","), token: token, advertise: advertise, certsDir: certsDir)
         // Check every address and the token before writing anything.
-        _ = try remoteClient(advertise, certsDir: nil, token: nil)
+        if let advertise { _ = try remoteClient(advertise, certsDir: nil, token: nil) }
         for server in server {
             let client = try remoteClient(server, certsDir: certsDir, token: token)
             do {

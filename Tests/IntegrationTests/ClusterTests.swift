@@ -333,6 +333,111 @@ struct ClusterTests {
         #expect(try boxes[1].incus(["list", "-c", "n", "-f", "csv"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
     }
 
+    /// TCP ports a process listens on (from /proc: its socket inodes, matched in /proc/net/tcp{,6}).
+    static func listeningPorts(pid: Int32) -> Set<Int> {
+        let fdDir = "/proc/\(pid)/fd"
+        let inodes = Set(((try? FileManager.default.contentsOfDirectory(atPath: fdDir)) ?? []).compactMap { fd -> String? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fdDir)/\(fd)"), target.hasPrefix("socket:[") else { return nil }
+            return String(target.dropFirst(8).dropLast())
+        })
+        var ports: Set<Int> = []
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            for line in ((try? String(contentsOfFile: table, encoding: .utf8)) ?? "").split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ")
+                // local_address rem_address st ... inode (field 9); st 0A is LISTEN.
+                guard f.count > 9, f[3] == "0A", inodes.contains(String(f[9])), let port = Int(f[1].split(separator: ":").last ?? "", radix: 16) else { continue }
+                ports.insert(port)
+            }
+        }
+        return ports
+    }
+
+    @Test("a node with no listening gRPC port and no advertised address joins by dialling out: create, list, exec, a dashboard terminal, an SSH login through the control plane's gateway and delete all go through its one link, which comes back after a restart")
+    func dialOutNode() throws {
+        let sfx = TestEnv.suffix()
+        let cpName = "cl-\(sfx)", n1 = "nl-\(sfx)"
+        let boxes = try [IncusEnv.Sandbox(ownProject: true), IncusEnv.Sandbox(ownProject: true)]
+        defer { boxes.forEach { $0.cleanup() } }
+        for (box, n) in zip(boxes, [cpName, n1]) { try Self.name(box, n) }
+        let cpSSH = try DaemonProcess.freePort(), n1SSH = try DaemonProcess.freePort()
+        let cp = try DaemonProcess(sandbox: boxes[0], extraArgs: ["--reconcile-interval", "3600", "--ssh-port", String(cpSSH), "--ssh-host", "127.0.0.1"])
+        try cp.start()
+        defer { cp.stop() }
+        let admin = try cp.token("admin", roles: "admin")
+        let grpc = "127.0.0.1:\(cp.grpcPort)"
+        let nodeToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", n1]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        // No gRPC port (--port 0), no --advertise: nothing for the control plane to dial.
+        let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--reconcile-interval", "3600", "--port", "0", "--ssh-port", String(n1SSH), "--ssh-host", "127.0.0.1"])
+        let join = try boxes[1].cli(["node", "join", "--server", grpc, "--token", nodeToken, "--state-dir", node.stateDir.path])
+        #expect(join.status == 0, "\(join.output)")
+        try node.start()
+        defer { node.stop() }
+        func member() throws -> JSONValue? {
+            (try HTTP.call("GET", cp.base + "/v1/nodes", token: admin).json?["nodes"]?.items ?? []).first { $0["name"]?.stringValue == n1 }
+        }
+        try eventually("the node reports", within: 60) { try member()?["healthy"]?.bool == true }
+        try eventually("the node links", within: 30) { cp.log.contains("node \(n1) linked") }
+        let linked = try member()
+        #expect(linked?["address"] == nil || linked?["address"] == .null, "a dial-out node has no address: \(String(describing: linked))")
+        #expect(try member()?["sshGateway"]?.stringValue == "link")
+        // The node listens on its REST port and its gateway only (both loopback here): no gRPC.
+        let pid = try #require(node.process?.processIdentifier)
+        #expect(Self.listeningPorts(pid: pid) == [node.httpPort, n1SSH], "\(Self.listeningPorts(pid: pid))")
+        let apiSocket = node.stateDir.appendingPathComponent("node/api.sock").path
+        let mode = (try FileManager.default.attributesOfItem(atPath: apiSocket)[.posixPermissions] as? Int) ?? -1
+        let dirMode = (try FileManager.default.attributesOfItem(atPath: node.stateDir.appendingPathComponent("node").path)[.posixPermissions] as? Int) ?? -1
+        #expect(mode & 0o077 == 0 && dirMode == 0o700, "the node API socket is private: \(String(mode, radix: 8)) in \(String(dirMode, radix: 8))")
+        // A token for another node cannot hold this node's link.
+        let otherToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", "other-\(sfx)"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let stolen = try boxes[1].cli(["node", "join", "--server", grpc, "--token", otherToken, "--state-dir", boxes[1].dir.appendingPathComponent("thief").path])
+        #expect(stolen.status == 0, "a valid node token joins (it names its own node)")
+        let thief = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--reconcile-interval", "3600", "--port", "0"],
+                                      stateDir: boxes[1].dir.appendingPathComponent("thief"))
+        try thief.start()
+        try eventually("the other token's link is refused", within: 30) {
+            let denied = try HTTP.call("GET", cp.base + "/v1/audit?action=node.link&target=\(n1)", token: admin).json?["entries"]?.items ?? []
+            return denied.contains { $0["result"]?.stringValue != "ok" && $0["detail"]?.stringValue?.contains("this token is for node.other-\(sfx)") == true }
+        }
+        thief.stop()
+
+        // Create through the control plane on the node; list, exec (gRPC CLI), terminal, SSH.
+        #expect(try HTTP.call("POST", cp.base + "/v1/nodes/\(cpName)/drain", token: admin).status == 200)
+        let u = "dl\(sfx)"
+        let created = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json(["username": u, "sshKeys": [boxes[0].key.publicText]]))
+        #expect(created.status == 201 && created.json?["node"]?.stringValue == n1, "\(created.text)")
+        #expect(try boxes[1].exists("\(u)-container"))
+        let listed = try HTTP.call("GET", cp.base + "/v1/containers", token: admin).json?["containers"]?.items ?? []
+        #expect(listed.contains { $0["username"]?.stringValue == u && $0["node"]?.stringValue == n1 }, "\(listed)")
+        let exec = try boxes[0].cli(["exec", u, "--server", grpc, "--token", admin, "--", "hostname"])
+        #expect(exec.status == 0 && exec.stdout.contains("\(u)-container"), "\(exec.output)")
+        let terminal = try Run.run("/usr/bin/python3", [TestEnv.repoRoot.appendingPathComponent("Tests/Helpers/ws_terminal.py").path,
+                                                        "127.0.0.1:\(cp.httpPort)", u, admin, "echo term-$((40+2)) on $(hostname)", "term-42 on \(u)-container", "60"], timeout: 90)
+        #expect(terminal.status == 0, "\(terminal.output)")
+        let key = boxes[0].key.privateKey
+        let login = try Self.ssh(port: cpSSH, u, key: key, ["echo $(id -un)@$(hostname); exit 7"])
+        #expect(login.status == 7 && login.stdout == "\(u)@\(u)-container\n", "\(login.output)")
+        // The hop reached the node's own gateway (with the control plane's key).
+        let nodeAudit = try HTTP.call("GET", node.base + "/v1/audit?action=gateway.auth&target=\(u)", token: try node.token("admin", roles: "admin"))
+            .json?["entries"]?.items ?? []
+        #expect(nodeAudit.contains { $0["result"]?.stringValue == "ok" }, "\(nodeAudit)")
+        // The node's calls came from the control plane over the link, as the control plane.
+        let nodeCreate = try HTTP.call("GET", node.base + "/v1/audit?action=container.create&target=\(u)", token: try node.token("admin", roles: "admin"))
+            .json?["entries"]?.items ?? []
+        #expect(nodeCreate.contains { $0["actor"]?.stringValue == "control-plane" && $0["source"]?.stringValue == "node-link" }, "\(nodeCreate)")
+
+        // The node restarts: the link comes back and the environment is reachable again.
+        node.stop()
+        try eventually("the link closes", within: 30) { cp.log.contains("node \(n1)'s link closed") }
+        try node.start()
+        try eventually("the node links again", within: 60) {
+            try boxes[0].cli(["exec", u, "--server", grpc, "--token", admin, "--", "hostname"]).stdout.contains("\(u)-container")
+        }
+        #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)", token: admin).status == 200)
+        #expect(try !boxes[1].exists("\(u)-container"))
+    }
+
     @Test("two control planes on one PostgreSQL database: one node reports to both; drains, environments and placements are shared, and concurrent creates through both never double-book the node", .needsPostgres)
     func twoControlPlanes() throws {
         guard let base = ProcessInfo.processInfo.environment["CONTAINARIUM_TEST_PG_URL"] else {

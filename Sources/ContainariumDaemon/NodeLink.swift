@@ -1,0 +1,302 @@
+import ContainariumCore
+import Foundation
+import GRPCCore
+public import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The link between a node and its control plane: the node dials out (gRPC `NodeLink`, a
+/// bidirectional stream authenticated with the node's own token, over mTLS when the control
+/// plane runs with it) and keeps that one connection open; the control plane sends work back
+/// over it. A node behind NAT, or one with no inbound port at all, is a full member.
+///
+/// The stream multiplexes byte channels. Each channel is a connection the control plane opened
+/// to a local socket of its own (`<state>/links/NODE.api` or `NODE.ssh`, mode 0600 in a 0700
+/// directory): the node connects it to its node API (a gRPC server on a unix socket in its own
+/// state directory, never on a port) or to its SSH gateway, and relays bytes both ways. So
+/// every call the control plane makes to a node (creates with progress, exec, consoles, keys,
+/// listing) and every SSH hop through the node's gateway goes through the one link, and the
+/// code that makes those calls is the same as for any gRPC client or SSH connection.
+///
+/// Frames are JSON objects: `{"ch": N, "op": "open", "target": "api"|"ssh"}` (control plane to
+/// node), `{"ch": N, "op": "data", "b": BASE64}` and `{"ch": N, "op": "close"}` (both ways).
+enum LinkFrame {
+    static let method = "NodeLink"
+    /// The metadata key naming the node at the other end of the link.
+    static let nodeKey = "containarium-node"
+
+    static func open(_ ch: Int, _ target: String) -> JSONValue { .object(["ch": .number(Double(ch)), "op": .string("open"), "target": .string(target)]) }
+    static func data(_ ch: Int, _ bytes: ByteBuffer) -> JSONValue {
+        .object(["ch": .number(Double(ch)), "op": .string("data"), "b": .string(Data(bytes.readableBytesView).base64EncodedString())])
+    }
+    static func close(_ ch: Int) -> JSONValue { .object(["ch": .number(Double(ch)), "op": .string("close")]) }
+
+    static func parse(_ m: JSONValue) -> (ch: Int, op: String, target: String?, bytes: [UInt8]?)? {
+        guard let n = m["ch"]?.number, n >= 1, n < 1e9, n.rounded() == n, let op = m["op"]?.stringValue else { return nil }
+        let bytes = m["b"]?.stringValue.flatMap { Data(base64Encoded: $0) }.map { Array($0) }
+        return (Int(n), op, m["target"]?.stringValue, bytes)
+    }
+
+    /// Relay one local connection over a link channel until either side ends it; then the
+    /// other side is told (`close`) and the local connection is closed.
+    static func relay(_ conn: NIOAsyncChannel<ByteBuffer, ByteBuffer>, channel ch: Int, incoming: AsyncStream<[UInt8]>,
+                      send: @escaping @Sendable (JSONValue) -> Void) async {
+        try? await conn.executeThenClose { inbound, outbound in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await buffer in inbound { send(data(ch, buffer)) }
+                }
+                group.addTask {
+                    for await bytes in incoming { try await outbound.write(ByteBuffer(bytes: bytes)) }
+                }
+                _ = try await group.next()
+                group.cancelAll()
+            }
+        }
+        send(close(ch))
+    }
+}
+
+/// The channels of one link, either end: what the other side sent to each open channel.
+final class LinkChannels: Sendable {
+    private let open = Mutex<(next: Int, streams: [Int: AsyncStream<[UInt8]>.Continuation])>((1, [:]))
+
+    /// A new channel: its number and what the other side will send on it.
+    func add(_ ch: Int? = nil) -> (Int, AsyncStream<[UInt8]>) {
+        let (stream, cont) = AsyncStream<[UInt8]>.makeStream()
+        let id = open.withLock { s -> Int in
+            let id = ch ?? s.next
+            s.next = max(s.next, id + 1)
+            s.streams[id]?.finish()
+            s.streams[id] = cont
+            return id
+        }
+        return (id, stream)
+    }
+
+    func deliver(_ ch: Int, _ bytes: [UInt8]) { _ = open.withLock { $0.streams[ch] }?.yield(bytes) }
+    func finish(_ ch: Int) { open.withLock { $0.streams.removeValue(forKey: ch) }?.finish() }
+    func finishAll() {
+        for c in open.withLock({ s -> [AsyncStream<[UInt8]>.Continuation] in
+            defer { s.streams = [:] }
+            return Array(s.streams.values)
+        }) { c.finish() }
+    }
+}
+
+/// The control plane's side: the links nodes keep open, and a local socket per link and target.
+public final class NodeLinks: Sendable {
+    let dir: String
+    let logger: Logger
+
+    final class Link: Sendable {
+        let id = UUID()
+        let node: String
+        let out: AsyncStream<JSONValue>.Continuation
+        let channels = LinkChannels()
+        init(node: String, out: AsyncStream<JSONValue>.Continuation) {
+            self.node = node
+            self.out = out
+        }
+    }
+    private let links = Mutex<[String: Link]>([:])
+
+    public init(stateDir: String, logger: Logger) {
+        dir = (stateDir as NSString).appendingPathComponent("links")
+        self.logger = logger
+    }
+
+    static let targets = ["api", "ssh"]
+    func socketPath(_ node: String, _ target: String) -> String { (dir as NSString).appendingPathComponent("\(node).\(target)") }
+
+    /// The local socket that reaches `node`'s node API (or its SSH gateway, `ssh`) through its
+    /// link, while the node holds one open.
+    public func socket(of node: String, _ target: String = "api") -> String? {
+        links.withLock { $0[node] } == nil ? nil : socketPath(node, target)
+    }
+
+    public var linkedNodes: [String] { links.withLock { Array($0.keys).sorted() } }
+
+    /// Serve one link until the node hangs up (or the daemon stops). A node that links again
+    /// replaces its previous link.
+    func serve(node: String, inbound: RPCAsyncSequence<JSONValue, any Error>, writer: RPCWriter<JSONValue>) async throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        chmod(dir, 0o700)
+        let (out, cont) = AsyncStream<JSONValue>.makeStream()
+        let link = Link(node: node, out: cont)
+        // Listen first, so a socket path handed out always has a listener behind it.
+        var servers: [(String, NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>)] = []
+        defer { for (_, s) in servers { s.channel.close(promise: nil) } }
+        for target in Self.targets {
+            let path = socketPath(node, target) + ".\(link.id.uuidString.prefix(8))"
+            let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
+                    channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+                }
+            chmod(path, 0o600)
+            // Swapped into place atomically: callers never see a path without a listener.
+            guard rename(path, socketPath(node, target)) == 0 else {
+                server.channel.close(promise: nil)
+                throw ContainariumError(.internal, "cannot place the link socket \(socketPath(node, target))")
+            }
+            servers.append((target, server))
+        }
+        let previous = links.withLock { l -> Link? in
+            defer { l[node] = link }
+            return l[node]
+        }
+        previous?.out.finish()
+        logger.notice("node \(node) linked\(previous == nil ? "" : " again (replacing its previous link)")")
+        defer {
+            link.channels.finishAll()
+            cont.finish()
+            let current = links.withLock { l -> Bool in
+                guard l[node]?.id == link.id else { return false }
+                l[node] = nil
+                return true
+            }
+            if current {
+                for target in Self.targets { unlink(socketPath(node, target)) }
+                logger.notice("node \(node)'s link closed")
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await frame in out { try await writer.write(frame) }
+            }
+            group.addTask {
+                for try await m in inbound {
+                    guard let f = LinkFrame.parse(m) else { continue }
+                    switch f.op {
+                    case "data": if let b = f.bytes { link.channels.deliver(f.ch, b) }
+                    case "close": link.channels.finish(f.ch)
+                    default: continue
+                    }
+                }
+            }
+            for (target, server) in servers {
+                group.addTask {
+                    try await server.executeThenClose { connections in
+                        await withDiscardingTaskGroup { conns in
+                            do {
+                                for try await conn in connections {
+                                    conns.addTask {
+                                        let (ch, incoming) = link.channels.add()
+                                        link.out.yield(LinkFrame.open(ch, target))
+                                        await LinkFrame.relay(conn, channel: ch, incoming: incoming) { link.out.yield($0) }
+                                        link.channels.finish(ch)
+                                    }
+                                }
+                            } catch {}
+                        }
+                    }
+                }
+            }
+            // The first to end (the node hung up, or this link was replaced) ends the link:
+            // no new connections, every open channel ends, nothing more is written.
+            defer {
+                for (_, s) in servers { s.channel.close(promise: nil) }
+                link.channels.finishAll()
+                cont.finish()
+                group.cancelAll()
+            }
+            _ = try await group.next()
+        }
+    }
+}
+
+/// The node's side: keeps a link open to each control plane it reports to, and connects each
+/// channel the control plane opens to the node API's unix socket or the SSH gateway.
+struct NodeLinkAgent {
+    let join: JoinOptions
+    let nodeName: String
+    /// The node API's unix socket.
+    let apiSocket: String
+    /// This node's SSH gateway, when it runs one (HOST, PORT as the node itself reaches it).
+    let gateway: (host: String, port: Int)?
+    let logger: Logger
+
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            for server in join.servers {
+                group.addTask { await keep(server) }
+            }
+        }
+    }
+
+    /// Link, and link again whenever the link drops (1 s, doubling to 10 s while it fails).
+    func keep(_ server: String) async {
+        var delay: Double = 1
+        var failing = false
+        while !Task.isCancelled {
+            let started = Date()
+            do throws(ContainariumError) {
+                let client = try RemoteClient(server: server, certsDir: join.certsDir, token: join.token)
+                if failing { logger.notice("linking to the control plane at \(server) again") }
+                try await once(client)
+                failing = false
+            } catch {
+                if !failing { logger.warning("no link to the control plane at \(server): \(error.message)") }
+                failing = true
+            }
+            if Date().timeIntervalSince(started) > 30 { delay = 1 }
+            try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+            delay = min(delay * 2, 10)
+        }
+    }
+
+    func once(_ client: RemoteClient) async throws(ContainariumError) {
+        let (out, cont) = AsyncStream<JSONValue>.makeStream()
+        let channels = LinkChannels()
+        let send: @Sendable (JSONValue) -> Void = { cont.yield($0) }
+        let opened = Mutex<[Task<Void, Never>]>([])
+        defer {
+            channels.finishAll()
+            for t in opened.withLock({ $0 }) { t.cancel() }
+        }
+        try await client.link(node: nodeName, outbound: out, ended: { cont.finish() }) { m in
+            guard let f = LinkFrame.parse(m) else { return }
+            switch f.op {
+            case "open":
+                let (ch, incoming) = channels.add(f.ch)
+                let target = f.target ?? ""
+                let task = Task {
+                    do {
+                        let conn = try await connect(target)
+                        await LinkFrame.relay(conn, channel: ch, incoming: incoming, send: send)
+                    } catch {
+                        logger.warning("link channel to \(target) failed: \(error)")
+                        send(LinkFrame.close(ch))
+                    }
+                    channels.finish(ch)
+                }
+                opened.withLock { $0.append(task) }
+            case "data": if let b = f.bytes { channels.deliver(f.ch, b) }
+            case "close": channels.finish(f.ch)
+            default: return
+            }
+        }
+    }
+
+    func connect(_ target: String) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(10))
+        let wrap: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { channel in
+            channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+        }
+        switch target {
+        case "api":
+            return try await bootstrap.connect(unixDomainSocketPath: apiSocket, channelInitializer: wrap)
+        case "ssh":
+            guard let gateway else { throw ContainariumError(.unavailable, "this node runs no SSH gateway") }
+            return try await bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: gateway.host, port: gateway.port, channelInitializer: wrap)
+        default:
+            throw ContainariumError(.invalidArgument, "unknown link target '\(target)'")
+        }
+    }
+}
