@@ -204,6 +204,13 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    /// The node `user`'s environment lives on, resolved once per request: this daemon's own
+    /// backends, or a member of its cluster (through its link).
+    func node(of user: Username) async throws(ContainariumError) -> any EnvironmentNode {
+        if let remote = try await remoteNode(of: user), let cluster { return RemoteNode(name: remote, client: try cluster.client(for: remote)) }
+        return LocalNode(plane: self)
+    }
+
     /// The remote member holding `user`'s environment, if it is not this node's.
     func remoteNode(of user: Username) async throws(ContainariumError) -> String? {
         guard let cluster, let r = try await store.container(user.value), r.node != node, cluster.member(r.node) != nil else { return nil }
@@ -362,11 +369,7 @@ public final class ControlPlane: Sendable {
 
     public func getContainer(_ caller: Caller, _ username: String) async throws(ContainariumError) -> ContainerView {
         let user = try await authorize(caller, username, .read)
-        if let remote = try await remoteNode(of: user) { return try await forwardView(remote, "GetContainer", ["username": .string(user.value)]) }
-        let record = try await store.container(user.value)
-        if let info = inventory.get(user.containerName) { return ContainerView(info, record: record) }
-        let info = try await service.info(username: user.value)
-        return ContainerView(info, record: record)
+        return try await node(of: user).view(user)
     }
 
     /// Create an environment. With `async`, returns at once with an operation to poll.
@@ -463,18 +466,11 @@ public final class ControlPlane: Sendable {
         defer { running.withLock { _ = $0.removeValue(forKey: op.id) } }
         do throws(ContainariumError) {
             guard let cluster else { throw .internal("no cluster") }
-            var q: [String: JSONValue] = ["username": .string(request.username), "sshKeys": .array(request.sshKeys.map { .string($0) }),
-                                          "labels": .object(request.labels.mapValues { .string($0) })]
-            for (k, v) in [("image", request.image), ("osType", request.osType), ("cpu", request.cpu), ("memory", request.memory),
-                           ("disk", request.disk), ("stack", request.stack)] { if let v { q[k] = .string(v) } }
-            if let a = request.autostart { q["autostart"] = .bool(a) }
-            if let n = request.nesting { q["nesting"] = .bool(n) }
-            for runtime in request.runtimes { q[runtime.requestField] = .bool(true) }
-            if let g = request.gpus { q["gpus"] = .number(Double(g)) }
-            if let m = request.gpuModel { q["gpuModel"] = .string(m) }
-            if !request.gpuDevices.isEmpty { q["gpuDevices"] = .array(request.gpuDevices.map { .string($0) }) }
+            // The node places it on its own backends: it is not asked to place it again.
+            var request = request
+            request.node = nil
             let client = try cluster.client(for: target)
-            let result = try await client.create(.object(q)) { [events, store] p in
+            let result = try await client.create(request.grpcMessage) { [events, store] p in
                 events.publish("operation.progress", username: user.value, data: p)
                 if let step = p["step"]?.number, let total = p["total"]?.number {
                     Task { try? await store.updateProgress(op.id, step: Int(step), total: Int(total), message: p["message"]?.stringValue ?? "") }
@@ -539,23 +535,17 @@ public final class ControlPlane: Sendable {
                running.withLock({ $0[id] != nil }) {
                 throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is still being created (operation \(id))")
             }
-            if let remote = try await remoteNode(of: user) {
-                _ = try await forward(remote, "DeleteContainer", ["username": .string(user.value), "force": .bool(force)])
-                try await store.deleteContainer(user.value)
-                await cluster?.release(user.containerName)  // not counted on the node any more
-                changed(user.value)
-                return
-            }
-            try? await store.setPhase(user.value, .deleting)
+            let target = try await node(of: user)
+            if target is LocalNode { try? await store.setPhase(user.value, .deleting) }
             do throws(ContainariumError) {
-                try await service.delete(username: user.value, force: force)
+                try await target.delete(user, force: force)
             } catch where error.code == .notFound {
-                // Gone from the backend already: drop the record below.
+                // Gone from its node already: drop the record below.
                 guard try await store.container(user.value) != nil else { throw error }
             }
             try await store.deleteContainer(user.value)
-            inventory.remove(user.containerName)
-            await cluster?.release(user.containerName)
+            if target is LocalNode { inventory.remove(user.containerName) }
+            await cluster?.release(user.containerName)  // not counted on the node any more
             changed(user.value)
         }
     }
@@ -565,18 +555,7 @@ public final class ControlPlane: Sendable {
     public func power(_ caller: Caller, _ username: String, _ action: PowerAction, force: Bool = false) async throws(ContainariumError) -> ContainerView {
         try await audited(caller, "container.\(action.rawValue)", username) { () async throws(ContainariumError) -> ContainerView in
             let user = try await authorize(caller, username, .act)
-            if let remote = try await remoteNode(of: user) {
-                let method = ["start": "StartContainer", "stop": "StopContainer", "restart": "RestartContainer"][action.rawValue] ?? ""
-                return try await forwardView(remote, method, ["username": .string(user.value), "force": .bool(force)])
-            }
-            let info: InstanceInfo
-            switch action {
-            case .start: info = try await service.start(username: user.value)
-            case .stop: info = try await service.stop(username: user.value, force: force)
-            case .restart: info = try await service.restart(username: user.value)
-            }
-            inventory.put(info)
-            return ContainerView(info, record: try await store.container(user.value))
+            return try await node(of: user).power(user, action, force: force)
         }
     }
 
@@ -584,26 +563,14 @@ public final class ControlPlane: Sendable {
         let detail = [cpu.map { "cpu=\($0)" }, memory.map { "memory=\($0)" }, disk.map { "disk=\($0)" }].compactMap { $0 }.joined(separator: " ")
         return try await audited(caller, "container.resize", username, detail: detail) { () async throws(ContainariumError) -> ContainerView in
             let user = try await authorize(caller, username, .act)
-            if let remote = try await remoteNode(of: user) {
-                var q: [String: JSONValue] = ["username": .string(user.value)]
-                if let cpu { q["cpu"] = .string(cpu) }
-                if let memory { q["memory"] = .string(memory) }
-                if let disk { q["disk"] = .string(disk) }
-                return try await forwardView(remote, "ResizeContainer", q)
-            }
-            let info = try await service.resize(username: user.value, cpu: cpu, memory: memory, disk: disk, cpuOvercommit: cpuOvercommit)
-            inventory.put(info)
-            return ContainerView(info, record: try await store.container(user.value))
+            return try await node(of: user).resize(user, cpu: cpu, memory: memory, disk: disk)
         }
     }
 
     public func installStack(_ caller: Caller, _ username: String, stack: String) async throws(ContainariumError) -> ExecResult {
         try await audited(caller, "container.install-stack", username, detail: "stack=\(stack)") { () async throws(ContainariumError) -> ExecResult in
             let user = try await authorize(caller, username, .act)
-            _ = try service.stacks.stack(stack)
-            return try await service.installStack(username: user.value, stack: stack) { [events] p in
-                events.publish("stack.progress", username: user.value, data: .object(["step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message)]))
-            }
+            return try await node(of: user).installStack(user, stack: stack)
         }
     }
 
@@ -611,19 +578,7 @@ public final class ControlPlane: Sendable {
     public func cleanupDisk(_ caller: Caller, _ username: String) async throws(ContainariumError) -> CleanupView {
         try await audited(caller, "container.cleanup-disk", username) { () async throws(ContainariumError) -> CleanupView in
             let user = try await authorize(caller, username, .act)
-            let before = try await service.info(username: user.value).diskUsageBytes
-            let script = "apt-get clean >/dev/null 2>&1; journalctl --vacuum-size=16M >/dev/null 2>&1; "
-                + "find /tmp /var/tmp -xdev -mindepth 1 -mtime +7 -delete 2>/dev/null; sync; true"
-            let r = try await service.exec(username: user.value, command: ["sh", "-c", script])
-            // The script ends in `true`: only a signal stops it early. 137/143: the environment
-            // stopped or restarted under it, or ran out of memory: its state, not our fault.
-            if r.exitCode == 137 || r.exitCode == 143 {
-                throw ContainariumError(.failedPrecondition, "the cleanup in \(user.containerName) was killed (exit \(r.exitCode)): the environment stopped, restarted or ran out of memory; try again once it runs")
-            }
-            guard r.exitCode == 0 else { throw .internal("cleanup failed in \(user.containerName) (exit \(r.exitCode))", cause: r.stderr) }
-            let after = try await service.info(username: user.value).diskUsageBytes
-            let freed = before.flatMap { b in after.map { a in b > a ? b - a : 0 } }
-            return CleanupView(username: user.value, diskUsageBeforeBytes: before, diskUsageAfterBytes: after, freedBytes: freed)
+            return try await node(of: user).cleanupDisk(user)
         }
     }
 
@@ -633,11 +588,7 @@ public final class ControlPlane: Sendable {
             // Root inside an environment is for admins; others run as the account itself.
             if !asUser && !caller.isAdmin { throw .denied("running commands as root needs the admin role; use --user") }
             guard !command.isEmpty else { throw .invalid("command is empty") }
-            if let remote = try await remoteNode(of: user) {
-                let v = try await forward(remote, "Exec", ["username": .string(user.value), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)])
-                return try WireJSON.decode(ExecResult.self, from: WireJSON.encode(v))
-            }
-            return try await service.exec(username: user.value, command: command, asUser: asUser)
+            return try await node(of: user).exec(user, command, asUser: asUser)
         }
     }
 
@@ -646,7 +597,7 @@ public final class ControlPlane: Sendable {
         let user = try await authorize(caller, username, .read)
         var gateway = gatewayEndpoint.withLock { $0 }
         if let gatewayHost { gateway?.host = gatewayHost }
-        return try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath, gateway: gateway)
+        return try await node(of: user).sshConfig(user, jumpHost: jumpHost, keyPath: keyPath, gateway: gateway)
     }
 
     private let gatewayEndpoint = Mutex<SSHConfigExport.Gateway?>(nil)
@@ -680,17 +631,14 @@ public final class ControlPlane: Sendable {
 
     public func listKeys(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [KeyView] {
         let user = try await authorize(caller, username, .read)
-        return try await readKeys(user).map { KeyView(fingerprint: $0.fingerprint, type: $0.type, comment: $0.comment ?? "", publicKey: $0.authorizedKeysLine) }
+        return try await node(of: user).keys(user).map { KeyView(fingerprint: $0.fingerprint, type: $0.type, comment: $0.comment ?? "", publicKey: $0.authorizedKeysLine) }
     }
 
     public func addKey(_ caller: Caller, _ username: String, publicKey: String) async throws(ContainariumError) -> KeyView {
         try await audited(caller, "container.ssh-key.add", username) { () async throws(ContainariumError) -> KeyView in
             let user = try await authorize(caller, username, .act)
             let key = try SSHPublicKey.registrable(publicKey)
-            var keys = try await readKeys(user)
-            if keys.contains(where: { $0.fingerprint == key.fingerprint }) { throw .alreadyExists("key \(key.fingerprint) is already installed") }
-            keys.append(key)
-            try await writeKeys(user, keys)
+            try await node(of: user).addKey(user, key)
             try? await store.addKey(KeyRecord(username: user.value, fingerprint: key.fingerprint, publicKey: key.authorizedKeysLine))
             changed(user.value)
             return KeyView(fingerprint: key.fingerprint, type: key.type, comment: key.comment ?? "", publicKey: key.authorizedKeysLine)
@@ -700,11 +648,7 @@ public final class ControlPlane: Sendable {
     public func removeKey(_ caller: Caller, _ username: String, fingerprint: String) async throws(ContainariumError) {
         try await audited(caller, "container.ssh-key.remove", username, detail: fingerprint) { () async throws(ContainariumError) in
             let user = try await authorize(caller, username, .act)
-            let keys = try await readKeys(user)
-            let remaining = keys.filter { $0.fingerprint != fingerprint }
-            guard remaining.count < keys.count else { throw .notFound("no key \(fingerprint) for \(user.value)") }
-            guard !remaining.isEmpty else { throw ContainariumError(.failedPrecondition, "refusing to remove the last key: \(user.value) could not log in any more") }
-            try await writeKeys(user, remaining)
+            try await node(of: user).removeKey(user, fingerprint: fingerprint)
             _ = try? await store.removeKey(user.value, fingerprint: fingerprint)
             changed(user.value)
         }
@@ -760,6 +704,21 @@ public final class ControlPlane: Sendable {
         userdel -r "$user" 2>/dev/null || userdel "$user"
         """
 
+    /// The collaborator's account in an environment on this node (`LocalNode`).
+    func addCollaboratorAccount(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError) {
+        let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.collaboratorScript, "sh", user.value, other.value,
+                                                                       sudo ? "full" : "owner-only", containerRuntime ? "yes" : "no"] + keys.map(\.authorizedKeysLine))
+        guard r.exitCode == 0 else {
+            if r.exitCode == 4 { throw .alreadyExists(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            throw .internal("could not create \(other.value)'s account in \(user.value)'s environment", cause: r.stderr)
+        }
+    }
+
+    func removeCollaboratorAccount(_ user: Username, _ other: Username) async throws(ContainariumError) {
+        let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
+        guard r.exitCode == 0 else { throw .internal("could not remove \(other.value)'s account", cause: r.stderr) }
+    }
+
     public func addCollaborator(_ caller: Caller, _ username: String, collaborator: String, sshKey: String? = nil,
                                 sudo: Bool = false, containerRuntime: Bool = false) async throws(ContainariumError) -> CollaboratorView {
         try await audited(caller, "container.collaborator.add", username, detail: collaborator + (sudo ? " sudo" : "") + (containerRuntime ? " container-runtime" : "")) { () async throws(ContainariumError) -> CollaboratorView in
@@ -777,18 +736,14 @@ public final class ControlPlane: Sendable {
             guard !(try await store.collaborators(of: user.value)).contains(where: { $0.collaborator == other.value }) else {
                 throw .alreadyExists("\(other.value) already collaborates on \(user.value)'s environment")
             }
-            let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.collaboratorScript, "sh", user.value, other.value,
-                                                                           sudo ? "full" : "owner-only", containerRuntime ? "yes" : "no"] + keys.map(\.authorizedKeysLine))
-            guard r.exitCode == 0 else {
-                if r.exitCode == 4 { throw .alreadyExists(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)) }
-                throw .internal("could not create \(other.value)'s account in \(user.value)'s environment", cause: r.stderr)
-            }
+            let target = try await node(of: user)
+            try await target.addCollaborator(user, other, keys: keys, sudo: sudo, containerRuntime: containerRuntime)
             let record = CollaboratorRecord(username: user.value, collaborator: other.value, addedBy: caller.subject, sudo: sudo, containerRuntime: containerRuntime)
             do throws(ContainariumError) {
                 try await store.addCollaborator(record)
             } catch {
                 // Leave nothing half-made: the account goes when the record cannot be written.
-                _ = try? await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
+                try? await target.removeCollaborator(user, other)
                 throw error
             }
             changed(user.value)
@@ -803,12 +758,7 @@ public final class ControlPlane: Sendable {
             guard try await store.collaborators(of: user.value).contains(where: { $0.collaborator == other.value }) else {
                 throw .notFound("\(other.value) does not collaborate on \(user.value)'s environment")
             }
-            // The account inside goes with the record: nothing is left that still opens the door.
-            guard inventory.get(user.containerName)?.state == .running else {
-                throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is not running: start it first, so that \(other.value)'s account inside it can be removed too")
-            }
-            let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
-            guard r.exitCode == 0 else { throw .internal("could not remove \(other.value)'s account", cause: r.stderr) }
+            try await node(of: user).removeCollaborator(user, other)
             try await store.removeCollaborator(user.value, collaborator: other.value)
             changed(user.value)
         }

@@ -44,7 +44,7 @@ public enum ContainariumRPC {
     public static let unaryMethods = [
         "ListContainers", "GetContainer", "DeleteContainer", "StartContainer", "StopContainer", "RestartContainer",
         "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity", "ListStacks",
-        "ListCollaborators", "AddCollaborator", "RemoveCollaborator",
+        "ListCollaborators", "AddCollaborator", "RemoveCollaborator", "ListSSHKeys", "AddSSHKey", "RemoveSSHKey", "CleanupDisk",
         "ReportNode", "ListNodes", "DrainNode", "UndrainNode", "RemoveNode", "ExplainSchedule",
     ]
     public static let createMethod = "CreateContainer"
@@ -156,6 +156,14 @@ struct ContainariumGRPCService: RegistrableRPCService {
         case "RemoveCollaborator":
             try await plane.removeCollaborator(caller, try field("username"), collaborator: try field("collaboratorUsername"))
             return .object([:])
+        case "ListSSHKeys": return try encode(["keys": await plane.listKeys(caller, try field("username"))])
+        case "AddSSHKey":
+            guard let key = request["sshPublicKey"]?.stringValue ?? request["publicKey"]?.stringValue else { throw .invalid("missing field 'sshPublicKey'") }
+            return try encode(await plane.addKey(caller, try field("username"), publicKey: key))
+        case "RemoveSSHKey":
+            try await plane.removeKey(caller, try field("username"), fingerprint: try field("fingerprint"))
+            return .object([:])
+        case "CleanupDisk": return try encode(await plane.cleanupDisk(caller, try field("username")))
         case "ReportNode":
             let report = try WireJSON.decode(NodeReport.self, from: WireJSON.encode(request))
             return try encode(await plane.reportNode(caller, report))
@@ -266,15 +274,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: "CreateContainer", reason: error.message)
                 return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
             }
-            let m = request.message
-            let create = CreateEnvironmentRequest(
-                username: m["username"]?.stringValue ?? "", sshKeys: m["sshKeys"]?.items?.compactMap { $0.stringValue } ?? [],
-                image: m["image"]?.stringValue, osType: m["osType"]?.stringValue, cpu: m["cpu"]?.stringValue, memory: m["memory"]?.stringValue,
-                disk: m["disk"]?.stringValue, autostart: m["autostart"]?.bool, nesting: m["nesting"]?.bool, stack: m["stack"]?.stringValue,
-                labels: (m["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
-                gpus: ContainariumGRPCService.gpuCount(m["gpus"]), gpuModel: m["gpuModel"]?.stringValue,
-                gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [], node: m["node"]?.stringValue,
-                runtimes: ContainerRuntime.allCases.filter { m[$0.requestField]?.bool == true })
+            let create = CreateEnvironmentRequest(grpcMessage: request.message)
             return StreamingServerResponse { writer in
                 let (events, cancel) = plane.events.subscribe()
                 let relay = Task {
@@ -514,5 +514,35 @@ public struct RemoteClient: Sendable {
         } catch {
             throw ContainariumRPC.containariumError(error)
         }
+    }
+}
+
+extension CreateEnvironmentRequest {
+    /// A create as the gRPC `CreateContainer` message carries it: one mapping both ways, for the
+    /// gRPC adapter and for the control plane handing a create to another node.
+    init(grpcMessage m: JSONValue) {
+        self.init(
+            username: m["username"]?.stringValue ?? "", sshKeys: m["sshKeys"]?.items?.compactMap { $0.stringValue } ?? [],
+            image: m["image"]?.stringValue, osType: m["osType"]?.stringValue, cpu: m["cpu"]?.stringValue, memory: m["memory"]?.stringValue,
+            disk: m["disk"]?.stringValue, autostart: m["autostart"]?.bool, nesting: m["nesting"]?.bool, stack: m["stack"]?.stringValue,
+            labels: (m["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
+            gpus: ContainariumGRPCService.gpuCount(m["gpus"]), gpuModel: m["gpuModel"]?.stringValue,
+            gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [], node: m["node"]?.stringValue,
+            runtimes: ContainerRuntime.allCases.filter { m[$0.requestField]?.bool == true })
+    }
+
+    var grpcMessage: JSONValue {
+        var q: [String: JSONValue] = ["username": .string(username), "sshKeys": .array(sshKeys.map { .string($0) }),
+                                      "labels": .object(labels.mapValues { .string($0) })]
+        for (k, v) in [("image", image), ("osType", osType), ("cpu", cpu), ("memory", memory), ("disk", disk), ("stack", stack), ("node", node),
+                       ("gpuModel", gpuModel)] {
+            if let v { q[k] = .string(v) }
+        }
+        if let autostart { q["autostart"] = .bool(autostart) }
+        if let nesting { q["nesting"] = .bool(nesting) }
+        for runtime in runtimes { q[runtime.requestField] = .bool(true) }
+        if let gpus { q["gpus"] = .number(Double(gpus)) }
+        if !gpuDevices.isEmpty { q["gpuDevices"] = .array(gpuDevices.map { .string($0) }) }
+        return .object(q)
     }
 }

@@ -1,0 +1,192 @@
+import ContainariumCore
+import ContainariumService
+import ContainariumStore
+import Foundation
+
+/// The node layer: the node an environment lives on, resolved once per request
+/// (`ControlPlane.node(of:)`), with every per-environment verb. `LocalNode` runs it on this
+/// daemon's own backends; `RemoteNode` on a member, through its link (or its advertised
+/// address), where that node's daemon runs it on its own backends as `control-plane`.
+///
+/// The control plane authorizes and audits before it asks a node; the node keeps the
+/// environment's truth (the instance, its accounts and keys). Bookkeeping that authorization
+/// needs (records, collaborators, key history) stays with the control plane.
+protocol EnvironmentNode: Sendable {
+    var name: String { get }
+    func view(_ user: Username) async throws(ContainariumError) -> ContainerView
+    func delete(_ user: Username, force: Bool) async throws(ContainariumError)
+    func power(_ user: Username, _ action: ControlPlane.PowerAction, force: Bool) async throws(ContainariumError) -> ContainerView
+    func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView
+    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult
+    func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult
+    func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView
+    /// The keys that open the owner's account (its authorized_keys).
+    func keys(_ user: Username) async throws(ContainariumError) -> [SSHPublicKey]
+    /// Add a key to the owner's account; `.alreadyExists` when it is there.
+    func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError)
+    /// Remove a key; `.notFound` when it is not there, `.failedPrecondition` for the last one.
+    func removeKey(_ user: Username, fingerprint: String) async throws(ContainariumError)
+    /// A collaborator's account inside the owner's environment.
+    func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError)
+    func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError)
+    func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String
+}
+
+/// An environment on another member, reached through the cluster's client for that member.
+struct RemoteNode: EnvironmentNode {
+    let name: String
+    let client: RemoteClient
+
+    func call(_ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> JSONValue {
+        try await client.call(method, .object(request))
+    }
+    func decode<T: Decodable>(_ type: T.Type, _ v: JSONValue) throws(ContainariumError) -> T {
+        try WireJSON.decode(T.self, from: WireJSON.encode(v))
+    }
+    func viewCall(_ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> ContainerView {
+        var v = try decode(ContainerView.self, try await call(method, request))
+        v.node = name
+        return v
+    }
+
+    func view(_ user: Username) async throws(ContainariumError) -> ContainerView {
+        try await viewCall("GetContainer", ["username": .string(user.value)])
+    }
+    func delete(_ user: Username, force: Bool) async throws(ContainariumError) {
+        _ = try await call("DeleteContainer", ["username": .string(user.value), "force": .bool(force)])
+    }
+    func power(_ user: Username, _ action: ControlPlane.PowerAction, force: Bool) async throws(ContainariumError) -> ContainerView {
+        let method = switch action { case .start: "StartContainer"; case .stop: "StopContainer"; case .restart: "RestartContainer" }
+        return try await viewCall(method, ["username": .string(user.value), "force": .bool(force)])
+    }
+    func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView {
+        var q: [String: JSONValue] = ["username": .string(user.value)]
+        if let cpu { q["cpu"] = .string(cpu) }
+        if let memory { q["memory"] = .string(memory) }
+        if let disk { q["disk"] = .string(disk) }
+        return try await viewCall("ResizeContainer", q)
+    }
+    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
+        try decode(ExecResult.self, try await call("Exec", ["username": .string(user.value), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)]))
+    }
+    func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult {
+        try decode(ExecResult.self, try await call("InstallStack", ["username": .string(user.value), "stack": .string(stack)]))
+    }
+    func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView {
+        try decode(CleanupView.self, try await call("CleanupDisk", ["username": .string(user.value)]))
+    }
+    func keys(_ user: Username) async throws(ContainariumError) -> [SSHPublicKey] {
+        let list = try await call("ListSSHKeys", ["username": .string(user.value)])["keys"]?.items ?? []
+        return list.compactMap { $0["publicKey"]?.stringValue }.compactMap { try? SSHPublicKey(parsing: $0) }
+    }
+    func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError) {
+        _ = try await call("AddSSHKey", ["username": .string(user.value), "publicKey": .string(key.authorizedKeysLine)])
+    }
+    func removeKey(_ user: Username, fingerprint: String) async throws(ContainariumError) {
+        _ = try await call("RemoveSSHKey", ["username": .string(user.value), "fingerprint": .string(fingerprint)])
+    }
+    func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError) {
+        var q: [String: JSONValue] = ["username": .string(user.value), "collaboratorUsername": .string(other.value),
+                                      "sudo": .bool(sudo), "containerRuntime": .bool(containerRuntime)]
+        if !keys.isEmpty { q["sshPublicKey"] = .string(keys.map(\.authorizedKeysLine).joined(separator: "\n")) }
+        _ = try await call("AddCollaborator", q)
+    }
+    func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError) {
+        _ = try await call("RemoveCollaborator", ["username": .string(user.value), "collaboratorUsername": .string(other.value)])
+    }
+    func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
+        // The environment's address and host keys come from its node; the gateway (if any) is
+        // the control plane's, which reaches the node through its link.
+        let v = try await view(user)
+        guard let ip = v.network.ipAddress ?? v.network.ipv4.first else {
+            throw ContainariumError(.failedPrecondition, "\(user.containerName) has no IPv4 address (is it running?)")
+        }
+        return try SSHConfigExport(user: user, jumpHost: jumpHost, containerIP: ip, keyPath: keyPath, gateway: gateway,
+                                   containerHostKeys: v.sshHostKeys).render()
+    }
+}
+
+/// An environment on this daemon's own backends.
+struct LocalNode: EnvironmentNode {
+    let plane: ControlPlane
+    var name: String { plane.node }
+    var service: EnvironmentService { plane.service }
+
+    func view(_ user: Username) async throws(ContainariumError) -> ContainerView {
+        let record = try await plane.store.container(user.value)
+        if let info = plane.inventory.get(user.containerName) { return ContainerView(info, record: record) }
+        return ContainerView(try await service.info(username: user.value), record: record)
+    }
+    func delete(_ user: Username, force: Bool) async throws(ContainariumError) {
+        try await service.delete(username: user.value, force: force)
+    }
+    func power(_ user: Username, _ action: ControlPlane.PowerAction, force: Bool) async throws(ContainariumError) -> ContainerView {
+        let info: InstanceInfo
+        switch action {
+        case .start: info = try await service.start(username: user.value)
+        case .stop: info = try await service.stop(username: user.value, force: force)
+        case .restart: info = try await service.restart(username: user.value)
+        }
+        plane.inventory.put(info)
+        return ContainerView(info, record: try await plane.store.container(user.value))
+    }
+    func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView {
+        let info = try await service.resize(username: user.value, cpu: cpu, memory: memory, disk: disk, cpuOvercommit: plane.cpuOvercommit)
+        plane.inventory.put(info)
+        return ContainerView(info, record: try await plane.store.container(user.value))
+    }
+    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
+        try await service.exec(username: user.value, command: command, asUser: asUser)
+    }
+    func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult {
+        _ = try service.stacks.stack(stack)
+        return try await service.installStack(username: user.value, stack: stack) { [events = plane.events] p in
+            events.publish("stack.progress", username: user.value, data: .object([
+                "step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message)]))
+        }
+    }
+    func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView {
+        let before = try await service.info(username: user.value).diskUsageBytes
+        let script = "apt-get clean >/dev/null 2>&1; journalctl --vacuum-size=16M >/dev/null 2>&1; "
+            + "find /tmp /var/tmp -xdev -mindepth 1 -mtime +7 -delete 2>/dev/null; sync; true"
+        let r = try await service.exec(username: user.value, command: ["sh", "-c", script])
+        // The script ends in `true`: only a signal stops it early. 137/143: the environment
+        // stopped or restarted under it, or ran out of memory: its state, not our fault.
+        if r.exitCode == 137 || r.exitCode == 143 {
+            throw ContainariumError(.failedPrecondition, "the cleanup in \(user.containerName) was killed (exit \(r.exitCode)): the environment stopped, restarted or ran out of memory; try again once it runs")
+        }
+        guard r.exitCode == 0 else { throw .internal("cleanup failed in \(user.containerName) (exit \(r.exitCode))", cause: r.stderr) }
+        let after = try await service.info(username: user.value).diskUsageBytes
+        let freed = before.flatMap { b in after.map { a in b > a ? b - a : 0 } }
+        return CleanupView(username: user.value, diskUsageBeforeBytes: before, diskUsageAfterBytes: after, freedBytes: freed)
+    }
+    func keys(_ user: Username) async throws(ContainariumError) -> [SSHPublicKey] {
+        try await plane.readKeys(user)
+    }
+    func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError) {
+        var keys = try await plane.readKeys(user)
+        if keys.contains(where: { $0.fingerprint == key.fingerprint }) { throw .alreadyExists("key \(key.fingerprint) is already installed") }
+        keys.append(key)
+        try await plane.writeKeys(user, keys)
+    }
+    func removeKey(_ user: Username, fingerprint: String) async throws(ContainariumError) {
+        let keys = try await plane.readKeys(user)
+        let remaining = keys.filter { $0.fingerprint != fingerprint }
+        guard remaining.count < keys.count else { throw .notFound("no key \(fingerprint) for \(user.value)") }
+        guard !remaining.isEmpty else { throw ContainariumError(.failedPrecondition, "refusing to remove the last key: \(user.value) could not log in any more") }
+        try await plane.writeKeys(user, remaining)
+    }
+    func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError) {
+        try await plane.addCollaboratorAccount(user, other, keys: keys, sudo: sudo, containerRuntime: containerRuntime)
+    }
+    func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError) {
+        // The account inside goes with the record: nothing is left that still opens the door.
+        guard plane.inventory.get(user.containerName)?.state == .running else {
+            throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is not running: start it first, so that \(other.value)'s account inside it can be removed too")
+        }
+        try await plane.removeCollaboratorAccount(user, other)
+    }
+    func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
+        try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath, gateway: gateway)
+    }
+}
