@@ -427,6 +427,34 @@ struct ClusterTests {
             .json?["entries"]?.items ?? []
         #expect(nodeCreate.contains { $0["actor"]?.stringValue == "control-plane" && $0["source"]?.stringValue == "node-link" }, "\(nodeCreate)")
 
+        // Keys, collaborators, disk cleanup and the SSH config act on the node that holds it.
+        let second = try KeyPair.generate(in: boxes[0].dir, name: "second")
+        let added = try HTTP.call("POST", cp.base + "/v1/containers/\(u)/ssh-keys", token: admin, body: HTTP.json(["sshPublicKey": second.publicText]))
+        #expect(added.status == 201, "\(added.text)")
+        let authorized = try boxes[1].incus(["exec", "\(u)-container", "--", "cat", "/home/\(u)/.ssh/authorized_keys"]).output
+        #expect(authorized.contains(second.publicText.split(separator: " ")[1]), "the key is in the node's environment: \(authorized)")
+        let keyList = try HTTP.call("GET", cp.base + "/v1/containers/\(u)/ssh-keys", token: admin).json?["keys"]?.items ?? []
+        #expect(keyList.count == 2, "\(keyList)")
+        let withSecond = try Self.ssh(port: cpSSH, u, key: second.privateKey, ["id -un"])
+        #expect(withSecond.stdout == "\(u)\n", "\(withSecond.output)")
+        let fp = try #require(added.json?["fingerprint"]?.stringValue?.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+        #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)/ssh-keys?fingerprint=\(fp)", token: admin).status == 200)
+        #expect(try !boxes[1].incus(["exec", "\(u)-container", "--", "cat", "/home/\(u)/.ssh/authorized_keys"]).stdout
+            .contains(second.publicText.split(separator: " ")[1]))
+        let collab = "dc\(sfx)"
+        let addedCollab = try HTTP.call("POST", cp.base + "/v1/containers/\(u)/collaborators", token: admin,
+                                        body: HTTP.json(["collaboratorUsername": collab, "sshPublicKey": second.publicText]))
+        #expect(addedCollab.status == 201, "\(addedCollab.text)")
+        #expect(try boxes[1].incus(["exec", "\(u)-container", "--", "id", collab]).status == 0, "the collaborator's account is on the node")
+        let asCollab = try Self.ssh(port: cpSSH, "\(u)", key: second.privateKey, ["id -un"])
+        #expect(asCollab.stdout == "\(collab)\n", "the collaborator's key logs in as the collaborator: \(asCollab.output)")
+        #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)/collaborators/\(collab)", token: admin).status == 200)
+        #expect(try boxes[1].incus(["exec", "\(u)-container", "--", "id", collab]).status != 0, "the account went with it")
+        let cleaned = try HTTP.call("POST", cp.base + "/v1/containers/\(u)/cleanup-disk", token: admin)
+        #expect(cleaned.status == 200 && cleaned.json?["username"]?.stringValue == u, "\(cleaned.text)")
+        let config = try HTTP.call("GET", cp.base + "/v1/containers/\(u)/ssh-config", token: admin)
+        #expect(config.status == 200 && config.text.contains("\(u)-container"), "\(config.text)")
+
         // The node restarts: the link comes back and the environment is reachable again.
         node.stop()
         try eventually("the link closes", within: 30) { cp.log.contains("node \(n1)'s link closed") }
