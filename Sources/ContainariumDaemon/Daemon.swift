@@ -44,6 +44,16 @@ public struct DaemonOptions: Sendable {
     public var preemptible = false
     /// Client certificates (ca.crt, client.crt, client.key) for calls to members that run with --mtls.
     public var clusterCertsDir: String?
+    /// Serve the local API socket (`localSocket(stateDir:)`): the CLI on this machine and the
+    /// node's link reach the daemon through it. Off for a gateway-only process.
+    public var localAPI = true
+
+    /// The daemon's API on this machine: a unix socket (0600 in a 0700 directory, root only).
+    /// A call on it without a token acts as the local administrator (`local`), or, carried by the
+    /// node's link, as its control plane.
+    public static func localSocket(stateDir: String) -> String {
+        ((stateDir as NSString).appendingPathComponent("api") as NSString).appendingPathComponent("containarium.sock")
+    }
 
     public init(jwtSecret: String) { self.jwtSecret = jwtSecret }
 }
@@ -202,10 +212,10 @@ public enum Daemon {
             services.append(.init(service: TaskService(description: "node-agent") {
                 await NodeAgent(plane: plane, tokens: tokens, join: join, options: options, gatewayHostKey: gatewayKeys?.hostPublicKey, logger: logger).run()
             }))
-            // The link: the node API on a private unix socket, reached by the control plane
-            // through the connection this node opens to it.
-            let apiSocket = ((options.stateDir as NSString).appendingPathComponent("node") as NSString).appendingPathComponent("api.sock")
-            services.append(.init(service: try GRPCService.nodeAPI(plane: plane, tokens: tokens, socket: apiSocket, logger: logger)))
+            // The link: the control plane reaches the local API socket through the connection
+            // this node opens to it.
+            let apiSocket = DaemonOptions.localSocket(stateDir: options.stateDir)
+            guard options.localAPI else { throw ContainariumError(.invalidArgument, "a node's link needs the daemon's local API socket") }
             let localGateway = options.ssh.map { ssh in (host: ["0.0.0.0", "::", ""].contains(ssh.host) ? "127.0.0.1" : ssh.host, port: ssh.port) }
             services.append(.init(service: TaskService(description: "node-link") {
                 await NodeLinkAgent(join: join, nodeName: service.config.nodeName, apiSocket: apiSocket, gateway: localGateway, logger: logger).run()
@@ -255,6 +265,10 @@ public enum Daemon {
                 onServerRunning: { _ in logger.notice("REST API listening on \(options.restHost):\(options.restPort)") },
                 logger: logger)
             services.append(.init(service: app))
+        }
+        if options.localAPI {
+            services.append(.init(service: try GRPCService.nodeAPI(plane: plane, tokens: tokens, socket: DaemonOptions.localSocket(stateDir: options.stateDir),
+                                                                   logger: logger)))
         }
         if let grpc = options.grpc {
             services.append(.init(service: try GRPCService.make(plane: plane, tokens: tokens, options: grpc, logger: logger)))

@@ -86,14 +86,14 @@ struct ContainariumGRPCService: RegistrableRPCService {
     let plane: ControlPlane
     let tokens: Tokens
     let mtls: Bool
-    /// The node API on its private unix socket: a call without a token came through this node's
-    /// link from its control plane (the only client that can reach the socket besides root).
+    /// The local API socket: a call without a token came from root on this machine (the CLI), or
+    /// through this node's link from its control plane; nobody else can reach the socket.
     var nodeAPI = false
 
     /// A bearer token in metadata wins; otherwise a verified client certificate (mTLS) is the
     /// deployment's administrator; otherwise the call is refused.
     func caller(_ metadata: Metadata, _ context: ServerContext) async throws(ContainariumError) -> Caller {
-        let peer = nodeAPI ? "node-link" : context.remotePeer
+        let peer = context.remotePeer
         if let header = metadata[stringValues: "authorization"].first(where: { _ in true }) {
             let parts = header.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("authorization metadata must be 'Bearer <token>'") }
@@ -101,7 +101,13 @@ struct ContainariumGRPCService: RegistrableRPCService {
             return Caller(subject: subject, role: role, source: peer, interface: "grpc")
         }
         if mtls { return Caller(subject: "mtls-client", role: .admin, source: peer, interface: "grpc") }
-        if nodeAPI { return Caller(subject: "control-plane", role: .admin, source: peer, interface: "grpc") }
+        if nodeAPI {
+            // The node's link says so in metadata; the CLI does not. Both are root-only paths.
+            if metadata[stringValues: LinkFrame.viaLinkKey].contains(where: { _ in true }) {
+                return Caller(subject: "control-plane", role: .admin, source: "node-link", interface: "grpc")
+            }
+            return Caller(subject: "local-admin", role: .admin, source: "local", interface: "cli")
+        }
         throw .unauthenticated("missing credentials: use mTLS client certificates or a bearer token")
     }
 
@@ -328,8 +334,8 @@ struct GRPCService: Service, CustomStringConvertible {
         return GRPCService(server: server)
     }
 
-    /// The node API: the same service on a unix socket (mode 0600 in a 0700 directory), which
-    /// only this node's link to its control plane (and root) reaches. Never on a port.
+    /// The local API: the same service on a unix socket (mode 0600 in a 0700 directory), which
+    /// only root on this machine and this node's link to its control plane reach. Never on a port.
     static func nodeAPI(plane: ControlPlane, tokens: Tokens, socket path: String, logger: Logger) throws(ContainariumError) -> GRPCService {
         let dir = (path as NSString).deletingLastPathComponent
         do {
@@ -342,7 +348,7 @@ struct GRPCService: Service, CustomStringConvertible {
         let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext)
         var service = ContainariumGRPCService(plane: plane, tokens: tokens, mtls: false)
         service.nodeAPI = true
-        logger.info("node API on \(path) (reached through the link to the control plane)")
+        logger.info("local API on \(path)")
         return GRPCService(server: GRPCServer(transport: transport, services: [service])) {
             _ = try? await transport.listeningAddress
             chmod(path, 0o600)
@@ -365,8 +371,11 @@ struct GRPCService: Service, CustomStringConvertible {
 public struct RemoteClient: Sendable {
     public var host: String
     public var port: Int
-    /// A unix socket instead of HOST:PORT: a node reached through its link (`NodeLinks`).
+    /// A unix socket instead of HOST:PORT: a node reached through its link (`NodeLinks`), or
+    /// the local daemon.
     public var socketPath: String?
+    /// Calls are the control plane's, carried by a node's link.
+    var viaLink = false
     public var certsDir: String?
     public var token: String?
 
@@ -378,6 +387,36 @@ public struct RemoteClient: Sendable {
         socketPath = path
         certsDir = nil
         token = nil
+        viaLink = true
+    }
+
+    /// The daemon on this machine, through its local API socket (`DaemonOptions.localSocket`), if
+    /// one runs for that state directory: the CLI then goes through it instead of acting alone.
+    public init?(localDaemon stateDir: String) {
+        let path = DaemonOptions.localSocket(stateDir: stateDir)
+        guard Self.answers(path) else { return nil }
+        host = "localhost"
+        port = 0
+        socketPath = path
+        certsDir = nil
+        token = nil
+    }
+
+    /// Does a process accept connections on this unix socket (not a stale file)?
+    static func answers(_ path: String) -> Bool {
+        guard FileManager.default.fileExists(atPath: path) else { return false }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        return rc == 0
     }
 
     public init(server: String, certsDir: String?, token: String?) throws(ContainariumError) {
@@ -418,6 +457,7 @@ public struct RemoteClient: Sendable {
     var metadata: Metadata {
         var m = Metadata()
         if let token { m.addString("Bearer \(token)", forKey: "authorization") }
+        if viaLink { m.addString("1", forKey: LinkFrame.viaLinkKey) }
         return m
     }
 

@@ -29,6 +29,9 @@ enum LinkFrame {
     static let method = "NodeLink"
     /// The metadata key naming the node at the other end of the link.
     static let nodeKey = "containarium-node"
+    /// Set on calls the control plane makes through a node's link (the node's audit log says
+    /// `control-plane` from `node-link` for them, `local-admin` for the CLI's own).
+    static let viaLinkKey = "containarium-via-link"
 
     static func open(_ ch: Int, _ target: String) -> JSONValue { .object(["ch": .number(Double(ch)), "op": .string("open"), "target": .string(target)]) }
     static func data(_ ch: Int, _ bytes: ByteBuffer) -> JSONValue {

@@ -188,6 +188,12 @@ struct AuditCommand: AsyncParsableCommand {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListAudit", .object(q)) }
             return try printRemote(v)
         }
+        if let daemon = RemoteClient(localDaemon: stateDir) {
+            var q: [String: JSONValue] = ["limit": .number(Double(limit))]
+            for (k, v) in [("actor", actor), ("action", action), ("target", target), ("result", result)] { if let v { q[k] = .string(v) } }
+            let answer: [String: [AuditEntry]] = try await LocalDaemon.call(daemon, "ListAudit", q)
+            return try show(answer["entries"] ?? [])
+        }
         let entries = try await ContainariumCLI.run { () async throws(ContainariumError) -> [AuditEntry] in
             let store = try Store.open(databaseURL: databaseURL, stateDir: stateDir, logger: Logger(label: "containarium.audit"))
             let pg = store.db as? PostgresDatabase
@@ -196,6 +202,10 @@ struct AuditCommand: AsyncParsableCommand {
             guard !(try await store.db.appliedVersions()).isEmpty else { throw .notFound("no state database at \(databaseURL ?? stateDir) (has the daemon run?)") }
             return try await store.audit(AuditFilter(actor: actor, action: action, target: target, result: result, limit: limit))
         }
+        try show(entries)
+    }
+
+    func show(_ entries: [AuditEntry]) throws {
         if format == .json { return try printJSON(["entries": entries]) }
         let f = ISO8601DateFormatter()
         print(Table.render(header: ["TIME", "ACTOR", "ROLE", "ACTION", "TARGET", "SOURCE", "VIA", "RESULT"],

@@ -55,6 +55,7 @@ struct GatewayServe: AsyncParsableCommand {
         options.restEnabled = false
         options.grpc = nil
         options.reconcilerEnabled = false
+        options.localAPI = false  // the daemon sharing this state serves it
         options.stateDir = stateDir
         options.databaseURL = databaseURL
         options.ssh = try gateway.options(port: sshPort, stateDir: stateDir)
@@ -102,8 +103,20 @@ struct GatewayBans: AsyncParsableCommand {
     }
 }
 
+/// The daemon running on this machine for a state directory, reached through its local API
+/// socket: when one runs, verbs that need the daemon's bookkeeping go through it (its store,
+/// PostgreSQL or SQLite, its audit log, its cluster), never around it.
+enum LocalDaemon {
+    static func call<T: Decodable>(_ client: RemoteClient, _ method: String, _ request: [String: JSONValue]) async throws -> T {
+        try await ContainariumCLI.run { () async throws(ContainariumError) -> T in
+            let v = try await client.call(method, .object(request))
+            return try WireJSON.decode(T.self, from: WireJSON.encode(v))
+        }
+    }
+}
+
 /// The control plane, in this process, for CLI verbs that need the daemon's bookkeeping
-/// (collaborators live in the state database and inside the environment).
+/// (collaborators live in the state database and inside the environment) when no daemon runs.
 enum LocalPlane {
     static func with<T: Sendable>(_ global: GlobalOptions, stateDir: String,
                                   _ body: (ControlPlane, Caller) async throws(ContainariumError) -> T) async throws -> T {
@@ -158,8 +171,15 @@ struct CollaboratorAdd: AsyncParsableCommand {
             }
             return try printRemote(v)
         }
-        let view = try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
-            try await plane.addCollaborator(caller, owner, collaborator: collaborator, sshKey: text, sudo: sudo, containerRuntime: containerRuntime)
+        let view: CollaboratorView
+        if let daemon = RemoteClient(localDaemon: stateDir) {
+            view = try await LocalDaemon.call(daemon, "AddCollaborator", [
+                "username": .string(owner), "collaboratorUsername": .string(collaborator), "sshPublicKey": .string(text),
+                "sudo": .bool(sudo), "containerRuntime": .bool(containerRuntime)])
+        } else {
+            view = try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
+                try await plane.addCollaborator(caller, owner, collaborator: collaborator, sshKey: text, sudo: sudo, containerRuntime: containerRuntime)
+            }
         }
         let access = view.sudo ? "full sudo" : "may become \(owner) with a logged `sudo su - \(owner)`"
         print("✓ \(view.collaboratorUsername) collaborates on \(owner)'s environment (\(access)\(view.containerRuntime ? ", docker" : ""))")
@@ -182,8 +202,14 @@ struct CollaboratorList: AsyncParsableCommand {
             }
             return try printRemote(v)
         }
-        let list = try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
-            try await plane.listCollaborators(caller, owner)
+        let list: [CollaboratorView]
+        if let daemon = RemoteClient(localDaemon: stateDir) {
+            let answer: [String: [CollaboratorView]] = try await LocalDaemon.call(daemon, "ListCollaborators", ["username": .string(owner)])
+            list = answer["collaborators"] ?? []
+        } else {
+            list = try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
+                try await plane.listCollaborators(caller, owner)
+            }
         }
         if format == .json { return try printJSON(["collaborators": list]) }
         let f = ISO8601DateFormatter()
@@ -206,6 +232,8 @@ struct CollaboratorRemove: AsyncParsableCommand {
             _ = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await client.call("RemoveCollaborator", .object(["username": .string(owner), "collaboratorUsername": .string(collaborator)]))
             }
+        } else if let daemon = RemoteClient(localDaemon: stateDir) {
+            let _: [String: JSONValue] = try await LocalDaemon.call(daemon, "RemoveCollaborator", ["username": .string(owner), "collaboratorUsername": .string(collaborator)])
         } else {
             try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
                 try await plane.removeCollaborator(caller, owner, collaborator: collaborator)

@@ -384,9 +384,9 @@ struct ClusterTests {
         // The node listens on its REST port and its gateway only (both loopback here): no gRPC.
         let pid = try #require(node.process?.processIdentifier)
         #expect(Self.listeningPorts(pid: pid) == [node.httpPort, n1SSH], "\(Self.listeningPorts(pid: pid))")
-        let apiSocket = node.stateDir.appendingPathComponent("node/api.sock").path
+        let apiSocket = node.stateDir.appendingPathComponent("api/containarium.sock").path
         let mode = (try FileManager.default.attributesOfItem(atPath: apiSocket)[.posixPermissions] as? Int) ?? -1
-        let dirMode = (try FileManager.default.attributesOfItem(atPath: node.stateDir.appendingPathComponent("node").path)[.posixPermissions] as? Int) ?? -1
+        let dirMode = (try FileManager.default.attributesOfItem(atPath: node.stateDir.appendingPathComponent("api").path)[.posixPermissions] as? Int) ?? -1
         #expect(mode & 0o077 == 0 && dirMode == 0o700, "the node API socket is private: \(String(mode, radix: 8)) in \(String(dirMode, radix: 8))")
         // A token for another node cannot hold this node's link.
         let otherToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", "other-\(sfx)"]).stdout
