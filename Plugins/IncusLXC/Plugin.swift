@@ -64,6 +64,30 @@ nonisolated(unsafe) private let instancesTable: UnsafeMutablePointer<ctm_instanc
     return p
 }()
 
+nonisolated(unsafe) private let accountsTable: UnsafeMutablePointer<ctm_accounts_v1> = {
+    var t = ctm_accounts_v1()
+    t.struct_size = UInt32(MemoryLayout<ctm_accounts_v1>.size)
+    t.struct_version = 1
+    t.create = { inst, req, len, op, done, ud, err in
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: AccountCreateRequest, ctx) throws(ContainariumError) in try p.backend.accountCreate(r, ctx) } }
+    }
+    t.set_keys = { inst, req, len, op, done, ud, err in
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: SetKeysRequest, ctx) throws(ContainariumError) in try p.backend.setKeys(r, ctx) } }
+    }
+    t.list_keys = { inst, req, len, op, done, ud, err in
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: AccountRef, ctx) throws(ContainariumError) in try p.backend.listKeys(r, ctx) } }
+    }
+    t.add_collaborator = { inst, req, len, op, done, ud, err in
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: CollaboratorRequest, ctx) throws(ContainariumError) in try p.backend.addCollaborator(r, ctx) } }
+    }
+    t.remove_collaborator = { inst, req, len, op, done, ud, err in
+        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: CollaboratorRef, ctx) throws(ContainariumError) in try p.backend.removeCollaborator(r, ctx) } }
+    }
+    let p = UnsafeMutablePointer<ctm_accounts_v1>.allocate(capacity: 1)
+    p.initialize(to: t)
+    return p
+}()
+
 nonisolated(unsafe) private let pluginTable: UnsafeMutablePointer<ctm_plugin> = {
     var t = ctm_plugin()
     t.struct_size = UInt32(MemoryLayout<ctm_plugin>.size)
@@ -93,7 +117,11 @@ nonisolated(unsafe) private let pluginTable: UnsafeMutablePointer<ctm_plugin> = 
     }
     t.get_extension = { _, id in
         guard let id else { return nil }
-        return String(cString: id) == CTM_EXT_INSTANCES_V1 ? UnsafeRawPointer(instancesTable) : nil
+        switch String(cString: id) {
+        case CTM_EXT_INSTANCES_V1: return UnsafeRawPointer(instancesTable)
+        case CTM_EXT_ACCOUNTS_V1: return UnsafeRawPointer(accountsTable)
+        default: return nil
+        }
     }
     t.cancel = { inst, op in IncusPluginInstance.from(inst)?.operations.cancel(op) }
     t.health = { inst, req, len, op, done, ud, err in

@@ -2,6 +2,7 @@ import PluginABI
 public import ContainariumCore
 public import Foundation
 import Logging
+import Synchronization
 
 /// A plugin whose library is loaded and whose instance is initialised. Calls cross the C ABI
 /// with JSON payloads and complete through `hostCompletion`; Swift callers just `await`.
@@ -13,6 +14,8 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     let table: UnsafePointer<ctm_plugin>
     let instance: UnsafeMutableRawPointer?
     let logger: Logger
+    /// Set once by `shutdown`; from then on no call reaches the plugin.
+    private let isShutDown = Atomic<Bool>(false)
 
     init(manifest: PluginManifest, directory: URL, table: UnsafePointer<ctm_plugin>, instance: UnsafeMutableRawPointer?, logger: Logger) {
         self.manifest = manifest
@@ -23,7 +26,10 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     }
 
     /// The ABI version the library's table declares.
-    public var abiVersion: String { "\(table.pointee.abi_major).\(table.pointee.abi_minor)" }
+    public var abiVersion: String {
+        let t = DeclaredStruct(table)
+        return "\(t.field(\.abi_major) ?? 0).\(t.field(\.abi_minor) ?? 0)"
+    }
 
     public var isolation: String { "in-process" }
 
@@ -48,6 +54,13 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
             let t = UncheckedTable<ctm_devices_gpu_v1>(raw)
             let fields: [String: KeyPath<ctm_devices_gpu_v1, ctm_call_fn?>] = ["list": \.list, "attach": \.attach, "detach": \.detach]
             fn = fields[method].flatMap { t.field($0) }
+        case CTM_EXT_ACCOUNTS_V1:
+            let t = UncheckedTable<ctm_accounts_v1>(raw)
+            let fields: [String: KeyPath<ctm_accounts_v1, ctm_call_fn?>] = [
+                "create": \.create, "set_keys": \.set_keys, "list_keys": \.list_keys,
+                "add_collaborator": \.add_collaborator, "remove_collaborator": \.remove_collaborator,
+            ]
+            fn = fields[method].flatMap { t.field($0) }
         case CTM_EXT_NODE_LIFECYCLE_V1:
             let t = UncheckedTable<ctm_node_lifecycle_v1>(raw)
             let fields: [String: KeyPath<ctm_node_lifecycle_v1, ctm_call_fn?>] = ["status": \.status, "start": \.start, "stop": \.stop]
@@ -60,7 +73,7 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
 
     /// The raw table of an extension, or nil when the plugin does not provide it.
     func extensionTable(_ id: String) -> UnsafeRawPointer? {
-        guard let get = table.pointee.get_extension else { return nil }
+        guard !isShutDown.load(ordering: .acquiring), let get = DeclaredStruct(table).field(\.get_extension) ?? nil else { return nil }
         return id.withCString { get(instance, $0) }
     }
 
@@ -88,9 +101,10 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
 
     func invokeWithDescriptor(_ fn: ctm_call_fn?, method: String, request: Data) async throws(ContainariumError) -> (Data, Int32?) {
         guard let fn else { throw ContainariumError(.unsupported, "plugin \(manifest.id) does not implement \(method)") }
+        guard !isShutDown.load(ordering: .acquiring) else { throw ContainariumError(.unavailable, "plugin \(manifest.id) has been shut down") }
         if Task.isCancelled { throw ContainariumError(.cancelled, "\(method) was cancelled before it started") }
         let op = PendingCalls.shared.makeOperationID()
-        let cancel = table.pointee.cancel
+        let cancel = DeclaredStruct(table).field(\.cancel) ?? nil
         let instance = UncheckedRaw(instance)
         let outcome = await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<CallOutcome, Never>) in
@@ -122,15 +136,18 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     /// The plugin's own health report.
     public func health() async -> HealthReport {
         do {
-            let data = try await invoke(table.pointee.health, method: "health", request: Data("{}".utf8))
+            let data = try await invoke(DeclaredStruct(table).field(\.health) ?? nil, method: "health", request: Data("{}".utf8))
             return try WireJSON.decode(HealthReport.self, from: data)
         } catch {
             return HealthReport(status: "down", detail: error.description)
         }
     }
 
+    /// Shut the instance down, at most once; later calls fail with `unavailable` without
+    /// reaching the plugin. Completions of calls still in flight are delivered as usual.
     func shutdown() {
-        table.pointee.shutdown?(instance)
+        guard isShutDown.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        (DeclaredStruct(table).field(\.shutdown) ?? nil)?(instance)
     }
 }
 

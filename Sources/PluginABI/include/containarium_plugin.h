@@ -239,6 +239,23 @@ typedef struct ctm_console_v1 {
     ctm_call_fn open;      /* {instance, kind}        -> {protocol} + fd    */
 } ctm_console_v1;
 
+/**
+ * "accounts/1": user accounts inside an instance (the owner's account, its SSH keys, and
+ * collaborators' accounts). A backend without it cannot have keys or collaborators managed
+ * for it; the host says so (CTM_E_UNSUPPORTED) instead of running commands in the instance.
+ * A new extension id, not a change to any published table: no ABI minor bump.
+ */
+#define CTM_EXT_ACCOUNTS_V1 "accounts/1"
+typedef struct ctm_accounts_v1 {
+    uint32_t struct_size;
+    uint32_t struct_version;  /* 1 */
+    ctm_call_fn create;              /* AccountCreateRequest  -> Account            */
+    ctm_call_fn set_keys;            /* SetKeysRequest        -> KeyList            */
+    ctm_call_fn list_keys;           /* AccountRef            -> KeyList            */
+    ctm_call_fn add_collaborator;    /* CollaboratorRequest   -> Account            */
+    ctm_call_fn remove_collaborator; /* CollaboratorRef       -> {removed: bool}    */
+} ctm_accounts_v1;
+
 /* ----------------------------------------------------------------------------------------- */
 /* Helpers (header-only, so plugins link nothing of the host's)                               */
 /* ----------------------------------------------------------------------------------------- */
