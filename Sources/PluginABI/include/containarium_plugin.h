@@ -150,6 +150,9 @@ typedef struct ctm_plugin {
     /**
      * Create a plugin instance. `config_json` is the operator's per-plugin configuration
      * (a JSON object, borrowed). On success store an opaque pointer in *out_instance.
+     * Called exactly once per instance, before anything else receives it, and never
+     * concurrently with another initialize in the process (docs/plugin-abi.md, threading).
+     * Every other function may be called from any thread, concurrently.
      */
     ctm_status (*initialize)(const ctm_host_services *host,
                        const char *config_json, size_t config_len,
@@ -167,7 +170,11 @@ typedef struct ctm_plugin {
     /** Health check; responds with {"status": "ok"|"degraded"|"down", "detail": "..."}. */
     ctm_call_fn health;
 
-    /** Stop all work and release resources. The library itself stays loaded (never dlclose). */
+    /**
+     * Stop all work and release resources; called at most once, and no call on the instance
+     * follows it. Calls in flight still complete exactly once, possibly after shutdown returns.
+     * The library itself stays loaded (never dlclose).
+     */
     void (*shutdown)(void *instance);
 } ctm_plugin;
 
