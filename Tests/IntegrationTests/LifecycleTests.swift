@@ -239,7 +239,8 @@ struct AccountsOnIncusTests {
         #expect(account.name == bob)
         let entry = try #require(PasswdEntry(line: try inside(["getent", "passwd", bob]).stdout))
         #expect(entry.gecos == CollaboratorRequest.marker(owner: user))
-        #expect(try await service.authorizedKeys(username: bob).map(\.fingerprint) == [second.fingerprint])
+        #expect(try await accounts.listKeys(AccountRef(instance: name, name: bob)) == [second.authorizedKeysLine])
+        #expect(try inside(["stat", "-c", "%a %U", "/home/\(bob)/.ssh/authorized_keys"]).stdout == "600 \(bob)\n")
         let rule = try inside(["cat", "/etc/sudoers.d/containarium-collaborator-\(bob)"]).stdout
         #expect(rule.contains("\(bob) ALL=(root) NOPASSWD: ") && rule.hasSuffix("su - \(user)\n"), "\(rule)")
         #expect(try inside(["visudo", "-c"]).status == 0)
