@@ -223,7 +223,11 @@ struct AccountsOnIncusTests {
 
         let service = try sandbox.service()
         let plugin = try #require(service.plugins.ready.first { $0.manifest.id == "incus-lxc" })
-        #expect(AccountsClient(plugin) != nil)
+        let accounts = try #require(AccountsClient(plugin))
+        // What the real plugin answers conforms to the published schema.
+        let owned = try await accounts.create(AccountCreateRequest(instance: name, account: AccountSpec(name: user, sshKeys: [sandbox.key.publicText])))
+        #expect(owned.name == user && owned.home == "/home/\(user)")
+        #expect(try SchemaCheck.violations(of: WireJSON.encode(owned), file: "accounts-1.schema.json", definition: "Account") == nil)
         let first = try SSHPublicKey(parsing: sandbox.key.publicText)
         let second = try SSHPublicKey(parsing: try KeyPair.generate(in: sandbox.dir, name: "second").publicText)
         func inside(_ argv: [String]) throws -> ProcessResult { try sandbox.incus(["exec", name, "--"] + argv) }
