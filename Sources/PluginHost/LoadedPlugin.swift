@@ -14,8 +14,9 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     let table: UnsafePointer<ctm_plugin>
     let instance: UnsafeMutableRawPointer?
     let logger: Logger
-    /// Set once by `shutdown`; from then on no call reaches the plugin.
-    private let isShutDown = Atomic<Bool>(false)
+    /// Keeps every call into the plugin (methods, get_extension, cancel) from overlapping or
+    /// following `shutdown`.
+    private let gate = CallGate()
 
     init(manifest: PluginManifest, directory: URL, table: UnsafePointer<ctm_plugin>, instance: UnsafeMutableRawPointer?, logger: Logger) {
         self.manifest = manifest
@@ -73,8 +74,8 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
 
     /// The raw table of an extension, or nil when the plugin does not provide it.
     func extensionTable(_ id: String) -> UnsafeRawPointer? {
-        guard !isShutDown.load(ordering: .acquiring), let get = DeclaredStruct(table).field(\.get_extension) ?? nil else { return nil }
-        return id.withCString { get(instance, $0) }
+        guard let get = DeclaredStruct(table).field(\.get_extension) ?? nil else { return nil }
+        return gate.enter { id.withCString { get(instance, $0) } } ?? nil
     }
 
     /// Whether the plugin provides an extension (asked of the library, not the manifest).
@@ -101,19 +102,25 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
 
     func invokeWithDescriptor(_ fn: ctm_call_fn?, method: String, request: Data) async throws(ContainariumError) -> (Data, Int32?) {
         guard let fn else { throw ContainariumError(.unsupported, "plugin \(manifest.id) does not implement \(method)") }
-        guard !isShutDown.load(ordering: .acquiring) else { throw ContainariumError(.unavailable, "plugin \(manifest.id) has been shut down") }
         if Task.isCancelled { throw ContainariumError(.cancelled, "\(method) was cancelled before it started") }
         let op = PendingCalls.shared.makeOperationID()
         let cancel = DeclaredStruct(table).field(\.cancel) ?? nil
         let instance = UncheckedRaw(instance)
+        let gate = self.gate, pluginID = manifest.id
         let outcome = await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<CallOutcome, Never>) in
                 PendingCalls.shared.register(op, c)
                 var err = makeError()
-                let status = request.withUnsafeBytes { raw in
-                    fn(
-                        instance.raw, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, op,
-                        hostCompletion, UnsafeMutableRawPointer(bitPattern: UInt(op)), &err)
+                let entered = gate.enter {
+                    request.withUnsafeBytes { raw in
+                        fn(
+                            instance.raw, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, op,
+                            hostCompletion, UnsafeMutableRawPointer(bitPattern: UInt(op)), &err)
+                    }
+                }
+                guard let status = entered else {
+                    PendingCalls.shared.resume(op, with: CallOutcome(result: .failure(ContainariumError(.unavailable, "plugin \(pluginID) has been shut down"))))
+                    return
                 }
                 if status != CTM_OK {
                     let message = withUnsafePointer(to: &err) { errorMessage($0) } ?? "\(method) was refused (status \(status))"
@@ -122,7 +129,7 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
                 }
             }
         } onCancel: {
-            cancel?(instance.raw, op)
+            gate.enter { cancel?(instance.raw, op) }
         }
         logger.trace("plugin call finished", metadata: ["plugin": "\(manifest.id)", "method": "\(method)", "operation": "\(op)"])
         switch outcome.result {
@@ -143,10 +150,11 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
         }
     }
 
-    /// Shut the instance down, at most once; later calls fail with `unavailable` without
-    /// reaching the plugin. Completions of calls still in flight are delivered as usual.
+    /// Shut the instance down, at most once, once no call into the plugin is under way; later
+    /// calls fail with `unavailable` without reaching it. Completions of operations still
+    /// running are delivered as usual.
     func shutdown() {
-        guard isShutDown.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        guard gate.close() else { return }
         (DeclaredStruct(table).field(\.shutdown) ?? nil)?(instance)
     }
 }
@@ -154,4 +162,37 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
 struct UncheckedRaw: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer?
     init(_ raw: UnsafeMutableRawPointer?) { self.raw = raw }
+}
+
+/// Admits calls into a plugin until it is closed; `close` waits for the calls under way to
+/// return (they are quick: the ABI forbids blocking), so nothing enters the plugin after it.
+final class CallGate: Sendable {
+    private struct State {
+        var closed = false
+        var inside = 0
+    }
+    private let state = Mutex(State())
+
+    /// Run `body` unless the gate is closed (then nil).
+    @discardableResult
+    func enter<T>(_ body: () -> T) -> T? {
+        guard state.withLock({ s -> Bool in
+            if s.closed { return false }
+            s.inside += 1
+            return true
+        }) else { return nil }
+        defer { state.withLock { $0.inside -= 1 } }
+        return body()
+    }
+
+    /// Close the gate and wait until no call is inside; false when it was closed already.
+    func close() -> Bool {
+        guard state.withLock({ s -> Bool in
+            if s.closed { return false }
+            s.closed = true
+            return true
+        }) else { return false }
+        while state.withLock({ $0.inside }) > 0 { usleep(1000) }
+        return true
+    }
 }
