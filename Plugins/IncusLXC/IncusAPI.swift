@@ -83,6 +83,15 @@ struct IncusAPI: Sendable {
         _ = try envelope(r, "file push \(path)")
     }
 
+    /// Pull a file out of an instance; nil when there is no such file.
+    func pull(instance: String, path: String) throws(ContainariumError) -> Data? {
+        let target = url("/1.0/instances/\(Self.escape(instance))/files", query: ["path": path])
+        let r = try http.request("GET", target)
+        if r.status == 404 { return nil }
+        guard r.status < 400 else { _ = try envelope(r, "file pull \(path)"); return nil }
+        return r.body
+    }
+
     /// An asynchronous call: start the operation, then wait for it (cancellable), and return
     /// the finished operation's metadata.
     @discardableResult

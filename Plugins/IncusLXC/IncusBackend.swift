@@ -369,7 +369,7 @@ final class IncusBackend: Sendable {
         }
     }
 
-    private func createAccount(_ name: String, _ a: AccountSpec, _ ctx: OperationContext) throws(ContainariumError) -> (uid: UInt32, gid: UInt32, home: String) {
+    func createAccount(_ name: String, _ a: AccountSpec, _ ctx: OperationContext) throws(ContainariumError) -> (uid: UInt32, gid: UInt32, home: String) {
         _ = try Username(a.name)  // the plugin validates too: it never trusts its caller
         guard a.shell.hasPrefix("/"), !a.shell.contains(".."), a.shell.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw .invalid("shell '\(a.shell)' must be an absolute path")
@@ -394,7 +394,7 @@ final class IncusBackend: Sendable {
         return (account.uid, account.gid, account.home)
     }
 
-    private func installKeys(_ name: String, account: AccountSpec, uid: UInt32, gid: UInt32, home: String) throws(ContainariumError) {
+    func installKeys(_ name: String, account: AccountSpec, uid: UInt32, gid: UInt32, home: String) throws(ContainariumError) {
         var lines: [String] = []
         for raw in account.sshKeys { lines.append(try SSHPublicKey(parsing: raw).authorizedKeysLine) }
         try api.push(instance: name, path: home + "/.ssh", content: nil, uid: uid, gid: gid, mode: "0700", directory: true)

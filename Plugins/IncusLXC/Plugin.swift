@@ -3,116 +3,71 @@ import Foundation
 public import PluginABI
 import PluginKit
 
-// The C ABI surface of the IncusLXC plugin: one exported entry function and static tables
-// whose functions decode JSON, run the work on a thread of the plugin's own and complete once.
+// The C ABI surface of the IncusLXC plugin: one exported entry function; PluginKit builds the
+// C tables from the methods listed here (each decodes JSON, runs the work on a thread of the
+// plugin's own and completes once).
 
 let pluginID = "incus-lxc"
 let pluginVersion = "0.1.0"
 
 /// One initialised plugin instance (the `void *instance` of the ABI).
-final class IncusPluginInstance: PluginInstance {
+final class IncusPluginInstance: ServedPlugin {
     let label = "incus-lxc-op"
     let backend: IncusBackend
     let host: HostServices
     let operations = OperationRegistry()
+    let methods: [String: [String: PluginMethod]]
 
-    init(backend: IncusBackend, host: HostServices) {
-        self.backend = backend
+    init(backend b: IncusBackend, host: HostServices) {
+        self.backend = b
         self.host = host
+        methods = [
+            CTM_EXT_INSTANCES_V1: [
+                "create": .run { (r: InstanceCreateRequest, ctx) throws(ContainariumError) in try b.create(r, ctx) },
+                "remove": .run { (r: InstanceRef, ctx) throws(ContainariumError) in try b.remove(r, ctx); return Empty() },
+                "start": .run { (r: InstanceRef, ctx) throws(ContainariumError) in try b.changeState(r, action: "start", ctx) },
+                "stop": .run { (r: InstanceRef, ctx) throws(ContainariumError) in try b.changeState(r, action: "stop", ctx) },
+                "restart": .run { (r: InstanceRef, ctx) throws(ContainariumError) in try b.changeState(r, action: "restart", ctx) },
+                "list": .run { (_: Empty, _) throws(ContainariumError) in try b.list() },
+                "info": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.info(r.name) },
+                "resize": .run { (r: ResizeRequest, ctx) throws(ContainariumError) in try b.resize(r, ctx) },
+                "exec": .run { (r: ExecRequest, ctx) throws(ContainariumError) in try b.exec(r, ctx) },
+                "capacity": .run { (_: Empty, _) throws(ContainariumError) in try b.capacity() },
+                "watch": .run { (_: Empty, ctx) throws(ContainariumError) in try b.watch(ctx) },
+            ],
+            CTM_EXT_ACCOUNTS_V1: [
+                "create": .run { (r: AccountCreateRequest, ctx) throws(ContainariumError) in try b.accountCreate(r, ctx) },
+                "set_keys": .run { (r: SetKeysRequest, ctx) throws(ContainariumError) in try b.setKeys(r, ctx) },
+                "list_keys": .run { (r: AccountRef, ctx) throws(ContainariumError) in try b.listKeys(r, ctx) },
+                "add_collaborator": .run { (r: CollaboratorRequest, ctx) throws(ContainariumError) in try b.addCollaborator(r, ctx) },
+                "remove_collaborator": .run { (r: CollaboratorRef, ctx) throws(ContainariumError) in try b.removeCollaborator(r, ctx) },
+            ],
+        ]
     }
+
+    func health() -> HealthReport { backend.health() }
 }
 
-nonisolated(unsafe) private let instancesTable: UnsafeMutablePointer<ctm_instances_v1> = {
-    var t = ctm_instances_v1()
-    t.struct_size = UInt32(MemoryLayout<ctm_instances_v1>.size)
-    t.struct_version = 1
-    t.create = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceCreateRequest, ctx) throws(ContainariumError) in try p.backend.create(r, ctx) } }
-    }
-    t.remove = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.remove(r, ctx); return Empty() } }
-    }
-    t.start = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "start", ctx) } }
-    }
-    t.stop = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "stop", ctx) } }
-    }
-    t.restart = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, ctx) throws(ContainariumError) in try p.backend.changeState(r, action: "restart", ctx) } }
-    }
-    t.list = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in try p.backend.list() } }
-    }
-    t.info = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.info(r.name) } }
-    }
-    t.resize = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: ResizeRequest, ctx) throws(ContainariumError) in try p.backend.resize(r, ctx) } }
-    }
-    t.exec = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: ExecRequest, ctx) throws(ContainariumError) in try p.backend.exec(r, ctx) } }
-    }
-    t.capacity = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in try p.backend.capacity() } }
-    }
-    t.watch = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, ctx) throws(ContainariumError) in try p.backend.watch(ctx) } }
-    }
-    let p = UnsafeMutablePointer<ctm_instances_v1>.allocate(capacity: 1)
-    p.initialize(to: t)
-    return p
-}()
-
-nonisolated(unsafe) private let pluginTable: UnsafeMutablePointer<ctm_plugin> = {
-    var t = ctm_plugin()
-    t.struct_size = UInt32(MemoryLayout<ctm_plugin>.size)
-    t.struct_version = 1
-    t.abi_major = CTM_ABI_MAJOR
-    t.abi_minor = CTM_ABI_MINOR
-    t.id = pluginID.staticCString
-    t.version = pluginVersion.staticCString
-    t.initialize = { hostPtr, configJSON, configLen, out, err in
-        guard let hostPtr, let out else { return PluginCall.fail(err, .invalid("initialize needs host services and an out pointer")) }
-        let host = HostServices(hostPtr)
-        let data = configJSON.map { Data(bytes: $0, count: configLen) } ?? Data("{}".utf8)
+nonisolated(unsafe) private let pluginTable = PluginTables.plugin(id: pluginID, version: pluginVersion) { host, config, length, out, err in
+    PluginTables.initialize(host, config, length, out, err) { (host, data) throws(ContainariumError) -> IncusPluginInstance in
         let config: IncusBackend.Config
         do throws(ContainariumError) {
-            config = try WireJSON.decode(IncusBackend.Config.self, from: data.isEmpty ? Data("{}".utf8) : data)
+            config = try WireJSON.decode(IncusBackend.Config.self, from: data)
         } catch {
-            return PluginCall.fail(err, ContainariumError(.invalidArgument, "incus-lxc configuration: \(error.message)"))
+            throw ContainariumError(.invalidArgument, "incus-lxc configuration: \(error.message)")
         }
         let backend = IncusBackend(config: config, host: host)
         if !FileManager.default.fileExists(atPath: backend.socketPath) {
             host.log(.warning, "Incus socket \(backend.socketPath) does not exist yet; calls will fail until incusd runs")
         }
-        let instance = IncusPluginInstance(backend: backend, host: host)
-        out.pointee = Unmanaged.passRetained(instance).toOpaque()
         host.log(.info, "incus-lxc \(pluginVersion) ready (socket \(backend.socketPath), pool \(backend.pool))")
-        return CTM_OK
+        return IncusPluginInstance(backend: backend, host: host)
     }
-    t.get_extension = { _, id in
-        guard let id else { return nil }
-        return String(cString: id) == CTM_EXT_INSTANCES_V1 ? UnsafeRawPointer(instancesTable) : nil
-    }
-    t.cancel = { inst, op in IncusPluginInstance.from(inst)?.operations.cancel(op) }
-    t.health = { inst, req, len, op, done, ud, err in
-        IncusPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in p.backend.health() } }
-    }
-    t.shutdown = { inst in
-        guard let inst else { return }
-        let plugin = Unmanaged<IncusPluginInstance>.fromOpaque(inst)
-        plugin.takeUnretainedValue().operations.cancelAll()
-        plugin.release()
-    }
-    let p = UnsafeMutablePointer<ctm_plugin>.allocate(capacity: 1)
-    p.initialize(to: t)
-    return p
-}()
+}
 
 /// The one exported symbol. Returns the table for ABI major 1, NULL for anything else.
 @_cdecl("containarium_plugin_entry")
 public func containarium_plugin_entry(_ major: UInt32, _ minor: UInt32) -> UnsafePointer<ctm_plugin>? {
     guard major == CTM_ABI_MAJOR else { return nil }
-    return UnsafePointer(pluginTable)
+    return pluginTable
 }

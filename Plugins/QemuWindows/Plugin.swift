@@ -8,17 +8,47 @@ import PluginKit
 let pluginID = "qemu-windows"
 let pluginVersion = "0.1.0"
 
-final class VMPluginInstance: PluginInstance {
+final class VMPluginInstance: ServedPlugin {
     let label = "qemu-windows-op"
     let backend: VMBackend
     let host: HostServices
     let operations = OperationRegistry()
     let supervisor = CancellationFlag()
+    let methods: [String: [String: PluginMethod]]
 
-    init(backend: VMBackend, host: HostServices) {
-        self.backend = backend
+    init(backend b: VMBackend, host: HostServices) {
+        self.backend = b
         self.host = host
+        // No accounts/1: a VM's accounts are its guest's business (Windows setup, cloud-init),
+        // so the host answers keys and collaborators with `unsupported`.
+        methods = [
+            CTM_EXT_INSTANCES_V1: [
+                "create": .run { (r: InstanceCreateRequest, ctx) throws(ContainariumError) in try b.create(r, ctx) },
+                "remove": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.remove(r); return Empty() },
+                "start": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.start(r.name) },
+                "stop": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.stop(r.name, force: r.force ?? false) },
+                "restart": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.restart(r.name) },
+                "list": .run { (_: Empty, _) throws(ContainariumError) in b.list() },
+                "info": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.info(r.name) },
+                "resize": .run { (r: ResizeRequest, _) throws(ContainariumError) in try b.resize(r) },
+                "exec": .run { (_: ExecRequest, _) throws(ContainariumError) -> ExecResult in
+                    throw ContainariumError(.unsupported, "VMs have no exec: use RDP (Windows) or the console")
+                },
+                "capacity": .run { (_: Empty, _) throws(ContainariumError) in b.capacity() },
+                "watch": .run { (_: Empty, ctx) throws(ContainariumError) in try b.watch(ctx) },
+            ],
+            CTM_EXT_CONSOLE_V1: [
+                "open": .handingOver { (r: ConsoleRequest, _) throws(ContainariumError) -> ([String: String], Int32) in
+                    let (fd, proto) = try b.openConsole(r.instance, kind: r.kind ?? "serial")
+                    return (["protocol": proto], fd)
+                }
+            ],
+        ]
     }
+
+    func health() -> JSONValue { backend.health() }
+
+    func stop() { supervisor.cancel() }
 
     /// Every few seconds, restart VMs that should run but do not (crashed QEMU, host reboot).
     func startSupervisor() {
@@ -34,132 +64,35 @@ final class VMPluginInstance: PluginInstance {
     }
 }
 
-nonisolated(unsafe) private let instancesTable: UnsafeMutablePointer<ctm_instances_v1> = {
-    var t = ctm_instances_v1()
-    t.struct_size = UInt32(MemoryLayout<ctm_instances_v1>.size)
-    t.struct_version = 1
-    t.create = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceCreateRequest, ctx) throws(ContainariumError) in try p.backend.create(r, ctx) } }
-    }
-    t.remove = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.remove(r); return Empty() } }
-    }
-    t.start = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.start(r.name) } }
-    }
-    t.stop = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.stop(r.name, force: r.force ?? false) } }
-    }
-    t.restart = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.restart(r.name) } }
-    }
-    t.list = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in p.backend.list() } }
-    }
-    t.info = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: InstanceRef, _) throws(ContainariumError) in try p.backend.info(r.name) } }
-    }
-    t.resize = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (r: ResizeRequest, _) throws(ContainariumError) in try p.backend.resize(r) } }
-    }
-    t.exec = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in
-            p.run(req, len, op, done, ud, err) { (r: ExecRequest, _) throws(ContainariumError) -> ExecResult in
-                throw ContainariumError(.unsupported, "VMs have no exec: use RDP (Windows) or the console")
-            }
-        }
-    }
-    t.capacity = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in p.backend.capacity() } }
-    }
-    t.watch = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, ctx) throws(ContainariumError) in try p.backend.watch(ctx) } }
-    }
-    let p = UnsafeMutablePointer<ctm_instances_v1>.allocate(capacity: 1)
-    p.initialize(to: t)
-    return p
-}()
-
 struct ConsoleRequest: Codable, Sendable {
     var instance: String
     var kind: String?
 }
 
-nonisolated(unsafe) private let consoleTable: UnsafeMutablePointer<ctm_console_v1> = {
-    var t = ctm_console_v1()
-    t.struct_size = UInt32(MemoryLayout<ctm_console_v1>.size)
-    t.struct_version = 1
-    t.open = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in
-            PluginCall.runHandingOver(request: req, length: len, operation: op, completion: done, userData: ud, error: err, host: p.host,
-                                      registry: p.operations) { (r: ConsoleRequest, _) throws(ContainariumError) -> ([String: String], Int32) in
-                let (fd, proto) = try p.backend.openConsole(r.instance, kind: r.kind ?? "serial")
-                return (["protocol": proto], fd)
-            }
-        }
-    }
-    let p = UnsafeMutablePointer<ctm_console_v1>.allocate(capacity: 1)
-    p.initialize(to: t)
-    return p
-}()
-
-nonisolated(unsafe) private let pluginTable: UnsafeMutablePointer<ctm_plugin> = {
-    var t = ctm_plugin()
-    t.struct_size = UInt32(MemoryLayout<ctm_plugin>.size)
-    t.struct_version = 1
-    t.abi_major = CTM_ABI_MAJOR
-    t.abi_minor = CTM_ABI_MINOR
-    t.id = pluginID.staticCString
-    t.version = pluginVersion.staticCString
-    t.initialize = { hostPtr, configJSON, configLen, out, err in
-        guard let hostPtr, let out else { return PluginCall.fail(err, .invalid("initialize needs host services and an out pointer")) }
-        let host = HostServices(hostPtr)
-        let data = configJSON.map { Data(bytes: $0, count: configLen) } ?? Data("{}".utf8)
+nonisolated(unsafe) private let pluginTable = PluginTables.plugin(id: pluginID, version: pluginVersion) { host, config, length, out, err in
+    PluginTables.initialize(host, config, length, out, err) { (host, data) throws(ContainariumError) -> VMPluginInstance in
         let config: VMBackend.Config
         do throws(ContainariumError) {
-            config = try WireJSON.decode(VMBackend.Config.self, from: data.isEmpty ? Data("{}".utf8) : data)
+            config = try WireJSON.decode(VMBackend.Config.self, from: data)
         } catch {
-            return PluginCall.fail(err, ContainariumError(.invalidArgument, "qemu-windows configuration: \(error.message)"))
+            throw ContainariumError(.invalidArgument, "qemu-windows configuration: \(error.message)")
         }
         let backend = VMBackend(config: config, host: host)
         do {
             try FileManager.default.createDirectory(atPath: backend.stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
-            return PluginCall.fail(err, ContainariumError(.failedPrecondition, "cannot create \(backend.stateDir): \(error)"))
+            throw ContainariumError(.failedPrecondition, "cannot create \(backend.stateDir): \(error)")
         }
         let instance = VMPluginInstance(backend: backend, host: host)
         if config.supervise ?? true { instance.startSupervisor() }
-        out.pointee = Unmanaged.passRetained(instance).toOpaque()
         let running = backend.names().filter { backend.pid($0) != nil }
         host.log(.info, "qemu-windows \(pluginVersion) ready (\(backend.accel), \(backend.stateDir); found \(running.count) running VMs)")
-        return CTM_OK
+        return instance
     }
-    t.get_extension = { _, id in
-        guard let id else { return nil }
-        switch String(cString: id) {
-        case CTM_EXT_INSTANCES_V1: return UnsafeRawPointer(instancesTable)
-        case CTM_EXT_CONSOLE_V1: return UnsafeRawPointer(consoleTable)
-        default: return nil
-        }
-    }
-    t.cancel = { inst, op in VMPluginInstance.from(inst)?.operations.cancel(op) }
-    t.health = { inst, req, len, op, done, ud, err in
-        VMPluginInstance.dispatch(inst, err) { p in p.run(req, len, op, done, ud, err) { (_: Empty, _) throws(ContainariumError) in p.backend.health() } }
-    }
-    t.shutdown = { inst in
-        guard let inst else { return }
-        let plugin = Unmanaged<VMPluginInstance>.fromOpaque(inst)
-        plugin.takeUnretainedValue().supervisor.cancel()
-        plugin.takeUnretainedValue().operations.cancelAll()
-        plugin.release()
-    }
-    let p = UnsafeMutablePointer<ctm_plugin>.allocate(capacity: 1)
-    p.initialize(to: t)
-    return p
-}()
+}
 
 @_cdecl("containarium_plugin_entry")
 public func containarium_plugin_entry(_ major: UInt32, _ minor: UInt32) -> UnsafePointer<ctm_plugin>? {
     guard major == CTM_ABI_MAJOR else { return nil }
-    return UnsafePointer(pluginTable)
+    return pluginTable
 }

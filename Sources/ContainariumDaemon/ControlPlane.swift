@@ -605,28 +605,14 @@ public final class ControlPlane: Sendable {
     public func setGateway(_ g: SSHConfigExport.Gateway) { gatewayEndpoint.withLock { $0 = g } }
 
     // MARK: - SSH keys (the container's authorized_keys is the truth; the store keeps history)
-
-    private static let keysScript = """
-        set -e
-        u="$1"; shift
-        h=$(getent passwd "$u" | cut -d: -f6)
-        [ -n "$h" ] || { echo "no account $u" >&2; exit 3; }
-        mkdir -p "$h/.ssh"
-        f="$h/.ssh/authorized_keys"
-        : > "$f.containarium"
-        for k in "$@"; do printf '%s\\n' "$k" >> "$f.containarium"; done
-        chmod 600 "$f.containarium"; chown "$u:" "$f.containarium"; chmod 700 "$h/.ssh"; chown "$u:" "$h/.ssh"
-        mv "$f.containarium" "$f"
-        """
+    // Through the backend's accounts/1: a backend without it answers `.unsupported`.
 
     func readKeys(_ user: Username) async throws(ContainariumError) -> [SSHPublicKey] {
-        let r = try await service.exec(username: user.value, command: ["sh", "-c", "h=$(getent passwd \"$1\" | cut -d: -f6) && cat \"$h/.ssh/authorized_keys\" 2>/dev/null; true", "sh", user.value])
-        return r.stdout.split(separator: "\n").compactMap { try? SSHPublicKey(parsing: String($0)) }
+        try await service.authorizedKeys(username: user.value)
     }
 
     func writeKeys(_ user: Username, _ keys: [SSHPublicKey]) async throws(ContainariumError) {
-        let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.keysScript, "sh", user.value] + keys.map(\.authorizedKeysLine))
-        guard r.exitCode == 0 else { throw .internal("could not update the keys of \(user.value)", cause: r.stderr) }
+        try await service.setAuthorizedKeys(username: user.value, keys)
     }
 
     public func listKeys(_ caller: Caller, _ username: String) async throws(ContainariumError) -> [KeyView] {
@@ -660,63 +646,6 @@ public final class ControlPlane: Sendable {
         let user = try await authorize(caller, username, .read)
         try await requireEnvironment(user)
         return try await store.collaborators(of: user.value).map(CollaboratorView.init)
-    }
-
-    /// Creates (or updates) the collaborator's own account inside the owner's environment:
-    /// its keys, and either full sudo or only `sudo su - OWNER`, which sudo logs (with I/O
-    /// logging) to /var/log/containarium-collaborators.log and /var/log/sudo-io.
-    private static let collaboratorScript = """
-        set -e
-        owner="$1"; user="$2"; mode="$3"; runtime="$4"; shift 4
-        marker="containarium collaborator on $owner"
-        if id "$user" >/dev/null 2>&1; then
-            [ "$(getent passwd "$user" | cut -d: -f5)" = "$marker" ] || { echo "an account named $user already exists in this environment" >&2; exit 4; }
-        else
-            useradd -m -s /bin/bash -c "$marker" "$user"
-        fi
-        h=$(getent passwd "$user" | cut -d: -f6)
-        mkdir -p "$h/.ssh"
-        : > "$h/.ssh/authorized_keys.containarium"
-        for k in "$@"; do printf '%s\n' "$k" >> "$h/.ssh/authorized_keys.containarium"; done
-        chmod 600 "$h/.ssh/authorized_keys.containarium"; chown "$user:" "$h/.ssh/authorized_keys.containarium" "$h/.ssh"; chmod 700 "$h/.ssh"
-        mv "$h/.ssh/authorized_keys.containarium" "$h/.ssh/authorized_keys"
-        f="/etc/sudoers.d/containarium-collaborator-$user"
-        if [ "$mode" = full ]; then
-            printf '%s ALL=(ALL:ALL) NOPASSWD:ALL\n' "$user" > "$f.tmp"
-        else
-            su=$(command -v su)
-            printf 'Defaults:%s logfile=/var/log/containarium-collaborators.log, log_input, log_output, iolog_dir=/var/log/sudo-io\n%s ALL=(root) NOPASSWD: %s - %s\n' "$user" "$user" "$su" "$owner" > "$f.tmp"
-        fi
-        chmod 440 "$f.tmp"
-        visudo -cf "$f.tmp" >/dev/null
-        mv "$f.tmp" "$f"
-        if [ "$runtime" = yes ]; then
-            getent group docker >/dev/null || groupadd docker
-            usermod -aG docker "$user"
-        fi
-        """
-
-    private static let removeCollaboratorScript = """
-        user="$1"; owner="$2"
-        [ "$(getent passwd "$user" | cut -d: -f5)" = "containarium collaborator on $owner" ] || exit 0
-        pkill -KILL -u "$user" 2>/dev/null || true
-        rm -f "/etc/sudoers.d/containarium-collaborator-$user"
-        userdel -r "$user" 2>/dev/null || userdel "$user"
-        """
-
-    /// The collaborator's account in an environment on this node (`LocalNode`).
-    func addCollaboratorAccount(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError) {
-        let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.collaboratorScript, "sh", user.value, other.value,
-                                                                       sudo ? "full" : "owner-only", containerRuntime ? "yes" : "no"] + keys.map(\.authorizedKeysLine))
-        guard r.exitCode == 0 else {
-            if r.exitCode == 4 { throw .alreadyExists(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            throw .internal("could not create \(other.value)'s account in \(user.value)'s environment", cause: r.stderr)
-        }
-    }
-
-    func removeCollaboratorAccount(_ user: Username, _ other: Username) async throws(ContainariumError) {
-        let r = try await service.exec(username: user.value, command: ["sh", "-c", Self.removeCollaboratorScript, "sh", other.value, user.value])
-        guard r.exitCode == 0 else { throw .internal("could not remove \(other.value)'s account", cause: r.stderr) }
     }
 
     public func addCollaborator(_ caller: Caller, _ username: String, collaborator: String, sshKey: String? = nil,

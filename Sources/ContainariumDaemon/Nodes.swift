@@ -177,14 +177,16 @@ struct LocalNode: EnvironmentNode {
         try await plane.writeKeys(user, remaining)
     }
     func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError) {
-        try await plane.addCollaboratorAccount(user, other, keys: keys, sudo: sudo, containerRuntime: containerRuntime)
+        // The backend's accounts/1 makes the account (its keys, and full sudo or only
+        // `sudo su - OWNER`, logged); an account of that name it did not make is refused.
+        _ = try await service.addCollaboratorAccount(owner: user.value, collaborator: other.value, keys: keys, sudo: sudo, containerRuntime: containerRuntime)
     }
     func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError) {
         // The account inside goes with the record: nothing is left that still opens the door.
         guard plane.inventory.get(user.containerName)?.state == .running else {
             throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is not running: start it first, so that \(other.value)'s account inside it can be removed too")
         }
-        try await plane.removeCollaboratorAccount(user, other)
+        _ = try await service.removeCollaboratorAccount(owner: user.value, collaborator: other.value)
     }
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
         try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath, gateway: gateway)

@@ -243,6 +243,13 @@ public struct EnvironmentService: Sendable {
     ) async throws(ContainariumError) -> InstanceInfo {
         var v = try validate(r)
         let client = try backend()
+        if AccountsClient(client.plugin) == nil, let account = v.request.account, !account.sshKeys.isEmpty {
+            // The account's name still says who owns the instance; its keys cannot be installed.
+            logger.warning(
+                "SSH keys of a create are not installed: the \(client.backendID) backend does not manage accounts (accounts/1)",
+                metadata: ["user": "\(v.user)"])
+            v.request.account?.sshKeys = []
+        }
         try await checkCPU(v.request.cpu, overcommit: cpuOvercommit)
         if v.gpuCount > 0 && v.request.gpus == nil {
             v.request.gpus = try await pickGPUs(v.gpuCount, model: v.gpuModel, client: client)
@@ -481,6 +488,50 @@ public struct EnvironmentService: Sendable {
             request.environment = ["HOME": account.home, "USER": user.value, "LOGNAME": user.value]
         }
         return try await client.exec(request)
+    }
+
+    // MARK: - accounts, keys and collaborators (accounts/1)
+
+    /// The accounts/1 extension of the backend behind `client`, or a clear `.unsupported` that
+    /// names the backend: keys and collaborators are never attempted through exec and a shell.
+    func accounts(_ client: InstancesClient) throws(ContainariumError) -> AccountsClient {
+        guard let accounts = AccountsClient(client.plugin) else {
+            throw ContainariumError(.unsupported, "the \(client.backendID) backend does not manage accounts (accounts/1)")
+        }
+        return accounts
+    }
+
+    /// The SSH keys installed for `username` in their environment (the environment is the truth).
+    public func authorizedKeys(username: String) async throws(ContainariumError) -> [SSHPublicKey] {
+        let user = try Username(username)
+        let lines = try await accounts(try backend()).listKeys(AccountRef(instance: user.containerName, name: user.value))
+        return lines.compactMap { try? SSHPublicKey(parsing: $0) }
+    }
+
+    /// Replace the SSH keys of `username` in their environment with exactly `keys`.
+    public func setAuthorizedKeys(username: String, _ keys: [SSHPublicKey]) async throws(ContainariumError) {
+        let user = try Username(username)
+        _ = try await accounts(try backend()).setKeys(
+            SetKeysRequest(instance: user.containerName, name: user.value, keys: keys.map(\.authorizedKeysLine)))
+    }
+
+    /// Create (or update) `collaborator`'s own account in `owner`'s environment.
+    public func addCollaboratorAccount(
+        owner: String, collaborator: String, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool
+    ) async throws(ContainariumError) -> AccountInfo {
+        let user = try Username(owner), other = try Username(collaborator)
+        return try await accounts(try backend()).addCollaborator(
+            CollaboratorRequest(
+                instance: user.containerName, owner: user.value, name: other.value, sshKeys: keys.map(\.authorizedKeysLine), sudo: sudo,
+                containerRuntime: containerRuntime))
+    }
+
+    /// Remove `collaborator`'s account from `owner`'s environment; false when there was none.
+    @discardableResult
+    public func removeCollaboratorAccount(owner: String, collaborator: String) async throws(ContainariumError) -> Bool {
+        let user = try Username(owner), other = try Username(collaborator)
+        return try await accounts(try backend()).removeCollaborator(
+            CollaboratorRef(instance: user.containerName, owner: user.value, name: other.value))
     }
 
     public func capacity() async throws(ContainariumError) -> NodeCapacity {

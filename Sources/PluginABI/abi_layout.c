@@ -14,6 +14,8 @@ CTM_ASSERT(offsetof(ctm_host_services, host_context) == 16, host_context_offset)
 CTM_ASSERT(offsetof(ctm_instances_v1, create) == 8, instances_first_method);
 CTM_ASSERT(sizeof(ctm_instances_v1) == 8 + 11 * sizeof(void *), instances_size);
 CTM_ASSERT(offsetof(ctm_instances_v1, watch) == 8 + 10 * sizeof(void *), instances_watch_appended);
+CTM_ASSERT(offsetof(ctm_accounts_v1, create) == 8, accounts_first_method);
+CTM_ASSERT(sizeof(ctm_accounts_v1) == 8 + 5 * sizeof(void *), accounts_size);
 
 /** The ABI version this header describes, as a C string ("1.1"). */
 const char *ctm_abi_version_string(void) { return "1.1"; }

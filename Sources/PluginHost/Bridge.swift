@@ -123,43 +123,37 @@ let hostCompletion: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<ctm_
 
 /// The descriptor a plugin handed over in a result, if the struct has the field and it is set.
 func handedDescriptor(_ result: UnsafePointer<ctm_result>) -> Int32? {
-    let r = result.pointee
-    guard let offset = MemoryLayout<ctm_result>.offset(of: \.fd), offset + 4 <= Int(r.struct_size), r.fd >= 0 else { return nil }
-    return r.fd
+    guard let fd = DeclaredStruct(result).field(\.fd), fd >= 0 else { return nil }
+    return fd
 }
 
-/// Copy a borrowed ctm_result into Swift values, reading only the fields inside struct_size.
+/// Copy a borrowed ctm_result into Swift values, reading only the fields inside struct_size
+/// (field by field: never the whole struct, which may be longer than the plugin's).
 func readResult(_ result: UnsafePointer<ctm_result>) -> Result<Data, ContainariumError> {
-    let r = result.pointee
-    let size = Int(r.struct_size)
-    func has(_ offset: Int?, _ width: Int) -> Bool { (offset.map { $0 + width } ?? .max) <= size }
-    guard has(MemoryLayout<ctm_result>.offset(of: \.status), 4) else {
-        return .failure(.internal("plugin returned a ctm_result of \(size) bytes"))
+    let r = DeclaredStruct(result)
+    guard let status = r.field(\.status) else {
+        return .failure(.internal("plugin returned a ctm_result of \(r.declaredSize) bytes"))
     }
-    if r.status == CTM_OK {
-        guard has(MemoryLayout<ctm_result>.offset(of: \.json_len), 8), let json = r.json, r.json_len > 0 else {
+    if status == CTM_OK {
+        guard let json = r.field(\.json) ?? nil, let length = r.field(\.json_len), length > 0 else {
             return .success(Data("{}".utf8))
         }
-        return .success(Data(bytes: json, count: r.json_len))
+        return .success(Data(bytes: json, count: length))
     }
-    var message = "plugin reported status \(r.status)"
-    if has(MemoryLayout<ctm_result>.offset(of: \.error), 8), let err = r.error {
+    var message = "plugin reported status \(status)"
+    if let err = r.field(\.error) ?? nil {
         message = errorMessage(err) ?? message
     }
-    return .failure(ContainariumError(ContainariumError.Code(abiStatus: r.status), message))
+    return .failure(ContainariumError(ContainariumError.Code(abiStatus: status), message))
 }
 
-/// The message of a ctm_error, bounded by its buffer even if the plugin forgot the NUL.
+/// The message of a ctm_error, bounded by its buffer and by the struct_size its writer
+/// declared, even if the plugin forgot the NUL.
 func errorMessage(_ err: UnsafePointer<ctm_error>) -> String? {
-    let size = Int(err.pointee.struct_size)
-    guard let offset = MemoryLayout<ctm_error>.offset(of: \.message), size > offset else { return nil }
-    let capacity = min(Int(CTM_ERROR_MESSAGE_MAX), size - offset)
-    return withUnsafeBytes(of: err.pointee.message) { raw in
-        let bytes = raw.prefix(capacity)
-        let end = bytes.firstIndex(of: 0) ?? bytes.endIndex
-        let text = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
-        return text.isEmpty ? nil : text
-    }
+    let bytes = DeclaredStruct(err).bytes(of: \.message)
+    let end = bytes.firstIndex(of: 0) ?? bytes.endIndex
+    let text = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
+    return text.isEmpty ? nil : text
 }
 
 /// A fresh, caller-owned error struct.

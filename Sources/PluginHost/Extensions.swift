@@ -64,6 +64,47 @@ public struct InstancesClient: Sendable {
     }
 }
 
+/// A typed client for a plugin's "accounts/1" extension: accounts, SSH keys and
+/// collaborators inside an instance (docs/schemas/accounts-1.schema.json).
+public struct AccountsClient: Sendable {
+    public let plugin: any PluginEndpoint
+
+    public static let extensionID = CTM_EXT_ACCOUNTS_V1
+
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_ACCOUNTS_V1) else { return nil }
+        self.plugin = plugin
+    }
+
+    private func call<Request: Encodable, Response: Decodable>(
+        _ method: String, _ request: Request, as: Response.Type
+    ) async throws(ContainariumError) -> Response {
+        let data = try await plugin.call(extension: Self.extensionID, method: method, request: WireJSON.encode(request))
+        do {
+            return try WireJSON.decoder().decode(Response.self, from: data)
+        } catch {
+            throw .internal("plugin \(plugin.manifest.id) answered \(method) with malformed JSON", cause: WireJSON.describe(error))
+        }
+    }
+
+    public func create(_ r: AccountCreateRequest) async throws(ContainariumError) -> AccountInfo {
+        try await call("create", r, as: AccountInfo.self)
+    }
+    public func setKeys(_ r: SetKeysRequest) async throws(ContainariumError) -> [String] {
+        try await call("set_keys", r, as: KeyList.self).keys
+    }
+    public func listKeys(_ r: AccountRef) async throws(ContainariumError) -> [String] {
+        try await call("list_keys", r, as: KeyList.self).keys
+    }
+    public func addCollaborator(_ r: CollaboratorRequest) async throws(ContainariumError) -> AccountInfo {
+        try await call("add_collaborator", r, as: AccountInfo.self)
+    }
+    /// False when there was no collaborator account of that name for this owner.
+    public func removeCollaborator(_ r: CollaboratorRef) async throws(ContainariumError) -> Bool {
+        try await call("remove_collaborator", r, as: RemovedResult.self).removed
+    }
+}
+
 /// A typed client for a plugin's "devices.gpu/1" extension (GPU discovery).
 public struct GPUDevicesClient: Sendable {
     public let plugin: any PluginEndpoint
@@ -129,10 +170,40 @@ struct UncheckedTable<T>: @unchecked Sendable {
 
     /// The function in `field`, or nil when the plugin's table is too short to hold it.
     func field(_ field: KeyPath<T, ctm_call_fn?>) -> ctm_call_fn? {
-        let declared = pointer.withMemoryRebound(to: UInt32.self, capacity: 1) { Int($0.pointee) }
-        guard let offset = MemoryLayout<T>.offset(of: field), offset + MemoryLayout<ctm_call_fn>.size <= declared else {
-            return nil
-        }
-        return pointer.pointee[keyPath: field]
+        // Never `pointer.pointee`: that would copy the whole struct as this host knows it,
+        // reading past the end of an older plugin's shorter table.
+        DeclaredStruct(pointer).field(field) ?? nil
+    }
+}
+
+/// A struct a plugin wrote (a table, a result, an error), read field by field and only within
+/// the `struct_size` the plugin declared: the struct as this host knows it may be longer than
+/// the plugin's (an older minor), and the bytes after the plugin's end are not its to read.
+struct DeclaredStruct<T> {
+    let raw: UnsafeRawPointer
+
+    init(_ pointer: UnsafePointer<T>) { self.raw = UnsafeRawPointer(pointer) }
+
+    /// The size the writer declared (the first field of every ABI struct).
+    var declaredSize: Int { Int(raw.load(as: UInt32.self)) }
+
+    /// Whether `field` lies wholly inside the declared size.
+    func has<V>(_ field: KeyPath<T, V>) -> Bool {
+        guard let offset = MemoryLayout<T>.offset(of: field) else { return false }
+        return offset + MemoryLayout<V>.size <= declaredSize
+    }
+
+    /// The value of `field`, or nil when the writer's struct is too short to hold it.
+    func field<V>(_ field: KeyPath<T, V>) -> V? {
+        guard let offset = MemoryLayout<T>.offset(of: field), offset + MemoryLayout<V>.size <= declaredSize else { return nil }
+        return raw.load(fromByteOffset: offset, as: V.self)
+    }
+
+    /// The bytes of `field` that lie inside the declared size (a prefix of it, for a fixed
+    /// buffer such as `ctm_error.message`); empty when none do.
+    func bytes<V>(of field: KeyPath<T, V>) -> UnsafeRawBufferPointer {
+        guard let offset = MemoryLayout<T>.offset(of: field) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        let count = min(MemoryLayout<V>.size, max(0, declaredSize - offset))
+        return UnsafeRawBufferPointer(start: raw + offset, count: count)
     }
 }

@@ -2,6 +2,7 @@ import PluginABI
 public import ContainariumCore
 public import Foundation
 import Logging
+import Synchronization
 
 /// A plugin whose library is loaded and whose instance is initialised. Calls cross the C ABI
 /// with JSON payloads and complete through `hostCompletion`; Swift callers just `await`.
@@ -13,6 +14,9 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     let table: UnsafePointer<ctm_plugin>
     let instance: UnsafeMutableRawPointer?
     let logger: Logger
+    /// Keeps every call into the plugin (methods, get_extension, cancel) from overlapping or
+    /// following `shutdown`.
+    private let gate = CallGate()
 
     init(manifest: PluginManifest, directory: URL, table: UnsafePointer<ctm_plugin>, instance: UnsafeMutableRawPointer?, logger: Logger) {
         self.manifest = manifest
@@ -23,7 +27,10 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     }
 
     /// The ABI version the library's table declares.
-    public var abiVersion: String { "\(table.pointee.abi_major).\(table.pointee.abi_minor)" }
+    public var abiVersion: String {
+        let t = DeclaredStruct(table)
+        return "\(t.field(\.abi_major) ?? 0).\(t.field(\.abi_minor) ?? 0)"
+    }
 
     public var isolation: String { "in-process" }
 
@@ -48,6 +55,13 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
             let t = UncheckedTable<ctm_devices_gpu_v1>(raw)
             let fields: [String: KeyPath<ctm_devices_gpu_v1, ctm_call_fn?>] = ["list": \.list, "attach": \.attach, "detach": \.detach]
             fn = fields[method].flatMap { t.field($0) }
+        case CTM_EXT_ACCOUNTS_V1:
+            let t = UncheckedTable<ctm_accounts_v1>(raw)
+            let fields: [String: KeyPath<ctm_accounts_v1, ctm_call_fn?>] = [
+                "create": \.create, "set_keys": \.set_keys, "list_keys": \.list_keys,
+                "add_collaborator": \.add_collaborator, "remove_collaborator": \.remove_collaborator,
+            ]
+            fn = fields[method].flatMap { t.field($0) }
         case CTM_EXT_NODE_LIFECYCLE_V1:
             let t = UncheckedTable<ctm_node_lifecycle_v1>(raw)
             let fields: [String: KeyPath<ctm_node_lifecycle_v1, ctm_call_fn?>] = ["status": \.status, "start": \.start, "stop": \.stop]
@@ -60,8 +74,8 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
 
     /// The raw table of an extension, or nil when the plugin does not provide it.
     func extensionTable(_ id: String) -> UnsafeRawPointer? {
-        guard let get = table.pointee.get_extension else { return nil }
-        return id.withCString { get(instance, $0) }
+        guard let get = DeclaredStruct(table).field(\.get_extension) ?? nil else { return nil }
+        return gate.enter { id.withCString { get(instance, $0) } } ?? nil
     }
 
     /// Whether the plugin provides an extension (asked of the library, not the manifest).
@@ -90,16 +104,23 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
         guard let fn else { throw ContainariumError(.unsupported, "plugin \(manifest.id) does not implement \(method)") }
         if Task.isCancelled { throw ContainariumError(.cancelled, "\(method) was cancelled before it started") }
         let op = PendingCalls.shared.makeOperationID()
-        let cancel = table.pointee.cancel
+        let cancel = DeclaredStruct(table).field(\.cancel) ?? nil
         let instance = UncheckedRaw(instance)
+        let gate = self.gate, pluginID = manifest.id
         let outcome = await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<CallOutcome, Never>) in
                 PendingCalls.shared.register(op, c)
                 var err = makeError()
-                let status = request.withUnsafeBytes { raw in
-                    fn(
-                        instance.raw, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, op,
-                        hostCompletion, UnsafeMutableRawPointer(bitPattern: UInt(op)), &err)
+                let entered = gate.enter {
+                    request.withUnsafeBytes { raw in
+                        fn(
+                            instance.raw, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, op,
+                            hostCompletion, UnsafeMutableRawPointer(bitPattern: UInt(op)), &err)
+                    }
+                }
+                guard let status = entered else {
+                    PendingCalls.shared.resume(op, with: CallOutcome(result: .failure(ContainariumError(.unavailable, "plugin \(pluginID) has been shut down"))))
+                    return
                 }
                 if status != CTM_OK {
                     let message = withUnsafePointer(to: &err) { errorMessage($0) } ?? "\(method) was refused (status \(status))"
@@ -108,7 +129,7 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
                 }
             }
         } onCancel: {
-            cancel?(instance.raw, op)
+            gate.enter { cancel?(instance.raw, op) }
         }
         logger.trace("plugin call finished", metadata: ["plugin": "\(manifest.id)", "method": "\(method)", "operation": "\(op)"])
         switch outcome.result {
@@ -122,19 +143,56 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     /// The plugin's own health report.
     public func health() async -> HealthReport {
         do {
-            let data = try await invoke(table.pointee.health, method: "health", request: Data("{}".utf8))
+            let data = try await invoke(DeclaredStruct(table).field(\.health) ?? nil, method: "health", request: Data("{}".utf8))
             return try WireJSON.decode(HealthReport.self, from: data)
         } catch {
             return HealthReport(status: "down", detail: error.description)
         }
     }
 
+    /// Shut the instance down, at most once, once no call into the plugin is under way; later
+    /// calls fail with `unavailable` without reaching it. Completions of operations still
+    /// running are delivered as usual.
     func shutdown() {
-        table.pointee.shutdown?(instance)
+        guard gate.close() else { return }
+        (DeclaredStruct(table).field(\.shutdown) ?? nil)?(instance)
     }
 }
 
 struct UncheckedRaw: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer?
     init(_ raw: UnsafeMutableRawPointer?) { self.raw = raw }
+}
+
+/// Admits calls into a plugin until it is closed; `close` waits for the calls under way to
+/// return (they are quick: the ABI forbids blocking), so nothing enters the plugin after it.
+final class CallGate: Sendable {
+    private struct State {
+        var closed = false
+        var inside = 0
+    }
+    private let state = Mutex(State())
+
+    /// Run `body` unless the gate is closed (then nil).
+    @discardableResult
+    func enter<T>(_ body: () -> T) -> T? {
+        guard state.withLock({ s -> Bool in
+            if s.closed { return false }
+            s.inside += 1
+            return true
+        }) else { return nil }
+        defer { state.withLock { $0.inside -= 1 } }
+        return body()
+    }
+
+    /// Close the gate and wait until no call is inside; false when it was closed already.
+    func close() -> Bool {
+        guard state.withLock({ s -> Bool in
+            if s.closed { return false }
+            s.closed = true
+            return true
+        }) else { return false }
+        while state.withLock({ $0.inside }) > 0 { usleep(1000) }
+        return true
+    }
 }

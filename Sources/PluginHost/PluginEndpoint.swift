@@ -36,5 +36,6 @@ public enum ExtensionMethods {
         "node.lifecycle/1": ["status", "start", "stop"],
         "scanner/1": ["scan"],
         "console/1": ["open"],
+        "accounts/1": ["create", "set_keys", "list_keys", "add_collaborator", "remove_collaborator"],
     ]
 }

@@ -1,6 +1,7 @@
 import PluginABI
 import ContainariumCore
 public import Foundation
+import Synchronization
 public import Logging
 
 #if canImport(Glibc)
@@ -10,6 +11,9 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+/// Serialises every plugin's `initialize` in this process (see the threading contract).
+private let initializeLock = Mutex<Void>(())
 
 /// Where a discovered plugin ended up.
 public enum PluginState: Sendable, Equatable, CustomStringConvertible {
@@ -201,28 +205,30 @@ public struct PluginLoader: Sendable {
         guard let table = entry(HostABI.major, HostABI.minor) else {
             throw fail("\(manifest.library) cannot serve ABI \(HostABI.version) (its entry function returned NULL)")
         }
-        let t = table.pointee
+        // Field by field within the declared size, never `table.pointee`: a table from an
+        // older minor may be shorter than this host's struct.
+        let t = DeclaredStruct(table)
         let needed = (MemoryLayout<ctm_plugin>.offset(of: \.shutdown) ?? MemoryLayout<ctm_plugin>.size) + MemoryLayout<UnsafeRawPointer>.size
-        guard Int(t.struct_size) >= needed else {
-            throw fail("plugin table is \(t.struct_size) bytes; ABI \(HostABI.major).0 needs at least \(needed)")
+        guard t.declaredSize >= needed, let tableMajor = t.field(\.abi_major), let tableMinor = t.field(\.abi_minor) else {
+            throw fail("plugin table is \(t.declaredSize) bytes; ABI \(HostABI.major).0 needs at least \(needed)")
         }
-        guard t.abi_major == HostABI.major else {
-            throw fail("library was built for ABI \(t.abi_major).\(t.abi_minor) but this host speaks ABI \(HostABI.version)")
+        guard tableMajor == HostABI.major else {
+            throw fail("library was built for ABI \(tableMajor).\(tableMinor) but this host speaks ABI \(HostABI.version)")
         }
 
         // 6. The library must be what the manifest says it is.
-        let libID = t.id.map { String(cString: $0) } ?? ""
-        let libVersion = t.version.map { String(cString: $0) } ?? ""
+        let libID = (t.field(\.id) ?? nil).map { String(cString: $0) } ?? ""
+        let libVersion = (t.field(\.version) ?? nil).map { String(cString: $0) } ?? ""
         guard libID == manifest.id else {
             throw fail("manifest does not match library: manifest id '\(manifest.id)', library id '\(libID)'")
         }
         guard libVersion == manifest.version else {
             throw fail("manifest does not match library: manifest version \(manifest.version), library version \(libVersion)")
         }
-        guard t.abi_minor == abi.minor else {
-            throw fail("manifest does not match library: manifest ABI \(abi), library ABI \(t.abi_major).\(t.abi_minor)")
+        guard tableMinor == abi.minor else {
+            throw fail("manifest does not match library: manifest ABI \(abi), library ABI \(tableMajor).\(tableMinor)")
         }
-        guard let initialize = t.initialize else { throw fail("plugin table has no initialize function") }
+        guard let initialize = t.field(\.initialize) ?? nil else { throw fail("plugin table has no initialize function") }
 
         // 7. Initialise with the operator's per-plugin configuration.
         let context = HostContext(pluginID: manifest.id, logger: logger, events: events)
@@ -231,8 +237,13 @@ public struct PluginLoader: Sendable {
         let configData = (try? WireJSON.encode(config)) ?? Data("{}".utf8)
         var err = makeError()
         var instance: UnsafeMutableRawPointer?
-        let status = configData.withUnsafeBytes { raw in
-            initialize(services, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, &instance, &err)
+        // The threading contract (docs/plugin-abi.md): initialize runs once per instance and
+        // never concurrently with another initialize in this process, so a library that keeps
+        // global state needs no lock of its own around it.
+        let status = initializeLock.withLock { _ in
+            configData.withUnsafeBytes { raw in
+                initialize(services, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count, &instance, &err)
+            }
         }
         guard status == CTM_OK else {
             let why = withUnsafePointer(to: &err) { errorMessage($0) } ?? "status \(status)"

@@ -84,10 +84,27 @@ struct UncheckedPointer: @unchecked Sendable {
 /// thread, and call the completion exactly once with JSON or an error.
 public enum PluginCall {
     /// Fill a caller-owned error struct.
+    /// Writes only inside the `struct_size` the host declared for it.
     public static func fail(_ error: UnsafeMutablePointer<ctm_error>?, _ e: ContainariumError) -> ctm_status {
-        guard let error else { return e.code.abiStatus }
         let status = e.code.abiStatus
-        e.description.withCString { ctm_error_set(error, status, $0) }
+        guard let error else { return status }
+        let raw = UnsafeMutableRawPointer(error)
+        let declared = Int(raw.load(as: UInt32.self))
+        if declared >= MemoryLayout<ctm_error>.size {
+            e.description.withCString { ctm_error_set(error, status, $0) }
+            return status
+        }
+        // A shorter error struct than this plugin knows: fill what lies inside it.
+        if let offset = MemoryLayout<ctm_error>.offset(of: \.status), offset + 4 <= declared {
+            raw.storeBytes(of: status, toByteOffset: offset, as: ctm_status.self)
+        }
+        if let offset = MemoryLayout<ctm_error>.offset(of: \.message), declared > offset {
+            let room = declared - offset
+            let bytes = Array(e.description.utf8.prefix(room - 1)) + [0]
+            bytes.withUnsafeBytes { b in
+                if let base = b.baseAddress { (raw + offset).copyMemory(from: base, byteCount: b.count) }
+            }
+        }
         return status
     }
 

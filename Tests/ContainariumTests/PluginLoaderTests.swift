@@ -1,4 +1,5 @@
 import ContainariumCore
+import ContainariumService
 import Foundation
 import Logging
 import PluginHost
@@ -300,5 +301,112 @@ struct PluginLoaderTests {
         try fx.make(dir: "x")
         let why = try fx.failure("x", in: fx.load(settings: PluginSettings(plugins: ["fixture": .init(isolation: "vm")])))
         #expect(why.contains("isolation 'vm' is not one of in-process, process"))
+    }
+}
+
+@Suite("Plugin structs and accounts/1")
+struct AccountsExtensionTests {
+    static let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop"
+
+    static func manifest(_ capabilities: [String]) -> [String: Any] {
+        ["id": "fixture", "name": "Fixture", "version": "1.0.0", "abi": "1.0", "library": "libfixture.so", "capabilities": capabilities, "defaultEnabled": true]
+    }
+
+    @Test("the host reads a plugin's structs only up to the struct_size it declared (each one ends where an inaccessible page begins)")
+    func structSizeBounds() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "short", defines: ["SHORT_STRUCTS"], manifest: Self.manifest(["scanner/1", "instances/1"]))
+        let record = try fx.record("short", in: fx.load())
+        #expect(record.state == .ready)
+        let plugin = try #require(record.plugin)
+        #expect(plugin.abiVersion == "1.0")
+        #expect(await plugin.health().status == "ok")
+        // A result that ends before its `error` field.
+        let report = try await #require(ScannerClient(plugin)).scan(.object([:]))
+        #expect(report["clean"] == .bool(true))
+        let instances = try #require(InstancesClient(plugin))
+        // An error whose 16 message bytes fill its declared size without a NUL.
+        do {
+            _ = try await instances.list()
+            Issue.record("list succeeded although the plugin failed it")
+        } catch {
+            #expect(error.code == .notFound)
+            #expect(error.message == "0123456789abcdef")
+        }
+        // An older minor's instances/1 table ends before `watch`: unsupported, never read.
+        do {
+            try await instances.watch()
+            Issue.record("watch succeeded although the table has no such field")
+        } catch {
+            #expect(error.code == .unsupported)
+        }
+    }
+
+    @Test("accounts/1: the typed client reaches every method of a C plugin's table; its requests and answers match the schema")
+    func clientAndSchema() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "acc", defines: ["ACCOUNTS"], manifest: Self.manifest(["scanner/1", "instances/1", "accounts/1"]))
+        let plugin = try #require(try fx.record("acc", in: fx.load()).plugin)
+        let accounts = try #require(AccountsClient(plugin))
+        let create = AccountCreateRequest(instance: "alice-container", account: AccountSpec(name: "alice", sshKeys: [Self.key]))
+        let ref = AccountRef(instance: "alice-container", name: "alice")
+        let set = SetKeysRequest(instance: "alice-container", name: "alice", keys: [Self.key])
+        let add = CollaboratorRequest(instance: "alice-container", owner: "alice", name: "bob", sshKeys: [Self.key], sudo: false, containerRuntime: true)
+        let remove = CollaboratorRef(instance: "alice-container", owner: "alice", name: "bob")
+
+        let account = try await accounts.create(create)
+        #expect(account == AccountInfo(name: "alice", uid: 1000, gid: 1000, home: "/home/alice", shell: "/bin/bash"))
+        #expect(try await accounts.listKeys(ref) == [Self.key])
+        #expect(try await accounts.setKeys(set) == [Self.key])
+        #expect(try await accounts.addCollaborator(add).name == "bob")
+        #expect(try await accounts.removeCollaborator(remove))
+
+        let shapes: [(Data, String)] = [
+            (try WireJSON.encode(create), "AccountCreateRequest"), (try WireJSON.encode(ref), "AccountRef"),
+            (try WireJSON.encode(set), "SetKeysRequest"), (try WireJSON.encode(add), "CollaboratorRequest"),
+            (try WireJSON.encode(remove), "CollaboratorRef"), (try WireJSON.encode(account), "Account"),
+            (try WireJSON.encode(KeyList(keys: [Self.key])), "KeyList"), (try WireJSON.encode(RemovedResult(removed: false)), "Removed"),
+        ]
+        for (json, definition) in shapes {
+            #expect(try SchemaCheck.violations(of: json, file: "accounts-1.schema.json", definition: definition) == nil, "\(definition)")
+        }
+        // The schema is no rubber stamp.
+        let bad = Data(#"{"instance": "x", "owner": "Alice", "name": "bob"}"#.utf8)
+        #expect(try SchemaCheck.violations(of: bad, file: "accounts-1.schema.json", definition: "CollaboratorRef") != nil)
+    }
+
+    @Test("a backend without accounts/1: keys and collaborators fail with a clear unsupported error, never silently")
+    func unsupportedBackend() async throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        try fx.make(dir: "noaccounts", defines: ["SHORT_STRUCTS"], manifest: Self.manifest(["scanner/1", "instances/1"]))
+        let logger = Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() })
+        let loader = PluginLoader(searchPaths: [fx.root], settings: PluginSettings(), node: "n", logger: logger, events: EventBus())
+        let service = EnvironmentService(
+            config: HostConfig(), plugins: PluginManager(loader: loader),
+            stacks: StackCatalog(paths: [TestEnv.repoRoot.appendingPathComponent("stacks")]), logger: logger)
+        let plugin = try #require(service.plugins.ready.first)
+        #expect(AccountsClient(plugin) == nil)
+        let expected = "the fixture backend does not manage accounts (accounts/1)"
+        let key = try SSHPublicKey(parsing: Self.key)
+        let attempts: [(String, @Sendable () async throws(ContainariumError) -> Void)] = [
+            ("list keys", { () async throws(ContainariumError) in _ = try await service.authorizedKeys(username: "alice") }),
+            ("set keys", { () async throws(ContainariumError) in try await service.setAuthorizedKeys(username: "alice", [key]) }),
+            ("add collaborator", { () async throws(ContainariumError) in _ = try await service.addCollaboratorAccount(owner: "alice", collaborator: "bob", keys: [key], sudo: false, containerRuntime: false) }),
+            ("remove collaborator", { () async throws(ContainariumError) in try await service.removeCollaboratorAccount(owner: "alice", collaborator: "bob") }),
+        ]
+        for (what, attempt) in attempts {
+            do {
+                try await attempt()
+                Issue.record("\(what) succeeded on a backend without accounts/1")
+            } catch {
+                #expect(error.code == .unsupported, "\(what)")
+                #expect(error.message == expected, "\(what)")
+            }
+        }
+        // The host itself says so for a direct call too.
+        await #expect(throws: ContainariumError.self) { try await plugin.call(extension: "accounts/1", method: "list_keys", request: Data("{}".utf8)) }
     }
 }

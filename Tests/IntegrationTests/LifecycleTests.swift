@@ -1,5 +1,7 @@
 import ContainariumCore
+import ContainariumService
 import Foundation
+import PluginHost
 import TestSupport
 import Testing
 
@@ -204,5 +206,66 @@ struct DiskQuotaTests {
         #expect(try WireJSON.decoder().decode(InstanceInfo.self, from: Data(after.stdout.utf8)).diskLimitBytes == 2 << 30)
         let deleted = try sandbox.cli(["delete", user, "--force"])
         #expect(deleted.status == 0, "\(deleted.output)")
+    }
+}
+
+@Suite("Accounts, keys and collaborators through accounts/1, on real Incus", .needsIncus)
+struct AccountsOnIncusTests {
+    @Test("the IncusLXC plugin's accounts/1: keys replaced and listed, a collaborator made, marked and removed, foreign accounts never touched")
+    func accountsThroughThePlugin() async throws {
+        let sandbox = try IncusEnv.Sandbox()
+        defer { sandbox.cleanup() }
+        let user = "acct\(TestEnv.suffix())", bob = "bob\(TestEnv.suffix())"
+        let name = "\(user)-container"
+        defer { sandbox.forceDelete(name) }
+        let created = try sandbox.cli(["create", user, "--ssh-key", sandbox.key.publicKey.path, "--memory", "512MB"])
+        #expect(created.status == 0, "create failed: \(created.output)")
+
+        let service = try sandbox.service()
+        let plugin = try #require(service.plugins.ready.first { $0.manifest.id == "incus-lxc" })
+        let accounts = try #require(AccountsClient(plugin))
+        // What the real plugin answers conforms to the published schema.
+        let owned = try await accounts.create(AccountCreateRequest(instance: name, account: AccountSpec(name: user, sshKeys: [sandbox.key.publicText])))
+        #expect(owned.name == user && owned.home == "/home/\(user)")
+        #expect(try SchemaCheck.violations(of: WireJSON.encode(owned), file: "accounts-1.schema.json", definition: "Account") == nil)
+        let first = try SSHPublicKey(parsing: sandbox.key.publicText)
+        let second = try SSHPublicKey(parsing: try KeyPair.generate(in: sandbox.dir, name: "second").publicText)
+        func inside(_ argv: [String]) throws -> ProcessResult { try sandbox.incus(["exec", name, "--"] + argv) }
+
+        // The owner's keys: the create installed one; replace them with two.
+        #expect(try await service.authorizedKeys(username: user).map(\.fingerprint) == [first.fingerprint])
+        try await service.setAuthorizedKeys(username: user, [first, second])
+        #expect(try await service.authorizedKeys(username: user).map(\.fingerprint) == [first.fingerprint, second.fingerprint])
+        #expect(try inside(["stat", "-c", "%a %U", "/home/\(user)/.ssh/authorized_keys"]).stdout == "600 \(user)\n")
+
+        // A collaborator: own account, marked, keys, and only `sudo su - OWNER`.
+        let account = try await service.addCollaboratorAccount(owner: user, collaborator: bob, keys: [second], sudo: false, containerRuntime: false)
+        #expect(account.name == bob)
+        let entry = try #require(PasswdEntry(line: try inside(["getent", "passwd", bob]).stdout))
+        #expect(entry.gecos == CollaboratorRequest.marker(owner: user))
+        #expect(try await accounts.listKeys(AccountRef(instance: name, name: bob)) == [second.authorizedKeysLine])
+        #expect(try inside(["stat", "-c", "%a %U", "/home/\(bob)/.ssh/authorized_keys"]).stdout == "600 \(bob)\n")
+        let rule = try inside(["cat", "/etc/sudoers.d/containarium-collaborator-\(bob)"]).stdout
+        #expect(rule.contains("\(bob) ALL=(root) NOPASSWD: ") && rule.hasSuffix("su - \(user)\n"), "\(rule)")
+        #expect(try inside(["visudo", "-c"]).status == 0)
+
+        // An account the extension did not make is never taken over nor removed.
+        #expect(try inside(["useradd", "carol"]).status == 0)
+        do {
+            _ = try await service.addCollaboratorAccount(owner: user, collaborator: "carol", keys: [], sudo: true, containerRuntime: false)
+            Issue.record("an existing account was taken over as a collaborator")
+        } catch {
+            #expect(error.code == .alreadyExists)
+        }
+        #expect(try await service.removeCollaboratorAccount(owner: user, collaborator: "carol") == false)
+        #expect(try await service.removeCollaboratorAccount(owner: user, collaborator: user) == false)
+        #expect(try inside(["id", "carol"]).status == 0)
+        #expect(try inside(["id", user]).status == 0)
+
+        // Removal takes the account and its sudo rule; a second removal finds nothing.
+        #expect(try await service.removeCollaboratorAccount(owner: user, collaborator: bob))
+        #expect(try inside(["getent", "passwd", bob]).status == 2)
+        #expect(try inside(["test", "-e", "/etc/sudoers.d/containarium-collaborator-\(bob)"]).status == 1)
+        #expect(try await service.removeCollaboratorAccount(owner: user, collaborator: bob) == false)
     }
 }

@@ -1,5 +1,7 @@
 import ContainariumCore
+import ContainariumService
 import Foundation
+import PluginHost
 import TestSupport
 import Testing
 
@@ -259,6 +261,31 @@ struct VMTests {
             case "kvm": #expect(status == "ok" && detail.contains("qemu with kvm"), "\(health)")
             default: #expect(status == "ok" && detail.contains("qemu with \(opens && hardware ? "kvm" : "tcg")"), "\(health)")
             }
+        }
+    }
+
+    @Test("qemu-windows has no accounts/1: keys and collaborators fail with a clear unsupported error instead of a silent exec")
+    func noAccounts() async throws {
+        let (box, _) = try Self.vmSandbox(node: "va-\(TestEnv.suffix())")
+        defer { box.cleanup() }
+        let service = try box.service()
+        let plugin = try #require(service.plugins.ready.first { $0.manifest.id == "qemu-windows" })
+        #expect(!plugin.manifest.capabilities.contains("accounts/1"))
+        #expect(AccountsClient(plugin) == nil)
+        #expect(plugin.provides("instances/1") && plugin.provides("console/1"))
+        let expected = "the qemu-windows backend does not manage accounts (accounts/1)"
+        let key = try SSHPublicKey(parsing: box.key.publicText)
+        do {
+            _ = try await service.authorizedKeys(username: "winnie")
+            Issue.record("listing keys succeeded on a backend without accounts/1")
+        } catch {
+            #expect(error.code == .unsupported && error.message == expected, "\(error)")
+        }
+        do {
+            _ = try await service.addCollaboratorAccount(owner: "winnie", collaborator: "bob", keys: [key], sudo: false, containerRuntime: false)
+            Issue.record("adding a collaborator succeeded on a backend without accounts/1")
+        } catch {
+            #expect(error.code == .unsupported && error.message == expected, "\(error)")
         }
     }
 

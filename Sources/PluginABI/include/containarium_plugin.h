@@ -150,6 +150,9 @@ typedef struct ctm_plugin {
     /**
      * Create a plugin instance. `config_json` is the operator's per-plugin configuration
      * (a JSON object, borrowed). On success store an opaque pointer in *out_instance.
+     * Called exactly once per instance, before anything else receives it, and never
+     * concurrently with another initialize in the process (docs/plugin-abi.md, threading).
+     * Every other function may be called from any thread, concurrently.
      */
     ctm_status (*initialize)(const ctm_host_services *host,
                        const char *config_json, size_t config_len,
@@ -167,7 +170,11 @@ typedef struct ctm_plugin {
     /** Health check; responds with {"status": "ok"|"degraded"|"down", "detail": "..."}. */
     ctm_call_fn health;
 
-    /** Stop all work and release resources. The library itself stays loaded (never dlclose). */
+    /**
+     * Stop all work and release resources; called at most once, and no call on the instance
+     * follows it. Calls in flight still complete exactly once, possibly after shutdown returns.
+     * The library itself stays loaded (never dlclose).
+     */
     void (*shutdown)(void *instance);
 } ctm_plugin;
 
@@ -238,6 +245,23 @@ typedef struct ctm_console_v1 {
     uint32_t struct_version;  /* 1 */
     ctm_call_fn open;      /* {instance, kind}        -> {protocol} + fd    */
 } ctm_console_v1;
+
+/**
+ * "accounts/1": user accounts inside an instance (the owner's account, its SSH keys, and
+ * collaborators' accounts). A backend without it cannot have keys or collaborators managed
+ * for it; the host says so (CTM_E_UNSUPPORTED) instead of running commands in the instance.
+ * A new extension id, not a change to any published table: no ABI minor bump.
+ */
+#define CTM_EXT_ACCOUNTS_V1 "accounts/1"
+typedef struct ctm_accounts_v1 {
+    uint32_t struct_size;
+    uint32_t struct_version;  /* 1 */
+    ctm_call_fn create;              /* AccountCreateRequest  -> Account            */
+    ctm_call_fn set_keys;            /* SetKeysRequest        -> KeyList            */
+    ctm_call_fn list_keys;           /* AccountRef            -> KeyList            */
+    ctm_call_fn add_collaborator;    /* CollaboratorRequest   -> Account            */
+    ctm_call_fn remove_collaborator; /* CollaboratorRef       -> {removed: bool}    */
+} ctm_accounts_v1;
 
 /* ----------------------------------------------------------------------------------------- */
 /* Helpers (header-only, so plugins link nothing of the host's)                               */
