@@ -159,11 +159,12 @@ struct ContainariumGRPCService: RegistrableRPCService {
             try await plane.removeNode(caller, try field("name"), force: request["force"]?.bool ?? false)
             return .object([:])
         case "ExplainSchedule":
-            let create = CreateEnvironmentRequest(
+            var create = CreateEnvironmentRequest(
                 username: request["username"]?.stringValue ?? "explain", sshKeys: [], image: request["image"]?.stringValue,
                 osType: request["osType"]?.stringValue, cpu: request["cpu"]?.stringValue, memory: request["memory"]?.stringValue,
                 disk: request["disk"]?.stringValue, labels: (request["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
                 gpus: ContainariumGRPCService.gpuCount(request["gpus"]), gpuModel: request["gpuModel"]?.stringValue)
+            create.kind = request["kind"]?.stringValue
             return try encode(await plane.explainPlacement(caller, create))
         case "ListStacks":
             let stacks = plane.service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s -> JSONValue in
@@ -240,7 +241,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
             }
             let m = request.message
-            let create = CreateEnvironmentRequest(
+            var asked = CreateEnvironmentRequest(
                 username: m["username"]?.stringValue ?? "", sshKeys: m["sshKeys"]?.items?.compactMap { $0.stringValue } ?? [],
                 image: m["image"]?.stringValue, osType: m["osType"]?.stringValue, cpu: m["cpu"]?.stringValue, memory: m["memory"]?.stringValue,
                 disk: m["disk"]?.stringValue, autostart: m["autostart"]?.bool, nesting: m["nesting"]?.bool, stack: m["stack"]?.stringValue,
@@ -248,6 +249,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 gpus: ContainariumGRPCService.gpuCount(m["gpus"]), gpuModel: m["gpuModel"]?.stringValue,
                 gpuDevices: m["gpuDevices"]?.items?.compactMap { $0.stringValue } ?? [], node: m["node"]?.stringValue,
                 runtimes: ContainerRuntime.allCases.filter { m[$0.requestField]?.bool == true })
+            asked.kind = m["kind"]?.stringValue
+            let create = asked
             return StreamingServerResponse { writer in
                 let (events, cancel) = plane.events.subscribe()
                 let relay = Task {

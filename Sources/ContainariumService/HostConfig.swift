@@ -120,6 +120,14 @@ public struct HostConfig: Codable, Sendable, Equatable {
         "OS_TYPE_UBUNTU_2204": "ubuntu2204", "OS_TYPE_ROCKY_9": "rocky9", "rocky": "rocky9",
     ]
 
+    /// The OS family of an OS type or image name, which picks the instance backend (its
+    /// manifest's `osTypes`): "windows" for names starting with "windows" (any case) or the
+    /// reference's "OS_TYPE_WINDOWS", "linux" for everything else.
+    public static func osFamily(of name: String) -> String {
+        let n = name.lowercased()
+        return n.hasPrefix("windows") || n.hasPrefix("os_type_windows") ? "windows" : "linux"
+    }
+
     /// The image alias for an OS type (`debian12`, `OS_TYPE_UBUNTU_2404`, ...).
     public func image(forOSType osType: String) throws(ContainariumError) -> String {
         let map = images ?? ["debian12": defaultImage ?? Self.builtinImage]
