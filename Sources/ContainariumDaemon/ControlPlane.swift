@@ -907,6 +907,22 @@ public final class ControlPlane: Sendable {
         return out
     }
 
+    /// Enable or disable a plugin in a node's config file (admin): this node's, or with `on`
+    /// a member's, through that member's own daemon. Plugins load at start, so the answer says
+    /// whether that node's daemon must restart.
+    public func setPluginEnabled(_ caller: Caller, _ id: String, enabled: Bool, on target: String?) async throws(ContainariumError) -> JSONValue {
+        try await audited(caller, enabled ? "plugin.enable" : "plugin.disable", id, detail: target.map { "node \($0)" } ?? "") { () async throws(ContainariumError) -> JSONValue in
+            try requireAdmin(caller, "enabling and disabling plugins")
+            if let target, target != node {
+                guard Cluster.validNodeName(target), let cluster, cluster.member(target) != nil else { throw .notFound("no node \(target) in this cluster") }
+                return try await forward(target, "SetPluginEnabled", ["id": .string(id), "enabled": .bool(enabled)])
+            }
+            let t = try service.setPluginEnabled(id, enabled: enabled)
+            return .object(["id": .string(t.id), "enabled": .bool(t.enabled), "node": .string(t.node), "configPath": .string(t.path),
+                            "section": .string(t.section), "restartRequired": .bool(t.restartRequired), "message": .string(t.message)])
+        }
+    }
+
     public func plugins(_ caller: Caller) async -> [JSONValue] {
         var out: [JSONValue] = []
         for r in service.plugins.records {

@@ -42,6 +42,7 @@ public enum ContainariumRPC {
         "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity", "ListStacks",
         "ListCollaborators", "AddCollaborator", "RemoveCollaborator",
         "ReportNode", "ListNodes", "DrainNode", "UndrainNode", "RemoveNode", "ExplainSchedule",
+        "SetPluginEnabled",
     ]
     public static let createMethod = "CreateContainer"
     /// A VM console as a bidirectional stream. The request's metadata names it
@@ -139,6 +140,9 @@ struct ContainariumGRPCService: RegistrableRPCService {
                                 result: request["result"]?.stringValue, limit: Int(request["limit"]?.number ?? 100))
             return try encode(["entries": await plane.auditLog(caller, f)])
         case "ListPlugins": return .object(["plugins": .array(await plane.plugins(caller))])
+        case "SetPluginEnabled":
+            guard let enabled = request["enabled"]?.bool else { throw .invalid("field 'enabled' must be true or false") }
+            return try await plane.setPluginEnabled(caller, try field("id"), enabled: enabled, on: request["node"]?.stringValue)
         case "ListCollaborators":
             return try encode(["collaborators": await plane.listCollaborators(caller, try field("username"))])
         case "AddCollaborator":

@@ -84,6 +84,8 @@ public struct EnvironmentService: Sendable {
     public let plugins: PluginManager
     public let stacks: StackCatalog
     public let logger: Logger
+    /// The config file this service was built from (nil: built in memory).
+    public private(set) var configPath: String?
 
     public static let minimumMemory = ByteSize(bytes: 128 << 20)
     public static let minimumDisk = ByteSize(bytes: 1 << 30)
@@ -101,9 +103,42 @@ public struct EnvironmentService: Sendable {
         let loader = PluginLoader(
             searchPaths: config.pluginSearchPaths(extra: extraPluginPaths), settings: config.pluginSettings,
             node: config.nodeName, logger: logger, events: EventBus())
-        return EnvironmentService(
+        var service = EnvironmentService(
             config: config, plugins: PluginManager(loader: loader), stacks: StackCatalog(paths: config.stackSearchPaths()),
             logger: logger)
+        service.configPath = HostConfig.resolvedPath(configPath)
+        return service
+    }
+
+    /// The outcome of `setPluginEnabled`.
+    public struct PluginToggle: Sendable {
+        public var id: String
+        public var enabled: Bool
+        public var node: String
+        public var path: String
+        public var section: String
+        /// Whether this process runs the plugin differently from the new setting: plugins are
+        /// loaded once, at start, so a running daemon takes the change when it restarts.
+        public var restartRequired: Bool
+        public var message: String
+    }
+
+    /// Enable or disable a plugin found on this node, in this node's config file.
+    public func setPluginEnabled(_ id: String, enabled: Bool) throws(ContainariumError) -> PluginToggle {
+        guard let record = plugins.records.first(where: { $0.id == id }) else {
+            let known = plugins.records.map(\.id).sorted().joined(separator: ", ")
+            throw .notFound("no plugin \(id) on node \(config.nodeName) (found: \(known.isEmpty ? "none" : known))")
+        }
+        guard let path = configPath else { throw ContainariumError(.failedPrecondition, "this service has no config file to change") }
+        let change = try HostConfig.setPluginEnabled(id, enabled, node: config.nodeName, path: path)
+        let restart = record.enabled != enabled
+        let word = enabled ? "enabled" : "disabled"
+        let message = restart
+            ? "\(id) \(word) on node \(config.nodeName) (\(change.section) in \(change.path)); plugins are loaded at start: restart the daemon there (systemctl restart containarium) for it to take effect"
+            : "\(id) \(word) on node \(config.nodeName) (\(change.section) in \(change.path)); it already runs that way, no restart needed"
+        logger.info("plugin setting changed", metadata: ["plugin": "\(id)", "enabled": "\(enabled)", "file": "\(change.path)"])
+        return PluginToggle(id: id, enabled: enabled, node: config.nodeName, path: change.path, section: change.section,
+                            restartRequired: restart, message: message)
     }
 
     /// This node's default instance backend: the config's `backend`, else the first ready one.

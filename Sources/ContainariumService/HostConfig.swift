@@ -80,6 +80,84 @@ public struct HostConfig: Codable, Sendable, Equatable {
 
     public var nodeName: String { node ?? ProcessInfo.processInfo.hostName }
 
+    /// The file `load(path:)` reads: `path`, else $CONTAINARIUM_CONFIG, else the default.
+    public static func resolvedPath(_ path: String?) -> String {
+        path ?? ProcessInfo.processInfo.environment["CONTAINARIUM_CONFIG"] ?? defaultPath
+    }
+
+    /// Where `setPluginEnabled` wrote.
+    public struct PluginSettingChange: Sendable, Equatable {
+        public var path: String
+        /// "plugins.ID" or "nodes.NODE.plugins.ID".
+        public var section: String
+    }
+
+    /// Turn plugin `id` on or off for node `node` in the config file at `path`, keeping
+    /// everything else in the file. The node's own entry (`nodes.NODE.plugins.ID`) is changed
+    /// when the file has one, else the top-level `plugins.ID`; a missing file is created. The
+    /// result is read back and must say what was asked.
+    public static func setPluginEnabled(_ id: String, _ enabled: Bool, node: String, path: String) throws(ContainariumError) -> PluginSettingChange {
+        let fm = FileManager.default
+        var root: [String: Any] = [:]
+        var permissions: Any?
+        if fm.fileExists(atPath: path) {
+            do {
+                let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                    throw ContainariumError.invalid("config file \(path) is not a JSON object")
+                }
+                root = object
+                permissions = try fm.attributesOfItem(atPath: path)[.posixPermissions]
+            } catch let error as ContainariumError {
+                throw error
+            } catch {
+                throw .invalid("config file \(path) is not valid JSON: \(error.localizedDescription)")
+            }
+        }
+        func object(_ value: Any?, _ name: String) throws(ContainariumError) -> [String: Any] {
+            guard let value else { return [:] }
+            guard let o = value as? [String: Any] else { throw .invalid("config file \(path): \(name) must be an object") }
+            return o
+        }
+        var nodes = try object(root["nodes"], "nodes")
+        var nodeEntry = try object(nodes[node], "nodes.\(node)")
+        var nodePlugins = try object(nodeEntry["plugins"], "nodes.\(node).plugins")
+        let section: String
+        if let existing = nodePlugins[id] {
+            var entry = try object(existing, "nodes.\(node).plugins.\(id)")
+            entry["enabled"] = enabled
+            nodePlugins[id] = entry
+            nodeEntry["plugins"] = nodePlugins
+            nodes[node] = nodeEntry
+            root["nodes"] = nodes
+            section = "nodes.\(node).plugins.\(id)"
+        } else {
+            var plugins = try object(root["plugins"], "plugins")
+            var entry = try object(plugins[id], "plugins.\(id)")
+            entry["enabled"] = enabled
+            plugins[id] = entry
+            root["plugins"] = plugins
+            section = "plugins.\(id)"
+        }
+        do {
+            let data = try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            // Read back before writing: the new file must parse and say what was asked.
+            let check = try WireJSON.decoder().decode(HostConfig.self, from: data)
+            guard check.pluginSettings.entry(for: id, node: node).enabled == enabled else {
+                throw ContainariumError.internal("the changed config would not \(enabled ? "enable" : "disable") \(id) on \(node)")
+            }
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+            try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+            try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
+            if let permissions { try fm.setAttributes([.posixPermissions: permissions], ofItemAtPath: path) }
+        } catch let error as ContainariumError {
+            throw error
+        } catch {
+            throw ContainariumError(.internal, "cannot write config file \(path)", cause: error.localizedDescription)
+        }
+        return PluginSettingChange(path: path, section: section)
+    }
+
     public var pluginSettings: PluginSettings {
         PluginSettings(pluginPaths: pluginPaths, plugins: plugins, nodes: nodes)
     }
