@@ -271,17 +271,16 @@ public final class ControlPlane: Sendable {
     /// serves its OS family best (manifests' `osTypes`, primary first; this node's configured
     /// `backend` preferred) among this node's and the members' backends.
     func kind(for request: CreateEnvironmentRequest) throws(ContainariumError) -> String {
-        if let kind = request.kind {
-            guard PluginManifest.validWord(kind) else { throw .invalid("kind '\(kind)' is not a backend kind (e.g. lxc, vm)") }
-            return kind
-        }
+        if let kind = request.kind, !PluginManifest.validWord(kind) { throw .invalid("kind '\(kind)' is not a backend kind (e.g. lxc, vm)") }
         let offers = knownOffers.map(\.offer)
         do throws(ContainariumError) {
-            let best = try BackendOffer.choose(offers, kind: nil, os: request.osFamily, preferred: service.config.backend)
+            let best = try BackendOffer.choose(offers, kind: request.kind, os: request.osFamily, preferred: service.config.backend)
+            if let kind = request.kind { return kind }
             guard let kind = best.kinds.first else { throw ContainariumError.internal("backend \(best.id) declares no kinds") }
             return kind
         } catch where isClustered && error.code == .invalidArgument {
-            throw .invalid("no instance backend in this cluster serves OS \(request.osFamily) (known: \(offers.map(\.summary).joined(separator: "; ")))")
+            let wanted = (request.kind.map { "kind \($0) and " } ?? "") + "OS \(request.osFamily)"
+            throw .invalid("no instance backend in this cluster serves \(wanted) (known: \(offers.map(\.summary).joined(separator: "; ")))")
         }
     }
 
@@ -430,6 +429,7 @@ public final class ControlPlane: Sendable {
             // What can be known before the work starts is refused now, not in the operation.
             if target == node {
                 do throws(ContainariumError) {
+                    _ = try service.backend(forCreate: request)  // a backend here serves its kind and OS
                     try await service.checkCPU(validated.request.cpu, overcommit: cpuOvercommit)
                 } catch {
                     await cluster?.release(user.containerName)  // a placement may hold the node and GPUs
