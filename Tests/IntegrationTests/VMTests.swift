@@ -443,6 +443,25 @@ struct VMTests {
 
         for u in [w, l] { #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)", token: admin).status == 200) }
         #expect(!FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container").path))
+
+        // plugin enable/disable --node through the control plane: the member's own config file
+        // changes (its daemon makes the change) and the answer says it must restart.
+        func vmPluginSetting() throws -> Bool? {
+            let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: vmBox.config)) as? [String: Any]
+            return ((cfg?["plugins"] as? [String: Any])?["qemu-windows"] as? [String: Any])?["enabled"] as? Bool
+        }
+        let off = try Run.run(TestEnv.cliPath, ["plugin", "disable", "qemu-windows", "--node", vmName, "--format", "json"] + server, timeout: 60)
+        #expect(off.status == 0 && off.stdout.contains(#""restartRequired" : true"#) && off.stdout.contains(vmName), "\(off.output)")
+        #expect(try vmPluginSetting() == false)
+        let cpConfig = try String(contentsOf: cpBox.config, encoding: .utf8)
+        #expect(!cpConfig.contains("qemu-windows"), "the control plane's own config is untouched: \(cpConfig)")
+        let on = try Run.run(TestEnv.cliPath, ["plugin", "enable", "qemu-windows", "--node", vmName] + server, timeout: 60)
+        #expect(on.status == 0 && on.stdout.contains("no restart needed"), "\(on.output)")
+        #expect(try vmPluginSetting() == true)
+        let nowhere = try Run.run(TestEnv.cliPath, ["plugin", "enable", "qemu-windows", "--node", "nosuch-\(sfx)"] + server, timeout: 60)
+        #expect(nowhere.status != 0 && nowhere.stderr.contains("no node nosuch-\(sfx)"), "\(nowhere.output)")
+        let toggleAudit = try HTTP.call("GET", node.base + "/v1/audit?action=plugin.disable", token: nodeAdmin).json?["entries"]?.items ?? []
+        #expect(toggleAudit.contains { $0["target"]?.stringValue == "qemu-windows" && $0["result"]?.stringValue == "ok" }, "\(toggleAudit)")
     }
 
     @Test("one node, two backends: IncusLXC and qemu-windows side by side; explain, create, list and every per-environment call find the right one; plugin disable --node takes effect at restart")
