@@ -148,8 +148,26 @@ public struct HostConfig: Codable, Sendable, Equatable {
             }
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
             try fm.createDirectory(at: dir, withIntermediateDirectories: true)
-            try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
-            if let permissions { try fm.setAttributes([.posixPermissions: permissions], ofItemAtPath: path) }
+            // A new file beside it with the old file's mode from the start (the config may hold
+            // secrets), then renamed over it: readers see the old file or the new, never half.
+            let temp = dir.appendingPathComponent(".\(URL(fileURLWithPath: path).lastPathComponent).\(UUID().uuidString).tmp").path
+            let mode = mode_t((permissions as? Int) ?? 0o644)
+            let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+            guard fd >= 0 else { throw ContainariumError(.internal, "cannot write config file \(path)", cause: String(cString: strerror(errno))) }
+            let file = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            do {
+                _ = fchmod(fd, mode)  // exactly the old mode, whatever the umask
+                try file.write(contentsOf: data + Data("\n".utf8))
+                try file.close()
+            } catch {
+                try? fm.removeItem(atPath: temp)
+                throw error
+            }
+            guard rename(temp, path) == 0 else {
+                let why = String(cString: strerror(errno))
+                try? fm.removeItem(atPath: temp)
+                throw ContainariumError(.internal, "cannot write config file \(path)", cause: why)
+            }
         } catch let error as ContainariumError {
             throw error
         } catch {
