@@ -910,14 +910,14 @@ public final class ControlPlane: Sendable {
     /// Enable or disable a plugin in a node's config file (admin): this node's, or with `on`
     /// a member's, through that member's own daemon. Plugins load at start, so the answer says
     /// whether that node's daemon must restart.
-    public func setPluginEnabled(_ caller: Caller, _ id: String, enabled: Bool, on target: String?) async throws(ContainariumError) -> JSONValue {
+    public func setPluginEnabled(_ caller: Caller, _ id: String, enabled: Bool, force: Bool = false, on target: String?) async throws(ContainariumError) -> JSONValue {
         try await audited(caller, enabled ? "plugin.enable" : "plugin.disable", id, detail: target.map { "node \($0)" } ?? "") { () async throws(ContainariumError) -> JSONValue in
             try requireAdmin(caller, "enabling and disabling plugins")
             if let target, target != node {
                 guard Cluster.validNodeName(target), let cluster, cluster.member(target) != nil else { throw .notFound("no node \(target) in this cluster") }
-                return try await forward(target, "SetPluginEnabled", ["id": .string(id), "enabled": .bool(enabled)])
+                return try await forward(target, "SetPluginEnabled", ["id": .string(id), "enabled": .bool(enabled), "force": .bool(force)])
             }
-            let t = try service.setPluginEnabled(id, enabled: enabled)
+            let t = try await service.setPluginEnabled(id, enabled: enabled, force: force)
             return .object(["id": .string(t.id), "enabled": .bool(t.enabled), "node": .string(t.node), "configPath": .string(t.path),
                             "section": .string(t.section), "restartRequired": .bool(t.restartRequired), "message": .string(t.message)])
         }

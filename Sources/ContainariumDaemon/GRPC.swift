@@ -142,7 +142,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
         case "ListPlugins": return .object(["plugins": .array(await plane.plugins(caller))])
         case "SetPluginEnabled":
             guard let enabled = request["enabled"]?.bool else { throw .invalid("field 'enabled' must be true or false") }
-            return try await plane.setPluginEnabled(caller, try field("id"), enabled: enabled, on: request["node"]?.stringValue)
+            return try await plane.setPluginEnabled(caller, try field("id"), enabled: enabled, force: request["force"]?.bool ?? false,
+                                                    on: request["node"]?.stringValue)
         case "ListCollaborators":
             return try encode(["collaborators": await plane.listCollaborators(caller, try field("username"))])
         case "AddCollaborator":

@@ -123,11 +123,19 @@ public struct EnvironmentService: Sendable {
         public var message: String
     }
 
-    /// Enable or disable a plugin found on this node, in this node's config file.
-    public func setPluginEnabled(_ id: String, enabled: Bool) throws(ContainariumError) -> PluginToggle {
+    /// Enable or disable a plugin found on this node, in this node's config file. Disabling an
+    /// instance backend that still holds environments is refused unless `force`: they would
+    /// be out of reach after the restart.
+    public func setPluginEnabled(_ id: String, enabled: Bool, force: Bool = false) async throws(ContainariumError) -> PluginToggle {
         guard let record = plugins.records.first(where: { $0.id == id }) else {
             let known = plugins.records.map(\.id).sorted().joined(separator: ", ")
             throw .notFound("no plugin \(id) on node \(config.nodeName) (found: \(known.isEmpty ? "none" : known))")
+        }
+        if !enabled, !force, let client = plugins.instances(id: id) {
+            let held = try await client.list().map(\.name).sorted()
+            if !held.isEmpty {
+                throw ContainariumError(.failedPrecondition, "\(id) still holds \(held.count) environment(s) (\(held.prefix(10).joined(separator: ", "))): delete them first, or force it (they stay, out of reach until it is enabled again)")
+            }
         }
         guard let path = configPath else { throw ContainariumError(.failedPrecondition, "this service has no config file to change") }
         let change = try HostConfig.setPluginEnabled(id, enabled, node: config.nodeName, path: path)

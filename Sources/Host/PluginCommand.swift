@@ -19,12 +19,13 @@ struct PluginCommand: AsyncParsableCommand {
 struct PluginToggleOptions: ParsableArguments {
     @Argument(help: "The plugin id (as `plugin list` shows it).") var id: String
     @Option(help: "The cluster member to change (needs --server pointing at its control plane).") var node: String?
+    @Flag(help: "Disable an instance backend even though it still holds environments.") var force = false
     @Option(help: "Output format.") var format: OutputFormat = .table
 }
 
 func togglePlugin(_ o: PluginToggleOptions, enabled: Bool, global: GlobalOptions, remote: RemoteOptions) async throws {
     if let client = try remote.client() {
-        var q: [String: JSONValue] = ["id": .string(o.id), "enabled": .bool(enabled)]
+        var q: [String: JSONValue] = ["id": .string(o.id), "enabled": .bool(enabled), "force": .bool(o.force)]
         if let node = o.node { q["node"] = .string(node) }
         let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("SetPluginEnabled", .object(q)) }
         if o.format == .json { return try printRemote(v) }
@@ -35,7 +36,7 @@ func togglePlugin(_ o: PluginToggleOptions, enabled: Bool, global: GlobalOptions
     if let node = o.node, node != service.config.nodeName {
         throw fail(ContainariumError.invalid("--node \(node) is another node: give --server with its control plane's address (this node is \(service.config.nodeName))"))
     }
-    let t = try await ContainariumCLI.run { () async throws(ContainariumError) in try service.setPluginEnabled(o.id, enabled: enabled) }
+    let t = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.setPluginEnabled(o.id, enabled: enabled, force: o.force) }
     if o.format == .json {
         let v: JSONValue = .object(["id": .string(t.id), "enabled": .bool(t.enabled), "node": .string(t.node), "configPath": .string(t.path),
                                     "section": .string(t.section), "restartRequired": .bool(t.restartRequired), "message": .string(t.message)])

@@ -537,6 +537,9 @@ struct VMTests {
         #expect(got.json?["backend"]?.stringValue == "incus-lxc", "\(got.text)")
         let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(w)/resize", token: admin, body: #"{"memory": "768MB"}"#)
         #expect(resized.status == 200 && resized.json?["backend"]?.stringValue == "qemu-windows", "\(resized.text)")
+        // A backend that still holds an environment is not disabled by accident.
+        let held = try Run.run(TestEnv.cliPath, ["plugin", "disable", "qemu-windows"] + server, timeout: 60)
+        #expect(held.status != 0 && held.stderr.contains("still holds 1 environment(s) (\(w)-container)"), "\(held.output)")
         for u in [w, l] { #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(u)", token: admin).status == 200) }
         #expect(!FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container").path))
         #expect(try !box.exists("\(l)-container"))
