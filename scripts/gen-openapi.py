@@ -29,6 +29,7 @@ INT = {"type": "integer", "minimum": 0}
 BOOL = {"type": "boolean"}
 TIME = {"type": "string", "format": "date-time"}
 USERNAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$", "description": "Linux user name; the environment is <username>-container."}
+KIND = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,31}$", "description": "Backend kind (lxc, vm); omit to take the kind of the backend that serves the OS type best."}
 
 schemas = {
     "Error": obj({"error": obj({"code": {"type": "string", "enum": [
@@ -52,6 +53,7 @@ schemas = {
         "gpus": {"type": "integer", "minimum": 0, "maximum": 16, "description": "GPUs to pass through; the scheduler picks the node and the PCI addresses."},
         "gpuModel": {"type": "string", "description": "Only GPUs of this model, as GET /v1/nodes shows it."},
         "node": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$", "description": "Create it on this node (the scheduler's filters still apply); omit to let the scheduler choose."},
+        "kind": KIND,
     }, ["username"]),
     "Container": obj({
         "name": STR, "username": STR, "owner": STR,
@@ -124,14 +126,17 @@ schemas = {
         "pool": STR, "preemptible": BOOL, "environments": {"type": "integer", "minimum": 0},
         "sshGateway": {"type": "string", "description": "The node's SSH gateway (HOST:PORT), when it runs one."},
         "plugins": {"type": "array", "items": {"type": "object", "properties": {"id": STR, "version": STR, "abi": STR, "state": STR,
-                                                                               "capabilities": {"type": "array", "items": STR}}}}},
+                                                                               "capabilities": {"type": "array", "items": STR},
+                                                                               "kinds": {"type": "array", "items": STR},
+                                                                               "osTypes": {"type": "array", "items": STR}}}}},
         "required": ["name", "local", "healthy", "draining", "kinds", "capacity", "used", "gpus", "labels", "preemptible", "environments"]},
     "NodeList": obj({"nodes": {"type": "array", "items": ref("Node")}}, ["nodes"]),
     "ExplainRequest": obj({"cpu": STR, "memory": STR, "disk": STR, "osType": STR, "image": STR,
-                           "gpus": {"type": "integer", "minimum": 0, "maximum": 16}, "gpuModel": STR, "node": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$"},
+                           "gpus": {"type": "integer", "minimum": 0, "maximum": 16}, "gpuModel": STR, "node": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$"}, "kind": KIND,
                            "labels": {"type": "object", "additionalProperties": STR, "description": "node.KEY=VALUE labels select nodes"}}, []),
     "Explanation": {"type": "object", "properties": {
         "request": {"type": "object"}, "policy": {"type": "object"}, "chosen": STR,
+        "backend": {"type": "string", "description": "The instance backend the chosen node maps the request's kind to."},
         "verdicts": {"type": "array", "items": {"type": "object", "properties": {
             "node": STR, "filteredBecause": {"type": "array", "items": {"type": "object"}}, "score": {"type": "number"},
             "scoreParts": {"type": "object", "additionalProperties": {"type": "number"}}}, "required": ["node", "filteredBecause", "scoreParts"]}}},

@@ -52,12 +52,17 @@ public struct NodePlugin: Codable, Sendable, Equatable {
     public var abi: String?
     public var state: String
     public var capabilities: [String]
-    public init(id: String, version: String?, abi: String?, state: String, capabilities: [String]) {
+    /// Instance backends: the kinds and OS families they serve (from their manifests).
+    public var kinds: [String]?
+    public var osTypes: [String]?
+    public init(id: String, version: String?, abi: String?, state: String, capabilities: [String], kinds: [String]? = nil, osTypes: [String]? = nil) {
         self.id = id
         self.version = version
         self.abi = abi
         self.state = state
         self.capabilities = capabilities
+        self.kinds = kinds
+        self.osTypes = osTypes
     }
 }
 

@@ -39,6 +39,7 @@ public final class ControlPlane: Sendable {
         self.daemonID = "\(service.config.nodeName)/\(getpid())/\(Int(Date().timeIntervalSince1970))"
     }
 
+    /// This node's default instance backend (the config's `backend`, else the first ready one).
     var backendID: String { (try? service.plugins.instances(backend: service.config.backend).backendID) ?? service.config.backend ?? "none" }
 
     /// The CPU over-commit ratio the scheduler places with; single-node checks use the same.
@@ -258,22 +259,52 @@ public final class ControlPlane: Sendable {
                                 gpus: gpus, gpuModel: model, labels: nodeSelector(r.labels), node: r.node)
     }
 
-    /// The backend kind this node's instance backend serves.
-    var backendKind: String { Self.kind(ofBackend: backendID) }
+    /// The kinds this node serves: the union over its ready instance backends (their manifests).
+    var localKinds: Set<String> { Set(service.plugins.offers.flatMap(\.kinds)) }
 
-    /// The backend kind a create needs: Windows OS types need a VM backend; everything else
-    /// runs where this control plane's own backend kind runs (system containers by default).
-    func kind(for request: CreateEnvironmentRequest) -> String {
-        if let os = request.osType?.lowercased(), os.contains("windows") { return "vm" }
-        return backendKind == "vm" && isClustered ? "lxc" : backendKind
+    /// Every ready instance backend this control plane knows of: this node's, then those its
+    /// members report (from their manifests), each with the node it runs on.
+    var knownOffers: [(node: String, offer: BackendOffer)] {
+        var out = service.plugins.offers.map { (node: node, offer: $0) }
+        for member in cluster?.nodes ?? [] where !member.local && member.name != node {
+            for p in member.plugins ?? [] where p.state == "ready" {
+                if let kinds = p.kinds, let os = p.osTypes { out.append((member.name, BackendOffer(id: p.id, kinds: kinds, osTypes: os))) }
+            }
+        }
+        return out
     }
-    static func kind(ofBackend id: String) -> String { id.contains("lxc") ? "lxc" : id.contains("qemu") || id.contains("vm") ? "vm" : id }
+
+    /// The backend kind a create needs: the request's own, else the kind of the backend that
+    /// serves its OS family best (manifests' `osTypes`, primary first; this node's configured
+    /// `backend` preferred) among this node's and the members' backends.
+    func kind(for request: CreateEnvironmentRequest) throws(ContainariumError) -> String {
+        if let kind = request.kind, !PluginManifest.validWord(kind) { throw .invalid("kind '\(kind)' is not a backend kind (e.g. lxc, vm)") }
+        let offers = knownOffers.map(\.offer)
+        do throws(ContainariumError) {
+            let best = try BackendOffer.choose(offers, kind: request.kind, os: request.osFamily, preferred: service.config.backend)
+            if let kind = request.kind { return kind }
+            guard let kind = best.kinds.first else { throw ContainariumError.internal("backend \(best.id) declares no kinds") }
+            return kind
+        } catch where isClustered && error.code == .invalidArgument {
+            let wanted = (request.kind.map { "kind \($0) and " } ?? "") + "OS \(request.osFamily)"
+            throw .invalid("no instance backend in this cluster serves \(wanted) (known: \(offers.map(\.summary).joined(separator: "; ")))")
+        }
+    }
+
+    /// The backend `node` would give a create of `kind` for `request` (explain), from its manifests.
+    func backend(on node: String, kind: String, for request: CreateEnvironmentRequest) -> String? {
+        let offers = knownOffers.filter { $0.node == node }.map(\.offer)
+        return try? BackendOffer.choose(offers, kind: kind, os: request.osFamily, preferred: node == self.node ? service.config.backend : nil).id
+    }
 
     /// Why each node would or would not take this create (admin).
     public func explainPlacement(_ caller: Caller, _ request: CreateEnvironmentRequest) async throws(ContainariumError) -> Explanation {
         try requireAdmin(caller, "schedule explain")
         guard let cluster else { throw ContainariumError(.failedPrecondition, "this daemon runs no scheduler") }
-        return cluster.scheduler.explain(try Self.placement(explaining: request, kind: kind(for: request)))
+        let kind = try kind(for: request)
+        var explanation = cluster.scheduler.explain(try Self.placement(explaining: request, kind: kind))
+        explanation.backend = explanation.chosen.flatMap { backend(on: $0, kind: kind, for: request) }
+        return explanation
     }
 
     public func listNodes(_ caller: Caller) throws(ContainariumError) -> [NodeView] {
@@ -305,7 +336,7 @@ public final class ControlPlane: Sendable {
         let disk = cap.pool.map { Int64(clamping: $0.totalBytes) } ?? Int64(clamping: cap.diskTotalBytes)
         let gpus = try await service.gpus(instances: inventory.snapshot.instances)
             .map { GPUDevice(pciAddress: $0.pciAddress, model: $0.model, attachedTo: $0.attachedTo) }
-        let info = NodeInfo(name: node, kinds: [backendKind], capacity: Resources(cpuMillis: Int64(cap.cpus) * 1000, memoryBytes: Int64(clamping: cap.memoryTotalBytes),
+        let info = NodeInfo(name: node, kinds: localKinds, capacity: Resources(cpuMillis: Int64(cap.cpus) * 1000, memoryBytes: Int64(clamping: cap.memoryTotalBytes),
                                                                                   diskBytes: disk),
                             gpus: gpus, labels: labels, pool: pool, preemptible: preemptible)
         var envs: [String: Resources] = [:]
@@ -314,7 +345,8 @@ public final class ControlPlane: Sendable {
                                      memoryBytes: Int64(clamping: i.memoryLimitBytes ?? 0), diskBytes: Int64(clamping: i.diskLimitBytes ?? 0))
         }
         let plugins = service.plugins.records.map { r in
-            NodePlugin(id: r.id, version: r.manifest?.version, abi: r.manifest?.abi, state: r.state.label, capabilities: r.manifest?.capabilities ?? [])
+            NodePlugin(id: r.id, version: r.manifest?.version, abi: r.manifest?.abi, state: r.state.label, capabilities: r.manifest?.capabilities ?? [],
+                       kinds: r.manifest?.kinds, osTypes: r.manifest?.osTypes)
         }
         return NodeReport(address: address, token: token, info: info, environments: envs, plugins: plugins)
     }
@@ -403,14 +435,17 @@ public final class ControlPlane: Sendable {
             }
             if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) || request.node != nil {
                 if try await store.container(user.value) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
-                let placed = try await cluster.place(Self.placement(validated, kind: kind(for: request), node: request.node))
+                let kind = try kind(for: request)
+                let placed = try await cluster.place(Self.placement(validated, kind: kind, node: request.node))
                 target = placed.node
+                request.kind = kind
                 request.gpuDevices = placed.gpuAddresses
                 if !placed.gpuAddresses.isEmpty { request.gpus = placed.gpuAddresses.count }
             }
             // What can be known before the work starts is refused now, not in the operation.
             if target == node {
                 do throws(ContainariumError) {
+                    _ = try service.backend(forCreate: request)  // a backend here serves its kind and OS
                     try await service.checkCPU(validated.request.cpu, overcommit: cpuOvercommit)
                 } catch {
                     await cluster?.release(user.containerName)  // a placement may hold the node and GPUs
@@ -424,7 +459,10 @@ public final class ControlPlane: Sendable {
             // The record goes in first: if this daemon dies half-way, the reconciler finds it.
             do throws(ContainariumError) {
                 try await store.insertContainer(ContainerRecord(
-                    username: user.value, owner: user.value, node: target, backend: backendID, image: validated.request.image,
+                    username: user.value, owner: user.value, node: target,
+                    backend: target == node ? (try? service.backend(forCreate: placedRequest).backendID) ?? backendID
+                        : backend(on: target, kind: placedRequest.kind ?? "", for: placedRequest) ?? backendID,
+                    image: validated.request.image,
                     phase: .creating, operationID: op.id))
             } catch {
                 await cluster?.release(user.containerName)
@@ -747,7 +785,11 @@ public final class ControlPlane: Sendable {
         for r in service.plugins.records where r.manifest?.capabilities.contains("instances/1") == true {
             var o: [String: JSONValue] = ["id": .string(r.id), "enabled": .bool(r.enabled), "state": .string(r.state.label),
                                           "default": .bool(r.id == backendID)]
-            if let m = r.manifest { o["version"] = .string(m.version) }
+            if let m = r.manifest {
+                o["version"] = .string(m.version)
+                o["kinds"] = .array((m.kinds ?? []).map { .string($0) })
+                o["osTypes"] = .array((m.osTypes ?? []).map { .string($0) })
+            }
             if let p = r.plugin {
                 let h = await p.health()
                 o["health"] = .object(["status": .string(h.status), "detail": .string(h.detail ?? "")])
@@ -755,6 +797,22 @@ public final class ControlPlane: Sendable {
             out.append(.object(o))
         }
         return out
+    }
+
+    /// Enable or disable a plugin in a node's config file (admin): this node's, or with `on`
+    /// a member's, through that member's own daemon. Plugins load at start, so the answer says
+    /// whether that node's daemon must restart.
+    public func setPluginEnabled(_ caller: Caller, _ id: String, enabled: Bool, force: Bool = false, on target: String?) async throws(ContainariumError) -> JSONValue {
+        try await audited(caller, enabled ? "plugin.enable" : "plugin.disable", id, detail: target.map { "node \($0)" } ?? "") { () async throws(ContainariumError) -> JSONValue in
+            try requireAdmin(caller, "enabling and disabling plugins")
+            if let target, target != node {
+                guard Cluster.validNodeName(target), let cluster, cluster.member(target) != nil else { throw .notFound("no node \(target) in this cluster") }
+                return try await forward(target, "SetPluginEnabled", ["id": .string(id), "enabled": .bool(enabled), "force": .bool(force)])
+            }
+            let t = try await service.setPluginEnabled(id, enabled: enabled, force: force)
+            return .object(["id": .string(t.id), "enabled": .bool(t.enabled), "node": .string(t.node), "configPath": .string(t.path),
+                            "section": .string(t.section), "restartRequired": .bool(t.restartRequired), "message": .string(t.message)])
+        }
     }
 
     public func plugins(_ caller: Caller) async -> [JSONValue] {

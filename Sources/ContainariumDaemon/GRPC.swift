@@ -46,6 +46,7 @@ public enum ContainariumRPC {
         "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity", "ListStacks",
         "ListCollaborators", "AddCollaborator", "RemoveCollaborator", "ListSSHKeys", "AddSSHKey", "RemoveSSHKey", "CleanupDisk",
         "ReportNode", "ListNodes", "DrainNode", "UndrainNode", "RemoveNode", "ExplainSchedule",
+        "SetPluginEnabled",
     ]
     public static let createMethod = "CreateContainer"
     /// A VM console as a bidirectional stream. The request's metadata names it
@@ -153,6 +154,10 @@ struct ContainariumGRPCService: RegistrableRPCService {
                                 result: request["result"]?.stringValue, limit: Int(request["limit"]?.number ?? 100))
             return try encode(["entries": await plane.auditLog(caller, f)])
         case "ListPlugins": return .object(["plugins": .array(await plane.plugins(caller))])
+        case "SetPluginEnabled":
+            guard let enabled = request["enabled"]?.bool else { throw .invalid("field 'enabled' must be true or false") }
+            return try await plane.setPluginEnabled(caller, try field("id"), enabled: enabled, force: request["force"]?.bool ?? false,
+                                                    on: request["node"]?.stringValue)
         case "ListCollaborators":
             return try encode(["collaborators": await plane.listCollaborators(caller, try field("username"))])
         case "AddCollaborator":
@@ -181,11 +186,12 @@ struct ContainariumGRPCService: RegistrableRPCService {
             try await plane.removeNode(caller, try field("name"), force: request["force"]?.bool ?? false)
             return .object([:])
         case "ExplainSchedule":
-            let create = CreateEnvironmentRequest(
+            var create = CreateEnvironmentRequest(
                 username: request["username"]?.stringValue ?? "explain", sshKeys: [], image: request["image"]?.stringValue,
                 osType: request["osType"]?.stringValue, cpu: request["cpu"]?.stringValue, memory: request["memory"]?.stringValue,
                 disk: request["disk"]?.stringValue, labels: (request["labels"]?.objectValue ?? [:]).compactMapValues { $0.stringValue },
                 gpus: ContainariumGRPCService.gpuCount(request["gpus"]), gpuModel: request["gpuModel"]?.stringValue)
+            create.kind = request["kind"]?.stringValue
             return try encode(await plane.explainPlacement(caller, create))
         case "ListStacks":
             let stacks = plane.service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s -> JSONValue in
@@ -561,6 +567,7 @@ extension CreateEnvironmentRequest {
     /// A create as the gRPC `CreateContainer` message carries it: one mapping both ways, for the
     /// gRPC adapter and for the control plane handing a create to another node.
     init(grpcMessage m: JSONValue) {
+        defer { kind = m["kind"]?.stringValue }
         self.init(
             username: m["username"]?.stringValue ?? "", sshKeys: m["sshKeys"]?.items?.compactMap { $0.stringValue } ?? [],
             image: m["image"]?.stringValue, osType: m["osType"]?.stringValue, cpu: m["cpu"]?.stringValue, memory: m["memory"]?.stringValue,
@@ -575,7 +582,7 @@ extension CreateEnvironmentRequest {
         var q: [String: JSONValue] = ["username": .string(username), "sshKeys": .array(sshKeys.map { .string($0) }),
                                       "labels": .object(labels.mapValues { .string($0) })]
         for (k, v) in [("image", image), ("osType", osType), ("cpu", cpu), ("memory", memory), ("disk", disk), ("stack", stack), ("node", node),
-                       ("gpuModel", gpuModel)] {
+                       ("gpuModel", gpuModel), ("kind", kind)] {
             if let v { q[k] = .string(v) }
         }
         if let autostart { q["autostart"] = .bool(autostart) }

@@ -5,15 +5,17 @@ public import Logging
 import PluginHost
 import Synchronization
 
-/// What exists on this node, kept current by the backend's change stream (`instances/1 watch`)
-/// plus a full listing at start, after every reconnect, and from the reconciler. Reads never
-/// query the backend.
+/// What exists on this node, kept current by every instance backend's change stream
+/// (`instances/1 watch`) plus a full listing of all backends at start, after every reconnect,
+/// and from the reconciler. Reads never query a backend.
 public final class Inventory: Sendable {
     private struct State {
         var instances: [String: InstanceInfo] = [:]
         var generation: UInt64 = 0
         var synced = false
-        var watching = false
+        /// Backends whose change stream is connected.
+        var watching: Set<String> = []
+        var backends = 0
     }
     private let state = Mutex(State())
     let service: EnvironmentService
@@ -30,7 +32,8 @@ public final class Inventory: Sendable {
         state.withLock { s in (s.instances.values.sorted { $0.name < $1.name }, s.generation) }
     }
     public func get(_ name: String) -> InstanceInfo? { state.withLock { $0.instances[name] } }
-    public var isWatching: Bool { state.withLock { $0.watching } }
+    /// Whether every instance backend's change stream is connected.
+    public var isWatching: Bool { state.withLock { $0.backends > 0 && $0.watching.count >= $0.backends } }
     public var isSynced: Bool { state.withLock { $0.synced } }
 
     /// Instances carry the node name the cluster knows this daemon by (the backend may only
@@ -81,11 +84,18 @@ public final class Inventory: Sendable {
         for info in changed { events.publish("container.changed", username: Self.username(of: info.name), data: .object(["name": .string(info.name), "state": .string(info.state.rawValue)])) }
     }
 
-    /// Re-read one instance (after an event or a mutation of ours).
-    public func refresh(_ name: String) async {
+    /// Re-read one instance (after an event or a mutation of ours), from `backend` when the
+    /// event says which one, else from the backend holding it.
+    public func refresh(_ name: String, backend: String? = nil) async {
         do {
-            let client = try service.plugins.instances(backend: service.config.backend)
-            let info = try await client.info(InstanceRef(name: name))
+            let info: InstanceInfo
+            if let backend, let client = service.plugins.instances(id: backend) {
+                var i = try await client.info(InstanceRef(name: name))
+                if i.backend == nil { i.backend = backend }
+                info = i
+            } else {
+                info = try await service.instance(name)
+            }
             // Only Containarium's instances belong in the inventory (the backend's listing filters
             // the same way): they carry the owner label from the moment they exist.
             if info.labels["owner"] != nil { put(info) } else { remove(name) }
@@ -105,11 +115,11 @@ public final class Inventory: Sendable {
             for await e in subscription.events {
                 switch e.type {
                 case "instances.watch.connected":
-                    state.withLock { $0.watching = true }
+                    state.withLock { _ = $0.watching.insert(e.plugin) }
                     do { try await refreshAll() } catch { logger.warning("inventory resync failed: \(error)") }
                 case "instance.changed":
                     guard let v = try? WireJSON.decode(JSONValue.self, from: e.json), let name = v["name"]?.stringValue else { continue }
-                    if v["action"]?.stringValue == "instance-deleted" { remove(name) } else { await refresh(name) }
+                    if v["action"]?.stringValue == "instance-deleted" { remove(name) } else { await refresh(name, backend: e.plugin) }
                 default:
                     continue
                 }
@@ -120,28 +130,45 @@ public final class Inventory: Sendable {
             consumer.cancel()
         }
         do { try await refreshAll() } catch { logger.warning("initial inventory listing failed: \(error)") }
+        let backends = service.plugins.instanceBackends
+        state.withLock { $0.backends = backends.count }
+        if backends.isEmpty {
+            // No backend is ready: say why once through the same path as before.
+            // The daemon keeps serving (the task must not end before shutdown).
+            do { _ = try service.plugins.instances(backend: service.config.backend) } catch { logger.warning("no change stream: \(error)") }
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            return
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for client in backends { group.addTask { await self.follow(client) } }
+        }
+        state.withLock { $0.watching = [] }
+    }
+
+    /// One backend's change stream, reconnecting with backoff until cancelled.
+    private func follow(_ client: InstancesClient) async {
+        let id = client.backendID
         var delay: Duration = .milliseconds(250)
         while !Task.isCancelled {
             do {
-                let client = try service.plugins.instances(backend: service.config.backend)
                 try await client.watch()
             } catch where error.code == .cancelled {
                 break
             } catch where error.code == .unsupported {
-                logger.notice("backend has no change stream (ABI 1.0 plugin); relying on periodic listing")
-                state.withLock { $0.watching = false }
+                logger.notice("backend \(id) has no change stream (ABI 1.0 plugin); relying on periodic listing")
+                state.withLock { _ = $0.watching.remove(id) }
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(5))
                     try? await refreshAll()
                 }
                 break
             } catch {
-                logger.warning("backend change stream ended: \(error); reconnecting")
+                logger.warning("backend \(id) change stream ended: \(error); reconnecting")
             }
-            state.withLock { $0.watching = false }
+            state.withLock { _ = $0.watching.remove(id) }
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(10))
         }
-        state.withLock { $0.watching = false }
+        state.withLock { _ = $0.watching.remove(id) }
     }
 }

@@ -384,7 +384,7 @@ public struct RESTAPI: HTTPResponder {
 
     static let createFields: Set<String> = [
         "username", "sshKeys", "sshKey", "resources", "cpu", "memory", "disk", "osType", "image", "stack", "labels",
-        "autostart", "nesting", "enablePodman", "enableDocker", "async", "gpus", "gpuModel", "node",
+        "autostart", "nesting", "enablePodman", "enableDocker", "async", "gpus", "gpuModel", "node", "kind",
     ]
 
     /// `node`: a node name (1-63 of a-z 0-9 . -).
@@ -429,12 +429,13 @@ public struct RESTAPI: HTTPResponder {
         var runtimes: [ContainerRuntime] = []
         for runtime in ContainerRuntime.allCases where try flag(runtime.requestField) == true { runtimes.append(runtime) }
         let nesting = try flag("nesting")
-        let request = CreateEnvironmentRequest(
+        var request = CreateEnvironmentRequest(
             username: username, sshKeys: keys, image: try text(o["image"], "image"), osType: try text(o["osType"], "osType"),
             cpu: try string(res["cpu"] ?? o["cpu"], "cpu"), memory: try string(res["memory"] ?? o["memory"], "memory"),
             disk: try string(res["disk"] ?? o["disk"], "disk"), autostart: try flag("autostart"), nesting: nesting,
             stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try text(o["gpuModel"], "gpuModel"),
             node: try nodeName(o["node"]), runtimes: runtimes)
+        request.kind = try text(o["kind"], "kind")
         switch try await plane.createContainer(c.caller, request, async: try flag("async") ?? false) {
         case .done(let view): return try json(.created, view)
         case .started(let op):
@@ -445,7 +446,7 @@ public struct RESTAPI: HTTPResponder {
     }
 
     func explain(_ c: Call) async throws(ContainariumError) -> Response {
-        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels", "gpus", "gpuModel", "node"], required: [])
+        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels", "gpus", "gpuModel", "node", "kind"], required: [])
         var labels: [String: String] = [:]
         if let l = o["labels"], l != .null {
             guard case .object(let lo) = l else { throw .invalid("field 'labels' must be an object of strings") }
@@ -454,10 +455,11 @@ public struct RESTAPI: HTTPResponder {
                 labels[k] = s
             }
         }
-        let request = CreateEnvironmentRequest(
+        var request = CreateEnvironmentRequest(
             username: "explain", sshKeys: [], image: try text(o["image"], "image"), osType: try text(o["osType"], "osType"),
             cpu: try string(o["cpu"], "cpu"), memory: try string(o["memory"], "memory"), disk: try string(o["disk"], "disk"), labels: labels,
             gpus: try gpuCount(o["gpus"]), gpuModel: try text(o["gpuModel"], "gpuModel"), node: try nodeName(o["node"]))
+        request.kind = try text(o["kind"], "kind")
         return try json(.ok, await plane.explainPlacement(c.caller, request))
     }
 

@@ -189,6 +189,9 @@ public struct Explanation: Sendable, Hashable, Codable {
     public var chosen: String?
     /// Every node: the passing ones by descending score, then the filtered ones by name.
     public var verdicts: [NodeVerdict]
+    /// The instance backend the chosen node maps the kind to (filled in by the control plane,
+    /// which knows the nodes' plugins; the scheduler itself only places by kind).
+    public var backend: String?
 }
 
 /// A placement, with the GPUs it holds.

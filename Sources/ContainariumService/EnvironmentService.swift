@@ -27,6 +27,13 @@ public struct CreateEnvironmentRequest: Sendable {
     public var node: String?
     /// Container runtimes to install inside (the reference's `enablePodman` / `enableDocker`).
     public var runtimes: [ContainerRuntime]
+    /// The backend kind to create it with ("lxc", "vm"): set by the control plane from the
+    /// scheduler's placement; nil lets the node choose by OS family (`osFamily`).
+    public var kind: String?
+
+    /// The OS family the request asks for, which picks the instance backend (a manifest's
+    /// `osTypes`): that of the OS type, else of the image name, else "linux" (the default image).
+    public var osFamily: String { HostConfig.osFamily(of: osType ?? image ?? HostConfig.builtinImage) }
 
     public init(
         username: String, sshKeys: [String], image: String? = nil, osType: String? = nil, cpu: String? = nil,
@@ -77,6 +84,8 @@ public struct EnvironmentService: Sendable {
     public let plugins: PluginManager
     public let stacks: StackCatalog
     public let logger: Logger
+    /// The config file this service was built from (nil: built in memory).
+    public private(set) var configPath: String?
 
     public static let minimumMemory = ByteSize(bytes: 128 << 20)
     public static let minimumDisk = ByteSize(bytes: 1 << 30)
@@ -94,13 +103,99 @@ public struct EnvironmentService: Sendable {
         let loader = PluginLoader(
             searchPaths: config.pluginSearchPaths(extra: extraPluginPaths), settings: config.pluginSettings,
             node: config.nodeName, logger: logger, events: EventBus())
-        return EnvironmentService(
+        var service = EnvironmentService(
             config: config, plugins: PluginManager(loader: loader), stacks: StackCatalog(paths: config.stackSearchPaths()),
             logger: logger)
+        service.configPath = HostConfig.resolvedPath(configPath)
+        return service
     }
 
+    /// The outcome of `setPluginEnabled`.
+    public struct PluginToggle: Sendable {
+        public var id: String
+        public var enabled: Bool
+        public var node: String
+        public var path: String
+        public var section: String
+        /// Whether this process runs the plugin differently from the new setting: plugins are
+        /// loaded once, at start, so a running daemon takes the change when it restarts.
+        public var restartRequired: Bool
+        public var message: String
+    }
+
+    /// Enable or disable a plugin found on this node, in this node's config file. Disabling an
+    /// instance backend that still holds environments is refused unless `force`: they would
+    /// be out of reach after the restart.
+    public func setPluginEnabled(_ id: String, enabled: Bool, force: Bool = false) async throws(ContainariumError) -> PluginToggle {
+        guard let record = plugins.records.first(where: { $0.id == id }) else {
+            let known = plugins.records.map(\.id).sorted().joined(separator: ", ")
+            throw .notFound("no plugin \(id) on node \(config.nodeName) (found: \(known.isEmpty ? "none" : known))")
+        }
+        if !enabled, !force, let client = plugins.instances(id: id) {
+            let held = try await client.list().map(\.name).sorted()
+            if !held.isEmpty {
+                throw ContainariumError(.failedPrecondition, "\(id) still holds \(held.count) environment(s) (\(held.prefix(10).joined(separator: ", "))): delete them first, or force it (they stay, out of reach until it is enabled again)")
+            }
+        }
+        guard let path = configPath else { throw ContainariumError(.failedPrecondition, "this service has no config file to change") }
+        let change = try HostConfig.setPluginEnabled(id, enabled, node: config.nodeName, path: path)
+        let restart = record.enabled != enabled
+        let word = enabled ? "enabled" : "disabled"
+        let message = restart
+            ? "\(id) \(word) on node \(config.nodeName) (\(change.section) in \(change.path)); plugins are loaded at start: restart the daemon there (systemctl restart containarium) for it to take effect"
+            : "\(id) \(word) on node \(config.nodeName) (\(change.section) in \(change.path)); it already runs that way, no restart needed"
+        logger.info("plugin setting changed", metadata: ["plugin": "\(id)", "enabled": "\(enabled)", "file": "\(change.path)"])
+        return PluginToggle(id: id, enabled: enabled, node: config.nodeName, path: change.path, section: change.section,
+                            restartRequired: restart, message: message)
+    }
+
+    /// This node's default instance backend: the config's `backend`, else the first ready one.
+    /// Node-wide questions (capacity) go to it: every backend of a node shares the same host.
     private func backend() throws(ContainariumError) -> InstancesClient {
         try plugins.instances(backend: config.backend)
+    }
+
+    /// Which backend holds which instance (learnt from creates, listings and lookups).
+    let holders = BackendHolders()
+
+    /// The backend a new environment goes to: by the request's kind and OS family, the config's
+    /// `backend` preferred (see `BackendOffer.choose`).
+    public func backend(forCreate r: CreateEnvironmentRequest) throws(ContainariumError) -> InstancesClient {
+        if let kind = r.kind, !PluginManifest.validWord(kind) { throw .invalid("kind '\(kind)' is not a backend kind (e.g. lxc, vm)") }
+        return try plugins.instances(kind: r.kind, os: r.osFamily, preferred: config.backend)
+    }
+
+    /// The backend holding instance `name`: with one backend that one; with several, the one
+    /// that last answered for it, else the first that knows it.
+    public func backend(holding name: String) async throws(ContainariumError) -> InstancesClient {
+        let all = plugins.instanceBackends
+        guard all.count > 1 else { return try backend() }
+        if let id = holders.get(name), let known = all.first(where: { $0.backendID == id }) { return known }
+        var failure: ContainariumError?
+        for client in all {
+            do {
+                _ = try await client.info(InstanceRef(name: name))
+                holders.set(name, client.backendID)
+                return client
+            } catch where error.code == .notFound {
+                continue
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        throw failure ?? .notFound("\(name) not found on any instance backend of this node (\(all.map(\.backendID).joined(separator: ", ")))")
+    }
+
+    /// One instance by its name, from the backend holding it, tagged with that backend.
+    public func instance(_ name: String) async throws(ContainariumError) -> InstanceInfo {
+        let client = try await backend(holding: name)
+        return Self.tagged(try await client.info(InstanceRef(name: name)), client)
+    }
+
+    static func tagged(_ info: InstanceInfo, _ client: InstancesClient) -> InstanceInfo {
+        var i = info
+        if i.backend == nil { i.backend = client.backendID }
+        return i
     }
 
     // MARK: - create
@@ -242,7 +337,7 @@ public struct EnvironmentService: Sendable {
         _ r: CreateEnvironmentRequest, cpuOvercommit: Double? = nil, progress: @escaping @Sendable (StepProgress) -> Void = { _ in }
     ) async throws(ContainariumError) -> InstanceInfo {
         var v = try validate(r)
-        let client = try backend()
+        let client = try backend(forCreate: r)
         if AccountsClient(client.plugin) == nil, let account = v.request.account, !account.sshKeys.isEmpty {
             // The account's name still says who owns the instance; its keys cannot be installed.
             logger.warning(
@@ -276,7 +371,8 @@ public struct EnvironmentService: Sendable {
         // Plugins emit progress before they complete: deliver what is buffered, then stop.
         subscription.finish()
         await relay.value
-        var info = try created.get()
+        var info = Self.tagged(try created.get(), client)
+        holders.set(name, client.backendID)
 
         if !toInstall.isEmpty {
             let base = backendSteps.withLock { $0 }  // the backend's create steps
@@ -287,7 +383,7 @@ public struct EnvironmentService: Sendable {
                 if v.joinDockerGroup {
                     try await joinGroup("docker", user: v.user, in: name, client: client)
                 }
-                info = try await client.info(InstanceRef(name: name))
+                info = Self.tagged(try await client.info(InstanceRef(name: name)), client)
             } catch {
                 logger.warning("stack install failed; removing the environment", metadata: ["user": "\(v.user)", "error": "\(error.message)"])
                 // Detached: the cleanup must run even when the create was cancelled.
@@ -307,8 +403,9 @@ public struct EnvironmentService: Sendable {
     /// instance backend's console/1; the caller owns the descriptor.
     public func openConsole(username: String, kind: String = "serial") async throws(ContainariumError) -> (protocolName: String, fd: Int32) {
         let user = try Username(username)
-        guard let console = ConsoleClient(try backend().plugin) else {
-            throw ContainariumError(.unsupported, "the \(try backend().backendID) backend has no console (console/1)")
+        let client = try await backend(holding: user.containerName)
+        guard let console = ConsoleClient(client.plugin) else {
+            throw ContainariumError(.unsupported, "the \(client.backendID) backend has no console (console/1)")
         }
         return try await console.open(instance: user.containerName, kind: kind)
     }
@@ -323,7 +420,7 @@ public struct EnvironmentService: Sendable {
         var all: [GPUInfo] = []
         for p in providers { all += try await p.list() }
         let listed: [InstanceInfo]
-        if let instances { listed = instances } else { listed = try await backend().list() }
+        if let instances { listed = instances } else { listed = try await list() }
         var owner: [String: String] = [:]
         for i in listed { for a in i.gpus ?? [] { owner[a] = i.name } }
         for k in all.indices { all[k].attachedTo = owner[all[k].pciAddress] ?? all[k].attachedTo }
@@ -354,7 +451,7 @@ public struct EnvironmentService: Sendable {
     {
         let user = try Username(username)
         let stack = try stacks.stack(name)
-        let client = try backend()
+        let client = try await backend(holding: user.containerName)
         return try await install([stack], in: user.containerName, client: client) { step, message in
             progress(StepProgress(step: step, total: 2, message: message))
         }
@@ -430,34 +527,50 @@ public struct EnvironmentService: Sendable {
 
     // MARK: - everything else
 
+    /// Every instance of every ready backend of this node, each tagged with its backend.
     public func list() async throws(ContainariumError) -> [InstanceInfo] {
-        try await backend().list()
+        let all = plugins.instanceBackends
+        guard all.count > 1 else {
+            let client = try backend()
+            return try await client.list().map { Self.tagged($0, client) }
+        }
+        var out: [InstanceInfo] = []
+        for client in all {
+            let part = try await client.list()
+            for i in part { holders.set(i.name, client.backendID) }
+            out += part.map { Self.tagged($0, client) }
+        }
+        return out
     }
 
     public func info(username: String) async throws(ContainariumError) -> InstanceInfo {
         let user = try Username(username)
-        return try await backend().info(InstanceRef(name: user.containerName))
+        return try await instance(user.containerName)
     }
 
     public func delete(username: String, force: Bool) async throws(ContainariumError) {
         let user = try Username(username)
-        try await backend().remove(InstanceRef(name: user.containerName, force: force))
+        try await backend(holding: user.containerName).remove(InstanceRef(name: user.containerName, force: force))
+        holders.set(user.containerName, nil)
         logger.info("environment deleted", metadata: ["user": "\(user)"])
     }
 
     public func start(username: String) async throws(ContainariumError) -> InstanceInfo {
         let user = try Username(username)
-        return try await backend().start(InstanceRef(name: user.containerName))
+        let client = try await backend(holding: user.containerName)
+        return Self.tagged(try await client.start(InstanceRef(name: user.containerName)), client)
     }
 
     public func stop(username: String, force: Bool = false) async throws(ContainariumError) -> InstanceInfo {
         let user = try Username(username)
-        return try await backend().stop(InstanceRef(name: user.containerName, force: force))
+        let client = try await backend(holding: user.containerName)
+        return Self.tagged(try await client.stop(InstanceRef(name: user.containerName, force: force)), client)
     }
 
     public func restart(username: String) async throws(ContainariumError) -> InstanceInfo {
         let user = try Username(username)
-        return try await backend().restart(InstanceRef(name: user.containerName))
+        let client = try await backend(holding: user.containerName)
+        return Self.tagged(try await client.restart(InstanceRef(name: user.containerName)), client)
     }
 
     public func resize(username: String, cpu: String?, memory: String?, disk: String?, cpuOvercommit: Double? = nil) async throws(ContainariumError) -> InstanceInfo {
@@ -469,12 +582,13 @@ public struct EnvironmentService: Sendable {
         if let mem, mem < Self.minimumMemory { throw .invalid("memory \(mem) is below the minimum of \(Self.minimumMemory)") }
         if let dsk, dsk < Self.minimumDisk { throw .invalid("disk \(dsk) is below the minimum of \(Self.minimumDisk)") }
         try await checkCPU(cpuValue, overcommit: cpuOvercommit)
-        return try await backend().resize(ResizeRequest(name: user.containerName, cpu: cpuValue, memoryBytes: mem?.bytes, diskBytes: dsk?.bytes))
+        let client = try await backend(holding: user.containerName)
+        return Self.tagged(try await client.resize(ResizeRequest(name: user.containerName, cpu: cpuValue, memoryBytes: mem?.bytes, diskBytes: dsk?.bytes)), client)
     }
 
     public func exec(username: String, command: [String], asUser: Bool = false) async throws(ContainariumError) -> ExecResult {
         let user = try Username(username)
-        let client = try backend()
+        let client = try await backend(holding: user.containerName)
         var request = ExecRequest(name: user.containerName, command: command)
         if asUser {
             // Resolve the account's ids inside the container rather than assuming 1000.
@@ -542,11 +656,18 @@ public struct EnvironmentService: Sendable {
     public func exportSSHConfig(username: String, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway? = nil,
                                 now: Date = Date()) async throws(ContainariumError) -> String {
         let user = try Username(username)
-        let info = try await backend().info(InstanceRef(name: user.containerName))
+        let info = try await instance(user.containerName)
         guard let ip = info.ipv4.first else {
             throw ContainariumError(.failedPrecondition, "\(user.containerName) has no IPv4 address (is it running?)")
         }
         return try SSHConfigExport(user: user, jumpHost: jumpHost, containerIP: ip, keyPath: keyPath, gateway: gateway,
                                    containerHostKeys: info.sshHostKeys ?? []).render(now: now)
     }
+}
+
+/// Which backend holds which instance, on a node with several instance backends.
+final class BackendHolders: Sendable {
+    private let map = Mutex<[String: String]>([:])
+    func get(_ name: String) -> String? { map.withLock { $0[name] } }
+    func set(_ name: String, _ backend: String?) { map.withLock { $0[name] = backend } }
 }

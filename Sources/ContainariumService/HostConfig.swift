@@ -80,6 +80,102 @@ public struct HostConfig: Codable, Sendable, Equatable {
 
     public var nodeName: String { node ?? ProcessInfo.processInfo.hostName }
 
+    /// The file `load(path:)` reads: `path`, else $CONTAINARIUM_CONFIG, else the default.
+    public static func resolvedPath(_ path: String?) -> String {
+        path ?? ProcessInfo.processInfo.environment["CONTAINARIUM_CONFIG"] ?? defaultPath
+    }
+
+    /// Where `setPluginEnabled` wrote.
+    public struct PluginSettingChange: Sendable, Equatable {
+        public var path: String
+        /// "plugins.ID" or "nodes.NODE.plugins.ID".
+        public var section: String
+    }
+
+    /// Turn plugin `id` on or off for node `node` in the config file at `path`, keeping
+    /// everything else in the file. The node's own entry (`nodes.NODE.plugins.ID`) is changed
+    /// when the file has one, else the top-level `plugins.ID`; a missing file is created. The
+    /// result is read back and must say what was asked.
+    public static func setPluginEnabled(_ id: String, _ enabled: Bool, node: String, path: String) throws(ContainariumError) -> PluginSettingChange {
+        let fm = FileManager.default
+        var root: [String: Any] = [:]
+        var permissions: Any?
+        if fm.fileExists(atPath: path) {
+            do {
+                let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                    throw ContainariumError.invalid("config file \(path) is not a JSON object")
+                }
+                root = object
+                permissions = try fm.attributesOfItem(atPath: path)[.posixPermissions]
+            } catch let error as ContainariumError {
+                throw error
+            } catch {
+                throw .invalid("config file \(path) is not valid JSON: \(error.localizedDescription)")
+            }
+        }
+        func object(_ value: Any?, _ name: String) throws(ContainariumError) -> [String: Any] {
+            guard let value else { return [:] }
+            guard let o = value as? [String: Any] else { throw .invalid("config file \(path): \(name) must be an object") }
+            return o
+        }
+        var nodes = try object(root["nodes"], "nodes")
+        var nodeEntry = try object(nodes[node], "nodes.\(node)")
+        var nodePlugins = try object(nodeEntry["plugins"], "nodes.\(node).plugins")
+        let section: String
+        if let existing = nodePlugins[id] {
+            var entry = try object(existing, "nodes.\(node).plugins.\(id)")
+            entry["enabled"] = enabled
+            nodePlugins[id] = entry
+            nodeEntry["plugins"] = nodePlugins
+            nodes[node] = nodeEntry
+            root["nodes"] = nodes
+            section = "nodes.\(node).plugins.\(id)"
+        } else {
+            var plugins = try object(root["plugins"], "plugins")
+            var entry = try object(plugins[id], "plugins.\(id)")
+            entry["enabled"] = enabled
+            plugins[id] = entry
+            root["plugins"] = plugins
+            section = "plugins.\(id)"
+        }
+        do {
+            let data = try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            // Read back before writing: the new file must parse and say what was asked.
+            let check = try WireJSON.decoder().decode(HostConfig.self, from: data)
+            guard check.pluginSettings.entry(for: id, node: node).enabled == enabled else {
+                throw ContainariumError.internal("the changed config would not \(enabled ? "enable" : "disable") \(id) on \(node)")
+            }
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+            try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+            // A new file beside it with the old file's mode from the start (the config may hold
+            // secrets), then renamed over it: readers see the old file or the new, never half.
+            let temp = dir.appendingPathComponent(".\(URL(fileURLWithPath: path).lastPathComponent).\(UUID().uuidString).tmp").path
+            let mode = mode_t((permissions as? Int) ?? 0o644)
+            let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+            guard fd >= 0 else { throw ContainariumError(.internal, "cannot write config file \(path)", cause: String(cString: strerror(errno))) }
+            let file = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            do {
+                _ = fchmod(fd, mode)  // exactly the old mode, whatever the umask
+                try file.write(contentsOf: data + Data("\n".utf8))
+                try file.close()
+            } catch {
+                try? fm.removeItem(atPath: temp)
+                throw error
+            }
+            guard rename(temp, path) == 0 else {
+                let why = String(cString: strerror(errno))
+                try? fm.removeItem(atPath: temp)
+                throw ContainariumError(.internal, "cannot write config file \(path)", cause: why)
+            }
+        } catch let error as ContainariumError {
+            throw error
+        } catch {
+            throw ContainariumError(.internal, "cannot write config file \(path)", cause: error.localizedDescription)
+        }
+        return PluginSettingChange(path: path, section: section)
+    }
+
     public var pluginSettings: PluginSettings {
         PluginSettings(pluginPaths: pluginPaths, plugins: plugins, nodes: nodes)
     }
@@ -119,6 +215,14 @@ public struct HostConfig: Codable, Sendable, Equatable {
         "OS_TYPE_UBUNTU_2404": "ubuntu2404", "ubuntu": "ubuntu2404", "ubuntu-24.04": "ubuntu2404",
         "OS_TYPE_UBUNTU_2204": "ubuntu2204", "OS_TYPE_ROCKY_9": "rocky9", "rocky": "rocky9",
     ]
+
+    /// The OS family of an OS type or image name, which picks the instance backend (its
+    /// manifest's `osTypes`): "windows" for names starting with "windows" (any case) or the
+    /// reference's "OS_TYPE_WINDOWS", "linux" for everything else.
+    public static func osFamily(of name: String) -> String {
+        let n = name.lowercased()
+        return n.hasPrefix("windows") || n.hasPrefix("os_type_windows") ? "windows" : "linux"
+    }
 
     /// The image alias for an OS type (`debian12`, `OS_TYPE_UBUNTU_2404`, ...).
     public func image(forOSType osType: String) throws(ContainariumError) -> String {

@@ -210,13 +210,14 @@ struct ScheduleExplain: AsyncParsableCommand {
     @Option(name: .customLong("os-type")) var osType: String?
     @Option(help: "GPUs the environment would need.") var gpus: Int?
     @Option(name: .customLong("gpu-model")) var gpuModel: String?
+    @Option(help: "Backend kind (lxc, vm); default: the kind of the backend that serves the OS type best.") var kind: String?
     @Option(name: .customLong("label"), help: "node.KEY=VALUE to require a node label (repeatable).") var labels: [String] = []
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var cp: ControlPlaneOptions
 
     func run() async throws {
         var q: [String: JSONValue] = [:]
-        for (k, v) in [("cpu", cpu), ("memory", memory), ("disk", disk), ("osType", osType), ("gpuModel", gpuModel)] { if let v { q[k] = .string(v) } }
+        for (k, v) in [("cpu", cpu), ("memory", memory), ("disk", disk), ("osType", osType), ("gpuModel", gpuModel), ("kind", kind)] { if let v { q[k] = .string(v) } }
         if let gpus { q["gpus"] = .number(Double(gpus)) }
         var l: [String: JSONValue] = [:]
         for s in labels {
@@ -227,7 +228,8 @@ struct ScheduleExplain: AsyncParsableCommand {
         q["labels"] = .object(l)
         let v = try await cp.call("ExplainSchedule", q)
         if format == .json { return try printRemote(v) }
-        print("chosen: \(v["chosen"]?.stringValue ?? "(none: no node passes every filter)")")
+        print("chosen: \(v["chosen"]?.stringValue ?? "(none: no node passes every filter)")"
+              + (v["backend"]?.stringValue.map { " (backend \($0), kind \(v["request"]?["kind"]?.stringValue ?? "-"))" } ?? ""))
         let rows = (v["verdicts"]?.items ?? []).map { n -> [String] in
             let filtered = (n["filteredBecause"]?.items ?? []).map { reason -> String in
                 guard case .object(let o) = reason, let (k, detail) = o.first else { return "\(reason)" }

@@ -52,6 +52,9 @@ struct Create: AsyncParsableCommand {
     @Option(name: .customLong("gpu-model"), help: "Only GPUs of this model (as `containarium node list` shows it).")
     var gpuModel: String?
 
+    @Option(help: "Backend kind (lxc, vm); default: the kind of the backend that serves the OS type best.")
+    var kind: String?
+
     @Option(help: "Output format.")
     var format: OutputFormat = .table
 
@@ -83,7 +86,7 @@ struct Create: AsyncParsableCommand {
                 "username": .string(username), "sshKeys": .array(keys.map { .string($0) }), "nesting": .bool(!noNesting),
                 "labels": .object(labelMap.mapValues { .string($0) }),
             ]
-            for (k, v) in [("image", image), ("osType", osType), ("cpu", cpu), ("memory", memory), ("disk", disk), ("stack", stack)] {
+            for (k, v) in [("image", image), ("osType", osType), ("cpu", cpu), ("memory", memory), ("disk", disk), ("stack", stack), ("kind", kind)] {
                 if let v { q[k] = .string(v) }
             }
             q["autostart"] = .bool(autostart)
@@ -106,10 +109,12 @@ struct Create: AsyncParsableCommand {
             return
         }
         let service = try global.service()
-        let request = CreateEnvironmentRequest(
+        var asked = CreateEnvironmentRequest(
             username: username, sshKeys: keys, image: image, osType: osType, cpu: cpu, memory: memory, disk: disk,
             autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap, gpus: gpus, gpuModel: gpuModel,
             runtimes: (enablePodman ? [ContainerRuntime.podman] : []) + (enableDocker ? [.docker] : []))
+        asked.kind = kind
+        let request = asked
         let table = format == .table
         if table { print("Creating container for user: \(username)") }
         let info = try await ContainariumCLI.audited("container.create", username) { () async throws(ContainariumError) in

@@ -9,7 +9,56 @@ import Logging
 struct PluginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugin", abstract: "Inspect the plugins found on this node.",
-        subcommands: [PluginList.self, PluginStatus.self, PluginServe.self])
+        subcommands: [PluginList.self, PluginStatus.self, PluginEnable.self, PluginDisable.self, PluginServe.self])
+}
+
+/// `plugin enable|disable ID [--node N]`: the node's config file changes (its `plugins` section,
+/// or `nodes.NODE.plugins` where the file has an entry for the node); with `--server`, the
+/// daemon there makes the change, on `--node`'s member when given. Plugins are loaded when a
+/// daemon starts: the answer says when one must restart.
+struct PluginToggleOptions: ParsableArguments {
+    @Argument(help: "The plugin id (as `plugin list` shows it).") var id: String
+    @Option(help: "The cluster member to change (needs --server pointing at its control plane).") var node: String?
+    @Flag(help: "Disable an instance backend even though it still holds environments.") var force = false
+    @Option(help: "Output format.") var format: OutputFormat = .table
+}
+
+func togglePlugin(_ o: PluginToggleOptions, enabled: Bool, global: GlobalOptions, remote: RemoteOptions) async throws {
+    if let client = try remote.client() {
+        var q: [String: JSONValue] = ["id": .string(o.id), "enabled": .bool(enabled), "force": .bool(o.force)]
+        if let node = o.node { q["node"] = .string(node) }
+        let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("SetPluginEnabled", .object(q)) }
+        if o.format == .json { return try printRemote(v) }
+        print(v["message"]?.stringValue ?? "\(o.id) \(enabled ? "enabled" : "disabled")")
+        return
+    }
+    let service = try global.service()
+    if let node = o.node, node != service.config.nodeName {
+        throw fail(ContainariumError.invalid("--node \(node) is another node: give --server with its control plane's address (this node is \(service.config.nodeName))"))
+    }
+    let t = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.setPluginEnabled(o.id, enabled: enabled, force: o.force) }
+    if o.format == .json {
+        let v: JSONValue = .object(["id": .string(t.id), "enabled": .bool(t.enabled), "node": .string(t.node), "configPath": .string(t.path),
+                                    "section": .string(t.section), "restartRequired": .bool(t.restartRequired), "message": .string(t.message)])
+        return try printRemote(v)
+    }
+    print(t.message)
+}
+
+struct PluginEnable: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "enable", abstract: "Enable a plugin on this node (or on --node through --server).")
+    @OptionGroup var options: PluginToggleOptions
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
+    func run() async throws { try await togglePlugin(options, enabled: true, global: global, remote: remote) }
+}
+
+struct PluginDisable: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "disable", abstract: "Disable a plugin on this node (or on --node through --server).")
+    @OptionGroup var options: PluginToggleOptions
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
+    func run() async throws { try await togglePlugin(options, enabled: false, global: global, remote: remote) }
 }
 
 /// The child side of process isolation; started by the host, not by people.

@@ -15,6 +15,12 @@ public struct PluginManifest: Codable, Sendable, Equatable {
     public var description: String?
     /// Whether the plugin is enabled on a node whose configuration does not mention it.
     public var defaultEnabled: Bool?
+    /// Instance backends (instances/1) only: the kinds of environment they make ("lxc", "vm"),
+    /// which the scheduler places by. Required with instances/1, refused without it.
+    public var kinds: [String]?
+    /// Instance backends only: the OS families they accept ("linux", "windows"), the one they
+    /// serve best first. A create's OS type names its family (`HostConfig.osFamily`).
+    public var osTypes: [String]?
 
     public static let fileName = "plugin.json"
 
@@ -62,5 +68,25 @@ public struct PluginManifest: Codable, Sendable, Equatable {
                 throw bad("capability '\(cap)' must read NAME/VERSION, e.g. instances/1")
             }
         }
+        if capabilities.contains(Self.instancesCapability) {
+            guard let kinds, !kinds.isEmpty else { throw bad("an instances/1 plugin must declare \"kinds\" (e.g. [\"lxc\"] or [\"vm\"])") }
+            guard let osTypes, !osTypes.isEmpty else { throw bad("an instances/1 plugin must declare \"osTypes\" (e.g. [\"linux\"])") }
+            for (field, names) in [("kinds", kinds), ("osTypes", osTypes)] {
+                for name in names where !Self.validWord(name) {
+                    throw bad("\(field) entry '\(name)' must be 1-32 characters of a-z, 0-9, '-', starting with a letter")
+                }
+                guard Set(names).count == names.count else { throw bad("\(field) lists an entry twice") }
+            }
+        } else if kinds != nil || osTypes != nil {
+            throw bad("\"kinds\" and \"osTypes\" belong to instance backends; this plugin does not declare instances/1")
+        }
+    }
+
+    public static let instancesCapability = "instances/1"
+
+    /// A kind or OS family: 1-32 of a-z, 0-9, '-', starting with a letter.
+    public static func validWord(_ s: String) -> Bool {
+        guard let first = s.utf8.first, first >= 0x61 && first <= 0x7A, s.utf8.count <= 32 else { return false }
+        return s.utf8.allSatisfy { b in (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D }
     }
 }

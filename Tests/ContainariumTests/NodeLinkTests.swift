@@ -9,17 +9,18 @@ import Testing
 struct NodeLinkTests {
     @Test("every field of a create survives the trip to another node")
     func createRoundTrip() {
-        let full = CreateEnvironmentRequest(
+        var full = CreateEnvironmentRequest(
             username: "alice", sshKeys: ["ssh-ed25519 AAAA a@b"], image: "images:debian/12", osType: "linux", cpu: "2", memory: "2GB",
             disk: "10GB", autostart: false, nesting: true, stack: "nodejs", labels: ["team": "x", "node.zone": "a"], gpus: 1,
             gpuModel: "A100", gpuDevices: ["0000:65:00.0"], node: "n1", runtimes: [.docker, .podman])
+        full.kind = "vm"
         let back = CreateEnvironmentRequest(grpcMessage: full.grpcMessage)
         #expect(back.username == full.username && back.sshKeys == full.sshKeys && back.image == full.image && back.osType == full.osType)
         #expect(back.cpu == full.cpu && back.memory == full.memory && back.disk == full.disk && back.autostart == false && back.nesting == true)
         #expect(back.stack == full.stack && back.labels == full.labels && back.gpus == 1 && back.gpuModel == "A100")
-        #expect(back.gpuDevices == full.gpuDevices && back.node == "n1" && Set(back.runtimes) == [.docker, .podman])
+        #expect(back.gpuDevices == full.gpuDevices && back.node == "n1" && Set(back.runtimes) == [.docker, .podman] && back.kind == "vm")
         let bare = CreateEnvironmentRequest(grpcMessage: CreateEnvironmentRequest(username: "bob", sshKeys: []).grpcMessage)
-        #expect(bare.image == nil && bare.autostart == nil && bare.gpus == nil && bare.runtimes.isEmpty && bare.labels.isEmpty)
+        #expect(bare.image == nil && bare.kind == nil && bare.autostart == nil && bare.gpus == nil && bare.runtimes.isEmpty && bare.labels.isEmpty)
     }
 
     @Test("frames: data is carried byte for byte; malformed frames are ignored, never trusted")

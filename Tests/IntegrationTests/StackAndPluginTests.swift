@@ -47,7 +47,7 @@ struct StackAndPluginTests {
         // A second plugin directory with a broken plugin, to show failures are reported too.
         let broken = sandbox.plugins.appendingPathComponent("broken")
         try FileManager.default.createDirectory(at: broken, withIntermediateDirectories: true)
-        try Data(#"{"id":"broken","name":"Broken","version":"0.0.1","abi":"1.0","library":"libbroken.so","capabilities":["instances/1"],"defaultEnabled":true}"#.utf8)
+        try Data(#"{"id":"broken","name":"Broken","version":"0.0.1","abi":"1.0","library":"libbroken.so","capabilities":["instances/1"],"kinds":["lxc"],"osTypes":["linux"],"defaultEnabled":true}"#.utf8)
             .write(to: broken.appendingPathComponent("plugin.json"))
 
         let list = try sandbox.cli(["plugin", "list", "--format", "json"])

@@ -38,8 +38,8 @@ struct VMTests {
     }
 
     /// A sandbox whose node runs only qemu-windows, with the test guest as its media.
-    static func vmSandbox(node: String, shutdownTimeout: Double = 8, accel: String = VMTests.accel) throws -> (IncusEnv.Sandbox, URL) {
-        let box = try IncusEnv.Sandbox()
+    static func vmSandbox(node: String, shutdownTimeout: Double = 8, accel: String = VMTests.accel, ownProject: Bool = false) throws -> (IncusEnv.Sandbox, URL) {
+        let box = try IncusEnv.Sandbox(ownProject: ownProject)
         let g = try guest()
         let vms = box.dir.appendingPathComponent("vms")
         let plugin = box.plugins.appendingPathComponent("qemu-windows")
@@ -470,5 +470,129 @@ struct VMTests {
 
         for u in [w, l] { #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)", token: admin).status == 200) }
         #expect(!FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container").path))
+
+        // plugin enable/disable --node through the control plane: the member's own config file
+        // changes (its daemon makes the change) and the answer says it must restart.
+        func vmPluginSetting() throws -> Bool? {
+            let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: vmBox.config)) as? [String: Any]
+            return ((cfg?["plugins"] as? [String: Any])?["qemu-windows"] as? [String: Any])?["enabled"] as? Bool
+        }
+        let off = try Run.run(TestEnv.cliPath, ["plugin", "disable", "qemu-windows", "--node", vmName, "--format", "json"] + server, timeout: 60)
+        #expect(off.status == 0 && off.stdout.contains(#""restartRequired" : true"#) && off.stdout.contains(vmName), "\(off.output)")
+        #expect(try vmPluginSetting() == false)
+        let cpConfig = try String(contentsOf: cpBox.config, encoding: .utf8)
+        #expect(!cpConfig.contains("qemu-windows"), "the control plane's own config is untouched: \(cpConfig)")
+        let on = try Run.run(TestEnv.cliPath, ["plugin", "enable", "qemu-windows", "--node", vmName] + server, timeout: 60)
+        #expect(on.status == 0 && on.stdout.contains("no restart needed"), "\(on.output)")
+        #expect(try vmPluginSetting() == true)
+        let nowhere = try Run.run(TestEnv.cliPath, ["plugin", "enable", "qemu-windows", "--node", "nosuch-\(sfx)"] + server, timeout: 60)
+        #expect(nowhere.status != 0 && nowhere.stderr.contains("no node nosuch-\(sfx)"), "\(nowhere.output)")
+        let toggleAudit = try HTTP.call("GET", node.base + "/v1/audit?action=plugin.disable", token: nodeAdmin).json?["entries"]?.items ?? []
+        #expect(toggleAudit.contains { $0["target"]?.stringValue == "qemu-windows" && $0["result"]?.stringValue == "ok" }, "\(toggleAudit)")
+    }
+
+    @Test("one node, two backends: IncusLXC and qemu-windows side by side; explain, create, list and every per-environment call find the right one; plugin disable --node takes effect at restart")
+    func oneNodeTwoBackends() throws {
+        let sfx = TestEnv.suffix()
+        let name = "mb-\(sfx)"
+        let (box, vms) = try Self.vmSandbox(node: name, ownProject: true)
+        defer { box.cleanup() }
+        // Both backends on, no pinned default: the OS family picks (manifests' osTypes).
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: box.config)) as? [String: Any] ?? [:]
+        var plugins = cfg["plugins"] as? [String: Any] ?? [:]
+        plugins["incus-lxc"] = ["enabled": true, "config": ["project": box.project]]
+        cfg["plugins"] = plugins
+        cfg["backend"] = nil
+        cfg["defaultImage"] = IncusEnv.image
+        try JSONSerialization.data(withJSONObject: cfg).write(to: box.config)
+
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--reconcile-interval", "3600"])
+        try d.start()
+        defer { d.stop() }
+        let admin = try d.token("admin", roles: "admin")
+        try eventually("the node reports both kinds", within: 60) {
+            (try HTTP.call("GET", d.base + "/v1/nodes", token: admin).json?["nodes"]?.items ?? []).contains {
+                $0["name"]?.stringValue == name && ($0["kinds"]?.items ?? []).compactMap(\.stringValue) == ["lxc", "vm"]
+            }
+        }
+        let backends = try HTTP.call("GET", d.base + "/v1/backends", token: admin)
+        #expect(backends.text.contains("incus-lxc") && backends.text.contains("qemu-windows") && backends.text.contains(#""osTypes""#), "\(backends.text)")
+
+        // The scheduler places by kind on the one node; the node maps the kind to its backend.
+        let win = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "windows-2022", "cpu": "1", "memory": "512MB"}"#)
+        #expect(win.json?["chosen"]?.stringValue == name && win.json?["request"]?["kind"]?.stringValue == "vm"
+                && win.json?["backend"]?.stringValue == "qemu-windows", "\(win.text)")
+        let lin = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"cpu": "1", "memory": "512MB"}"#)
+        #expect(lin.json?["chosen"]?.stringValue == name && lin.json?["request"]?["kind"]?.stringValue == "lxc"
+                && lin.json?["backend"]?.stringValue == "incus-lxc", "\(lin.text)")
+        // A Linux VM when asked for by kind; a kind nobody here serves for that OS is a 400.
+        let linVM = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "linux-test", "kind": "vm"}"#)
+        #expect(linVM.json?["backend"]?.stringValue == "qemu-windows", "\(linVM.text)")
+        let impossible = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "windows-2022", "kind": "lxc"}"#)
+        #expect(impossible.status == 400 && impossible.text.contains("kind lxc and OS windows"), "\(impossible.text)")
+        // The same through gRPC (the CLI's remote mode).
+        let server = ["--server", "127.0.0.1:\(d.grpcPort)", "--token", admin]
+        let cliExplain = try Run.run(TestEnv.cliPath, ["schedule", "explain", "--os-type", "windows-2022", "--format", "json"] + server, timeout: 60)
+        #expect(cliExplain.status == 0 && cliExplain.stdout.contains("qemu-windows"), "\(cliExplain.output)")
+
+        // Both creates succeed, each on its backend.
+        let w = "nw\(sfx)", l = "nl\(sfx)"
+        defer { for u in [w, l] { _ = try? HTTP.call("DELETE", d.base + "/v1/containers/\(u)", token: admin) } }
+        let vm = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
+            "username": w, "sshKeys": [box.key.publicText], "osType": "windows-2022", "cpu": "1", "memory": "512MB", "disk": "2GB"]))
+        #expect(vm.status == 201 && vm.json?["type"]?.stringValue == "vm" && vm.json?["backend"]?.stringValue == "qemu-windows", "\(vm.text)")
+        #expect(FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container/qmp.sock").path))
+        let ct = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
+            "username": l, "sshKeys": [box.key.publicText], "memory": "512MB"]))
+        #expect(ct.status == 201 && ct.json?["backend"]?.stringValue == "incus-lxc" && ct.json?["type"]?.stringValue != "vm", "\(ct.text)")
+        #expect(try box.exists("\(l)-container"))
+        #expect(!FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(l)-container").path))
+
+        // The list shows both, each with its backend: the daemon's, and the CLI's without a daemon.
+        try eventually("the list shows both with their backends", within: 30) {
+            let list = try HTTP.call("GET", d.base + "/v1/containers", token: admin).json?["containers"]?.items ?? []
+            let by = Dictionary(list.compactMap { c in c["username"]?.stringValue.map { ($0, c["backend"]?.stringValue ?? "") } }, uniquingKeysWith: { a, _ in a })
+            return by[w] == "qemu-windows" && by[l] == "incus-lxc"
+        }
+        let cliList = try box.cli(["list", "--format", "json"])
+        #expect(cliList.status == 0 && cliList.stdout.contains("\(w)-container") && cliList.stdout.contains("\(l)-container"), "\(cliList.output)")
+
+        // Per-environment calls go to the backend holding it.
+        let stopped = try HTTP.call("POST", d.base + "/v1/containers/\(w)/stop", token: admin, body: #"{"force": true}"#)
+        #expect(stopped.json?["state"]?.stringValue == "CONTAINER_STATE_STOPPED" && stopped.json?["backend"]?.stringValue == "qemu-windows", "\(stopped.text)")
+        let got = try HTTP.call("GET", d.base + "/v1/containers/\(l)", token: admin)
+        #expect(got.json?["backend"]?.stringValue == "incus-lxc", "\(got.text)")
+        let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(w)/resize", token: admin, body: #"{"memory": "768MB"}"#)
+        #expect(resized.status == 200 && resized.json?["backend"]?.stringValue == "qemu-windows", "\(resized.text)")
+        // A backend that still holds an environment is not disabled by accident.
+        let held = try Run.run(TestEnv.cliPath, ["plugin", "disable", "qemu-windows"] + server, timeout: 60)
+        #expect(held.status != 0 && held.stderr.contains("still holds 1 environment(s) (\(w)-container)"), "\(held.output)")
+        for u in [w, l] { #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(u)", token: admin).status == 200) }
+        #expect(!FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container").path))
+        #expect(try !box.exists("\(l)-container"))
+
+        // plugin disable --node: the node's config changes, and the daemon says it must restart.
+        let user = try d.token("someone")
+        let refused = try Run.run(TestEnv.cliPath, ["plugin", "disable", "qemu-windows", "--node", name, "--server", "127.0.0.1:\(d.grpcPort)", "--token", user], timeout: 60)
+        #expect(refused.status != 0 && refused.stderr.contains("admin"), "\(refused.output)")
+        let off = try Run.run(TestEnv.cliPath, ["plugin", "disable", "qemu-windows", "--node", name, "--format", "json"] + server, timeout: 60)
+        #expect(off.status == 0 && off.stdout.contains(#""restartRequired" : true"#), "\(off.output)")
+        let offConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: box.config)) as? [String: Any]
+        #expect(((offConfig?["plugins"] as? [String: Any])?["qemu-windows"] as? [String: Any])?["enabled"] as? Bool == false)
+        #expect(((offConfig?["plugins"] as? [String: Any])?["qemu-windows"] as? [String: Any])?["config"] != nil, "the plugin's config stays")
+        let unknown = try Run.run(TestEnv.cliPath, ["plugin", "enable", "no-such-plugin"] + server, timeout: 60)
+        #expect(unknown.status != 0 && unknown.stderr.contains("no plugin no-such-plugin"), "\(unknown.output)")
+        d.stop()
+        try d.start()
+        try eventually("after the restart the node reports only lxc", within: 60) {
+            (try HTTP.call("GET", d.base + "/v1/nodes", token: admin).json?["nodes"]?.items ?? []).contains {
+                $0["name"]?.stringValue == name && ($0["kinds"]?.items ?? []).compactMap(\.stringValue) == ["lxc"]
+            }
+        }
+        let noVM = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "windows-2022"}"#)
+        #expect(noVM.status == 400 && noVM.text.contains("OS windows"), "\(noVM.text)")
+        // And back on, locally (no daemon flags): the same file, this node's entry.
+        let on = try box.cli(["plugin", "enable", "qemu-windows"])
+        #expect(on.status == 0 && on.stdout.contains("restart the daemon"), "\(on.output)")
     }
 }
