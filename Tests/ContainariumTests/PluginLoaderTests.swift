@@ -309,7 +309,14 @@ struct AccountsExtensionTests {
     static let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop"
 
     static func manifest(_ capabilities: [String]) -> [String: Any] {
-        ["id": "fixture", "name": "Fixture", "version": "1.0.0", "abi": "1.0", "library": "libfixture.so", "capabilities": capabilities, "defaultEnabled": true]
+        var m: [String: Any] = ["id": "fixture", "name": "Fixture", "version": "1.0.0", "abi": "1.0", "library": "libfixture.so",
+                                "capabilities": capabilities, "defaultEnabled": true]
+        // An instance backend says what it serves (docs/plugin-abi.md).
+        if capabilities.contains("instances/1") {
+            m["kinds"] = ["lxc"]
+            m["osTypes"] = ["linux"]
+        }
+        return m
     }
 
     @Test("the host reads a plugin's structs only up to the struct_size it declared (each one ends where an inaccessible page begins)")
