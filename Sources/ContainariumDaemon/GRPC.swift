@@ -424,3 +424,11 @@ public struct RemoteClient: Sendable {
         }
     }
 }
+
+extension ContainariumRPC {
+    /// The Containarium service for any gRPC transport: the daemon serves it over HTTP/2
+    /// (`GRPCService`); the in-process tests over GRPCInProcessTransport.
+    public static func makeService(plane: ControlPlane, tokens: Tokens, mtls: Bool = false) -> any RegistrableRPCService {
+        ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls)
+    }
+}
