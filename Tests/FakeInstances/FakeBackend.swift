@@ -165,7 +165,7 @@ final class FakeBackend: Sendable {
             name: r.name, state: .stopped, image: r.image, cpuLimit: r.cpu, memoryLimitBytes: r.memoryBytes, diskLimitBytes: r.diskBytes,
             diskUsageBytes: Self.baseDiskUsage, createdAt: Date(), autostart: r.autostart, nesting: r.nesting, labels: labels,
             backend: pluginID, node: node, provisioned: false, gpus: r.gpus)
-        var accounts: [String: Account] = [
+        let accounts: [String: Account] = [
             "root": Account(name: "root", uid: 0, gid: 0, gecos: "root", home: "/root", shell: "/bin/bash"),
             "daemon": Account(name: "daemon", uid: 1, gid: 1, gecos: "daemon", home: "/usr/sbin", shell: "/usr/sbin/nologin"),
             "nobody": Account(name: "nobody", uid: 65534, gid: 65534, gecos: "nobody", home: "/nonexistent", shell: "/usr/sbin/nologin"),

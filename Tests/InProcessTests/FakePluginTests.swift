@@ -1,3 +1,5 @@
+import ContainariumStore
+import ContainariumDaemon
 import ContainariumCore
 import ContainariumService
 import Foundation
@@ -35,7 +37,7 @@ struct FakePluginTests {
 
     @Test("create reports the backend's steps, makes the account with its keys, and the instance answers like Debian")
     func createAndExec() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             let key = Harness.sshKey("alice@laptop")
             let steps = Mutex<[StepProgress]>([])
             let info = try await h.plane.service.create(CreateEnvironmentRequest(username: "alice", sshKeys: [key])) { p in
@@ -58,7 +60,7 @@ struct FakePluginTests {
             let missing = try await h.plane.service.exec(username: "alice", command: ["no-such-tool"])
             #expect(missing.exitCode == 127)
             // exec as the account resolved uid, gid, home and environment inside the instance
-            let asUser = try #require(try h.calls("exec").last)
+            let asUser = try #require(try h.calls("exec").last { $0.argv == ["whoami"] })
             #expect(asUser.request["user"]?.number == 1000 && asUser.request["cwd"]?.stringValue == "/home/alice")
 
             #expect(await errorCode { try await h.plane.service.create(CreateEnvironmentRequest(username: "alice", sshKeys: [key])) } == .alreadyExists)
@@ -74,7 +76,7 @@ struct FakePluginTests {
 
     @Test("fake.fail-step fails the create at that step with its code and leaves no instance; the progress stops there")
     func createFault() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             let steps = Mutex<[Int]>([])
             let request = CreateEnvironmentRequest(username: "bob", sshKeys: [Harness.sshKey()],
                                                    labels: ["fake.fail-step": "3", "fake.fail-code": "resource_exhausted"])
@@ -88,7 +90,7 @@ struct FakePluginTests {
 
     @Test("the change stream: watch connects and reports changes made behind the control plane's back")
     func watch() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             try await h.create("carol")
             // Stopped through the service directly: only the plugin's events tell the inventory.
             _ = try await h.plane.service.stop(username: "carol")

@@ -1,3 +1,6 @@
+import PluginHost
+import ContainariumStore
+import ContainariumService
 import ContainariumCore
 import ContainariumDaemon
 import Foundation
@@ -55,7 +58,7 @@ struct GRPCTests {
 
     @Test("authentication and authorization by metadata; exec as the account; root for admins only; audit for admins only")
     func calls() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             try await h.create("alice")
             let owner = try await h.token("alice"), stranger = try await h.token("mallory"), admin = try await h.token("admin", .admin)
             let node = try await h.token("node.other", .node)
@@ -96,7 +99,7 @@ struct GRPCTests {
 
     @Test("CreateContainer streams the operation's progress, then the container; a backend failure is the stream's error and leaves no record")
     func createStream() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             let nina = try await h.token("nina")
             func create(_ client: Client, _ labels: [String: JSONValue]) async throws -> [JSONValue] {
                 let body: JSONValue = .object(["username": .string("nina"), "sshKeys": .array([.string(Harness.sshKey())]), "labels": .object(labels)])

@@ -150,7 +150,7 @@ final class Harness: Sendable {
 
     /// Audit entries for `target` (newest first), read as an admin.
     func audit(target: String? = nil, action: String? = nil) async throws -> [AuditEntry] {
-        try await plane.auditLog(Self.admin, AuditFilter(target: target, action: action, limit: 1000))
+        try await plane.auditLog(Self.admin, AuditFilter(action: action, target: target, limit: 1000))
     }
 }
 

@@ -1,3 +1,6 @@
+import PluginHost
+import ContainariumStore
+import ContainariumService
 import ContainariumCore
 import ContainariumDaemon
 import Foundation
@@ -65,7 +68,7 @@ struct RESTTests {
 
     @Test("authorization matrix: every route x {no token, expired, garbage, forged, wrong scheme, node, another user, collaborator, owner, admin}")
     func matrix() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             try await h.create("alice")
             _ = try await h.plane.addCollaborator(Harness.caller("alice"), "alice", collaborator: "carol")
             let tokens = try await Self.tokens(h)
@@ -119,7 +122,7 @@ struct RESTTests {
 
     @Test("create: 201 with the container's JSON; bad requests are 400 with the error envelope and leave nothing behind; a backend failure leaves no record")
     func create() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             let kate = try await h.token("kate"), admin = try await h.token("admin", .admin)
             let key = Harness.sshKey()
             try await Self.app(h).test(.router) { client in
@@ -167,7 +170,7 @@ struct RESTTests {
 
     @Test("asynchronous create: 202 with the operation's Location, polled to success; routing: 404, 405 with Allow, public health")
     func asyncAndRouting() async throws {
-        try await Harness.with { h in
+        try await Harness.with { (h: Harness) async throws in
             let owner = try await h.token("liam")
             try await Self.app(h).test(.router) { client in
                 let accepted = try await Self.send(client, .post, "/v1/containers", token: owner,
