@@ -1,9 +1,9 @@
-import PluginHost
 import ContainariumCore
 import ContainariumDaemon
 import ContainariumService
 import ContainariumStore
 import Foundation
+import PluginHost
 import TestSupport
 import Testing
 

@@ -1,7 +1,7 @@
-import ContainariumStore
-import ContainariumDaemon
 import ContainariumCore
+import ContainariumDaemon
 import ContainariumService
+import ContainariumStore
 import Foundation
 import PluginHost
 import Synchronization

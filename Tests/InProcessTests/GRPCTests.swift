@@ -1,11 +1,11 @@
-import PluginHost
-import ContainariumStore
-import ContainariumService
 import ContainariumCore
 import ContainariumDaemon
+import ContainariumService
+import ContainariumStore
 import Foundation
 import GRPCCore
 import GRPCInProcessTransport
+import PluginHost
 import TestSupport
 import Testing
 

@@ -1,12 +1,12 @@
-import PluginHost
-import ContainariumStore
-import ContainariumService
 import ContainariumCore
 import ContainariumDaemon
+import ContainariumService
+import ContainariumStore
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import PluginHost
 import TestSupport
 import Testing
 
