@@ -270,6 +270,7 @@ public struct RESTAPI: HTTPResponder {
         if path == "/openapi.json" { return raw(.ok, Data(OpenAPIDocument.json.utf8)) }
         if parts.first == "swagger-ui" { return swagger(parts.dropFirst().joined(separator: "/"), path: path) }
         if parts.first == "webui" { return webui(parts.dropFirst(), path: path) }
+        guard path == "/" else { return unrouted(request) }  // e.g. "/healthz/": the router ignores the slash, the API does not
         var r = Response(status: .found)
         r.headers[.location] = "/webui/"
         return r

@@ -196,4 +196,32 @@ struct RESTTests {
             }
         }
     }
+
+    @Test("CORS: preflights on any path, the origin echoed on every answer (errors too); public pages need no token")
+    func corsAndPublicPages() async throws {
+        try await Harness.with { (h: Harness) async throws in
+            try await Self.app(h).test(.router) { client in
+                let origin = "https://dashboard.example"
+                let pre = try await client.execute(uri: "/v1/containers/alice", method: .options, headers: [.origin: origin])
+                #expect(pre.status == .noContent && pre.headers[.accessControlAllowOrigin] == origin)
+                #expect(pre.headers[.accessControlAllowMethods] == "GET, POST, PUT, DELETE, OPTIONS" && pre.headers[.accessControlAllowHeaders] == "Authorization, Content-Type")
+                for (method, uri, status) in [(HTTPRequest.Method.get, "/v1/containers", 401), (.get, "/v1/nope", 404), (.get, "/healthz", 200), (.delete, "/healthz", 405), (.get, "/healthz/", 404)] {
+                    let r = try await client.execute(uri: uri, method: method, headers: [.origin: origin])
+                    #expect(Int(r.status.code) == status && r.headers[.accessControlAllowOrigin] == origin && r.headers[.accessControlExposeHeaders] == "Location",
+                            "\(method) \(uri): \(r.status)")
+                }
+                let noOrigin = try await client.execute(uri: "/healthz", method: .get)
+                #expect(noOrigin.headers[.accessControlAllowOrigin] == nil && String(buffer: noOrigin.body) == #"{"status":"ok"}"#)
+                let openapi = try await client.execute(uri: "/openapi.json", method: .get)
+                let document = try WireJSON.decode(JSONValue.self, from: Data(String(buffer: openapi.body).utf8))
+                #expect(openapi.status == .ok && document["paths"]?.objectValue?.isEmpty == false)
+                let root = try await client.execute(uri: "/", method: .get)
+                #expect(root.status == .found && root.headers[.location] == "/webui/")
+                let swagger = try await client.execute(uri: "/swagger-ui", method: .get)
+                #expect(swagger.status == .movedPermanently && swagger.headers[.location] == "/swagger-ui/")
+                let head = try await client.execute(uri: "/v1/containers", method: .head)
+                #expect(head.status == .methodNotAllowed && head.headers[.allow] == "POST, GET")
+            }
+        }
+    }
 }
