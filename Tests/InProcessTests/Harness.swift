@@ -154,10 +154,6 @@ final class Harness: Sendable {
     }
 }
 
-extension ContainariumError {
-    var codeName: String { code.rawValue }
-}
-
 /// The error code a throwing call ends with, or nil when it succeeds.
 func errorCode(_ body: () async throws -> some Any) async -> ContainariumError.Code? {
     do {
