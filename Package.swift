@@ -20,6 +20,8 @@ let package = Package(
         // Plugins are shared libraries loaded by the host with dlopen; never linked into it.
         .library(name: "IncusLXC", type: .dynamic, targets: ["IncusLXC"]),
         .library(name: "QemuWindows", type: .dynamic, targets: ["QemuWindows"]),
+        // Test double of an instances/1 backend, loaded by the in-process tests with dlopen.
+        .library(name: "FakeInstances", type: .dynamic, targets: ["FakeInstances"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -160,6 +162,15 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The in-memory instances/1 backend the in-process tests load through PluginHost.
+        .target(
+            name: "FakeInstances",
+            dependencies: ["PluginKit", "PluginABI", "ContainariumCore"],
+            path: "Tests/FakeInstances",
+            exclude: ["plugin.json", "README.md"],
+            swiftSettings: strict
+        ),
+
         // Helpers shared by the test targets (process runner, key pairs, fixture plugin dirs).
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
@@ -169,6 +180,20 @@ let package = Package(
                 "ContainariumStore", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler",
             ],
             exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        // The service layer, REST and gRPC in one process over the fake backend: seconds, any host.
+        .testTarget(
+            name: "InProcessTests",
+            dependencies: [
+                "ContainariumCore", "PluginHost", "ContainariumService", "ContainariumStore", "ContainariumDaemon", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -593,3 +593,11 @@ extension CreateEnvironmentRequest {
         return .object(q)
     }
 }
+
+extension ContainariumRPC {
+    /// The Containarium service for any gRPC transport: the daemon serves it over HTTP/2
+    /// (`GRPCService`); the in-process tests over GRPCInProcessTransport.
+    public static func makeService(plane: ControlPlane, tokens: Tokens, mtls: Bool = false) -> any RegistrableRPCService {
+        ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls)
+    }
+}

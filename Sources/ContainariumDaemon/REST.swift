@@ -10,6 +10,8 @@ import NIOCore
 public struct RESTContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remote: String
+    /// Who called: set by `AuthenticationMiddleware` on every authenticated route.
+    public var caller: Caller?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -20,7 +22,8 @@ public struct RESTContext: RequestContext {
 }
 
 /// The REST adapter: routing, authentication, strict JSON, one error mapping. Thin: every
-/// route calls one `ControlPlane` method.
+/// route calls one `ControlPlane` method. Routing is Hummingbird's Router (built from
+/// `routes`); authentication, CORS and the error mapping are its middleware.
 public struct RESTAPI: HTTPResponder {
     public typealias Context = RESTContext
 
@@ -37,6 +40,8 @@ public struct RESTAPI: HTTPResponder {
         self.swaggerDir = swaggerDir
         self.webuiDir = webuiDir
         self.sseHeartbeat = sseHeartbeat
+        self.router = nil
+        self.router = Self.makeRouter(self).buildResponder()
     }
 
     struct Call {
@@ -197,61 +202,46 @@ public struct RESTAPI: HTTPResponder {
         },
     ]
 
-    // MARK: - dispatch
+    // MARK: - routing (Hummingbird's Router, route groups and middleware)
+
+    /// The router's responder, built once from `routes` and the public pages.
+    private var router: RouterResponder<RESTContext>?
 
     public func respond(to request: Request, context: RESTContext) async throws -> Response {
-        let origin = request.headers[.origin]
-        if request.method == .options { return preflight(request) }
-        return Self.withCORS(try await dispatch(request, context: context), origin: origin)
+        guard let router else { return error(.internal("the REST routes were not built")) }
+        return try await router.respond(to: request, context: context)
     }
 
-    func dispatch(_ request: Request, context: RESTContext) async throws -> Response {
+    /// Every route of `routes` in a group of its own whose middleware authenticates for that
+    /// route's action; the public pages without. Router-wide middleware answers CORS preflights,
+    /// explains requests no route takes (404, or 405 with Allow) and maps errors.
+    static func makeRouter(_ api: RESTAPI) -> Router<RESTContext> {
+        let router = Router(context: RESTContext.self)
+        router.add(middleware: EdgeMiddleware(api: api))
+        let page: @Sendable (Request, RESTContext) async throws -> Response = { request, _ in api.publicPage(request) }
+        for path in ["/", "/healthz", "/v1/health", "/openapi.json", "/swagger-ui", "/swagger-ui/**", "/webui", "/webui/**"] {
+            router.get(RouterPath(path), use: page)
+        }
+        for route in routes {
+            var names: [String] = []
+            let path = "/" + route.pattern.map { part -> String in
+                guard part == "{}" else { return part }
+                names.append("p\(names.count)")
+                return ":" + (names.last ?? "p")
+            }.joined(separator: "/")
+            let parameters = names
+            router.group().add(middleware: AuthenticationMiddleware(api: api, action: route.action))
+                .on(RouterPath(path), method: route.method) { request, context in
+                    try await api.handle(route, parameters: parameters, request, context)
+                }
+        }
+        return router
+    }
+
+    /// One authenticated route: the body (bounded), its parameters (percent-decoded), the handler.
+    func handle(_ route: Route, parameters: [String], _ request: Request, _ context: RESTContext) async throws(ContainariumError) -> Response {
+        guard let caller = context.caller else { throw .unauthenticated("missing bearer token (Authorization: Bearer <token>)") }
         var request = request
-        let path = request.uri.path
-        let parts = Self.split(path)
-        // Public routes (GET only).
-        let isPublic = path == "/healthz" || path == "/v1/health" || path == "/openapi.json" || parts.first == "swagger-ui" || parts.first == "webui" || path == "/"
-        if isPublic && request.method != .get && request.method != .head {
-            var r = error(ContainariumError(.invalidArgument, "\(request.method.rawValue) is not allowed on \(path)"), status: .methodNotAllowed)
-            r.headers[.allow] = "GET"
-            return r
-        }
-        if request.method == .get {
-            if path == "/healthz" || path == "/v1/health" { return (try? json(.ok, ["status": "ok"])) ?? Response(status: .ok) }
-            if path == "/openapi.json" { return raw(.ok, Data(OpenAPIDocument.json.utf8)) }
-            if parts.first == "swagger-ui" { return swagger(parts.dropFirst().joined(separator: "/"), path: path) }
-            if parts.first == "webui" { return webui(parts.dropFirst(), path: path) }
-            if path == "/" {
-                var r = Response(status: .found)
-                r.headers[.location] = "/webui/"
-                return r
-            }
-        }
-        var candidates: [(Route, [String])] = []
-        for route in Self.routes where route.pattern.count == parts.count {
-            var params: [String] = []
-            var ok = true
-            for (p, actual) in zip(route.pattern, parts) {
-                if p == "{}" { params.append(actual.removingPercentEncoding ?? actual) } else if p != actual { ok = false; break }
-            }
-            if ok { candidates.append((route, params)) }
-        }
-        guard !candidates.isEmpty else { return error(ContainariumError(.notFound, "no route \(path)")) }
-        guard let (route, params) = candidates.first(where: { $0.0.method == request.method }) else {
-            var r = error(ContainariumError(.invalidArgument, "\(request.method.rawValue) is not allowed on \(path)"), status: .methodNotAllowed)
-            r.headers[.allow] = candidates.map(\.0.method.rawValue).joined(separator: ", ")
-            return r
-        }
-        // Authentication: a bearer token on every route but the public ones above.
-        let caller: Caller
-        do throws(ContainariumError) {
-            caller = try await authenticate(request, context)
-        } catch {
-            await plane.auditAuthFailure(source: context.remote, interface: "rest", action: route.action, reason: error.message)
-            var r = self.error(error)
-            r.headers[.wwwAuthenticate] = "Bearer realm=\"containarium\""
-            return r
-        }
         let body: Data
         do {
             var buffer = try await request.collectBody(upTo: context.maxUploadSize)
@@ -259,13 +249,50 @@ public struct RESTAPI: HTTPResponder {
         } catch {
             return self.error(.invalid("request body is larger than \(context.maxUploadSize) bytes"), status: .contentTooLarge)
         }
+        let params = parameters.map { name in
+            let raw = context.parameters.get(name) ?? ""
+            return raw.removingPercentEncoding ?? raw
+        }
         let call = Call(request: request, caller: caller, params: params, query: Self.query(request.uri.query), body: body)
         do throws(ContainariumError) {
             return try await route.handler(self, call)
         } catch {
             if error.code == .internal { context.logger.error("\(route.action) failed: \(error)") }
-            return self.error(error)
+            throw error
         }
+    }
+
+    /// Health, the OpenAPI document, Swagger UI, the dashboard and the redirect to it.
+    func publicPage(_ request: Request) -> Response {
+        let path = request.uri.path
+        let parts = Self.split(path)
+        if path == "/healthz" || path == "/v1/health" { return (try? json(.ok, ["status": "ok"])) ?? Response(status: .ok) }
+        if path == "/openapi.json" { return raw(.ok, Data(OpenAPIDocument.json.utf8)) }
+        if parts.first == "swagger-ui" { return swagger(parts.dropFirst().joined(separator: "/"), path: path) }
+        if parts.first == "webui" { return webui(parts.dropFirst(), path: path) }
+        guard path == "/" else { return unrouted(request) }  // e.g. "/healthz/": the router ignores the slash, the API does not
+        var r = Response(status: .found)
+        r.headers[.location] = "/webui/"
+        return r
+    }
+
+    /// What a request no route takes gets: 405 with the methods its path allows, else 404.
+    func unrouted(_ request: Request) -> Response {
+        let path = request.uri.path
+        let parts = Self.split(path)
+        let isPublic = path == "/healthz" || path == "/v1/health" || path == "/openapi.json" || parts.first == "swagger-ui" || parts.first == "webui" || path == "/"
+        if isPublic && request.method != .get && request.method != .head {
+            var r = error(ContainariumError(.invalidArgument, "\(request.method.rawValue) is not allowed on \(path)"), status: .methodNotAllowed)
+            r.headers[.allow] = "GET"
+            return r
+        }
+        let allowed = Self.routes.filter { route in
+            route.pattern.count == parts.count && zip(route.pattern, parts).allSatisfy { p, actual in p == "{}" || p == actual }
+        }.map(\.method.rawValue)
+        guard !allowed.isEmpty else { return error(ContainariumError(.notFound, "no route \(path)")) }
+        var r = error(ContainariumError(.invalidArgument, "\(request.method.rawValue) is not allowed on \(path)"), status: .methodNotAllowed)
+        r.headers[.allow] = allowed.joined(separator: ", ")
+        return r
     }
 
     func authenticate(_ request: Request, _ context: RESTContext) async throws(ContainariumError) -> Caller {
@@ -560,4 +587,52 @@ enum SwaggerPage {
         window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: false });
         </script></body></html>
         """
+}
+
+/// Router-wide: CORS preflights and headers, requests no route takes, and the one error mapping
+/// (`ContainariumError` to its status and JSON envelope).
+struct EdgeMiddleware: RouterMiddleware {
+    typealias Context = RESTContext
+    let api: RESTAPI
+
+    func handle(_ request: Request, context: RESTContext, next: (Request, RESTContext) async throws -> Response) async throws -> Response {
+        if request.method == .options { return api.preflight(request) }
+        let origin = request.headers[.origin]
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let e as ContainariumError {
+            response = api.error(e)
+        } catch let e as HTTPError where e.status == .notFound {
+            // Only the router throws these (handlers answer with ContainariumError): no route took it.
+            response = api.unrouted(request)
+        } catch let e as HTTPError {
+            response = api.error(ContainariumError(.internal, "request failed (HTTP \(e.status.code))"), status: e.status)
+        } catch {
+            context.logger.error("unexpected error: \(error)")
+            response = api.error(.internal("unexpected error", cause: "\(error)"))
+        }
+        return RESTAPI.withCORS(response, origin: origin)
+    }
+}
+
+/// Per route: a bearer token (or, for the terminal's WebSocket, the subprotocol token) makes
+/// the caller; a missing or bad one is a 401, audited under the route's action.
+struct AuthenticationMiddleware: RouterMiddleware {
+    typealias Context = RESTContext
+    let api: RESTAPI
+    let action: String
+
+    func handle(_ request: Request, context: RESTContext, next: (Request, RESTContext) async throws -> Response) async throws -> Response {
+        var context = context
+        do throws(ContainariumError) {
+            context.caller = try await api.authenticate(request, context)
+        } catch {
+            await api.plane.auditAuthFailure(source: context.remote, interface: "rest", action: action, reason: error.message)
+            var r = api.error(error)
+            r.headers[.wwwAuthenticate] = "Bearer realm=\"containarium\""
+            return r
+        }
+        return try await next(request, context)
+    }
 }
