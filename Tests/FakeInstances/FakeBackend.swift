@@ -3,11 +3,12 @@ import Foundation
 import PluginKit
 import Synchronization
 
-/// Instances in memory, behaving as the instances/1 contract (docs/plugin-abi.md,
-/// docs/schemas/instances-1.schema.json) and the IncusLXC plugin do: the same progress steps,
-/// error codes and idempotence, and an `exec` that answers the commands the host runs inside a
-/// Debian environment (accounts, authorized_keys, collaborators, apt-get, stack checks) from
-/// the instance's modelled state.
+/// Instances in memory, behaving as the instances/1 and accounts/1 contracts
+/// (docs/plugin-abi.md, docs/schemas/instances-1.schema.json, accounts-1.schema.json) and the
+/// IncusLXC plugin do: the same progress steps, error codes and idempotence; accounts, their
+/// authorized keys and collaborators' accounts (with their sudo rules) in the modelled state;
+/// and an `exec` that answers the commands the host still runs inside a Debian environment
+/// (getent, usermod, apt-get, the cleanup script, stack checks) from that state.
 ///
 /// Faults, set per create through labels (labels are part of the ABI request):
 /// - `fake.fail-step: N` fails the create at step N (after its progress event); what the
@@ -29,6 +30,9 @@ final class FakeBackend: Sendable {
         var images: [String]?
         /// Makes `initialize` fail with this message.
         var failInitialize: String?
+        /// Serve accounts/1 (default true). false: a backend without it, as QemuWindows is (its
+        /// manifest must not declare it); a create then makes no account, only the owner label.
+        var accounts: Bool?
     }
 
     struct Account: Sendable {
@@ -47,7 +51,8 @@ final class FakeBackend: Sendable {
     struct Box: Sendable {
         var info: InstanceInfo
         var accounts: [String: Account]
-        var files: Set<String> = []
+        /// Files the model knows, by path (sudo rules), with their content.
+        var files: [String: String] = [:]
         var packages: Set<String> = []
         var groups: Set<String> = ["sudo", "users"]
         var execFail: String?
@@ -61,6 +66,7 @@ final class FakeBackend: Sendable {
     let config: Config
     let host: HostServices
     let node: String
+    var servesAccounts: Bool { config.accounts ?? true }
     private let state = Mutex(State())
     private let journalLock = Mutex(())
     private let addresses = Mutex(10)
@@ -150,14 +156,18 @@ final class FakeBackend: Sendable {
         try Labels.validate(r.labels)
         if let cpu = r.cpu { try checkCPU(cpu) }
         for a in r.gpus ?? [] where !GPUInfo.validPCIAddress(a) { throw .invalid("'\(a)' is not a PCI address (dddd:bb:dd.f)") }
-        if let account = r.account {
-            guard Self.validName(account.name), account.name.count <= 32 else { throw .invalid("'\(account.name)' is not a valid account name") }
-            guard account.shell.hasPrefix("/") else { throw .invalid("shell must be an absolute path") }
+        // The account is made only by a backend with accounts/1, validated as its create
+        // validates it (never trusting the host); without it only the owner label says who owns.
+        let account = servesAccounts ? r.account : nil
+        var keyLines: [String] = []
+        if let account {
+            try Self.checkSpec(account)
+            keyLines = try Self.keyLines(account.sshKeys)
         }
         let failStep = r.labels["fake.fail-step"].flatMap { Int($0) }
         let failCode = r.labels["fake.fail-code"].flatMap(ContainariumError.Code.init(rawValue:)) ?? .internal
         let delay = r.labels["fake.step-delay-ms"].flatMap { UInt32($0) } ?? 0
-        let steps = r.account == nil ? 3 : 5
+        let steps = account == nil ? 3 : 5
 
         var labels = r.labels
         if let owner = r.account?.name { labels["owner"] = owner }
@@ -170,7 +180,6 @@ final class FakeBackend: Sendable {
             "daemon": Account(name: "daemon", uid: 1, gid: 1, gecos: "daemon", home: "/usr/sbin", shell: "/usr/sbin/nologin"),
             "nobody": Account(name: "nobody", uid: 65534, gid: 65534, gecos: "nobody", home: "/nonexistent", shell: "/usr/sbin/nologin"),
         ]
-        if let a = r.account, accounts[a.name] != nil { throw .invalid("account name \(a.name) is a system account") }
 
         let inserted = state.withLock { s -> Bool in
             guard s.instances[r.name] == nil else { return false }
@@ -194,15 +203,11 @@ final class FakeBackend: Sendable {
                 box.info.state = .running
                 box.info.startedAt = Date()
             }
-            if let account = r.account {
+            if let account {
                 try step(3, "Creating user \(account.name) with sudo")
-                try mutate(r.name) { box in
-                    var a = Account(name: account.name, uid: 1000, gid: 1000, gecos: "", home: "/home/\(account.name)", shell: account.shell)
-                    if account.sudo { a.groups.insert("sudo") }
-                    box.accounts[account.name] = a
-                }
+                try mutate(r.name) { box in Self.makeAccount(account, in: &box) }
                 try step(4, "Installing \(account.sshKeys.count) SSH key(s)")
-                try mutate(r.name) { box in box.accounts[account.name]?.authorizedKeys = account.sshKeys }
+                try mutate(r.name) { box in box.accounts[account.name]?.authorizedKeys = keyLines }
             }
             try step(steps, "Waiting for network")
             let final = try mutate(r.name) { box in
@@ -313,6 +318,125 @@ final class FakeBackend: Sendable {
         throw ContainariumError(.cancelled, "watch \(ctx.id) was cancelled")
     }
 
+    // MARK: - accounts/1
+
+    /// The owner account's spec, checked as IncusLXC checks it: a user name, an absolute shell.
+    static func checkSpec(_ a: AccountSpec) throws(ContainariumError) {
+        _ = try Username(a.name)
+        guard a.shell.hasPrefix("/"), !a.shell.contains(".."), a.shell.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw .invalid("shell '\(a.shell)' must be an absolute path")
+        }
+    }
+
+    /// Validated, normalised authorized_keys lines (no options, one key per line).
+    static func keyLines(_ keys: [String]) throws(ContainariumError) -> [String] {
+        var lines: [String] = []
+        for raw in keys { lines.append(try SSHPublicKey(parsing: raw).authorizedKeysLine) }
+        return lines
+    }
+
+    /// The next uid `useradd` would give: one above the highest regular account, from 1000.
+    static func nextUID(_ box: Box) -> UInt32 {
+        (box.accounts.values.map(\.uid).filter { $0 >= 1000 && $0 < 60000 }.max() ?? 999) + 1
+    }
+
+    static func ownerSudoersPath(_ user: String) -> String { "/etc/sudoers.d/90-containarium-\(user)" }
+    static func collaboratorSudoersPath(_ user: String) -> String { "/etc/sudoers.d/containarium-collaborator-\(user)" }
+
+    /// The owner's account (idempotent: an account of that name is kept), with the sudo group
+    /// and rule when asked for, as IncusLXC's `useradd --user-group [--groups sudo]` does.
+    @discardableResult
+    static func makeAccount(_ a: AccountSpec, in box: inout Box) -> Account {
+        if box.accounts[a.name] == nil {
+            let uid = nextUID(box)
+            box.accounts[a.name] = Account(name: a.name, uid: uid, gid: uid, gecos: "", home: "/home/\(a.name)", shell: a.shell)
+        }
+        if a.sudo {
+            box.accounts[a.name]?.groups.insert("sudo")
+            box.files[ownerSudoersPath(a.name)] = "\(a.name) ALL=(ALL:ALL) NOPASSWD: ALL\n"
+        }
+        return box.accounts[a.name]!
+    }
+
+    private static func info(_ a: Account) -> AccountInfo { AccountInfo(name: a.name, uid: a.uid, gid: a.gid, home: a.home, shell: a.shell) }
+
+    /// Work on a running instance, as every accounts/1 method does (Incus exec and file calls
+    /// need it running): not_found without it, failed_precondition when it is not running.
+    private func inRunning<T>(_ name: String, _ body: (inout Box) throws(ContainariumError) -> T) throws(ContainariumError) -> T {
+        try mutate(name) { box throws(ContainariumError) in
+            guard box.info.state == .running else { throw ContainariumError(.failedPrecondition, "\(name) is not running: start it first") }
+            return try body(&box)
+        }
+    }
+
+    func accountCreate(_ r: AccountCreateRequest) throws(ContainariumError) -> AccountInfo {
+        try Self.checkSpec(r.account)
+        let lines = try Self.keyLines(r.account.sshKeys)
+        return try inRunning(r.instance) { box in
+            Self.makeAccount(r.account, in: &box)
+            box.accounts[r.account.name]?.authorizedKeys = lines
+            return Self.info(box.accounts[r.account.name]!)
+        }
+    }
+
+    func setKeys(_ r: SetKeysRequest) throws(ContainariumError) -> KeyList {
+        let lines = try Self.keyLines(r.keys)
+        _ = try Username(r.name)
+        return try inRunning(r.instance) { box throws(ContainariumError) in
+            guard box.accounts[r.name] != nil else { throw .notFound("there is no account \(r.name) in \(r.instance)") }
+            box.accounts[r.name]?.authorizedKeys = lines
+            return KeyList(keys: lines)
+        }
+    }
+
+    func listKeys(_ r: AccountRef) throws(ContainariumError) -> KeyList {
+        _ = try Username(r.name)
+        return try inRunning(r.instance) { box throws(ContainariumError) in
+            guard let a = box.accounts[r.name] else { throw .notFound("there is no account \(r.name) in \(r.instance)") }
+            return KeyList(keys: a.authorizedKeys.compactMap { try? SSHPublicKey(parsing: $0).authorizedKeysLine })
+        }
+    }
+
+    /// A collaborator's own account, marked in its GECOS as this owner's (IncusLXC's
+    /// `useradd -c MARKER`); an account of that name without the mark is refused. Its keys, and
+    /// a sudo rule: full sudo, or only `sudo su - OWNER`, logged with I/O logging.
+    func addCollaborator(_ r: CollaboratorRequest) throws(ContainariumError) -> AccountInfo {
+        let owner = try Username(r.owner), user = try Username(r.name)
+        guard owner != user else { throw .invalid("\(owner.value) owns this environment already") }
+        let lines = try Self.keyLines(r.sshKeys)
+        let marker = CollaboratorRequest.marker(owner: owner.value)
+        return try inRunning(r.instance) { box throws(ContainariumError) in
+            if let found = box.accounts[user.value] {
+                guard found.gecos == marker else { throw .alreadyExists("an account named \(user.value) already exists in this environment") }
+            } else {
+                let uid = Self.nextUID(box)
+                box.accounts[user.value] = Account(name: user.value, uid: uid, gid: uid, gecos: marker, home: "/home/\(user.value)", shell: "/bin/bash")
+            }
+            box.accounts[user.value]?.authorizedKeys = lines
+            box.files[Self.collaboratorSudoersPath(user.value)] = r.sudo
+                ? "\(user.value) ALL=(ALL:ALL) NOPASSWD:ALL\n"
+                : "Defaults:\(user.value) logfile=/var/log/containarium-collaborators.log, log_input, log_output, iolog_dir=/var/log/sudo-io\n"
+                    + "\(user.value) ALL=(root) NOPASSWD: /usr/bin/su - \(owner.value)\n"
+            if r.containerRuntime {
+                box.groups.insert("docker")
+                box.accounts[user.value]?.groups.insert("docker")
+            }
+            return Self.info(box.accounts[user.value]!)
+        }
+    }
+
+    /// Remove a collaborator's account and its sudo rule; an account this extension did not
+    /// make for this owner is never touched (removed: false).
+    func removeCollaborator(_ r: CollaboratorRef) throws(ContainariumError) -> RemovedResult {
+        let owner = try Username(r.owner), user = try Username(r.name)
+        return try inRunning(r.instance) { box in
+            guard box.accounts[user.value]?.gecos == CollaboratorRequest.marker(owner: owner.value) else { return RemovedResult(removed: false) }
+            box.accounts.removeValue(forKey: user.value)
+            box.files.removeValue(forKey: Self.collaboratorSudoersPath(user.value))
+            return RemovedResult(removed: true)
+        }
+    }
+
     // MARK: - exec
 
     /// The binaries stack checks run, by the Debian package that installs them.
@@ -320,6 +444,9 @@ final class FakeBackend: Sendable {
         "psql": "postgresql-client", "python3": "python3", "jq": "jq", "docker": "docker.io", "node": "nodejs", "go": "golang-go",
         "podman": "podman", "cargo": "cargo", "git": "git", "make": "make", "curl": "curl",
     ]
+
+    /// Group ids of the groups the model knows (others get one above 1000 by name order).
+    static let groupIDs: [String: Int] = ["sudo": 27, "users": 100, "docker": 999]
 
     func exec(_ r: ExecRequest) throws(ContainariumError) -> ExecResult {
         guard !r.command.isEmpty else { throw .invalid("command is empty") }
@@ -336,26 +463,47 @@ final class FakeBackend: Sendable {
         let argv = r.command
         if let bad = box.execFail, argv[0] == bad { return fail(100, "E: \(bad) failed (fault injected by fake.exec-fail)\n") }
         let caller = box.accounts.values.first { $0.uid == (r.user ?? 0) }
+        let root = (r.user ?? 0) == 0
         switch argv[0] {
         case "true": return ok()
         case "false": return fail(1, "")
         case "echo": return ok(argv.dropFirst().joined(separator: " ") + "\n")
         case "whoami": return ok((caller?.name ?? "\(r.user ?? 0)") + "\n")
         case "id" where argv.count == 2 && argv[1] == "-un": return ok((caller?.name ?? "\(r.user ?? 0)") + "\n")
-        case "cat" where argv.count == 2 && argv[1] == "/etc/os-release":
-            return ok("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n")
+        case "cat" where argv.count == 2:
+            let path = argv[1]
+            if path == "/etc/os-release" {
+                return ok("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n")
+            }
+            if let text = box.files[path] {
+                // sudo rules are 0440 root:root
+                return root ? ok(text) : fail(1, "cat: \(path): Permission denied\n")
+            }
+            if let a = box.accounts.values.first(where: { $0.home + "/.ssh/authorized_keys" == path }) {
+                // 0600, owned by the account
+                guard root || caller?.uid == a.uid else { return fail(1, "cat: \(path): Permission denied\n") }
+                return ok(a.authorizedKeys.map { $0 + "\n" }.joined())
+            }
+            return fail(1, "cat: \(path): No such file or directory\n")
         case "getent":
-            guard argv.count == 3, argv[1] == "passwd" else { return fail(1, "getent: unsupported by the fake\n") }
+            guard argv.count == 3, argv[1] == "passwd" || argv[1] == "group" else { return fail(1, "getent: unsupported by the fake\n") }
+            if argv[1] == "group" {
+                guard box.groups.contains(argv[2]) else { return fail(2, "") }
+                let members = box.accounts.values.filter { $0.groups.contains(argv[2]) }.map(\.name).sorted()
+                let gid = groupIDs[argv[2]] ?? 1000 + (box.groups.sorted().firstIndex(of: argv[2]) ?? 0)
+                return ok("\(argv[2]):x:\(gid):\(members.joined(separator: ","))\n")
+            }
             guard let a = box.accounts[argv[2]] else { return fail(2, "") }
             return ok(a.passwdLine + "\n")
         case "usermod":
             guard argv.count == 4, argv[1] == "-aG" else { return fail(2, "usermod: unsupported by the fake\n") }
+            guard root else { return fail(1, "usermod: Permission denied.\n") }
             guard box.accounts[argv[3]] != nil else { return fail(6, "usermod: user '\(argv[3])' does not exist\n") }
             guard box.groups.contains(argv[2]) else { return fail(6, "usermod: group '\(argv[2])' does not exist\n") }
             box.accounts[argv[3]]?.groups.insert(argv[2])
             return ok()
         case "apt-get":
-            guard (r.user ?? 0) == 0 else { return fail(100, "E: Could not open lock file /var/lib/dpkg/lock-frontend - open (13: Permission denied)\n") }
+            guard root else { return fail(100, "E: Could not open lock file /var/lib/dpkg/lock-frontend - open (13: Permission denied)\n") }
             if argv.contains("update") { return ok("Reading package lists...\n") }
             if let i = argv.firstIndex(of: "install") {
                 let packages = argv[(i + 1)...].filter { !$0.hasPrefix("-") }
@@ -366,7 +514,7 @@ final class FakeBackend: Sendable {
             if argv.contains("clean") { return ok() }
             return fail(100, "E: Invalid operation \(argv.dropFirst().joined(separator: " "))\n")
         case "sh" where argv.count >= 3 && argv[1] == "-c":
-            return shell(argv[2], Array(argv.dropFirst(4)), as: caller, in: &box)
+            return shell(argv[2], as: caller, in: &box)
         default:
             if let package = binaries[argv[0]], box.packages.contains(package) {
                 return ok("\(argv[0]) (\(package), Debian 12)\n")
@@ -375,50 +523,11 @@ final class FakeBackend: Sendable {
         }
     }
 
-    /// The host's scripts, recognised by what they do (Sources/ContainariumDaemon/ControlPlane.swift
-    /// keys and collaborators, cleanup-disk; stack setup), applied to the modelled state with
-    /// the exit codes and messages the scripts themselves produce.
-    static func shell(_ script: String, _ args: [String], as caller: Account?, in box: inout Box) -> ExecResult {
+    /// The scripts the host still runs through exec, recognised by what they do: the
+    /// cleanup-disk script (Sources/ContainariumDaemon/Nodes.swift) and stack setup. Accounts,
+    /// keys and collaborators are accounts/1 calls, never scripts; anything else exits 127.
+    static func shell(_ script: String, as caller: Account?, in box: inout Box) -> ExecResult {
         let root = caller?.uid == 0
-        if script.contains("useradd") && script.contains("sudoers.d/containarium-collaborator") {
-            // owner user mode runtime keys...
-            guard root, args.count >= 4 else { return fail(1, "sh: permission denied\n") }
-            let (owner, user, mode, runtime) = (args[0], args[1], args[2], args[3])
-            let marker = "containarium collaborator on \(owner)"
-            if let existing = box.accounts[user] {
-                guard existing.gecos == marker else { return fail(4, "an account named \(user) already exists in this environment\n") }
-            } else {
-                let uid = (box.accounts.values.map(\.uid).filter { $0 >= 1000 && $0 < 60000 }.max() ?? 999) + 1
-                box.accounts[user] = Account(name: user, uid: uid, gid: uid, gecos: marker, home: "/home/\(user)", shell: "/bin/bash")
-            }
-            box.accounts[user]?.authorizedKeys = Array(args.dropFirst(4))
-            box.files.insert("/etc/sudoers.d/containarium-collaborator-\(user)")
-            if mode == "full" { box.accounts[user]?.groups.insert("sudo") }
-            if runtime == "yes" {
-                box.groups.insert("docker")
-                box.accounts[user]?.groups.insert("docker")
-            }
-            return ok()
-        }
-        if script.contains("userdel") {
-            // user owner
-            guard root, args.count >= 2 else { return fail(1, "sh: permission denied\n") }
-            guard box.accounts[args[0]]?.gecos == "containarium collaborator on \(args[1])" else { return ok() }
-            box.accounts.removeValue(forKey: args[0])
-            box.files.remove("/etc/sudoers.d/containarium-collaborator-\(args[0])")
-            return ok()
-        }
-        if script.contains("$f.containarium") {
-            // u keys...
-            guard root, let user = args.first else { return fail(1, "sh: permission denied\n") }
-            guard box.accounts[user] != nil else { return fail(3, "no account \(user)\n") }
-            box.accounts[user]?.authorizedKeys = Array(args.dropFirst())
-            return ok()
-        }
-        if script.contains("cat \"$h/.ssh/authorized_keys\"") {
-            guard let user = args.first, let a = box.accounts[user] else { return ok() }
-            return ok(a.authorizedKeys.map { $0 + "\n" }.joined())
-        }
         if script.contains("apt-get clean") {
             guard root else { return ok() }
             box.info.diskUsageBytes = max(baseDiskUsage - (64 << 20), (box.info.diskUsageBytes ?? baseDiskUsage) - (64 << 20))

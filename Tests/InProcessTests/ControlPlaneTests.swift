@@ -72,7 +72,9 @@ struct ControlPlaneTests {
 
             // The stranger's attempts changed nothing; the owner still can.
             await check("owner adds a collaborator", [(owner, nil)]) { c in _ = try await p.addCollaborator(c, "alice", collaborator: "dave") }
+            #expect(try await p.service.exec(username: "alice", command: ["getent", "passwd", "dave"]).stdout.contains(":containarium collaborator on alice:"))
             await check("admin removes it", [(admin, nil)]) { c in try await p.removeCollaborator(c, "alice", collaborator: "dave") }
+            #expect(try await p.service.exec(username: "alice", command: ["getent", "passwd", "dave"]).exitCode == 2, "dave's account went with the record")
             await check("owner deletes", [(owner, nil)]) { c in try await p.deleteContainer(c, "alice", force: true) }
             #expect(try await p.store.container("alice") == nil)
             #expect(try await p.service.list().isEmpty)
@@ -173,12 +175,22 @@ struct ControlPlaneTests {
             let added = try await h.plane.addKey(owner, "hana", publicKey: second)
             #expect(await errorCode { try await h.plane.addKey(owner, "hana", publicKey: second) } == .alreadyExists)
             #expect(try await h.plane.listKeys(owner, "hana").map(\.comment) == ["first", "second"])
-            // The write went in as an argv: the key lines are arguments, never script text.
-            let argvs: [[String]] = try h.calls("exec").map(\.argv)
-            let writes = argvs.filter { (argv: [String]) -> Bool in argv.count == 7 && argv[0] == "sh" && argv[4] == "hana" }
-            let write = try #require(writes.last)
+            // The write went to the backend's accounts/1 as one request holding exactly the
+            // key lines; no key ever went through exec (no script, no shell).
             func keyPart(_ line: String) -> String { line.split(separator: " ").prefix(2).joined(separator: " ") }
-            #expect(write.suffix(2).map(keyPart) == [keyPart(first), keyPart(second)])
+            let write = try #require(try h.calls("accounts.set_keys").last)
+            #expect(write.request["instance"]?.stringValue == "hana-container" && write.request["name"]?.stringValue == "hana")
+            #expect(write.request["keys"]?.items?.compactMap(\.stringValue).map(keyPart) == [keyPart(first), keyPart(second)])
+            #expect(try h.calls("exec").allSatisfy { call in !call.argv.contains { $0.contains(keyPart(second)) } }, "a key went through exec")
+            // What is installed inside is what was written.
+            let installed = try await h.plane.service.exec(username: "hana", command: ["cat", "/home/hana/.ssh/authorized_keys"])
+            #expect(installed.stdout.split(separator: "\n").map { keyPart(String($0)) } == [keyPart(first), keyPart(second)])
+            // The environment is the truth: keys changed behind the control plane's back are what it lists.
+            let accounts = try #require(h.accounts)
+            let third = C.sshKey("third")
+            _ = try await accounts.setKeys(SetKeysRequest(instance: "hana-container", name: "hana", keys: [first, second, third]))
+            #expect(try await h.plane.listKeys(owner, "hana").map(\.comment) == ["first", "second", "third"])
+            _ = try await accounts.setKeys(SetKeysRequest(instance: "hana-container", name: "hana", keys: [first, second]))
             let firstPrint = try #require(try await h.plane.listKeys(owner, "hana").first?.fingerprint)
             try await h.plane.removeKey(owner, "hana", fingerprint: firstPrint)
             #expect(await errorCode { try await h.plane.removeKey(owner, "hana", fingerprint: added.fingerprint) } == .failedPrecondition)
@@ -187,6 +199,10 @@ struct ControlPlaneTests {
             let actions = try await h.audit(target: "hana").map { "\($0.action) \($0.result)" }
             #expect(actions.contains("container.ssh-key.add ok") && actions.contains("container.ssh-key.remove ok")
                 && actions.contains("container.ssh-key.add already_exists"))
+            // A stopped environment's keys cannot be read or written (the backend needs it running).
+            _ = try await h.plane.power(owner, "hana", .stop)
+            #expect(await errorCode { try await h.plane.listKeys(owner, "hana") } == .failedPrecondition)
+            #expect(await errorCode { try await h.plane.addKey(owner, "hana", publicKey: C.sshKey("late")) } == .failedPrecondition)
         }
     }
 
@@ -199,18 +215,45 @@ struct ControlPlaneTests {
             #expect(view.collaboratorUsername == "judy" && view.sudo)
             let passwd = try await h.plane.service.exec(username: "ivan", command: ["getent", "passwd", "judy"])
             #expect(passwd.stdout.contains(":containarium collaborator on ivan:"), "\(passwd.stdout)")
+            let accounts = try #require(h.accounts)
+            #expect(try await accounts.listKeys(AccountRef(instance: "ivan-container", name: "judy")).map { $0.hasSuffix(" judy") } == [true])
+            func sudoers(_ user: String) async throws -> String {
+                try await h.plane.service.exec(username: "ivan", command: ["cat", "/etc/sudoers.d/containarium-collaborator-\(user)"]).stdout
+            }
+            // full sudo for judy; kim may only become the owner, logged, and joins docker
+            #expect(try await sudoers("judy") == "judy ALL=(ALL:ALL) NOPASSWD:ALL\n")
+            let kim = try await h.plane.addCollaborator(owner, "ivan", collaborator: "kim", sshKey: C.sshKey("kim"), containerRuntime: true)
+            #expect(!kim.sudo && kim.containerRuntime)
+            let kimRule = try await sudoers("kim")
+            #expect(kimRule.contains("kim ALL=(root) NOPASSWD: /usr/bin/su - ivan") && kimRule.contains("log_input, log_output"), "\(kimRule)")
+            #expect(!kimRule.contains("(ALL:ALL)"), "\(kimRule)")
+            #expect(try await h.plane.service.exec(username: "ivan", command: ["getent", "group", "docker"]).stdout.hasSuffix(":kim\n"))
+            // Accounts the backend did not make as ivan's collaborators are refused and never
+            // touched: one made by accounts/1 create, one made as another owner's collaborator.
+            _ = try await accounts.create(AccountCreateRequest(instance: "ivan-container", account: AccountSpec(name: "leo", sshKeys: [C.sshKey("leo")], sudo: false)))
+            _ = try await accounts.addCollaborator(CollaboratorRequest(instance: "ivan-container", owner: "zoe", name: "mia", sshKeys: [], sudo: true, containerRuntime: false))
+            for name in ["leo", "mia"] {
+                let before = try await h.plane.service.exec(username: "ivan", command: ["getent", "passwd", name]).stdout
+                #expect(await errorCode { try await h.plane.addCollaborator(owner, "ivan", collaborator: name) } == .alreadyExists, "\(name)")
+                #expect(try await accounts.removeCollaborator(CollaboratorRef(instance: "ivan-container", owner: "ivan", name: name)) == false)
+                #expect(try await h.plane.service.exec(username: "ivan", command: ["getent", "passwd", name]).stdout == before, "\(name) was touched")
+            }
+            #expect(try await sudoers("mia") == "mia ALL=(ALL:ALL) NOPASSWD:ALL\n", "mia's rule is zoe's business")
+            #expect(try await h.plane.listCollaborators(owner, "ivan").map(\.collaboratorUsername).sorted() == ["judy", "kim"], "no record for a refused add")
             #expect(await errorCode { try await h.plane.addCollaborator(owner, "ivan", collaborator: "judy") } == .alreadyExists)
             #expect(await errorCode { try await h.plane.addCollaborator(owner, "ivan", collaborator: "ivan") } == .invalidArgument)
             #expect(await errorCode { try await h.plane.addCollaborator(owner, "ivan", collaborator: "daemon") } == .invalidArgument,
                     "system account names are not user names")
-            #expect(try await h.plane.listCollaborators(C.caller("judy"), "ivan").map(\.collaboratorUsername) == ["judy"])
+            #expect(try await h.plane.listCollaborators(C.caller("judy"), "ivan").map(\.collaboratorUsername).sorted() == ["judy", "kim"])
 
             _ = try await h.plane.power(owner, "ivan", .stop)
             #expect(await errorCode { try await h.plane.removeCollaborator(owner, "ivan", collaborator: "judy") } == .failedPrecondition)
             _ = try await h.plane.power(owner, "ivan", .start)
             try await h.plane.removeCollaborator(owner, "ivan", collaborator: "judy")
             #expect(try await h.plane.service.exec(username: "ivan", command: ["getent", "passwd", "judy"]).exitCode == 2)
-            #expect(try await h.plane.listCollaborators(owner, "ivan").isEmpty)
+            #expect(try await h.plane.service.exec(username: "ivan", command: ["cat", "/etc/sudoers.d/containarium-collaborator-judy"]).exitCode == 1,
+                    "the sudo rule went with the account")
+            #expect(try await h.plane.listCollaborators(owner, "ivan").map(\.collaboratorUsername) == ["kim"])
             #expect(await errorCode { try await h.plane.getContainer(C.caller("judy"), "ivan") } == .permissionDenied)
         }
     }

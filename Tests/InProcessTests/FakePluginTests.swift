@@ -21,8 +21,20 @@ struct FakePluginTests {
         #expect(record.state == .ready)
         let plugin = try #require(record.plugin)
         #expect(plugin.abiVersion == "1.1")
-        #expect(plugin.provides("instances/1"))
+        #expect(plugin.provides("instances/1") && plugin.provides("accounts/1"))
         #expect(await plugin.health().status == "ok")
+
+        // Configured without accounts/1 (and a manifest that does not declare it): a backend
+        // like QemuWindows. Hidden while the manifest declares it: the loader refuses it.
+        let bare = try TestEnv.tempDir("fake-bare")
+        defer { TestEnv.cleanup(bare) }
+        let without = try #require(try Harness.loadPlugins(in: bare, config: [:], accounts: false).records.first?.plugin)
+        #expect(without.provides("instances/1") && !without.provides("accounts/1"))
+        let lying = try TestEnv.tempDir("fake-lying")
+        defer { TestEnv.cleanup(lying) }
+        let refused = try Harness.loadPlugins(in: lying, config: ["accounts": .bool(false)]).records.first?.state
+        guard case .failed(let undeclared)? = refused else { throw TestFailure("a declared capability it does not serve: \(String(describing: refused))") }
+        #expect(undeclared.contains("accounts/1"), "\(undeclared)")
 
         let off = try TestEnv.tempDir("fake-off")
         defer { TestEnv.cleanup(off) }
@@ -98,6 +110,75 @@ struct FakePluginTests {
             try await h.plane.service.delete(username: "carol", force: true)
             try await eventually("the inventory drops carol") { h.plane.inventory.get("carol-container") == nil }
             #expect(try h.calls("watch").count >= 1)
+        }
+    }
+
+    @Test("accounts/1 as the schema says: create is idempotent, keys are replaced and normalised, names, shells and keys are checked, not_found and failed_precondition")
+    func accounts() async throws {
+        try await Harness.with { (h: Harness) async throws in
+            let accounts = try #require(h.accounts)
+            let key = Harness.sshKey("pat"), other = Harness.sshKey("other")
+            try await h.create("pat", keys: [key])
+            let instance = "pat-container"
+            // create at create time: the owner's account, uid 1000, sudo, its keys
+            let owner = try #require(PasswdEntry(line: try await h.plane.service.exec(username: "pat", command: ["getent", "passwd", "pat"]).stdout))
+            #expect(owner.uid == 1000 && owner.home == "/home/pat" && owner.shell == "/bin/bash")
+            #expect(try await h.plane.service.exec(username: "pat", command: ["cat", "/etc/sudoers.d/90-containarium-pat"]).stdout == "pat ALL=(ALL:ALL) NOPASSWD: ALL\n")
+            #expect(try await accounts.listKeys(AccountRef(instance: instance, name: "pat")) == [key])
+            // create again: the same account, its keys replaced
+            let again = try await accounts.create(AccountCreateRequest(instance: instance, account: AccountSpec(name: "pat", sshKeys: [other])))
+            #expect(again == AccountInfo(name: "pat", uid: 1000, gid: 1000, home: "/home/pat", shell: "/bin/bash"))
+            #expect(try await accounts.listKeys(AccountRef(instance: instance, name: "pat")) == [other])
+            // a second account gets the next uid; no sudo, no rule
+            let quinn = try await accounts.create(AccountCreateRequest(instance: instance, account: AccountSpec(name: "quinn", sshKeys: [], sudo: false, shell: "/bin/sh")))
+            #expect(quinn.uid == 1001 && quinn.shell == "/bin/sh")
+            #expect(try await h.plane.service.exec(username: "pat", command: ["cat", "/etc/sudoers.d/90-containarium-quinn"]).exitCode == 1)
+            // set_keys replaces exactly, normalised (the comment kept, options never)
+            #expect(try await accounts.setKeys(SetKeysRequest(instance: instance, name: "quinn", keys: [key + "  ", other])) == [key, other])
+            #expect(try await accounts.setKeys(SetKeysRequest(instance: instance, name: "quinn", keys: [])) == [])
+            #expect(try await accounts.listKeys(AccountRef(instance: instance, name: "quinn")).isEmpty)
+
+            let bad: [(String, ContainariumError.Code, () async throws -> Any)] = [
+                ("no such account", .notFound, { try await accounts.listKeys(AccountRef(instance: instance, name: "nobody-here")) }),
+                ("no such account (set)", .notFound, { try await accounts.setKeys(SetKeysRequest(instance: instance, name: "nobody-here", keys: [key])) }),
+                ("no such instance", .notFound, { try await accounts.listKeys(AccountRef(instance: "nope-container", name: "pat")) }),
+                ("bad name", .invalidArgument, { try await accounts.listKeys(AccountRef(instance: instance, name: "Pat!")) }),
+                ("system name", .invalidArgument, { try await accounts.create(AccountCreateRequest(instance: instance, account: AccountSpec(name: "root", sshKeys: []))) }),
+                ("bad shell", .invalidArgument, { try await accounts.create(AccountCreateRequest(instance: instance, account: AccountSpec(name: "ray", sshKeys: [], shell: "bash"))) }),
+                ("bad key", .invalidArgument, { try await accounts.setKeys(SetKeysRequest(instance: instance, name: "pat", keys: ["ssh-ed25519 nope"])) }),
+                ("owner as collaborator", .invalidArgument, {
+                    try await accounts.addCollaborator(CollaboratorRequest(instance: instance, owner: "pat", name: "pat", sshKeys: [], sudo: false, containerRuntime: false))
+                }),
+            ]
+            for (what, code, call) in bad {
+                #expect(await errorCode { try await call() } == code, "\(what)")
+            }
+            #expect(try await h.plane.service.exec(username: "pat", command: ["getent", "passwd", "ray"]).exitCode == 2, "a refused create makes nothing")
+            #expect(try await accounts.listKeys(AccountRef(instance: instance, name: "pat")) == [other], "a refused set_keys changes nothing")
+            // collaborators: update in place (the rule follows the mode); removal answers whether it removed
+            let collaborator = CollaboratorRequest(instance: instance, owner: "pat", name: "sam", sshKeys: [key], sudo: true, containerRuntime: false)
+            let sam = try await accounts.addCollaborator(collaborator)
+            #expect(sam.uid == 1002 && sam.home == "/home/sam")
+            var narrower = collaborator
+            narrower.sudo = false
+            #expect(try await accounts.addCollaborator(narrower) == sam)
+            let rule = try await h.plane.service.exec(username: "pat", command: ["cat", "/etc/sudoers.d/containarium-collaborator-sam"]).stdout
+            #expect(rule.contains("sam ALL=(root) NOPASSWD: /usr/bin/su - pat") && !rule.contains("(ALL:ALL)"), "\(rule)")
+            // the rule is root's to read
+            #expect(try await h.plane.service.exec(username: "pat", command: ["cat", "/etc/sudoers.d/containarium-collaborator-sam"], asUser: true).exitCode == 1)
+            #expect(try await accounts.removeCollaborator(CollaboratorRef(instance: instance, owner: "quinn", name: "sam")) == false, "not quinn's")
+            #expect(try await accounts.removeCollaborator(CollaboratorRef(instance: instance, owner: "pat", name: "sam")) == true)
+            #expect(try await accounts.removeCollaborator(CollaboratorRef(instance: instance, owner: "pat", name: "sam")) == false)
+            #expect(try await accounts.removeCollaborator(CollaboratorRef(instance: instance, owner: "pat", name: "quinn")) == false)
+            #expect(try await h.plane.service.exec(username: "pat", command: ["getent", "passwd", "quinn"]).exitCode == 0, "quinn untouched")
+
+            // every method needs the instance running
+            _ = try await h.plane.service.stop(username: "pat")
+            #expect(await errorCode { try await accounts.listKeys(AccountRef(instance: instance, name: "pat")) } == .failedPrecondition)
+            #expect(await errorCode { try await accounts.removeCollaborator(CollaboratorRef(instance: instance, owner: "pat", name: "sam")) } == .failedPrecondition)
+            // and the journal names each call
+            #expect(try h.calls("accounts.add_collaborator").count == 3)
+            #expect(try h.calls("accounts.create").count == 4)
         }
     }
 }

@@ -24,14 +24,25 @@ final class Harness: Sendable {
     static var library: URL { TestEnv.buildDir.appendingPathComponent("libFakeInstances.so") }
 
     /// A plugin directory holding the fake's manifest and the library `swift build` made.
-    static func pluginDir(in parent: URL) throws -> URL {
+    /// Without `accounts`, the manifest does not declare accounts/1 (the configuration then
+    /// hides it too: a backend like QemuWindows).
+    static func pluginDir(in parent: URL, accounts: Bool = true) throws -> URL {
         guard FileManager.default.fileExists(atPath: library.path) else {
             throw TestFailure("\(library.path) is missing: build all products (swift build --build-tests) before the tests")
         }
         let dir = parent.appendingPathComponent("fake-instances")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(
-            at: TestEnv.repoRoot.appendingPathComponent("Tests/FakeInstances/plugin.json"), to: dir.appendingPathComponent("plugin.json"))
+        let manifest = TestEnv.repoRoot.appendingPathComponent("Tests/FakeInstances/plugin.json")
+        if accounts {
+            try FileManager.default.copyItem(at: manifest, to: dir.appendingPathComponent("plugin.json"))
+        } else {
+            guard var fields = try JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as? [String: Any],
+                  let capabilities = fields["capabilities"] as? [String], capabilities.contains("accounts/1") else {
+                throw TestFailure("Tests/FakeInstances/plugin.json should declare accounts/1")
+            }
+            fields["capabilities"] = capabilities.filter { $0 != "accounts/1" }
+            try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]).write(to: dir.appendingPathComponent("plugin.json"))
+        }
         try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("libFakeInstances.so"), withDestinationURL: library)
         return dir
     }
@@ -39,18 +50,27 @@ final class Harness: Sendable {
     static let quiet = Logger(label: "in-process", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// Load the fake through the real loader with `config` as its plugin configuration.
-    static func loadPlugins(in dir: URL, config: [String: JSONValue], enabled: Bool = true, events: EventBus = EventBus()) throws -> PluginManager {
-        let plugins = try pluginDir(in: dir)
+    /// Without `accounts`: the fake without accounts/1 (its manifest and its configuration).
+    static func loadPlugins(in dir: URL, config: [String: JSONValue], enabled: Bool = true, accounts: Bool = true,
+                            events: EventBus = EventBus()) throws -> PluginManager {
+        let plugins = try pluginDir(in: dir, accounts: accounts)
+        var config = config
+        if !accounts { config["accounts"] = .bool(false) }
         let settings = PluginSettings(plugins: ["fake-instances": .init(enabled: enabled, config: .object(config))])
         return PluginManager(loader: PluginLoader(searchPaths: [plugins], settings: settings, node: node, logger: quiet, events: events))
     }
 
-    init(config extra: [String: JSONValue] = [:], hostConfig: (inout HostConfig) -> Void = { _ in }) async throws {
+    /// The fake's accounts/1, called directly (as the host never would: to make accounts the
+    /// control plane does not know about).
+    let accounts: AccountsClient?
+
+    init(config extra: [String: JSONValue] = [:], accounts withAccounts: Bool = true, hostConfig: (inout HostConfig) -> Void = { _ in }) async throws {
         dir = try TestEnv.tempDir("inproc")
         journal = dir.appendingPathComponent("journal.jsonl")
         var pluginConfig: [String: JSONValue] = ["node": .string(Self.node), "journal": .string(journal.path)]
         pluginConfig.merge(extra) { _, new in new }
-        let plugins = try Self.loadPlugins(in: dir, config: pluginConfig)
+        let plugins = try Self.loadPlugins(in: dir, config: pluginConfig, accounts: withAccounts)
+        accounts = plugins.records.first { $0.id == "fake-instances" }?.plugin.flatMap { AccountsClient($0) }
         var config = HostConfig()
         config.node = Self.node
         config.backend = "fake-instances"
@@ -81,9 +101,9 @@ final class Harness: Sendable {
     }
 
     /// Run `body` with a fresh harness, closing it whatever happens.
-    static func with<T>(config: [String: JSONValue] = [:], hostConfig: (inout HostConfig) -> Void = { _ in },
+    static func with<T>(config: [String: JSONValue] = [:], accounts: Bool = true, hostConfig: (inout HostConfig) -> Void = { _ in },
                         _ body: (Harness) async throws -> T) async throws -> T {
-        let h = try await Harness(config: config, hostConfig: hostConfig)
+        let h = try await Harness(config: config, accounts: accounts, hostConfig: hostConfig)
         do {
             let value = try await body(h)
             await h.close()

@@ -224,4 +224,48 @@ struct RESTTests {
             }
         }
     }
+
+    @Test("a backend without accounts/1: keys and collaborators are 501 unsupported naming the backend, nothing half-made; a create works and installs no keys")
+    func withoutAccounts() async throws {
+        try await Harness.with(accounts: false) { (h: Harness) async throws in
+            #expect(h.accounts == nil)
+            let owner = try await h.token("olga"), admin = try await h.token("admin", .admin)
+            let c = "/v1/containers/olga"
+            try await Self.app(h).test(.router) { client in
+                let made = try await Self.send(client, .post, "/v1/containers", token: owner, body: #"{"username": "olga", "sshKeys": ["\#(Harness.sshKey())"]}"#)
+                #expect(made.status == 201, "\(made.text)")
+                let calls: [(HTTPRequest.Method, String, String?)] = [
+                    (.get, c + "/ssh-keys", nil),
+                    (.post, c + "/ssh-keys", #"{"sshPublicKey": "\#(Harness.sshKey())"}"#),
+                    (.post, c + "/collaborators", #"{"collaboratorUsername": "pete", "sudo": true}"#),
+                ]
+                for (method, path, body) in calls {
+                    for token in [owner, admin] {
+                        let r = try await Self.send(client, method, path, token: token, body: body)
+                        #expect(r.status == 501 && r.errorCode == "unsupported", "\(method) \(path): \(r.status) \(r.text)")
+                        let message = r.json?["error"]?["message"]?.stringValue ?? ""
+                        #expect(message.contains("the fake-instances backend does not manage accounts (accounts/1)"), "\(r.text)")
+                    }
+                }
+                // the refused add left no collaborator behind
+                let listed = try await Self.send(client, .get, c + "/collaborators", token: owner)
+                #expect(listed.status == 200 && listed.json?["collaborators"]?.items?.isEmpty == true, "\(listed.text)")
+                #expect(try await Self.send(client, .delete, c + "/collaborators/pete", token: owner).status == 404)
+                // the environment itself is fine, without an account inside (as on QemuWindows)
+                #expect(try await h.plane.service.exec(username: "olga", command: ["getent", "passwd", "olga"]).exitCode == 2)
+                #expect(try await Self.send(client, .post, c + "/stop", token: owner).status == 200)
+                #expect(try await Self.send(client, .delete, c, token: owner).status == 200)
+            }
+            #expect(try await h.plane.store.collaborators(of: "olga").isEmpty)
+            // The create named the owner but carried no keys; no account was made and nothing
+            // was attempted through exec and a shell instead.
+            let create = try #require(try h.calls("create").first)
+            #expect(create.request["account"]?["name"]?.stringValue == "olga" && create.request["account"]?["sshKeys"]?.items?.isEmpty == true)
+            #expect(try h.calls().allSatisfy { !$0.method.hasPrefix("accounts.") })
+            let execs = try h.calls("exec").map(\.argv)
+            #expect(execs.allSatisfy { $0.first != "sh" && $0.first != "useradd" }, "\(execs)")
+            let audited = try await h.audit(target: "olga").map { "\($0.action) \($0.result)" }
+            #expect(audited.contains("container.ssh-key.add unsupported") && audited.contains("container.collaborator.add unsupported"), "\(audited)")
+        }
+    }
 }
