@@ -162,7 +162,12 @@ public struct EnvironmentService: Sendable {
     /// `backend` preferred (see `BackendOffer.choose`).
     public func backend(forCreate r: CreateEnvironmentRequest) throws(ContainariumError) -> InstancesClient {
         if let kind = r.kind, !PluginManifest.validWord(kind) { throw .invalid("kind '\(kind)' is not a backend kind (e.g. lxc, vm)") }
-        return try plugins.instances(kind: r.kind, os: r.osFamily, preferred: config.backend)
+        let client = try plugins.instances(kind: r.kind, os: r.osFamily, preferred: config.backend)
+        // Keys are installed by the backend's accounts/1; one without it could only drop them.
+        if !r.sshKeys.isEmpty, AccountsClient(client.plugin) == nil {
+            throw .invalid("sshKeys cannot be installed: the \(client.backendID) backend does not manage accounts (accounts/1); create it without keys (a Windows VM is reached over RDP)")
+        }
+        return client
     }
 
     /// The backend holding instance `name`: with one backend that one; with several, the one
@@ -338,13 +343,6 @@ public struct EnvironmentService: Sendable {
     ) async throws(ContainariumError) -> InstanceInfo {
         var v = try validate(r)
         let client = try backend(forCreate: r)
-        if AccountsClient(client.plugin) == nil, let account = v.request.account, !account.sshKeys.isEmpty {
-            // The account's name still says who owns the instance; its keys cannot be installed.
-            logger.warning(
-                "SSH keys of a create are not installed: the \(client.backendID) backend does not manage accounts (accounts/1)",
-                metadata: ["user": "\(v.user)"])
-            v.request.account?.sshKeys = []
-        }
         try await checkCPU(v.request.cpu, overcommit: cpuOvercommit)
         if v.gpuCount > 0 && v.request.gpus == nil {
             v.request.gpus = try await pickGPUs(v.gpuCount, model: v.gpuModel, client: client)

@@ -10,7 +10,7 @@ struct Create: AsyncParsableCommand {
     @Argument(help: "Username: 1-32 of a-z, 0-9, '-', starting with a letter.")
     var username: String
 
-    @Option(name: .customLong("ssh-key"), help: "Public key file (repeatable; a file may hold several keys).")
+    @Option(name: .customLong("ssh-key"), help: "Public key file (repeatable; a file may hold several keys). Without one the environment gets no key until `ssh-keys add` (REST) adds one; a VM backend without accounts/1 (Windows) takes none.")
     var sshKeys: [String] = []
 
     @Option(help: "Image alias on the node (default from config: containarium/debian12).")
@@ -62,7 +62,6 @@ struct Create: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func validate() throws {
-        if sshKeys.isEmpty { throw ValidationError("--ssh-key FILE is required (the user's OpenSSH public key)") }
         if image != nil && osType != nil { throw ValidationError("use either --image or --os-type, not both") }
         for l in labels where !l.contains("=") { throw ValidationError("label '\(l)' must read KEY=VALUE") }
     }

@@ -225,14 +225,20 @@ struct RESTTests {
         }
     }
 
-    @Test("a backend without accounts/1: keys and collaborators are 501 unsupported naming the backend, nothing half-made; a create works and installs no keys")
+    @Test("a backend without accounts/1: a create with keys is a 400 before anything is made, one without keys works; keys and collaborators are 501 unsupported naming the backend, nothing half-made")
     func withoutAccounts() async throws {
         try await Harness.with(accounts: false) { (h: Harness) async throws in
             #expect(h.accounts == nil)
             let owner = try await h.token("olga"), admin = try await h.token("admin", .admin)
             let c = "/v1/containers/olga"
             try await Self.app(h).test(.router) { client in
-                let made = try await Self.send(client, .post, "/v1/containers", token: owner, body: #"{"username": "olga", "sshKeys": ["\#(Harness.sshKey())"]}"#)
+                // Keys it could only drop are refused, synchronously, and nothing is made.
+                let keyed = try await Self.send(client, .post, "/v1/containers", token: owner, body: #"{"username": "olga", "sshKeys": ["\#(Harness.sshKey())"]}"#)
+                #expect(keyed.status == 400 && keyed.errorCode == "invalid_argument", "\(keyed.text)")
+                #expect(keyed.json?["error"]?["message"]?.stringValue?.contains("the fake-instances backend does not manage accounts (accounts/1)") == true, "\(keyed.text)")
+                let record = try await h.plane.store.container("olga")
+                #expect(try h.calls("create").isEmpty && record == nil)
+                let made = try await Self.send(client, .post, "/v1/containers", token: owner, body: #"{"username": "olga"}"#)
                 #expect(made.status == 201, "\(made.text)")
                 let calls: [(HTTPRequest.Method, String, String?)] = [
                     (.get, c + "/ssh-keys", nil),

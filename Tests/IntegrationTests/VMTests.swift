@@ -142,11 +142,16 @@ struct VMTests {
 
         // Minimums are enforced with the numbers.
         let small = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": u, "sshKeys": [box.key.publicText], "osType": "windows-2025", "memory": "2GiB"]))
+            "username": u, "osType": "windows-2025", "memory": "2GiB"]))
         #expect(small.status == 400 && small.text.contains("at least 4GiB"), "\(small.text)")
 
+        // A VM backend has no accounts/1: keys it could only drop are refused before anything is made.
+        let keyed = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
+            "username": u, "sshKeys": [box.key.publicText], "osType": "linux-test", "memory": "512MB", "disk": "2GB"]))
+        #expect(keyed.status == 400 && keyed.text.contains("does not manage accounts (accounts/1)"), "\(keyed.text)")
+        #expect(try HTTP.call("GET", d.base + "/v1/containers/\(u)", token: admin).status == 404)
         let created = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": u, "sshKeys": [box.key.publicText], "osType": "linux-test", "memory": "512MB", "disk": "2GB", "autostart": true]))
+            "username": u, "osType": "linux-test", "memory": "512MB", "disk": "2GB", "autostart": true]))
         #expect(created.status == 201, "\(created.text)")
         #expect(created.json?["type"]?.stringValue == "vm" && created.json?["backend"]?.stringValue == "qemu-windows")
         let rdp = try #require(created.json?["endpoints"]?["rdp"]?.stringValue)
@@ -216,7 +221,7 @@ struct VMTests {
         let h = "vh\(sfx)"
         defer { _ = try? HTTP.call("DELETE", d.base + "/v1/containers/\(h)", token: admin) }
         let hung = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": h, "sshKeys": [box.key.publicText], "osType": "linux-hung", "memory": "384MB", "disk": "2GB"]))
+            "username": h, "osType": "linux-hung", "memory": "384MB", "disk": "2GB"]))
         #expect(hung.status == 201, "\(hung.text)")
         let hrdp = try #require(hung.json?["endpoints"]?["rdp"]?.stringValue)
         #expect(hrdp != rdp)
@@ -300,7 +305,7 @@ struct VMTests {
         let admin = try d.token("admin", roles: "admin")
         let u = "win\(sfx)"
         let created = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": u, "sshKeys": [box.key.publicText], "osType": "windows-2025", "cpu": "2", "memory": "4GiB", "disk": "32GB",
+            "username": u, "osType": "windows-2025", "cpu": "2", "memory": "4GiB", "disk": "32GB",
             "labels": ["team": "qa"]]))
         #expect(created.status == 201, "\(created.text)")
         let dir = vms.appendingPathComponent("\(u)-container")
@@ -387,7 +392,7 @@ struct VMTests {
         // And for real: a Windows-typed VM on the VM node, a container on the container node.
         let w = "mw\(sfx)", l = "mx\(sfx)"
         let vm = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": w, "sshKeys": [cpBox.key.publicText], "osType": "windows-2022", "cpu": "1", "memory": "512MB", "disk": "2GB"]))
+            "username": w, "osType": "windows-2022", "cpu": "1", "memory": "512MB", "disk": "2GB"]))
         #expect(vm.status == 201 && vm.json?["node"]?.stringValue == vmName && vm.json?["type"]?.stringValue == "vm", "\(vm.text)")
         #expect(FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container/qmp.sock").path))
         let ct = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json([
@@ -398,10 +403,8 @@ struct VMTests {
         // The same through the CLI in remote mode: `create --os-type windows-2022` lands on
         // the VM node, `delete` removes it there.
         let c = "mc\(sfx)"
-        let keyFile = cpBox.dir.appendingPathComponent("cli.pub")
-        try cpBox.key.publicText.write(to: keyFile, atomically: true, encoding: .utf8)
         let server = ["--server", "127.0.0.1:\(cp.grpcPort)", "--token", admin]
-        let cliCreate = try Run.run(TestEnv.cliPath, ["create", c, "--ssh-key", keyFile.path, "--os-type", "windows-2022", "--cpu", "1",
+        let cliCreate = try Run.run(TestEnv.cliPath, ["create", c, "--os-type", "windows-2022", "--cpu", "1",
                                                       "--memory", "512MB", "--disk", "2GB", "--format", "json"] + server, timeout: 120)
         #expect(cliCreate.status == 0 && cliCreate.stdout.contains("\"\(vmName)\"") && cliCreate.stdout.contains("rdp"), "\(cliCreate.output)")
         #expect(FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(c)-container/qmp.sock").path))
@@ -539,7 +542,7 @@ struct VMTests {
         let w = "nw\(sfx)", l = "nl\(sfx)"
         defer { for u in [w, l] { _ = try? HTTP.call("DELETE", d.base + "/v1/containers/\(u)", token: admin) } }
         let vm = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": w, "sshKeys": [box.key.publicText], "osType": "windows-2022", "cpu": "1", "memory": "512MB", "disk": "2GB"]))
+            "username": w, "osType": "windows-2022", "cpu": "1", "memory": "512MB", "disk": "2GB"]))
         #expect(vm.status == 201 && vm.json?["type"]?.stringValue == "vm" && vm.json?["backend"]?.stringValue == "qemu-windows", "\(vm.text)")
         #expect(FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container/qmp.sock").path))
         let ct = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
