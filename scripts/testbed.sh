@@ -118,6 +118,16 @@ if ! incus storage show "$POOL" >/dev/null 2>&1; then
   log "creating btrfs pool $POOL ($POOL_SIZE, loop file)"
   incus storage create "$POOL" btrfs size="$POOL_SIZE"
 fi
+# Disk quotas on btrfs are qgroup limits, enforced only while btrfs's qgroup accounting is
+# consistent. Containers killed mid-write (crash tests, a host crash) can leave it marked
+# inconsistent, and then no quota holds: rescan (seconds) so limits bind again.
+if [ "$(incus storage show "$POOL" | sed -n "s/^driver: //p")" = btrfs ]; then
+  pool_dir="/var/lib/incus/storage-pools/$POOL"
+  if [ -d "$pool_dir" ] && btrfs qgroup show "$pool_dir" 2>&1 | grep -qi 'inconsistent'; then
+    log "btrfs qgroup accounting of pool $POOL is inconsistent: rescanning so disk quotas hold"
+    btrfs quota rescan -w "$pool_dir" >/dev/null
+  fi
+fi
 if ! incus network show "$BRIDGE" >/dev/null 2>&1; then
   log "creating bridge $BRIDGE ($BRIDGE_CIDR, NAT)"
   incus network create "$BRIDGE" ipv4.address="$BRIDGE_CIDR" ipv4.nat=true ipv6.address=none

@@ -277,6 +277,7 @@ public enum Daemon {
             // Runs until shutdown; then lets in-flight operations finish (bounded).
             try? await gracefulShutdown()
             events.close()
+            cluster.links?.closeAll()  // linked nodes see their link end and dial again
             await plane.drain(timeout: .seconds(30))
         }, successTerminationBehavior: .ignore))
 

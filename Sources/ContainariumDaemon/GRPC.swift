@@ -350,7 +350,12 @@ struct GRPCService: Service, CustomStringConvertible {
             throw ContainariumError(.internal, "cannot create \(dir)", cause: "\(error)")
         }
         chmod(dir, 0o700)
-        unlink(path)
+        guard path.utf8.count < 108 else { throw .invalid("the local API socket path \(path) is too long for a unix socket: use a shorter --state-dir") }
+        // Never take the socket from a daemon that serves this state directory already.
+        if RemoteClient.answers(path) {
+            throw ContainariumError(.failedPrecondition, "another daemon serves \(dir) (its local API answers on \(path)): stop it, or give this one another --state-dir")
+        }
+        unlink(path)  // a stale socket of a daemon that is gone
         let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext)
         var service = ContainariumGRPCService(plane: plane, tokens: tokens, mtls: false)
         service.nodeAPI = true

@@ -67,18 +67,21 @@ enum LinkFrame {
 
 /// The channels of one link, either end: what the other side sent to each open channel.
 final class LinkChannels: Sendable {
-    private let open = Mutex<(next: Int, streams: [Int: AsyncStream<[UInt8]>.Continuation])>((1, [:]))
+    private let open = Mutex<(next: Int, streams: [Int: AsyncStream<[UInt8]>.Continuation], closed: Bool)>((1, [:], false))
 
-    /// A new channel: its number and what the other side will send on it.
+    /// A new channel: its number and what the other side will send on it. Once the link is
+    /// closed (`finishAll`), a new channel's stream is finished at once, so nothing waits on it.
     func add(_ ch: Int? = nil) -> (Int, AsyncStream<[UInt8]>) {
         let (stream, cont) = AsyncStream<[UInt8]>.makeStream()
-        let id = open.withLock { s -> Int in
+        let (id, closed) = open.withLock { s -> (Int, Bool) in
             let id = ch ?? s.next
             s.next = max(s.next, id + 1)
+            guard !s.closed else { return (id, true) }
             s.streams[id]?.finish()
             s.streams[id] = cont
-            return id
+            return (id, false)
         }
+        if closed { cont.finish() }
         return (id, stream)
     }
 
@@ -86,7 +89,10 @@ final class LinkChannels: Sendable {
     func finish(_ ch: Int) { open.withLock { $0.streams.removeValue(forKey: ch) }?.finish() }
     func finishAll() {
         for c in open.withLock({ s -> [AsyncStream<[UInt8]>.Continuation] in
-            defer { s.streams = [:] }
+            defer {
+                s.streams = [:]
+                s.closed = true
+            }
             return Array(s.streams.values)
         }) { c.finish() }
     }
@@ -98,13 +104,18 @@ public final class NodeLinks: Sendable {
     let logger: Logger
 
     final class Link: Sendable {
-        let id = UUID()
+        let id: UUID
         let node: String
         let out: AsyncStream<JSONValue>.Continuation
         let channels = LinkChannels()
-        init(node: String, out: AsyncStream<JSONValue>.Continuation) {
+        /// This link's own local sockets, by target: never shared with an earlier or later link
+        /// of the same node, so one ending can never remove the other's.
+        let paths: [String: String]
+        init(id: UUID, node: String, out: AsyncStream<JSONValue>.Continuation, paths: [String: String]) {
+            self.id = id
             self.node = node
             self.out = out
+            self.paths = paths
         }
     }
     private let links = Mutex<[String: Link]>([:])
@@ -115,12 +126,20 @@ public final class NodeLinks: Sendable {
     }
 
     static let targets = ["api", "ssh"]
-    func socketPath(_ node: String, _ target: String) -> String { (dir as NSString).appendingPathComponent("\(node).\(target)") }
+    /// A short per-link name (unix socket paths are limited to 107 bytes).
+    func socketPath(_ link: UUID, _ target: String) -> String {
+        (dir as NSString).appendingPathComponent("\(link.uuidString.prefix(13).lowercased()).\(target)")
+    }
 
     /// The local socket that reaches `node`'s node API (or its SSH gateway, `ssh`) through its
-    /// link, while the node holds one open.
+    /// current link, while the node holds one open.
     public func socket(of node: String, _ target: String = "api") -> String? {
-        links.withLock { $0[node] } == nil ? nil : socketPath(node, target)
+        links.withLock { $0[node] }?.paths[target]
+    }
+
+    /// End every link (graceful shutdown): each node sees its link close and dials again.
+    public func closeAll() {
+        for link in links.withLock({ Array($0.values) }) { link.out.finish() }
     }
 
     public var linkedNodes: [String] { links.withLock { Array($0.keys).sorted() } }
@@ -131,23 +150,23 @@ public final class NodeLinks: Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         chmod(dir, 0o700)
         let (out, cont) = AsyncStream<JSONValue>.makeStream()
-        let link = Link(node: node, out: cont)
+        let id = UUID()
+        let paths = Dictionary(uniqueKeysWithValues: Self.targets.map { ($0, socketPath(id, $0)) })
+        let link = Link(id: id, node: node, out: cont, paths: paths)
         // Listen first, so a socket path handed out always has a listener behind it.
         var servers: [(String, NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>)] = []
-        defer { for (_, s) in servers { s.channel.close(promise: nil) } }
+        defer {
+            for (_, s) in servers { s.channel.close(promise: nil) }
+            for path in paths.values { unlink(path) }
+        }
         for target in Self.targets {
-            let path = socketPath(node, target) + ".\(link.id.uuidString.prefix(8))"
+            guard let path = paths[target] else { continue }
             let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
                     channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
                 }
-            chmod(path, 0o600)
-            // Swapped into place atomically: callers never see a path without a listener.
-            guard rename(path, socketPath(node, target)) == 0 else {
-                server.channel.close(promise: nil)
-                throw ContainariumError(.internal, "cannot place the link socket \(socketPath(node, target))")
-            }
             servers.append((target, server))
+            chmod(path, 0o600)
         }
         let previous = links.withLock { l -> Link? in
             defer { l[node] = link }
@@ -163,10 +182,7 @@ public final class NodeLinks: Sendable {
                 l[node] = nil
                 return true
             }
-            if current {
-                for target in Self.targets { unlink(socketPath(node, target)) }
-                logger.notice("node \(node)'s link closed")
-            }
+            if current { logger.notice("node \(node)'s link closed") }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -257,10 +273,11 @@ struct NodeLinkAgent {
         let (out, cont) = AsyncStream<JSONValue>.makeStream()
         let channels = LinkChannels()
         let send: @Sendable (JSONValue) -> Void = { cont.yield($0) }
-        let opened = Mutex<[Task<Void, Never>]>([])
+        // The relays in flight, by channel; each removes itself when it ends.
+        let opened = Mutex<[Int: Task<Void, Never>]>([:])
         defer {
             channels.finishAll()
-            for t in opened.withLock({ $0 }) { t.cancel() }
+            for t in opened.withLock({ $0.values }) { t.cancel() }
         }
         try await client.link(node: nodeName, outbound: out, ended: { cont.finish() }) { m in
             guard let f = LinkFrame.parse(m) else { return }
@@ -268,17 +285,20 @@ struct NodeLinkAgent {
             case "open":
                 let (ch, incoming) = channels.add(f.ch)
                 let target = f.target ?? ""
-                let task = Task {
-                    do {
-                        let conn = try await connect(target)
-                        await LinkFrame.relay(conn, channel: ch, incoming: incoming, send: send)
-                    } catch {
-                        logger.warning("link channel to \(target) failed: \(error)")
-                        send(LinkFrame.close(ch))
+                // Registered under the lock its own removal takes: an entry never outlives its task.
+                opened.withLock { tasks in
+                    tasks[ch] = Task {
+                        do {
+                            let conn = try await connect(target)
+                            await LinkFrame.relay(conn, channel: ch, incoming: incoming, send: send)
+                        } catch {
+                            logger.warning("link channel to \(target) failed: \(error)")
+                            send(LinkFrame.close(ch))
+                        }
+                        channels.finish(ch)
+                        _ = opened.withLock { $0.removeValue(forKey: ch) }
                     }
-                    channels.finish(ch)
                 }
-                opened.withLock { $0.append(task) }
             case "data": if let b = f.bytes { channels.deliver(f.ch, b) }
             case "close": channels.finish(f.ch)
             default: return

@@ -532,6 +532,8 @@ public struct EnvironmentService: Sendable {
             let client = try backend()
             return try await client.list().map { Self.tagged($0, client) }
         }
+        // All or nothing: a partial listing would read as "deleted" to the reconciler and to
+        // creates that drop records of vanished environments; a failing backend fails the list.
         var out: [InstanceInfo] = []
         for client in all {
             let part = try await client.list()
@@ -616,14 +618,14 @@ public struct EnvironmentService: Sendable {
     /// The SSH keys installed for `username` in their environment (the environment is the truth).
     public func authorizedKeys(username: String) async throws(ContainariumError) -> [SSHPublicKey] {
         let user = try Username(username)
-        let lines = try await accounts(try backend()).listKeys(AccountRef(instance: user.containerName, name: user.value))
+        let lines = try await accounts(try await backend(holding: user.containerName)).listKeys(AccountRef(instance: user.containerName, name: user.value))
         return lines.compactMap { try? SSHPublicKey(parsing: $0) }
     }
 
     /// Replace the SSH keys of `username` in their environment with exactly `keys`.
     public func setAuthorizedKeys(username: String, _ keys: [SSHPublicKey]) async throws(ContainariumError) {
         let user = try Username(username)
-        _ = try await accounts(try backend()).setKeys(
+        _ = try await accounts(try await backend(holding: user.containerName)).setKeys(
             SetKeysRequest(instance: user.containerName, name: user.value, keys: keys.map(\.authorizedKeysLine)))
     }
 
@@ -632,7 +634,7 @@ public struct EnvironmentService: Sendable {
         owner: String, collaborator: String, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool
     ) async throws(ContainariumError) -> AccountInfo {
         let user = try Username(owner), other = try Username(collaborator)
-        return try await accounts(try backend()).addCollaborator(
+        return try await accounts(try await backend(holding: user.containerName)).addCollaborator(
             CollaboratorRequest(
                 instance: user.containerName, owner: user.value, name: other.value, sshKeys: keys.map(\.authorizedKeysLine), sudo: sudo,
                 containerRuntime: containerRuntime))
@@ -642,7 +644,7 @@ public struct EnvironmentService: Sendable {
     @discardableResult
     public func removeCollaboratorAccount(owner: String, collaborator: String) async throws(ContainariumError) -> Bool {
         let user = try Username(owner), other = try Username(collaborator)
-        return try await accounts(try backend()).removeCollaborator(
+        return try await accounts(try await backend(holding: user.containerName)).removeCollaborator(
             CollaboratorRef(instance: user.containerName, owner: user.value, name: other.value))
     }
 

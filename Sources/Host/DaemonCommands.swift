@@ -188,7 +188,7 @@ struct AuditCommand: AsyncParsableCommand {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListAudit", .object(q)) }
             return try printRemote(v)
         }
-        if let daemon = RemoteClient(localDaemon: stateDir) {
+        if databaseURL == nil, let daemon = RemoteClient(localDaemon: stateDir) {
             var q: [String: JSONValue] = ["limit": .number(Double(limit))]
             for (k, v) in [("actor", actor), ("action", action), ("target", target), ("result", result)] { if let v { q[k] = .string(v) } }
             let answer: [String: [AuditEntry]] = try await LocalDaemon.call(daemon, "ListAudit", q)

@@ -125,21 +125,23 @@ public enum PluginTables {
 
     // MARK: - extension tables
 
+    /// A table depends only on the extension and the methods served (its slots are the same
+    /// trampolines for every instance): never on an instance, whose address a later one may reuse.
     private struct Key: Hashable {
-        let instance: ObjectIdentifier
         let extensionID: String
+        let methods: Set<String>
     }
 
-    /// Tables built so far, per instance and extension: allocated once, never freed (the host
-    /// may keep a table pointer for the life of the instance, which ends only with the process).
+    /// Tables built so far, per extension and served methods: allocated once, never freed (the
+    /// host may keep a table pointer for the life of any instance); a handful per process.
     private static let built = Mutex<[Key: UncheckedTablePointer]>([:])
 
     static func table(for p: any ServedPlugin, _ extensionID: String) -> UnsafeRawPointer? {
         guard let served = p.methods[extensionID], !served.isEmpty else { return nil }
-        let key = Key(instance: ObjectIdentifier(p), extensionID: extensionID)
+        let key = Key(extensionID: extensionID, methods: Set(served.keys))
         return built.withLock { tables -> UncheckedTablePointer? in
             if let t = tables[key] { return t }
-            guard let made = make(extensionID, Set(served.keys)) else { return nil }
+            guard let made = make(extensionID, key.methods) else { return nil }
             tables[key] = made
             return made
         }?.raw
