@@ -273,11 +273,10 @@ struct NodeLinkAgent {
         let (out, cont) = AsyncStream<JSONValue>.makeStream()
         let channels = LinkChannels()
         let send: @Sendable (JSONValue) -> Void = { cont.yield($0) }
-        // The relays in flight, by channel; each removes itself when it ends.
-        let opened = Mutex<[Int: Task<Void, Never>]>([:])
+        let relays = RelayTasks()
         defer {
             channels.finishAll()
-            for t in opened.withLock({ $0.values }) { t.cancel() }
+            relays.cancelAll()
         }
         try await client.link(node: nodeName, outbound: out, ended: { cont.finish() }) { m in
             guard let f = LinkFrame.parse(m) else { return }
@@ -285,19 +284,15 @@ struct NodeLinkAgent {
             case "open":
                 let (ch, incoming) = channels.add(f.ch)
                 let target = f.target ?? ""
-                // Registered under the lock its own removal takes: an entry never outlives its task.
-                opened.withLock { tasks in
-                    tasks[ch] = Task {
-                        do {
-                            let conn = try await connect(target)
-                            await LinkFrame.relay(conn, channel: ch, incoming: incoming, send: send)
-                        } catch {
-                            logger.warning("link channel to \(target) failed: \(error)")
-                            send(LinkFrame.close(ch))
-                        }
-                        channels.finish(ch)
-                        _ = opened.withLock { $0.removeValue(forKey: ch) }
+                relays.start(ch) {
+                    do {
+                        let conn = try await connect(target)
+                        await LinkFrame.relay(conn, channel: ch, incoming: incoming, send: send)
+                    } catch {
+                        logger.warning("link channel to \(target) failed: \(error)")
+                        send(LinkFrame.close(ch))
                     }
+                    channels.finish(ch)
                 }
             case "data": if let b = f.bytes { channels.deliver(f.ch, b) }
             case "close": channels.finish(f.ch)
@@ -321,5 +316,27 @@ struct NodeLinkAgent {
         default:
             throw ContainariumError(.invalidArgument, "unknown link target '\(target)'")
         }
+    }
+}
+
+/// The node side's relays in flight, by channel: each forgets itself when it ends, so a link
+/// that lives for weeks holds only the channels open now.
+final class RelayTasks: Sendable {
+    private let tasks = Mutex<[Int: Task<Void, Never>]>([:])
+
+    func start(_ ch: Int, _ body: @escaping @Sendable () async -> Void) {
+        // Registered under the lock its own removal takes: an entry never outlives its task.
+        tasks.withLock { t in
+            t[ch] = Task { [self] in
+                await body()
+                _ = self.tasks.withLock { $0.removeValue(forKey: ch) }
+            }
+        }
+    }
+
+    var count: Int { tasks.withLock { $0.count } }
+
+    func cancelAll() {
+        for t in tasks.withLock({ Array($0.values) }) { t.cancel() }
     }
 }

@@ -61,4 +61,30 @@ struct NodeLinkTests {
         for await _ in streamC { gotC += 1 }
         #expect(gotC == 0)
     }
+
+    @Test("a channel opened after its link closed ends at once, so nothing waits on it")
+    func afterClose() async {
+        let channels = LinkChannels()
+        channels.finishAll()
+        let (_, late) = channels.add()
+        channels.deliver(1, [1, 2, 3])
+        var got = 0
+        for await _ in late { got += 1 }
+        #expect(got == 0)
+    }
+
+    @Test("relays forget themselves when they end: a long-lived link holds only the channels open now")
+    func relaysForget() async throws {
+        let relays = RelayTasks()
+        for ch in 1...200 { relays.start(ch) { try? await Task.sleep(for: .milliseconds(1)) } }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while relays.count > 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(relays.count == 0)
+        // One that never ends stays until cancelled with its link.
+        relays.start(1) { try? await Task.sleep(for: .seconds(60)) }
+        #expect(relays.count == 1)
+        relays.cancelAll()
+        while relays.count > 0 && ContinuousClock.now < deadline + .seconds(10) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(relays.count == 0)
+    }
 }
