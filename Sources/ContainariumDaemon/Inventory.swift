@@ -16,6 +16,9 @@ public final class Inventory: Sendable {
         /// Backends whose change stream is connected.
         var watching: Set<String> = []
         var backends = 0
+        /// Bumped by every put and remove of a name: a refresh that read the backend before a
+        /// newer change (a delete of ours racing the delete's own events) must not undo it.
+        var stamps: [String: UInt64] = [:]
     }
     private let state = Mutex(State())
     let service: EnvironmentService
@@ -44,9 +47,13 @@ public final class Inventory: Sendable {
         return i
     }
 
-    public func put(_ info: InstanceInfo) {
+    public func put(_ info: InstanceInfo) { put(info, ifStamp: nil) }
+
+    private func put(_ info: InstanceInfo, ifStamp stamp: UInt64?) {
         let info = local(info)
         let changed = state.withLock { s -> Bool in
+            if let stamp, s.stamps[info.name, default: 0] != stamp { return false }
+            s.stamps[info.name, default: 0] &+= 1
             guard s.instances[info.name] != info else { return false }
             s.instances[info.name] = info
             s.generation &+= 1
@@ -55,8 +62,12 @@ public final class Inventory: Sendable {
         if changed { events.publish("container.changed", username: Self.username(of: info.name), data: .object(["name": .string(info.name), "state": .string(info.state.rawValue)])) }
     }
 
-    public func remove(_ name: String) {
+    public func remove(_ name: String) { remove(name, ifStamp: nil) }
+
+    private func remove(_ name: String, ifStamp stamp: UInt64?) {
         let removed = state.withLock { s -> Bool in
+            if let stamp, s.stamps[name, default: 0] != stamp { return false }
+            s.stamps[name, default: 0] &+= 1
             guard s.instances.removeValue(forKey: name) != nil else { return false }
             s.generation &+= 1
             return true
@@ -70,9 +81,12 @@ public final class Inventory: Sendable {
 
     /// Replace the whole picture with a fresh listing from the backend.
     public func refreshAll() async throws(ContainariumError) {
+        let before = state.withLock { $0.stamps }
         let list = try await service.list()
-        let fresh = Dictionary(list.map { ($0.name, local($0)) }, uniquingKeysWith: { a, _ in a })
+        var fresh = Dictionary(list.map { ($0.name, local($0)) }, uniquingKeysWith: { a, _ in a })
         let (gone, changed) = state.withLock { s -> ([String], [InstanceInfo]) in
+            // What changed while the listing was read (our own put or remove) is newer than it.
+            for (name, stamp) in s.stamps where before[name] != stamp { fresh[name] = s.instances[name] }
             let gone = s.instances.keys.filter { fresh[$0] == nil }
             let changed = fresh.values.filter { s.instances[$0.name] != $0 }
             if !gone.isEmpty || !changed.isEmpty { s.generation &+= 1 }
@@ -87,6 +101,7 @@ public final class Inventory: Sendable {
     /// Re-read one instance (after an event or a mutation of ours), from `backend` when the
     /// event says which one, else from the backend holding it.
     public func refresh(_ name: String, backend: String? = nil) async {
+        let stamp = state.withLock { $0.stamps[name, default: 0] }
         do {
             let info: InstanceInfo
             if let backend, let client = service.plugins.instances(id: backend) {
@@ -98,9 +113,9 @@ public final class Inventory: Sendable {
             }
             // Only Containarium's instances belong in the inventory (the backend's listing filters
             // the same way): they carry the owner label from the moment they exist.
-            if info.labels["owner"] != nil { put(info) } else { remove(name) }
+            if info.labels["owner"] != nil { put(info, ifStamp: stamp) } else { remove(name, ifStamp: stamp) }
         } catch where error.code == .notFound {
-            remove(name)
+            remove(name, ifStamp: stamp)
         } catch {
             logger.debug("could not refresh \(name): \(error)")
         }

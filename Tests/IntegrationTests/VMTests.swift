@@ -148,7 +148,7 @@ struct VMTests {
         // A VM backend has no accounts/1: keys it could only drop are refused before anything is made.
         let keyed = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
             "username": u, "sshKeys": [box.key.publicText], "osType": "linux-test", "memory": "512MB", "disk": "2GB"]))
-        #expect(keyed.status == 400 && keyed.text.contains("does not manage accounts (accounts/1)"), "\(keyed.text)")
+        #expect(keyed.status == 400 && keyed.text.contains("does not manage accounts"), "\(keyed.text)")
         #expect(try HTTP.call("GET", d.base + "/v1/containers/\(u)", token: admin).status == 404)
         let created = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
             "username": u, "osType": "linux-test", "memory": "512MB", "disk": "2GB", "autostart": true]))
