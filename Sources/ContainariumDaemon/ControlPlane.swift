@@ -208,8 +208,14 @@ public final class ControlPlane: Sendable {
     /// The node `user`'s environment lives on, resolved once per request: this daemon's own
     /// backends, or a member of its cluster (through its link).
     func node(of user: Username) async throws(ContainariumError) -> any EnvironmentNode {
-        if let remote = try await remoteNode(of: user), let cluster { return RemoteNode(name: remote, client: try cluster.client(for: remote)) }
+        if let remote = try await remoteNode(of: user) { return try member(remote) }
         return LocalNode(plane: self)
+    }
+
+    /// A member of this daemon's cluster, through the node layer.
+    func member(_ name: String) throws(ContainariumError) -> RemoteNode {
+        guard let cluster else { throw .internal("no cluster") }
+        return RemoteNode(name: name, client: try cluster.client(for: name))
     }
 
     /// The remote member holding `user`'s environment, if it is not this node's.
@@ -219,14 +225,11 @@ public final class ControlPlane: Sendable {
     }
 
     func forward(_ nodeName: String, _ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> JSONValue {
-        guard let cluster else { throw .internal("no cluster") }
-        return try await cluster.client(for: nodeName).call(method, .object(request))
+        try await member(nodeName).call(method, request)
     }
 
     func forwardView(_ nodeName: String, _ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> ContainerView {
-        var v = try WireJSON.decode(ContainerView.self, from: WireJSON.encode(try await forward(nodeName, method, request)))
-        v.node = nodeName
-        return v
+        try await member(nodeName).viewCall(method, request)
     }
 
     /// What a create asks of the scheduler. CPU defaults to one core; memory and disk to what

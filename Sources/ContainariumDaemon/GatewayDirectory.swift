@@ -156,8 +156,7 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         let hop: (host: String, port: Int, socketPath: String?, hostKey: String)
         do throws(ContainariumError) { hop = try cluster.gateway(of: node) } catch { return .failure(.unavailable(error.message)) }
         let exec: Exec = { [plane] command throws(ContainariumError) in
-            let v = try await plane.forward(node, "Exec", ["username": .string(owner.value), "command": .array(command.map { .string($0) }), "asUser": .bool(false)])
-            return try WireJSON.decode(ExecResult.self, from: WireJSON.encode(v))
+            try await plane.member(node).exec(owner, command, asUser: false)
         }
         let (profile, account) = await resolve(owner, key: wanted, exec: exec)
         guard let profile else { return .failure(.unavailable("could not read \(owner.value)'s environment on \(node)")) }
