@@ -258,6 +258,29 @@ paths = {
                                          "401": err("Missing, expired or invalid token")}}},
 }
 
+
+def nullable_optionals(schema):
+    """A request's optional fields may be null, meaning absent (the proto3 JSON mapping), and the
+    daemon treats them so; say it, so clients and fuzzers know null is accepted. Nested request
+    objects are inlined, because OpenAPI 3.0 ignores `nullable` beside a $ref."""
+    out = dict(schema)
+    required = set(schema.get("required", []))
+    props = {}
+    for name, prop in schema.get("properties", {}).items():
+        if "$ref" in prop:
+            prop = nullable_optionals(schemas[prop["$ref"].rsplit("/", 1)[-1]])
+        if name not in required:
+            prop = dict(prop, nullable=True)
+        props[name] = prop
+    out["properties"] = props
+    return out
+
+
+REQUESTS = ["CreateContainerRequest", "ExplainRequest", "ResizeRequest", "StopRequest", "AddKeyRequest",
+            "AddCollaboratorRequest", "InstallStackRequest"]
+for name in REQUESTS:
+    schemas[name] = nullable_optionals(schemas[name])
+
 doc = {
     "openapi": "3.0.3",
     "info": {"title": "Containarium REST API", "version": "0.2.0",

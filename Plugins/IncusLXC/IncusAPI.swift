@@ -138,6 +138,27 @@ struct IncusAPI: Sendable {
         }
     }
 
+    /// Wait out the background tasks Incus is running on an instance (a restart, a stop another
+    /// client started): Incus refuses a delete or a state change meanwhile ("Instance is busy
+    /// running a restart operation"). Websocket operations (exec sessions, consoles) are not
+    /// waited for: they last as long as someone is typing. Their outcome is not ours to report.
+    func settle(instance: String, timeout: Double, context: OperationContext?) throws(ContainariumError) {
+        let mine = "/1.0/instances/" + Self.escape(instance)
+        let running = try sync("GET", "/1.0/operations", query: ["recursion": "1"])["running"]?.items ?? []
+        let deadline = Date().addingTimeInterval(timeout)
+        for op in running where op["class"]?.stringValue == "task" {
+            let instances = op["resources"]?["instances"]?.items?.compactMap(\.stringValue) ?? []
+            guard instances.contains(where: { $0 == mine || $0.hasPrefix(mine + "?") }), let id = op["id"]?.stringValue else { continue }
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return }
+            do {
+                _ = try wait(operation: "/1.0/operations/" + Self.escape(id), timeout: left, context: context, what: "Incus's own task on \(instance)")
+            } catch where error.code != .cancelled {
+                // Failed, vanished or still running at the deadline: the caller's own call reports what matters.
+            }
+        }
+    }
+
     /// Incus reports operation failures as text only; recognise the common ones.
     static func guessCode(_ message: String) -> Int {
         let m = message.lowercased()

@@ -404,6 +404,9 @@ final class IncusBackend: Sendable {
     }
 
     func remove(_ r: InstanceRef, _ ctx: OperationContext) throws(ContainariumError) {
+        // A restart or stop still running (the owner's, the reconciler's) makes Incus refuse
+        // the stop and the delete below as busy: let it finish first.
+        try api.settle(instance: r.name, timeout: 120, context: ctx)
         let current = try info(r.name)
         if current.state == .running || current.state == .frozen {
             guard r.force == true else {
@@ -429,11 +432,13 @@ final class IncusBackend: Sendable {
                 attempt += 1
                 host.log(.warning, "deleting \(r.name) failed (\(error.message)); retrying")
                 Thread.sleep(forTimeInterval: Double(attempt))
+                try api.settle(instance: r.name, timeout: 120, context: ctx)
             }
         }
     }
 
     func changeState(_ r: InstanceRef, action: String, _ ctx: OperationContext) throws(ContainariumError) -> InstanceInfo {
+        try api.settle(instance: r.name, timeout: 120, context: ctx)
         let current = try info(r.name)
         switch (action, current.state) {
         case ("start", .running), ("stop", .stopped): return current

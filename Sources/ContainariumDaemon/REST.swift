@@ -350,7 +350,9 @@ public struct RESTAPI: HTTPResponder {
         guard case .object(let o) = value else { throw .invalid("the body must be a JSON object") }
         try onlyKeys(o, allowed, nil)
         for k in required.sorted() where o[k] == nil || o[k] == .null { throw .invalid("missing field '\(k)'") }
-        return o
+        // The proto3 JSON mapping: a null field is the field left out, on every route alike (the
+        // OpenAPI document marks each optional request field nullable to say so).
+        return o.filter { $0.value != .null }
     }
 
     func onlyKeys(_ o: [String: JSONValue], _ allowed: Set<String>, _ within: String?) throws(ContainariumError) {

@@ -149,7 +149,7 @@ struct RESTTests {
                 #expect(try await h.plane.store.container("kate") == nil)
 
                 let made = try await Self.send(client, .post, "/v1/containers", token: kate,
-                                               body: #"{"username": "kate", "sshKeys": ["\#(key)"], "resources": {"memory": "1GiB"}, "labels": {"team": "red"}}"#)
+                                               body: #"{"username": "kate", "sshKeys": ["\#(key)"], "resources": {"memory": "1GiB", "cpu": null}, "labels": {"team": "red"}, "image": null, "async": null, "node": null}"#)
                 #expect(made.status == 201, "\(made.text)")
                 let view = try #require(made.json)
                 #expect(view["username"]?.stringValue == "kate" && view["name"]?.stringValue == "kate-container" && view["owner"]?.stringValue == "kate")
@@ -191,6 +191,19 @@ struct RESTTests {
                 #expect(post.status == 405 && post.headers[.allow] == "GET", "\(post.status) \(post.text)")
                 let stop = try await Self.send(client, .post, "/v1/containers/liam/stop", token: owner, body: #"{"force": "yes"}"#)
                 #expect(stop.status == 400 && stop.errorCode == "invalid_argument")
+                // proto3 JSON: null is the field left out, on every route.
+                let nullForce = try await Self.send(client, .post, "/v1/containers/liam/stop", token: owner, body: #"{"force": null}"#)
+                #expect(nullForce.status == 200, "\(nullForce.text)")
+                let admin = try await h.token("admin", .admin)
+                let plain = try await Self.send(client, .post, "/v1/schedule/explain", token: admin, body: "{}")
+                let nulls = try await Self.send(client, .post, "/v1/schedule/explain", token: admin,
+                                                body: #"{"image": null, "osType": null, "labels": null, "gpus": null, "kind": null}"#)
+                let typed = try await Self.send(client, .post, "/v1/schedule/explain", token: admin, body: #"{"image": 5}"#)
+                // This harness runs no scheduler: the decoded request gets as far as that answer.
+                #expect(plain.status == 412 && nulls.status == 412 && nulls.text == plain.text, "\(nulls.text)")
+                #expect(typed.status == 400 && typed.errorCode == "invalid_argument", "\(typed.text)")
+                let nullName = try await Self.send(client, .post, "/v1/containers", token: owner, body: #"{"username": null}"#)
+                #expect(nullName.status == 400 && nullName.text.contains("missing field 'username'"), "\(nullName.text)")
                 let resize = try await Self.send(client, .put, "/v1/containers/liam/resize", token: owner, body: #"{"disk": "1GiB"}"#)
                 #expect(resize.status == 412 && resize.errorCode == "failed_precondition", "below usage: \(resize.text)")
             }

@@ -186,4 +186,34 @@ struct ConcurrencyTests {
         }
         for u in users { #expect(try !IncusEnv.exists("\(u)-container")) }
     }
+
+    @Test("a stop and a delete that arrive while Incus is still restarting the environment wait for that restart, then succeed")
+    func whileIncusIsBusy() async throws {
+        let sandbox = try IncusEnv.Sandbox(ownProject: true)
+        defer { sandbox.cleanup() }
+        let service = try sandbox.service()
+        let user = "busy\(TestEnv.suffix())", name = "\(user)-container"
+        _ = try await service.create(CreateEnvironmentRequest(username: user, sshKeys: [sandbox.key.publicText]))
+        // A unit that ignores its stop signal holds a clean shutdown for 8 s, so the restart
+        // below is still running when the calls arrive (Incus answers those "busy").
+        let unit = try sandbox.incus(["exec", name, "--", "systemd-run", "--unit=ctm-slowstop", "-p", "KillSignal=SIGCONT",
+                                      "-p", "TimeoutStopSec=8", "sleep", "infinity"])
+        #expect(unit.status == 0, "\(unit.output)")
+        func restart() throws {
+            let r = try IncusEnv.incus(["query", "-X", "PUT", "--data", #"{"action": "restart", "timeout": 60}"#,
+                                        "/1.0/instances/\(name)/state?project=\(sandbox.project)"])
+            try #require(r.status == 0 && r.stdout.contains("Restarting instance"), "\(r.output)")
+            let ops = try IncusEnv.incus(["query", "/1.0/operations?recursion=1&project=\(sandbox.project)"])
+            try #require(ops.stdout.contains("/1.0/instances/\(name)") && ops.stdout.contains("Running"), "still restarting: \(ops.output)")
+        }
+        try restart()
+        let stopped = try await service.stop(username: user, force: true)
+        #expect(stopped.state == .stopped)
+        _ = try await service.start(username: user)
+        _ = try sandbox.incus(["exec", name, "--", "systemd-run", "--unit=ctm-slowstop", "-p", "KillSignal=SIGCONT",
+                               "-p", "TimeoutStopSec=8", "sleep", "infinity"])
+        try restart()
+        try await service.delete(username: user, force: true)
+        #expect(try !sandbox.exists(name))
+    }
 }
