@@ -135,7 +135,7 @@ let package = Package(
         .executableTarget(
             name: "containarium",
             dependencies: [
-                "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumDaemon", "ContainariumStore", "ContainariumGateway",
+                "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumDaemon", "ContainariumGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -46,7 +46,7 @@ public enum ContainariumRPC {
         "ResizeContainer", "InstallStack", "Exec", "ExportSSHConfig", "GetSystemInfo", "ListAudit", "ListPlugins", "GetCapacity", "ListStacks",
         "ListCollaborators", "AddCollaborator", "RemoveCollaborator", "ListSSHKeys", "AddSSHKey", "RemoveSSHKey", "CleanupDisk",
         "ReportNode", "ListNodes", "DrainNode", "UndrainNode", "RemoveNode", "ExplainSchedule",
-        "SetPluginEnabled",
+        "SetPluginEnabled", "ListGatewayBans", "LiftGatewayBan",
     ]
     public static let createMethod = "CreateContainer"
     /// A VM console as a bidirectional stream. The request's metadata names it
@@ -175,6 +175,10 @@ struct ContainariumGRPCService: RegistrableRPCService {
             try await plane.removeKey(caller, try field("username"), fingerprint: try field("fingerprint"))
             return .object([:])
         case "CleanupDisk": return try encode(await plane.cleanupDisk(caller, try field("username")))
+        case "ListGatewayBans": return try encode(["bans": await plane.gatewayBans(caller)])
+        case "LiftGatewayBan":
+            try await plane.liftGatewayBan(caller, address: try field("address"))
+            return .object(["message": .string("ban lifted")])
         case "ReportNode":
             let report = try WireJSON.decode(NodeReport.self, from: WireJSON.encode(request))
             return try encode(await plane.reportNode(caller, report))

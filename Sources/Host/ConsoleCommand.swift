@@ -24,10 +24,10 @@ struct Console: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let vncListen { return try await runVNCBridge(vncListen, client: try remote.client()) }
-        if let client = try remote.client() { return try await runRemote(client) }
+        if let vncListen { return try await runVNCBridge(vncListen, client: try remote.daemon()) }
+        if let client = try remote.daemon() { return try await runRemote(client) }
         let service = try global.service()
-        let (_, fd) = try await ContainariumCLI.audited("container.console", username, detail: "serial") { () async throws(ContainariumError) in
+        let (_, fd) = try await ContainariumCLI.run { () async throws(ContainariumError) in
             try await service.openConsole(username: username, kind: "serial")
         }
         defer { close(fd) }
@@ -119,12 +119,12 @@ extension Console {
 
     static func serveLocal(_ viewer: Int32, _ username: String, _ service: EnvironmentService) async {
         do {
-            let (_, fd) = try await ContainariumCLI.audited("container.console", username, detail: "vnc") { () async throws(ContainariumError) in
+            let (_, fd) = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await service.openConsole(username: username, kind: "vnc")
             }
             Thread.detachNewThread { VNCBridge.splice(viewer, fd) }
         } catch {
-            close(viewer)  // the error was printed by audited
+            close(viewer)  // the error was printed by run
         }
     }
 

@@ -80,7 +80,7 @@ struct Create: AsyncParsableCommand {
             let parts = l.split(separator: "=", maxSplits: 1)
             labelMap[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             var q: [String: JSONValue] = [
                 "username": .string(username), "sshKeys": .array(keys.map { .string($0) }), "nesting": .bool(!noNesting),
                 "labels": .object(labelMap.mapValues { .string($0) }),
@@ -94,7 +94,7 @@ struct Create: AsyncParsableCommand {
             if let gpus { q["gpus"] = .number(Double(gpus)) }
             if let gpuModel { q["gpuModel"] = .string(gpuModel) }
             let table = format == .table
-            if table { print("Creating container for user: \(username) on \(remote.server ?? "")") }
+            if table { print("Creating container for user: \(username)\(remote.whereabouts)") }
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await client.create(.object(q)) { p in
                     if table, let step = p["step"]?.number, let total = p["total"]?.number {
@@ -116,7 +116,7 @@ struct Create: AsyncParsableCommand {
         let request = asked
         let table = format == .table
         if table { print("Creating container for user: \(username)") }
-        let info = try await ContainariumCLI.audited("container.create", username) { () async throws(ContainariumError) in
+        let info = try await ContainariumCLI.run { () async throws(ContainariumError) in
             try await Interrupts.cancelling { () async throws(ContainariumError) in
                 try await service.create(request) { p in
                     if table { print("  [\(p.step)/\(p.total)] \(p.message)...") }

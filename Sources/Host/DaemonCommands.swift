@@ -2,7 +2,6 @@ import ArgumentParser
 import ContainariumCore
 import ContainariumDaemon
 import ContainariumService
-import ContainariumStore
 import Foundation
 import Logging
 
@@ -17,11 +16,28 @@ struct RemoteOptions: ParsableArguments {
     @Option(help: "Bearer token for remote mode (default: $CONTAINARIUM_TOKEN); not needed with mTLS client certificates.")
     var token: String?
 
+    @Option(name: .customLong("state-dir"), help: "State directory of the daemon on this machine (default: $CONTAINARIUM_STATE_DIR or /var/lib/containarium). Without --server, verbs go through that daemon when it runs.")
+    var stateDir: String?
+
+    /// The daemon at --server, or nil.
     func client() throws -> RemoteClient? {
         guard let server else { return nil }
         let tok = (token ?? ProcessInfo.processInfo.environment["CONTAINARIUM_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
         do { return try RemoteClient(server: server, certsDir: certsDir.map { ($0 as NSString).expandingTildeInPath }, token: tok) } catch { throw fail(error) }
     }
+
+    /// The daemon a verb goes through: --server's, else the one running on this machine for the
+    /// state directory (its local API socket; the caller is then `local-admin`, audited with
+    /// interface cli), so every change passes through the daemon's authorization, bookkeeping
+    /// and audit log. nil when neither: the verb then acts alone on this node's backends, and
+    /// with no daemon there is no audit log to write.
+    func daemon() throws -> RemoteClient? {
+        if let remote = try client() { return remote }
+        return RemoteClient(localDaemon: LocalDaemon.stateDir(stateDir))
+    }
+
+    /// Where the answer comes from, for messages ("" for this machine's daemon).
+    var whereabouts: String { server.map { " on \($0)" } ?? "" }
 }
 
 func printRemote(_ value: JSONValue) throws {
@@ -170,42 +186,31 @@ struct CertGenerate: AsyncParsableCommand {
 }
 
 struct AuditCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "audit", abstract: "Query the audit log.")
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Query the audit log (through the daemon: --server's, or the one running on this machine).")
     @Option(help: "Only entries by this actor.") var actor: String?
     @Option(help: "Only this action, e.g. container.create or auth.failure.") var action: String?
     @Option(help: "Only entries about this environment.") var target: String?
     @Option(help: "Only this result: ok or an error code.") var result: String?
     @Option(help: "At most this many entries, newest first.") var limit = 50
     @Option(help: "Output format.") var format: OutputFormat = .table
-    @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
-    @Option(name: .customLong("database-url"), help: "The daemon's PostgreSQL URL, when it uses one.") var databaseURL: String?
     @OptionGroup var remote: RemoteOptions
 
-    func run() async throws {
-        if let client = try remote.client() {
-            var q: [String: JSONValue] = ["limit": .number(Double(limit))]
-            for (k, v) in [("actor", actor), ("action", action), ("target", target), ("result", result)] { if let v { q[k] = .string(v) } }
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListAudit", .object(q)) }
-            return try printRemote(v)
-        }
-        if databaseURL == nil, let daemon = RemoteClient(localDaemon: stateDir) {
-            var q: [String: JSONValue] = ["limit": .number(Double(limit))]
-            for (k, v) in [("actor", actor), ("action", action), ("target", target), ("result", result)] { if let v { q[k] = .string(v) } }
-            let answer: [String: [AuditEntry]] = try await LocalDaemon.call(daemon, "ListAudit", q)
-            return try show(answer["entries"] ?? [])
-        }
-        let entries = try await ContainariumCLI.run { () async throws(ContainariumError) -> [AuditEntry] in
-            let store = try Store.open(databaseURL: databaseURL, stateDir: stateDir, logger: Logger(label: "containarium.audit"))
-            let pg = store.db as? PostgresDatabase
-            let pool = pg.map { p in Task { await p.run() } }
-            defer { pool?.cancel() }
-            guard !(try await store.db.appliedVersions()).isEmpty else { throw .notFound("no state database at \(databaseURL ?? stateDir) (has the daemon run?)") }
-            return try await store.audit(AuditFilter(actor: actor, action: action, target: target, result: result, limit: limit))
-        }
-        try show(entries)
+    /// One entry as the API answers it.
+    struct Row: Codable {
+        var id: String?
+        var at: Date
+        var actor, role, action, target, source, interface, result, detail: String
     }
 
-    func show(_ entries: [AuditEntry]) throws {
+    func run() async throws {
+        guard let client = try remote.daemon() else {
+            throw fail(LocalDaemon.notRunning(remote.stateDir, "the audit log is the daemon's"))
+        }
+        var q: [String: JSONValue] = ["limit": .number(Double(limit))]
+        for (k, v) in [("actor", actor), ("action", action), ("target", target), ("result", result)] { if let v { q[k] = .string(v) } }
+        let answer: [String: [Row]] = try await LocalDaemon.call(client, "ListAudit", q)
+        let entries = answer["entries"] ?? []
         if format == .json { return try printJSON(["entries": entries]) }
         let f = ISO8601DateFormatter()
         print(Table.render(header: ["TIME", "ACTOR", "ROLE", "ACTION", "TARGET", "SOURCE", "VIA", "RESULT"],

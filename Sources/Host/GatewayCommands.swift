@@ -3,7 +3,6 @@ import ContainariumCore
 import ContainariumDaemon
 import ContainariumGateway
 import ContainariumService
-import ContainariumStore
 import Foundation
 import Logging
 
@@ -67,35 +66,31 @@ struct GatewayServe: AsyncParsableCommand {
 }
 
 struct GatewayBans: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bans", abstract: "List the addresses the gateway refuses, or lift a ban.")
+    static let configuration = CommandConfiguration(
+        commandName: "bans", abstract: "List the addresses the gateway refuses, or lift a ban (through the daemon; admin).")
     @Option(help: "Lift the ban on this address.") var unban: String?
     @Option(help: "Output format.") var format: OutputFormat = .table
-    @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
-    @Option(name: .customLong("database-url"), help: "The daemon's PostgreSQL URL, when it uses one.") var databaseURL: String?
+    @OptionGroup var remote: RemoteOptions
+
+    /// One ban as the API answers it.
+    struct Row: Codable {
+        var address: String
+        var bannedAt: Date
+        var until: Date
+        var failures: Int
+    }
 
     func run() async throws {
-        let (bans, lifted) = try await ContainariumCLI.run { () async throws(ContainariumError) -> ([GatewayBanRecord], Bool?) in
-            let store = try Store.open(databaseURL: databaseURL, stateDir: stateDir, logger: Logger(label: "containarium.gateway"))
-            let pg = store.db as? PostgresDatabase
-            let pool = pg.map { p in Task { await p.run() } }
-            defer { pool?.cancel() }
-            guard !(try await store.db.appliedVersions()).isEmpty else { throw .notFound("no state database at \(databaseURL ?? stateDir) (has the daemon run?)") }
-            _ = try await store.migrate()
-            if let unban {
-                let ok = try await store.deleteBan(unban)
-                if ok {
-                    try await store.appendAudit(AuditEntry(actor: LocalAudit.actor, role: "admin", action: "gateway.unban", target: "-", source: unban,
-                                                           interface: "cli", result: "ok", detail: "ban lifted"))
-                }
-                return ([], ok)
-            }
-            return (try await store.activeBans(), nil)
+        guard let client = try remote.daemon() else {
+            throw fail(LocalDaemon.notRunning(remote.stateDir, "the gateway's bans are kept by the daemon"))
         }
-        if let lifted {
-            guard lifted else { throw fail(.notFound("\(unban ?? "") is not banned")) }
-            print("✓ lifted the ban on \(unban ?? ""); a running gateway stops refusing it within 2 seconds")
+        if let unban {
+            let _: [String: JSONValue] = try await LocalDaemon.call(client, "LiftGatewayBan", ["address": .string(unban)])
+            print("✓ lifted the ban on \(unban); a running gateway stops refusing it within 2 seconds")
             return
         }
+        let answer: [String: [Row]] = try await LocalDaemon.call(client, "ListGatewayBans", [:])
+        let bans = answer["bans"] ?? []
         if format == .json { return try printJSON(["bans": bans]) }
         let f = ISO8601DateFormatter()
         print(Table.render(header: ["ADDRESS", "BANNED AT", "UNTIL", "FAILURES"],
@@ -104,37 +99,26 @@ struct GatewayBans: AsyncParsableCommand {
 }
 
 /// The daemon running on this machine for a state directory, reached through its local API
-/// socket: when one runs, verbs that need the daemon's bookkeeping go through it (its store,
-/// PostgreSQL or SQLite, its audit log, its cluster), never around it.
+/// socket: when one runs, verbs go through it (its store, PostgreSQL or SQLite, its audit log,
+/// its cluster), never around it.
 enum LocalDaemon {
+    /// --state-dir, else $CONTAINARIUM_STATE_DIR, else /var/lib/containarium.
+    static func stateDir(_ given: String?) -> String {
+        if let given, !given.isEmpty { return given }
+        if let env = ProcessInfo.processInfo.environment["CONTAINARIUM_STATE_DIR"], !env.isEmpty { return env }
+        return "/var/lib/containarium"
+    }
+
     static func call<T: Decodable>(_ client: RemoteClient, _ method: String, _ request: [String: JSONValue]) async throws -> T {
         try await ContainariumCLI.run { () async throws(ContainariumError) -> T in
             let v = try await client.call(method, .object(request))
             return try WireJSON.decode(T.self, from: WireJSON.encode(v))
         }
     }
-}
 
-/// The control plane, in this process, for CLI verbs that need the daemon's bookkeeping
-/// (collaborators live in the state database and inside the environment) when no daemon runs.
-enum LocalPlane {
-    static func with<T: Sendable>(_ global: GlobalOptions, stateDir: String,
-                                  _ body: (ControlPlane, Caller) async throws(ContainariumError) -> T) async throws -> T {
-        let service = try global.service()
-        return try await ContainariumCLI.run { () async throws(ContainariumError) -> T in
-            let logger = Logger(label: "containarium")
-            let store = try Store.open(databaseURL: nil, stateDir: stateDir, logger: logger)
-            _ = try await store.migrate()
-            let events = DaemonEvents()
-            let inventory = Inventory(service: service, events: events, logger: logger)
-            try await inventory.refreshAll()
-            let plane = ControlPlane(service: service, store: store, inventory: inventory, events: events, logger: logger)
-            let caller = Caller(subject: LocalAudit.actor, role: .admin, source: "local", interface: "cli")
-            defer { events.close() }
-            let result = try await body(plane, caller)
-            await store.db.close()
-            return result
-        }
+    /// For verbs only a daemon can answer: no --server and none running here.
+    static func notRunning(_ stateDir: String?, _ why: String) -> ContainariumError {
+        .init(.failedPrecondition, "\(why): no daemon runs for \(Self.stateDir(stateDir)) (start `containarium daemon`, give its --state-dir, or use --server)")
     }
 }
 
@@ -152,8 +136,7 @@ struct CollaboratorAdd: AsyncParsableCommand {
     @Option(name: .customLong("ssh-key"), help: "The collaborator's public key file (Ed25519 or ECDSA).") var sshKey: String
     @Flag(help: "Give the collaborator full sudo.") var sudo = false
     @Flag(name: .customLong("container-runtime"), help: "Let the collaborator use Docker.") var containerRuntime = false
-    @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
-    @OptionGroup var global: GlobalOptions
+    @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
@@ -163,27 +146,32 @@ struct CollaboratorAdd: AsyncParsableCommand {
         } catch {
             throw fail(.invalid("cannot read the key file \(sshKey): \(error.localizedDescription)"))
         }
-        if let client = try remote.client() {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await client.call("AddCollaborator", .object([
-                    "username": .string(owner), "collaboratorUsername": .string(collaborator), "sshPublicKey": .string(text),
-                    "sudo": .bool(sudo), "containerRuntime": .bool(containerRuntime)]))
-            }
-            return try printRemote(v)
-        }
-        let view: CollaboratorView
-        if let daemon = RemoteClient(localDaemon: stateDir) {
-            view = try await LocalDaemon.call(daemon, "AddCollaborator", [
-                "username": .string(owner), "collaboratorUsername": .string(collaborator), "sshPublicKey": .string(text),
-                "sudo": .bool(sudo), "containerRuntime": .bool(containerRuntime)])
-        } else {
-            view = try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
-                try await plane.addCollaborator(caller, owner, collaborator: collaborator, sshKey: text, sudo: sudo, containerRuntime: containerRuntime)
-            }
-        }
+        let client = try Collaborators.daemon(remote)
+        let view: Collaborators.Row = try await LocalDaemon.call(client, "AddCollaborator", [
+            "username": .string(owner), "collaboratorUsername": .string(collaborator), "sshPublicKey": .string(text),
+            "sudo": .bool(sudo), "containerRuntime": .bool(containerRuntime)])
+        if format == .json { return try printJSON(view) }
         let access = view.sudo ? "full sudo" : "may become \(owner) with a logged `sudo su - \(owner)`"
         print("✓ \(view.collaboratorUsername) collaborates on \(owner)'s environment (\(access)\(view.containerRuntime ? ", docker" : ""))")
         print("  connect: ssh \(owner)@<gateway> -p <port>   (with \(view.collaboratorUsername)'s key)")
+    }
+}
+
+/// Collaborators are the daemon's bookkeeping (its database and the environment's accounts
+/// together): these verbs always go through a daemon.
+enum Collaborators {
+    /// One collaborator as the API answers it.
+    struct Row: Codable {
+        var collaboratorUsername: String
+        var addedBy: String
+        var addedAt: Date
+        var sudo: Bool
+        var containerRuntime: Bool
+    }
+
+    static func daemon(_ remote: RemoteOptions) throws -> RemoteClient {
+        guard let client = try remote.daemon() else { throw fail(LocalDaemon.notRunning(remote.stateDir, "collaborators are kept by the daemon")) }
+        return client
     }
 }
 
@@ -191,26 +179,12 @@ struct CollaboratorList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List an environment's collaborators.")
     @Argument var owner: String
     @Option(help: "Output format.") var format: OutputFormat = .table
-    @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
-    @OptionGroup var global: GlobalOptions
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.client() {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await client.call("ListCollaborators", .object(["username": .string(owner)]))
-            }
-            return try printRemote(v)
-        }
-        let list: [CollaboratorView]
-        if let daemon = RemoteClient(localDaemon: stateDir) {
-            let answer: [String: [CollaboratorView]] = try await LocalDaemon.call(daemon, "ListCollaborators", ["username": .string(owner)])
-            list = answer["collaborators"] ?? []
-        } else {
-            list = try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
-                try await plane.listCollaborators(caller, owner)
-            }
-        }
+        let answer: [String: [Collaborators.Row]] = try await LocalDaemon.call(
+            try Collaborators.daemon(remote), "ListCollaborators", ["username": .string(owner)])
+        let list = answer["collaborators"] ?? []
         if format == .json { return try printJSON(["collaborators": list]) }
         let f = ISO8601DateFormatter()
         print(Table.render(header: ["COLLABORATOR", "ACCESS", "DOCKER", "ADDED BY", "ADDED"],
@@ -223,22 +197,11 @@ struct CollaboratorRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a collaborator and their account.")
     @Argument var owner: String
     @Argument var collaborator: String
-    @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
-    @OptionGroup var global: GlobalOptions
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.client() {
-            _ = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await client.call("RemoveCollaborator", .object(["username": .string(owner), "collaboratorUsername": .string(collaborator)]))
-            }
-        } else if let daemon = RemoteClient(localDaemon: stateDir) {
-            let _: [String: JSONValue] = try await LocalDaemon.call(daemon, "RemoveCollaborator", ["username": .string(owner), "collaboratorUsername": .string(collaborator)])
-        } else {
-            try await LocalPlane.with(global, stateDir: stateDir) { plane, caller throws(ContainariumError) in
-                try await plane.removeCollaborator(caller, owner, collaborator: collaborator)
-            }
-        }
+        let _: [String: JSONValue] = try await LocalDaemon.call(
+            try Collaborators.daemon(remote), "RemoveCollaborator", ["username": .string(owner), "collaboratorUsername": .string(collaborator)])
         print("✓ \(collaborator) no longer collaborates on \(owner)'s environment")
     }
 }

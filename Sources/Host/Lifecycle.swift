@@ -103,13 +103,13 @@ struct Delete: AsyncParsableCommand {
                 return
             }
         }
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             _ = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("DeleteContainer", .object(["username": .string(username)])) }
             print("✓ Container \(user.containerName) deleted")
             return
         }
         let service = try global.service()
-        try await ContainariumCLI.audited("container.delete", username) { () async throws(ContainariumError) in try await service.delete(username: username, force: true) }
+        try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.delete(username: username, force: true) }
         print("✓ Container \(user.containerName) deleted")
     }
 }
@@ -121,13 +121,13 @@ struct Start: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StartContainer", .object(["username": .string(username)])) }
             print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
             return
         }
         let service = try global.service()
-        let i = try await ContainariumCLI.audited("container.start", username) { () async throws(ContainariumError) in try await service.start(username: username) }
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.start(username: username) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
     }
 }
@@ -140,13 +140,13 @@ struct Stop: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StopContainer", .object(["username": .string(username), "force": .bool(force)])) }
             print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
             return
         }
         let service = try global.service()
-        let i = try await ContainariumCLI.audited("container.stop", username) { () async throws(ContainariumError) in try await service.stop(username: username, force: force) }
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.stop(username: username, force: force) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
     }
 }
@@ -158,13 +158,13 @@ struct Restart: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("RestartContainer", .object(["username": .string(username)])) }
             print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
             return
         }
         let service = try global.service()
-        let i = try await ContainariumCLI.audited("container.restart", username) { () async throws(ContainariumError) in try await service.restart(username: username) }
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.restart(username: username) }
         print("✓ \(i.name) is \(i.state.rawValue.lowercased())")
     }
 }
@@ -184,7 +184,7 @@ struct Resize: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             var q: [String: JSONValue] = ["username": .string(username)]
             if let cpu { q["cpu"] = .string(cpu) }
             if let memory { q["memory"] = .string(memory) }
@@ -199,7 +199,7 @@ struct Resize: AsyncParsableCommand {
             if let memory { print("Setting memory limit: \(memory)") }
             if let disk { print("Setting disk quota: \(disk)") }
         }
-        let i = try await ContainariumCLI.audited("container.resize", username) { () async throws(ContainariumError) in
+        let i = try await ContainariumCLI.run { () async throws(ContainariumError) in
             try await service.resize(username: username, cpu: cpu, memory: memory, disk: disk)
         }
         print("""
@@ -227,14 +227,14 @@ struct Exec: AsyncParsableCommand {
 
     func run() async throws {
         let r: ExecResult
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await client.call("Exec", .object(["username": .string(username), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)]))
             }
             r = ExecResult(exitCode: Int32(v["exitCode"]?.number ?? 1), stdout: v["stdout"]?.stringValue ?? "", stderr: v["stderr"]?.stringValue ?? "")
         } else {
             let service = try global.service()
-            r = try await ContainariumCLI.audited("container.exec", username, detail: asUser ? "as user" : "as root") { () async throws(ContainariumError) in
+            r = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await service.exec(username: username, command: command, asUser: asUser)
             }
         }
@@ -313,7 +313,7 @@ struct InstallStack: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.client() {
+        if let client = try remote.daemon() {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await client.call("InstallStack", .object(["username": .string(username), "stack": .string(stack)]))
             }
@@ -321,7 +321,7 @@ struct InstallStack: AsyncParsableCommand {
             return
         }
         let service = try global.service()
-        let r = try await ContainariumCLI.audited("container.install-stack", username, detail: "stack=\(stack)") { () async throws(ContainariumError) in
+        let r = try await ContainariumCLI.run { () async throws(ContainariumError) in
             try await service.installStack(username: username, stack: stack) { p in print("  [\(p.step)/\(p.total)] \(p.message)...") }
         }
         print("✓ Stack \(stack) installed: \(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")

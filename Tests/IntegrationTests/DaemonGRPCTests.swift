@@ -59,7 +59,7 @@ struct DaemonGRPCTests {
         #expect(try remote(["stacks"]).stdout.contains("python"))
         let plugins = try remote(["plugin", "list"])
         #expect(plugins.status == 0 && plugins.stdout.contains("incus-lxc") && plugins.stdout.contains("ok"), "\(plugins.output)")
-        let audit = try remote(["audit", "--action", "container.create"])
+        let audit = try remote(["audit", "--action", "container.create", "--format", "json"])
         #expect(audit.status == 0 && audit.stdout.contains("\"interface\" : \"grpc\"") && audit.stdout.contains("mtls-client"), "\(audit.output)")
         // Errors keep their code and exit status across gRPC.
         let missing = try remote(["info", "nobody\(TestEnv.suffix())"])

@@ -54,8 +54,12 @@ enum IncusEnv {
             try JSONSerialization.data(withJSONObject: cfg).write(to: config)
         }
 
+        /// The CLI's environment: this sandbox's plugins and config, and its own state directory
+        /// (where `DaemonProcess` runs a daemon by default), so the CLI goes through the sandbox's
+        /// daemon when one runs, and never through a daemon the host runs.
         var environment: [String: String] {
-            ["CONTAINARIUM_PLUGIN_PATH": plugins.path, "CONTAINARIUM_CONFIG": config.path, "CONTAINARIUM_STACK_PATH": ""]
+            ["CONTAINARIUM_PLUGIN_PATH": plugins.path, "CONTAINARIUM_CONFIG": config.path, "CONTAINARIUM_STACK_PATH": "",
+             "CONTAINARIUM_STATE_DIR": dir.appendingPathComponent("state").path]
         }
 
         /// The real `containarium` binary.

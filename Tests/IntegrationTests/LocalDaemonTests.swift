@@ -44,5 +44,15 @@ struct LocalDaemonTests {
         // Nothing went around the daemon into a database of its own.
         #expect(!FileManager.default.fileExists(atPath: d.stateDir.appendingPathComponent("containarium.db").path))
         #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(owner)", token: admin).status == 200)
+
+        // With no daemon running, the verbs that only a daemon can answer say so; the CLI
+        // never opens a database of its own.
+        d.stop()
+        for args in [["collaborator", "list", owner], ["audit"], ["gateway", "bans"]] {
+            let r = try box.cli(args + ["--state-dir", d.stateDir.path])
+            #expect(r.status == ContainariumError.Code.failedPrecondition.exitCode && r.stderr.contains("no daemon runs for \(d.stateDir.path)"),
+                    "\(args): \(r.output)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: d.stateDir.appendingPathComponent("containarium.db").path))
     }
 }

@@ -199,10 +199,14 @@ struct ReferenceFlowTests {
         let first = try HTTP.call("POST", d.base + "/v1/containers", token: token, body: body)
         #expect(first.status == 201, "\(first.text)")
 
-        // The CLI on the same node, without --server: straight to the backend.
+        // The CLI on the same node, without --server: through the daemon's local API, so its
+        // bookkeeping and audit log see the delete (as the local admin, from the CLI).
         let del = try box.cli(["delete", user, "--force"])
         #expect(del.status == 0, "\(del.output)")
         #expect(try !box.exists("\(user)-container"))
+        let audit = try HTTP.call("GET", d.base + "/v1/audit?action=container.delete&target=\(user)", token: token).json?["entries"]?.items ?? []
+        #expect(audit.contains { $0["actor"]?.stringValue == "local-admin" && $0["interface"]?.stringValue == "cli" && $0["result"]?.stringValue == "ok" },
+                "\(audit)")
 
         let again = try HTTP.call("POST", d.base + "/v1/containers", token: token, body: body)
         #expect(again.status == 201, "\(again.text)")
