@@ -64,6 +64,7 @@ public enum ContainariumRPC {
 
     static func containariumError(_ e: any Error) -> ContainariumError {
         if let c = e as? ContainariumError { return c }
+        if e is CancellationError || (e as? RPCError)?.code == .cancelled { return ContainariumError(.cancelled, "the call was cancelled") }
         guard let r = e as? RPCError else { return ContainariumError(.unavailable, "gRPC call failed", cause: "\(e)") }
         if let raw = r.metadata[stringValues: "containarium-error-code"].first(where: { _ in true }), let code = ContainariumError.Code(rawValue: raw) {
             return ContainariumError(code, r.message)

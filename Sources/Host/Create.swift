@@ -95,11 +95,16 @@ struct Create: AsyncParsableCommand {
             if let gpuModel { q["gpuModel"] = .string(gpuModel) }
             let table = format == .table
             if table { print("Creating container for user: \(username)\(remote.whereabouts)") }
+            let request = JSONValue.object(q)
+            // Ctrl-C cancels the call, and the daemon cancels a create whose caller went away:
+            // it rolls back as a local create does.
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await client.create(.object(q)) { p in
-                    if table, let step = p["step"]?.number, let total = p["total"]?.number {
-                        print("  [\(Int(step))/\(Int(total))] \(p["message"]?.stringValue ?? "")...")
-                        fflush(nil)
+                try await Interrupts.cancelling { () async throws(ContainariumError) in
+                    try await client.create(request) { p in
+                        if table, let step = p["step"]?.number, let total = p["total"]?.number {
+                            print("  [\(Int(step))/\(Int(total))] \(p["message"]?.stringValue ?? "")...")
+                            fflush(nil)
+                        }
                     }
                 }
             }

@@ -123,22 +123,49 @@ struct InterruptTests {
     func interrupt() throws {
         let sandbox = try IncusEnv.Sandbox()
         defer { sandbox.cleanup() }
-        let key = sandbox.key
         let user = "intr\(TestEnv.suffix())"
         defer { IncusEnv.forceDelete("\(user)-container") }
+        try Self.interruptedCreate(sandbox, user)
+        #expect(try !IncusEnv.exists("\(user)-container"))
+        #expect(try !IncusEnv.hasVolume("\(user)-container"))
+    }
 
-        let out = sandbox.dir.appendingPathComponent("create.out")
+    @Test("Ctrl-C during a CLI create that goes through the node's daemon: the daemon cancels it, rolls back, keeps no record and audits it")
+    func interruptThroughTheDaemon() throws {
+        let sandbox = try IncusEnv.Sandbox(ownProject: true)
+        defer { sandbox.cleanup() }
+        let d = try DaemonProcess(sandbox: sandbox)
+        try d.start()
+        defer { d.stop() }
+        let admin = try d.token("admin", roles: "admin")
+        let user = "intd\(TestEnv.suffix())"
+        try Self.interruptedCreate(sandbox, user)
+        try eventually("the daemon rolled the create back", within: 60) {
+            try !sandbox.exists("\(user)-container") && HTTP.call("GET", d.base + "/v1/containers/\(user)", token: admin).status == 404
+        }
+        let audit = try HTTP.call("GET", d.base + "/v1/audit?action=container.create&target=\(user)", token: admin).json?["entries"]?.items ?? []
+        #expect(audit.contains { $0["actor"]?.stringValue == "local-admin" && $0["result"]?.stringValue == "cancelled" }, "\(audit)")
+        // The name is free again.
+        let again = try sandbox.cli(["create", user, "--ssh-key", sandbox.key.publicKey.path])
+        #expect(again.status == 0, "\(again.output)")
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(user)", token: admin).status == 200)
+    }
+
+    /// Run `create USER --stack python` with the real CLI and send it SIGINT during the stack
+    /// step (seconds of work with the container made); it must exit 130, saying so.
+    static func interruptedCreate(_ sandbox: IncusEnv.Sandbox, _ user: String) throws {
+        let out = sandbox.dir.appendingPathComponent("create-\(user).out")
         _ = FileManager.default.createFile(atPath: out.path, contents: nil)
         let handle = try FileHandle(forWritingTo: out)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: TestEnv.cliPath)
-        // The stack install takes seconds: a window where the container exists and work runs.
-        p.arguments = ["create", user, "--ssh-key", key.publicKey.path, "--stack", "python"]
+        p.arguments = ["create", user, "--ssh-key", sandbox.key.publicKey.path, "--stack", "python"]
         p.environment = ProcessInfo.processInfo.environment.merging(sandbox.environment) { $1 }
         p.standardOutput = handle
         p.standardError = handle
         p.standardInput = FileHandle.nullDevice
         try p.run()
+        defer { Run.end(pid: p.processIdentifier, expecting: TestEnv.cliPath) }
         let deadline = Date().addingTimeInterval(120)
         var text = ""
         while Date() < deadline, p.isRunning {
@@ -147,7 +174,7 @@ struct InterruptTests {
             usleep(50_000)
         }
         #expect(text.contains("[6/7]"), "create never reached the stack step: \(text)")
-        #expect(try IncusEnv.exists("\(user)-container"))
+        #expect(try sandbox.exists("\(user)-container"))
         p.interrupt()
         while p.isRunning, Date() < deadline { usleep(50_000) }
         try handle.close()
@@ -155,8 +182,6 @@ struct InterruptTests {
         #expect(p.terminationStatus == 130, "exit status \(p.terminationStatus): \(text)")
         #expect(text.contains("Interrupted: cancelling and cleaning up"))
         #expect(!text.contains("created successfully"))
-        #expect(try !IncusEnv.exists("\(user)-container"))
-        #expect(try !IncusEnv.hasVolume("\(user)-container"))
     }
 }
 
