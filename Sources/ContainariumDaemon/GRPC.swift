@@ -1,5 +1,6 @@
 public import ContainariumCore
-import ContainariumService
+public import ContainariumPlatform
+public import ContainariumService
 public import GRPCCore
 import ContainariumStore
 import Foundation
@@ -87,6 +88,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
     let plane: ControlPlane
     let tokens: Tokens
     let mtls: Bool
+    /// The control plane's side of node links (a daemon whose cluster takes links).
+    var links: NodeLinks?
     /// The local API socket: a call without a token came from root on this machine (the CLI), or
     /// through this node's link from its control plane; nobody else can reach the socket.
     var nodeAPI = false
@@ -252,7 +255,11 @@ struct ContainariumGRPCService: RegistrableRPCService {
                     await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: LinkFrame.method, reason: error.message)
                     return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
                 }
-                do throws(ContainariumError) { links = try plane.authorizeLink(who, node: node) } catch {
+                do throws(ContainariumError) {
+                    try plane.authorizeLink(who, node: node)
+                    guard let l = self.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
+                    links = l
+                } catch {
                     await plane.audit(who, "node.link", target: node, result: .failure(error), detail: error.message)
                     return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
                 }
@@ -316,7 +323,7 @@ struct GRPCService: Service, CustomStringConvertible {
     /// Runs once the server listens (the node API makes its socket private then).
     var listening: (@Sendable () async -> Void)?
 
-    static func make(plane: ControlPlane, tokens: Tokens, options: GRPCOptions, logger: Logger) throws(ContainariumError) -> GRPCService {
+    static func make(plane: ControlPlane, tokens: Tokens, options: GRPCOptions, links: NodeLinks?, logger: Logger) throws(ContainariumError) -> GRPCService {
         let security: HTTP2ServerTransport.Posix.TransportSecurity
         if options.mtls {
             let dir = options.certsDir
@@ -335,7 +342,7 @@ struct GRPCService: Service, CustomStringConvertible {
             security = .plaintext
         }
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: options.host, port: options.port), transportSecurity: security)
-        let server = GRPCServer(transport: transport, services: [ContainariumGRPCService(plane: plane, tokens: tokens, mtls: options.mtls)])
+        let server = GRPCServer(transport: transport, services: [ContainariumGRPCService(plane: plane, tokens: tokens, mtls: options.mtls, links: links)])
         logger.notice("gRPC API listening on \(options.host):\(options.port)\(options.mtls ? " (mTLS)" : "")")
         return GRPCService(server: server)
     }
@@ -378,8 +385,9 @@ struct GRPCService: Service, CustomStringConvertible {
     }
 }
 
-/// The CLI's remote mode: every verb as a gRPC call to a daemon.
-public struct RemoteClient: Sendable {
+/// The CLI's remote mode: every verb as a gRPC call to a daemon. Also the control plane's
+/// connection to its members (`NodeConnection`).
+public struct RemoteClient: NodeConnection {
     public var host: String
     public var port: Int
     /// A unix socket instead of HOST:PORT: a node reached through its link (`NodeLinks`), or
@@ -431,12 +439,7 @@ public struct RemoteClient: Sendable {
     }
 
     public init(server: String, certsDir: String?, token: String?) throws(ContainariumError) {
-        let parts = server.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port), !parts[0].isEmpty else {
-            throw .invalid("--server must be HOST:PORT, e.g. 10.0.0.5:50051")
-        }
-        host = String(parts[0])
-        self.port = port
+        (host, port) = try NodeAddress.parse(server)
         self.certsDir = certsDir
         self.token = token
     }
@@ -568,6 +571,21 @@ public struct RemoteClient: Sendable {
     }
 }
 
+extension RemoteClient {
+    /// CreateContainer with a create as the gRPC message carries it.
+    public func create(_ request: CreateEnvironmentRequest, progress: @escaping @Sendable (JSONValue) -> Void) async throws(ContainariumError) -> JSONValue {
+        try await create(request.grpcMessage, progress: progress)
+    }
+}
+
+/// The control plane's connections to its members: gRPC, through a member's link or at its address.
+struct GRPCNodeConnector: NodeConnector {
+    func connection(linkSocket: String) -> any NodeConnection { RemoteClient(linkSocket: linkSocket) }
+    func connection(address: String, certsDir: String?, token: String?) throws(ContainariumError) -> any NodeConnection {
+        try RemoteClient(server: address, certsDir: certsDir, token: token)
+    }
+}
+
 extension CreateEnvironmentRequest {
     /// A create as the gRPC `CreateContainer` message carries it: one mapping both ways, for the
     /// gRPC adapter and for the control plane handing a create to another node.
@@ -602,7 +620,7 @@ extension CreateEnvironmentRequest {
 extension ContainariumRPC {
     /// The Containarium service for any gRPC transport: the daemon serves it over HTTP/2
     /// (`GRPCService`); the in-process tests over GRPCInProcessTransport.
-    public static func makeService(plane: ControlPlane, tokens: Tokens, mtls: Bool = false) -> any RegistrableRPCService {
-        ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls)
+    public static func makeService(plane: ControlPlane, tokens: Tokens, mtls: Bool = false, links: NodeLinks? = nil) -> any RegistrableRPCService {
+        ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls, links: links)
     }
 }

@@ -1,4 +1,5 @@
 import ContainariumCore
+public import ContainariumPlatform
 import ContainariumService
 import ContainariumStore
 import Foundation

@@ -138,7 +138,7 @@ public final class ControlPlane: Sendable {
         _ = try await service.info(username: user.value)
     }
 
-    func requireAdmin(_ caller: Caller, _ what: String) throws(ContainariumError) {
+    public func requireAdmin(_ caller: Caller, _ what: String) throws(ContainariumError) {
         guard caller.isAdmin else { throw .denied("\(what) needs the admin role") }
     }
 
@@ -366,16 +366,15 @@ public final class ControlPlane: Sendable {
     }
 
     /// May this caller hold the link of `node`? Node tokens (for that node, or for any node),
-    /// or an admin; and only to a control plane.
-    func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) -> NodeLinks {
+    /// or an admin; and only to a control plane (one whose cluster takes links).
+    public func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) {
         guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may link a node") }
         guard Cluster.validNodeName(node) else { throw .invalid("the link names no valid node ('\(node)')") }
         if caller.role == .node, caller.subject != "node", caller.subject != "node.\(node)" {
             throw .denied("this token is for \(caller.subject), not node.\(node)")
         }
-        guard let cluster, let links = cluster.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
+        guard let cluster, cluster.links != nil else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
         guard node != cluster.localName else { throw .invalid("\(node) is the control plane's own name") }
-        return links
     }
 
     // MARK: - SSH gateway hops
@@ -511,7 +510,7 @@ public final class ControlPlane: Sendable {
             var request = request
             request.node = nil
             let client = try cluster.client(for: target)
-            let result = try await client.create(request.grpcMessage) { [events, store] p in
+            let result = try await client.create(request) { [events, store] p in
                 events.publish("operation.progress", username: user.value, data: p)
                 if let step = p["step"]?.number, let total = p["total"]?.number {
                     Task { try? await store.updateProgress(op.id, step: Int(step), total: Int(total), message: p["message"]?.stringValue ?? "") }
