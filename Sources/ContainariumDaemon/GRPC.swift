@@ -203,8 +203,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             }
             return .object(["stacks": .array(stacks)])
         case "GetCapacity":
-            try plane.requireAdmin(caller, "node capacity")
-            return try encode(await plane.service.capacity())
+            return try encode(await plane.capacity(caller))
         default: throw ContainariumError(.unsupported, "unknown method \(name)")
         }
     }
@@ -256,14 +255,12 @@ struct ContainariumGRPCService: RegistrableRPCService {
                     return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
                 }
                 do throws(ContainariumError) {
-                    try plane.authorizeLink(who, node: node)
+                    try await plane.linkNode(who, node: node)
                     guard let l = self.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
                     links = l
                 } catch {
-                    await plane.audit(who, "node.link", target: node, result: .failure(error), detail: error.message)
                     return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
                 }
-                await plane.audit(who, "node.link", target: node, result: .success(()))
                 return StreamingServerResponse { writer in
                     try await links.serve(node: node, inbound: stream.messages, writer: writer)
                     return [:]

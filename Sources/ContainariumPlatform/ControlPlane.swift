@@ -138,9 +138,28 @@ public final class ControlPlane: Sendable {
         _ = try await service.info(username: user.value)
     }
 
-    public func requireAdmin(_ caller: Caller, _ what: String) throws(ContainariumError) {
+    func requireAdmin(_ caller: Caller, _ what: String) throws(ContainariumError) {
         guard caller.isAdmin else { throw .denied("\(what) needs the admin role") }
     }
+
+    /// Which of the event stream's events `caller` may see (`audience(_:)`).
+    public struct EventAudience: Sendable {
+        let plane: ControlPlane
+        let caller: Caller
+        /// The environments the caller collaborates on, read at the first event that needs them.
+        var shared: Set<String>?
+
+        /// Admins see every event; others those about environments they own or collaborate on.
+        public mutating func admits(_ e: DaemonEvent) async -> Bool {
+            if caller.isAdmin { return true }
+            guard let u = e.username else { return false }
+            if shared == nil { shared = Set((try? await plane.store.collaborations(of: caller.subject)) ?? []) }
+            if u == caller.subject || shared?.contains(u) == true { return true }
+            return (try? await plane.authorize(caller, u, .read)) != nil
+        }
+    }
+
+    public func audience(_ caller: Caller) -> EventAudience { EventAudience(plane: self, caller: caller) }
 
     // MARK: - containers
 
@@ -365,9 +384,14 @@ public final class ControlPlane: Sendable {
         return NodeReportReply(gatewayKeys: gatewayUpstreamKey.withLock { $0 }.map { [$0] } ?? [])
     }
 
+    /// A node opens its link (gRPC `NodeLink`): authorized, and audited as `node.link` either way.
+    public func linkNode(_ caller: Caller, node: String) async throws(ContainariumError) {
+        try await audited(caller, "node.link", node) { () throws(ContainariumError) in try authorizeLink(caller, node: node) }
+    }
+
     /// May this caller hold the link of `node`? Node tokens (for that node, or for any node),
     /// or an admin; and only to a control plane (one whose cluster takes links).
-    public func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) {
+    func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) {
         guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may link a node") }
         guard Cluster.validNodeName(node) else { throw .invalid("the link names no valid node ('\(node)')") }
         if caller.role == .node, caller.subject != "node", caller.subject != "node.\(node)" {
@@ -388,6 +412,14 @@ public final class ControlPlane: Sendable {
     public func isGatewayPeer(_ key: String) -> Bool {
         guard let k = PinnedKey.normalize(key) else { return false }
         return peerKeys.withLock { $0.contains(k) }
+    }
+
+    /// The listing as encoded JSON (REST): an admin of a daemon without other nodes gets the
+    /// cached encoding of the whole inventory.
+    public func listContainersJSON(_ caller: Caller) async throws(ContainariumError) -> Data {
+        if caller.isAdmin, !isClustered { return try adminListJSON() }
+        let list = try await listContainers(caller)
+        return try WireJSON.encode(ContainerListView(containers: list, totalCount: list.count))
     }
 
     /// The admin listing as encoded JSON, re-encoded only when the inventory changed.
@@ -780,6 +812,17 @@ public final class ControlPlane: Sendable {
             if let v = i.processes { o["processes"] = .number(Double(v)) }
             return .object(o)
         }
+    }
+
+    /// `GET /v1/backends`: this node's instance backends, and the cluster's nodes for admins.
+    public func backendsView(_ caller: Caller) async throws(ContainariumError) -> BackendsView {
+        BackendsView(backends: await backends(caller), nodes: caller.isAdmin ? try listNodes(caller) : [])
+    }
+
+    /// This node's capacity (admin).
+    public func capacity(_ caller: Caller) async throws(ContainariumError) -> NodeCapacity {
+        try requireAdmin(caller, "node capacity")
+        return try await service.capacity()
     }
 
     public func backends(_ caller: Caller) async -> [JSONValue] {

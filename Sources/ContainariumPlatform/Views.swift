@@ -177,8 +177,4 @@ public enum Outcome<Value: Sendable>: Sendable {
 public struct BackendsView: Encodable, Sendable {
     public var backends: [JSONValue]
     public var nodes: [NodeView]
-    public init(backends: [JSONValue], nodes: [NodeView]) {
-        self.backends = backends
-        self.nodes = nodes
-    }
 }
