@@ -111,7 +111,7 @@ public final class Cluster: Sendable {
     let certsDir: String?
     /// The links members keep open to this control plane: calls and SSH hops to a linked member
     /// go through its link; a member without one is dialled at its advertised address.
-    public let links: (any LinkSockets)?
+    let links: (any LinkSockets)?
     /// Opens connections to members (the daemon's gRPC client).
     let connector: any NodeConnector
     let logger: Logger
