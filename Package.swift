@@ -106,11 +106,27 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        // The daemon: REST (Hummingbird) and gRPC (mTLS) adapters over the service layer, JWT,
-        // authorization, audit, operations, the inventory cache and the reconciler.
+        // The platform: the control plane every adapter calls (authorization, audit, operations,
+        // the inventory cache, the cluster and forwarding to its nodes, the reconciler). No
+        // transport: members are reached through the `NodeConnector` the daemon injects.
+        .target(
+            name: "ContainariumPlatform",
+            dependencies: [
+                "ContainariumService", "ContainariumStore", "ContainariumScheduler", "ContainariumGateway", "ContainariumCore", "PluginHost",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
+        // The daemon: adapters and wiring only. REST (Hummingbird), gRPC (mTLS) and the dashboard's
+        // HTTP and WebSocket routes over the platform, JWT, certificates, node links.
         .target(
             name: "ContainariumDaemon",
             dependencies: [
+                "ContainariumPlatform",
                 "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway", "ContainariumScheduler",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -135,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "containarium",
             dependencies: [
-                "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumDaemon", "ContainariumGateway",
+                "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -177,7 +193,7 @@ let package = Package(
             name: "ContainariumTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport",
-                "ContainariumStore", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler",
+                "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler",
             ],
             exclude: ["Fixtures"],
             swiftSettings: strict
@@ -186,7 +202,7 @@ let package = Package(
         .testTarget(
             name: "InProcessTests",
             dependencies: [
-                "ContainariumCore", "PluginHost", "ContainariumService", "ContainariumStore", "ContainariumDaemon", "TestSupport",
+                "ContainariumCore", "PluginHost", "ContainariumService", "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -1,4 +1,5 @@
 public import ContainariumCore
+import ContainariumPlatform
 public import ContainariumService
 public import ContainariumGateway
 public import ContainariumScheduler
@@ -188,9 +189,10 @@ public enum Daemon {
 
         services.append(.init(service: TaskService(description: "inventory") { await inventory.run() }))
         // The cluster: this node (when it has a backend) plus the members that report to it.
+        let links = NodeLinks(stateDir: options.stateDir, logger: logger)
         let cluster = Cluster(store: store, localName: service.config.nodeName, policy: options.schedulingPolicy,
                               unhealthyAfter: options.unhealthyAfter, certsDir: options.clusterCertsDir, daemonID: plane.daemonID,
-                              links: NodeLinks(stateDir: options.stateDir, logger: logger), logger: logger)
+                              links: links, connector: GRPCNodeConnector(), logger: logger)
         try await cluster.load()
         plane.setCluster(cluster)
         services.append(.init(service: TaskService(description: "cluster") {
@@ -271,13 +273,13 @@ public enum Daemon {
                                                                    logger: logger)))
         }
         if let grpc = options.grpc {
-            services.append(.init(service: try GRPCService.make(plane: plane, tokens: tokens, options: grpc, logger: logger)))
+            services.append(.init(service: try GRPCService.make(plane: plane, tokens: tokens, options: grpc, links: links, logger: logger)))
         }
         services.append(.init(service: TaskService(description: "drain") {
             // Runs until shutdown; then lets in-flight operations finish (bounded).
             try? await gracefulShutdown()
             events.close()
-            cluster.links?.closeAll()  // linked nodes see their link end and dial again
+            links.closeAll()  // linked nodes see their link end and dial again
             await plane.drain(timeout: .seconds(30))
         }, successTerminationBehavior: .ignore))
 

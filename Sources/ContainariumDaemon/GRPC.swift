@@ -1,5 +1,6 @@
 public import ContainariumCore
-import ContainariumService
+public import ContainariumPlatform
+public import ContainariumService
 public import GRPCCore
 import ContainariumStore
 import Foundation
@@ -88,6 +89,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
     let plane: ControlPlane
     let tokens: Tokens
     let mtls: Bool
+    /// The control plane's side of node links (a daemon whose cluster takes links).
+    var links: NodeLinks?
     /// The local API socket: a call without a token came from root on this machine (the CLI), or
     /// through this node's link from its control plane; nobody else can reach the socket.
     var nodeAPI = false
@@ -205,8 +208,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             }
             return .object(["stacks": .array(stacks)])
         case "GetCapacity":
-            try plane.requireAdmin(caller, "node capacity")
-            return try encode(await plane.service.capacity())
+            return try encode(await plane.capacity(caller))
         default: throw ContainariumError(.unsupported, "unknown method \(name)")
         }
     }
@@ -257,11 +259,13 @@ struct ContainariumGRPCService: RegistrableRPCService {
                     await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: LinkFrame.method, reason: error.message)
                     return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
                 }
-                do throws(ContainariumError) { links = try plane.authorizeLink(who, node: node) } catch {
-                    await plane.audit(who, "node.link", target: node, result: .failure(error), detail: error.message)
+                do throws(ContainariumError) {
+                    try await plane.linkNode(who, node: node)
+                    guard let l = self.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
+                    links = l
+                } catch {
                     return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
                 }
-                await plane.audit(who, "node.link", target: node, result: .success(()))
                 return StreamingServerResponse { writer in
                     try await links.serve(node: node, inbound: stream.messages, writer: writer)
                     return [:]
@@ -301,7 +305,16 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 }
                 defer { cancel(); relay.cancel() }
                 do throws(ContainariumError) {
-                    guard case .done(let view) = try await plane.createContainer(who, create, async: false) else { return [:] }
+                    // gRPC reports a cancelled RPC (the client went away or cancelled) through its
+                    // handler, not by cancelling this task: turn it into task cancellation, which
+                    // the control plane answers by cancelling and rolling back the create.
+                    let work = Task { () async -> Result<Outcome<ContainerView>, ContainariumError> in
+                        do throws(ContainariumError) { return .success(try await plane.createContainer(who, create, async: false)) } catch { return .failure(error) }
+                    }
+                    let outcome = await withTaskCancellationHandler {
+                        await withRPCCancellationHandler { await work.value } onCancelRPC: { work.cancel() }
+                    } onCancel: { work.cancel() }
+                    guard case .done(let view) = try outcome.get() else { return [:] }
                     cancel()
                     await relay.value
                     try? await writer.write(.object(["container": WireJSON.decode(JSONValue.self, from: WireJSON.encode(view))]))
@@ -321,7 +334,7 @@ struct GRPCService: Service, CustomStringConvertible {
     /// Runs once the server listens (the node API makes its socket private then).
     var listening: (@Sendable () async -> Void)?
 
-    static func make(plane: ControlPlane, tokens: Tokens, options: GRPCOptions, logger: Logger) throws(ContainariumError) -> GRPCService {
+    static func make(plane: ControlPlane, tokens: Tokens, options: GRPCOptions, links: NodeLinks?, logger: Logger) throws(ContainariumError) -> GRPCService {
         let security: HTTP2ServerTransport.Posix.TransportSecurity
         if options.mtls {
             let dir = options.certsDir
@@ -340,7 +353,7 @@ struct GRPCService: Service, CustomStringConvertible {
             security = .plaintext
         }
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: options.host, port: options.port), transportSecurity: security)
-        let server = GRPCServer(transport: transport, services: [ContainariumGRPCService(plane: plane, tokens: tokens, mtls: options.mtls)])
+        let server = GRPCServer(transport: transport, services: [ContainariumGRPCService(plane: plane, tokens: tokens, mtls: options.mtls, links: links)])
         logger.notice("gRPC API listening on \(options.host):\(options.port)\(options.mtls ? " (mTLS)" : "")")
         return GRPCService(server: server)
     }
@@ -383,8 +396,9 @@ struct GRPCService: Service, CustomStringConvertible {
     }
 }
 
-/// The CLI's remote mode: every verb as a gRPC call to a daemon.
-public struct RemoteClient: Sendable {
+/// The CLI's remote mode: every verb as a gRPC call to a daemon. Also the control plane's
+/// connection to its members (`NodeConnection`).
+public struct RemoteClient: NodeConnection {
     public var host: String
     public var port: Int
     /// A unix socket instead of HOST:PORT: a node reached through its link (`NodeLinks`), or
@@ -436,12 +450,7 @@ public struct RemoteClient: Sendable {
     }
 
     public init(server: String, certsDir: String?, token: String?) throws(ContainariumError) {
-        let parts = server.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port), !parts[0].isEmpty else {
-            throw .invalid("--server must be HOST:PORT, e.g. 10.0.0.5:50051")
-        }
-        host = String(parts[0])
-        self.port = port
+        (host, port) = try NodeAddress.parse(server)
         self.certsDir = certsDir
         self.token = token
     }
@@ -573,6 +582,21 @@ public struct RemoteClient: Sendable {
     }
 }
 
+extension RemoteClient {
+    /// CreateContainer with a create as the gRPC message carries it.
+    public func create(_ request: CreateEnvironmentRequest, progress: @escaping @Sendable (JSONValue) -> Void) async throws(ContainariumError) -> JSONValue {
+        try await create(request.grpcMessage, progress: progress)
+    }
+}
+
+/// The control plane's connections to its members: gRPC, through a member's link or at its address.
+struct GRPCNodeConnector: NodeConnector {
+    func connection(linkSocket: String) -> any NodeConnection { RemoteClient(linkSocket: linkSocket) }
+    func connection(address: String, certsDir: String?, token: String?) throws(ContainariumError) -> any NodeConnection {
+        try RemoteClient(server: address, certsDir: certsDir, token: token)
+    }
+}
+
 extension CreateEnvironmentRequest {
     /// A create as the gRPC `CreateContainer` message carries it: one mapping both ways, for the
     /// gRPC adapter and for the control plane handing a create to another node.
@@ -607,7 +631,7 @@ extension CreateEnvironmentRequest {
 extension ContainariumRPC {
     /// The Containarium service for any gRPC transport: the daemon serves it over HTTP/2
     /// (`GRPCService`); the in-process tests over GRPCInProcessTransport.
-    public static func makeService(plane: ControlPlane, tokens: Tokens, mtls: Bool = false) -> any RegistrableRPCService {
-        ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls)
+    public static func makeService(plane: ControlPlane, tokens: Tokens, mtls: Bool = false, links: NodeLinks? = nil) -> any RegistrableRPCService {
+        ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls, links: links)
     }
 }

@@ -1,4 +1,5 @@
 import ContainariumCore
+public import ContainariumPlatform
 import Foundation
 import GRPCCore
 public import Logging
@@ -99,7 +100,7 @@ final class LinkChannels: Sendable {
 }
 
 /// The control plane's side: the links nodes keep open, and a local socket per link and target.
-public final class NodeLinks: Sendable {
+public final class NodeLinks: LinkSockets {
     let dir: String
     let logger: Logger
 

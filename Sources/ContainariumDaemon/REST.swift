@@ -1,4 +1,5 @@
 import ContainariumCore
+public import ContainariumPlatform
 import ContainariumService
 import ContainariumStore
 import Foundation
@@ -71,9 +72,7 @@ public struct RESTAPI: HTTPResponder {
     static let routes: [Route] = [
         r(.post, "/v1/containers", "container.create") { api, c throws(ContainariumError) in try await api.create(c) },
         r(.get, "/v1/containers", "container.list") { api, c throws(ContainariumError) in
-            if c.caller.isAdmin, !api.plane.isClustered { return try api.raw(.ok, api.plane.adminListJSON()) }
-            let list = try await api.plane.listContainers(c.caller)
-            return try api.json(.ok, ContainerListView(containers: list, totalCount: list.count))
+            try api.raw(.ok, await api.plane.listContainersJSON(c.caller))
         },
         r(.get, "/v1/containers/{}", "container.get") { api, c throws(ContainariumError) in
             try api.json(.ok, await api.plane.getContainer(c.caller, c.params[0]))
@@ -152,7 +151,7 @@ public struct RESTAPI: HTTPResponder {
             try api.json(.ok, ["containers": await api.plane.containerMetrics(c.caller)])
         },
         r(.get, "/v1/backends", "system.backends") { api, c throws(ContainariumError) in
-            try api.json(.ok, BackendsView(backends: await api.plane.backends(c.caller), nodes: c.caller.isAdmin ? try api.plane.listNodes(c.caller) : []))
+            try api.json(.ok, await api.plane.backendsView(c.caller))
         },
         r(.get, "/v1/nodes", "node.list") { api, c throws(ContainariumError) in try api.json(.ok, ["nodes": api.plane.listNodes(c.caller)]) },
         r(.post, "/v1/nodes/{}/drain", "node.drain") { api, c throws(ContainariumError) in
@@ -535,19 +534,13 @@ public struct RESTAPI: HTTPResponder {
                 pump.cancel()
                 beat.cancel()
             }
-            var shared: Set<String>? = nil
+            var audience = plane.audience(caller)
             for await item in merged {
                 guard let e = item else {
                     try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
                     continue
                 }
-                if !caller.isAdmin {
-                    guard let u = e.username else { continue }
-                    if shared == nil { shared = Set((try? await plane.store.collaborations(of: caller.subject)) ?? []) }
-                    var visible = u == caller.subject || shared?.contains(u) == true
-                    if !visible { visible = (try? await plane.authorize(caller, u, .read)) != nil }
-                    guard visible else { continue }
-                }
+                guard await audience.admits(e) else { continue }
                 let data = (try? WireJSON.encode(e)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
                 try await writer.write(ByteBuffer(string: "id: \(e.id)\nevent: \(e.type)\ndata: \(data)\n\n"))
             }

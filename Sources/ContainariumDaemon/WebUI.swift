@@ -1,4 +1,5 @@
 import ContainariumCore
+import ContainariumPlatform
 import ContainariumGateway
 import Foundation
 public import HTTPTypes

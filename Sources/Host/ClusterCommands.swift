@@ -1,6 +1,7 @@
 import ArgumentParser
 import ContainariumCore
 import ContainariumDaemon
+import ContainariumPlatform
 import ContainariumScheduler
 import Foundation
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ContainariumCore
 import ContainariumDaemon
+import ContainariumPlatform
 import ContainariumService
 import Foundation
 import Logging

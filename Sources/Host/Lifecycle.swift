@@ -2,6 +2,7 @@ import ArgumentParser
 import ContainariumCore
 import ContainariumGateway
 import ContainariumDaemon
+import ContainariumPlatform
 import ContainariumService
 import Foundation
 

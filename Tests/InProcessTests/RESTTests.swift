@@ -1,5 +1,6 @@
 import ContainariumCore
 import ContainariumDaemon
+import ContainariumPlatform
 import ContainariumService
 import ContainariumStore
 import Foundation

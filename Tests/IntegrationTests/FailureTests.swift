@@ -140,11 +140,13 @@ struct InterruptTests {
         let admin = try d.token("admin", roles: "admin")
         let user = "intd\(TestEnv.suffix())"
         try Self.interruptedCreate(sandbox, user)
-        try eventually("the daemon rolled the create back", within: 60) {
-            try !sandbox.exists("\(user)-container") && HTTP.call("GET", d.base + "/v1/containers/\(user)", token: admin).status == 404
+        // The create ends, as cancelled, once its rollback is done: audited then.
+        try eventually("the daemon cancelled the create and rolled it back", within: 30) {
+            let audit = try HTTP.call("GET", d.base + "/v1/audit?action=container.create&target=\(user)", token: admin).json?["entries"]?.items ?? []
+            return audit.contains { $0["actor"]?.stringValue == "local-admin" && $0["result"]?.stringValue == "cancelled" }
         }
-        let audit = try HTTP.call("GET", d.base + "/v1/audit?action=container.create&target=\(user)", token: admin).json?["entries"]?.items ?? []
-        #expect(audit.contains { $0["actor"]?.stringValue == "local-admin" && $0["result"]?.stringValue == "cancelled" }, "\(audit)")
+        #expect(try !sandbox.exists("\(user)-container"))
+        #expect(try HTTP.call("GET", d.base + "/v1/containers/\(user)", token: admin).status == 404)
         // The name is free again.
         let again = try sandbox.cli(["create", user, "--ssh-key", sandbox.key.publicKey.path])
         #expect(again.status == 0, "\(again.output)")

@@ -63,7 +63,7 @@ final class RemoteConsoleStream: TerminalStream {
     }
 
     /// Returns once the node has opened the console, or throws what the node said.
-    static func open(_ client: RemoteClient, username: String, kind: String) async throws(ContainariumError) -> RemoteConsoleStream {
+    static func open(_ client: any NodeConnection, username: String, kind: String) async throws(ContainariumError) -> RemoteConsoleStream {
         let (output, out) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
         let (input, inbound) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
         let (opened, openedContinuation) = AsyncStream<ContainariumError?>.makeStream(bufferingPolicy: .bufferingOldest(1))

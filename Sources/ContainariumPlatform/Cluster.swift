@@ -111,7 +111,9 @@ public final class Cluster: Sendable {
     let certsDir: String?
     /// The links members keep open to this control plane: calls and SSH hops to a linked member
     /// go through its link; a member without one is dialled at its advertised address.
-    public let links: NodeLinks?
+    let links: (any LinkSockets)?
+    /// Opens connections to members (the daemon's gRPC client).
+    let connector: any NodeConnector
     let logger: Logger
 
     struct Member {
@@ -143,9 +145,10 @@ public final class Cluster: Sendable {
     static let placementLock: Int64 = 0x636f_6e74_706c_6163
 
     public init(store: Store, localName: String, policy: SchedulingPolicy, unhealthyAfter: TimeInterval = 10, certsDir: String? = nil,
-                daemonID: String = UUID().uuidString, links: NodeLinks? = nil, logger: Logger) {
+                daemonID: String = UUID().uuidString, links: (any LinkSockets)? = nil, connector: any NodeConnector, logger: Logger) {
         self.daemonID = daemonID
         self.links = links
+        self.connector = connector
         self.certsDir = certsDir
         self.store = store
         self.localName = localName
@@ -176,7 +179,7 @@ public final class Cluster: Sendable {
         if !local {
             guard r.info.name != localName else { throw .invalid("\(r.info.name) is the control plane's own name; give the node another (nodeName in its config)") }
             // No address: a node that only dials out (reached through its link).
-            if !r.address.isEmpty { _ = try RemoteClient(server: r.address, certsDir: nil, token: nil) }  // validates HOST:PORT
+            if !r.address.isEmpty { _ = try NodeAddress.parse(r.address) }
             if let g = r.gateway {
                 if !g.address.isEmpty { _ = try Self.hostPort(g.address) }
                 guard g.hostKey.hasPrefix("ssh-ed25519 "), g.hostKey.split(separator: " ").count >= 2 else {
@@ -396,7 +399,7 @@ public final class Cluster: Sendable {
         return (host, port, nil, g.hostKey)
     }
 
-    static func hostPort(_ s: String) throws(ContainariumError) -> (String, Int) {
+    public static func hostPort(_ s: String) throws(ContainariumError) -> (String, Int) {
         guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else {
             throw .invalid("'\(s)' is not HOST:PORT")
         }
@@ -411,15 +414,15 @@ public final class Cluster: Sendable {
     /// Is anything besides the local node a member?
     public var hasRemoteMembers: Bool { members.withLock { m in m.values.contains { !$0.view.local } } }
 
-    /// A client for a remote member: through the link it holds open to this control plane, or
+    /// A connection to a remote member: through the link it holds open to this control plane, or
     /// (a member that has none) at its advertised address with the token it last gave us.
-    public func client(for name: String) throws(ContainariumError) -> RemoteClient {
+    public func client(for name: String) throws(ContainariumError) -> any NodeConnection {
         guard let m = members.withLock({ $0[name] }) else { throw .notFound("no node \(name)") }
         guard !m.view.local else { throw .invalid("\(name) is the local node") }
         guard m.view.healthy else { throw ContainariumError(.unavailable, "node \(name) is not reachable (no report for \(Int(unhealthyAfter)) s or more)") }
-        if let path = links?.socket(of: name) { return RemoteClient(linkSocket: path) }
+        if let path = links?.socket(of: name, "api") { return connector.connection(linkSocket: path) }
         guard let address = m.view.address else { throw ContainariumError(.unavailable, "node \(name) dials out and its link is down") }
-        return try RemoteClient(server: address, certsDir: certsDir, token: m.token)
+        return try connector.connection(address: address, certsDir: certsDir, token: m.token)
     }
 
     public static func validNodeName(_ s: String) -> Bool {

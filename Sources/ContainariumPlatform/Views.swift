@@ -86,6 +86,10 @@ public struct ContainerView: Codable, Sendable, Equatable {
 public struct ContainerListView: Codable, Sendable, Equatable {
     public var containers: [ContainerView]
     public var totalCount: Int
+    public init(containers: [ContainerView], totalCount: Int) {
+        self.containers = containers
+        self.totalCount = totalCount
+    }
 }
 
 public struct OperationView: Codable, Sendable, Equatable {

@@ -22,6 +22,8 @@ public final class ControlPlane: Sendable {
     public let daemonID: String
     public let startedAt = Date()
     private let running = Mutex<[String: Task<Void, Never>]>([:])
+    /// How to cancel the backend's part of a running create, by operation id.
+    private let createCancels = CancelHooks()
     /// Usage over the last hour, per environment of this node (dashboard charts).
     public let metrics = MetricsHistory()
     /// What opens browser terminals: the gateway's upstream login and its routes.
@@ -72,7 +74,7 @@ public final class ControlPlane: Sendable {
         }
         let entry = AuditEntry(actor: caller.subject, role: caller.role.rawValue, action: action, target: target, source: caller.source,
                                interface: caller.interface, result: outcome, detail: detail)
-        do { try await store.appendAudit(entry) } catch { logger.error("could not write the audit log: \(error)") }
+        await record(entry)
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
                        data: .object(["action": .string(action), "actor": .string(caller.subject), "result": .string(outcome)]))
     }
@@ -80,9 +82,18 @@ public final class ControlPlane: Sendable {
     /// An entry from an adapter that has its own notion of the caller (the SSH gateway).
     public func audit(actor: String, role: String, action: String, target: String, source: String, interface: String, result: String, detail: String) async {
         let entry = AuditEntry(actor: actor, role: role, action: action, target: target, source: source, interface: interface, result: result, detail: detail)
-        do { try await store.appendAudit(entry) } catch { logger.error("could not write the audit log: \(error)") }
+        await record(entry)
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
                        data: .object(["action": .string(action), "actor": .string(actor), "result": .string(result)]))
+    }
+
+    /// Write an audit entry even when the caller's task was cancelled (the caller went away):
+    /// the write runs in a task of its own, which does not inherit the cancellation.
+    private func record(_ entry: AuditEntry) async {
+        let (store, logger) = (store, logger)
+        await Task {
+            do { try await store.appendAudit(entry) } catch { logger.error("could not write the audit log: \(error)") }
+        }.value
     }
 
     /// Record a rejected credential. Never records the credential itself.
@@ -141,6 +152,25 @@ public final class ControlPlane: Sendable {
     func requireAdmin(_ caller: Caller, _ what: String) throws(ContainariumError) {
         guard caller.isAdmin else { throw .denied("\(what) needs the admin role") }
     }
+
+    /// Which of the event stream's events `caller` may see (`audience(_:)`).
+    public struct EventAudience: Sendable {
+        let plane: ControlPlane
+        let caller: Caller
+        /// The environments the caller collaborates on, read at the first event that needs them.
+        var shared: Set<String>?
+
+        /// Admins see every event; others those about environments they own or collaborate on.
+        public mutating func admits(_ e: DaemonEvent) async -> Bool {
+            if caller.isAdmin { return true }
+            guard let u = e.username else { return false }
+            if shared == nil { shared = Set((try? await plane.store.collaborations(of: caller.subject)) ?? []) }
+            if u == caller.subject || shared?.contains(u) == true { return true }
+            return (try? await plane.authorize(caller, u, .read)) != nil
+        }
+    }
+
+    public func audience(_ caller: Caller) -> EventAudience { EventAudience(plane: self, caller: caller) }
 
     // MARK: - containers
 
@@ -365,17 +395,21 @@ public final class ControlPlane: Sendable {
         return NodeReportReply(gatewayKeys: gatewayUpstreamKey.withLock { $0 }.map { [$0] } ?? [])
     }
 
+    /// A node opens its link (gRPC `NodeLink`): authorized, and audited as `node.link` either way.
+    public func linkNode(_ caller: Caller, node: String) async throws(ContainariumError) {
+        try await audited(caller, "node.link", node) { () throws(ContainariumError) in try authorizeLink(caller, node: node) }
+    }
+
     /// May this caller hold the link of `node`? Node tokens (for that node, or for any node),
-    /// or an admin; and only to a control plane.
-    func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) -> NodeLinks {
+    /// or an admin; and only to a control plane (one whose cluster takes links).
+    func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) {
         guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may link a node") }
         guard Cluster.validNodeName(node) else { throw .invalid("the link names no valid node ('\(node)')") }
         if caller.role == .node, caller.subject != "node", caller.subject != "node.\(node)" {
             throw .denied("this token is for \(caller.subject), not node.\(node)")
         }
-        guard let cluster, let links = cluster.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
+        guard let cluster, cluster.links != nil else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
         guard node != cluster.localName else { throw .invalid("\(node) is the control plane's own name") }
-        return links
     }
 
     // MARK: - SSH gateway hops
@@ -389,6 +423,14 @@ public final class ControlPlane: Sendable {
     public func isGatewayPeer(_ key: String) -> Bool {
         guard let k = PinnedKey.normalize(key) else { return false }
         return peerKeys.withLock { $0.contains(k) }
+    }
+
+    /// The listing as encoded JSON (REST): an admin of a daemon without other nodes gets the
+    /// cached encoding of the whole inventory.
+    public func listContainersJSON(_ caller: Caller) async throws(ContainariumError) -> Data {
+        if caller.isAdmin, !isClustered { return try adminListJSON() }
+        let list = try await listContainers(caller)
+        return try WireJSON.encode(ContainerListView(containers: list, totalCount: list.count))
     }
 
     /// The admin listing as encoded JSON, re-encoded only when the inventory changed.
@@ -497,7 +539,11 @@ public final class ControlPlane: Sendable {
                 return t
             }
             if async { return .started(op) }
-            return .done(try await work.value.get())
+            // A caller that waits and goes away (Ctrl-C on the CLI, a cancelled RPC) cancels the
+            // create, which then rolls back like a failed one; an asynchronous create outlives it.
+            // Only the backend's part is cancelled: the bookkeeping of the rollback must still run.
+            let id = op.id
+            return .done(try await withTaskCancellationHandler { await work.value } onCancel: { [createCancels] in createCancels.cancel(id) }.get())
         }
     }
 
@@ -511,10 +557,12 @@ public final class ControlPlane: Sendable {
             var request = request
             request.node = nil
             let client = try cluster.client(for: target)
-            let result = try await client.create(request.grpcMessage) { [events, store] p in
-                events.publish("operation.progress", username: user.value, data: p)
-                if let step = p["step"]?.number, let total = p["total"]?.number {
-                    Task { try? await store.updateProgress(op.id, step: Int(step), total: Int(total), message: p["message"]?.stringValue ?? "") }
+            let result = try await createCancels.cancellable(op.id) { [request, events, store] () async throws(ContainariumError) in
+                try await client.create(request) { p in
+                    events.publish("operation.progress", username: user.value, data: p)
+                    if let step = p["step"]?.number, let total = p["total"]?.number {
+                        Task { try? await store.updateProgress(op.id, step: Int(step), total: Int(total), message: p["message"]?.stringValue ?? "") }
+                    }
                 }
             }
             var view = try WireJSON.decode(ContainerView.self, from: WireJSON.encode(result))
@@ -539,11 +587,13 @@ public final class ControlPlane: Sendable {
     private func performCreate(_ caller: Caller, _ request: CreateEnvironmentRequest, user: Username, keys: [SSHPublicKey], op: OperationRecord) async -> Result<ContainerView, ContainariumError> {
         defer { running.withLock { _ = $0.removeValue(forKey: op.id) } }
         do throws(ContainariumError) {
-            let info = try await service.create(request, cpuOvercommit: cpuOvercommit) { [store, events] p in
-                events.publish("operation.progress", username: user.value, data: .object([
-                    "operationId": .string(op.id), "step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message),
-                ]))
-                Task { try? await store.updateProgress(op.id, step: p.step, total: p.total, message: p.message) }
+            let info = try await createCancels.cancellable(op.id) { [service, cpuOvercommit, store, events] () async throws(ContainariumError) in
+                try await service.create(request, cpuOvercommit: cpuOvercommit) { p in
+                    events.publish("operation.progress", username: user.value, data: .object([
+                        "operationId": .string(op.id), "step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message),
+                    ]))
+                    Task { try? await store.updateProgress(op.id, step: p.step, total: p.total, message: p.message) }
+                }
             }
             for k in keys {
                 try? await store.addKey(KeyRecord(username: user.value, fingerprint: k.fingerprint, publicKey: k.authorizedKeysLine))
@@ -783,6 +833,17 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    /// `GET /v1/backends`: this node's instance backends, and the cluster's nodes for admins.
+    public func backendsView(_ caller: Caller) async throws(ContainariumError) -> BackendsView {
+        BackendsView(backends: await backends(caller), nodes: caller.isAdmin ? try listNodes(caller) : [])
+    }
+
+    /// This node's capacity (admin).
+    public func capacity(_ caller: Caller) async throws(ContainariumError) -> NodeCapacity {
+        try requireAdmin(caller, "node capacity")
+        return try await service.capacity()
+    }
+
     public func backends(_ caller: Caller) async -> [JSONValue] {
         var out: [JSONValue] = []
         for r in service.plugins.records where r.manifest?.capabilities.contains("instances/1") == true {
@@ -869,4 +930,34 @@ public final class ControlPlane: Sendable {
 public enum ContainariumVersion {
     public static let string = "0.2.0"
     public static var abi: String { HostABI.version }
+}
+
+/// Cancel hooks for work that runs in its own task, by id: `cancel` before the work registers
+/// is remembered, so a cancellation is never lost to the race.
+final class CancelHooks: Sendable {
+    private let state = Mutex<(hooks: [String: @Sendable () -> Void], early: Set<String>)>(([:], []))
+
+    /// Run `body` in a task of its own that `cancel(id)` cancels (and only that task).
+    func cancellable<T: Sendable>(_ id: String, _ body: @escaping @Sendable () async throws(ContainariumError) -> T) async throws(ContainariumError) -> T {
+        let task = Task { () async -> Result<T, ContainariumError> in
+            do throws(ContainariumError) { return .success(try await body()) } catch { return .failure(error) }
+        }
+        let early = state.withLock { s -> Bool in
+            if s.early.remove(id) != nil { return true }
+            s.hooks[id] = { task.cancel() }
+            return false
+        }
+        if early { task.cancel() }
+        defer { state.withLock { s in s.hooks[id] = nil } }
+        return try await task.value.get()
+    }
+
+    func cancel(_ id: String) {
+        let hook = state.withLock { s -> (@Sendable () -> Void)? in
+            if let h = s.hooks[id] { return h }
+            s.early.insert(id)
+            return nil
+        }
+        hook?()
+    }
 }

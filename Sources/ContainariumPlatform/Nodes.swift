@@ -35,7 +35,7 @@ protocol EnvironmentNode: Sendable {
 /// An environment on another member, reached through the cluster's client for that member.
 struct RemoteNode: EnvironmentNode {
     let name: String
-    let client: RemoteClient
+    let client: any NodeConnection
 
     func call(_ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> JSONValue {
         try await client.call(method, .object(request))
