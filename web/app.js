@@ -31,6 +31,7 @@ const state = {
   selected: null,
   charts: {},
   operation: null,       // {id, username}
+  deleted: new Map(),    // username -> when this page deleted it (late change events are ignored a while)
 };
 window.containarium = state; // for the end-to-end tests' measurements (and applyEvent below)
 
@@ -315,6 +316,9 @@ function onEvent(type, e) {
     if (type === "container.removed") {
       state.envs.delete(u);
       patchEnvironment(u);
+    } else if (Date.now() - (state.deleted.get(u) ?? 0) < 10_000) {
+      // A change event of the stop that comes with a delete from this page: the environment is
+      // going or gone; asking for it would only answer 404.
     } else {
       refreshOne(u);
     }
@@ -403,6 +407,7 @@ async function submitCreate(event) {
       if (!key) throw new Error("paste a public key, or let the browser generate one");
       body.sshKeys = [key];
     }
+    state.deleted.delete(body.username);
     const op = await state.server.post("/v1/containers", body);
     state.operation = { id: op.id, username: body.username };
     showStep(op.step ?? 0, op.total ?? 0, op.message ?? "accepted");
@@ -481,12 +486,14 @@ function confirmDelete(u) {
   d.onclose = async () => {
     if (d.returnValue !== "yes") return;
     try {
+      state.deleted.set(u, Date.now());
       await state.server.del(`/v1/containers/${u}`);
+      state.deleted.set(u, Date.now());
       state.envs.delete(u);
       patchEnvironment(u);
       if (state.selected === u) closeDetail();
       toast(`Deleted ${u}-container`);
-    } catch (e) { fail(e); }
+    } catch (e) { state.deleted.delete(u); fail(e); }
   };
   d.showModal();
 }

@@ -102,9 +102,17 @@ enum IncusEnv {
         func forceDelete(_ name: String) { _ = try? incus(["delete", "--force", name]) }
     }
 
+    /// `incus ARGS`. An exec that Incus fails before the command starts ("Failed to retrieve PID
+    /// of executing child process", seen under load) is tried again: nothing ran.
     @discardableResult
     static func incus(_ args: [String]) throws -> ProcessResult {
-        try Run.run("/usr/bin/incus", args, timeout: 120)
+        var attempt = 0
+        while true {
+            let r = try Run.run("/usr/bin/incus", args, timeout: 120)
+            attempt += 1
+            guard args.contains("exec"), r.status != 0, r.stderr.contains("Failed to retrieve PID of executing child process"), attempt < 4 else { return r }
+            usleep(300_000)
+        }
     }
 
     /// Whether Incus knows an instance by this name.
