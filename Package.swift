@@ -41,12 +41,26 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // The SSH gateway (issue 4).
         .package(url: "https://github.com/apple/swift-nio-ssh", from: "0.15.1"),
+        // The API contract (proto/): generated messages and gRPC stubs (scripts/gen-proto.sh).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
     ],
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).
         .target(
             name: "PluginABI", path: "Sources/PluginABI", exclude: ["README.md"],
             cSettings: [.unsafeFlags(["-std=c99", "-Wall", "-Wextra", "-pedantic"] + (werror ? ["-Werror"] : []))]),
+
+        // Generated from proto/ by scripts/gen-proto.sh (committed; the build never runs protoc).
+        .target(
+            name: "ContainariumProto",
+            dependencies: [
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // Leaf: errors, validation of user input, wire models. Foundation only.
         .target(name: "ContainariumCore", exclude: ["README.md"], swiftSettings: strict),
@@ -126,8 +140,9 @@ let package = Package(
         .target(
             name: "ContainariumDaemon",
             dependencies: [
-                "ContainariumPlatform",
+                "ContainariumPlatform", "ContainariumProto",
                 "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway", "ContainariumScheduler",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -203,6 +218,7 @@ let package = Package(
             name: "InProcessTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "TestSupport",
+                "ContainariumProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

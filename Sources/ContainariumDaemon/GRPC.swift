@@ -4,8 +4,9 @@ public import ContainariumService
 public import GRPCCore
 import ContainariumStore
 import Foundation
+import ContainariumProto
 import GRPCNIOTransportHTTP2
-import Logging
+public import Logging
 import NIOCore
 import ServiceLifecycle
 
@@ -95,25 +96,10 @@ struct ContainariumGRPCService: RegistrableRPCService {
     /// through this node's link from its control plane; nobody else can reach the socket.
     var nodeAPI = false
 
-    /// A bearer token in metadata wins; otherwise a verified client certificate (mTLS) is the
-    /// deployment's administrator; otherwise the call is refused.
+    var auth: GRPCAuth { GRPCAuth(plane: plane, tokens: tokens, mtls: mtls, nodeAPI: nodeAPI) }
+
     func caller(_ metadata: Metadata, _ context: ServerContext) async throws(ContainariumError) -> Caller {
-        let peer = context.remotePeer
-        if let header = metadata[stringValues: "authorization"].first(where: { _ in true }) {
-            let parts = header.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("authorization metadata must be 'Bearer <token>'") }
-            let (subject, role) = try await tokens.verify(String(parts[1]))
-            return Caller(subject: subject, role: role, source: peer, interface: "grpc")
-        }
-        if mtls { return Caller(subject: "mtls-client", role: .admin, source: peer, interface: "grpc") }
-        if nodeAPI {
-            // The node's link says so in metadata; the CLI does not. Both are root-only paths.
-            if metadata[stringValues: LinkFrame.viaLinkKey].contains(where: { _ in true }) {
-                return Caller(subject: "control-plane", role: .admin, source: "node-link", interface: "grpc")
-            }
-            return Caller(subject: "local-admin", role: .admin, source: "local", interface: "cli")
-        }
-        throw .unauthenticated("missing credentials: use mTLS client certificates or a bearer token")
+        try await auth.caller(metadata, context)
     }
 
     /// A GPU count from a message; anything but a whole number becomes -1, which the service
@@ -353,7 +339,7 @@ struct GRPCService: Service, CustomStringConvertible {
             security = .plaintext
         }
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: options.host, port: options.port), transportSecurity: security)
-        let server = GRPCServer(transport: transport, services: [ContainariumGRPCService(plane: plane, tokens: tokens, mtls: options.mtls, links: links)])
+        let server = GRPCServer(transport: transport, services: ContainariumRPC.makeServices(plane: plane, tokens: tokens, mtls: options.mtls, links: links, logger: logger))
         logger.notice("gRPC API listening on \(options.host):\(options.port)\(options.mtls ? " (mTLS)" : "")")
         return GRPCService(server: server)
     }
@@ -375,10 +361,9 @@ struct GRPCService: Service, CustomStringConvertible {
         }
         unlink(path)  // a stale socket of a daemon that is gone
         let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext)
-        var service = ContainariumGRPCService(plane: plane, tokens: tokens, mtls: false)
-        service.nodeAPI = true
         logger.info("local API on \(path)")
-        return GRPCService(server: GRPCServer(transport: transport, services: [service])) {
+        let services = ContainariumRPC.makeServices(plane: plane, tokens: tokens, mtls: false, nodeAPI: true, logger: logger)
+        return GRPCService(server: GRPCServer(transport: transport, services: services)) {
             _ = try? await transport.listeningAddress
             chmod(path, 0o600)
         }
@@ -633,5 +618,32 @@ extension ContainariumRPC {
     /// (`GRPCService`); the in-process tests over GRPCInProcessTransport.
     public static func makeService(plane: ControlPlane, tokens: Tokens, mtls: Bool = false, links: NodeLinks? = nil) -> any RegistrableRPCService {
         ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls, links: links)
+    }
+
+    /// Every service a daemon serves on a transport: the API of `proto/containarium/v1`
+    /// (ContainerService, SystemService, ClusterService, AuditService, OperationService), the
+    /// standard health and reflection services, and the JSON-codec `containarium.v1.Containarium`
+    /// the CLI's remote mode and node links still speak (docs/grpc.md).
+    public static func makeServices(plane: ControlPlane, tokens: Tokens, mtls: Bool = false, links: NodeLinks? = nil, nodeAPI: Bool = false,
+                                    logger: Logger) -> [any RegistrableRPCService] {
+        var legacy = ContainariumGRPCService(plane: plane, tokens: tokens, mtls: mtls, links: links)
+        legacy.nodeAPI = nodeAPI
+        let auth = legacy.auth
+        let names = [
+            Containarium_V1_ContainerService.descriptor, Containarium_V1_SystemService.descriptor, Containarium_V1_ClusterService.descriptor,
+            Containarium_V1_AuditService.descriptor, Containarium_V1_OperationService.descriptor, Grpc_Health_V1_Health.descriptor,
+            Grpc_Reflection_V1_ServerReflection.descriptor, Grpc_Reflection_V1alpha_ServerReflection.descriptor,
+        ].map(\.fullyQualifiedService)
+        var services: [any RegistrableRPCService] = [
+            legacy, ContainerServiceV1(auth: auth), SystemServiceV1(auth: auth), ClusterServiceV1(auth: auth), AuditServiceV1(auth: auth),
+            OperationServiceV1(auth: auth), HealthV1(services: Set(names)),
+        ]
+        do throws(ContainariumError) {
+            let index = try DescriptorIndex(base64: ContainariumDescriptors.fileDescriptorSetBase64, services: names)
+            services += [ReflectionV1(index: index), ReflectionV1Alpha(index: index)]
+        } catch {
+            logger.error("gRPC reflection is off: \(error)")
+        }
+        return services
     }
 }

@@ -1,0 +1,178 @@
+import ContainariumCore
+import ContainariumPlatform
+import ContainariumProto
+import ContainariumService
+import ContainariumStore
+import Foundation
+import SwiftProtobuf
+
+/// The service layer's views as the messages of `proto/containarium/v1`, and requests back:
+/// the one place the gRPC adapter translates.
+enum ProtoMap {
+    static func timestamp(_ d: Date?) -> Google_Protobuf_Timestamp? { d.map { Google_Protobuf_Timestamp(date: $0) } }
+
+    static func state(_ s: String) -> Containarium_V1_ContainerState {
+        switch s {
+        case "CONTAINER_STATE_RUNNING": .running
+        case "CONTAINER_STATE_STOPPED": .stopped
+        case "CONTAINER_STATE_FROZEN": .frozen
+        case "CONTAINER_STATE_STARTING": .starting
+        case "CONTAINER_STATE_STOPPING": .stopping
+        case "CONTAINER_STATE_ERROR": .error
+        case "CONTAINER_STATE_CREATING": .creating
+        default: .unknown
+        }
+    }
+
+    /// The OS type's name as the node config maps it to an image; nil for none.
+    static func osType(_ t: Containarium_V1_OSType) throws(ContainariumError) -> String? {
+        switch t {
+        case .unspecified: nil
+        case .debian12: "OS_TYPE_DEBIAN_12"
+        case .ubuntu2204: "OS_TYPE_UBUNTU_2204"
+        case .ubuntu2404: "OS_TYPE_UBUNTU_2404"
+        case .rocky9: "OS_TYPE_ROCKY_9"
+        case .windows: "OS_TYPE_WINDOWS"
+        case .UNRECOGNIZED(let n): throw .invalid("os_type \(n) is not an OS type this API knows")
+        }
+    }
+
+    static func nonEmpty(_ s: String) -> String? { s.isEmpty ? nil : s }
+
+    static func container(_ v: ContainerView) -> Containarium_V1_Container {
+        var c = Containarium_V1_Container()
+        c.name = v.name
+        c.username = v.username
+        c.owner = v.owner ?? ""
+        c.state = state(v.state)
+        c.image = v.image ?? ""
+        c.resources = .with {
+            $0.cpu = v.resources.cpu ?? ""
+            $0.memory = v.resources.memory ?? ""
+            $0.disk = v.resources.disk ?? ""
+        }
+        c.usage = .with {
+            $0.cpuNanoseconds = v.usage.cpuNanoseconds ?? 0
+            $0.memoryBytes = v.usage.memoryBytes ?? 0
+            $0.diskBytes = v.usage.diskBytes ?? 0
+            $0.processes = UInt32(clamping: v.usage.processes ?? 0)
+        }
+        c.network = .with {
+            $0.ipAddress = v.network.ipAddress ?? ""
+            $0.ipv4 = v.network.ipv4
+        }
+        c.autostart = v.autostart
+        c.nestingEnabled = v.nestingEnabled
+        c.labels = v.labels
+        c.backend = v.backend ?? ""
+        c.node = v.node ?? ""
+        c.sshHostKeys = v.sshHostKeys
+        if let t = timestamp(v.createdAt) { c.createdAt = t }
+        if let t = timestamp(v.startedAt) { c.startedAt = t }
+        c.gpus = v.gpus ?? []
+        c.endpoints = v.endpoints ?? [:]
+        c.type = switch v.type {
+        case "vm": .vm
+        case "container": .container
+        default: .unspecified
+        }
+        return c
+    }
+
+    static func operation(_ r: OperationRecord) -> Containarium_V1_Operation {
+        .with {
+            $0.id = r.id
+            $0.kind = r.kind
+            $0.target = r.target
+            $0.state = switch r.state {
+            case .running: .running
+            case .succeeded: .succeeded
+            case .failed: .failed
+            }
+            $0.step = UInt32(clamping: r.step)
+            $0.total = UInt32(clamping: r.total)
+            $0.message = r.message
+            if let code = r.errorCode {
+                $0.error = .with {
+                    $0.code = code
+                    $0.message = r.errorMessage ?? ""
+                }
+            }
+            $0.createdAt = Google_Protobuf_Timestamp(date: r.createdAt)
+            $0.updatedAt = Google_Protobuf_Timestamp(date: r.updatedAt)
+        }
+    }
+
+    static func key(_ k: KeyView) -> Containarium_V1_SSHKey {
+        .with {
+            $0.fingerprint = k.fingerprint
+            $0.type = k.type
+            $0.comment = k.comment
+            $0.publicKey = k.publicKey
+        }
+    }
+
+    static func collaborator(_ c: CollaboratorView) -> Containarium_V1_Collaborator {
+        .with {
+            $0.collaboratorUsername = c.collaboratorUsername
+            $0.addedBy = c.addedBy
+            $0.addedAt = Google_Protobuf_Timestamp(date: c.addedAt)
+            $0.sudo = c.sudo
+            $0.containerRuntime = c.containerRuntime
+        }
+    }
+
+    static func create(_ m: Containarium_V1_CreateContainerRequest) throws(ContainariumError) -> CreateEnvironmentRequest {
+        var r = CreateEnvironmentRequest(
+            username: m.username, sshKeys: m.sshKeys, image: nonEmpty(m.image), osType: try osType(m.osType),
+            cpu: nonEmpty(m.resources.cpu), memory: nonEmpty(m.resources.memory), disk: nonEmpty(m.resources.disk),
+            autostart: m.autostart, nesting: m.hasNesting ? m.nesting : nil, stack: nonEmpty(m.stack), labels: m.labels,
+            gpus: m.gpus == 0 ? nil : Int(m.gpus), gpuModel: nonEmpty(m.gpuModel), node: nonEmpty(m.node),
+            runtimes: (m.enablePodman ? [ContainerRuntime.podman] : []) + (m.enableDocker ? [.docker] : []))
+        r.kind = nonEmpty(m.kind)
+        return r
+    }
+
+    static func exec(_ r: ExecResult) -> Containarium_V1_ExecResponse {
+        .with {
+            $0.exitCode = r.exitCode
+            $0.stdout = r.stdout
+            $0.stderr = r.stderr
+        }
+    }
+
+    static func cleanup(_ v: CleanupView) -> Containarium_V1_CleanupDiskResponse {
+        .with {
+            $0.username = v.username
+            $0.diskUsageBeforeBytes = v.diskUsageBeforeBytes ?? 0
+            $0.diskUsageAfterBytes = v.diskUsageAfterBytes ?? 0
+            $0.freedBytes = v.freedBytes ?? 0
+        }
+    }
+
+    static func sample(_ s: UsageSample) -> Containarium_V1_UsageSample {
+        .with {
+            $0.at = Google_Protobuf_Timestamp(date: s.at)
+            $0.cpuPercent = s.cpuPercent
+            $0.memoryBytes = s.memoryBytes
+            $0.diskBytes = s.diskBytes
+            $0.rxBytesPerSecond = s.rxBytesPerSecond
+            $0.txBytesPerSecond = s.txBytesPerSecond
+        }
+    }
+
+    static func audit(_ e: AuditEntry) -> Containarium_V1_AuditEntry {
+        .with {
+            $0.id = e.id
+            $0.at = Google_Protobuf_Timestamp(date: e.at)
+            $0.actor = e.actor
+            $0.role = e.role
+            $0.action = e.action
+            $0.target = e.target
+            $0.source = e.source
+            $0.interface = e.interface
+            $0.result = e.result
+            $0.detail = e.detail
+        }
+    }
+}
