@@ -640,7 +640,8 @@ extension ContainariumRPC {
         ]
         do throws(ContainariumError) {
             let index = try DescriptorIndex(base64: ContainariumDescriptors.fileDescriptorSetBase64, services: names)
-            services += [ReflectionV1(index: index), ReflectionV1Alpha(index: index)]
+            let v1 = ReflectionV1(index: index)
+            services += [v1, ReflectionV1Alpha(v1: v1)]
         } catch {
             logger.error("gRPC reflection is off: \(error)")
         }

@@ -97,79 +97,58 @@ struct DescriptorIndex: Sendable {
 struct ReflectionV1: Grpc_Reflection_V1_ServerReflection.ServiceProtocol {
     let index: DescriptorIndex
 
+    func respond(_ r: Grpc_Reflection_V1_ServerReflectionRequest) -> Grpc_Reflection_V1_ServerReflectionResponse {
+        let a: DescriptorIndex.Answer = switch r.messageRequest {
+        case .fileByFilename(let f)?: index.answer(fileByName: f)
+        case .fileContainingSymbol(let s)?: index.answer(symbol: s)
+        case .fileContainingExtension(let e)?: index.answer(extensionOf: e.containingType)
+        case .allExtensionNumbersOfType(let t)?: index.answer(extensionNumbersOf: t)
+        case .listServices?: index.answer(listServices: true)
+        case nil: index.answer()
+        }
+        var out = Grpc_Reflection_V1_ServerReflectionResponse()
+        out.validHost = r.host
+        out.originalRequest = r
+        switch a {
+        case .files(let files): out.fileDescriptorResponse = .with { $0.fileDescriptorProto = files }
+        case .services(let names): out.listServicesResponse = .with { $0.service = names.map { n in .with { $0.name = n } } }
+        case .extensionNumbers(let type, let numbers):
+            out.allExtensionNumbersResponse = .with {
+                $0.baseTypeName = type
+                $0.extensionNumber = numbers
+            }
+        case .error(let code, let message):
+            out.errorResponse = .with {
+                $0.errorCode = code
+                $0.errorMessage = message
+            }
+        }
+        return out
+    }
+
     func serverReflectionInfo(request: StreamingServerRequest<Grpc_Reflection_V1_ServerReflectionRequest>, context: ServerContext) async throws
         -> StreamingServerResponse<Grpc_Reflection_V1_ServerReflectionResponse>
     {
         StreamingServerResponse { writer in
-            for try await r in request.messages {
-                let a: DescriptorIndex.Answer = switch r.messageRequest {
-                case .fileByFilename(let f)?: index.answer(fileByName: f)
-                case .fileContainingSymbol(let s)?: index.answer(symbol: s)
-                case .fileContainingExtension(let e)?: index.answer(extensionOf: e.containingType)
-                case .allExtensionNumbersOfType(let t)?: index.answer(extensionNumbersOf: t)
-                case .listServices?: index.answer(listServices: true)
-                case nil: index.answer()
-                }
-                var out = Grpc_Reflection_V1_ServerReflectionResponse()
-                out.validHost = r.host
-                out.originalRequest = r
-                switch a {
-                case .files(let files): out.fileDescriptorResponse = .with { $0.fileDescriptorProto = files }
-                case .services(let names): out.listServicesResponse = .with { $0.service = names.map { n in .with { $0.name = n } } }
-                case .extensionNumbers(let type, let numbers):
-                    out.allExtensionNumbersResponse = .with {
-                        $0.baseTypeName = type
-                        $0.extensionNumber = numbers
-                    }
-                case .error(let code, let message):
-                    out.errorResponse = .with {
-                        $0.errorCode = code
-                        $0.errorMessage = message
-                    }
-                }
-                try await writer.write(out)
-            }
+            for try await r in request.messages { try await writer.write(respond(r)) }
             return [:]
         }
     }
 }
 
-/// grpc.reflection.v1alpha, the version older clients (grpcurl before 1.8.8, some Python and
-/// Go tools) still ask for: the same answers.
+/// grpc.reflection.v1alpha, the version older clients (grpcurl before 1.8.8, grpcio-reflection's
+/// client) still ask for. Its messages are v1's, field for field and number for number, so it
+/// answers through v1: each message is carried over in its wire form.
 struct ReflectionV1Alpha: Grpc_Reflection_V1alpha_ServerReflection.ServiceProtocol {
-    let index: DescriptorIndex
+    let v1: ReflectionV1
 
     func serverReflectionInfo(request: StreamingServerRequest<Grpc_Reflection_V1alpha_ServerReflectionRequest>, context: ServerContext) async throws
         -> StreamingServerResponse<Grpc_Reflection_V1alpha_ServerReflectionResponse>
     {
         StreamingServerResponse { writer in
             for try await r in request.messages {
-                let a: DescriptorIndex.Answer = switch r.messageRequest {
-                case .fileByFilename(let f)?: index.answer(fileByName: f)
-                case .fileContainingSymbol(let s)?: index.answer(symbol: s)
-                case .fileContainingExtension(let e)?: index.answer(extensionOf: e.containingType)
-                case .allExtensionNumbersOfType(let t)?: index.answer(extensionNumbersOf: t)
-                case .listServices?: index.answer(listServices: true)
-                case nil: index.answer()
-                }
-                var out = Grpc_Reflection_V1alpha_ServerReflectionResponse()
-                out.validHost = r.host
-                out.originalRequest = r
-                switch a {
-                case .files(let files): out.fileDescriptorResponse = .with { $0.fileDescriptorProto = files }
-                case .services(let names): out.listServicesResponse = .with { $0.service = names.map { n in .with { $0.name = n } } }
-                case .extensionNumbers(let type, let numbers):
-                    out.allExtensionNumbersResponse = .with {
-                        $0.baseTypeName = type
-                        $0.extensionNumber = numbers
-                    }
-                case .error(let code, let message):
-                    out.errorResponse = .with {
-                        $0.errorCode = code
-                        $0.errorMessage = message
-                    }
-                }
-                try await writer.write(out)
+                let asked = try Grpc_Reflection_V1_ServerReflectionRequest(serializedBytes: try r.serializedBytes() as [UInt8])
+                try await writer.write(try Grpc_Reflection_V1alpha_ServerReflectionResponse(serializedBytes: try v1.respond(asked).serializedBytes() as [UInt8]))
             }
             return [:]
         }
