@@ -6,7 +6,10 @@ import ContainariumStore
 import Foundation
 import GRPCCore
 import GRPCInProcessTransport
+import Hummingbird
+import HummingbirdTesting
 import Logging
+import NIOCore
 import SwiftProtobuf
 import TestSupport
 import Testing
@@ -113,6 +116,73 @@ struct ProtoGRPCTests {
                 #expect(entries.contains { $0.action == "container.delete" && $0.result == "ok" })
                 #expect(await Self.code { try await audit.listAudit(.init(), metadata: Self.bearer(owner)) } == .permissionDenied)
             }
+        }
+    }
+
+    /// One bad create, as REST's JSON body and as the message.
+    struct BadCreate: Sendable, CustomStringConvertible {
+        var description: String
+        var json: String
+        var message: Containarium_V1_CreateContainerRequest
+    }
+
+    static let badCreates: [BadCreate] = {
+        func m(_ edit: (inout Containarium_V1_CreateContainerRequest) -> Void) -> Containarium_V1_CreateContainerRequest {
+            var r = Containarium_V1_CreateContainerRequest()
+            r.username = "vera"
+            edit(&r)
+            return r
+        }
+        return [
+            BadCreate(description: "bad user name", json: #"{"username": "Vera!"}"#, message: m { $0.username = "Vera!" }),
+            BadCreate(description: "reserved user name", json: #"{"username": "root"}"#, message: m { $0.username = "root" }),
+            BadCreate(description: "no user name", json: #"{"sshKeys": []}"#, message: m { $0.username = "" }),
+            BadCreate(description: "memory without a unit that means anything", json: #"{"username": "vera", "resources": {"memory": "lots"}}"#,
+                      message: m { $0.resources.memory = "lots" }),
+            BadCreate(description: "memory too small", json: #"{"username": "vera", "resources": {"memory": "1MB"}}"#,
+                      message: m { $0.resources.memory = "1MB" }),
+            BadCreate(description: "a CPU count over the node's ratio", json: #"{"username": "vera", "resources": {"cpu": "100000"}}"#,
+                      message: m { $0.resources.cpu = "100000" }),
+            BadCreate(description: "an RSA key", json: #"{"username": "vera", "sshKeys": ["ssh-rsa AAAA"]}"#, message: m { $0.sshKeys = ["ssh-rsa AAAA"] }),
+            BadCreate(description: "not a key", json: #"{"username": "vera", "sshKeys": ["hello"]}"#, message: m { $0.sshKeys = ["hello"] }),
+            BadCreate(description: "an unknown stack", json: #"{"username": "vera", "stack": "no-such-stack"}"#, message: m { $0.stack = "no-such-stack" }),
+            BadCreate(description: "an unknown node", json: #"{"username": "vera", "node": "elsewhere"}"#, message: m { $0.node = "elsewhere" }),
+        ]
+    }()
+
+    @Test("validation is one path: the same bad creates through REST and through the protobuf API get the same error code, and nothing is made")
+    func sameRefusalsBothWays() async throws {
+        try await Harness.with { (h: Harness) async throws in
+            let admin = try await h.token("admin", .admin)
+            var viaGRPC: [String: String] = [:]
+            let viaREST = try await Application(responder: RESTAPI(plane: h.plane, tokens: h.tokens, swaggerDir: nil), logger: Harness.quiet).test(.router) { rest in
+                var viaREST: [String: String] = [:]
+                for bad in Self.badCreates {
+                    let r = try await rest.execute(uri: "/v1/containers", method: .post,
+                                                   headers: [.authorization: "Bearer \(admin)", .contentType: "application/json"],
+                                                   body: ByteBuffer(string: bad.json))
+                    let json = try? WireJSON.decode(JSONValue.self, from: Data(String(buffer: r.body).utf8))
+                    viaREST[bad.description] = json?["error"]?["code"]?.stringValue ?? "status \(r.status.code)"
+                }
+                return viaREST
+            }
+            try await Self.serve(h) { client in
+                let c = Containarium_V1_ContainerService.Client(wrapping: client)
+                for bad in Self.badCreates {
+                    do {
+                        _ = try await c.createContainer(bad.message, metadata: Self.bearer(admin))
+                        viaGRPC[bad.description] = "ok"
+                    } catch let e as RPCError {
+                        viaGRPC[bad.description] = e.metadata[stringValues: "containarium-error-code"].first { _ in true } ?? "\(e.code)"
+                    }
+                }
+            }
+            for bad in Self.badCreates {
+                #expect(viaREST[bad.description] == "invalid_argument", "REST, \(bad): \(viaREST[bad.description] ?? "-")")
+                #expect(viaGRPC[bad.description] == viaREST[bad.description], "\(bad): gRPC \(viaGRPC[bad.description] ?? "-") vs REST \(viaREST[bad.description] ?? "-")")
+            }
+            #expect(try h.calls("create").isEmpty)
+            #expect(try await h.plane.store.containers().isEmpty)
         }
     }
 
