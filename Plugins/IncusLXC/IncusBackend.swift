@@ -2,6 +2,10 @@ import ContainariumCore
 import Foundation
 import PluginKit
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The "instances/1" extension implemented on Incus system containers.
 /// Every method runs on the plugin's queue (see Plugin.swift) and may block on the socket.
 final class IncusBackend: Sendable {
@@ -277,6 +281,9 @@ final class IncusBackend: Sendable {
             }
             ctx.progress(instance: r.name, step: steps, of: steps, "Waiting for network")
             try waitForIPv4(r.name, timeout: r.networkTimeoutSeconds ?? networkTimeout, ctx)
+            // The promise of a create is an environment one can log in to: when it has an
+            // account, wait (a little) until its sshd accepts connections.
+            if r.account != nil { try waitForSSH(r.name, timeout: 20, ctx) }
             try api.sync("PATCH", path(r.name), body: .object(["config": .object([Self.provisionedKey: .string("true")])]))
             return try info(r.name)
         } catch {
@@ -367,6 +374,43 @@ final class IncusBackend: Sendable {
             }
             usleep(25_000)
         }
+    }
+
+    /// Wait until the instance's first IPv4 address accepts TCP connections on port 22, for at
+    /// most `timeout` seconds. An image without sshd is not an error: the create goes on, with
+    /// a warning in the log.
+    func waitForSSH(_ name: String, timeout: Double, _ ctx: OperationContext) throws(ContainariumError) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let state = try api.sync("GET", path(name) + "/state")
+            if let ip = makeInfo(.object(["name": .string(name)]), state: state).ipv4.first, Self.accepts(ip, port: 22, within: 0.25) { return }
+            try ctx.checkCancelled()
+            guard Date() < deadline else {
+                host.log(.warning, "\(name): nothing accepts SSH connections on port 22 after \(Int(timeout)) s; the create goes on")
+                return
+            }
+            usleep(100_000)
+        }
+    }
+
+    /// Does `ip:port` accept a TCP connection within `seconds`?
+    static func accepts(_ ip: String, port: UInt16, within seconds: Double) -> Bool {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, ip, &addr.sin_addr) == 1 else { return false }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if rc == 0 { return true }
+        guard errno == EINPROGRESS else { return false }
+        var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        guard poll(&pfd, 1, Int32(seconds * 1000)) == 1 else { return false }
+        var err: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 else { return false }
+        return err == 0
     }
 
     func createAccount(_ name: String, _ a: AccountSpec, _ ctx: OperationContext) throws(ContainariumError) -> (uid: UInt32, gid: UInt32, home: String) {

@@ -41,6 +41,9 @@ struct LifecycleTests {
         #expect(info.processes ?? 0 > 0)
         #expect(info.uptime() != nil)
         let ip = try #require(info.ipv4.first)
+        // A finished create is an environment one can log in to at once: one try, no retry.
+        let first = try IncusEnv.ssh(user: user, host: ip, key: key.privateKey, "id -un", within: 0.001)
+        #expect(first.status == 0 && first.stdout == "\(user)\n", "the first login right after create: \(first.output)")
         #expect(try IncusEnv.incus(["config", "get", name, "boot.autostart"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "true")
 
         // list, in both formats
