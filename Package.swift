@@ -42,8 +42,9 @@ let package = Package(
         // The SSH gateway (issue 4).
         .package(url: "https://github.com/apple/swift-nio-ssh", from: "0.15.1"),
         // The API contract (proto/): generated messages and gRPC stubs (scripts/gen-proto.sh).
-        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
-        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        // Exact: Sources/ContainariumProto is generated with these versions (scripts/gen-proto.sh --check).
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", exact: "2.4.1"),
     ],
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).

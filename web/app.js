@@ -300,6 +300,7 @@ async function power(u, action) {
 async function refreshOne(u) {
   try {
     const c = await state.server.get(`/v1/containers/${u}`);
+    if (Date.now() - (state.deleted.get(u) ?? 0) < 10_000) return;  // deleted meanwhile, from this page
     const prev = state.envs.get(u);
     if (prev?.cpuPercent !== undefined) c.cpuPercent = prev.cpuPercent;
     state.envs.set(u, c);

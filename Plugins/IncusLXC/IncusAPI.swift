@@ -149,12 +149,20 @@ struct IncusAPI: Sendable {
         for op in running where op["class"]?.stringValue == "task" {
             let instances = op["resources"]?["instances"]?.items?.compactMap(\.stringValue) ?? []
             guard instances.contains(where: { $0 == mine || $0.hasPrefix(mine + "?") }), let id = op["id"]?.stringValue else { continue }
-            let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { return }
-            do {
-                _ = try wait(operation: "/1.0/operations/" + Self.escape(id), timeout: left, context: context, what: "Incus's own task on \(instance)")
-            } catch where error.code != .cancelled {
-                // Failed, vanished or still running at the deadline: the caller's own call reports what matters.
+            // Waited in short slices without our context: cancelling our call must never cancel
+            // somebody else's operation (`wait` would DELETE the one it waits for). Whatever
+            // becomes of it (done, failed, cancelled, gone) it is settled for us.
+            while deadline.timeIntervalSinceNow > 0 {
+                try context?.checkCancelled()
+                do {
+                    _ = try wait(operation: "/1.0/operations/" + Self.escape(id), timeout: min(2, deadline.timeIntervalSinceNow), context: nil,
+                                 what: "Incus's own task on \(instance)")
+                    break
+                } catch where error.code == .timeout {
+                    continue  // still running: wait another slice
+                } catch {
+                    break
+                }
             }
         }
     }

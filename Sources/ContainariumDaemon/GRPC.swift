@@ -282,6 +282,11 @@ struct ContainariumGRPCService: RegistrableRPCService {
                 return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
             }
             let create = CreateEnvironmentRequest(grpcMessage: request.message)
+            do throws(ContainariumError) { try plane.authorizeCreate(who, create.username) } catch {
+                // Refused before any of that user's progress is relayed; audited like the create.
+                await plane.audit(who, "container.create", target: create.username, result: .failure(error), detail: error.message)
+                return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
+            }
             return StreamingServerResponse { writer in
                 let (events, cancel) = plane.events.subscribe()
                 let relay = Task {
@@ -636,7 +641,7 @@ extension ContainariumRPC {
         ].map(\.fullyQualifiedService)
         var services: [any RegistrableRPCService] = [
             legacy, ContainerServiceV1(auth: auth), SystemServiceV1(auth: auth), ClusterServiceV1(auth: auth), AuditServiceV1(auth: auth),
-            OperationServiceV1(auth: auth), HealthV1(services: Set(names)),
+            OperationServiceV1(auth: auth), HealthV1(services: Set(names + [ContainariumRPC.service.fullyQualifiedService])),
         ]
         do throws(ContainariumError) {
             let index = try DescriptorIndex(base64: ContainariumDescriptors.fileDescriptorSetBase64, services: names)

@@ -89,6 +89,11 @@ struct ContainerServiceV1: Containarium_V1_ContainerService.ServiceProtocol {
         } catch {
             return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
         }
+        do throws(ContainariumError) { try plane.authorizeCreate(who, create.username) } catch {
+            // Refused before any of that user's progress is relayed; audited like the create.
+            await plane.audit(who, "container.create", target: create.username, result: .failure(error), detail: error.message)
+            return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
+        }
         let plane = self.plane
         return StreamingServerResponse { writer in
             let (events, cancel) = plane.events.subscribe()
@@ -202,7 +207,8 @@ struct ContainerServiceV1: Containarium_V1_ContainerService.ServiceProtocol {
         -> ServerResponse<Containarium_V1_ExportSSHConfigResponse>
     {
         await auth.unary("ExportSSHConfig", request, context) { who, m throws(ContainariumError) in
-            let text = try await plane.exportSSHConfig(who, m.username, jumpHost: ProtoMap.nonEmpty(m.jumpHost), keyPath: ProtoMap.nonEmpty(m.keyPath))
+            let text = try await plane.exportSSHConfig(who, m.username, jumpHost: ProtoMap.nonEmpty(m.jumpHost), keyPath: ProtoMap.nonEmpty(m.keyPath),
+                                                       gatewayHost: ProtoMap.nonEmpty(m.gatewayHost))
             return .with { $0.config = text }
         }
     }
@@ -277,6 +283,7 @@ struct AuditServiceV1: Containarium_V1_AuditService.ServiceProtocol {
         -> ServerResponse<Containarium_V1_ListAuditResponse>
     {
         await auth.unary("ListAudit", request, context) { who, m throws(ContainariumError) in
+            guard m.limit <= 10_000 else { throw .invalid("limit must be between 1 and 10000") }
             let filter = AuditFilter(
                 actor: ProtoMap.nonEmpty(m.actor), action: ProtoMap.nonEmpty(m.action), target: ProtoMap.nonEmpty(m.target),
                 result: ProtoMap.nonEmpty(m.result), since: m.hasSince ? m.since.date : nil, until: m.hasUntil ? m.until.date : nil,
@@ -357,6 +364,7 @@ struct SystemServiceV1: Containarium_V1_SystemService.ServiceProtocol {
         -> ServerResponse<Containarium_V1_SetPluginEnabledResponse>
     {
         await auth.unary("SetPluginEnabled", request, context) { who, m throws(ContainariumError) in
+            guard m.hasEnabled else { throw .invalid("missing field 'enabled' (true or false)") }
             let v = try await plane.setPluginEnabled(who, m.id, enabled: m.enabled, force: m.force, on: ProtoMap.nonEmpty(m.node))
             return .with {
                 $0.message = v["message"]?.stringValue ?? ""

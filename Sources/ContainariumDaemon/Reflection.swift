@@ -2,6 +2,7 @@ import ContainariumCore
 import ContainariumProto
 import Foundation
 import GRPCCore
+import ServiceLifecycle
 import SwiftProtobuf
 
 /// The descriptor set of `proto/` (embedded by scripts/gen-proto.sh), indexed the way server
@@ -180,9 +181,11 @@ struct HealthV1: Grpc_Health_V1_Health.ServiceProtocol {
         let s = status(request.message.service) ?? .serviceUnknown
         return StreamingServerResponse { writer in
             try await writer.write(.with { $0.status = s })
-            // Until the RPC is cancelled (the client leaves or the server shuts down).
-            while !context.cancellation.isCancelled, !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
+            // The status never changes while the server runs: hold the stream until the client
+            // leaves, or the daemon shuts down (then the watcher hears the stream end, as the
+            // protocol lets a server do).
+            while !context.cancellation.isCancelled, !Task.isCancelled, !Task.isShuttingDownGracefully {
+                try? await Task.sleep(for: .milliseconds(250))
             }
             return [:]
         }

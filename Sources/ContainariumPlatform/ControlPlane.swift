@@ -450,15 +450,23 @@ public final class ControlPlane: Sendable {
     }
 
     /// Create an environment. With `async`, returns at once with an operation to poll.
+    /// Who may create `username`'s environment: its user, or an admin. Adapters that stream a
+    /// create's progress ask first, so nobody watches the progress of another user's create.
+    @discardableResult
+    public func authorizeCreate(_ caller: Caller, _ username: String) throws(ContainariumError) -> Username {
+        let user = try Username(username)
+        if !caller.isAdmin && caller.subject != user.value {
+            throw .denied("\(caller.subject) may only create its own environment, not \(user.value)'s")
+        }
+        return user
+    }
+
     public func createContainer(_ caller: Caller, _ request: CreateEnvironmentRequest, async: Bool) async throws(ContainariumError) -> Outcome<ContainerView> {
         let target = request.username
         // A synchronous create is audited with its outcome; an asynchronous one when it is
         // accepted ("container.create.accepted") and again when it finishes.
         return try await audited(caller, async ? "container.create.accepted" : "container.create", target) { () async throws(ContainariumError) -> Outcome<ContainerView> in
-            let user = try Username(request.username)
-            if !caller.isAdmin && caller.subject != user.value {
-                throw .denied("\(caller.subject) may only create its own environment, not \(user.value)'s")
-            }
+            let user = try authorizeCreate(caller, request.username)
             if !caller.isAdmin && !request.gpuDevices.isEmpty { throw .denied("gpuDevices is set by the scheduler; ask for gpus (and gpuModel)") }
             // An OS type this node has no image for may be another node's (Windows on a VM
             // node): with other nodes, validate the rest here and let the chosen node resolve it.
@@ -543,7 +551,9 @@ public final class ControlPlane: Sendable {
             // create, which then rolls back like a failed one; an asynchronous create outlives it.
             // Only the backend's part is cancelled: the bookkeeping of the rollback must still run.
             let id = op.id
-            return .done(try await withTaskCancellationHandler { await work.value } onCancel: { [createCancels] in createCancels.cancel(id) }.get())
+            let result = await withTaskCancellationHandler { await work.value } onCancel: { [createCancels] in createCancels.cancel(id) }
+            createCancels.forget(id)  // a cancel that came after the backend's part is over
+            return .done(try result.get())
         }
     }
 
@@ -950,6 +960,14 @@ final class CancelHooks: Sendable {
         if early { task.cancel() }
         defer { state.withLock { s in s.hooks[id] = nil } }
         return try await task.value.get()
+    }
+
+    /// Drop what is remembered for `id` (its work is over).
+    func forget(_ id: String) {
+        state.withLock { s in
+            s.hooks[id] = nil
+            s.early.remove(id)
+        }
     }
 
     func cancel(_ id: String) {

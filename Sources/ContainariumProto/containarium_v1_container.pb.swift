@@ -444,7 +444,8 @@ public nonisolated struct Containarium_V1_DeleteContainerRequest: Sendable {
 
   public var username: String = String()
 
-  /// Stop it first if it runs.
+  /// Stop it first if it runs. Without it, a running environment is refused
+  /// (FAILED_PRECONDITION): unlike REST's DELETE, which stops it unless ?force=false.
   public var force: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -631,6 +632,10 @@ public nonisolated struct Containarium_V1_ExportSSHConfigRequest: Sendable {
 
   /// The private key's path to write into the config.
   public var keyPath: String = String()
+
+  /// The SSH gateway's address as clients reach it (HOST or HOST:PORT), when it differs from the
+  /// daemon's own.
+  public var gatewayHost: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2003,7 +2008,7 @@ nonisolated extension Containarium_V1_CleanupDiskResponse: SwiftProtobuf.Message
 
 nonisolated extension Containarium_V1_ExportSSHConfigRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExportSSHConfigRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}jump_host\0\u{3}key_path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}jump_host\0\u{3}key_path\0\u{3}gateway_host\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2014,6 +2019,7 @@ nonisolated extension Containarium_V1_ExportSSHConfigRequest: SwiftProtobuf.Mess
       case 1: try { try decoder.decodeSingularStringField(value: &self.username) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.jumpHost) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.keyPath) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.gatewayHost) }()
       default: break
       }
     }
@@ -2029,6 +2035,9 @@ nonisolated extension Containarium_V1_ExportSSHConfigRequest: SwiftProtobuf.Mess
     if !self.keyPath.isEmpty {
       try visitor.visitSingularStringField(value: self.keyPath, fieldNumber: 3)
     }
+    if !self.gatewayHost.isEmpty {
+      try visitor.visitSingularStringField(value: self.gatewayHost, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2036,6 +2045,7 @@ nonisolated extension Containarium_V1_ExportSSHConfigRequest: SwiftProtobuf.Mess
     if lhs.username != rhs.username {return false}
     if lhs.jumpHost != rhs.jumpHost {return false}
     if lhs.keyPath != rhs.keyPath {return false}
+    if lhs.gatewayHost != rhs.gatewayHost {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

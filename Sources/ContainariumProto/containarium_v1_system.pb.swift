@@ -117,7 +117,15 @@ public nonisolated struct Containarium_V1_SetPluginEnabledRequest: Sendable {
 
   public var id: String = String()
 
-  public var enabled: Bool = false
+  /// Required: true enables, false disables.
+  public var enabled: Bool {
+    get {_enabled ?? false}
+    set {_enabled = newValue}
+  }
+  /// Returns true if `enabled` has been explicitly set.
+  public var hasEnabled: Bool {self._enabled != nil}
+  /// Clears the value of `enabled`. Subsequent reads from it will return its default value.
+  public mutating func clearEnabled() {self._enabled = nil}
 
   /// Another member of the cluster (through its control plane).
   public var node: String = String()
@@ -128,6 +136,8 @@ public nonisolated struct Containarium_V1_SetPluginEnabledRequest: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _enabled: Bool? = nil
 }
 
 public nonisolated struct Containarium_V1_SetPluginEnabledResponse: Sendable {
@@ -517,7 +527,7 @@ nonisolated extension Containarium_V1_SetPluginEnabledRequest: SwiftProtobuf.Mes
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularBoolField(value: &self.enabled) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._enabled) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.force) }()
       default: break
@@ -526,12 +536,16 @@ nonisolated extension Containarium_V1_SetPluginEnabledRequest: SwiftProtobuf.Mes
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
-    if self.enabled != false {
-      try visitor.visitSingularBoolField(value: self.enabled, fieldNumber: 2)
-    }
+    try { if let v = self._enabled {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
     if !self.node.isEmpty {
       try visitor.visitSingularStringField(value: self.node, fieldNumber: 3)
     }
@@ -543,7 +557,7 @@ nonisolated extension Containarium_V1_SetPluginEnabledRequest: SwiftProtobuf.Mes
 
   public static func ==(lhs: Containarium_V1_SetPluginEnabledRequest, rhs: Containarium_V1_SetPluginEnabledRequest) -> Bool {
     if lhs.id != rhs.id {return false}
-    if lhs.enabled != rhs.enabled {return false}
+    if lhs._enabled != rhs._enabled {return false}
     if lhs.node != rhs.node {return false}
     if lhs.force != rhs.force {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

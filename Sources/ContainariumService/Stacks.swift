@@ -63,7 +63,7 @@ public struct StackCatalog: Sendable {
     public func stack(_ name: String) throws(ContainariumError) -> Stack {
         guard let s = stacks[name] else {
             let known = stacks.keys.sorted().joined(separator: ", ")
-            throw .notFound("unknown stack '\(name)' (available: \(known.isEmpty ? "none found in the stack paths" : known))")
+            throw .invalid("unknown stack '\(name)' (available: \(known.isEmpty ? "none found in the stack paths" : known))")
         }
         return s
     }

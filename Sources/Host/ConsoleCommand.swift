@@ -24,8 +24,8 @@ struct Console: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let vncListen { return try await runVNCBridge(vncListen, client: try remote.daemon()) }
-        if let client = try remote.daemon() { return try await runRemote(client) }
+        if let vncListen { return try await runVNCBridge(vncListen, client: try remote.daemon(global)) }
+        if let client = try remote.daemon(global) { return try await runRemote(client) }
         let service = try global.service()
         let (_, fd) = try await ContainariumCLI.run { () async throws(ContainariumError) in
             try await service.openConsole(username: username, kind: "serial")

@@ -80,7 +80,7 @@ struct Create: AsyncParsableCommand {
             let parts = l.split(separator: "=", maxSplits: 1)
             labelMap[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             var q: [String: JSONValue] = [
                 "username": .string(username), "sshKeys": .array(keys.map { .string($0) }), "nesting": .bool(!noNesting),
                 "labels": .object(labelMap.mapValues { .string($0) }),

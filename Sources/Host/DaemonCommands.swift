@@ -32,9 +32,18 @@ struct RemoteOptions: ParsableArguments {
     /// interface cli), so every change passes through the daemon's authorization, bookkeeping
     /// and audit log. nil when neither: the verb then acts alone on this node's backends, and
     /// with no daemon there is no audit log to write.
-    func daemon() throws -> RemoteClient? {
+    ///
+    /// `global`: the verb's --config and --plugin-path, which only a CLI acting alone uses; with
+    /// a daemon they would be silently ignored, so they are refused.
+    func daemon(_ global: GlobalOptions? = nil) throws -> RemoteClient? {
         if let remote = try client() { return remote }
-        return RemoteClient(localDaemon: LocalDaemon.stateDir(stateDir))
+        let dir = LocalDaemon.stateDir(stateDir)
+        guard let local = RemoteClient(localDaemon: dir) else { return nil }
+        if let global, global.config != nil || !global.pluginPaths.isEmpty {
+            throw fail(.invalid(
+                "a daemon runs for \(dir): the change goes through it, with its own config and plugins; --config and --plugin-path apply only when the CLI acts alone (no daemon running)"))
+        }
+        return local
     }
 
     /// Where the answer comes from, for messages ("" for this machine's daemon).

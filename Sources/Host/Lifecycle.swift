@@ -104,7 +104,7 @@ struct Delete: AsyncParsableCommand {
                 return
             }
         }
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             _ = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("DeleteContainer", .object(["username": .string(username)])) }
             print("✓ Container \(user.containerName) deleted")
             return
@@ -122,9 +122,9 @@ struct Start: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StartContainer", .object(["username": .string(username)])) }
-            print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
+            print("✓ \(v["name"]?.stringValue ?? username) is \(stateWord(v))")
             return
         }
         let service = try global.service()
@@ -141,9 +141,9 @@ struct Stop: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StopContainer", .object(["username": .string(username), "force": .bool(force)])) }
-            print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
+            print("✓ \(v["name"]?.stringValue ?? username) is \(stateWord(v))")
             return
         }
         let service = try global.service()
@@ -159,9 +159,9 @@ struct Restart: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("RestartContainer", .object(["username": .string(username)])) }
-            print("✓ \(v["name"]?.stringValue ?? username) is \(v["state"]?.stringValue ?? "?")")
+            print("✓ \(v["name"]?.stringValue ?? username) is \(stateWord(v))")
             return
         }
         let service = try global.service()
@@ -185,13 +185,21 @@ struct Resize: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             var q: [String: JSONValue] = ["username": .string(username)]
             if let cpu { q["cpu"] = .string(cpu) }
             if let memory { q["memory"] = .string(memory) }
             if let disk { q["disk"] = .string(disk) }
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ResizeContainer", .object(q)) }
-            return try printRemote(v)
+            let r = v["resources"]
+            print("""
+                ✓ Container \(v["name"]?.stringValue ?? "\(username)-container") resized successfully (no restart required)
+                Updated configuration:
+                  CPU: \(r?["cpu"]?.stringValue ?? "unlimited")
+                  Memory: \(r?["memory"]?.stringValue ?? "unlimited")
+                  Disk: \(r?["disk"]?.stringValue ?? "pool default")
+                """)
+            return
         }
         let service = try global.service()
         if global.verbose {
@@ -228,7 +236,7 @@ struct Exec: AsyncParsableCommand {
 
     func run() async throws {
         let r: ExecResult
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await client.call("Exec", .object(["username": .string(username), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)]))
             }
@@ -314,7 +322,7 @@ struct InstallStack: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        if let client = try remote.daemon() {
+        if let client = try remote.daemon(global) {
             let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
                 try await client.call("InstallStack", .object(["username": .string(username), "stack": .string(stack)]))
             }
@@ -378,4 +386,11 @@ struct Version: ParsableCommand {
     func run() {
         print("containarium \(ContainariumVersion.string) (plugin ABI \(PluginABIVersion.string))")
     }
+}
+
+/// A state as the CLI prints it: "running", whether it came from the backend or a daemon
+/// ("CONTAINER_STATE_RUNNING").
+func stateWord(_ v: JSONValue) -> String {
+    guard let s = v["state"]?.stringValue else { return "?" }
+    return (s.hasPrefix("CONTAINER_STATE_") ? String(s.dropFirst("CONTAINER_STATE_".count)) : s).lowercased()
 }

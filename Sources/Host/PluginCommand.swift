@@ -24,7 +24,7 @@ struct PluginToggleOptions: ParsableArguments {
 }
 
 func togglePlugin(_ o: PluginToggleOptions, enabled: Bool, global: GlobalOptions, remote: RemoteOptions) async throws {
-    if let client = try remote.daemon() {
+    if let client = try remote.daemon(global) {
         var q: [String: JSONValue] = ["id": .string(o.id), "enabled": .bool(enabled), "force": .bool(o.force)]
         if let node = o.node { q["node"] = .string(node) }
         let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("SetPluginEnabled", .object(q)) }

@@ -92,6 +92,27 @@ struct ProtoGRPCTests {
                 #expect(await Self.code { try await c.createContainer(badSize, metadata: Self.bearer(admin)) } == .invalidArgument)
                 #expect(try await h.plane.store.container("quinn") == nil)
 
+                // The progress stream of another user's create is refused before anything is relayed.
+                var theirs = create
+                theirs.username = "sam"
+                #expect(await Self.code {
+                    try await c.createContainerStream(theirs, metadata: Self.bearer(owner)) { response in
+                        for try await _ in response.messages {}
+                    }
+                } == .permissionDenied)
+                // Streamed: progress, then the environment.
+                var streamed = create
+                streamed.username = "pia2"
+                let events = try await c.createContainerStream(streamed, metadata: Self.bearer(admin)) { response in
+                    var all: [Containarium_V1_CreateContainerEvent] = []
+                    for try await e in response.messages { all.append(e) }
+                    return all
+                }
+                #expect(events.last?.container.name == "pia2-container" && events.dropLast().allSatisfy { if case .progress? = $0.event { true } else { false } }, "\(events)")
+                // A required flag is required.
+                let system = Containarium_V1_SystemService.Client(wrapping: client)
+                #expect(await Self.code { try await system.setPluginEnabled(.with { $0.id = "fake-instances" }, metadata: Self.bearer(admin)) } == .invalidArgument)
+
                 // async: the operation, polled through OperationService.
                 var later = create
                 later.username = "rae"

@@ -85,7 +85,7 @@ struct RESTTests {
                 Route(method: .post, path: c + "/start", expect: std(200)),
                 Route(method: .post, path: c + "/restart", expect: std(200)),
                 Route(method: .put, path: c + "/resize", body: { _ in #"{"memory": "600MB"}"# }, expect: std(200)),
-                Route(method: .post, path: c + "/install-stack", body: { _ in #"{"stack": "no-such-stack"}"# }, expect: std(404)),
+                Route(method: .post, path: c + "/install-stack", body: { _ in #"{"stack": "no-such-stack"}"# }, expect: std(400)),
                 Route(method: .post, path: c + "/cleanup-disk", expect: std(200)),
                 Route(method: .get, path: c + "/ssh-keys", expect: std(200)),
                 Route(method: .post, path: c + "/ssh-keys", body: { who in #"{"sshPublicKey": "\#(Harness.sshKey(who.rawValue))"}"# }, expect: std(201)),

@@ -56,7 +56,7 @@ struct AuthorizationMatrixTests {
             Route(method: "POST", path: c + "/start", notOwner: 403, owner: 200, admin: 200),
             Route(method: "POST", path: c + "/restart", notOwner: 403, owner: 200, admin: 200),
             Route(method: "PUT", path: c + "/resize", body: #"{"memory": "600MB"}"#, notOwner: 403, owner: 200, admin: 200),
-            Route(method: "POST", path: c + "/install-stack", body: #"{"stack": "no-such-stack"}"#, notOwner: 403, owner: 404, admin: 404),
+            Route(method: "POST", path: c + "/install-stack", body: #"{"stack": "no-such-stack"}"#, notOwner: 403, owner: 400, admin: 400),
             Route(method: "POST", path: c + "/cleanup-disk", notOwner: 403, owner: 200, admin: 200),
             Route(method: "GET", path: c + "/ssh-keys", notOwner: 403, owner: 200, admin: 200),
             Route(method: "POST", path: c + "/ssh-keys", body: HTTP.json(["sshPublicKey": key]), notOwner: 403, owner: 409, admin: 409),

@@ -38,6 +38,9 @@ struct LocalDaemonTests {
         #expect(cliList.status == 0 && cliList.stdout.contains(collab), "\(cliList.output)")
         let audit = try box.cli(["audit", "--state-dir", d.stateDir.path, "--action", "container.collaborator.add", "--format", "json"])
         #expect(audit.status == 0 && audit.stdout.contains("local-admin") && audit.stdout.contains(owner), "the daemon's audit log, by the local admin: \(audit.output)")
+        // Flags only a CLI acting alone uses are refused, not ignored, when the daemon answers.
+        let configured = try box.cli(["stop", owner, "--state-dir", d.stateDir.path, "--config", box.config.path])
+        #expect(configured.status == 2 && configured.stderr.contains("--config and --plugin-path apply only when the CLI acts alone"), "\(configured.output)")
         let remove = try box.cli(["collaborator", "remove", owner, collab, "--state-dir", d.stateDir.path])
         #expect(remove.status == 0, "\(remove.output)")
         #expect((try HTTP.call("GET", d.base + "/v1/containers/\(owner)/collaborators", token: admin).json?["collaborators"]?.items ?? []).isEmpty)

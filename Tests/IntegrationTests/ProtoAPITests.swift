@@ -23,6 +23,7 @@ struct ProtoAPITests {
         defer {
             box.forceDelete("\(user)-container")
             box.forceDelete("\(user)r-container")
+            box.forceDelete("\(user)x-container")
         }
         let script = TestEnv.repoRoot.appendingPathComponent("Tests/python/grpc_stock_client.py").path
         let run = try Run.run("/usr/bin/env", [
