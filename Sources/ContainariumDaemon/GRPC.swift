@@ -98,10 +98,6 @@ struct ContainariumGRPCService: RegistrableRPCService {
 
     var auth: GRPCAuth { GRPCAuth(plane: plane, tokens: tokens, mtls: mtls, nodeAPI: nodeAPI) }
 
-    func caller(_ metadata: Metadata, _ context: ServerContext) async throws(ContainariumError) -> Caller {
-        try await auth.caller(metadata, context)
-    }
-
     /// A GPU count from a message; anything but a whole number becomes -1, which the service
     /// layer refuses with a clear message.
     static func gpuCount(_ v: JSONValue?) -> Int? {
@@ -203,8 +199,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
         let codec = JSONCodec<JSONValue>()
         router.registerHandler(forMethod: ContainariumRPC.method(ContainariumRPC.consoleMethod), deserializer: codec, serializer: codec) { stream, context in
             let who: Caller
-            do throws(ContainariumError) { who = try await caller(stream.metadata, context) } catch {
-                await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: "OpenConsole", reason: error.message)
+            do throws(ContainariumError) { who = try await auth.authenticate(stream.metadata, context, "OpenConsole") } catch {
                 return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
             }
             let username = stream.metadata[stringValues: "containarium-console-username"].first { _ in true } ?? ""
@@ -241,8 +236,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             router.registerHandler(forMethod: ContainariumRPC.method(LinkFrame.method), deserializer: codec, serializer: codec) { stream, context in
                 let node = stream.metadata[stringValues: LinkFrame.nodeKey].first { _ in true } ?? ""
                 let who: Caller, links: NodeLinks
-                do throws(ContainariumError) { who = try await caller(stream.metadata, context) } catch {
-                    await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: LinkFrame.method, reason: error.message)
+                do throws(ContainariumError) { who = try await auth.authenticate(stream.metadata, context, LinkFrame.method) } catch {
                     return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
                 }
                 do throws(ContainariumError) {
@@ -262,11 +256,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             router.registerHandler(forMethod: ContainariumRPC.method(name), deserializer: codec, serializer: codec) { stream, context in
                 let request = try await ServerRequest(stream: stream)
                 do throws(ContainariumError) {
-                    let who: Caller
-                    do throws(ContainariumError) { who = try await caller(request.metadata, context) } catch {
-                        await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: name, reason: error.message)
-                        throw error
-                    }
+                    let who = try await auth.authenticate(request.metadata, context, name)
                     let result = try await handle(name, request.message, who)
                     return StreamingServerResponse(single: ServerResponse(message: result))
                 } catch {
@@ -277,14 +267,11 @@ struct ContainariumGRPCService: RegistrableRPCService {
         router.registerHandler(forMethod: ContainariumRPC.method(ContainariumRPC.createMethod), deserializer: codec, serializer: codec) { stream, context in
             let request = try await ServerRequest(stream: stream)
             let who: Caller
-            do throws(ContainariumError) { who = try await caller(request.metadata, context) } catch {
-                await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: "CreateContainer", reason: error.message)
-                return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
-            }
             let create = CreateEnvironmentRequest(grpcMessage: request.message)
-            do throws(ContainariumError) { try plane.authorizeCreate(who, create.username) } catch {
-                // Refused before any of that user's progress is relayed; audited like the create.
-                await plane.audit(who, "container.create", target: create.username, result: .failure(error), detail: error.message)
+            do throws(ContainariumError) {
+                who = try await auth.authenticate(request.metadata, context, "CreateContainer")
+                try await plane.authorizeCreateProgress(who, create.username)  // before any of that user's progress is relayed
+            } catch {
                 return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
             }
             return StreamingServerResponse { writer in
@@ -299,13 +286,8 @@ struct ContainariumGRPCService: RegistrableRPCService {
                     // gRPC reports a cancelled RPC (the client went away or cancelled) through its
                     // handler, not by cancelling this task: turn it into task cancellation, which
                     // the control plane answers by cancelling and rolling back the create.
-                    let work = Task { () async -> Result<Outcome<ContainerView>, ContainariumError> in
-                        do throws(ContainariumError) { return .success(try await plane.createContainer(who, create, async: false)) } catch { return .failure(error) }
-                    }
-                    let outcome = await withTaskCancellationHandler {
-                        await withRPCCancellationHandler { await work.value } onCancelRPC: { work.cancel() }
-                    } onCancel: { work.cancel() }
-                    guard case .done(let view) = try outcome.get() else { return [:] }
+                    let outcome = try await cancellingWithRPC { () async throws(ContainariumError) in try await plane.createContainer(who, create, async: false) }
+                    guard case .done(let view) = outcome else { return [:] }
                     cancel()
                     await relay.value
                     try? await writer.write(.object(["container": WireJSON.decode(JSONValue.self, from: WireJSON.encode(view))]))

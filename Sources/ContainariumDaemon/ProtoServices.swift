@@ -86,12 +86,8 @@ struct ContainerServiceV1: Containarium_V1_ContainerService.ServiceProtocol {
             who = try await auth.authenticate(request.metadata, context, "CreateContainerStream")
             guard !request.message.async else { throw .invalid("async is for CreateContainer; a stream waits for the environment") }
             create = try ProtoMap.create(request.message)
+            try await plane.authorizeCreateProgress(who, create.username)  // before any of that user's progress is relayed
         } catch {
-            return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
-        }
-        do throws(ContainariumError) { try plane.authorizeCreate(who, create.username) } catch {
-            // Refused before any of that user's progress is relayed; audited like the create.
-            await plane.audit(who, "container.create", target: create.username, result: .failure(error), detail: error.message)
             return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
         }
         let plane = self.plane

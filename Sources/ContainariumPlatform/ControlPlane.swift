@@ -450,10 +450,18 @@ public final class ControlPlane: Sendable {
     }
 
     /// Create an environment. With `async`, returns at once with an operation to poll.
-    /// Who may create `username`'s environment: its user, or an admin. Adapters that stream a
-    /// create's progress ask first, so nobody watches the progress of another user's create.
+    /// For adapters that stream a create's progress: asked before anything is relayed, so nobody
+    /// watches the progress of another user's create. A refusal is audited like the create's.
+    public func authorizeCreateProgress(_ caller: Caller, _ username: String) async throws(ContainariumError) {
+        do throws(ContainariumError) { try authorizeCreate(caller, username) } catch {
+            await audit(caller, "container.create", target: username, result: .failure(error), detail: error.message)
+            throw error
+        }
+    }
+
+    /// Who may create `username`'s environment: its user, or an admin.
     @discardableResult
-    public func authorizeCreate(_ caller: Caller, _ username: String) throws(ContainariumError) -> Username {
+    func authorizeCreate(_ caller: Caller, _ username: String) throws(ContainariumError) -> Username {
         let user = try Username(username)
         if !caller.isAdmin && caller.subject != user.value {
             throw .denied("\(caller.subject) may only create its own environment, not \(user.value)'s")
