@@ -156,7 +156,7 @@ async function loadEnvironments(full = true) {
   const seen = new Set();
   for (const c of list.containers) {
     const m = usage.get(c.username);
-    if (m?.cpuPercent !== undefined) c.cpuPercent = m.cpuPercent;
+    if (m?.cpuPercent != null) c.cpuPercent = m.cpuPercent;
     state.envs.set(c.username, c);
     seen.add(c.username);
   }
@@ -251,14 +251,14 @@ function envCard(c) {
   const card = el("article", { class: "card", dataset: { username: c.username }, "aria-label": c.name },
     el("h3", {}, el("span", {}, c.name), el("span", { class: `badge ${s}` }, s)),
     el("dl", {},
-      el("dt", {}, "Owner"), el("dd", {}, c.owner ?? "–"),
-      el("dt", {}, "Node"), el("dd", {}, c.node ?? "–"),
-      el("dt", {}, "Backend"), el("dd", {}, c.backend ?? "–"),
-      el("dt", {}, "IP"), el("dd", {}, c.network?.ipAddress ?? "–"),
+      el("dt", {}, "Owner"), el("dd", {}, c.owner || "–"),
+      el("dt", {}, "Node"), el("dd", {}, c.node || "–"),
+      el("dt", {}, "Backend"), el("dd", {}, c.backend || "–"),
+      el("dt", {}, "IP"), el("dd", {}, c.network?.ipAddress || "–"),
       ...(c.endpoints?.rdp ? [el("dt", {}, "RDP"), el("dd", {}, c.endpoints.rdp)] : []),
-      el("dt", {}, "CPU"), el("dd", {}, (c.cpuPercent !== undefined ? `${c.cpuPercent.toFixed(1)}% of ` : "") + (c.resources?.cpu ? `${c.resources.cpu} CPU` : "no limit")),
-      el("dt", {}, "Memory"), el("dd", {}, `${bytes(c.usage?.memoryBytes)} / ${c.resources?.memory ?? "no limit"}`),
-      el("dt", {}, "Disk"), el("dd", {}, `${bytes(c.usage?.diskBytes)} / ${c.resources?.disk ?? "no limit"}`)),
+      el("dt", {}, "CPU"), el("dd", {}, (c.cpuPercent != null ? `${c.cpuPercent.toFixed(1)}% of ` : "") + (c.resources?.cpu ? `${c.resources.cpu} CPU` : "no limit")),
+      el("dt", {}, "Memory"), el("dd", {}, `${bytes(c.usage?.memoryBytes)} / ${c.resources?.memory || "no limit"}`),
+      el("dt", {}, "Disk"), el("dd", {}, `${bytes(c.usage?.diskBytes)} / ${c.resources?.disk || "no limit"}`)),
     usageBar(c.usage?.memoryBytes, memLimit), usageBar(c.usage?.diskBytes, diskLimit),
     actions(c));
   for (const b of card.querySelectorAll(".bar > span")) b.style.width = b.dataset.pct + "%";
@@ -268,9 +268,9 @@ function envCard(c) {
 function envRow(c) {
   const s = stateName(c);
   return el("tr", { dataset: { username: c.username } },
-    el("th", { scope: "row" }, c.name), el("td", {}, el("span", { class: `badge ${s}` }, s)), el("td", {}, c.owner ?? "–"),
-    el("td", {}, c.node ?? "–"), el("td", {}, c.backend ?? "–"), el("td", {}, c.network?.ipAddress ?? "–"),
-    el("td", {}, c.cpuPercent !== undefined ? `${c.cpuPercent.toFixed(1)}%` : (c.resources?.cpu ?? "–")),
+    el("th", { scope: "row" }, c.name), el("td", {}, el("span", { class: `badge ${s}` }, s)), el("td", {}, c.owner || "–"),
+    el("td", {}, c.node || "–"), el("td", {}, c.backend || "–"), el("td", {}, c.network?.ipAddress || "–"),
+    el("td", {}, c.cpuPercent != null ? `${c.cpuPercent.toFixed(1)}%` : (c.resources?.cpu || "–")),
     el("td", {}, bytes(c.usage?.memoryBytes)), el("td", {}, bytes(c.usage?.diskBytes)), el("td", {}, actions(c)));
 }
 
@@ -280,7 +280,7 @@ function actions(c) {
   return el("div", { class: "actions" },
     s === "running" ? b("Stop", () => power(u, "stop")) : b("Start", () => power(u, "start"), { disabled: s === "creating" }),
     b("Terminal", () => openTerminal(u), { disabled: s !== "running" }),
-    ...(c.type === "vm" ? [b("Screen", () => openScreen(u), { disabled: s !== "running" })] : []),
+    ...(c.type === "ENVIRONMENT_TYPE_VM" ? [b("Screen", () => openScreen(u), { disabled: s !== "running" })] : []),
     b("Metrics", () => openDetail(u)),
     b("Resize", () => openResize(u)),
     b("Collaborators", () => openCollaborators(u)),
@@ -359,10 +359,17 @@ async function openCreate() {
   explain();
 }
 
+// The request as the API's CreateContainerRequest (proto3 JSON): the OS types the catalog
+// offers are the node's configured names (os); sizes go under resources.
 function createRequest(form) {
   const f = new FormData(form);
   const body = { username: f.get("username").trim(), async: true };
-  for (const k of ["osType", "stack", "cpu", "memory", "disk", "node"]) { const v = (f.get(k) ?? "").trim(); if (v) body[k] = v; }
+  const text = (k) => (f.get(k) ?? "").trim();
+  if (text("osType")) body.os = text("osType");
+  for (const k of ["stack", "node"]) if (text(k)) body[k] = text(k);
+  const resources = {};
+  for (const k of ["cpu", "memory", "disk"]) if (text(k)) resources[k] = text(k);
+  if (Object.keys(resources).length) body.resources = resources;
   const gpus = Number(f.get("gpus") || 0);
   if (gpus > 0) body.gpus = gpus;
   return body;
@@ -376,13 +383,13 @@ function explain() {
     if (!state.admin) { box.textContent = "The scheduler's explanation needs an admin token."; return; }
     const r = createRequest($("#create-form"));
     const q = {};
-    for (const k of ["cpu", "memory", "disk", "osType", "gpus", "node"]) if (r[k] !== undefined) q[k] = r[k];
+    for (const k of ["resources", "os", "gpus", "node"]) if (r[k] !== undefined) q[k] = r[k];
     try {
       const x = await state.server.post("/v1/schedule/explain", q);
       box.replaceChildren(el("p", {}, x.chosen ? `The scheduler would choose ${x.chosen}.` : "No node can take it right now."),
         el("table", { class: "list" }, el("thead", {}, el("tr", {}, el("th", {}, "Node"), el("th", {}, "Score"), el("th", {}, "Why"))),
-          el("tbody", {}, ...(x.verdicts ?? []).map((v) => el("tr", {}, el("td", {}, v.node), el("td", {}, v.score?.toFixed?.(2) ?? "–"),
-            el("td", {}, v.filteredBecause?.length ? "filtered: " + v.filteredBecause.map((r) => Object.keys(r)[0]).join(", ")
+          el("tbody", {}, ...(x.verdicts ?? []).map((v) => el("tr", {}, el("td", {}, v.node), el("td", {}, v.score?.toFixed?.(2) || "–"),
+            el("td", {}, v.filteredBecause?.length ? "filtered: " + v.filteredBecause.join(", ")
               : Object.entries(v.scoreParts ?? {}).map(([k, s]) => `${k} ${s.toFixed(1)}`).join(", ")))))));
     } catch (e) { box.textContent = e.message; }
   }, 250);
@@ -459,9 +466,9 @@ function openResize(u) {
   const c = state.envs.get(u);
   const form = $("#resize-form");
   form.reset();
-  form.cpu.placeholder = c?.resources?.cpu ?? "unchanged";
-  form.memory.placeholder = c?.resources?.memory ?? "unchanged";
-  form.disk.placeholder = c?.resources?.disk ?? "unchanged";
+  form.cpu.placeholder = c?.resources?.cpu || "unchanged";
+  form.memory.placeholder = c?.resources?.memory || "unchanged";
+  form.disk.placeholder = c?.resources?.disk || "unchanged";
   $(".error", form).textContent = "";
   $("#resize-title").textContent = `Resize ${u}-container`;
   $("#resize-dialog").showModal();
@@ -469,9 +476,10 @@ function openResize(u) {
 async function submitResize(event) {
   event.preventDefault();
   const f = new FormData(event.target), body = {};
-  for (const k of ["cpu", "memory", "disk"]) { const v = f.get(k).trim(); if (v) body[k] = v; }
+  const resources = {};
+  for (const k of ["cpu", "memory", "disk"]) { const v = f.get(k).trim(); if (v) resources[k] = v; }
   try {
-    const c = await state.server.put(`/v1/containers/${target}/resize`, body);
+    const c = await state.server.put(`/v1/containers/${target}/resize`, { resources });
     state.envs.set(target, c);
     patchEnvironment(target);
     $("#resize-dialog").close();
@@ -674,8 +682,8 @@ async function loadNodes() {
   try {
     const plugins = (await server.get("/v1/plugins")).plugins ?? [];
     $("#plugins-table tbody").replaceChildren(...plugins.map((p) => el("tr", {},
-      el("th", { scope: "row" }, p.id ?? p.name), el("td", {}, p.version ?? "–"), el("td", {}, p.abi ?? "–"),
-      el("td", {}, (p.capabilities ?? []).join(", ")), el("td", {}, p.state ?? p.status ?? "–"))));
+      el("th", { scope: "row" }, p.id ?? p.name), el("td", {}, p.version || "–"), el("td", {}, p.abi || "–"),
+      el("td", {}, (p.capabilities ?? []).join(", ")), el("td", {}, p.state || p.status || "–"))));
   } catch (e) {
     $("#plugins-table tbody").replaceChildren(el("tr", {}, el("td", { colspan: "5" }, e.message)));
   }

@@ -9,6 +9,7 @@ import GRPCNIOTransportHTTP2
 public import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -134,16 +135,16 @@ struct ContainariumGRPCService: RegistrableRPCService {
             let text = try await plane.exportSSHConfig(caller, try field("username"), jumpHost: request["jumpHost"]?.stringValue, keyPath: request["keyPath"]?.stringValue,
                                                        gatewayHost: request["gatewayHost"]?.stringValue)
             return .object(["config": .string(text)])
-        case "GetSystemInfo": return try await plane.systemInfo(caller)
+        case "GetSystemInfo": return try encode(await plane.systemInfo(caller))
         case "ListAudit":
             let f = AuditFilter(actor: request["actor"]?.stringValue, action: request["action"]?.stringValue, target: request["target"]?.stringValue,
                                 result: request["result"]?.stringValue, limit: Int(request["limit"]?.number ?? 100))
             return try encode(["entries": await plane.auditLog(caller, f)])
-        case "ListPlugins": return .object(["plugins": .array(await plane.plugins(caller))])
+        case "ListPlugins": return try encode(["plugins": await plane.plugins(caller)])
         case "SetPluginEnabled":
             guard let enabled = request["enabled"]?.bool else { throw .invalid("field 'enabled' must be true or false") }
-            return try await plane.setPluginEnabled(caller, try field("id"), enabled: enabled, force: request["force"]?.bool ?? false,
-                                                    on: request["node"]?.stringValue)
+            return try encode(await plane.setPluginEnabled(caller, try field("id"), enabled: enabled, force: request["force"]?.bool ?? false,
+                                                    on: request["node"]?.stringValue))
         case "ListCollaborators":
             return try encode(["collaborators": await plane.listCollaborators(caller, try field("username"))])
         case "AddCollaborator":
@@ -193,6 +194,16 @@ struct ContainariumGRPCService: RegistrableRPCService {
             return try encode(await plane.capacity(caller))
         default: throw ContainariumError(.unsupported, "unknown method \(name)")
         }
+    }
+
+    /// The methods of this service that have a `containarium.v1` protobuf equivalent, called on
+    /// the public listener, are deprecated: logged once per method per run. (The local socket is
+    /// the CLI's and the node links'; ReportNode and the link are the cluster's own protocol.)
+    func deprecated(_ name: String) {
+        guard !nodeAPI, name != "ReportNode" else { return }
+        guard DeprecatedCalls.seen.withLock({ $0.insert(name).inserted }) else { return }
+        Logger(label: "containarium.grpc").warning(
+            "containarium.v1.Containarium/\(name) (the JSON-codec gRPC service) is deprecated and goes in the next release: use the protobuf services of proto/containarium/v1 (e.g. containarium.v1.ContainerService); grpcurl and server reflection list them")
     }
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
@@ -254,6 +265,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
         }
         for name in ContainariumRPC.unaryMethods {
             router.registerHandler(forMethod: ContainariumRPC.method(name), deserializer: codec, serializer: codec) { stream, context in
+                deprecated(name)
                 let request = try await ServerRequest(stream: stream)
                 do throws(ContainariumError) {
                     let who = try await auth.authenticate(request.metadata, context, name)
@@ -265,6 +277,7 @@ struct ContainariumGRPCService: RegistrableRPCService {
             }
         }
         router.registerHandler(forMethod: ContainariumRPC.method(ContainariumRPC.createMethod), deserializer: codec, serializer: codec) { stream, context in
+            deprecated(ContainariumRPC.createMethod)
             let request = try await ServerRequest(stream: stream)
             let who: Caller
             let create = CreateEnvironmentRequest(grpcMessage: request.message)
@@ -634,4 +647,9 @@ extension ContainariumRPC {
         }
         return services
     }
+}
+
+/// Which deprecated methods were called already in this run (each is logged once).
+enum DeprecatedCalls {
+    static let seen = Mutex<Set<String>>([])
 }

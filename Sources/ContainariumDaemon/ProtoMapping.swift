@@ -1,6 +1,7 @@
 import ContainariumCore
 import ContainariumPlatform
 import ContainariumProto
+import ContainariumScheduler
 import ContainariumService
 import ContainariumStore
 import Foundation
@@ -37,7 +38,86 @@ enum ProtoMap {
         }
     }
 
+    /// The OS type a request names: the enum's, or a configured name (`os`); not both.
+    static func osType(_ t: Containarium_V1_OSType, named os: String) throws(ContainariumError) -> String? {
+        let fromEnum = try osType(t)
+        if fromEnum != nil && !os.isEmpty { throw .invalid("give either osType or os, not both") }
+        return fromEnum ?? nonEmpty(os)
+    }
+
+    /// `node`: a node name (1-63 of a-z 0-9 . -), or nil for none.
+    static func node(_ n: String) throws(ContainariumError) -> String? {
+        guard !n.isEmpty else { return nil }
+        guard Cluster.validNodeName(n) else { throw .invalid("'\(n)' is not a node name (1-63 of a-z 0-9 . -)") }
+        return n
+    }
+
     static func nonEmpty(_ s: String) -> String? { s.isEmpty ? nil : s }
+
+    static func capacity(_ c: NodeCapacity) -> Containarium_V1_Capacity {
+        .with {
+            $0.node = c.node
+            $0.cpus = UInt32(clamping: c.cpus)
+            $0.memoryTotalBytes = c.memoryTotalBytes
+            $0.memoryUsedBytes = c.memoryUsedBytes
+            $0.diskTotalBytes = c.diskTotalBytes
+            $0.diskUsedBytes = c.diskUsedBytes
+            $0.instances = UInt32(clamping: c.instances)
+            $0.runningInstances = UInt32(clamping: c.runningInstances)
+            $0.backendVersion = c.backendVersion ?? ""
+        }
+    }
+
+    static func stack(_ s: CatalogView.Stack) -> Containarium_V1_Stack {
+        .with {
+            $0.name = s.name
+            $0.description_p = s.description
+        }
+    }
+
+    static func node(_ n: NodeView) -> Containarium_V1_Node {
+        func resources(_ r: Resources) -> Containarium_V1_NodeResources {
+            .with {
+                $0.cpuMillis = UInt64(clamping: r.cpuMillis)
+                $0.memoryBytes = UInt64(clamping: r.memoryBytes)
+                $0.diskBytes = UInt64(clamping: r.diskBytes)
+            }
+        }
+        return .with {
+            $0.name = n.name
+            $0.address = n.address ?? ""
+            $0.local = n.local
+            $0.healthy = n.healthy
+            $0.draining = n.draining
+            if let t = timestamp(n.lastSeen) { $0.lastSeen = t }
+            $0.kinds = n.kinds
+            $0.capacity = resources(n.capacity)
+            $0.used = resources(n.used)
+            $0.gpus = n.gpus.map { g in
+                .with {
+                    $0.pciAddress = g.pciAddress
+                    $0.model = g.model
+                    $0.attachedTo = g.attachedTo ?? ""
+                }
+            }
+            $0.labels = n.labels
+            $0.pool = n.pool ?? ""
+            $0.preemptible = n.preemptible
+            $0.environments = UInt32(clamping: n.environments)
+            $0.sshGateway = n.sshGateway ?? ""
+            $0.plugins = (n.plugins ?? []).map { p in
+                .with {
+                    $0.id = p.id
+                    $0.version = p.version ?? ""
+                    $0.abi = p.abi ?? ""
+                    $0.state = p.state
+                    $0.capabilities = p.capabilities
+                    $0.kinds = p.kinds ?? []
+                    $0.osTypes = p.osTypes ?? []
+                }
+            }
+        }
+    }
 
     static func container(_ v: ContainerView) -> Containarium_V1_Container {
         var c = Containarium_V1_Container()
@@ -100,6 +180,7 @@ enum ProtoMap {
             }
             $0.createdAt = Google_Protobuf_Timestamp(date: r.createdAt)
             $0.updatedAt = Google_Protobuf_Timestamp(date: r.updatedAt)
+            if let text = r.result, let view = try? WireJSON.decode(ContainerView.self, from: Data(text.utf8)) { $0.result = container(view) }
         }
     }
 
@@ -123,11 +204,12 @@ enum ProtoMap {
     }
 
     static func create(_ m: Containarium_V1_CreateContainerRequest) throws(ContainariumError) -> CreateEnvironmentRequest {
+        guard !m.username.isEmpty else { throw .invalid("missing field 'username'") }
         var r = CreateEnvironmentRequest(
-            username: m.username, sshKeys: m.sshKeys, image: nonEmpty(m.image), osType: try osType(m.osType),
+            username: m.username, sshKeys: m.sshKeys, image: nonEmpty(m.image), osType: try osType(m.osType, named: m.os),
             cpu: nonEmpty(m.resources.cpu), memory: nonEmpty(m.resources.memory), disk: nonEmpty(m.resources.disk),
             autostart: m.autostart, nesting: m.hasNesting ? m.nesting : nil, stack: nonEmpty(m.stack), labels: m.labels,
-            gpus: m.gpus == 0 ? nil : Int(m.gpus), gpuModel: nonEmpty(m.gpuModel), node: nonEmpty(m.node),
+            gpus: m.gpus == 0 ? nil : Int(m.gpus), gpuModel: nonEmpty(m.gpuModel), node: try node(m.node),
             runtimes: (m.enablePodman ? [ContainerRuntime.podman] : []) + (m.enableDocker ? [.docker] : []))
         r.kind = nonEmpty(m.kind)
         return r

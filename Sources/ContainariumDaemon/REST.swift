@@ -68,129 +68,10 @@ public struct RESTAPI: HTTPResponder {
         Route(method: m, pattern: split(p), action: action, handler: h)
     }
 
-    /// Every authenticated route. (Health, the OpenAPI document and Swagger UI are public.)
-    static let routes: [Route] = [
-        r(.post, "/v1/containers", "container.create") { api, c throws(ContainariumError) in try await api.create(c) },
-        r(.get, "/v1/containers", "container.list") { api, c throws(ContainariumError) in
-            try api.raw(.ok, await api.plane.listContainersJSON(c.caller))
-        },
-        r(.get, "/v1/containers/{}", "container.get") { api, c throws(ContainariumError) in
-            try api.json(.ok, await api.plane.getContainer(c.caller, c.params[0]))
-        },
-        r(.delete, "/v1/containers/{}", "container.delete") { api, c throws(ContainariumError) in
-            let force = try api.bool(c.query["force"]) ?? true
-            try await api.plane.deleteContainer(c.caller, c.params[0], force: force)
-            return try api.json(.ok, ["message": "deleted \(c.params[0])'s environment"])
-        },
-        r(.post, "/v1/containers/{}/start", "container.start") { api, c throws(ContainariumError) in
-            try api.noBody(c)
-            return try api.json(.ok, await api.plane.power(c.caller, c.params[0], .start))
-        },
-        r(.post, "/v1/containers/{}/stop", "container.stop") { api, c throws(ContainariumError) in
-            let body = try api.object(c, allowed: ["force"], required: [])
-            let force = try body["force"].map { v throws(ContainariumError) in try api.boolValue(v, "force") } ?? false
-            return try api.json(.ok, await api.plane.power(c.caller, c.params[0], .stop, force: force))
-        },
-        r(.post, "/v1/containers/{}/restart", "container.restart") { api, c throws(ContainariumError) in
-            try api.noBody(c)
-            return try api.json(.ok, await api.plane.power(c.caller, c.params[0], .restart))
-        },
-        r(.put, "/v1/containers/{}/resize", "container.resize") { api, c throws(ContainariumError) in
-            let body = try api.object(c, allowed: ["cpu", "memory", "disk", "resources"], required: [])
-            var res = body
-            if let nested = body["resources"] {
-                guard case .object(let o) = nested else { throw .invalid("resources must be an object") }
-                try api.onlyKeys(o, ["cpu", "memory", "disk"], "resources")
-                res.merge(o) { a, _ in a }
-            }
-            return try api.json(.ok, await api.plane.resize(
-                c.caller, c.params[0], cpu: try api.string(res["cpu"], "cpu"), memory: try api.string(res["memory"], "memory"),
-                disk: try api.string(res["disk"], "disk")))
-        },
-        r(.post, "/v1/containers/{}/install-stack", "container.install-stack") { api, c throws(ContainariumError) in
-            let body = try api.object(c, allowed: ["stack", "stackId"], required: [])
-            guard let stack = try api.string(body["stack"] ?? body["stackId"], "stack") else { throw .invalid("missing field 'stack'") }
-            let r = try await api.plane.installStack(c.caller, c.params[0], stack: stack)
-            return try api.json(.ok, ["stack": stack, "check": r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
-        },
-        r(.post, "/v1/containers/{}/cleanup-disk", "container.cleanup-disk") { api, c throws(ContainariumError) in
-            try api.noBody(c)
-            return try api.json(.ok, await api.plane.cleanupDisk(c.caller, c.params[0]))
-        },
-        r(.get, "/v1/containers/{}/ssh-keys", "container.ssh-key.list") { api, c throws(ContainariumError) in
-            let keys = try await api.plane.listKeys(c.caller, c.params[0])
-            return try api.json(.ok, ["keys": keys])
-        },
-        r(.post, "/v1/containers/{}/ssh-keys", "container.ssh-key.add") { api, c throws(ContainariumError) in
-            let body = try api.object(c, allowed: ["sshPublicKey", "publicKey"], required: [])
-            guard let key = try api.string(body["sshPublicKey"] ?? body["publicKey"], "sshPublicKey") else { throw .invalid("missing field 'sshPublicKey'") }
-            return try api.json(.created, await api.plane.addKey(c.caller, c.params[0], publicKey: key))
-        },
-        r(.delete, "/v1/containers/{}/ssh-keys", "container.ssh-key.remove") { api, c throws(ContainariumError) in
-            guard let fp = c.query["fingerprint"], !fp.isEmpty else { throw .invalid("give the key as ?fingerprint=SHA256:...") }
-            try await api.plane.removeKey(c.caller, c.params[0], fingerprint: fp)
-            return try api.json(.ok, ["message": "removed \(fp)"])
-        },
-        r(.get, "/v1/containers/{}/collaborators", "container.collaborator.list") { api, c throws(ContainariumError) in
-            try api.json(.ok, ["collaborators": await api.plane.listCollaborators(c.caller, c.params[0])])
-        },
-        r(.post, "/v1/containers/{}/collaborators", "container.collaborator.add") { api, c throws(ContainariumError) in
-            let body = try api.object(c, allowed: ["collaboratorUsername", "sshPublicKey", "sudo", "containerRuntime"], required: ["collaboratorUsername"])
-            guard let who = try api.string(body["collaboratorUsername"], "collaboratorUsername") else { throw .invalid("missing field 'collaboratorUsername'") }
-            let key = try api.string(body["sshPublicKey"], "sshPublicKey")
-            let sudo = try body["sudo"].map { v throws(ContainariumError) in try api.boolValue(v, "sudo") } ?? false
-            let runtime = try body["containerRuntime"].map { v throws(ContainariumError) in try api.boolValue(v, "containerRuntime") } ?? false
-            return try api.json(.created, await api.plane.addCollaborator(c.caller, c.params[0], collaborator: who, sshKey: key, sudo: sudo, containerRuntime: runtime))
-        },
-        r(.delete, "/v1/containers/{}/collaborators/{}", "container.collaborator.remove") { api, c throws(ContainariumError) in
-            try await api.plane.removeCollaborator(c.caller, c.params[0], collaborator: c.params[1])
-            return try api.json(.ok, ["message": "removed \(c.params[1])"])
-        },
-        r(.get, "/v1/system/info", "system.info") { api, c throws(ContainariumError) in try api.json(.ok, await api.plane.systemInfo(c.caller)) },
-        r(.get, "/v1/metrics", "system.metrics") { api, c throws(ContainariumError) in
-            try api.json(.ok, ["containers": await api.plane.containerMetrics(c.caller)])
-        },
-        r(.get, "/v1/backends", "system.backends") { api, c throws(ContainariumError) in
-            try api.json(.ok, await api.plane.backendsView(c.caller))
-        },
-        r(.get, "/v1/nodes", "node.list") { api, c throws(ContainariumError) in try api.json(.ok, ["nodes": api.plane.listNodes(c.caller)]) },
-        r(.post, "/v1/nodes/{}/drain", "node.drain") { api, c throws(ContainariumError) in
-            try api.json(.ok, await api.plane.drainNode(c.caller, c.params[0], draining: true))
-        },
-        r(.post, "/v1/nodes/{}/undrain", "node.undrain") { api, c throws(ContainariumError) in
-            try api.json(.ok, await api.plane.drainNode(c.caller, c.params[0], draining: false))
-        },
-        r(.delete, "/v1/nodes/{}", "node.remove") { api, c throws(ContainariumError) in
-            try await api.plane.removeNode(c.caller, c.params[0], force: try api.bool(c.query["force"]) ?? false)
-            return try api.json(.ok, ["message": "removed node \(c.params[0])"])
-        },
-        r(.post, "/v1/schedule/explain", "schedule.explain") { api, c throws(ContainariumError) in try await api.explain(c) },
-        r(.get, "/v1/plugins", "system.plugins") { api, c throws(ContainariumError) in try api.json(.ok, ["plugins": await api.plane.plugins(c.caller)]) },
-        r(.get, "/v1/operations/{}", "operation.get") { api, c throws(ContainariumError) in
-            try api.json(.ok, OperationView(await api.plane.operation(c.caller, c.params[0])))
-        },
-        r(.get, "/v1/audit", "audit.list") { api, c throws(ContainariumError) in
-            let f = try api.auditFilter(c.query)
-            return try api.json(.ok, ["entries": await api.plane.auditLog(c.caller, f)])
-        },
+    /// The routes that are not RPCs: the event stream and the WebSocket endpoints. (Health, the
+    /// OpenAPI document, Swagger UI and the dashboard are public.)
+    static let streamRoutes: [Route] = [
         r(.get, "/v1/events", "events.stream") { api, c throws(ContainariumError) in api.sse(c.caller) },
-        r(.get, "/v1/catalog", "system.catalog") { api, c throws(ContainariumError) in try api.json(.ok, api.plane.catalog(c.caller)) },
-        r(.get, "/v1/metrics/node", "system.node-metrics") { api, c throws(ContainariumError) in try api.json(.ok, await api.plane.nodeMetrics(c.caller)) },
-        r(.get, "/v1/containers/{}/metrics", "container.metrics") { api, c throws(ContainariumError) in
-            try api.json(.ok, ["samples": await api.plane.metricsHistory(c.caller, c.params[0])])
-        },
-        r(.get, "/v1/containers/{}/ssh-config", "container.ssh-config") { api, c throws(ContainariumError) in
-            do throws(ContainariumError) {
-                return try api.json(.ok, ["config": await api.plane.exportSSHConfig(c.caller, c.params[0], jumpHost: nil, keyPath: nil)])
-            } catch where error.code == .invalidArgument {
-                // No gateway and no jump host: a direct block, for clients on the node's network.
-                let v = try await api.plane.getContainer(c.caller, c.params[0])
-                guard let ip = v.network.ipAddress else { throw error }
-                let text = "# Direct: reachable from the node's network only (run the SSH gateway for remote access).\n" +
-                    "Host \(v.username)-dev\n    HostName \(ip)\n    User \(v.username)\n    IdentityFile ~/.ssh/id_ed25519_\(v.username)\n"
-                return try api.json(.ok, ["config": text])
-            }
-        },
         r(.get, "/v1/containers/{}/terminal", "container.terminal") { api, c throws(ContainariumError) in
             try await api.plane.authorize(c.caller, c.params[0], .act)
             throw .invalid("open the terminal as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
@@ -200,6 +81,21 @@ public struct RESTAPI: HTTPResponder {
             throw .invalid("open a VM's screen as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
         },
     ]
+
+    /// Every route: one per RPC the contract binds to HTTP (`google.api.http` in proto/), whose
+    /// handler is `APIv1`'s, as the gRPC service's is, then the stream routes.
+    static let routes: [Route] = ProtoSchema.shared.routes.compactMap { rpc -> Route? in
+        guard let binding = RESTBindings.all[rpc.method] else { return nil }
+        let pattern = rpc.segments.map { $0.hasPrefix("{") ? "{}" : $0 }
+        let method = HTTPRequest.Method(rpc.verb) ?? .get
+        return Route(method: method, pattern: pattern, action: binding.action) { api, c throws(ContainariumError) in
+            let object = try ProtoSchema.shared.requestObject(rpc, path: Dictionary(uniqueKeysWithValues: zip(rpc.pathFields, c.params)), query: c.query, body: c.body)
+            let answer = try await binding.call(APIv1(plane: api.plane), c.caller, object)
+            var response = api.raw(answer.status, try WireJSON.encode(answer.body))
+            if let location = answer.location { response.headers[.location] = location }
+            return response
+        }
+    } + streamRoutes
 
     // MARK: - routing (Hummingbird's Router, route groups and middleware)
 
@@ -266,7 +162,7 @@ public struct RESTAPI: HTTPResponder {
         let path = request.uri.path
         let parts = Self.split(path)
         if path == "/healthz" || path == "/v1/health" { return (try? json(.ok, ["status": "ok"])) ?? Response(status: .ok) }
-        if path == "/openapi.json" { return raw(.ok, Data(OpenAPIDocument.json.utf8)) }
+        if path == "/openapi.json" { return raw(.ok, OpenAPI.json) }
         if parts.first == "swagger-ui" { return swagger(parts.dropFirst().joined(separator: "/"), path: path) }
         if parts.first == "webui" { return webui(parts.dropFirst(), path: path) }
         guard path == "/" else { return unrouted(request) }  // e.g. "/healthz/": the router ignores the slash, the API does not
@@ -333,177 +229,6 @@ public struct RESTAPI: HTTPResponder {
     func error(_ e: ContainariumError, status: HTTPResponse.Status? = nil) -> Response {
         let data = (try? WireJSON.encode(ErrorEnvelope(e))) ?? Data(#"{"error":{"code":"internal","message":"error"}}"#.utf8)
         return raw(status ?? HTTPResponse.Status(code: e.code.httpStatus), data)
-    }
-
-    // MARK: - strict JSON
-
-    func object(_ c: Call, allowed: Set<String>, required: Set<String>) throws(ContainariumError) -> [String: JSONValue] {
-        if c.body.isEmpty || c.body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
-            guard required.isEmpty else { throw .invalid("a JSON object body is required") }
-            return [:]
-        }
-        let value: JSONValue
-        do { value = try JSONDecoder().decode(JSONValue.self, from: c.body) } catch {
-            throw .invalid("malformed JSON: \(WireJSON.describe(error))")
-        }
-        guard case .object(let o) = value else { throw .invalid("the body must be a JSON object") }
-        try onlyKeys(o, allowed, nil)
-        for k in required.sorted() where o[k] == nil || o[k] == .null { throw .invalid("missing field '\(k)'") }
-        // The proto3 JSON mapping: a null field is the field left out, on every route alike (the
-        // OpenAPI document marks each optional request field nullable to say so).
-        return o.filter { $0.value != .null }
-    }
-
-    func onlyKeys(_ o: [String: JSONValue], _ allowed: Set<String>, _ within: String?) throws(ContainariumError) {
-        if let unknown = o.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw .invalid("unknown field '\(within.map { $0 + "." } ?? "")\(unknown)' (allowed: \(allowed.sorted().joined(separator: ", ")))")
-        }
-    }
-
-    func noBody(_ c: Call) throws(ContainariumError) { _ = try object(c, allowed: [], required: []) }
-
-    func string(_ v: JSONValue?, _ name: String) throws(ContainariumError) -> String? {
-        switch v {
-        case nil, .null?: return nil
-        case .string(let s)?: return s
-        case .number(let n)? where n == n.rounded() && abs(n) < 1e15: return String(Int64(n))
-        default: throw .invalid("field '\(name)' must be a string")
-        }
-    }
-
-    /// A field that must be a JSON string (names, OS types): numbers are refused, not converted.
-    func text(_ v: JSONValue?, _ name: String) throws(ContainariumError) -> String? {
-        switch v {
-        case nil, .null?: return nil
-        case .string(let s)?: return s
-        default: throw .invalid("field '\(name)' must be a string")
-        }
-    }
-
-    func boolValue(_ v: JSONValue, _ name: String) throws(ContainariumError) -> Bool {
-        guard case .bool(let b) = v else { throw .invalid("field '\(name)' must be true or false") }
-        return b
-    }
-
-    func bool(_ s: String?) throws(ContainariumError) -> Bool? {
-        guard let s else { return nil }
-        switch s.lowercased() {
-        case "true", "1", "yes": return true
-        case "false", "0", "no": return false
-        default: throw .invalid("'\(s)' is not a boolean")
-        }
-    }
-
-    func strings(_ v: JSONValue?, _ name: String) throws(ContainariumError) -> [String] {
-        switch v {
-        case nil, .null?: return []
-        case .array(let a)?:
-            var out: [String] = []
-            for item in a {
-                guard case .string(let s) = item else { throw .invalid("field '\(name)' must be an array of strings") }
-                out.append(s)
-            }
-            return out
-        default: throw .invalid("field '\(name)' must be an array of strings")
-        }
-    }
-
-    // MARK: - create
-
-    static let createFields: Set<String> = [
-        "username", "sshKeys", "sshKey", "resources", "cpu", "memory", "disk", "osType", "image", "stack", "labels",
-        "autostart", "nesting", "enablePodman", "enableDocker", "async", "gpus", "gpuModel", "node", "kind",
-    ]
-
-    /// `node`: a node name (1-63 of a-z 0-9 . -).
-    func nodeName(_ v: JSONValue?) throws(ContainariumError) -> String? {
-        guard let n = try text(v, "node") else { return nil }
-        guard Cluster.validNodeName(n) else { throw .invalid("'\(n)' is not a node name (1-63 of a-z 0-9 . -)") }
-        return n
-    }
-
-    /// `gpus`: a whole number of GPUs.
-    func gpuCount(_ v: JSONValue?) throws(ContainariumError) -> Int? {
-        guard let v, v != .null else { return nil }
-        guard case .number(let d) = v, d.rounded() == d, d >= 0, d <= Double(EnvironmentService.maximumGPUs) else {
-            throw .invalid("field 'gpus' must be a whole number from 0 to \(EnvironmentService.maximumGPUs)")
-        }
-        return Int(d)
-    }
-
-    func create(_ c: Call) async throws(ContainariumError) -> Response {
-        let o = try object(c, allowed: Self.createFields, required: ["username"])
-        guard let username = try string(o["username"], "username") else { throw .invalid("missing field 'username'") }
-        var res: [String: JSONValue] = [:]
-        if let r = o["resources"], r != .null {
-            guard case .object(let ro) = r else { throw .invalid("field 'resources' must be an object") }
-            try onlyKeys(ro, ["cpu", "memory", "disk"], "resources")
-            res = ro
-        }
-        var labels: [String: String] = [:]
-        if let l = o["labels"], l != .null {
-            guard case .object(let lo) = l else { throw .invalid("field 'labels' must be an object of strings") }
-            for (k, v) in lo {
-                guard case .string(let s) = v else { throw .invalid("label '\(k)' must be a string") }
-                labels[k] = s
-            }
-        }
-        func flag(_ k: String) throws(ContainariumError) -> Bool? {
-            guard let v = o[k], v != .null else { return nil }
-            return try boolValue(v, k)
-        }
-        var keys = try strings(o["sshKeys"], "sshKeys")
-        if let one = try string(o["sshKey"], "sshKey") { keys.append(one) }
-        var runtimes: [ContainerRuntime] = []
-        for runtime in ContainerRuntime.allCases where try flag(runtime.requestField) == true { runtimes.append(runtime) }
-        let nesting = try flag("nesting")
-        var request = CreateEnvironmentRequest(
-            username: username, sshKeys: keys, image: try text(o["image"], "image"), osType: try text(o["osType"], "osType"),
-            cpu: try string(res["cpu"] ?? o["cpu"], "cpu"), memory: try string(res["memory"] ?? o["memory"], "memory"),
-            disk: try string(res["disk"] ?? o["disk"], "disk"), autostart: try flag("autostart"), nesting: nesting,
-            stack: try string(o["stack"], "stack"), labels: labels, gpus: try gpuCount(o["gpus"]), gpuModel: try text(o["gpuModel"], "gpuModel"),
-            node: try nodeName(o["node"]), runtimes: runtimes)
-        request.kind = try text(o["kind"], "kind")
-        switch try await plane.createContainer(c.caller, request, async: try flag("async") ?? false) {
-        case .done(let view): return try json(.created, view)
-        case .started(let op):
-            var r = try json(.accepted, OperationView(op))
-            r.headers[.location] = "/v1/operations/\(op.id)"
-            return r
-        }
-    }
-
-    func explain(_ c: Call) async throws(ContainariumError) -> Response {
-        let o = try object(c, allowed: ["cpu", "memory", "disk", "osType", "image", "labels", "gpus", "gpuModel", "node", "kind"], required: [])
-        var labels: [String: String] = [:]
-        if let l = o["labels"], l != .null {
-            guard case .object(let lo) = l else { throw .invalid("field 'labels' must be an object of strings") }
-            for (k, v) in lo {
-                guard case .string(let s) = v else { throw .invalid("label '\(k)' must be a string") }
-                labels[k] = s
-            }
-        }
-        var request = CreateEnvironmentRequest(
-            username: "explain", sshKeys: [], image: try text(o["image"], "image"), osType: try text(o["osType"], "osType"),
-            cpu: try string(o["cpu"], "cpu"), memory: try string(o["memory"], "memory"), disk: try string(o["disk"], "disk"), labels: labels,
-            gpus: try gpuCount(o["gpus"]), gpuModel: try text(o["gpuModel"], "gpuModel"), node: try nodeName(o["node"]))
-        request.kind = try text(o["kind"], "kind")
-        return try json(.ok, await plane.explainPlacement(c.caller, request))
-    }
-
-    func auditFilter(_ q: [String: String]) throws(ContainariumError) -> AuditFilter {
-        try onlyKeys(q.mapValues { JSONValue.string($0) }, ["actor", "action", "target", "result", "since", "until", "limit"], "query")
-        func date(_ k: String) throws(ContainariumError) -> Date? {
-            guard let s = q[k] else { return nil }
-            if let d = ISO8601DateFormatter().date(from: s) { return d }
-            throw .invalid("\(k) must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
-        }
-        var limit = 100
-        if let l = q["limit"] {
-            guard let n = Int(l), (1...10_000).contains(n) else { throw .invalid("limit must be between 1 and 10000") }
-            limit = n
-        }
-        return AuditFilter(actor: q["actor"], action: q["action"], target: q["target"], result: q["result"], since: try date("since"), until: try date("until"), limit: limit)
     }
 
     // MARK: - server-sent events

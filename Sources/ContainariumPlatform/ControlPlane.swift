@@ -837,17 +837,13 @@ public final class ControlPlane: Sendable {
         return try await store.audit(filter)
     }
 
-    public func containerMetrics(_ caller: Caller) async throws(ContainariumError) -> [JSONValue] {
+    public func containerMetrics(_ caller: Caller) async throws(ContainariumError) -> [ContainerMetricsView] {
         let visible = Set(try await listContainers(caller).map(\.name))
         return try await service.list().filter { visible.contains($0.name) }.map { i in
-            var o: [String: JSONValue] = ["name": .string(i.name), "state": .string(ContainerView.stateName(i.state))]
-            if let u = Username(containerName: i.name) { o["username"] = .string(u.value) }
-            if let latest = metrics.latest(for: i.name) { o["cpuPercent"] = .number((latest.cpuPercent * 10).rounded() / 10) }
-            if let v = i.cpuUsageNanoseconds { o["cpuUsageNanoseconds"] = .number(Double(v)) }
-            if let v = i.memoryUsageBytes { o["memoryUsageBytes"] = .number(Double(v)) }
-            if let v = i.diskUsageBytes { o["diskUsageBytes"] = .number(Double(v)) }
-            if let v = i.processes { o["processes"] = .number(Double(v)) }
-            return .object(o)
+            ContainerMetricsView(
+                name: i.name, username: Username(containerName: i.name)?.value, state: ContainerView.stateName(i.state),
+                cpuPercent: metrics.latest(for: i.name).map { ($0.cpuPercent * 10).rounded() / 10 }, cpuUsageNanoseconds: i.cpuUsageNanoseconds,
+                memoryUsageBytes: i.memoryUsageBytes, diskUsageBytes: i.diskUsageBytes, processes: i.processes)
         }
     }
 
@@ -862,21 +858,17 @@ public final class ControlPlane: Sendable {
         return try await service.capacity()
     }
 
-    public func backends(_ caller: Caller) async -> [JSONValue] {
-        var out: [JSONValue] = []
+    public func backends(_ caller: Caller) async -> [BackendView] {
+        var out: [BackendView] = []
         for r in service.plugins.records where r.manifest?.capabilities.contains("instances/1") == true {
-            var o: [String: JSONValue] = ["id": .string(r.id), "enabled": .bool(r.enabled), "state": .string(r.state.label),
-                                          "default": .bool(r.id == backendID)]
-            if let m = r.manifest {
-                o["version"] = .string(m.version)
-                o["kinds"] = .array((m.kinds ?? []).map { .string($0) })
-                o["osTypes"] = .array((m.osTypes ?? []).map { .string($0) })
-            }
+            var health: HealthView?
             if let p = r.plugin {
                 let h = await p.health()
-                o["health"] = .object(["status": .string(h.status), "detail": .string(h.detail ?? "")])
+                health = HealthView(status: h.status, detail: h.detail ?? "")
             }
-            out.append(.object(o))
+            out.append(BackendView(
+                id: r.id, enabled: r.enabled, state: r.state.label, isDefault: r.id == backendID, version: r.manifest?.version,
+                kinds: r.manifest?.kinds ?? [], osTypes: r.manifest?.osTypes ?? [], health: health))
         }
         return out
     }
@@ -884,49 +876,44 @@ public final class ControlPlane: Sendable {
     /// Enable or disable a plugin in a node's config file (admin): this node's, or with `on`
     /// a member's, through that member's own daemon. Plugins load at start, so the answer says
     /// whether that node's daemon must restart.
-    public func setPluginEnabled(_ caller: Caller, _ id: String, enabled: Bool, force: Bool = false, on target: String?) async throws(ContainariumError) -> JSONValue {
-        try await audited(caller, enabled ? "plugin.enable" : "plugin.disable", id, detail: target.map { "node \($0)" } ?? "") { () async throws(ContainariumError) -> JSONValue in
+    public func setPluginEnabled(_ caller: Caller, _ id: String, enabled: Bool, force: Bool = false, on target: String?) async throws(ContainariumError) -> PluginToggleView {
+        try await audited(caller, enabled ? "plugin.enable" : "plugin.disable", id, detail: target.map { "node \($0)" } ?? "") { () async throws(ContainariumError) -> PluginToggleView in
             try requireAdmin(caller, "enabling and disabling plugins")
             if let target, target != node {
                 guard Cluster.validNodeName(target), let cluster, cluster.member(target) != nil else { throw .notFound("no node \(target) in this cluster") }
-                return try await forward(target, "SetPluginEnabled", ["id": .string(id), "enabled": .bool(enabled), "force": .bool(force)])
+                let answer = try await forward(target, "SetPluginEnabled", ["id": .string(id), "enabled": .bool(enabled), "force": .bool(force)])
+                return try WireJSON.decode(PluginToggleView.self, from: WireJSON.encode(answer))
             }
             let t = try await service.setPluginEnabled(id, enabled: enabled, force: force)
-            return .object(["id": .string(t.id), "enabled": .bool(t.enabled), "node": .string(t.node), "configPath": .string(t.path),
-                            "section": .string(t.section), "restartRequired": .bool(t.restartRequired), "message": .string(t.message)])
+            return PluginToggleView(id: t.id, enabled: t.enabled, node: t.node, configPath: t.path, section: t.section,
+                                    restartRequired: t.restartRequired, message: t.message)
         }
     }
 
-    public func plugins(_ caller: Caller) async -> [JSONValue] {
-        var out: [JSONValue] = []
+    public func plugins(_ caller: Caller) async -> [PluginView] {
+        var out: [PluginView] = []
         for r in service.plugins.records {
-            var o: [String: JSONValue] = ["id": .string(r.id), "enabled": .bool(r.enabled), "state": .string(r.state.label)]
-            if let m = r.manifest {
-                o["version"] = .string(m.version)
-                o["abi"] = .string(m.abi)
-                o["capabilities"] = .array(m.capabilities.map { .string($0) })
-            }
+            var health: HealthView?
             if caller.isAdmin, let p = r.plugin {
                 let h = await p.health()
-                o["health"] = .object(["status": .string(h.status), "detail": .string(h.detail ?? "")])
+                health = HealthView(status: h.status, detail: h.detail ?? "")
             }
-            out.append(.object(o))
+            let m = r.manifest
+            out.append(PluginView(
+                id: r.id, enabled: r.enabled, state: r.state.label, version: m?.version, abi: m?.abi, capabilities: m?.capabilities ?? [],
+                kinds: m?.kinds ?? [], osTypes: m?.osTypes ?? [], health: health))
         }
         return out
     }
 
-    public func systemInfo(_ caller: Caller) async throws(ContainariumError) -> JSONValue {
+    public func systemInfo(_ caller: Caller) async throws(ContainariumError) -> SystemInfoView {
         let snap = inventory.snapshot.instances
-        var o: [String: JSONValue] = [
-            "version": .string(ContainariumVersion.string), "pluginAbi": .string(ContainariumVersion.abi), "node": .string(node),
-            "backend": .string(backendID), "uptimeSeconds": .number(Date().timeIntervalSince(startedAt).rounded()),
-            "containers": .object(["total": .number(Double(snap.count)), "running": .number(Double(snap.filter { $0.state == .running }.count))]),
-            "database": .string(store.db.dialect.rawValue), "eventStream": .bool(inventory.isWatching),
-        ]
-        if caller.isAdmin, let cap = try? await service.capacity(), let v = try? WireJSON.decode(JSONValue.self, from: WireJSON.encode(cap)) {
-            o["capacity"] = v
-        }
-        return .object(o)
+        return SystemInfoView(
+            version: ContainariumVersion.string, pluginAbi: ContainariumVersion.abi, node: node, backend: backendID,
+            uptimeSeconds: Date().timeIntervalSince(startedAt).rounded(),
+            containers: .init(total: snap.count, running: snap.filter { $0.state == .running }.count),
+            database: store.db.dialect.rawValue, eventStream: inventory.isWatching,
+            capacity: caller.isAdmin ? try? await service.capacity() : nil)
     }
 
     /// Wait for operations this daemon started (graceful shutdown).

@@ -134,27 +134,22 @@ extension ControlPlane {
     }
 
     /// This node's totals over the last hour, with its capacity (admin).
-    public func nodeMetrics(_ caller: Caller) async throws(ContainariumError) -> JSONValue {
+    public func nodeMetrics(_ caller: Caller) async throws(ContainariumError) -> NodeMetricsView {
         try requireAdmin(caller, "node metrics")
         let cap = try? await service.capacity()
-        return .object([
-            "node": .string(node),
-            "capacity": cap.map { c in .object(["cpus": .number(Double(c.cpus)), "memoryBytes": .number(Double(c.memoryTotalBytes)),
-                                                "diskBytes": .number(Double(c.pool?.totalBytes ?? c.diskTotalBytes))]) } ?? .null,
-            "samples": (try? WireJSON.decode(JSONValue.self, from: WireJSON.encode(metrics.nodeTotals))) ?? .array([]),
-        ])
+        return NodeMetricsView(
+            node: node,
+            capacity: cap.map { c in .init(cpus: c.cpus, memoryBytes: c.memoryTotalBytes, diskBytes: c.pool?.totalBytes ?? c.diskTotalBytes) },
+            samples: metrics.nodeTotals)
     }
 
     /// What a create form offers: OS types, stacks, the default image.
-    public func catalog(_ caller: Caller) -> JSONValue {
+    public func catalog(_ caller: Caller) -> CatalogView {
         let config = service.config
-        return .object([
-            "osTypes": .array((config.images ?? ["debian12": config.defaultImage ?? HostConfig.builtinImage]).keys.sorted().map { .string($0) }),
-            "defaultImage": .string(config.defaultImage ?? HostConfig.builtinImage),
-            "stacks": .array(service.stacks.stacks.values.sorted { $0.name < $1.name }.map { s in
-                .object(["name": .string(s.name), "description": .string(s.description)])
-            }),
-        ])
+        return CatalogView(
+            osTypes: (config.images ?? ["debian12": config.defaultImage ?? HostConfig.builtinImage]).keys.sorted(),
+            defaultImage: config.defaultImage ?? HostConfig.builtinImage,
+            stacks: service.stacks.stacks.values.sorted { $0.name < $1.name }.map { CatalogView.Stack(name: $0.name, description: $0.description) })
     }
 
     /// A login shell on a PTY in `username`'s environment, as the caller's own account there

@@ -173,8 +173,108 @@ public enum Outcome<Value: Sendable>: Sendable {
     case started(OperationRecord)
 }
 
+/// A plugin's health as the API shows it (to admins).
+public struct HealthView: Codable, Sendable, Equatable {
+    public var status: String
+    public var detail: String
+}
+
+/// A plugin on this node.
+public struct PluginView: Codable, Sendable, Equatable {
+    public var id: String
+    public var enabled: Bool
+    public var state: String
+    public var version: String?
+    public var abi: String?
+    public var capabilities: [String]
+    public var kinds: [String]
+    public var osTypes: [String]
+    /// Admins only.
+    public var health: HealthView?
+}
+
+/// An instance backend on this node.
+public struct BackendView: Codable, Sendable, Equatable {
+    public var id: String
+    public var enabled: Bool
+    public var state: String
+    /// The backend creates use when they name no kind or OS type.
+    public var isDefault: Bool
+    public var version: String?
+    public var kinds: [String]
+    public var osTypes: [String]
+    public var health: HealthView?
+}
+
 /// `GET /v1/backends`: the instance backends of this node, and (for admins) the cluster's nodes.
-public struct BackendsView: Encodable, Sendable {
-    public var backends: [JSONValue]
+public struct BackendsView: Codable, Sendable {
+    public var backends: [BackendView]
     public var nodes: [NodeView]
+}
+
+/// The daemon, its node and its environments at a glance.
+public struct SystemInfoView: Codable, Sendable, Equatable {
+    public struct Counts: Codable, Sendable, Equatable {
+        public var total: Int
+        public var running: Int
+    }
+
+    public var version: String
+    public var pluginAbi: String
+    public var node: String
+    public var backend: String
+    public var uptimeSeconds: Double
+    public var containers: Counts
+    public var database: String
+    public var eventStream: Bool
+    /// Admins only.
+    public var capacity: NodeCapacity?
+}
+
+/// One environment's current use (`GET /v1/metrics`).
+public struct ContainerMetricsView: Codable, Sendable, Equatable {
+    public var name: String
+    public var username: String?
+    public var state: String
+    public var cpuPercent: Double?
+    public var cpuUsageNanoseconds: UInt64?
+    public var memoryUsageBytes: UInt64?
+    public var diskUsageBytes: UInt64?
+    public var processes: Int?
+}
+
+/// What a create form offers.
+public struct CatalogView: Codable, Sendable, Equatable {
+    public struct Stack: Codable, Sendable, Equatable {
+        public var name: String
+        public var description: String
+    }
+
+    public var osTypes: [String]
+    public var defaultImage: String
+    public var stacks: [Stack]
+}
+
+/// This node's totals over the last hour, with its capacity.
+public struct NodeMetricsView: Codable, Sendable, Equatable {
+    public struct Capacity: Codable, Sendable, Equatable {
+        public var cpus: Int
+        public var memoryBytes: UInt64
+        public var diskBytes: UInt64
+    }
+
+    public var node: String
+    public var capacity: Capacity?
+    public var samples: [UsageSample]
+}
+
+/// What enabling or disabling a plugin changed.
+public struct PluginToggleView: Codable, Sendable, Equatable {
+    public var id: String
+    public var enabled: Bool
+    public var node: String
+    public var configPath: String
+    public var section: String
+    public var restartRequired: Bool
+    public var message: String
 }

@@ -95,8 +95,15 @@ public nonisolated struct Containarium_V1_ListAuditRequest: Sendable {
   /// Clears the value of `until`. Subsequent reads from it will return its default value.
   public mutating func clearUntil() {self._until = nil}
 
-  /// At most this many (default 100, at most 10000).
-  public var limit: UInt32 = 0
+  /// At most this many: 1 to 10000 (absent: 100).
+  public var limit: UInt32 {
+    get {_limit ?? 0}
+    set {_limit = newValue}
+  }
+  /// Returns true if `limit` has been explicitly set.
+  public var hasLimit: Bool {self._limit != nil}
+  /// Clears the value of `limit`. Subsequent reads from it will return its default value.
+  public mutating func clearLimit() {self._limit = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -104,6 +111,7 @@ public nonisolated struct Containarium_V1_ListAuditRequest: Sendable {
 
   fileprivate var _since: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _until: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _limit: UInt32? = nil
 }
 
 public nonisolated struct Containarium_V1_ListAuditResponse: Sendable {
@@ -217,7 +225,7 @@ nonisolated extension Containarium_V1_ListAuditRequest: SwiftProtobuf.Message, S
       case 4: try { try decoder.decodeSingularStringField(value: &self.result) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._since) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._until) }()
-      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self._limit) }()
       default: break
       }
     }
@@ -246,9 +254,9 @@ nonisolated extension Containarium_V1_ListAuditRequest: SwiftProtobuf.Message, S
     try { if let v = self._until {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
-    if self.limit != 0 {
-      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 7)
-    }
+    try { if let v = self._limit {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -259,7 +267,7 @@ nonisolated extension Containarium_V1_ListAuditRequest: SwiftProtobuf.Message, S
     if lhs.result != rhs.result {return false}
     if lhs._since != rhs._since {return false}
     if lhs._until != rhs._until {return false}
-    if lhs.limit != rhs.limit {return false}
+    if lhs._limit != rhs._limit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

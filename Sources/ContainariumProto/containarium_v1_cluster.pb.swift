@@ -148,11 +148,42 @@ public nonisolated struct Containarium_V1_Node: @unchecked Sendable {
     set {_uniqueStorage()._sshGateway = newValue}
   }
 
+  /// The plugins the node loaded, as it last reported them.
+  public var plugins: [Containarium_V1_NodePlugin] {
+    get {_storage._plugins}
+    set {_uniqueStorage()._plugins = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Containarium_V1_NodePlugin: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var version: String = String()
+
+  public var abi: String = String()
+
+  public var state: String = String()
+
+  public var capabilities: [String] = []
+
+  /// Instance backends: the kinds and OS families they serve.
+  public var kinds: [String] = []
+
+  public var osTypes: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Containarium_V1_ListNodesRequest: Sendable {
@@ -256,6 +287,9 @@ public nonisolated struct Containarium_V1_ExplainScheduleRequest: Sendable {
 
   public var kind: String = String()
 
+  /// An OS type by the name the node's config gives it, as in CreateContainerRequest.
+  public var os: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -282,6 +316,41 @@ public nonisolated struct Containarium_V1_NodeVerdict: Sendable {
   public init() {}
 }
 
+/// What the scheduler was asked to place: the request as it reads it.
+public nonisolated struct Containarium_V1_PlacementRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The backend kind that serves the request's OS type (lxc, vm).
+  public var kind: String = String()
+
+  public var resources: Containarium_V1_NodeResources {
+    get {_resources ?? Containarium_V1_NodeResources()}
+    set {_resources = newValue}
+  }
+  /// Returns true if `resources` has been explicitly set.
+  public var hasResources: Bool {self._resources != nil}
+  /// Clears the value of `resources`. Subsequent reads from it will return its default value.
+  public mutating func clearResources() {self._resources = nil}
+
+  public var gpus: UInt32 = 0
+
+  public var gpuModel: String = String()
+
+  /// Node labels the request selects (from its node.KEY=VALUE labels).
+  public var labels: Dictionary<String,String> = [:]
+
+  /// The node the request names, if any.
+  public var node: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _resources: Containarium_V1_NodeResources? = nil
+}
+
 public nonisolated struct Containarium_V1_ScheduleExplanation: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -293,9 +362,20 @@ public nonisolated struct Containarium_V1_ScheduleExplanation: Sendable {
 
   public var verdicts: [Containarium_V1_NodeVerdict] = []
 
+  public var request: Containarium_V1_PlacementRequest {
+    get {_request ?? Containarium_V1_PlacementRequest()}
+    set {_request = newValue}
+  }
+  /// Returns true if `request` has been explicitly set.
+  public var hasRequest: Bool {self._request != nil}
+  /// Clears the value of `request`. Subsequent reads from it will return its default value.
+  public mutating func clearRequest() {self._request = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _request: Containarium_V1_PlacementRequest? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -384,7 +464,7 @@ nonisolated extension Containarium_V1_NodeGPU: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Node"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}local\0\u{1}healthy\0\u{1}draining\0\u{3}last_seen\0\u{1}kinds\0\u{1}capacity\0\u{1}used\0\u{1}gpus\0\u{1}labels\0\u{1}pool\0\u{1}preemptible\0\u{1}environments\0\u{3}ssh_gateway\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}local\0\u{1}healthy\0\u{1}draining\0\u{3}last_seen\0\u{1}kinds\0\u{1}capacity\0\u{1}used\0\u{1}gpus\0\u{1}labels\0\u{1}pool\0\u{1}preemptible\0\u{1}environments\0\u{3}ssh_gateway\0\u{1}plugins\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -402,6 +482,7 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
     var _preemptible: Bool = false
     var _environments: UInt32 = 0
     var _sshGateway: String = String()
+    var _plugins: [Containarium_V1_NodePlugin] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -427,6 +508,7 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
       _preemptible = source._preemptible
       _environments = source._environments
       _sshGateway = source._sshGateway
+      _plugins = source._plugins
     }
   }
 
@@ -460,6 +542,7 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
         case 13: try { try decoder.decodeSingularBoolField(value: &_storage._preemptible) }()
         case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._environments) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._sshGateway) }()
+        case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._plugins) }()
         default: break
         }
       }
@@ -517,6 +600,9 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._sshGateway.isEmpty {
         try visitor.visitSingularStringField(value: _storage._sshGateway, fieldNumber: 15)
       }
+      if !_storage._plugins.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._plugins, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -541,10 +627,71 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._preemptible != rhs_storage._preemptible {return false}
         if _storage._environments != rhs_storage._environments {return false}
         if _storage._sshGateway != rhs_storage._sshGateway {return false}
+        if _storage._plugins != rhs_storage._plugins {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_NodePlugin: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodePlugin"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}version\0\u{1}abi\0\u{1}state\0\u{1}capabilities\0\u{1}kinds\0\u{3}os_types\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.abi) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.kinds) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.osTypes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
+    }
+    if !self.abi.isEmpty {
+      try visitor.visitSingularStringField(value: self.abi, fieldNumber: 3)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 4)
+    }
+    if !self.capabilities.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 5)
+    }
+    if !self.kinds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.kinds, fieldNumber: 6)
+    }
+    if !self.osTypes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.osTypes, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_NodePlugin, rhs: Containarium_V1_NodePlugin) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.abi != rhs.abi {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.capabilities != rhs.capabilities {return false}
+    if lhs.kinds != rhs.kinds {return false}
+    if lhs.osTypes != rhs.osTypes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -726,7 +873,7 @@ nonisolated extension Containarium_V1_RemoveNodeResponse: SwiftProtobuf.Message,
 
 nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExplainScheduleRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}labels\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}labels\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -742,6 +889,7 @@ nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Mess
       case 6: try { try decoder.decodeSingularStringField(value: &self.gpuModel) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.os) }()
       default: break
       }
     }
@@ -776,6 +924,9 @@ nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Mess
     if !self.kind.isEmpty {
       try visitor.visitSingularStringField(value: self.kind, fieldNumber: 8)
     }
+    if !self.os.isEmpty {
+      try visitor.visitSingularStringField(value: self.os, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -788,6 +939,7 @@ nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Mess
     if lhs.gpuModel != rhs.gpuModel {return false}
     if lhs.node != rhs.node {return false}
     if lhs.kind != rhs.kind {return false}
+    if lhs.os != rhs.os {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -838,9 +990,68 @@ nonisolated extension Containarium_V1_NodeVerdict: SwiftProtobuf.Message, SwiftP
   }
 }
 
+nonisolated extension Containarium_V1_PlacementRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PlacementRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}resources\0\u{1}gpus\0\u{3}gpu_model\0\u{1}labels\0\u{1}node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._resources) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.gpus) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.gpuModel) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    try { if let v = self._resources {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.gpus != 0 {
+      try visitor.visitSingularUInt32Field(value: self.gpus, fieldNumber: 3)
+    }
+    if !self.gpuModel.isEmpty {
+      try visitor.visitSingularStringField(value: self.gpuModel, fieldNumber: 4)
+    }
+    if !self.labels.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.labels, fieldNumber: 5)
+    }
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_PlacementRequest, rhs: Containarium_V1_PlacementRequest) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs._resources != rhs._resources {return false}
+    if lhs.gpus != rhs.gpus {return false}
+    if lhs.gpuModel != rhs.gpuModel {return false}
+    if lhs.labels != rhs.labels {return false}
+    if lhs.node != rhs.node {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Containarium_V1_ScheduleExplanation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScheduleExplanation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}chosen\0\u{1}backend\0\u{1}verdicts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}chosen\0\u{1}backend\0\u{1}verdicts\0\u{1}request\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -851,12 +1062,17 @@ nonisolated extension Containarium_V1_ScheduleExplanation: SwiftProtobuf.Message
       case 1: try { try decoder.decodeSingularStringField(value: &self.chosen) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.backend) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.verdicts) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._request) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.chosen.isEmpty {
       try visitor.visitSingularStringField(value: self.chosen, fieldNumber: 1)
     }
@@ -866,6 +1082,9 @@ nonisolated extension Containarium_V1_ScheduleExplanation: SwiftProtobuf.Message
     if !self.verdicts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.verdicts, fieldNumber: 3)
     }
+    try { if let v = self._request {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -873,6 +1092,7 @@ nonisolated extension Containarium_V1_ScheduleExplanation: SwiftProtobuf.Message
     if lhs.chosen != rhs.chosen {return false}
     if lhs.backend != rhs.backend {return false}
     if lhs.verdicts != rhs.verdicts {return false}
+    if lhs._request != rhs._request {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -283,6 +283,19 @@ public enum Containarium_V1_ContainerService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListContainerMetrics" metadata.
+        public enum ListContainerMetrics: Sendable {
+            /// Request type for "ListContainerMetrics".
+            public typealias Input = Containarium_V1_ListContainerMetricsRequest
+            /// Response type for "ListContainerMetrics".
+            public typealias Output = Containarium_V1_ListContainerMetricsResponse
+            /// Descriptor for "ListContainerMetrics".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.ContainerService"),
+                method: "ListContainerMetrics",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "containarium.v1.ContainerService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateContainer.descriptor,
@@ -304,7 +317,8 @@ public enum Containarium_V1_ContainerService: Sendable {
             ListCollaborators.descriptor,
             AddCollaborator.descriptor,
             RemoveCollaborator.descriptor,
-            GetMetricsHistory.descriptor
+            GetMetricsHistory.descriptor,
+            ListContainerMetrics.descriptor
         ]
     }
 }
@@ -633,6 +647,24 @@ extension Containarium_V1_ContainerService {
             request: GRPCCore.StreamingServerRequest<Containarium_V1_GetMetricsHistoryRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_GetMetricsHistoryResponse>
+
+        /// Handle the "ListContainerMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every visible environment's current use.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_ListContainerMetricsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_ListContainerMetricsResponse` messages.
+        func listContainerMetrics(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_ListContainerMetricsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListContainerMetricsResponse>
     }
 
     /// Service protocol for the "containarium.v1.ContainerService" service.
@@ -945,6 +977,24 @@ extension Containarium_V1_ContainerService {
             request: GRPCCore.ServerRequest<Containarium_V1_GetMetricsHistoryRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Containarium_V1_GetMetricsHistoryResponse>
+
+        /// Handle the "ListContainerMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every visible environment's current use.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListContainerMetricsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Containarium_V1_ListContainerMetricsResponse` message.
+        func listContainerMetrics(
+            request: GRPCCore.ServerRequest<Containarium_V1_ListContainerMetricsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListContainerMetricsResponse>
     }
 
     /// Simple service protocol for the "containarium.v1.ContainerService" service.
@@ -1256,6 +1306,24 @@ extension Containarium_V1_ContainerService {
             request: Containarium_V1_GetMetricsHistoryRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Containarium_V1_GetMetricsHistoryResponse
+
+        /// Handle the "ListContainerMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every visible environment's current use.
+        ///
+        /// - Parameters:
+        ///   - request: A `Containarium_V1_ListContainerMetricsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Containarium_V1_ListContainerMetricsResponse` to respond with.
+        func listContainerMetrics(
+            request: Containarium_V1_ListContainerMetricsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Containarium_V1_ListContainerMetricsResponse
     }
 }
 
@@ -1483,6 +1551,17 @@ extension Containarium_V1_ContainerService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Containarium_V1_ContainerService.Method.ListContainerMetrics.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListContainerMetricsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListContainerMetricsResponse>(),
+            handler: { request, context in
+                try await self.listContainerMetrics(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1703,6 +1782,17 @@ extension Containarium_V1_ContainerService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_GetMetricsHistoryResponse> {
         let response = try await self.getMetricsHistory(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listContainerMetrics(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_ListContainerMetricsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListContainerMetricsResponse> {
+        let response = try await self.listContainerMetrics(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1970,6 +2060,19 @@ extension Containarium_V1_ContainerService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Containarium_V1_GetMetricsHistoryResponse> {
         return GRPCCore.ServerResponse<Containarium_V1_GetMetricsHistoryResponse>(
             message: try await self.getMetricsHistory(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listContainerMetrics(
+        request: GRPCCore.ServerRequest<Containarium_V1_ListContainerMetricsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListContainerMetricsResponse> {
+        return GRPCCore.ServerResponse<Containarium_V1_ListContainerMetricsResponse>(
+            message: try await self.listContainerMetrics(
                 request: request.message,
                 context: context
             ),
@@ -2388,6 +2491,29 @@ extension Containarium_V1_ContainerService {
             deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_GetMetricsHistoryResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_GetMetricsHistoryResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListContainerMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every visible environment's current use.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListContainerMetricsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_ListContainerMetricsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ListContainerMetricsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listContainerMetrics<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_ListContainerMetricsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ListContainerMetricsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ListContainerMetricsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListContainerMetricsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3027,6 +3153,40 @@ extension Containarium_V1_ContainerService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListContainerMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every visible environment's current use.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListContainerMetricsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_ListContainerMetricsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ListContainerMetricsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listContainerMetrics<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_ListContainerMetricsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ListContainerMetricsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ListContainerMetricsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListContainerMetricsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Containarium_V1_ContainerService.Method.ListContainerMetrics.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3543,6 +3703,35 @@ extension Containarium_V1_ContainerService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_GetMetricsHistoryRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_GetMetricsHistoryResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListContainerMetrics" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Every visible environment's current use.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Containarium_V1_ListContainerMetricsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listContainerMetrics<Result>(
+        request: GRPCCore.ClientRequest<Containarium_V1_ListContainerMetricsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListContainerMetricsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listContainerMetrics(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListContainerMetricsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListContainerMetricsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4141,6 +4330,39 @@ extension Containarium_V1_ContainerService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getMetricsHistory(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListContainerMetrics" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Every visible environment's current use.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listContainerMetrics<Result>(
+        _ message: Containarium_V1_ListContainerMetricsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListContainerMetricsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Containarium_V1_ListContainerMetricsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listContainerMetrics(
             request: request,
             options: options,
             onResponse: handleResponse

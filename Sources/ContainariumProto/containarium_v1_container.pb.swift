@@ -178,7 +178,8 @@ public nonisolated struct Containarium_V1_CreateContainerRequest: @unchecked Sen
   /// Clears the value of `resources`. Subsequent reads from it will return its default value.
   public mutating func clearResources() {_uniqueStorage()._resources = nil}
 
-  /// Either an OS type (mapped to an image by the node's config) or an image alias.
+  /// One of the OS types every deployment knows (mapped to an image by the node's config).
+  /// Give at most one of os_type, os and image.
   public var osType: Containarium_V1_OSType {
     get {_storage._osType}
     set {_uniqueStorage()._osType = newValue}
@@ -252,6 +253,13 @@ public nonisolated struct Containarium_V1_CreateContainerRequest: @unchecked Sen
   public var kind: String {
     get {_storage._kind}
     set {_uniqueStorage()._kind = newValue}
+  }
+
+  /// An OS type by the name the node's config gives it ("debian12", "windows-2025"; GetCatalog
+  /// lists them), for those the OSType enum does not name.
+  public var os: String {
+    get {_storage._os}
+    set {_uniqueStorage()._os = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -392,6 +400,16 @@ public nonisolated struct Containarium_V1_Operation: Sendable {
   /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
   public mutating func clearUpdatedAt() {self._updatedAt = nil}
 
+  /// What a finished create made.
+  public var result: Containarium_V1_Container {
+    get {_result ?? Containarium_V1_Container()}
+    set {_result = newValue}
+  }
+  /// Returns true if `result` has been explicitly set.
+  public var hasResult: Bool {self._result != nil}
+  /// Clears the value of `result`. Subsequent reads from it will return its default value.
+  public mutating func clearResult() {self._result = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -399,6 +417,7 @@ public nonisolated struct Containarium_V1_Operation: Sendable {
   fileprivate var _error: Containarium_V1_Error? = nil
   fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _result: Containarium_V1_Container? = nil
 }
 
 public nonisolated struct Containarium_V1_ListContainersRequest: Sendable {
@@ -444,13 +463,22 @@ public nonisolated struct Containarium_V1_DeleteContainerRequest: Sendable {
 
   public var username: String = String()
 
-  /// Stop it first if it runs. Without it, a running environment is refused
-  /// (FAILED_PRECONDITION): unlike REST's DELETE, which stops it unless ?force=false.
-  public var force: Bool = false
+  /// Stop a running environment first. Absent: true. With false, a running environment is
+  /// refused (FAILED_PRECONDITION).
+  public var force: Bool {
+    get {_force ?? false}
+    set {_force = newValue}
+  }
+  /// Returns true if `force` has been explicitly set.
+  public var hasForce: Bool {self._force != nil}
+  /// Clears the value of `force`. Subsequent reads from it will return its default value.
+  public mutating func clearForce() {self._force = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _force: Bool? = nil
 }
 
 public nonisolated struct Containarium_V1_DeleteContainerResponse: Sendable {
@@ -703,7 +731,8 @@ public nonisolated struct Containarium_V1_AddSSHKeyRequest: Sendable {
 
   public var username: String = String()
 
-  public var publicKey: String = String()
+  /// One OpenSSH public key (an authorized_keys line).
+  public var sshPublicKey: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -887,6 +916,64 @@ public nonisolated struct Containarium_V1_GetMetricsHistoryResponse: Sendable {
   // methods supported on all messages.
 
   public var samples: [Containarium_V1_UsageSample] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_ListContainerMetricsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_ContainerMetrics: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var username: String = String()
+
+  public var state: Containarium_V1_ContainerState = .unspecified
+
+  /// Over the last sampling interval; absent before the first two samples.
+  public var cpuPercent: Double {
+    get {_cpuPercent ?? 0}
+    set {_cpuPercent = newValue}
+  }
+  /// Returns true if `cpuPercent` has been explicitly set.
+  public var hasCpuPercent: Bool {self._cpuPercent != nil}
+  /// Clears the value of `cpuPercent`. Subsequent reads from it will return its default value.
+  public mutating func clearCpuPercent() {self._cpuPercent = nil}
+
+  public var cpuUsageNanoseconds: UInt64 = 0
+
+  public var memoryUsageBytes: UInt64 = 0
+
+  public var diskUsageBytes: UInt64 = 0
+
+  public var processes: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _cpuPercent: Double? = nil
+}
+
+public nonisolated struct Containarium_V1_ListContainerMetricsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var containers: [Containarium_V1_ContainerMetrics] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1095,7 +1182,7 @@ nonisolated extension Containarium_V1_Container: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}ssh_keys\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}stack\0\u{1}labels\0\u{1}autostart\0\u{1}nesting\0\u{3}enable_docker\0\u{3}enable_podman\0\u{1}async\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}ssh_keys\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}stack\0\u{1}labels\0\u{1}autostart\0\u{1}nesting\0\u{3}enable_docker\0\u{3}enable_podman\0\u{1}async\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0")
 
   fileprivate class _StorageClass {
     var _username: String = String()
@@ -1114,6 +1201,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
     var _gpuModel: String = String()
     var _node: String = String()
     var _kind: String = String()
+    var _os: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1140,6 +1228,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
       _gpuModel = source._gpuModel
       _node = source._node
       _kind = source._kind
+      _os = source._os
     }
   }
 
@@ -1174,6 +1263,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
         case 14: try { try decoder.decodeSingularStringField(value: &_storage._gpuModel) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._node) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._os) }()
         default: break
         }
       }
@@ -1234,6 +1324,9 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
       if !_storage._kind.isEmpty {
         try visitor.visitSingularStringField(value: _storage._kind, fieldNumber: 16)
       }
+      if !_storage._os.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._os, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1259,6 +1352,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
         if _storage._gpuModel != rhs_storage._gpuModel {return false}
         if _storage._node != rhs_storage._node {return false}
         if _storage._kind != rhs_storage._kind {return false}
+        if _storage._os != rhs_storage._os {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1421,7 +1515,7 @@ nonisolated extension Containarium_V1_Progress: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Containarium_V1_Operation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Operation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{1}target\0\u{1}state\0\u{1}step\0\u{1}total\0\u{1}message\0\u{1}error\0\u{3}created_at\0\u{3}updated_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{1}target\0\u{1}state\0\u{1}step\0\u{1}total\0\u{1}message\0\u{1}error\0\u{3}created_at\0\u{3}updated_at\0\u{1}result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1439,6 +1533,7 @@ nonisolated extension Containarium_V1_Operation: SwiftProtobuf.Message, SwiftPro
       case 8: try { try decoder.decodeSingularMessageField(value: &self._error) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 10: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._result) }()
       default: break
       }
     }
@@ -1479,6 +1574,9 @@ nonisolated extension Containarium_V1_Operation: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._updatedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
     } }()
+    try { if let v = self._result {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1493,6 +1591,7 @@ nonisolated extension Containarium_V1_Operation: SwiftProtobuf.Message, SwiftPro
     if lhs._error != rhs._error {return false}
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs._result != rhs._result {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1593,25 +1692,29 @@ nonisolated extension Containarium_V1_DeleteContainerRequest: SwiftProtobuf.Mess
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.username) }()
-      case 2: try { try decoder.decodeSingularBoolField(value: &self.force) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._force) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.username.isEmpty {
       try visitor.visitSingularStringField(value: self.username, fieldNumber: 1)
     }
-    if self.force != false {
-      try visitor.visitSingularBoolField(value: self.force, fieldNumber: 2)
-    }
+    try { if let v = self._force {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Containarium_V1_DeleteContainerRequest, rhs: Containarium_V1_DeleteContainerRequest) -> Bool {
     if lhs.username != rhs.username {return false}
-    if lhs.force != rhs.force {return false}
+    if lhs._force != rhs._force {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2188,7 +2291,7 @@ nonisolated extension Containarium_V1_ListSSHKeysResponse: SwiftProtobuf.Message
 
 nonisolated extension Containarium_V1_AddSSHKeyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AddSSHKeyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}public_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}ssh_public_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2197,7 +2300,7 @@ nonisolated extension Containarium_V1_AddSSHKeyRequest: SwiftProtobuf.Message, S
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.username) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sshPublicKey) }()
       default: break
       }
     }
@@ -2207,15 +2310,15 @@ nonisolated extension Containarium_V1_AddSSHKeyRequest: SwiftProtobuf.Message, S
     if !self.username.isEmpty {
       try visitor.visitSingularStringField(value: self.username, fieldNumber: 1)
     }
-    if !self.publicKey.isEmpty {
-      try visitor.visitSingularStringField(value: self.publicKey, fieldNumber: 2)
+    if !self.sshPublicKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.sshPublicKey, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Containarium_V1_AddSSHKeyRequest, rhs: Containarium_V1_AddSSHKeyRequest) -> Bool {
     if lhs.username != rhs.username {return false}
-    if lhs.publicKey != rhs.publicKey {return false}
+    if lhs.sshPublicKey != rhs.sshPublicKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2629,6 +2732,124 @@ nonisolated extension Containarium_V1_GetMetricsHistoryResponse: SwiftProtobuf.M
 
   public static func ==(lhs: Containarium_V1_GetMetricsHistoryResponse, rhs: Containarium_V1_GetMetricsHistoryResponse) -> Bool {
     if lhs.samples != rhs.samples {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ListContainerMetricsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListContainerMetricsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ListContainerMetricsRequest, rhs: Containarium_V1_ListContainerMetricsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ContainerMetrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ContainerMetrics"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}username\0\u{1}state\0\u{3}cpu_percent\0\u{3}cpu_usage_nanoseconds\0\u{3}memory_usage_bytes\0\u{3}disk_usage_bytes\0\u{1}processes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.username) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self._cpuPercent) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.cpuUsageNanoseconds) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.memoryUsageBytes) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.diskUsageBytes) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.processes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.username.isEmpty {
+      try visitor.visitSingularStringField(value: self.username, fieldNumber: 2)
+    }
+    if self.state != .unspecified {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 3)
+    }
+    try { if let v = self._cpuPercent {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 4)
+    } }()
+    if self.cpuUsageNanoseconds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cpuUsageNanoseconds, fieldNumber: 5)
+    }
+    if self.memoryUsageBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memoryUsageBytes, fieldNumber: 6)
+    }
+    if self.diskUsageBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.diskUsageBytes, fieldNumber: 7)
+    }
+    if self.processes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.processes, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ContainerMetrics, rhs: Containarium_V1_ContainerMetrics) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.username != rhs.username {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs._cpuPercent != rhs._cpuPercent {return false}
+    if lhs.cpuUsageNanoseconds != rhs.cpuUsageNanoseconds {return false}
+    if lhs.memoryUsageBytes != rhs.memoryUsageBytes {return false}
+    if lhs.diskUsageBytes != rhs.diskUsageBytes {return false}
+    if lhs.processes != rhs.processes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ListContainerMetricsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListContainerMetricsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.containers) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.containers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.containers, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ListContainerMetricsResponse, rhs: Containarium_V1_ListContainerMetricsResponse) -> Bool {
+    if lhs.containers != rhs.containers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -114,6 +114,45 @@ public enum Containarium_V1_SystemService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetCatalog" metadata.
+        public enum GetCatalog: Sendable {
+            /// Request type for "GetCatalog".
+            public typealias Input = Containarium_V1_GetCatalogRequest
+            /// Response type for "GetCatalog".
+            public typealias Output = Containarium_V1_Catalog
+            /// Descriptor for "GetCatalog".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.SystemService"),
+                method: "GetCatalog",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListBackends" metadata.
+        public enum ListBackends: Sendable {
+            /// Request type for "ListBackends".
+            public typealias Input = Containarium_V1_ListBackendsRequest
+            /// Response type for "ListBackends".
+            public typealias Output = Containarium_V1_ListBackendsResponse
+            /// Descriptor for "ListBackends".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.SystemService"),
+                method: "ListBackends",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetNodeMetrics" metadata.
+        public enum GetNodeMetrics: Sendable {
+            /// Request type for "GetNodeMetrics".
+            public typealias Input = Containarium_V1_GetNodeMetricsRequest
+            /// Response type for "GetNodeMetrics".
+            public typealias Output = Containarium_V1_NodeMetrics
+            /// Descriptor for "GetNodeMetrics".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.SystemService"),
+                method: "GetNodeMetrics",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "containarium.v1.SystemService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetSystemInfo.descriptor,
@@ -122,7 +161,10 @@ public enum Containarium_V1_SystemService: Sendable {
             ListStacks.descriptor,
             GetCapacity.descriptor,
             ListGatewayBans.descriptor,
-            LiftGatewayBan.descriptor
+            LiftGatewayBan.descriptor,
+            GetCatalog.descriptor,
+            ListBackends.descriptor,
+            GetNodeMetrics.descriptor
         ]
     }
 }
@@ -255,6 +297,60 @@ extension Containarium_V1_SystemService {
             request: GRPCCore.StreamingServerRequest<Containarium_V1_LiftGatewayBanRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_LiftGatewayBanResponse>
+
+        /// Handle the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_GetCatalogRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_Catalog` messages.
+        func getCatalog(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_GetCatalogRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_Catalog>
+
+        /// Handle the "ListBackends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's instance backends, and the cluster's nodes for admins.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_ListBackendsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_ListBackendsResponse` messages.
+        func listBackends(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_ListBackendsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListBackendsResponse>
+
+        /// Handle the "GetNodeMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's totals over the last hour (admin).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_GetNodeMetricsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_NodeMetrics` messages.
+        func getNodeMetrics(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_GetNodeMetricsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_NodeMetrics>
     }
 
     /// Service protocol for the "containarium.v1.SystemService" service.
@@ -371,6 +467,60 @@ extension Containarium_V1_SystemService {
             request: GRPCCore.ServerRequest<Containarium_V1_LiftGatewayBanRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Containarium_V1_LiftGatewayBanResponse>
+
+        /// Handle the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Containarium_V1_Catalog` message.
+        func getCatalog(
+            request: GRPCCore.ServerRequest<Containarium_V1_GetCatalogRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Containarium_V1_Catalog>
+
+        /// Handle the "ListBackends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's instance backends, and the cluster's nodes for admins.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListBackendsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Containarium_V1_ListBackendsResponse` message.
+        func listBackends(
+            request: GRPCCore.ServerRequest<Containarium_V1_ListBackendsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListBackendsResponse>
+
+        /// Handle the "GetNodeMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's totals over the last hour (admin).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetNodeMetricsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Containarium_V1_NodeMetrics` message.
+        func getNodeMetrics(
+            request: GRPCCore.ServerRequest<Containarium_V1_GetNodeMetricsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Containarium_V1_NodeMetrics>
     }
 
     /// Simple service protocol for the "containarium.v1.SystemService" service.
@@ -485,6 +635,60 @@ extension Containarium_V1_SystemService {
             request: Containarium_V1_LiftGatewayBanRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Containarium_V1_LiftGatewayBanResponse
+
+        /// Handle the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
+        ///
+        /// - Parameters:
+        ///   - request: A `Containarium_V1_GetCatalogRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Containarium_V1_Catalog` to respond with.
+        func getCatalog(
+            request: Containarium_V1_GetCatalogRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Containarium_V1_Catalog
+
+        /// Handle the "ListBackends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's instance backends, and the cluster's nodes for admins.
+        ///
+        /// - Parameters:
+        ///   - request: A `Containarium_V1_ListBackendsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Containarium_V1_ListBackendsResponse` to respond with.
+        func listBackends(
+            request: Containarium_V1_ListBackendsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Containarium_V1_ListBackendsResponse
+
+        /// Handle the "GetNodeMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's totals over the last hour (admin).
+        ///
+        /// - Parameters:
+        ///   - request: A `Containarium_V1_GetNodeMetricsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Containarium_V1_NodeMetrics` to respond with.
+        func getNodeMetrics(
+            request: Containarium_V1_GetNodeMetricsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Containarium_V1_NodeMetrics
     }
 }
 
@@ -569,6 +773,39 @@ extension Containarium_V1_SystemService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Containarium_V1_SystemService.Method.GetCatalog.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_GetCatalogRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_Catalog>(),
+            handler: { request, context in
+                try await self.getCatalog(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Containarium_V1_SystemService.Method.ListBackends.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListBackendsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListBackendsResponse>(),
+            handler: { request, context in
+                try await self.listBackends(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Containarium_V1_SystemService.Method.GetNodeMetrics.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_GetNodeMetricsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_NodeMetrics>(),
+            handler: { request, context in
+                try await self.getNodeMetrics(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -646,6 +883,39 @@ extension Containarium_V1_SystemService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_LiftGatewayBanResponse> {
         let response = try await self.liftGatewayBan(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getCatalog(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_GetCatalogRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_Catalog> {
+        let response = try await self.getCatalog(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listBackends(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_ListBackendsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListBackendsResponse> {
+        let response = try await self.listBackends(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getNodeMetrics(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_GetNodeMetricsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_NodeMetrics> {
+        let response = try await self.getNodeMetrics(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -740,6 +1010,45 @@ extension Containarium_V1_SystemService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Containarium_V1_LiftGatewayBanResponse> {
         return GRPCCore.ServerResponse<Containarium_V1_LiftGatewayBanResponse>(
             message: try await self.liftGatewayBan(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getCatalog(
+        request: GRPCCore.ServerRequest<Containarium_V1_GetCatalogRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Containarium_V1_Catalog> {
+        return GRPCCore.ServerResponse<Containarium_V1_Catalog>(
+            message: try await self.getCatalog(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listBackends(
+        request: GRPCCore.ServerRequest<Containarium_V1_ListBackendsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListBackendsResponse> {
+        return GRPCCore.ServerResponse<Containarium_V1_ListBackendsResponse>(
+            message: try await self.listBackends(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getNodeMetrics(
+        request: GRPCCore.ServerRequest<Containarium_V1_GetNodeMetricsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Containarium_V1_NodeMetrics> {
+        return GRPCCore.ServerResponse<Containarium_V1_NodeMetrics>(
+            message: try await self.getNodeMetrics(
                 request: request.message,
                 context: context
             ),
@@ -897,6 +1206,75 @@ extension Containarium_V1_SystemService {
             deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_LiftGatewayBanResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_LiftGatewayBanResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_GetCatalogRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_Catalog` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getCatalog<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_GetCatalogRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_GetCatalogRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_Catalog>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Catalog>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListBackends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's instance backends, and the cluster's nodes for admins.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListBackendsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_ListBackendsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ListBackendsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listBackends<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_ListBackendsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ListBackendsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ListBackendsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListBackendsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetNodeMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's totals over the last hour (admin).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetNodeMetricsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_GetNodeMetricsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_NodeMetrics` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getNodeMetrics<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_GetNodeMetricsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_GetNodeMetricsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_NodeMetrics>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_NodeMetrics>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1134,6 +1512,108 @@ extension Containarium_V1_SystemService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_GetCatalogRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_Catalog` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getCatalog<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_GetCatalogRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_GetCatalogRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_Catalog>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Catalog>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Containarium_V1_SystemService.Method.GetCatalog.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListBackends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's instance backends, and the cluster's nodes for admins.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListBackendsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_ListBackendsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ListBackendsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listBackends<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_ListBackendsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ListBackendsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ListBackendsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListBackendsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Containarium_V1_SystemService.Method.ListBackends.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetNodeMetrics" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > This node's totals over the last hour (admin).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetNodeMetricsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_GetNodeMetricsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_NodeMetrics` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getNodeMetrics<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_GetNodeMetricsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_GetNodeMetricsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_NodeMetrics>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_NodeMetrics>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Containarium_V1_SystemService.Method.GetNodeMetrics.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1319,6 +1799,93 @@ extension Containarium_V1_SystemService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_LiftGatewayBanRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_LiftGatewayBanResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetCatalog" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What a create form offers: OS types, stacks, the default image.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getCatalog<Result>(
+        request: GRPCCore.ClientRequest<Containarium_V1_GetCatalogRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Catalog>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getCatalog(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_GetCatalogRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_Catalog>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListBackends" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > This node's instance backends, and the cluster's nodes for admins.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Containarium_V1_ListBackendsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listBackends<Result>(
+        request: GRPCCore.ClientRequest<Containarium_V1_ListBackendsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListBackendsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listBackends(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListBackendsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListBackendsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetNodeMetrics" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > This node's totals over the last hour (admin).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Containarium_V1_GetNodeMetricsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getNodeMetrics<Result>(
+        request: GRPCCore.ClientRequest<Containarium_V1_GetNodeMetricsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_NodeMetrics>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getNodeMetrics(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_GetNodeMetricsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_NodeMetrics>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1534,6 +2101,105 @@ extension Containarium_V1_SystemService.ClientProtocol {
             metadata: metadata
         )
         return try await self.liftGatewayBan(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetCatalog" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What a create form offers: OS types, stacks, the default image.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getCatalog<Result>(
+        _ message: Containarium_V1_GetCatalogRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Catalog>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Containarium_V1_GetCatalogRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getCatalog(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListBackends" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > This node's instance backends, and the cluster's nodes for admins.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listBackends<Result>(
+        _ message: Containarium_V1_ListBackendsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListBackendsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Containarium_V1_ListBackendsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listBackends(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetNodeMetrics" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > This node's totals over the last hour (admin).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getNodeMetrics<Result>(
+        _ message: Containarium_V1_GetNodeMetricsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_NodeMetrics>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Containarium_V1_GetNodeMetricsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getNodeMetrics(
             request: request,
             options: options,
             onResponse: handleResponse

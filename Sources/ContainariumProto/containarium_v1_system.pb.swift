@@ -33,31 +33,73 @@ public nonisolated struct Containarium_V1_GetSystemInfoRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Containarium_V1_SystemInfo: Sendable {
+public nonisolated struct Containarium_V1_SystemInfo: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var version: String = String()
+  public var version: String {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
-  public var pluginAbi: String = String()
+  public var pluginAbi: String {
+    get {_storage._pluginAbi}
+    set {_uniqueStorage()._pluginAbi = newValue}
+  }
 
-  public var node: String = String()
+  public var node: String {
+    get {_storage._node}
+    set {_uniqueStorage()._node = newValue}
+  }
 
-  public var backend: String = String()
+  public var backend: String {
+    get {_storage._backend}
+    set {_uniqueStorage()._backend = newValue}
+  }
 
-  public var uptimeSeconds: Double = 0
+  public var uptimeSeconds: Double {
+    get {_storage._uptimeSeconds}
+    set {_uniqueStorage()._uptimeSeconds = newValue}
+  }
 
-  public var containersTotal: UInt32 = 0
+  public var containersTotal: UInt32 {
+    get {_storage._containersTotal}
+    set {_uniqueStorage()._containersTotal = newValue}
+  }
 
-  public var containersRunning: UInt32 = 0
+  public var containersRunning: UInt32 {
+    get {_storage._containersRunning}
+    set {_uniqueStorage()._containersRunning = newValue}
+  }
 
   /// sqlite or postgresql.
-  public var database: String = String()
+  public var database: String {
+    get {_storage._database}
+    set {_uniqueStorage()._database = newValue}
+  }
+
+  /// Whether the daemon follows the backend's event stream (otherwise it polls).
+  public var eventStream: Bool {
+    get {_storage._eventStream}
+    set {_uniqueStorage()._eventStream = newValue}
+  }
+
+  /// This node's capacity: for admins only.
+  public var capacity: Containarium_V1_Capacity {
+    get {_storage._capacity ?? Containarium_V1_Capacity()}
+    set {_uniqueStorage()._capacity = newValue}
+  }
+  /// Returns true if `capacity` has been explicitly set.
+  public var hasCapacity: Bool {_storage._capacity != nil}
+  /// Clears the value of `capacity`. Subsequent reads from it will return its default value.
+  public mutating func clearCapacity() {_uniqueStorage()._capacity = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Containarium_V1_Plugin: Sendable {
@@ -81,7 +123,10 @@ public nonisolated struct Containarium_V1_Plugin: Sendable {
 
   public var osTypes: [String] = []
 
+  /// For admins: ok, degraded or failing, and why.
   public var health: String = String()
+
+  public var healthDetail: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -309,6 +354,138 @@ public nonisolated struct Containarium_V1_LiftGatewayBanResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Containarium_V1_GetCatalogRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_Catalog: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The OS type names this node's config maps to images (CreateContainerRequest.os).
+  public var osTypes: [String] = []
+
+  public var defaultImage: String = String()
+
+  public var stacks: [Containarium_V1_Stack] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_ListBackendsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_Backend: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var enabled: Bool = false
+
+  public var state: String = String()
+
+  /// The backend creates use when the request names no kind or OS type.
+  public var `default`: Bool = false
+
+  public var version: String = String()
+
+  public var kinds: [String] = []
+
+  public var osTypes: [String] = []
+
+  public var health: String = String()
+
+  public var healthDetail: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_ListBackendsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var backends: [Containarium_V1_Backend] = []
+
+  /// For admins.
+  public var nodes: [Containarium_V1_Node] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_GetNodeMetricsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_NodeMetricsCapacity: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cpus: UInt32 = 0
+
+  public var memoryBytes: UInt64 = 0
+
+  public var diskBytes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_NodeMetrics: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var capacity: Containarium_V1_NodeMetricsCapacity {
+    get {_capacity ?? Containarium_V1_NodeMetricsCapacity()}
+    set {_capacity = newValue}
+  }
+  /// Returns true if `capacity` has been explicitly set.
+  public var hasCapacity: Bool {self._capacity != nil}
+  /// Clears the value of `capacity`. Subsequent reads from it will return its default value.
+  public mutating func clearCapacity() {self._capacity = nil}
+
+  public var samples: [Containarium_V1_UsageSample] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _capacity: Containarium_V1_NodeMetricsCapacity? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "containarium.v1"
@@ -334,64 +511,132 @@ nonisolated extension Containarium_V1_GetSystemInfoRequest: SwiftProtobuf.Messag
 
 nonisolated extension Containarium_V1_SystemInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SystemInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}plugin_abi\0\u{1}node\0\u{1}backend\0\u{3}uptime_seconds\0\u{3}containers_total\0\u{3}containers_running\0\u{1}database\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}plugin_abi\0\u{1}node\0\u{1}backend\0\u{3}uptime_seconds\0\u{3}containers_total\0\u{3}containers_running\0\u{1}database\0\u{3}event_stream\0\u{1}capacity\0")
+
+  fileprivate class _StorageClass {
+    var _version: String = String()
+    var _pluginAbi: String = String()
+    var _node: String = String()
+    var _backend: String = String()
+    var _uptimeSeconds: Double = 0
+    var _containersTotal: UInt32 = 0
+    var _containersRunning: UInt32 = 0
+    var _database: String = String()
+    var _eventStream: Bool = false
+    var _capacity: Containarium_V1_Capacity? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _version = source._version
+      _pluginAbi = source._pluginAbi
+      _node = source._node
+      _backend = source._backend
+      _uptimeSeconds = source._uptimeSeconds
+      _containersTotal = source._containersTotal
+      _containersRunning = source._containersRunning
+      _database = source._database
+      _eventStream = source._eventStream
+      _capacity = source._capacity
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.version) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.pluginAbi) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.node) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.backend) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.uptimeSeconds) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.containersTotal) }()
-      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.containersRunning) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.database) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._version) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._pluginAbi) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._node) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._backend) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._uptimeSeconds) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._containersTotal) }()
+        case 7: try { try decoder.decodeSingularUInt32Field(value: &_storage._containersRunning) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._database) }()
+        case 9: try { try decoder.decodeSingularBoolField(value: &_storage._eventStream) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._capacity) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.version.isEmpty {
-      try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
-    }
-    if !self.pluginAbi.isEmpty {
-      try visitor.visitSingularStringField(value: self.pluginAbi, fieldNumber: 2)
-    }
-    if !self.node.isEmpty {
-      try visitor.visitSingularStringField(value: self.node, fieldNumber: 3)
-    }
-    if !self.backend.isEmpty {
-      try visitor.visitSingularStringField(value: self.backend, fieldNumber: 4)
-    }
-    if self.uptimeSeconds.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.uptimeSeconds, fieldNumber: 5)
-    }
-    if self.containersTotal != 0 {
-      try visitor.visitSingularUInt32Field(value: self.containersTotal, fieldNumber: 6)
-    }
-    if self.containersRunning != 0 {
-      try visitor.visitSingularUInt32Field(value: self.containersRunning, fieldNumber: 7)
-    }
-    if !self.database.isEmpty {
-      try visitor.visitSingularStringField(value: self.database, fieldNumber: 8)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._version.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._version, fieldNumber: 1)
+      }
+      if !_storage._pluginAbi.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._pluginAbi, fieldNumber: 2)
+      }
+      if !_storage._node.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._node, fieldNumber: 3)
+      }
+      if !_storage._backend.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._backend, fieldNumber: 4)
+      }
+      if _storage._uptimeSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._uptimeSeconds, fieldNumber: 5)
+      }
+      if _storage._containersTotal != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._containersTotal, fieldNumber: 6)
+      }
+      if _storage._containersRunning != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._containersRunning, fieldNumber: 7)
+      }
+      if !_storage._database.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._database, fieldNumber: 8)
+      }
+      if _storage._eventStream != false {
+        try visitor.visitSingularBoolField(value: _storage._eventStream, fieldNumber: 9)
+      }
+      try { if let v = _storage._capacity {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Containarium_V1_SystemInfo, rhs: Containarium_V1_SystemInfo) -> Bool {
-    if lhs.version != rhs.version {return false}
-    if lhs.pluginAbi != rhs.pluginAbi {return false}
-    if lhs.node != rhs.node {return false}
-    if lhs.backend != rhs.backend {return false}
-    if lhs.uptimeSeconds != rhs.uptimeSeconds {return false}
-    if lhs.containersTotal != rhs.containersTotal {return false}
-    if lhs.containersRunning != rhs.containersRunning {return false}
-    if lhs.database != rhs.database {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._pluginAbi != rhs_storage._pluginAbi {return false}
+        if _storage._node != rhs_storage._node {return false}
+        if _storage._backend != rhs_storage._backend {return false}
+        if _storage._uptimeSeconds != rhs_storage._uptimeSeconds {return false}
+        if _storage._containersTotal != rhs_storage._containersTotal {return false}
+        if _storage._containersRunning != rhs_storage._containersRunning {return false}
+        if _storage._database != rhs_storage._database {return false}
+        if _storage._eventStream != rhs_storage._eventStream {return false}
+        if _storage._capacity != rhs_storage._capacity {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -399,7 +644,7 @@ nonisolated extension Containarium_V1_SystemInfo: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Containarium_V1_Plugin: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Plugin"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}version\0\u{1}abi\0\u{1}capabilities\0\u{1}enabled\0\u{1}state\0\u{1}kinds\0\u{3}os_types\0\u{1}health\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}version\0\u{1}abi\0\u{1}capabilities\0\u{1}enabled\0\u{1}state\0\u{1}kinds\0\u{3}os_types\0\u{1}health\0\u{3}health_detail\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -416,6 +661,7 @@ nonisolated extension Containarium_V1_Plugin: SwiftProtobuf.Message, SwiftProtob
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.kinds) }()
       case 8: try { try decoder.decodeRepeatedStringField(value: &self.osTypes) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.health) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.healthDetail) }()
       default: break
       }
     }
@@ -449,6 +695,9 @@ nonisolated extension Containarium_V1_Plugin: SwiftProtobuf.Message, SwiftProtob
     if !self.health.isEmpty {
       try visitor.visitSingularStringField(value: self.health, fieldNumber: 9)
     }
+    if !self.healthDetail.isEmpty {
+      try visitor.visitSingularStringField(value: self.healthDetail, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -462,6 +711,7 @@ nonisolated extension Containarium_V1_Plugin: SwiftProtobuf.Message, SwiftProtob
     if lhs.kinds != rhs.kinds {return false}
     if lhs.osTypes != rhs.osTypes {return false}
     if lhs.health != rhs.health {return false}
+    if lhs.healthDetail != rhs.healthDetail {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -926,6 +1176,292 @@ nonisolated extension Containarium_V1_LiftGatewayBanResponse: SwiftProtobuf.Mess
 
   public static func ==(lhs: Containarium_V1_LiftGatewayBanResponse, rhs: Containarium_V1_LiftGatewayBanResponse) -> Bool {
     if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_GetCatalogRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetCatalogRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_GetCatalogRequest, rhs: Containarium_V1_GetCatalogRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_Catalog: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Catalog"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}os_types\0\u{3}default_image\0\u{1}stacks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.osTypes) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.defaultImage) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.stacks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.osTypes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.osTypes, fieldNumber: 1)
+    }
+    if !self.defaultImage.isEmpty {
+      try visitor.visitSingularStringField(value: self.defaultImage, fieldNumber: 2)
+    }
+    if !self.stacks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.stacks, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_Catalog, rhs: Containarium_V1_Catalog) -> Bool {
+    if lhs.osTypes != rhs.osTypes {return false}
+    if lhs.defaultImage != rhs.defaultImage {return false}
+    if lhs.stacks != rhs.stacks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ListBackendsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListBackendsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ListBackendsRequest, rhs: Containarium_V1_ListBackendsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_Backend: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Backend"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}enabled\0\u{1}state\0\u{1}default\0\u{1}version\0\u{1}kinds\0\u{3}os_types\0\u{1}health\0\u{3}health_detail\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.enabled) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.`default`) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.kinds) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.osTypes) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.health) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.healthDetail) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.enabled != false {
+      try visitor.visitSingularBoolField(value: self.enabled, fieldNumber: 2)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 3)
+    }
+    if self.`default` != false {
+      try visitor.visitSingularBoolField(value: self.`default`, fieldNumber: 4)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 5)
+    }
+    if !self.kinds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.kinds, fieldNumber: 6)
+    }
+    if !self.osTypes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.osTypes, fieldNumber: 7)
+    }
+    if !self.health.isEmpty {
+      try visitor.visitSingularStringField(value: self.health, fieldNumber: 8)
+    }
+    if !self.healthDetail.isEmpty {
+      try visitor.visitSingularStringField(value: self.healthDetail, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_Backend, rhs: Containarium_V1_Backend) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.enabled != rhs.enabled {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.`default` != rhs.`default` {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.kinds != rhs.kinds {return false}
+    if lhs.osTypes != rhs.osTypes {return false}
+    if lhs.health != rhs.health {return false}
+    if lhs.healthDetail != rhs.healthDetail {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ListBackendsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListBackendsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}backends\0\u{1}nodes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.backends) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.backends.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.backends, fieldNumber: 1)
+    }
+    if !self.nodes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ListBackendsResponse, rhs: Containarium_V1_ListBackendsResponse) -> Bool {
+    if lhs.backends != rhs.backends {return false}
+    if lhs.nodes != rhs.nodes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_GetNodeMetricsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetNodeMetricsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_GetNodeMetricsRequest, rhs: Containarium_V1_GetNodeMetricsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_NodeMetricsCapacity: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeMetricsCapacity"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cpus\0\u{3}memory_bytes\0\u{3}disk_bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.cpus) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memoryBytes) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.diskBytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.cpus != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cpus, fieldNumber: 1)
+    }
+    if self.memoryBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memoryBytes, fieldNumber: 2)
+    }
+    if self.diskBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.diskBytes, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_NodeMetricsCapacity, rhs: Containarium_V1_NodeMetricsCapacity) -> Bool {
+    if lhs.cpus != rhs.cpus {return false}
+    if lhs.memoryBytes != rhs.memoryBytes {return false}
+    if lhs.diskBytes != rhs.diskBytes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_NodeMetrics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeMetrics"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}capacity\0\u{1}samples\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._capacity) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.samples) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    try { if let v = self._capacity {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.samples.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.samples, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_NodeMetrics, rhs: Containarium_V1_NodeMetrics) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs._capacity != rhs._capacity {return false}
+    if lhs.samples != rhs.samples {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

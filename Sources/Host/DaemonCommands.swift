@@ -227,3 +227,13 @@ struct AuditCommand: AsyncParsableCommand {
                            rows: entries.map { [f.string(from: $0.at), $0.actor, $0.role, $0.action, $0.target, $0.source, $0.interface, $0.result] }))
     }
 }
+
+/// `containarium openapi`: the REST API's OpenAPI document, made from proto/ as the daemon
+/// serves it at /openapi.json (scripts/gen-openapi.sh writes it to docs/openapi.json).
+struct OpenAPICommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "openapi", abstract: "Print the REST API's OpenAPI document (from proto/).")
+
+    func run() throws {
+        FileHandle.standardOutput.write(OpenAPI.json)
+    }
+}

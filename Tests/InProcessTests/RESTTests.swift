@@ -84,7 +84,7 @@ struct RESTTests {
                 Route(method: .post, path: c + "/stop", expect: std(200)),
                 Route(method: .post, path: c + "/start", expect: std(200)),
                 Route(method: .post, path: c + "/restart", expect: std(200)),
-                Route(method: .put, path: c + "/resize", body: { _ in #"{"memory": "600MB"}"# }, expect: std(200)),
+                Route(method: .put, path: c + "/resize", body: { _ in #"{"resources": {"memory": "600MB"}}"# }, expect: std(200)),
                 Route(method: .post, path: c + "/install-stack", body: { _ in #"{"stack": "no-such-stack"}"# }, expect: std(400)),
                 Route(method: .post, path: c + "/cleanup-disk", expect: std(200)),
                 Route(method: .get, path: c + "/ssh-keys", expect: std(200)),
@@ -129,7 +129,8 @@ struct RESTTests {
             try await Self.app(h).test(.router) { client in
                 let bad = [
                     "{", "[]", #"{"username": "kate", "bogus": 1}"#, #"{"sshKeys": []}"#, #"{"username": "Kate!"}"#,
-                    #"{"username": "kate", "memory": "1MB"}"#, #"{"username": "kate", "labels": {"a": 1}}"#,
+                    #"{"username": "kate", "resources": {"memory": "1MB"}}"#, #"{"username": "kate", "labels": {"a": 1}}"#,
+                    #"{"username": "kate", "memory": "1GB"}"#, #"{"username": "kate", "osType": "OS_TYPE_PLAN9"}"#, #"{"username": 7}"#,
                     #"{"username": "kate", "resources": {"gpu": "1"}}"#, #"{"username": "kate", "autostart": "yes"}"#,
                     #"{"username": "kate", "stack": "no-such-stack"}"#, #"{"username": "kate", "gpus": 1.5}"#,
                     #"{"username": "kate", "sshKeys": ["ssh-rsa AAAA"]}"#,
@@ -205,7 +206,7 @@ struct RESTTests {
                 #expect(typed.status == 400 && typed.errorCode == "invalid_argument", "\(typed.text)")
                 let nullName = try await Self.send(client, .post, "/v1/containers", token: owner, body: #"{"username": null}"#)
                 #expect(nullName.status == 400 && nullName.text.contains("missing field 'username'"), "\(nullName.text)")
-                let resize = try await Self.send(client, .put, "/v1/containers/liam/resize", token: owner, body: #"{"disk": "1GiB"}"#)
+                let resize = try await Self.send(client, .put, "/v1/containers/liam/resize", token: owner, body: #"{"resources": {"disk": "1GiB"}}"#)
                 #expect(resize.status == 412 && resize.errorCode == "failed_precondition", "below usage: \(resize.text)")
             }
         }

@@ -60,10 +60,23 @@ struct ProtoAPITests {
         #expect(seen["rest_status"]?.number == 201, "\(seen)")
         #expect(seen["rest_body"]?["sshKeys"]?.items?.count == 1 && seen["rest_body"]?["osType"]?.stringValue == "OS_TYPE_DEBIAN_12",
                 "camelCase proto3 JSON: \(seen["rest_body"].map { "\($0)" } ?? "-")")
-        for field in ["name", "state", "memory", "ipv4"] {
+        for field in ["name", "state", "memory", "ipv4", "type", "created"] {
             let pair = seen["rest_vs_grpc"]?[field]?.items ?? []
             #expect(pair.count == 2 && pair[0] == pair[1], "\(field): REST and gRPC answer alike: \(pair)")
         }
+        // List, exec and delete through REST, each answer parsed by the stock proto3 JSON parser.
+        #expect(seen["rest_listed"]?.items?.compactMap(\.stringValue).contains(user + "r") == true, "\(seen)")
+        #expect(seen["rest_exec"]?["status"]?.number == 200 && seen["rest_exec"]?["exit_code"]?.number == 0
+                && seen["rest_exec"]?["stdout"]?.stringValue == user + "r", "\(seen)")
+        #expect(seen["rest_exec_false"]?.number == 1)
+        // The same mistakes, the same codes: gRPC's status and REST's HTTP status and error code.
+        for (label, grpc, http, code) in [("missing", "NOT_FOUND", 404, "not_found"), ("bad_name", "INVALID_ARGUMENT", 400, "invalid_argument"),
+                                          ("duplicate", "ALREADY_EXISTS", 409, "already_exists"), ("bad_size", "INVALID_ARGUMENT", 400, "invalid_argument")] {
+            #expect(seen["errors"]?[label]?.stringValue == grpc)
+            let rest = seen["rest_errors"]?[label]?.items ?? []
+            #expect(rest.count == 2 && rest[0].number == Double(http) && rest[1].stringValue == code, "\(label) through REST: \(rest)")
+        }
+        #expect(seen["rest_deleted"]?.number == 200 && seen["rest_after_delete"]?.number == 404, "\(seen)")
         #expect(seen["after_delete"]?.stringValue == "NOT_FOUND")
 
         // Refusals are audited like every other interface's.

@@ -180,7 +180,7 @@ struct ReferenceFlowTests {
         let nproc = try box.incus(["exec", "\(user)-container", "--", "nproc"])
         #expect(nproc.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == String(cores), "\(nproc.output)")
         // The same rule for resize.
-        let resize = try HTTP.call("PUT", d.base + "/v1/containers/\(user)/resize", token: token, body: HTTP.json(["cpu": String(cores * 4 + 1)]))
+        let resize = try HTTP.call("PUT", d.base + "/v1/containers/\(user)/resize", token: token, body: HTTP.json(["resources": ["cpu": String(cores * 4 + 1)]]))
         #expect(resize.status == 400, "\(resize.text)")
     }
 

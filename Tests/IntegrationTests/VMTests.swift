@@ -142,18 +142,18 @@ struct VMTests {
 
         // Minimums are enforced with the numbers.
         let small = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": u, "osType": "windows-2025", "memory": "2GiB"]))
+            "username": u, "os": "windows-2025", "resources": ["memory": "2GiB"]]))
         #expect(small.status == 400 && small.text.contains("at least 4GiB"), "\(small.text)")
 
         // A VM backend has no accounts/1: keys it could only drop are refused before anything is made.
         let keyed = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": u, "sshKeys": [box.key.publicText], "osType": "linux-test", "memory": "512MB", "disk": "2GB"]))
+            "username": u, "sshKeys": [box.key.publicText], "os": "linux-test", "resources": ["memory": "512MB", "disk": "2GB"]]))
         #expect(keyed.status == 400 && keyed.text.contains("does not manage accounts"), "\(keyed.text)")
         #expect(try HTTP.call("GET", d.base + "/v1/containers/\(u)", token: admin).status == 404)
         let created = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": u, "osType": "linux-test", "memory": "512MB", "disk": "2GB", "autostart": true]))
+            "username": u, "os": "linux-test", "resources": ["memory": "512MB", "disk": "2GB"], "autostart": true]))
         #expect(created.status == 201, "\(created.text)")
-        #expect(created.json?["type"]?.stringValue == "vm" && created.json?["backend"]?.stringValue == "qemu-windows")
+        #expect(created.json?["type"]?.stringValue == "ENVIRONMENT_TYPE_VM" && created.json?["backend"]?.stringValue == "qemu-windows")
         let rdp = try #require(created.json?["endpoints"]?["rdp"]?.stringValue)
         let dir = vms.appendingPathComponent("\(u)-container").path
         #expect(try Self.qmp(dir + "/qmp.sock", "query-status").contains(#""status": "running""#))
@@ -166,15 +166,15 @@ struct VMTests {
         #expect(Date().timeIntervalSince(t0) < 8, "the guest shut down on the power button, not by the deadline")
         #expect(Self.qemuProcesses(dir) == 0)
         // Resize while stopped (CPUs, memory), then the disk grows while it runs.
-        let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"cpu": "1", "memory": "640MiB"}"#)
+        let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"resources": {"cpu": "1", "memory": "640MiB"}}"#)
         #expect(resized.status == 200 && resized.json?["resources"]?["cpu"]?.stringValue == "1", "\(resized.text)")
         #expect(try HTTP.call("POST", d.base + "/v1/containers/\(u)/start", token: admin).json?["state"]?.stringValue == "CONTAINER_STATE_RUNNING")
         let cpus = try Self.qmp(dir + "/qmp.sock", "query-cpus-fast")
         #expect(cpus.components(separatedBy: "cpu-index").count - 1 == 1, "\(cpus)")
         #expect(try Self.qmp(dir + "/qmp.sock", "query-memory-size-summary").contains("671088640"))
-        let refused = try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"cpu": "2"}"#)
+        let refused = try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"resources": {"cpu": "2"}}"#)
         #expect(refused.status == 412, "CPUs change only while stopped: \(refused.text)")
-        let grown = try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"disk": "3GB"}"#)
+        let grown = try HTTP.call("PUT", d.base + "/v1/containers/\(u)/resize", token: admin, body: #"{"resources": {"disk": "3GB"}}"#)
         #expect(grown.status == 200, "\(grown.text)")
         #expect(try Self.qmp(dir + "/qmp.sock", "query-block").contains("3000000000"))
         try eventually("the guest answers again", within: 180, every: 500_000) { Self.tcpAnswers(rdp) }
@@ -221,7 +221,7 @@ struct VMTests {
         let h = "vh\(sfx)"
         defer { _ = try? HTTP.call("DELETE", d.base + "/v1/containers/\(h)", token: admin) }
         let hung = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": h, "osType": "linux-hung", "memory": "384MB", "disk": "2GB"]))
+            "username": h, "os": "linux-hung", "resources": ["memory": "384MB", "disk": "2GB"]]))
         #expect(hung.status == 201, "\(hung.text)")
         let hrdp = try #require(hung.json?["endpoints"]?["rdp"]?.stringValue)
         #expect(hrdp != rdp)
@@ -258,8 +258,9 @@ struct VMTests {
             try d.start()
             defer { d.stop() }
             let plugins = try HTTP.call("GET", d.base + "/v1/plugins", token: try d.token("admin", roles: "admin")).json?["plugins"]?.items ?? []
-            let health = try #require(plugins.first { $0["id"]?.stringValue == "qemu-windows" }?["health"])
-            let status = health["status"]?.stringValue ?? "", detail = health["detail"]?.stringValue ?? ""
+            let plugin = try #require(plugins.first { $0["id"]?.stringValue == "qemu-windows" })
+            let status = plugin["health"]?.stringValue ?? "", detail = plugin["healthDetail"]?.stringValue ?? ""
+            let health = "\(status): \(detail)"
             switch accel {
             case "kvm" where !opens: #expect(status == "down" && detail.contains("/dev/kvm cannot be opened"), "\(health)")
             case "kvm" where pvm: #expect(status == "degraded" && detail.contains("PVM") && detail.contains("tcg"), "\(health)")
@@ -305,7 +306,7 @@ struct VMTests {
         let admin = try d.token("admin", roles: "admin")
         let u = "win\(sfx)"
         let created = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": u, "osType": "windows-2025", "cpu": "2", "memory": "4GiB", "disk": "32GB",
+            "username": u, "os": "windows-2025", "resources": ["cpu": "2", "memory": "4GiB", "disk": "32GB"],
             "labels": ["team": "qa"]]))
         #expect(created.status == 201, "\(created.text)")
         let dir = vms.appendingPathComponent("\(u)-container")
@@ -382,21 +383,21 @@ struct VMTests {
             }
         }
         // The scheduler's view: each kind of request has exactly one node that serves it.
-        let win = try HTTP.call("POST", cp.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "windows-2022", "cpu": "1", "memory": "512MB"}"#)
+        let win = try HTTP.call("POST", cp.base + "/v1/schedule/explain", token: admin, body: #"{"os": "windows-2022", "resources": {"cpu": "1", "memory": "512MB"}}"#)
         #expect(win.json?["chosen"]?.stringValue == vmName, "\(win.text)")
         let cpVerdict = (win.json?["verdicts"]?.items ?? []).first { $0["node"]?.stringValue == cpName }
-        #expect(cpVerdict?["filteredBecause"]?.items?.first?["kindNotServed"] != nil, "\(win.text)")
-        let lin = try HTTP.call("POST", cp.base + "/v1/schedule/explain", token: admin, body: #"{"cpu": "1", "memory": "512MB"}"#)
+        #expect(cpVerdict?["filteredBecause"]?.items?.first?.stringValue == "no vm backend on this node", "\(win.text)")
+        let lin = try HTTP.call("POST", cp.base + "/v1/schedule/explain", token: admin, body: #"{"resources": {"cpu": "1", "memory": "512MB"}}"#)
         #expect(lin.json?["chosen"]?.stringValue == cpName, "\(lin.text)")
 
         // And for real: a Windows-typed VM on the VM node, a container on the container node.
         let w = "mw\(sfx)", l = "mx\(sfx)"
         let vm = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": w, "osType": "windows-2022", "cpu": "1", "memory": "512MB", "disk": "2GB"]))
-        #expect(vm.status == 201 && vm.json?["node"]?.stringValue == vmName && vm.json?["type"]?.stringValue == "vm", "\(vm.text)")
+            "username": w, "os": "windows-2022", "resources": ["cpu": "1", "memory": "512MB", "disk": "2GB"]]))
+        #expect(vm.status == 201 && vm.json?["node"]?.stringValue == vmName && vm.json?["type"]?.stringValue == "ENVIRONMENT_TYPE_VM", "\(vm.text)")
         #expect(FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container/qmp.sock").path))
         let ct = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": l, "sshKeys": [cpBox.key.publicText], "memory": "512MB"]))
+            "username": l, "sshKeys": [cpBox.key.publicText], "resources": ["memory": "512MB"]]))
         #expect(ct.status == 201 && ct.json?["node"]?.stringValue == cpName, "\(ct.text)")
         #expect(try cpBox.exists("\(l)-container"))
 
@@ -522,16 +523,16 @@ struct VMTests {
         #expect(backends.text.contains("incus-lxc") && backends.text.contains("qemu-windows") && backends.text.contains(#""osTypes""#), "\(backends.text)")
 
         // The scheduler places by kind on the one node; the node maps the kind to its backend.
-        let win = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "windows-2022", "cpu": "1", "memory": "512MB"}"#)
+        let win = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"os": "windows-2022", "resources": {"cpu": "1", "memory": "512MB"}}"#)
         #expect(win.json?["chosen"]?.stringValue == name && win.json?["request"]?["kind"]?.stringValue == "vm"
                 && win.json?["backend"]?.stringValue == "qemu-windows", "\(win.text)")
-        let lin = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"cpu": "1", "memory": "512MB"}"#)
+        let lin = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"resources": {"cpu": "1", "memory": "512MB"}}"#)
         #expect(lin.json?["chosen"]?.stringValue == name && lin.json?["request"]?["kind"]?.stringValue == "lxc"
                 && lin.json?["backend"]?.stringValue == "incus-lxc", "\(lin.text)")
         // A Linux VM when asked for by kind; a kind nobody here serves for that OS is a 400.
-        let linVM = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "linux-test", "kind": "vm"}"#)
+        let linVM = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"os": "linux-test", "kind": "vm"}"#)
         #expect(linVM.json?["backend"]?.stringValue == "qemu-windows", "\(linVM.text)")
-        let impossible = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "windows-2022", "kind": "lxc"}"#)
+        let impossible = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"os": "windows-2022", "kind": "lxc"}"#)
         #expect(impossible.status == 400 && impossible.text.contains("kind lxc and OS windows"), "\(impossible.text)")
         // The same through gRPC (the CLI's remote mode).
         let server = ["--server", "127.0.0.1:\(d.grpcPort)", "--token", admin]
@@ -542,12 +543,12 @@ struct VMTests {
         let w = "nw\(sfx)", l = "nl\(sfx)"
         defer { for u in [w, l] { _ = try? HTTP.call("DELETE", d.base + "/v1/containers/\(u)", token: admin) } }
         let vm = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": w, "osType": "windows-2022", "cpu": "1", "memory": "512MB", "disk": "2GB"]))
-        #expect(vm.status == 201 && vm.json?["type"]?.stringValue == "vm" && vm.json?["backend"]?.stringValue == "qemu-windows", "\(vm.text)")
+            "username": w, "os": "windows-2022", "resources": ["cpu": "1", "memory": "512MB", "disk": "2GB"]]))
+        #expect(vm.status == 201 && vm.json?["type"]?.stringValue == "ENVIRONMENT_TYPE_VM" && vm.json?["backend"]?.stringValue == "qemu-windows", "\(vm.text)")
         #expect(FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(w)-container/qmp.sock").path))
         let ct = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
-            "username": l, "sshKeys": [box.key.publicText], "memory": "512MB"]))
-        #expect(ct.status == 201 && ct.json?["backend"]?.stringValue == "incus-lxc" && ct.json?["type"]?.stringValue != "vm", "\(ct.text)")
+            "username": l, "sshKeys": [box.key.publicText], "resources": ["memory": "512MB"]]))
+        #expect(ct.status == 201 && ct.json?["backend"]?.stringValue == "incus-lxc" && ct.json?["type"]?.stringValue == "ENVIRONMENT_TYPE_CONTAINER", "\(ct.text)")
         #expect(try box.exists("\(l)-container"))
         #expect(!FileManager.default.fileExists(atPath: vms.appendingPathComponent("\(l)-container").path))
 
@@ -565,7 +566,7 @@ struct VMTests {
         #expect(stopped.json?["state"]?.stringValue == "CONTAINER_STATE_STOPPED" && stopped.json?["backend"]?.stringValue == "qemu-windows", "\(stopped.text)")
         let got = try HTTP.call("GET", d.base + "/v1/containers/\(l)", token: admin)
         #expect(got.json?["backend"]?.stringValue == "incus-lxc", "\(got.text)")
-        let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(w)/resize", token: admin, body: #"{"memory": "768MB"}"#)
+        let resized = try HTTP.call("PUT", d.base + "/v1/containers/\(w)/resize", token: admin, body: #"{"resources": {"memory": "768MB"}}"#)
         #expect(resized.status == 200 && resized.json?["backend"]?.stringValue == "qemu-windows", "\(resized.text)")
         // A backend that still holds an environment is not disabled by accident.
         let held = try Run.run(TestEnv.cliPath, ["plugin", "disable", "qemu-windows"] + server, timeout: 60)
@@ -592,7 +593,7 @@ struct VMTests {
                 $0["name"]?.stringValue == name && ($0["kinds"]?.items ?? []).compactMap(\.stringValue) == ["lxc"]
             }
         }
-        let noVM = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"osType": "windows-2022"}"#)
+        let noVM = try HTTP.call("POST", d.base + "/v1/schedule/explain", token: admin, body: #"{"os": "windows-2022"}"#)
         #expect(noVM.status == 400 && noVM.text.contains("OS windows"), "\(noVM.text)")
         // And back on, locally (no daemon flags): the same file, this node's entry.
         let on = try box.cli(["plugin", "enable", "qemu-windows"])

@@ -45,7 +45,10 @@ with sync_playwright() as p:
 
     # 1. Add the server: name, address, token (kept in localStorage; sent in a header only).
     page.goto(args.base + "/webui/")
-    expect(page.locator("#no-server")).to_be_visible()
+    try:
+        expect(page.locator("#no-server")).to_be_visible()
+    except AssertionError:
+        sys.exit("the dashboard did not start; the page's errors: %s" % errors)
     shot(page, "01-empty")
     page.get_by_role("button", name="Add a server").click()
     dialog = page.locator("#server-dialog")

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 
 import grpc
@@ -38,11 +39,13 @@ args = ap.parse_args()
 out = tempfile.mkdtemp(prefix="ctm-stubs-")
 wkt = os.path.join(os.path.dirname(protoc.__file__), "_proto")
 files = []
-# Our contract only: the standard grpc.* protos are grpcio's own packages' business.
-for root, _, names in os.walk(os.path.join(args.proto, "containarium")):
-    for n in names:
-        if n.endswith(".proto"):
-            files.append(os.path.relpath(os.path.join(root, n), args.proto))
+# Our contract and the HTTP binding it imports (google/api); the standard grpc.* protos are
+# grpcio's own packages' business.
+for top in ("containarium", "google"):
+    for root, _, names in os.walk(os.path.join(args.proto, top)):
+        for n in names:
+            if n.endswith(".proto"):
+                files.append(os.path.relpath(os.path.join(root, n), args.proto))
 rc = protoc.main(["protoc", f"-I{args.proto}", f"-I{wkt}", f"--python_out={out}", f"--grpc_python_out={out}"] + sorted(files))
 if rc != 0:
     sys.exit(f"grpc_tools.protoc failed ({rc})")
@@ -107,25 +110,63 @@ for label, call in [
 seen["errors"] = errors
 
 if args.rest:
-    # The same request as proto3 JSON, through REST.
+    # The same calls through REST: each request is the same message as proto3 JSON
+    # (json_format, the stock encoder), each answer parsed back into the RPC's response
+    # message by the stock parser, which refuses anything the contract does not have.
+    def rest(method, path, message=None):
+        data = json_format.MessageToJson(message).encode() if message is not None else None
+        req = urllib.request.Request(args.rest + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer " + args.token})
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def parse(answer, message):
+        return json_format.ParseDict(answer, message, ignore_unknown_fields=False)
+
     twin = container_pb2.CreateContainerRequest()
     twin.CopyFrom(request)
     twin.username = args.user + "r"
-    body = json_format.MessageToJson(twin).encode()
-    seen["rest_body"] = json.loads(body)
-    req = urllib.request.Request(args.rest + "/v1/containers", data=body, method="POST",
-                                 headers={"Content-Type": "application/json", "Authorization": "Bearer " + args.token})
-    with urllib.request.urlopen(req, timeout=600) as r:
-        rest = json.loads(r.read())
-        seen["rest_status"] = r.status
+    seen["rest_body"] = json.loads(json_format.MessageToJson(twin))
+    status, created_json = rest("POST", "/v1/containers", twin)
+    seen["rest_status"] = status
+    rest_created = parse(created_json, container_pb2.Container())
+    status, got_json = rest("GET", "/v1/containers/" + twin.username)
+    rest_got = parse(got_json, container_pb2.Container())
     grpc_view = stub.GetContainer(container_pb2.GetContainerRequest(username=twin.username), timeout=60)
     seen["rest_vs_grpc"] = {
-        "name": [rest.get("name"), grpc_view.name],
-        "state": [rest.get("state"), common_pb2.ContainerState.Name(grpc_view.state)],
-        "memory": [rest.get("resources", {}).get("memory"), grpc_view.resources.memory],
-        "ipv4": [rest.get("network", {}).get("ipv4"), list(grpc_view.network.ipv4)],
+        "name": [rest_got.name, grpc_view.name],
+        "state": [common_pb2.ContainerState.Name(rest_got.state), common_pb2.ContainerState.Name(grpc_view.state)],
+        "memory": [rest_got.resources.memory, grpc_view.resources.memory],
+        "ipv4": [list(rest_got.network.ipv4), list(grpc_view.network.ipv4)],
+        "type": [common_pb2.EnvironmentType.Name(rest_got.type), common_pb2.EnvironmentType.Name(grpc_view.type)],
+        "created": [rest_created.name, grpc_view.name],
     }
-    stub.DeleteContainer(container_pb2.DeleteContainerRequest(username=twin.username, force=True), timeout=300)
+    status, listed_json = rest("GET", "/v1/containers")
+    seen["rest_listed"] = [c.username for c in parse(listed_json, container_pb2.ListContainersResponse()).containers]
+    status, ran_json = rest("POST", "/v1/containers/%s/exec" % twin.username,
+                            container_pb2.ExecRequest(command=["id", "-un"], as_user=True))
+    ran_rest = parse(ran_json, container_pb2.ExecResponse())
+    seen["rest_exec"] = {"status": status, "exit_code": ran_rest.exit_code, "stdout": ran_rest.stdout.strip()}
+    status, failed_json = rest("POST", "/v1/containers/%s/exec" % twin.username,
+                               container_pb2.ExecRequest(command=["false"], as_user=True))
+    seen["rest_exec_false"] = parse(failed_json, container_pb2.ExecResponse()).exit_code
+    rest_errors = {}
+    for label, (method, path, message) in {
+        "missing": ("GET", "/v1/containers/nobody" + args.user[-6:], None),
+        "bad_name": ("GET", "/v1/containers/Not_Valid!", None),
+        "duplicate": ("POST", "/v1/containers", twin),
+        "bad_size": ("POST", "/v1/containers", container_pb2.CreateContainerRequest(
+            username=args.user + "y", resources=common_pb2.ResourceLimits(memory="lots"))),
+    }.items():
+        status, answer = rest(method, path, message)
+        rest_errors[label] = [status, answer.get("error", {}).get("code")]
+    seen["rest_errors"] = rest_errors
+    status, _ = rest("DELETE", "/v1/containers/%s?force=true" % twin.username)
+    seen["rest_deleted"] = status
+    seen["rest_after_delete"] = rest("GET", "/v1/containers/" + twin.username)[0]
 
 deleted = stub.DeleteContainer(container_pb2.DeleteContainerRequest(username=args.user, force=True), timeout=300)
 seen["deleted"] = deleted.message
