@@ -418,7 +418,7 @@ async function submitCreate(event) {
     state.deleted.delete(body.username);
     const op = await state.server.post("/v1/containers", body);
     state.operation = { id: op.id, username: body.username };
-    showStep(op.step ?? 0, op.total ?? 0, op.message ?? "accepted");
+    showStep(op.step ?? 0, op.total ?? 0, op.message || "accepted");
     // The event stream reports the steps; poll as a fallback in case it is reconnecting.
     const id = op.id;
     (async () => {

@@ -81,6 +81,8 @@ struct APIv1: Sendable {
     /// Through the SSH gateway (or the jump host given); with neither, a direct block for
     /// clients on the node's network.
     func exportSSHConfig(_ who: Caller, _ m: Containarium_V1_ExportSSHConfigRequest) async throws(ContainariumError) -> Containarium_V1_ExportSSHConfigResponse {
+        // Checked first: the direct block below writes it too.
+        if !m.keyPath.isEmpty { try SSHConfigExport.checkKeyPath(m.keyPath) }
         do throws(ContainariumError) {
             let text = try await plane.exportSSHConfig(who, m.username, jumpHost: ProtoMap.nonEmpty(m.jumpHost), keyPath: ProtoMap.nonEmpty(m.keyPath),
                                                        gatewayHost: ProtoMap.nonEmpty(m.gatewayHost))
@@ -310,6 +312,7 @@ struct APIv1: Sendable {
     }
 
     func explainSchedule(_ who: Caller, _ m: Containarium_V1_ExplainScheduleRequest) async throws(ContainariumError) -> Containarium_V1_ScheduleExplanation {
+        guard m.gpus <= EnvironmentService.maximumGPUs else { throw .invalid("gpus must be between 0 and \(EnvironmentService.maximumGPUs), not \(m.gpus)") }
         var create = CreateEnvironmentRequest(
             username: "explain", sshKeys: [], image: ProtoMap.nonEmpty(m.image), osType: try ProtoMap.osType(m.osType, named: m.os),
             cpu: ProtoMap.nonEmpty(m.resources.cpu), memory: ProtoMap.nonEmpty(m.resources.memory), disk: ProtoMap.nonEmpty(m.resources.disk),

@@ -53,17 +53,15 @@ public enum OpenAPI {
             case .bytes: return .object(["type": .string("string"), "format": .string("byte")])
             case .bool: return .object(["type": .string("boolean")])
             case .int32: return .object(["type": .string("integer"), "format": .string("int32")])
-            case .uint32: return .object(["type": .string("integer"), "format": .string("int32"), "minimum": .number(0), "maximum": .number(4_294_967_295)])
-            // 64-bit numbers: answers print them as JSON numbers; requests may also give them as
-            // decimal strings, as proto3 JSON encoders do.
-            case .int64 where request:
+            case .uint32: return .object(["type": .string("integer"), "format": .string("int64"), "minimum": .number(0), "maximum": .number(4_294_967_295)])
+            // 64-bit numbers: JSON numbers up to 2^53, decimal strings beyond (as the proto3
+            // JSON mapping writes them); requests may give either.
+            case .int64:
                 return .object(["anyOf": .array([.object(["type": .string("integer"), "format": .string("int64")]),
                                                  .object(["type": .string("string"), "pattern": .string("^-?[0-9]{1,19}$")])])])
-            case .uint64 where request:
+            case .uint64:
                 return .object(["anyOf": .array([.object(["type": .string("integer"), "format": .string("int64"), "minimum": .number(0)]),
                                                  .object(["type": .string("string"), "pattern": .string("^[0-9]{1,20}$")])])])
-            case .int64: return .object(["type": .string("integer"), "format": .string("int64")])
-            case .uint64: return .object(["type": .string("integer"), "format": .string("int64"), "minimum": .number(0)])
             case .double: return .object(["type": .string("number"), "format": .string("double")])
             case .enumeration(let e): return .object(["type": .string("string"), "enum": .array((schema.enums[e] ?? []).map { .string($0) })])
             case .message(let m) where m == "google.protobuf.Timestamp": return .object(["type": .string("string"), "format": .string("date-time")])
@@ -150,7 +148,7 @@ public enum OpenAPI {
                 var p: [String: JSONValue] = ["name": .string(f.name), "in": .string("path"), "required": .bool(true), "schema": .object(["type": .string("string")])]
                 // What the service accepts, so that fuzzers reach past validation.
                 if f.name == "username" || f.name == "collaborator_username" {
-                    p["schema"] = .object(["type": .string("string"), "pattern": .string("^[a-z][a-z0-9]*(-[a-z0-9]+)*$"), "maxLength": .number(32)])
+                    p["schema"] = .object(["type": .string("string"), "pattern": .string("^[a-z_][a-z0-9_-]{0,31}$")])
                 } else if f.name == "name" {
                     p["schema"] = .object(["type": .string("string"), "pattern": .string("^[a-z0-9][a-z0-9.-]{0,62}$")])
                 }

@@ -111,7 +111,7 @@ struct ProtoSchema: Sendable {
                 for (i, f) in m.field.enumerated() {
                     var field = Field(
                         name: f.name, jsonName: f.jsonName.isEmpty ? f.name : f.jsonName, kind: kind(f), repeated: f.label == .repeated,
-                        mapValue: nil, hasPresence: f.proto3Optional || f.type == .message, comment: comments[path + [2, Int32(i)]] ?? "")
+                        mapValue: nil, hasPresence: (f.proto3Optional || f.type == .message || f.hasOneofIndex) && f.label != .repeated, comment: comments[path + [2, Int32(i)]] ?? "")
                     if case .message(let ref) = field.kind, let entry = entries[ref], entry.field.count == 2 {
                         field.mapValue = kind(entry.field[1])
                         field.repeated = false
@@ -227,18 +227,18 @@ struct ProtoSchema: Sendable {
             return v
         case .int32, .uint32, .int64, .uint64:
             let unsigned = kind == .uint32 || kind == .uint64
-            let limit: Double = kind == .int32 ? 2_147_483_647 : kind == .uint32 ? 4_294_967_295 : 9_007_199_254_740_991
-            // 64-bit numbers may come as decimal strings (proto3 JSON encoders write them so).
             let wide = kind == .int64 || kind == .uint64
-            let n: Double?
-            switch v {
-            case .number(let d): n = d
-            case .string(let s) where wide && s.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-") }): n = Int64(s).map(Double.init)
-            default: n = nil
+            let refusal = ContainariumError.invalid("field '\(name)' must be a whole number" + (unsigned ? " of at least 0" : "")
+                + (wide ? " (as a string beyond 2^53)" : " (at most \(kind == .int32 ? "2147483647" : "4294967295"))"))
+            // 64-bit numbers may come as decimal strings (proto3 JSON encoders write them so):
+            // kept as strings, so that no digit is lost on the way to the message.
+            if case .string(let s) = v {
+                guard wide, s.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-") }),
+                      unsigned ? UInt64(s) != nil : Int64(s) != nil else { throw refusal }
+                return v
             }
-            guard let n, n == n.rounded(), abs(n) <= limit, !unsigned || n >= 0 else {
-                throw .invalid("field '\(name)' must be a whole number" + (unsigned ? " of at least 0" : "") + " (at most \(Int64(limit)))")
-            }
+            let limit: Double = kind == .int32 ? 2_147_483_647 : kind == .uint32 ? 4_294_967_295 : 9_007_199_254_740_992
+            guard case .number(let n) = v, n == n.rounded(), abs(n) <= limit, !unsigned || n >= 0 else { throw refusal }
             return .number(n)
         case .double:
             guard case .number = v else { throw .invalid("field '\(name)' must be a number") }
@@ -250,7 +250,7 @@ struct ProtoSchema: Sendable {
             }
             return v
         case .message(let m) where m == "google.protobuf.Timestamp":
-            guard case .string(let s) = v, Self.rfc3339(s) != nil else { throw .invalid("field '\(name)' must be an RFC 3339 time such as 2026-01-02T15:04:05Z") }
+            guard case .string(let s) = v, Self.isTimestamp(s) else { throw .invalid("field '\(name)' must be an RFC 3339 time such as 2026-01-02T15:04:05Z") }
             return v
         case .message(let m):
             guard let type = messages[m] else { throw .internal("no message \(m) in the contract") }
@@ -268,7 +268,8 @@ struct ProtoSchema: Sendable {
             case "false": return .bool(false)
             default: throw .invalid("query parameter '\(f.jsonName)': '\(text)' is not a boolean")
             }
-        case .int32, .uint32, .int64, .uint64:
+        case .int64, .uint64: return try checkedValue(.string(text), f.kind, name: f.jsonName)
+        case .int32, .uint32:
             guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-") }), let n = Int64(text) else {
                 throw .invalid("query parameter '\(f.jsonName)' must be a whole number")
             }
@@ -280,12 +281,10 @@ struct ProtoSchema: Sendable {
         }
     }
 
-    static func rfc3339(_ s: String) -> Date? {
-        let plain = ISO8601DateFormatter()
-        if let d = plain.date(from: s) { return d }
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return fractional.date(from: s)
+    /// An RFC 3339 time as the proto3 JSON mapping takes it (SwiftProtobuf's own parser decides).
+    static func isTimestamp(_ s: String) -> Bool {
+        guard let quoted = try? WireJSON.encode(JSONValue.string(s)) else { return false }
+        return (try? Google_Protobuf_Timestamp(jsonUTF8Data: quoted)) != nil
     }
 
     /// The request message from its checked JSON object.
@@ -306,13 +305,12 @@ struct ProtoSchema: Sendable {
 
     /// A message as REST answers it: the proto3 JSON mapping with every field present (unset
     /// fields at their defaults; unset messages and optionals as null) and 64-bit numbers as
-    /// JSON numbers (which every proto3 JSON parser accepts), so clients see one stable shape.
+    /// JSON numbers where a double holds them exactly (up to 2^53; larger ones stay decimal
+    /// strings, as the mapping writes them), so clients see one stable shape.
     func answer<M: SwiftProtobuf.Message>(_ message: M) throws(ContainariumError) -> JSONValue {
         let data: Data
         do {
-            var options = JSONEncodingOptions()
-            options.alwaysPrintInt64sAsNumbers = true
-            data = try message.jsonUTF8Data(options: options)
+            data = try message.jsonUTF8Data()
         } catch {
             throw .internal("could not encode \(M.protoMessageName)", cause: "\(error)")
         }
@@ -327,7 +325,11 @@ struct ProtoSchema: Sendable {
         guard typeName != "google.protobuf.Timestamp", let type = messages[typeName], case .object(var o) = value else { return value }
         for f in type.fields {
             if let present = o[f.jsonName] {
-                if case .message(let m) = f.kind, f.mapValue == nil {
+                if f.kind == .int64 || f.kind == .uint64 {
+                    o[f.jsonName] = f.repeated ? .array((present.items ?? []).map(Self.exactNumber)) : Self.exactNumber(present)
+                } else if f.mapValue == .int64 || f.mapValue == .uint64, case .object(let entries) = present {
+                    o[f.jsonName] = .object(entries.mapValues(Self.exactNumber))
+                } else if case .message(let m) = f.kind, f.mapValue == nil {
                     o[f.jsonName] = f.repeated ? .array((present.items ?? []).map { withDefaults($0, m) }) : withDefaults(present, m)
                 } else if case .message(let m)? = f.mapValue, case .object(let entries) = present {
                     o[f.jsonName] = .object(entries.mapValues { withDefaults($0, m) })
@@ -337,6 +339,14 @@ struct ProtoSchema: Sendable {
             o[f.jsonName] = defaultValue(f)
         }
         return .object(o)
+    }
+
+    /// A 64-bit number the mapping wrote as a string, as a JSON number when a double holds it exactly.
+    static func exactNumber(_ v: JSONValue) -> JSONValue {
+        guard case .string(let s) = v else { return v }
+        if let n = Int64(s), n.magnitude <= 1 << 53 { return .number(Double(n)) }
+        if let n = UInt64(s), n <= 1 << 53 { return .number(Double(n)) }
+        return v
     }
 
     func defaultValue(_ f: Field) -> JSONValue {

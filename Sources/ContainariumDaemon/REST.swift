@@ -148,7 +148,9 @@ public struct RESTAPI: HTTPResponder {
             let raw = context.parameters.get(name) ?? ""
             return raw.removingPercentEncoding ?? raw
         }
-        let call = Call(request: request, caller: caller, params: params, query: Self.query(request.uri.query), body: body)
+        let query = Self.query(request.uri.query)
+        if let twice = Self.repeatedKey(request.uri.query) { return self.error(.invalid("query parameter '\(twice)' is given more than once")) }
+        let call = Call(request: request, caller: caller, params: params, query: query, body: body)
         do throws(ContainariumError) {
             return try await route.handler(self, call)
         } catch {
@@ -200,6 +202,17 @@ public struct RESTAPI: HTTPResponder {
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("the Authorization header must be 'Bearer <token>'") }
         let (subject, role) = try await tokens.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
         return Caller(subject: subject, role: role, source: context.remote, interface: "rest")
+    }
+
+    /// A query parameter given twice (every one this API takes is a single value).
+    static func repeatedKey(_ q: String?) -> String? {
+        var seen = Set<String>()
+        for pair in (q ?? "").split(separator: "&") {
+            let key = String(pair.split(separator: "=", maxSplits: 1).first ?? "")
+            let name = key.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? key
+            if !seen.insert(name).inserted { return name }
+        }
+        return nil
     }
 
     static func query(_ q: String?) -> [String: String] {

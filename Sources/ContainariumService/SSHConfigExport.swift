@@ -27,6 +27,7 @@ public struct SSHConfigExport: Sendable {
 
     public init(user: Username, jumpHost: String?, containerIP: String, keyPath: String?, gateway: Gateway? = nil,
                 containerHostKeys: [String] = []) throws(ContainariumError) {
+        if let keyPath { try Self.checkKeyPath(keyPath) }
         guard jumpHost != nil || gateway != nil else { throw .invalid("give --jump-ip, or run an SSH gateway (--gateway HOST[:PORT])") }
         if let jumpHost { try Self.checkHost(jumpHost) }
         if let gateway {
@@ -36,15 +37,17 @@ public struct SSHConfigExport: Sendable {
         }
         self.gateway = gateway
         self.containerHostKeys = containerHostKeys.filter(Self.isKeyLine).map { $0.split(separator: " ").prefix(2).joined(separator: " ") }
-        if let keyPath {
-            guard !keyPath.isEmpty, !keyPath.contains(where: { $0.isNewline || $0 == "\"" }), !keyPath.contains(" ") else {
-                throw .invalid("key path '\(keyPath)' must be one path without spaces, quotes or newlines")
-            }
-        }
         self.user = user
         self.jumpHost = jumpHost
         self.containerIP = containerIP
         self.keyPath = keyPath ?? "~/.ssh/containarium_\(user.value)"
+    }
+
+    /// A key path is one path: nothing that could end the IdentityFile line or add directives.
+    public static func checkKeyPath(_ keyPath: String) throws(ContainariumError) {
+        guard !keyPath.isEmpty, !keyPath.contains(where: { $0.isNewline || $0 == "\"" || $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7F } == true }) else {
+            throw .invalid("the key path must be one path without spaces, quotes or control characters")
+        }
     }
 
     /// A jump host must be an IPv4/IPv6 address or a DNS name: nothing that could inject

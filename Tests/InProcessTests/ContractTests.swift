@@ -68,6 +68,10 @@ struct ContractTests {
         #expect(json["type"] == .string("ENVIRONMENT_TYPE_UNSPECIFIED") && json["state"] == .string("CONTAINER_STATE_UNSPECIFIED"))
         #expect(json["usage"]?["memoryBytes"] == .number(5_000_000_000) && json["usage"]?["processes"] == .number(0))
         #expect(json["resources"] == .null, "an unset message is null")
+        container.usage.cpuNanoseconds = 1 << 60
+        let big = try ProtoSchema.shared.answer(container)
+        #expect(big["usage"]?["cpuNanoseconds"] == .string("1152921504606846976"), "beyond 2^53 a 64-bit number stays the mapping's decimal string")
+        #expect(big["usage"]?["memoryBytes"] == .number(5_000_000_000))
         let metrics = try ProtoSchema.shared.answer(Containarium_V1_ContainerMetrics())
         #expect(metrics["cpuPercent"] == .null, "an unset optional is null")
     }

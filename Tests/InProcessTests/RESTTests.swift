@@ -208,6 +208,15 @@ struct RESTTests {
                 #expect(nullName.status == 400 && nullName.text.contains("missing field 'username'"), "\(nullName.text)")
                 let resize = try await Self.send(client, .put, "/v1/containers/liam/resize", token: owner, body: #"{"resources": {"disk": "1GiB"}}"#)
                 #expect(resize.status == 412 && resize.errorCode == "failed_precondition", "below usage: \(resize.text)")
+                // No ssh_config directive rides in on the key path (this harness runs no gateway,
+                // so the answer would be the direct block that names it).
+                let injected = try await Self.send(client, .get, "/v1/containers/liam/ssh-config?keyPath=k%0A%20%20ProxyCommand%20sh", token: owner)
+                #expect(injected.status == 400 && !injected.text.contains("ProxyCommand sh"), "\(injected.text)")
+                let keyed = try await Self.send(client, .get, "/v1/containers/liam/ssh-config?keyPath=~/.ssh/liam", token: owner)
+                // (Here the environment has no address, so there is no config to give; the path itself passes.)
+                #expect(keyed.errorCode != "invalid_argument", "\(keyed.status) \(keyed.text)")
+                let twice = try await Self.send(client, .delete, "/v1/containers/liam/ssh-keys?fingerprint=A&fingerprint=B", token: owner)
+                #expect(twice.status == 400 && twice.text.contains("more than once"), "\(twice.text)")
             }
         }
     }

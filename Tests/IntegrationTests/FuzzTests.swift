@@ -39,10 +39,14 @@ struct FuzzTests {
             let token = try d.token(who, roles: roles)
             func fuzz(seed: String?) throws -> ProcessResult {
                 try Run.run(st, [
-                    "run", d.base + "/openapi.json", "-H", "Authorization: Bearer \(token)", "--max-examples", examples, "--workers", "2",
+                    "run", d.base + "/openapi.json", "-H", "Authorization: Bearer \(token)", "--max-examples", examples,
+                    // One worker: with two threads, hypothesis's lambda-source parsing races in
+                    // CPython 3.11's ast ("AST constructor recursion depth mismatch", KeyError in
+                    // lambda_sources): the tool fails internally, with no finding.
+                    "--workers", "1",
                     // Creates and execs are real work on a 2-core machine: a slow answer is not a finding.
                     // Both limits explicit: with `--checks all` schemathesis otherwise holds every
-                    // response to 10 s, and a real create under two fuzzing workers can take longer.
+                    // response to 10 s, and a real create under load can take longer.
                     "--request-timeout", "90", "--max-response-time", "60",
                     // The event stream never ends by design (each call would wait out the timeout);
                     // DaemonRESTTests reads it. The WebSocket routes stay: a plain GET is a 400.
