@@ -190,7 +190,6 @@ struct ContainerServiceV1: Containarium_V1_ContainerService.ServiceProtocol {
 /// `containarium.v1.AuditService`.
 struct AuditServiceV1: Containarium_V1_AuditService.ServiceProtocol {
     let auth: GRPCAuth
-    var plane: ControlPlane { auth.plane }
     var api: APIv1 { APIv1(plane: auth.plane) }
 
     func listAudit(request: ServerRequest<Containarium_V1_ListAuditRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_ListAuditResponse> {
@@ -201,7 +200,6 @@ struct AuditServiceV1: Containarium_V1_AuditService.ServiceProtocol {
 /// `containarium.v1.OperationService`.
 struct OperationServiceV1: Containarium_V1_OperationService.ServiceProtocol {
     let auth: GRPCAuth
-    var plane: ControlPlane { auth.plane }
     var api: APIv1 { APIv1(plane: auth.plane) }
 
     func getOperation(request: ServerRequest<Containarium_V1_GetOperationRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_Operation> {
@@ -212,7 +210,6 @@ struct OperationServiceV1: Containarium_V1_OperationService.ServiceProtocol {
 /// `containarium.v1.SystemService`.
 struct SystemServiceV1: Containarium_V1_SystemService.ServiceProtocol {
     let auth: GRPCAuth
-    var plane: ControlPlane { auth.plane }
     var api: APIv1 { APIv1(plane: auth.plane) }
 
     func getSystemInfo(request: ServerRequest<Containarium_V1_GetSystemInfoRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_SystemInfo> {
@@ -259,7 +256,6 @@ struct SystemServiceV1: Containarium_V1_SystemService.ServiceProtocol {
 /// `containarium.v1.ClusterService`.
 struct ClusterServiceV1: Containarium_V1_ClusterService.ServiceProtocol {
     let auth: GRPCAuth
-    var plane: ControlPlane { auth.plane }
     var api: APIv1 { APIv1(plane: auth.plane) }
 
     func listNodes(request: ServerRequest<Containarium_V1_ListNodesRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_ListNodesResponse> {

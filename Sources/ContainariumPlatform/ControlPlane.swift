@@ -425,25 +425,6 @@ public final class ControlPlane: Sendable {
         return peerKeys.withLock { $0.contains(k) }
     }
 
-    /// The listing as encoded JSON (REST): an admin of a daemon without other nodes gets the
-    /// cached encoding of the whole inventory.
-    public func listContainersJSON(_ caller: Caller) async throws(ContainariumError) -> Data {
-        if caller.isAdmin, !isClustered { return try adminListJSON() }
-        let list = try await listContainers(caller)
-        return try WireJSON.encode(ContainerListView(containers: list, totalCount: list.count))
-    }
-
-    /// The admin listing as encoded JSON, re-encoded only when the inventory changed.
-    private let listCache = Mutex<(UInt64, Data)?>(nil)
-    public func adminListJSON() throws(ContainariumError) -> Data {
-        let snap = inventory.snapshot
-        if let cached = listCache.withLock({ $0 }), cached.0 == snap.generation { return cached.1 }
-        let body = ContainerListView(containers: snap.instances.map { ContainerView($0, record: nil) }, totalCount: snap.instances.count)
-        let data = try WireJSON.encode(body)
-        listCache.withLock { $0 = (snap.generation, data) }
-        return data
-    }
-
     public func getContainer(_ caller: Caller, _ username: String) async throws(ContainariumError) -> ContainerView {
         let user = try await authorize(caller, username, .read)
         return try await node(of: user).view(user)

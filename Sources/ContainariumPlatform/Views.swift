@@ -92,34 +92,6 @@ public struct ContainerListView: Codable, Sendable, Equatable {
     }
 }
 
-public struct OperationView: Codable, Sendable, Equatable {
-    public var id: String
-    public var kind: String
-    public var target: String
-    public var state: String
-    public var step: Int
-    public var total: Int
-    public var message: String
-    public var error: ErrorBody?
-    public var result: JSONValue?
-    public var createdAt: Date
-    public var updatedAt: Date
-
-    public init(_ o: OperationRecord) {
-        id = o.id
-        kind = o.kind
-        target = o.target
-        state = "OPERATION_STATE_" + o.state.rawValue.uppercased()
-        step = o.step
-        total = o.total
-        message = o.message
-        error = o.errorCode.map { ErrorBody(code: $0, message: o.errorMessage ?? "") }
-        result = o.result.flatMap { try? WireJSON.decode(JSONValue.self, from: Data($0.utf8)) }
-        createdAt = o.createdAt
-        updatedAt = o.updatedAt
-    }
-}
-
 public struct ErrorBody: Codable, Sendable, Equatable {
     public var code: String
     public var message: String
