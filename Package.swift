@@ -63,6 +63,21 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: [.swiftLanguageMode(.v6)]),
 
+        // The client of the API: the generated stubs over one connection type (unix socket or
+        // HOST:PORT with mTLS), with errors as ContainariumError. The CLI's remote mode, nodes
+        // and the control plane's calls to its members use it.
+        .target(
+            name: "ContainariumClient",
+            dependencies: [
+                "ContainariumCore", "ContainariumProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
         // Leaf: errors, validation of user input, wire models. Foundation only.
         .target(name: "ContainariumCore", exclude: ["README.md"], swiftSettings: strict),
 
@@ -141,7 +156,7 @@ let package = Package(
         .target(
             name: "ContainariumDaemon",
             dependencies: [
-                "ContainariumPlatform", "ContainariumProto",
+                "ContainariumPlatform", "ContainariumProto", "ContainariumClient",
                 "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway", "ContainariumScheduler",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -168,6 +183,9 @@ let package = Package(
             name: "containarium",
             dependencies: [
                 "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway",
+                "ContainariumClient", "ContainariumProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -219,7 +237,8 @@ let package = Package(
             name: "InProcessTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "TestSupport",
-                "ContainariumProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "ContainariumProto", "ContainariumClient", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

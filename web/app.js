@@ -323,10 +323,10 @@ function onEvent(type, e) {
     } else {
       refreshOne(u);
     }
-  } else if (type === "operation.progress" && state.operation && e.data?.operationId === state.operation.id) {
-    showStep(e.data.step, e.data.total, e.data.message);
-  } else if (type === "operation.finished" && state.operation && e.data?.operationId === state.operation.id) {
-    finishOperation(e.data.state, e.data.error);
+  } else if (type === "operation.progress" && state.operation && e.progress?.operationId === state.operation.id) {
+    showStep(e.progress.step, e.progress.total, e.progress.message);
+  } else if (type === "operation.finished" && state.operation && e.operation?.operationId === state.operation.id) {
+    finishOperation(e.operation.state, e.operation.error || null);
   }
 }
 

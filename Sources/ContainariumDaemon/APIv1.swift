@@ -324,11 +324,7 @@ struct APIv1: Sendable {
             $0.backend = e.backend ?? ""
             $0.request = .with {
                 $0.kind = e.request.kind
-                $0.resources = .with {
-                    $0.cpuMillis = UInt64(clamping: e.request.resources.cpuMillis)
-                    $0.memoryBytes = UInt64(clamping: e.request.resources.memoryBytes)
-                    $0.diskBytes = UInt64(clamping: e.request.resources.diskBytes)
-                }
+                $0.resources = ProtoMap.resources(e.request.resources)
                 $0.gpus = UInt32(clamping: e.request.gpus)
                 $0.gpuModel = e.request.gpuModel ?? ""
                 $0.labels = e.request.labels
@@ -343,5 +339,12 @@ struct APIv1: Sendable {
                 }
             }
         }
+    }
+
+    // MARK: - NodeService
+
+    func reportNode(_ who: Caller, _ m: Containarium_V1_NodeReport) async throws(ContainariumError) -> Containarium_V1_NodeReportReply {
+        let reply = try await plane.reportNode(who, try ProtoMap.nodeReport(m))
+        return .with { $0.gatewayKeys = reply.gatewayKeys }
     }
 }

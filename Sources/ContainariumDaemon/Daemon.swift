@@ -1,4 +1,6 @@
 public import ContainariumCore
+import ContainariumClient
+import ContainariumProto
 import ContainariumPlatform
 public import ContainariumService
 public import ContainariumGateway
@@ -122,20 +124,21 @@ struct NodeAgent {
                 var report = try await plane.localReport(address: join.advertise ?? "", token: token, labels: options.nodeLabels,
                                                          pool: options.nodePool, preemptible: options.preemptible)
                 report.gateway = gatewayEndpoint
-                let body = try WireJSON.decode(JSONValue.self, from: WireJSON.encode(report))
+                let message = ProtoMap.nodeReport(report)
                 // Every control plane gets the report; the peer keys are what all of them said.
-                let answers = await withTaskGroup(of: (String, Result<JSONValue, ContainariumError>).self) { group in
+                let answers = await withTaskGroup(of: (String, Result<[String], ContainariumError>).self) { group in
                     for server in join.servers {
                         group.addTask {
                             do throws(ContainariumError) {
-                                let client = try RemoteClient(server: server, certsDir: join.certsDir, token: join.token)
-                                return (server, .success(try await client.call("ReportNode", body)))
+                                let endpoint = try ContainariumEndpoint(server: server, certsDir: join.certsDir, token: join.token)
+                                let reply = try await endpoint.connect { c in try await c.nodes.reportNode(message, metadata: c.metadata) }
+                                return (server, .success(reply.gatewayKeys))
                             } catch {
                                 return (server, .failure(error))
                             }
                         }
                     }
-                    var out: [(String, Result<JSONValue, ContainariumError>)] = []
+                    var out: [(String, Result<[String], ContainariumError>)] = []
                     for await a in group { out.append(a) }
                     return out
                 }
@@ -143,7 +146,7 @@ struct NodeAgent {
                 for (server, answer) in answers {
                     switch answer {
                     case .success(let v):
-                        keys += (v["gatewayKeys"]?.items ?? []).compactMap(\.stringValue)
+                        keys += v
                         if failing.remove(server) != nil { logger.notice("reporting to the control plane at \(server) again") }
                     case .failure(let e):
                         if failing.insert(server).inserted { logger.warning("cannot report to the control plane at \(server): \(e.message)") }

@@ -1,10 +1,13 @@
+import ContainariumClient
 import ContainariumCore
+import ContainariumProto
 public import ContainariumPlatform
 import Foundation
 import GRPCCore
 public import Logging
 import NIOCore
 import NIOPosix
+import SwiftProtobuf
 import Synchronization
 
 #if canImport(Glibc)
@@ -24,32 +27,53 @@ import Glibc
 /// listing) and every SSH hop through the node's gateway goes through the one link, and the
 /// code that makes those calls is the same as for any gRPC client or SSH connection.
 ///
-/// Frames are JSON objects: `{"ch": N, "op": "open", "target": "api"|"ssh"}` (control plane to
-/// node), `{"ch": N, "op": "data", "b": BASE64}` and `{"ch": N, "op": "close"}` (both ways).
+/// Frames are `containarium.v1.LinkFrame` messages (proto/containarium/v1/node.proto): `open`
+/// with a target (control plane to node), `data` and `close` (both ways), each on a channel.
 enum LinkFrame {
-    static let method = "NodeLink"
+    typealias Message = Containarium_V1_LinkFrame
     /// The metadata key naming the node at the other end of the link.
-    static let nodeKey = "containarium-node"
-    /// Set on calls the control plane makes through a node's link (the node's audit log says
-    /// `control-plane` from `node-link` for them, `local-admin` for the CLI's own).
-    static let viaLinkKey = "containarium-via-link"
+    static let nodeKey = ContainariumEndpoint.nodeKey
 
-    static func open(_ ch: Int, _ target: String) -> JSONValue { .object(["ch": .number(Double(ch)), "op": .string("open"), "target": .string(target)]) }
-    static func data(_ ch: Int, _ bytes: ByteBuffer) -> JSONValue {
-        .object(["ch": .number(Double(ch)), "op": .string("data"), "b": .string(Data(bytes.readableBytesView).base64EncodedString())])
+    static func open(_ ch: Int, _ target: String) -> Message {
+        .with {
+            $0.channel = UInt32(ch)
+            $0.open = target == "ssh" ? .ssh : .api
+        }
     }
-    static func close(_ ch: Int) -> JSONValue { .object(["ch": .number(Double(ch)), "op": .string("close")]) }
+    static func data(_ ch: Int, _ bytes: ByteBuffer) -> Message {
+        .with {
+            $0.channel = UInt32(ch)
+            $0.data = Data(bytes.readableBytesView)
+        }
+    }
+    static func close(_ ch: Int) -> Message {
+        .with {
+            $0.channel = UInt32(ch)
+            $0.close = true
+        }
+    }
 
-    static func parse(_ m: JSONValue) -> (ch: Int, op: String, target: String?, bytes: [UInt8]?)? {
-        guard let n = m["ch"]?.number, n >= 1, n < 1e9, n.rounded() == n, let op = m["op"]?.stringValue else { return nil }
-        let bytes = m["b"]?.stringValue.flatMap { Data(base64Encoded: $0) }.map { Array($0) }
-        return (Int(n), op, m["target"]?.stringValue, bytes)
+    enum Op: Equatable {
+        case open(String?)
+        case data([UInt8])
+        case close
+    }
+
+    /// A frame's channel (1...) and what it asks; nil for a frame without either.
+    static func parse(_ m: Message) -> (ch: Int, op: Op)? {
+        guard m.channel >= 1 else { return nil }
+        switch m.op {
+        case .open(let t)?: return (Int(m.channel), .open(t == .api ? "api" : t == .ssh ? "ssh" : nil))
+        case .data(let d)?: return (Int(m.channel), .data(Array(d)))
+        case .close?: return (Int(m.channel), .close)
+        case nil: return nil
+        }
     }
 
     /// Relay one local connection over a link channel until either side ends it; then the
     /// other side is told (`close`) and the local connection is closed.
     static func relay(_ conn: NIOAsyncChannel<ByteBuffer, ByteBuffer>, channel ch: Int, incoming: AsyncStream<[UInt8]>,
-                      send: @escaping @Sendable (JSONValue) -> Void) async {
+                      send: @escaping @Sendable (LinkFrame.Message) -> Void) async {
         try? await conn.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -107,12 +131,12 @@ public final class NodeLinks: LinkSockets {
     final class Link: Sendable {
         let id: UUID
         let node: String
-        let out: AsyncStream<JSONValue>.Continuation
+        let out: AsyncStream<LinkFrame.Message>.Continuation
         let channels = LinkChannels()
         /// This link's own local sockets, by target: never shared with an earlier or later link
         /// of the same node, so one ending can never remove the other's.
         let paths: [String: String]
-        init(id: UUID, node: String, out: AsyncStream<JSONValue>.Continuation, paths: [String: String]) {
+        init(id: UUID, node: String, out: AsyncStream<LinkFrame.Message>.Continuation, paths: [String: String]) {
             self.id = id
             self.node = node
             self.out = out
@@ -147,10 +171,10 @@ public final class NodeLinks: LinkSockets {
 
     /// Serve one link until the node hangs up (or the daemon stops). A node that links again
     /// replaces its previous link.
-    func serve(node: String, inbound: RPCAsyncSequence<JSONValue, any Error>, writer: RPCWriter<JSONValue>) async throws {
+    func serve(node: String, inbound: RPCAsyncSequence<LinkFrame.Message, any Error>, writer: RPCWriter<LinkFrame.Message>) async throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         chmod(dir, 0o700)
-        let (out, cont) = AsyncStream<JSONValue>.makeStream()
+        let (out, cont) = AsyncStream<LinkFrame.Message>.makeStream()
         let id = UUID()
         let paths = Dictionary(uniqueKeysWithValues: Self.targets.map { ($0, socketPath(id, $0)) })
         let link = Link(id: id, node: node, out: cont, paths: paths)
@@ -193,9 +217,9 @@ public final class NodeLinks: LinkSockets {
                 for try await m in inbound {
                     guard let f = LinkFrame.parse(m) else { continue }
                     switch f.op {
-                    case "data": if let b = f.bytes { link.channels.deliver(f.ch, b) }
-                    case "close": link.channels.finish(f.ch)
-                    default: continue
+                    case .data(let b): link.channels.deliver(f.ch, b)
+                    case .close: link.channels.finish(f.ch)
+                    case .open: continue  // a node opens nothing on its control plane
                     }
                 }
             }
@@ -256,9 +280,9 @@ struct NodeLinkAgent {
         while !Task.isCancelled {
             let started = Date()
             do throws(ContainariumError) {
-                let client = try RemoteClient(server: server, certsDir: join.certsDir, token: join.token)
+                let endpoint = try ContainariumEndpoint(server: server, certsDir: join.certsDir, token: join.token)
                 if failing { logger.notice("linking to the control plane at \(server) again") }
-                try await once(client)
+                try await once(endpoint)
                 failing = false
             } catch {
                 if !failing { logger.warning("no link to the control plane at \(server): \(error.message)") }
@@ -270,34 +294,43 @@ struct NodeLinkAgent {
         }
     }
 
-    func once(_ client: RemoteClient) async throws(ContainariumError) {
-        let (out, cont) = AsyncStream<JSONValue>.makeStream()
+    func once(_ endpoint: ContainariumEndpoint) async throws(ContainariumError) {
+        let (out, cont) = AsyncStream<LinkFrame.Message>.makeStream()
         let channels = LinkChannels()
-        let send: @Sendable (JSONValue) -> Void = { cont.yield($0) }
+        let send: @Sendable (LinkFrame.Message) -> Void = { cont.yield($0) }
         let relays = RelayTasks()
         defer {
             channels.finishAll()
             relays.cancelAll()
         }
-        try await client.link(node: nodeName, outbound: out, ended: { cont.finish() }) { m in
-            guard let f = LinkFrame.parse(m) else { return }
-            switch f.op {
-            case "open":
-                let (ch, incoming) = channels.add(f.ch)
-                let target = f.target ?? ""
-                relays.start(ch) {
-                    do {
-                        let conn = try await connect(target)
-                        await LinkFrame.relay(conn, channel: ch, incoming: incoming, send: send)
-                    } catch {
-                        logger.warning("link channel to \(target) failed: \(error)")
-                        send(LinkFrame.close(ch))
-                    }
-                    channels.finish(ch)
+        var metadata = endpoint.metadata
+        metadata.addString(nodeName, forKey: LinkFrame.nodeKey)
+        try await endpoint.connect { [metadata] client in
+            try await client.nodes.link(
+                request: StreamingClientRequest(metadata: metadata) { writer in
+                    for await frame in out { try await writer.write(frame) }
                 }
-            case "data": if let b = f.bytes { channels.deliver(f.ch, b) }
-            case "close": channels.finish(f.ch)
-            default: return
+            ) { response in
+                defer { cont.finish() }
+                for try await m in response.messages {
+                    guard let f = LinkFrame.parse(m) else { continue }
+                    switch f.op {
+                    case .open(let target):
+                        let (ch, incoming) = channels.add(f.ch)
+                        relays.start(ch) {
+                            do {
+                                let conn = try await connect(target ?? "")
+                                await LinkFrame.relay(conn, channel: ch, incoming: incoming, send: send)
+                            } catch {
+                                logger.warning("link channel to \(target ?? "an unknown target") failed: \(error)")
+                                send(LinkFrame.close(ch))
+                            }
+                            channels.finish(ch)
+                        }
+                    case .data(let b): channels.deliver(f.ch, b)
+                    case .close: channels.finish(f.ch)
+                    }
+                }
             }
         }
     }

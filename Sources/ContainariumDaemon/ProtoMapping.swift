@@ -76,14 +76,7 @@ enum ProtoMap {
     }
 
     static func node(_ n: NodeView) -> Containarium_V1_Node {
-        func resources(_ r: Resources) -> Containarium_V1_NodeResources {
-            .with {
-                $0.cpuMillis = UInt64(clamping: r.cpuMillis)
-                $0.memoryBytes = UInt64(clamping: r.memoryBytes)
-                $0.diskBytes = UInt64(clamping: r.diskBytes)
-            }
-        }
-        return .with {
+        .with {
             $0.name = n.name
             $0.address = n.address ?? ""
             $0.local = n.local
@@ -93,29 +86,33 @@ enum ProtoMap {
             $0.kinds = n.kinds
             $0.capacity = resources(n.capacity)
             $0.used = resources(n.used)
-            $0.gpus = n.gpus.map { g in
-                .with {
-                    $0.pciAddress = g.pciAddress
-                    $0.model = g.model
-                    $0.attachedTo = g.attachedTo ?? ""
-                }
-            }
+            $0.gpus = n.gpus.map(gpu)
             $0.labels = n.labels
             $0.pool = n.pool ?? ""
             $0.preemptible = n.preemptible
             $0.environments = UInt32(clamping: n.environments)
             $0.sshGateway = n.sshGateway ?? ""
-            $0.plugins = (n.plugins ?? []).map { p in
-                .with {
-                    $0.id = p.id
-                    $0.version = p.version ?? ""
-                    $0.abi = p.abi ?? ""
-                    $0.state = p.state
-                    $0.capabilities = p.capabilities
-                    $0.kinds = p.kinds ?? []
-                    $0.osTypes = p.osTypes ?? []
-                }
-            }
+            $0.plugins = (n.plugins ?? []).map(plugin)
+        }
+    }
+
+    static func gpu(_ g: GPUDevice) -> Containarium_V1_NodeGPU {
+        .with {
+            $0.pciAddress = g.pciAddress
+            $0.model = g.model
+            $0.attachedTo = g.attachedTo ?? ""
+        }
+    }
+
+    static func plugin(_ p: NodePlugin) -> Containarium_V1_NodePlugin {
+        .with {
+            $0.id = p.id
+            $0.version = p.version ?? ""
+            $0.abi = p.abi ?? ""
+            $0.state = p.state
+            $0.capabilities = p.capabilities
+            $0.kinds = p.kinds ?? []
+            $0.osTypes = p.osTypes ?? []
         }
     }
 
@@ -209,7 +206,7 @@ enum ProtoMap {
             username: m.username, sshKeys: m.sshKeys, image: nonEmpty(m.image), osType: try osType(m.osType, named: m.os),
             cpu: nonEmpty(m.resources.cpu), memory: nonEmpty(m.resources.memory), disk: nonEmpty(m.resources.disk),
             autostart: m.autostart, nesting: m.hasNesting ? m.nesting : nil, stack: nonEmpty(m.stack), labels: m.labels,
-            gpus: m.gpus == 0 ? nil : Int(m.gpus), gpuModel: nonEmpty(m.gpuModel), node: try node(m.node),
+            gpus: m.gpus == 0 ? nil : Int(m.gpus), gpuModel: nonEmpty(m.gpuModel), gpuDevices: m.gpuDevices, node: try node(m.node),
             runtimes: (m.enablePodman ? [ContainerRuntime.podman] : []) + (m.enableDocker ? [.docker] : []))
         r.kind = nonEmpty(m.kind)
         return r
@@ -255,6 +252,42 @@ enum ProtoMap {
             $0.interface = e.interface
             $0.result = e.result
             $0.detail = e.detail
+        }
+    }
+
+    static func event(_ e: DaemonEvent) -> Containarium_V1_Event {
+        .with {
+            $0.id = e.id
+            $0.type = e.type
+            $0.username = e.username ?? ""
+            $0.time = Google_Protobuf_Timestamp(date: e.time)
+            switch e.data {
+            case .container(let name, let node, let state):
+                $0.container = .with {
+                    $0.name = name
+                    $0.node = node ?? ""
+                    $0.state = state ?? ""
+                }
+            case .progress(let operationID, let step, let total, let message):
+                $0.progress = .with {
+                    $0.operationID = operationID ?? ""
+                    $0.step = UInt32(clamping: step)
+                    $0.total = UInt32(clamping: total)
+                    $0.message = message
+                }
+            case .operation(let id, let state, let error):
+                $0.operation = .with {
+                    $0.operationID = id
+                    $0.state = state
+                    $0.error = error ?? ""
+                }
+            case .audit(let action, let actor, let result):
+                $0.audit = .with {
+                    $0.action = action
+                    $0.actor = actor
+                    $0.result = result
+                }
+            }
         }
     }
 }

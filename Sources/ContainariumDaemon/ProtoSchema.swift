@@ -1,7 +1,8 @@
-import ContainariumCore
-import ContainariumProto
+public import ContainariumCore
+public import ContainariumProto
+public import ContainariumService
 import Foundation
-import SwiftProtobuf
+public import SwiftProtobuf
 
 /// The API's contract as the REST adapter reads it: the messages, enums and HTTP routes
 /// (`google.api.http`) of `proto/containarium/v1`, from the descriptor set embedded by
@@ -360,5 +361,31 @@ struct ProtoSchema: Sendable {
         case .enumeration(let e): return .string(enums[e]?.first ?? "")
         case .message: return .null
         }
+    }
+}
+
+/// A message as the REST API answers with it (proto3 JSON, every field present), pretty-printed
+/// with sorted keys: the CLI's `--format json` in remote mode.
+public enum APIJSON {
+    public static func render(_ message: some SwiftProtobuf.Message) throws(ContainariumError) -> String {
+        let value = try ProtoSchema.shared.answer(message)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        do { return String(decoding: try enc.encode(value), as: UTF8.self) } catch {
+            throw .internal("cannot print the answer", cause: "\(error)")
+        }
+    }
+}
+
+/// Requests built from the service layer's types, for the CLI's remote mode.
+public enum APIMessages {
+    /// A create as `CreateContainer`/`CreateContainerStream` carry it.
+    public static func createRequest(_ r: CreateEnvironmentRequest) -> Containarium_V1_CreateContainerRequest { ProtoMap.createMessage(r) }
+
+    /// An OS type by name: the enum when it names one (OS_TYPE_UBUNTU_2404), else `os` (a
+    /// name the node's config gives it).
+    public static func osType(_ name: String) -> (osType: Containarium_V1_OSType, os: String) {
+        if let t = Containarium_V1_OSType.allCases.first(where: { (try? ProtoMap.osType($0)) == name }) { return (t, "") }
+        return (.unspecified, name)
     }
 }

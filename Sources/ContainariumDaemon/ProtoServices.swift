@@ -1,3 +1,4 @@
+import ContainariumClient
 import ContainariumCore
 import ContainariumPlatform
 import ContainariumProto
@@ -6,6 +7,7 @@ import ContainariumService
 import ContainariumStore
 import Foundation
 import GRPCCore
+import NIOCore
 import SwiftProtobuf
 
 /// Who is calling, from a call's metadata and transport: one rule for every gRPC service.
@@ -30,7 +32,7 @@ struct GRPCAuth: Sendable {
         if mtls { return Caller(subject: "mtls-client", role: .admin, source: peer, interface: "grpc") }
         if nodeAPI {
             // The node's link says so in metadata; the CLI does not. Both are root-only paths.
-            if metadata[stringValues: LinkFrame.viaLinkKey].contains(where: { _ in true }) {
+            if metadata[stringValues: ContainariumEndpoint.viaLinkKey].contains(where: { _ in true }) {
                 return Caller(subject: "control-plane", role: .admin, source: "node-link", interface: "grpc")
             }
             return Caller(subject: "local-admin", role: .admin, source: "local", interface: "cli")
@@ -55,7 +57,7 @@ struct GRPCAuth: Sendable {
             let who = try await authenticate(request.metadata, context, method)
             return ServerResponse(message: try await body(who, request.message))
         } catch {
-            return ServerResponse(error: ContainariumRPC.rpcError(error))
+            return ServerResponse(error: RPCError(containarium: error))
         }
     }
 }
@@ -156,19 +158,14 @@ struct ContainerServiceV1: Containarium_V1_ContainerService.ServiceProtocol {
             create = try ProtoMap.create(request.message)
             try await plane.authorizeCreateProgress(who, create.username)  // before any of that user's progress is relayed
         } catch {
-            return StreamingServerResponse(error: ContainariumRPC.rpcError(error))
+            return StreamingServerResponse(error: RPCError(containarium: error))
         }
         let plane = self.plane
         return StreamingServerResponse { writer in
             let (events, cancel) = plane.events.subscribe()
             let relay = Task {
                 for await e in events where e.type == "operation.progress" && e.username == create.username {
-                    let p = Containarium_V1_Progress.with {
-                        $0.operationID = e.data["operationId"]?.stringValue ?? ""
-                        $0.step = UInt32(clamping: Int(e.data["step"]?.number ?? 0))
-                        $0.total = UInt32(clamping: Int(e.data["total"]?.number ?? 0))
-                        $0.message = e.data["message"]?.stringValue ?? ""
-                    }
+                    guard case .progress = e.data, case .progress(let p)? = ProtoMap.event(e).data else { continue }
                     try? await writer.write(.with { $0.progress = p })
                 }
             }
@@ -181,8 +178,137 @@ struct ContainerServiceV1: Containarium_V1_ContainerService.ServiceProtocol {
                 try? await writer.write(.with { $0.container = ProtoMap.container(view) })
                 return [:]
             } catch {
-                throw ContainariumRPC.rpcError(error)
+                throw RPCError(containarium: error)
             }
+        }
+    }
+}
+
+extension ContainerServiceV1 {
+    /// A VM's console: the first message names it; `ready` once it is open; bytes both ways.
+    func openConsole(request: StreamingServerRequest<Containarium_V1_ConsoleInput>, context: ServerContext) async throws
+        -> StreamingServerResponse<Containarium_V1_ConsoleOutput>
+    {
+        let who: Caller
+        do throws(ContainariumError) { who = try await auth.authenticate(request.metadata, context, "OpenConsole") } catch {
+            return StreamingServerResponse(error: RPCError(containarium: error))
+        }
+        let plane = self.plane
+        return StreamingServerResponse { writer in
+            // One reader for the whole call: the first message opens, the rest are input.
+            let (opens, opening) = AsyncStream<Containarium_V1_OpenConsoleRequest>.makeStream(bufferingPolicy: .bufferingOldest(1))
+            let (inbox, inboxInput) = AsyncStream<Data>.makeStream(bufferingPolicy: .unbounded)
+            let reader = Task {
+                var first = true
+                do {
+                    for try await m in request.messages {
+                        defer { first = false }
+                        switch m.input {
+                        case .open(let o)? where first:
+                            opening.yield(o)
+                            opening.finish()
+                        case .data(let d)? where !first: inboxInput.yield(d)
+                        default:
+                            opening.finish()  // anything but an open first ends the call (below)
+                            if first { inboxInput.finish() }
+                        }
+                    }
+                } catch {}
+                opening.finish()
+                inboxInput.finish()
+            }
+            defer { reader.cancel() }
+            var next = opens.makeAsyncIterator()
+            guard let open = await next.next() else {
+                throw RPCError(containarium: .invalid("the first message of OpenConsole must be `open` (username and kind)"))
+            }
+            let kind: String
+            switch open.kind {
+            case .unspecified, .serial: kind = "serial"
+            case .vnc: kind = "vnc"
+            case .UNRECOGNIZED(let n): throw RPCError(containarium: .invalid("console kind \(n) is not serial or vnc"))
+            }
+            let console: any TerminalStream
+            do throws(ContainariumError) { console = try await plane.openConsoleStream(who, open.username, kind: kind) } catch {
+                throw RPCError(containarium: error)
+            }
+            let started = Date()
+            defer { console.close() }
+            try await writer.write(.with { $0.ready = true })
+            // Input in a task of its own: when the console ends (the VM stopped), the call ends
+            // at once without waiting for the client to stop sending; when the client stops
+            // sending, the console is closed, which ends the output below.
+            let input = Task {
+                for await bytes in inbox {
+                    do { try await console.write(ByteBuffer(bytes: bytes)) } catch { break }
+                }
+                console.close()
+            }
+            defer { input.cancel() }
+            for await chunk in console.output {
+                try await writer.write(.with { $0.data = Data(chunk.readableBytesView) })
+            }
+            await plane.consoleClosed(who, open.username, kind: kind, seconds: Date().timeIntervalSince(started))
+            return [:]
+        }
+    }
+}
+
+/// `containarium.v1.EventService`: the events the caller may see, as they happen.
+struct EventServiceV1: Containarium_V1_EventService.ServiceProtocol {
+    let auth: GRPCAuth
+
+    func subscribe(request: ServerRequest<Containarium_V1_SubscribeRequest>, context: ServerContext) async throws
+        -> StreamingServerResponse<Containarium_V1_Event>
+    {
+        let who: Caller
+        do throws(ContainariumError) { who = try await auth.authenticate(request.metadata, context, "Subscribe") } catch {
+            return StreamingServerResponse(error: RPCError(containarium: error))
+        }
+        let plane = auth.plane
+        return StreamingServerResponse { writer in
+            let (events, cancel) = plane.events.subscribe()
+            defer { cancel() }
+            var audience = plane.audience(who)
+            // Ends when the daemon closes its events (shutdown) or the client goes away.
+            try await withRPCCancellationHandler {
+                for await e in events where await audience.admits(e) {
+                    try await writer.write(ProtoMap.event(e))
+                }
+            } onCancelRPC: {
+                cancel()
+            }
+            return [:]
+        }
+    }
+}
+
+/// `containarium.v1.NodeService`: a node's reports and its link (a control plane's listener only).
+struct NodeServiceV1: Containarium_V1_NodeService.ServiceProtocol {
+    let auth: GRPCAuth
+    let links: NodeLinks?
+    var api: APIv1 { APIv1(plane: auth.plane) }
+
+    func reportNode(request: ServerRequest<Containarium_V1_NodeReport>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_NodeReportReply> {
+        await auth.unary("ReportNode", request, context, api.reportNode)
+    }
+
+    func link(request: StreamingServerRequest<Containarium_V1_LinkFrame>, context: ServerContext) async throws
+        -> StreamingServerResponse<Containarium_V1_LinkFrame>
+    {
+        let node = request.metadata[stringValues: LinkFrame.nodeKey].first { _ in true } ?? ""
+        let links: NodeLinks
+        do throws(ContainariumError) {
+            let who = try await auth.authenticate(request.metadata, context, "Link")
+            try await auth.plane.linkNode(who, node: node)
+            guard let l = self.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
+            links = l
+        } catch {
+            return StreamingServerResponse(error: RPCError(containarium: error))
+        }
+        return StreamingServerResponse { writer in
+            try await links.serve(node: node, inbound: request.messages, writer: writer)
+            return [:]
         }
     }
 }

@@ -279,7 +279,9 @@ public struct RESTAPI: HTTPResponder {
                     continue
                 }
                 guard await audience.admits(e) else { continue }
-                let data = (try? WireJSON.encode(e)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                // The Event message of EventService, in the proto3 JSON every REST answer uses.
+                let data = (try? ProtoSchema.shared.answer(ProtoMap.event(e))).flatMap { try? WireJSON.encode($0) }
+                    .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
                 try await writer.write(ByteBuffer(string: "id: \(e.id)\nevent: \(e.type)\ndata: \(data)\n\n"))
             }
             try await writer.finish(nil)

@@ -123,7 +123,7 @@ extension RESTAPI {
             do throws(ContainariumError) {
                 (session, account) = try await plane.openTerminal(caller, username, cols: cols, rows: rows)
             } catch {
-                let message = (try? WireJSON.encode(["type": "error", "code": error.code.rawValue, "message": error.message])).map { String(decoding: $0, as: UTF8.self) }
+                let message = TerminalControl(type: "error", code: error.code.rawValue, message: error.message).text
                 try await outbound.write(.text(message ?? #"{"type":"error"}"#))
                 try await outbound.close(.unexpectedServerError, reason: String(error.message.prefix(100)))
                 return
@@ -134,10 +134,7 @@ extension RESTAPI {
                     for await chunk in session.output { try await outbound.write(.binary(chunk)) }
                     // The shell ended: say how, then hang up.
                     try? await Task.sleep(for: .milliseconds(50))
-                    var exit: [String: JSONValue] = ["type": .string("exit")]
-                    if let s = session.exitStatus { exit["status"] = .number(Double(s)) }
-                    if let s = session.exitSignal { exit["signal"] = .string(s) }
-                    let text = (try? WireJSON.encode(JSONValue.object(exit))).map { String(decoding: $0, as: UTF8.self) } ?? #"{"type":"exit"}"#
+                    let text = TerminalControl(type: "exit", status: session.exitStatus, signal: session.exitSignal).text ?? #"{"type":"exit"}"#
                     try await outbound.write(.text(text))
                     try await outbound.close(.normalClosure, reason: "session ended")
                 }
@@ -146,9 +143,9 @@ extension RESTAPI {
                         switch message {
                         case .binary(let bytes): try await session.write(bytes)
                         case .text(let text):
-                            guard let v = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), v["type"]?.stringValue == "resize",
-                                  let c = v["cols"]?.number, let r = v["rows"]?.number, (1...1000).contains(c), (1...1000).contains(r) else { continue }
-                            session.resize(cols: Int(c), rows: Int(r))
+                            guard let v = try? JSONDecoder().decode(TerminalControl.self, from: Data(text.utf8)), v.type == "resize",
+                                  let c = v.cols, let r = v.rows, (1...1000).contains(c), (1...1000).contains(r) else { continue }
+                            session.resize(cols: c, rows: r)
                         }
                     }
                 }
@@ -187,4 +184,26 @@ extension RESTAPI {
         }
         await plane.consoleClosed(caller, username, kind: "vnc", seconds: Date().timeIntervalSince(started))
     }
+}
+
+/// The terminal WebSocket's text messages (docs/dashboard.md): `resize` from the browser;
+/// `error` and `exit` from the daemon. Bytes of the session travel as binary messages.
+struct TerminalControl: Codable {
+    var type: String
+    var cols: Int?
+    var rows: Int?
+    var code: String?
+    var message: String?
+    var status: Int?
+    var signal: String?
+
+    init(type: String, code: String? = nil, message: String? = nil, status: Int? = nil, signal: String? = nil) {
+        self.type = type
+        self.code = code
+        self.message = message
+        self.status = status
+        self.signal = signal
+    }
+
+    var text: String? { (try? WireJSON.encode(self)).map { String(decoding: $0, as: UTF8.self) } }
 }

@@ -43,7 +43,7 @@ extension ControlPlane {
     /// Whether `user`'s environment is a VM (its terminal is then its serial console).
     func isVM(_ user: Username) async throws(ContainariumError) -> Bool {
         if let remote = try await remoteNode(of: user) {
-            return try await forwardView(remote, "GetContainer", ["username": .string(user.value)]).type == "vm"
+            return try await member(remote).view(user).type == "vm"
         }
         return inventory.get(user.containerName)?.type == "vm"
     }

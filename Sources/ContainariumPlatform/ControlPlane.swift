@@ -76,7 +76,7 @@ public final class ControlPlane: Sendable {
                                interface: caller.interface, result: outcome, detail: detail)
         await record(entry)
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
-                       data: .object(["action": .string(action), "actor": .string(caller.subject), "result": .string(outcome)]))
+                       data: .audit(action: action, actor: caller.subject, result: outcome))
     }
 
     /// An entry from an adapter that has its own notion of the caller (the SSH gateway).
@@ -84,7 +84,7 @@ public final class ControlPlane: Sendable {
         let entry = AuditEntry(actor: actor, role: role, action: action, target: target, source: source, interface: interface, result: result, detail: detail)
         await record(entry)
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
-                       data: .object(["action": .string(action), "actor": .string(actor), "result": .string(result)]))
+                       data: .audit(action: action, actor: actor, result: result))
     }
 
     /// Write an audit entry even when the caller's task was cancelled (the caller went away):
@@ -196,8 +196,8 @@ public final class ControlPlane: Sendable {
         clusterRef.withLock { $0 = c }
         // Environments on other nodes change there; the dashboard hears of it here.
         c.onEnvironmentsChanged { [events] node, added, removed in
-            for name in added { events.publish("container.changed", username: Username(containerName: name)?.value, data: .object(["name": .string(name), "node": .string(node)])) }
-            for name in removed { events.publish("container.removed", username: Username(containerName: name)?.value, data: .object(["name": .string(name), "node": .string(node)])) }
+            for name in added { events.publish("container.changed", username: Username(containerName: name)?.value, data: .container(name: name, node: node, state: nil)) }
+            for name in removed { events.publish("container.removed", username: Username(containerName: name)?.value, data: .container(name: name, node: node, state: nil)) }
         }
     }
     /// Does this daemon place environments on other nodes too?
@@ -211,10 +211,8 @@ public final class ControlPlane: Sendable {
         return await withTaskGroup(of: [ContainerView].self) { group in
             for member in cluster.nodes where !member.local {
                 group.addTask {
-                    if let client = try? cluster.client(for: member.name),
-                       let v = try? await client.call("ListContainers", .object([:])),
-                       let list = try? WireJSON.decode(ContainerListView.self, from: WireJSON.encode(v)) {
-                        return list.containers.map { c in
+                    if let client = try? cluster.client(for: member.name), let list = try? await client.listContainers() {
+                        return list.map { c in
                             var c = c
                             c.node = member.name
                             return c
@@ -254,13 +252,6 @@ public final class ControlPlane: Sendable {
         return r.node
     }
 
-    func forward(_ nodeName: String, _ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> JSONValue {
-        try await member(nodeName).call(method, request)
-    }
-
-    func forwardView(_ nodeName: String, _ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> ContainerView {
-        try await member(nodeName).viewCall(method, request)
-    }
 
     /// What a create asks of the scheduler. CPU defaults to one core; memory and disk to what
     /// the request (or the node's defaults) say. Labels `node.KEY=VALUE` select nodes.
@@ -558,27 +549,23 @@ public final class ControlPlane: Sendable {
             let client = try cluster.client(for: target)
             let result = try await createCancels.cancellable(op.id) { [request, events, store] () async throws(ContainariumError) in
                 try await client.create(request) { p in
-                    events.publish("operation.progress", username: user.value, data: p)
-                    if let step = p["step"]?.number, let total = p["total"]?.number {
-                        Task { try? await store.updateProgress(op.id, step: Int(step), total: Int(total), message: p["message"]?.stringValue ?? "") }
-                    }
+                    events.publish("operation.progress", username: user.value, data: .progress(operationID: op.id, step: p.step, total: p.total, message: p.message))
+                    Task { try? await store.updateProgress(op.id, step: p.step, total: p.total, message: p.message) }
                 }
             }
-            var view = try WireJSON.decode(ContainerView.self, from: WireJSON.encode(result))
+            var view = result
             view.node = target
             await cluster.settle(user.containerName)
             try await store.setPhase(user.value, .ready)
             let json = (try? WireJSON.encode(view)).map { String(decoding: $0, as: UTF8.self) }
             try await store.finishOperation(op.id, state: .succeeded, result: json, message: "created \(user.containerName) on \(target)")
-            events.publish("operation.finished", username: user.value, data: .object(["operationId": .string(op.id), "state": .string("succeeded")]))
+            events.publish("operation.finished", username: user.value, data: .operation(id: op.id, state: "succeeded", error: nil))
             return .success(view)
         } catch {
             await cluster?.release(user.containerName)
             _ = try? await store.deleteContainer(user.value)
             _ = try? await store.finishOperation(op.id, state: .failed, errorCode: error.code.rawValue, errorMessage: error.message, message: "create failed")
-            events.publish("operation.finished", username: user.value, data: .object([
-                "operationId": .string(op.id), "state": .string("failed"), "error": .string(error.message),
-            ]))
+            events.publish("operation.finished", username: user.value, data: .operation(id: op.id, state: "failed", error: error.message))
             return .failure(error)
         }
     }
@@ -588,9 +575,7 @@ public final class ControlPlane: Sendable {
         do throws(ContainariumError) {
             let info = try await createCancels.cancellable(op.id) { [service, cpuOvercommit, store, events] () async throws(ContainariumError) in
                 try await service.create(request, cpuOvercommit: cpuOvercommit) { p in
-                    events.publish("operation.progress", username: user.value, data: .object([
-                        "operationId": .string(op.id), "step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message),
-                    ]))
+                    events.publish("operation.progress", username: user.value, data: .progress(operationID: op.id, step: p.step, total: p.total, message: p.message))
                     Task { try? await store.updateProgress(op.id, step: p.step, total: p.total, message: p.message) }
                 }
             }
@@ -604,15 +589,13 @@ public final class ControlPlane: Sendable {
             let view = ContainerView(info, record: record)
             let json = (try? WireJSON.encode(view)).map { String(decoding: $0, as: UTF8.self) }
             try await store.finishOperation(op.id, state: .succeeded, result: json, message: "created \(user.containerName)")
-            events.publish("operation.finished", username: user.value, data: .object(["operationId": .string(op.id), "state": .string("succeeded")]))
+            events.publish("operation.finished", username: user.value, data: .operation(id: op.id, state: "succeeded", error: nil))
             return .success(view)
         } catch {
             await cluster?.release(user.containerName)
             _ = try? await store.deleteContainer(user.value)
             _ = try? await store.finishOperation(op.id, state: .failed, errorCode: error.code.rawValue, errorMessage: error.message, message: "create failed")
-            events.publish("operation.finished", username: user.value, data: .object([
-                "operationId": .string(op.id), "state": .string("failed"), "error": .string(error.message),
-            ]))
+            events.publish("operation.finished", username: user.value, data: .operation(id: op.id, state: "failed", error: error.message))
             await inventory.refresh(user.containerName)
             return .failure(error)
         }
@@ -862,8 +845,7 @@ public final class ControlPlane: Sendable {
             try requireAdmin(caller, "enabling and disabling plugins")
             if let target, target != node {
                 guard Cluster.validNodeName(target), let cluster, cluster.member(target) != nil else { throw .notFound("no node \(target) in this cluster") }
-                let answer = try await forward(target, "SetPluginEnabled", ["id": .string(id), "enabled": .bool(enabled), "force": .bool(force)])
-                return try WireJSON.decode(PluginToggleView.self, from: WireJSON.encode(answer))
+                return try await member(target).client.setPluginEnabled(id, enabled: enabled, force: force)
             }
             let t = try await service.setPluginEnabled(id, enabled: enabled, force: force)
             return PluginToggleView(id: t.id, enabled: t.enabled, node: t.node, configPath: t.path, section: t.section,

@@ -16,6 +16,14 @@ public struct UsageSample: Codable, Sendable, Equatable {
     public var diskBytes: UInt64
     public var rxBytesPerSecond: Double
     public var txBytesPerSecond: Double
+    public init(at: Date, cpuPercent: Double, memoryBytes: UInt64, diskBytes: UInt64, rxBytesPerSecond: Double, txBytesPerSecond: Double) {
+        self.at = at
+        self.cpuPercent = cpuPercent
+        self.memoryBytes = memoryBytes
+        self.diskBytes = diskBytes
+        self.rxBytesPerSecond = rxBytesPerSecond
+        self.txBytesPerSecond = txBytesPerSecond
+    }
 }
 
 /// Usage over the last hour, sampled from the backend: per environment, and the node's totals.
@@ -127,8 +135,7 @@ extension ControlPlane {
         let user = try await authorize(caller, username, .read)
         try await requireEnvironment(user)
         if let remote = try await remoteNode(of: user) {
-            let v = try await forward(remote, "GetMetricsHistory", ["username": .string(user.value)])
-            return try WireJSON.decode([UsageSample].self, from: WireJSON.encode(v["samples"] ?? .array([])))
+            return try await member(remote).client.metricsHistory(user)
         }
         return metrics.samples(for: user.containerName)
     }

@@ -1,15 +1,27 @@
-public import ContainariumCore
 public import Foundation
 import Synchronization
 
-/// One event on the daemon's stream (`GET /v1/events`).
-public struct DaemonEvent: Sendable, Codable, Equatable {
+/// What an event says, by kind (`containarium.v1.Event`'s `data`).
+public enum EventData: Sendable, Equatable {
+    /// An environment appeared or changed, or went: its name, its member (from another node)
+    /// and the backend's state when the change says.
+    case container(name: String, node: String?, state: String?)
+    /// A step of a create (with its operation) or of a stack's install.
+    case progress(operationID: String?, step: Int, total: Int, message: String)
+    /// An operation ended: succeeded or failed (with why).
+    case operation(id: String, state: String, error: String?)
+    /// An audit entry was written.
+    case audit(action: String, actor: String, result: String)
+}
+
+/// One event on the daemon's stream (EventService.Subscribe, `GET /v1/events`).
+public struct DaemonEvent: Sendable, Equatable {
     public var id: Int64
     public var type: String
     /// The environment (username) the event is about, when any: used to filter by access.
     public var username: String?
     public var time: Date
-    public var data: JSONValue
+    public var data: EventData
 }
 
 /// Fan-out of daemon events to any number of subscribers (SSE clients, tests). Slow
@@ -24,7 +36,7 @@ public final class DaemonEvents: Sendable {
 
     public init() {}
 
-    public func publish(_ type: String, username: String?, data: JSONValue) {
+    public func publish(_ type: String, username: String?, data: EventData) {
         state.withLock { s in
             let event = DaemonEvent(id: s.next, type: type, username: username, time: Date(), data: data)
             s.next += 1

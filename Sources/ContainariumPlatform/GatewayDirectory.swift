@@ -142,7 +142,7 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
     private func remoteRoute(_ owner: Username, on node: String, key wanted: String?, account forced: Username?, fingerprint: String) async -> Result<GatewayRoute, GatewayDenial> {
         let view: ContainerView
         do {
-            view = try await plane.forwardView(node, "GetContainer", ["username": .string(owner.value)])
+            view = try await plane.member(node).view(owner)
         } catch where error.code == .notFound {
             return .failure(.unknownEnvironment(owner.value))
         } catch {

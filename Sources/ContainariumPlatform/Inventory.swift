@@ -59,7 +59,7 @@ public final class Inventory: Sendable {
             s.generation &+= 1
             return true
         }
-        if changed { events.publish("container.changed", username: Self.username(of: info.name), data: .object(["name": .string(info.name), "state": .string(info.state.rawValue)])) }
+        if changed { events.publish("container.changed", username: Self.username(of: info.name), data: .container(name: info.name, node: nil, state: info.state.rawValue)) }
     }
 
     public func remove(_ name: String) { remove(name, ifStamp: nil) }
@@ -72,7 +72,7 @@ public final class Inventory: Sendable {
             s.generation &+= 1
             return true
         }
-        if removed { events.publish("container.removed", username: Self.username(of: name), data: .object(["name": .string(name)])) }
+        if removed { events.publish("container.removed", username: Self.username(of: name), data: .container(name: name, node: nil, state: nil)) }
     }
 
     static func username(of name: String) -> String? {
@@ -94,8 +94,8 @@ public final class Inventory: Sendable {
             s.synced = true
             return (gone, changed)
         }
-        for name in gone { events.publish("container.removed", username: Self.username(of: name), data: .object(["name": .string(name)])) }
-        for info in changed { events.publish("container.changed", username: Self.username(of: info.name), data: .object(["name": .string(info.name), "state": .string(info.state.rawValue)])) }
+        for name in gone { events.publish("container.removed", username: Self.username(of: name), data: .container(name: name, node: nil, state: nil)) }
+        for info in changed { events.publish("container.changed", username: Self.username(of: info.name), data: .container(name: info.name, node: nil, state: info.state.rawValue)) }
     }
 
     /// Re-read one instance (after an event or a mutation of ours), from `backend` when the
@@ -133,8 +133,8 @@ public final class Inventory: Sendable {
                     state.withLock { _ = $0.watching.insert(e.plugin) }
                     do { try await refreshAll() } catch { logger.warning("inventory resync failed: \(error)") }
                 case "instance.changed":
-                    guard let v = try? WireJSON.decode(JSONValue.self, from: e.json), let name = v["name"]?.stringValue else { continue }
-                    if v["action"]?.stringValue == "instance-deleted" { remove(name) } else { await refresh(name, backend: e.plugin) }
+                    guard let change = try? WireJSON.decode(InstanceChange.self, from: e.json) else { continue }
+                    if change.action == "instance-deleted" { remove(change.name) } else { await refresh(change.name, backend: e.plugin) }
                 default:
                     continue
                 }
@@ -186,4 +186,11 @@ public final class Inventory: Sendable {
         }
         state.withLock { _ = $0.watching.remove(id) }
     }
+}
+
+/// An `instance.changed` event of an instances/1 plugin (docs/plugin-abi.md): which instance,
+/// and what happened to it.
+private struct InstanceChange: Decodable {
+    var name: String
+    var action: String?
 }

@@ -1,15 +1,33 @@
 public import ContainariumCore
 public import ContainariumService
 
-/// A connection to another node's daemon, as the platform uses it: unary calls, a create with
-/// its progress, and a VM console. The daemon's gRPC client (`RemoteClient`) is the one
-/// implementation; the platform never sees the transport.
+/// A connection to another node's daemon, as the platform uses it: every per-environment verb
+/// the control plane forwards, typed in the platform's own views. The daemon's
+/// `GRPCNodeConnection` (the generated stubs of proto/containarium/v1, through the member's
+/// link or at its address) is the one implementation; the platform never sees the transport.
+/// Calls run on the node as `control-plane`: the control plane has authorized and audited them.
 public protocol NodeConnection: Sendable {
-    /// One unary call (the gRPC method's name; JSON in and out).
-    func call(_ method: String, _ request: JSONValue) async throws(ContainariumError) -> JSONValue
+    func listContainers() async throws(ContainariumError) -> [ContainerView]
+    func container(_ user: Username) async throws(ContainariumError) -> ContainerView
+    func delete(_ user: Username, force: Bool) async throws(ContainariumError)
+    func power(_ user: Username, _ action: ControlPlane.PowerAction, force: Bool) async throws(ContainariumError) -> ContainerView
+    func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView
+    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult
+    /// Install a stack; the answer is the stack's check output.
+    func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> String
+    func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView
+    /// The keys that open the owner's account, as authorized_keys lines.
+    func keys(_ user: Username) async throws(ContainariumError) -> [String]
+    func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError)
+    func removeKey(_ user: Username, fingerprint: String) async throws(ContainariumError)
+    func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError)
+    func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError)
+    func metricsHistory(_ user: Username) async throws(ContainariumError) -> [UsageSample]
+    func setPluginEnabled(_ id: String, enabled: Bool, force: Bool) async throws(ContainariumError) -> PluginToggleView
 
-    /// A create: progress messages go to `progress`; returns the final container.
-    func create(_ request: CreateEnvironmentRequest, progress: @escaping @Sendable (JSONValue) -> Void) async throws(ContainariumError) -> JSONValue
+    /// A create the node places on its own backends: its progress goes to `progress`; returns
+    /// the environment.
+    func create(_ request: CreateEnvironmentRequest, progress: @escaping @Sendable (StepProgress) -> Void) async throws(ContainariumError) -> ContainerView
 
     /// A console: `input` goes to the console in order; `opened` runs once the node has opened
     /// it; `output` gets what the console sends; `ended` runs when the node ends the call (the
@@ -30,16 +48,4 @@ public protocol NodeConnector: Sendable {
 /// `NodeLinks`): a unix socket per node and target ("api" or "ssh") while the link is up.
 public protocol LinkSockets: Sendable {
     func socket(of node: String, _ target: String) -> String?
-}
-
-/// A daemon's gRPC address.
-public enum NodeAddress {
-    /// HOST:PORT, with a port in 1...65535 and a host that is not empty.
-    public static func parse(_ server: String) throws(ContainariumError) -> (host: String, port: Int) {
-        let parts = server.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port), !parts[0].isEmpty else {
-            throw .invalid("--server must be HOST:PORT, e.g. 10.0.0.5:50051")
-        }
-        return (String(parts[0]), port)
-    }
 }

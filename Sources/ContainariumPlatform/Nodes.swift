@@ -32,67 +32,54 @@ protocol EnvironmentNode: Sendable {
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String
 }
 
-/// An environment on another member, reached through the cluster's client for that member.
+/// An environment on another member, reached through the cluster's connection to that member.
 struct RemoteNode: EnvironmentNode {
     let name: String
     let client: any NodeConnection
 
-    func call(_ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> JSONValue {
-        try await client.call(method, .object(request))
-    }
-    func decode<T: Decodable>(_ type: T.Type, _ v: JSONValue) throws(ContainariumError) -> T {
-        try WireJSON.decode(T.self, from: WireJSON.encode(v))
-    }
-    func viewCall(_ method: String, _ request: [String: JSONValue]) async throws(ContainariumError) -> ContainerView {
-        var v = try decode(ContainerView.self, try await call(method, request))
+    /// Tagged with this member's name: the node's own answer says nothing about the cluster.
+    func tagged(_ v: ContainerView) -> ContainerView {
+        var v = v
         v.node = name
         return v
     }
 
     func view(_ user: Username) async throws(ContainariumError) -> ContainerView {
-        try await viewCall("GetContainer", ["username": .string(user.value)])
+        tagged(try await client.container(user))
     }
     func delete(_ user: Username, force: Bool) async throws(ContainariumError) {
-        _ = try await call("DeleteContainer", ["username": .string(user.value), "force": .bool(force)])
+        try await client.delete(user, force: force)
     }
     func power(_ user: Username, _ action: ControlPlane.PowerAction, force: Bool) async throws(ContainariumError) -> ContainerView {
-        let method = switch action { case .start: "StartContainer"; case .stop: "StopContainer"; case .restart: "RestartContainer" }
-        return try await viewCall(method, ["username": .string(user.value), "force": .bool(force)])
+        tagged(try await client.power(user, action, force: force))
     }
     func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView {
-        var q: [String: JSONValue] = ["username": .string(user.value)]
-        if let cpu { q["cpu"] = .string(cpu) }
-        if let memory { q["memory"] = .string(memory) }
-        if let disk { q["disk"] = .string(disk) }
-        return try await viewCall("ResizeContainer", q)
+        tagged(try await client.resize(user, cpu: cpu, memory: memory, disk: disk))
     }
     func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
-        try decode(ExecResult.self, try await call("Exec", ["username": .string(user.value), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)]))
+        try await client.exec(user, command, asUser: asUser)
     }
     func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult {
-        try decode(ExecResult.self, try await call("InstallStack", ["username": .string(user.value), "stack": .string(stack)]))
+        // The node fails the call when the stack does not install: what comes back is its check.
+        ExecResult(exitCode: 0, stdout: try await client.installStack(user, stack: stack), stderr: "")
     }
     func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView {
-        try decode(CleanupView.self, try await call("CleanupDisk", ["username": .string(user.value)]))
+        try await client.cleanupDisk(user)
     }
     func keys(_ user: Username) async throws(ContainariumError) -> [SSHPublicKey] {
-        let list = try await call("ListSSHKeys", ["username": .string(user.value)])["keys"]?.items ?? []
-        return list.compactMap { $0["publicKey"]?.stringValue }.compactMap { try? SSHPublicKey(parsing: $0) }
+        try await client.keys(user).compactMap { try? SSHPublicKey(parsing: $0) }
     }
     func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError) {
-        _ = try await call("AddSSHKey", ["username": .string(user.value), "publicKey": .string(key.authorizedKeysLine)])
+        try await client.addKey(user, key)
     }
     func removeKey(_ user: Username, fingerprint: String) async throws(ContainariumError) {
-        _ = try await call("RemoveSSHKey", ["username": .string(user.value), "fingerprint": .string(fingerprint)])
+        try await client.removeKey(user, fingerprint: fingerprint)
     }
     func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError) {
-        var q: [String: JSONValue] = ["username": .string(user.value), "collaboratorUsername": .string(other.value),
-                                      "sudo": .bool(sudo), "containerRuntime": .bool(containerRuntime)]
-        if !keys.isEmpty { q["sshPublicKey"] = .string(keys.map(\.authorizedKeysLine).joined(separator: "\n")) }
-        _ = try await call("AddCollaborator", q)
+        try await client.addCollaborator(user, other, keys: keys, sudo: sudo, containerRuntime: containerRuntime)
     }
     func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError) {
-        _ = try await call("RemoveCollaborator", ["username": .string(user.value), "collaboratorUsername": .string(other.value)])
+        try await client.removeCollaborator(user, other)
     }
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
         // The environment's address and host keys come from its node; the gateway (if any) is
@@ -141,8 +128,7 @@ struct LocalNode: EnvironmentNode {
     func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult {
         _ = try service.stacks.stack(stack)
         return try await service.installStack(username: user.value, stack: stack) { [events = plane.events] p in
-            events.publish("stack.progress", username: user.value, data: .object([
-                "step": .number(Double(p.step)), "total": .number(Double(p.total)), "message": .string(p.message)]))
+            events.publish("stack.progress", username: user.value, data: .progress(operationID: nil, step: p.step, total: p.total, message: p.message))
         }
     }
     func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView {

@@ -100,7 +100,7 @@ public struct Reconciler: Sendable {
                       let op = try await store.operation(opID), op.daemon != plane.daemonID, op.daemon.hasPrefix(plane.node + "/") else { continue }
                 let view: ContainerView
                 do throws(ContainariumError) {
-                    view = try await plane.forwardView(record.node, "GetContainer", ["username": .string(record.username)])
+                    view = try await plane.member(record.node).view(try Username(record.username))
                 } catch where error.code == .notFound {
                     try await store.deleteContainer(record.username)
                     if op.state == .running {

@@ -7,6 +7,11 @@ public struct ResourcesView: Codable, Sendable, Equatable {
     public var cpu: String?
     public var memory: String?
     public var disk: String?
+    public init(cpu: String?, memory: String?, disk: String?) {
+        self.cpu = cpu
+        self.memory = memory
+        self.disk = disk
+    }
 }
 
 public struct UsageView: Codable, Sendable, Equatable {
@@ -14,11 +19,21 @@ public struct UsageView: Codable, Sendable, Equatable {
     public var memoryBytes: UInt64?
     public var diskBytes: UInt64?
     public var processes: Int?
+    public init(cpuNanoseconds: UInt64?, memoryBytes: UInt64?, diskBytes: UInt64?, processes: Int?) {
+        self.cpuNanoseconds = cpuNanoseconds
+        self.memoryBytes = memoryBytes
+        self.diskBytes = diskBytes
+        self.processes = processes
+    }
 }
 
 public struct NetworkView: Codable, Sendable, Equatable {
     public var ipAddress: String?
     public var ipv4: [String]
+    public init(ipAddress: String?, ipv4: [String]) {
+        self.ipAddress = ipAddress
+        self.ipv4 = ipv4
+    }
 }
 
 public struct ContainerView: Codable, Sendable, Equatable {
@@ -44,6 +59,28 @@ public struct ContainerView: Codable, Sendable, Equatable {
     public var endpoints: [String: String]?
     /// "container" or "vm".
     public var type: String?
+
+    public init(name: String, username: String, owner: String?, state: String, image: String?, resources: ResourcesView, usage: UsageView, network: NetworkView, autostart: Bool, nestingEnabled: Bool, labels: [String: String], backend: String?, node: String?, sshHostKeys: [String], createdAt: Date?, startedAt: Date?, gpus: [String]?, endpoints: [String: String]?, type: String?) {
+        self.name = name
+        self.username = username
+        self.owner = owner
+        self.state = state
+        self.image = image
+        self.resources = resources
+        self.usage = usage
+        self.network = network
+        self.autostart = autostart
+        self.nestingEnabled = nestingEnabled
+        self.labels = labels
+        self.backend = backend
+        self.node = node
+        self.sshHostKeys = sshHostKeys
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.gpus = gpus
+        self.endpoints = endpoints
+        self.type = type
+    }
 
     public static func stateName(_ s: InstanceState) -> String {
         switch s {
@@ -137,6 +174,12 @@ public struct CleanupView: Codable, Sendable, Equatable {
     public var diskUsageBeforeBytes: UInt64?
     public var diskUsageAfterBytes: UInt64?
     public var freedBytes: UInt64?
+    public init(username: String, diskUsageBeforeBytes: UInt64?, diskUsageAfterBytes: UInt64?, freedBytes: UInt64?) {
+        self.username = username
+        self.diskUsageBeforeBytes = diskUsageBeforeBytes
+        self.diskUsageAfterBytes = diskUsageAfterBytes
+        self.freedBytes = freedBytes
+    }
 }
 
 /// Results of create/install-stack: the finished container, or the operation to poll.
@@ -249,4 +292,13 @@ public struct PluginToggleView: Codable, Sendable, Equatable {
     public var section: String
     public var restartRequired: Bool
     public var message: String
+    public init(id: String, enabled: Bool, node: String, configPath: String, section: String, restartRequired: Bool, message: String) {
+        self.id = id
+        self.enabled = enabled
+        self.node = node
+        self.configPath = configPath
+        self.section = section
+        self.restartRequired = restartRequired
+        self.message = message
+    }
 }

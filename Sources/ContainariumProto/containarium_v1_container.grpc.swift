@@ -296,6 +296,19 @@ public enum Containarium_V1_ContainerService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "OpenConsole" metadata.
+        public enum OpenConsole: Sendable {
+            /// Request type for "OpenConsole".
+            public typealias Input = Containarium_V1_ConsoleInput
+            /// Response type for "OpenConsole".
+            public typealias Output = Containarium_V1_ConsoleOutput
+            /// Descriptor for "OpenConsole".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.ContainerService"),
+                method: "OpenConsole",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "containarium.v1.ContainerService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateContainer.descriptor,
@@ -318,7 +331,8 @@ public enum Containarium_V1_ContainerService: Sendable {
             AddCollaborator.descriptor,
             RemoveCollaborator.descriptor,
             GetMetricsHistory.descriptor,
-            ListContainerMetrics.descriptor
+            ListContainerMetrics.descriptor,
+            OpenConsole.descriptor
         ]
     }
 }
@@ -665,6 +679,27 @@ extension Containarium_V1_ContainerService {
             request: GRPCCore.StreamingServerRequest<Containarium_V1_ListContainerMetricsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListContainerMetricsResponse>
+
+        /// Handle the "OpenConsole" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A VM's console (serial or VNC), both ways. The first message opens it (ConsoleInput.open);
+        /// > the server answers ConsoleOutput.ready once it is open, then the console's bytes. Bytes the
+        /// > client sends go to the console in order; the call ends when either side ends it, or the
+        /// > console ends (the VM stopped).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_ConsoleInput` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_ConsoleOutput` messages.
+        func openConsole(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_ConsoleInput>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ConsoleOutput>
     }
 
     /// Service protocol for the "containarium.v1.ContainerService" service.
@@ -995,6 +1030,27 @@ extension Containarium_V1_ContainerService {
             request: GRPCCore.ServerRequest<Containarium_V1_ListContainerMetricsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListContainerMetricsResponse>
+
+        /// Handle the "OpenConsole" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A VM's console (serial or VNC), both ways. The first message opens it (ConsoleInput.open);
+        /// > the server answers ConsoleOutput.ready once it is open, then the console's bytes. Bytes the
+        /// > client sends go to the console in order; the call ends when either side ends it, or the
+        /// > console ends (the VM stopped).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_ConsoleInput` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_ConsoleOutput` messages.
+        func openConsole(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_ConsoleInput>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ConsoleOutput>
     }
 
     /// Simple service protocol for the "containarium.v1.ContainerService" service.
@@ -1324,6 +1380,28 @@ extension Containarium_V1_ContainerService {
             request: Containarium_V1_ListContainerMetricsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Containarium_V1_ListContainerMetricsResponse
+
+        /// Handle the "OpenConsole" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A VM's console (serial or VNC), both ways. The first message opens it (ConsoleInput.open);
+        /// > the server answers ConsoleOutput.ready once it is open, then the console's bytes. Bytes the
+        /// > client sends go to the console in order; the call ends when either side ends it, or the
+        /// > console ends (the VM stopped).
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Containarium_V1_ConsoleInput` messages.
+        ///   - response: A response stream of `Containarium_V1_ConsoleOutput` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func openConsole(
+            request: GRPCCore.RPCAsyncSequence<Containarium_V1_ConsoleInput, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Containarium_V1_ConsoleOutput>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1557,6 +1635,17 @@ extension Containarium_V1_ContainerService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListContainerMetricsResponse>(),
             handler: { request, context in
                 try await self.listContainerMetrics(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Containarium_V1_ContainerService.Method.OpenConsole.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ConsoleInput>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ConsoleOutput>(),
+            handler: { request, context in
+                try await self.openConsole(
                     request: request,
                     context: context
                 )
@@ -2079,6 +2168,23 @@ extension Containarium_V1_ContainerService.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func openConsole(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_ConsoleInput>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ConsoleOutput> {
+        return GRPCCore.StreamingServerResponse<Containarium_V1_ConsoleOutput>(
+            metadata: [:],
+            producer: { writer in
+                try await self.openConsole(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
 }
 
 // MARK: containarium.v1.ContainerService (client)
@@ -2514,6 +2620,32 @@ extension Containarium_V1_ContainerService {
             deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ListContainerMetricsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListContainerMetricsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "OpenConsole" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A VM's console (serial or VNC), both ways. The first message opens it (ConsoleInput.open);
+        /// > the server answers ConsoleOutput.ready once it is open, then the console's bytes. Bytes the
+        /// > client sends go to the console in order; the call ends when either side ends it, or the
+        /// > console ends (the VM stopped).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Containarium_V1_ConsoleInput` messages.
+        ///   - serializer: A serializer for `Containarium_V1_ConsoleInput` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ConsoleOutput` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func openConsole<Result>(
+            request: GRPCCore.StreamingClientRequest<Containarium_V1_ConsoleInput>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ConsoleInput>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ConsoleOutput>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Containarium_V1_ConsoleOutput>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3187,6 +3319,41 @@ extension Containarium_V1_ContainerService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "OpenConsole" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A VM's console (serial or VNC), both ways. The first message opens it (ConsoleInput.open);
+        /// > the server answers ConsoleOutput.ready once it is open, then the console's bytes. Bytes the
+        /// > client sends go to the console in order; the call ends when either side ends it, or the
+        /// > console ends (the VM stopped).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Containarium_V1_ConsoleInput` messages.
+        ///   - serializer: A serializer for `Containarium_V1_ConsoleInput` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ConsoleOutput` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func openConsole<Result>(
+            request: GRPCCore.StreamingClientRequest<Containarium_V1_ConsoleInput>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ConsoleInput>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ConsoleOutput>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Containarium_V1_ConsoleOutput>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Containarium_V1_ContainerService.Method.OpenConsole.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3732,6 +3899,36 @@ extension Containarium_V1_ContainerService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListContainerMetricsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListContainerMetricsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "OpenConsole" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A VM's console (serial or VNC), both ways. The first message opens it (ConsoleInput.open);
+    /// > the server answers ConsoleOutput.ready once it is open, then the console's bytes. Bytes the
+    /// > client sends go to the console in order; the call ends when either side ends it, or the
+    /// > console ends (the VM stopped).
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Containarium_V1_ConsoleInput` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func openConsole<Result>(
+        request: GRPCCore.StreamingClientRequest<Containarium_V1_ConsoleInput>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Containarium_V1_ConsoleOutput>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.openConsole(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ConsoleInput>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ConsoleOutput>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4363,6 +4560,41 @@ extension Containarium_V1_ContainerService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listContainerMetrics(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "OpenConsole" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A VM's console (serial or VNC), both ways. The first message opens it (ConsoleInput.open);
+    /// > the server answers ConsoleOutput.ready once it is open, then the console's bytes. Bytes the
+    /// > client sends go to the console in order; the call ends when either side ends it, or the
+    /// > console ends (the VM stopped).
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func openConsole<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Containarium_V1_ConsoleInput>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Containarium_V1_ConsoleOutput>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Containarium_V1_ConsoleInput>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.openConsole(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -11,6 +11,11 @@
 
 /// Containarium API, version 1: environments (containers and VMs) and what is inside them.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -21,6 +26,48 @@ import SwiftProtobuf
 fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobuf.ProtobufAPIVersionCheck {
   struct _2: SwiftProtobuf.ProtobufAPIVersion_2 {}
   typealias Version = _2
+}
+
+public nonisolated enum Containarium_V1_ConsoleKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// The serial console (a text terminal); the default.
+  case serial // = 1
+
+  /// The VM's display, as an RFB (VNC) byte stream.
+  case vnc // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .serial
+    case 2: self = .vnc
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .serial: return 1
+    case .vnc: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Containarium_V1_ConsoleKind] = [
+    .unspecified,
+    .serial,
+    .vnc,
+  ]
+
 }
 
 public nonisolated struct Containarium_V1_Container: @unchecked Sendable {
@@ -260,6 +307,13 @@ public nonisolated struct Containarium_V1_CreateContainerRequest: @unchecked Sen
   public var os: String {
     get {_storage._os}
     set {_uniqueStorage()._os = newValue}
+  }
+
+  /// The GPUs' PCI addresses on the node (dddd:bb:dd.f), as many as gpus; admins only: a
+  /// control plane's scheduler sets them when it hands a create to the node it placed it on.
+  public var gpuDevices: [String] {
+    get {_storage._gpuDevices}
+    set {_uniqueStorage()._gpuDevices = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -980,9 +1034,99 @@ public nonisolated struct Containarium_V1_ListContainerMetricsResponse: Sendable
   public init() {}
 }
 
+public nonisolated struct Containarium_V1_OpenConsoleRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var username: String = String()
+
+  public var kind: Containarium_V1_ConsoleKind = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_ConsoleInput: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var input: Containarium_V1_ConsoleInput.OneOf_Input? = nil
+
+  /// First message only: which console.
+  public var `open`: Containarium_V1_OpenConsoleRequest {
+    get {
+      if case .open(let v)? = input {return v}
+      return Containarium_V1_OpenConsoleRequest()
+    }
+    set {input = .open(newValue)}
+  }
+
+  public var data: Data {
+    get {
+      if case .data(let v)? = input {return v}
+      return Data()
+    }
+    set {input = .data(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Input: Equatable, Sendable {
+    /// First message only: which console.
+    case `open`(Containarium_V1_OpenConsoleRequest)
+    case data(Data)
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Containarium_V1_ConsoleOutput: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var output: Containarium_V1_ConsoleOutput.OneOf_Output? = nil
+
+  /// Sent once, when the console is open.
+  public var ready: Bool {
+    get {
+      if case .ready(let v)? = output {return v}
+      return false
+    }
+    set {output = .ready(newValue)}
+  }
+
+  public var data: Data {
+    get {
+      if case .data(let v)? = output {return v}
+      return Data()
+    }
+    set {output = .data(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Output: Equatable, Sendable {
+    /// Sent once, when the console is open.
+    case ready(Bool)
+    case data(Data)
+
+  }
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "containarium.v1"
+
+nonisolated extension Containarium_V1_ConsoleKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONSOLE_KIND_UNSPECIFIED\0\u{1}CONSOLE_KIND_SERIAL\0\u{1}CONSOLE_KIND_VNC\0")
+}
 
 nonisolated extension Containarium_V1_Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
@@ -1182,7 +1326,7 @@ nonisolated extension Containarium_V1_Container: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}ssh_keys\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}stack\0\u{1}labels\0\u{1}autostart\0\u{1}nesting\0\u{3}enable_docker\0\u{3}enable_podman\0\u{1}async\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}ssh_keys\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}stack\0\u{1}labels\0\u{1}autostart\0\u{1}nesting\0\u{3}enable_docker\0\u{3}enable_podman\0\u{1}async\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0\u{3}gpu_devices\0")
 
   fileprivate class _StorageClass {
     var _username: String = String()
@@ -1202,6 +1346,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
     var _node: String = String()
     var _kind: String = String()
     var _os: String = String()
+    var _gpuDevices: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1229,6 +1374,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
       _node = source._node
       _kind = source._kind
       _os = source._os
+      _gpuDevices = source._gpuDevices
     }
   }
 
@@ -1264,6 +1410,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._node) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._os) }()
+        case 18: try { try decoder.decodeRepeatedStringField(value: &_storage._gpuDevices) }()
         default: break
         }
       }
@@ -1327,6 +1474,9 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
       if !_storage._os.isEmpty {
         try visitor.visitSingularStringField(value: _storage._os, fieldNumber: 17)
       }
+      if !_storage._gpuDevices.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._gpuDevices, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1353,6 +1503,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
         if _storage._node != rhs_storage._node {return false}
         if _storage._kind != rhs_storage._kind {return false}
         if _storage._os != rhs_storage._os {return false}
+        if _storage._gpuDevices != rhs_storage._gpuDevices {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2850,6 +3001,160 @@ nonisolated extension Containarium_V1_ListContainerMetricsResponse: SwiftProtobu
 
   public static func ==(lhs: Containarium_V1_ListContainerMetricsResponse, rhs: Containarium_V1_ListContainerMetricsResponse) -> Bool {
     if lhs.containers != rhs.containers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_OpenConsoleRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OpenConsoleRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}kind\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.username) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.username.isEmpty {
+      try visitor.visitSingularStringField(value: self.username, fieldNumber: 1)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_OpenConsoleRequest, rhs: Containarium_V1_OpenConsoleRequest) -> Bool {
+    if lhs.username != rhs.username {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ConsoleInput: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConsoleInput"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}open\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Containarium_V1_OpenConsoleRequest?
+        var hadOneofValue = false
+        if let current = self.input {
+          hadOneofValue = true
+          if case .open(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.input = .open(v)
+        }
+      }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.input != nil {try decoder.handleConflictingOneOf()}
+          self.input = .data(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.input {
+    case .open?: try {
+      guard case .open(let v)? = self.input else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .data?: try {
+      guard case .data(let v)? = self.input else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ConsoleInput, rhs: Containarium_V1_ConsoleInput) -> Bool {
+    if lhs.input != rhs.input {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ConsoleOutput: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConsoleOutput"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ready\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.output != nil {try decoder.handleConflictingOneOf()}
+          self.output = .ready(v)
+        }
+      }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.output != nil {try decoder.handleConflictingOneOf()}
+          self.output = .data(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.output {
+    case .ready?: try {
+      guard case .ready(let v)? = self.output else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 1)
+    }()
+    case .data?: try {
+      guard case .data(let v)? = self.output else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ConsoleOutput, rhs: Containarium_V1_ConsoleOutput) -> Bool {
+    if lhs.output != rhs.output {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

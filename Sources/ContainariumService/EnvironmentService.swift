@@ -75,6 +75,11 @@ public struct StepProgress: Sendable, Equatable {
     public var step: Int
     public var total: Int
     public var message: String
+    public init(step: Int, total: Int, message: String) {
+        self.step = step
+        self.total = total
+        self.message = message
+    }
 }
 
 /// The environments service: the one place every adapter (CLI, and later REST, gRPC, web,

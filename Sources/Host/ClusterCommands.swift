@@ -1,9 +1,12 @@
 import ArgumentParser
+import ContainariumClient
 import ContainariumCore
+import ContainariumProto
 import ContainariumDaemon
 import ContainariumPlatform
 import ContainariumScheduler
 import Foundation
+import SwiftProtobuf
 
 /// Scheduler and membership settings of `containarium daemon`.
 struct ClusterFlags: ParsableArguments {
@@ -91,7 +94,7 @@ struct NodeJoin: AsyncParsableCommand {
         for server in server {
             let client = try remoteClient(server, certsDir: certsDir, token: token)
             do {
-                _ = try await client.call("ListNodes", .object([:]))
+                _ = try await client.connect { c in try await c.cluster.listNodes(.init(), metadata: c.metadata) }
             } catch where error.code == .permissionDenied {
                 // A node token may not list nodes: it authenticated, which is what we wanted to know.
             } catch {
@@ -110,8 +113,8 @@ struct NodeJoin: AsyncParsableCommand {
         print("✓ this node reports to \(server.joined(separator: " and ")) as soon as `containarium daemon` runs (membership in \(JoinFile.path(stateDir)))")
     }
 
-    func remoteClient(_ server: String, certsDir: String?, token: String?) throws -> RemoteClient {
-        do { return try RemoteClient(server: server, certsDir: certsDir, token: token) } catch { throw fail(error) }
+    func remoteClient(_ server: String, certsDir: String?, token: String?) throws -> ContainariumEndpoint {
+        do { return try ContainariumEndpoint(server: server, certsDir: certsDir, token: token) } catch { throw fail(error) }
     }
 }
 
@@ -121,11 +124,12 @@ struct ControlPlaneOptions: ParsableArguments {
     @Option(name: .customLong("certs-dir"), help: "Client certificates for mTLS.") var certsDir: String?
     @Option(help: "Admin token (default: $CONTAINARIUM_TOKEN).") var token: String?
 
-    func call(_ method: String, _ request: [String: JSONValue]) async throws -> JSONValue {
+    /// One call to the control plane's ClusterService.
+    func call<R: Sendable>(_ body: (DaemonConnection) async throws -> R) async throws -> R {
         let tok = (token ?? ProcessInfo.processInfo.environment["CONTAINARIUM_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
-        return try await ContainariumCLI.run { () async throws(ContainariumError) -> JSONValue in
-            try await RemoteClient(server: server, certsDir: certsDir, token: tok).call(method, .object(request))
-        }
+        let endpoint: ContainariumEndpoint
+        do { endpoint = try ContainariumEndpoint(server: server, certsDir: certsDir, token: tok) } catch { throw fail(error) }
+        return try await endpoint.cli(body)
     }
 }
 
@@ -135,18 +139,16 @@ struct NodeList: AsyncParsableCommand {
     @OptionGroup var cp: ControlPlaneOptions
 
     func run() async throws {
-        let v = try await cp.call("ListNodes", [:])
+        let v = try await cp.call { c in try await c.cluster.listNodes(.init(), metadata: c.metadata) }
         if format == .json { return try printRemote(v) }
-        let rows = (v["nodes"]?.items ?? []).map { n -> [String] in
-            let cap = n["capacity"], used = n["used"]
-            func cores(_ x: JSONValue?) -> String { String(format: "%.1f", (x?["cpuMillis"]?.number ?? 0) / 1000) }
-            func gib(_ x: JSONValue?, _ k: String) -> String { String(format: "%.0f", (x?[k]?.number ?? 0) / 1_073_741_824) }
-            let state = (n["healthy"]?.bool ?? false ? "healthy" : "UNHEALTHY") + (n["draining"]?.bool ?? false ? ",draining" : "")
-            return [n["name"]?.stringValue ?? "", (n["local"]?.bool ?? false) ? "(local)" : n["address"]?.stringValue ?? "", state,
-                    (n["kinds"]?.items ?? []).compactMap(\.stringValue).joined(separator: ","),
-                    "\(cores(used))/\(cores(cap))", "\(gib(used, "memoryBytes"))/\(gib(cap, "memoryBytes"))",
-                    "\(gib(used, "diskBytes"))/\(gib(cap, "diskBytes"))", Self.gpuSummary(n["gpus"]?.items ?? []),
-                    String(Int(n["environments"]?.number ?? 0)), n["preemptible"]?.bool ?? false ? "yes" : "no"]
+        let rows = v.nodes.map { n -> [String] in
+            func cores(_ x: Containarium_V1_NodeResources) -> String { String(format: "%.1f", Double(x.cpuMillis) / 1000) }
+            func gib(_ bytes: UInt64) -> String { String(format: "%.0f", Double(bytes) / 1_073_741_824) }
+            let state = (n.healthy ? "healthy" : "UNHEALTHY") + (n.draining ? ",draining" : "")
+            return [n.name, n.local ? "(local)" : n.address, state, n.kinds.joined(separator: ","),
+                    "\(cores(n.used))/\(cores(n.capacity))", "\(gib(n.used.memoryBytes))/\(gib(n.capacity.memoryBytes))",
+                    "\(gib(n.used.diskBytes))/\(gib(n.capacity.diskBytes))", Self.gpuSummary(n.gpus),
+                    String(n.environments), n.preemptible ? "yes" : "no"]
         }
         print(Table.render(header: ["NODE", "ADDRESS", "STATE", "KINDS", "CPU", "MEMORY GiB", "DISK GiB", "GPUS", "ENVS", "SPOT"], rows: rows))
     }
@@ -157,7 +159,7 @@ struct NodeDrain: AsyncParsableCommand {
     @Argument var name: String
     @OptionGroup var cp: ControlPlaneOptions
     func run() async throws {
-        _ = try await cp.call("DrainNode", ["name": .string(name)])
+        _ = try await cp.call { c in try await c.cluster.drainNode(.with { $0.name = name }, metadata: c.metadata) }
         print("✓ \(name) is draining: nothing new is placed on it")
     }
 }
@@ -167,7 +169,7 @@ struct NodeUndrain: AsyncParsableCommand {
     @Argument var name: String
     @OptionGroup var cp: ControlPlaneOptions
     func run() async throws {
-        _ = try await cp.call("UndrainNode", ["name": .string(name)])
+        _ = try await cp.call { c in try await c.cluster.undrainNode(.with { $0.name = name }, metadata: c.metadata) }
         print("✓ \(name) takes new environments again")
     }
 }
@@ -178,19 +180,24 @@ struct NodeRemove: AsyncParsableCommand {
     @Flag(help: "Even if it still has environments.") var force = false
     @OptionGroup var cp: ControlPlaneOptions
     func run() async throws {
-        _ = try await cp.call("RemoveNode", ["name": .string(name), "force": .bool(force)])
+        _ = try await cp.call { c in
+            try await c.cluster.removeNode(.with {
+                $0.name = name
+                $0.force = force
+            }, metadata: c.metadata)
+        }
         print("✓ \(name) removed from the cluster")
     }
 }
 
 extension NodeList {
     /// "used/total model" per model, e.g. "1/2 GH100 [H200 SXM 141GB]"; "-" without GPUs.
-    static func gpuSummary(_ gpus: [JSONValue]) -> String {
+    static func gpuSummary(_ gpus: [Containarium_V1_NodeGPU]) -> String {
         guard !gpus.isEmpty else { return "-" }
         var byModel: [String: (used: Int, total: Int)] = [:]
         for g in gpus {
-            let model = g["model"]?.stringValue ?? "?"
-            let used = (g["attachedTo"]?.stringValue != nil) ? 1 : 0
+            let model = g.model.isEmpty ? "?" : g.model
+            let used = g.attachedTo.isEmpty ? 0 : 1
             byModel[model, default: (0, 0)].used += used
             byModel[model, default: (0, 0)].total += 1
         }
@@ -217,31 +224,33 @@ struct ScheduleExplain: AsyncParsableCommand {
     @OptionGroup var cp: ControlPlaneOptions
 
     func run() async throws {
-        var q: [String: JSONValue] = [:]
-        for (k, v) in [("cpu", cpu), ("memory", memory), ("disk", disk), ("osType", osType), ("gpuModel", gpuModel), ("kind", kind)] { if let v { q[k] = .string(v) } }
-        if let gpus { q["gpus"] = .number(Double(gpus)) }
-        var l: [String: JSONValue] = [:]
+        var selected: [String: String] = [:]
         for s in labels {
             let parts = s.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw fail(.invalid("--label must be KEY=VALUE")) }
-            l[parts[0]] = .string(parts[1])
+            selected[parts[0]] = parts[1]
         }
-        q["labels"] = .object(l)
-        let v = try await cp.call("ExplainSchedule", q)
-        if format == .json { return try printRemote(v) }
-        print("chosen: \(v["chosen"]?.stringValue ?? "(none: no node passes every filter)")"
-              + (v["backend"]?.stringValue.map { " (backend \($0), kind \(v["request"]?["kind"]?.stringValue ?? "-"))" } ?? ""))
-        let rows = (v["verdicts"]?.items ?? []).map { n -> [String] in
-            let filtered = (n["filteredBecause"]?.items ?? []).map { reason -> String in
-                guard case .object(let o) = reason, let (k, detail) = o.first else { return "\(reason)" }
-                if case .object(let d) = detail, !d.isEmpty {
-                    return k + "(" + d.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.stringValue ?? $0.value.number.map { String(Int64($0)) } ?? "")" }.joined(separator: ", ") + ")"
-                }
-                return k
+        let request = Containarium_V1_ExplainScheduleRequest.with {
+            $0.resources = .with {
+                $0.cpu = cpu ?? ""
+                $0.memory = memory ?? ""
+                $0.disk = disk ?? ""
             }
-            let score = n["score"]?.number.map { String(format: "%.2f", $0) } ?? "-"
-            let parts = (n["scoreParts"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.1f", $0.value.number ?? 0))" }
-            return [n["node"]?.stringValue ?? "", score, filtered.isEmpty ? parts.joined(separator: ", ") : "filtered: " + filtered.joined(separator: "; ")]
+            if let osType { ($0.osType, $0.os) = APIMessages.osType(osType) }
+            $0.gpus = UInt32(clamping: gpus ?? 0)
+            $0.gpuModel = gpuModel ?? ""
+            $0.kind = kind ?? ""
+            $0.labels = selected
+        }
+        if let gpus, gpus < 0 { throw fail(.invalid("--gpus must be 0 or more")) }
+        let v = try await cp.call { c in try await c.cluster.explainSchedule(request, metadata: c.metadata) }
+        if format == .json { return try printRemote(v) }
+        print("chosen: \(v.chosen.isEmpty ? "(none: no node passes every filter)" : v.chosen)"
+              + (v.backend.isEmpty ? "" : " (backend \(v.backend), kind \(dash(v.request.kind)))"))
+        let rows = v.verdicts.map { n -> [String] in
+            let parts = n.scoreParts.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.1f", $0.value))" }
+            let score = n.filteredBecause.isEmpty ? String(format: "%.2f", n.score) : "-"
+            return [n.node, score, n.filteredBecause.isEmpty ? parts.joined(separator: ", ") : "filtered: " + n.filteredBecause.joined(separator: "; ")]
         }
         print(Table.render(header: ["NODE", "SCORE", "WHY"], rows: rows))
     }

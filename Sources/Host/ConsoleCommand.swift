@@ -1,8 +1,11 @@
 import ArgumentParser
+import ContainariumClient
 import ContainariumCore
 import ContainariumDaemon
 import ContainariumService
+import ContainariumProto
 import Foundation
+import SwiftProtobuf
 
 #if canImport(Glibc)
 import Glibc
@@ -58,7 +61,7 @@ struct Console: AsyncParsableCommand {
 
     /// Remote mode: the console of a VM on any node, through a daemon's OpenConsole stream
     /// (a control plane relays it from the VM's node).
-    func runRemote(_ client: RemoteClient) async throws {
+    func runRemote(_ client: ContainariumEndpoint) async throws {
         let (input, feed) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
         let name = username
         let terminal = RawTerminal(deferred: true)
@@ -78,7 +81,7 @@ struct Console: AsyncParsableCommand {
             feed.finish()
         }
         do {
-            try await client.console(username: name, kind: "serial", input: input, opened: {
+            try await client.console(username: name, kind: .serial, input: input, opened: {
                 FileHandle.standardError.write(Data("Connected to \(name)'s serial console; Ctrl-] leaves.\r\n".utf8))
                 terminal.enter()
             }, output: { bytes in _ = bytes.withUnsafeBytes { write(1, $0.baseAddress, bytes.count) } },
@@ -95,7 +98,7 @@ struct Console: AsyncParsableCommand {
 extension Console {
     /// The VM's screen for VNC viewers on a loopback port: each viewer gets its own VNC
     /// connection, from console/1 here or through the daemon's OpenConsole in remote mode.
-    func runVNCBridge(_ spec: String, client: RemoteClient?) async throws {
+    func runVNCBridge(_ spec: String, client: ContainariumEndpoint?) async throws {
         let listener: Int32, port: Int
         do { (listener, port) = try VNCBridge.listen(spec) } catch { throw fail(error) }
         let service = client == nil ? try global.service() : nil
@@ -128,7 +131,7 @@ extension Console {
         }
     }
 
-    static func serveRemote(_ viewer: Int32, _ username: String, _ client: RemoteClient) async {
+    static func serveRemote(_ viewer: Int32, _ username: String, _ client: ContainariumEndpoint) async {
         let (input, feed) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
         // The viewer's bytes on a thread that owns its descriptor and closes it at the end.
         Thread.detachNewThread {
@@ -143,7 +146,7 @@ extension Console {
             close(viewer)
         }
         do {
-            try await client.console(username: username, kind: "vnc", input: input, opened: {},
+            try await client.console(username: username, kind: .vnc, input: input, opened: {},
                                      output: { bytes in _ = VNCBridge.writeAll(viewer, bytes, bytes.count) },
                                      ended: { feed.finish() })
         } catch {

@@ -1,8 +1,11 @@
 import ArgumentParser
+import ContainariumClient
 import ContainariumCore
 import ContainariumDaemon
 import ContainariumService
+import ContainariumProto
 import Foundation
+import SwiftProtobuf
 
 struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create an environment (<user>-container) with the user's SSH key.")
@@ -80,45 +83,33 @@ struct Create: AsyncParsableCommand {
             let parts = l.split(separator: "=", maxSplits: 1)
             labelMap[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
-        if let client = try remote.daemon(global) {
-            var q: [String: JSONValue] = [
-                "username": .string(username), "sshKeys": .array(keys.map { .string($0) }), "nesting": .bool(!noNesting),
-                "labels": .object(labelMap.mapValues { .string($0) }),
-            ]
-            for (k, v) in [("image", image), ("osType", osType), ("cpu", cpu), ("memory", memory), ("disk", disk), ("stack", stack), ("kind", kind)] {
-                if let v { q[k] = .string(v) }
-            }
-            q["autostart"] = .bool(autostart)
-            if enablePodman { q["enablePodman"] = .bool(true) }
-            if enableDocker { q["enableDocker"] = .bool(true) }
-            if let gpus { q["gpus"] = .number(Double(gpus)) }
-            if let gpuModel { q["gpuModel"] = .string(gpuModel) }
-            let table = format == .table
-            if table { print("Creating container for user: \(username)\(remote.whereabouts)") }
-            let request = JSONValue.object(q)
-            // Ctrl-C cancels the call, and the daemon cancels a create whose caller went away:
-            // it rolls back as a local create does.
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await Interrupts.cancelling { () async throws(ContainariumError) in
-                    try await client.create(request) { p in
-                        if table, let step = p["step"]?.number, let total = p["total"]?.number {
-                            print("  [\(Int(step))/\(Int(total))] \(p["message"]?.stringValue ?? "")...")
-                            fflush(nil)
-                        }
-                    }
-                }
-            }
-            if !table { return try printRemote(v) }
-            print("✓ Container \(v["name"]?.stringValue ?? username) created successfully! IP: \(v["network"]?["ipAddress"]?.stringValue ?? "-")")
-            return
-        }
-        let service = try global.service()
         var asked = CreateEnvironmentRequest(
             username: username, sshKeys: keys, image: image, osType: osType, cpu: cpu, memory: memory, disk: disk,
             autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap, gpus: gpus, gpuModel: gpuModel,
             runtimes: (enablePodman ? [ContainerRuntime.podman] : []) + (enableDocker ? [.docker] : []))
         asked.kind = kind
         let request = asked
+        if let client = try remote.daemon(global) {
+            let table = format == .table
+            if table { print("Creating container for user: \(username)\(remote.whereabouts)") }
+            let message = APIMessages.createRequest(request)
+            // Ctrl-C cancels the call, and the daemon cancels a create whose caller went away:
+            // it rolls back as a local create does.
+            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
+                try await Interrupts.cancelling { () async throws(ContainariumError) in
+                    try await client.create(message) { p in
+                        if table {
+                            print("  [\(p.step)/\(p.total)] \(p.message)...")
+                            fflush(nil)
+                        }
+                    }
+                }
+            }
+            if !table { return try printRemote(v) }
+            print("✓ Container \(v.name) created successfully! IP: \(dash(v.network.ipAddress))")
+            return
+        }
+        let service = try global.service()
         let table = format == .table
         if table { print("Creating container for user: \(username)") }
         let info = try await ContainariumCLI.run { () async throws(ContainariumError) in

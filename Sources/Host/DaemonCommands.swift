@@ -1,9 +1,12 @@
 import ArgumentParser
+import ContainariumClient
 import ContainariumCore
+import ContainariumProto
 import ContainariumDaemon
 import ContainariumPlatform
 import ContainariumService
 import Foundation
+import SwiftProtobuf
 import Logging
 
 /// Remote mode: every verb can run against a daemon's gRPC API instead of this node.
@@ -21,10 +24,10 @@ struct RemoteOptions: ParsableArguments {
     var stateDir: String?
 
     /// The daemon at --server, or nil.
-    func client() throws -> RemoteClient? {
+    func client() throws -> ContainariumEndpoint? {
         guard let server else { return nil }
         let tok = (token ?? ProcessInfo.processInfo.environment["CONTAINARIUM_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
-        do { return try RemoteClient(server: server, certsDir: certsDir.map { ($0 as NSString).expandingTildeInPath }, token: tok) } catch { throw fail(error) }
+        do { return try ContainariumEndpoint(server: server, certsDir: certsDir.map { ($0 as NSString).expandingTildeInPath }, token: tok) } catch { throw fail(error) }
     }
 
     /// The daemon a verb goes through: --server's, else the one running on this machine for the
@@ -35,10 +38,10 @@ struct RemoteOptions: ParsableArguments {
     ///
     /// `global`: the verb's --config and --plugin-path, which only a CLI acting alone uses; with
     /// a daemon they would be silently ignored, so they are refused.
-    func daemon(_ global: GlobalOptions? = nil) throws -> RemoteClient? {
+    func daemon(_ global: GlobalOptions? = nil) throws -> ContainariumEndpoint? {
         if let remote = try client() { return remote }
         let dir = LocalDaemon.stateDir(stateDir)
-        guard let local = RemoteClient(localDaemon: dir) else { return nil }
+        guard let local = ContainariumEndpoint(answering: DaemonOptions.localSocket(stateDir: dir)) else { return nil }
         if let global, global.config != nil || !global.pluginPaths.isEmpty {
             throw fail(.invalid(
                 "a daemon runs for \(dir): the change goes through it, with its own config and plugins; --config and --plugin-path apply only when the CLI acts alone (no daemon running)"))
@@ -50,10 +53,17 @@ struct RemoteOptions: ParsableArguments {
     var whereabouts: String { server.map { " on \($0)" } ?? "" }
 }
 
-func printRemote(_ value: JSONValue) throws {
-    let enc = JSONEncoder()
-    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-    print(String(decoding: try enc.encode(value), as: UTF8.self))
+/// A daemon's answer as the REST API gives it: the proto3 JSON of the message, every field present.
+func printRemote(_ message: some SwiftProtobuf.Message) throws {
+    do { print(try APIJSON.render(message)) } catch { throw fail(error) }
+}
+
+extension ContainariumEndpoint {
+    /// One connection for a verb: what `body` does with the daemon's API; a failure ends the
+    /// CLI with the error's message and exit code.
+    func cli<R: Sendable>(_ body: (DaemonConnection) async throws -> R) async throws -> R {
+        try await ContainariumCLI.run { () async throws(ContainariumError) in try await connect(body) }
+    }
 }
 
 struct DaemonCommand: AsyncParsableCommand {
@@ -206,25 +216,24 @@ struct AuditCommand: AsyncParsableCommand {
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var remote: RemoteOptions
 
-    /// One entry as the API answers it.
-    struct Row: Codable {
-        var id: String?
-        var at: Date
-        var actor, role, action, target, source, interface, result, detail: String
-    }
-
     func run() async throws {
         guard let client = try remote.daemon() else {
             throw fail(LocalDaemon.notRunning(remote.stateDir, "the audit log is the daemon's"))
         }
-        var q: [String: JSONValue] = ["limit": .number(Double(limit))]
-        for (k, v) in [("actor", actor), ("action", action), ("target", target), ("result", result)] { if let v { q[k] = .string(v) } }
-        let answer: [String: [Row]] = try await LocalDaemon.call(client, "ListAudit", q)
-        let entries = answer["entries"] ?? []
-        if format == .json { return try printJSON(["entries": entries]) }
+        guard (1...10000).contains(limit) else { throw fail(.invalid("--limit must be 1 to 10000")) }
+        let request = Containarium_V1_ListAuditRequest.with {
+            $0.limit = UInt32(limit)
+            $0.actor = actor ?? ""
+            $0.action = action ?? ""
+            $0.target = target ?? ""
+            $0.result = result ?? ""
+        }
+        let answer = try await client.cli { c in try await c.audit.listAudit(request, metadata: c.metadata) }
+        if format == .json { return try printRemote(answer) }
+        let entries = answer.entries
         let f = ISO8601DateFormatter()
         print(Table.render(header: ["TIME", "ACTOR", "ROLE", "ACTION", "TARGET", "SOURCE", "VIA", "RESULT"],
-                           rows: entries.map { [f.string(from: $0.at), $0.actor, $0.role, $0.action, $0.target, $0.source, $0.interface, $0.result] }))
+                           rows: entries.map { [f.string(from: $0.at.date), $0.actor, $0.role, $0.action, $0.target, $0.source, $0.interface, $0.result] }))
     }
 }
 

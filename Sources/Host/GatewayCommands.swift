@@ -1,9 +1,12 @@
 import ArgumentParser
+import ContainariumClient
 import ContainariumCore
+import ContainariumProto
 import ContainariumDaemon
 import ContainariumGateway
 import ContainariumService
 import Foundation
+import SwiftProtobuf
 import Logging
 
 /// SSH gateway settings shared by `daemon --ssh-port` and `gateway`.
@@ -72,29 +75,20 @@ struct GatewayBans: AsyncParsableCommand {
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var remote: RemoteOptions
 
-    /// One ban as the API answers it.
-    struct Row: Codable {
-        var address: String
-        var bannedAt: Date
-        var until: Date
-        var failures: Int
-    }
-
     func run() async throws {
         guard let client = try remote.daemon() else {
             throw fail(LocalDaemon.notRunning(remote.stateDir, "the gateway's bans are kept by the daemon"))
         }
         if let unban {
-            let _: [String: JSONValue] = try await LocalDaemon.call(client, "LiftGatewayBan", ["address": .string(unban)])
+            _ = try await client.cli { c in try await c.system.liftGatewayBan(.with { $0.address = unban }, metadata: c.metadata) }
             print("✓ lifted the ban on \(unban); a running gateway stops refusing it within 2 seconds")
             return
         }
-        let answer: [String: [Row]] = try await LocalDaemon.call(client, "ListGatewayBans", [:])
-        let bans = answer["bans"] ?? []
-        if format == .json { return try printJSON(["bans": bans]) }
+        let answer = try await client.cli { c in try await c.system.listGatewayBans(.init(), metadata: c.metadata) }
+        if format == .json { return try printRemote(answer) }
         let f = ISO8601DateFormatter()
         print(Table.render(header: ["ADDRESS", "BANNED AT", "UNTIL", "FAILURES"],
-                           rows: bans.map { [$0.address, f.string(from: $0.bannedAt), f.string(from: $0.until), String($0.failures)] }))
+                           rows: answer.bans.map { [$0.address, f.string(from: $0.bannedAt.date), f.string(from: $0.until.date), String($0.failures)] }))
     }
 }
 
@@ -107,13 +101,6 @@ enum LocalDaemon {
         if let given, !given.isEmpty { return given }
         if let env = ProcessInfo.processInfo.environment["CONTAINARIUM_STATE_DIR"], !env.isEmpty { return env }
         return "/var/lib/containarium"
-    }
-
-    static func call<T: Decodable>(_ client: RemoteClient, _ method: String, _ request: [String: JSONValue]) async throws -> T {
-        try await ContainariumCLI.run { () async throws(ContainariumError) -> T in
-            let v = try await client.call(method, .object(request))
-            return try WireJSON.decode(T.self, from: WireJSON.encode(v))
-        }
     }
 
     /// For verbs only a daemon can answer: no --server and none running here.
@@ -147,10 +134,15 @@ struct CollaboratorAdd: AsyncParsableCommand {
             throw fail(.invalid("cannot read the key file \(sshKey): \(error.localizedDescription)"))
         }
         let client = try Collaborators.daemon(remote)
-        let view: Collaborators.Row = try await LocalDaemon.call(client, "AddCollaborator", [
-            "username": .string(owner), "collaboratorUsername": .string(collaborator), "sshPublicKey": .string(text),
-            "sudo": .bool(sudo), "containerRuntime": .bool(containerRuntime)])
-        if format == .json { return try printJSON(view) }
+        let request = Containarium_V1_AddCollaboratorRequest.with {
+            $0.username = owner
+            $0.collaboratorUsername = collaborator
+            $0.sshPublicKey = text
+            $0.sudo = sudo
+            $0.containerRuntime = containerRuntime
+        }
+        let view = try await client.cli { c in try await c.containers.addCollaborator(request, metadata: c.metadata) }
+        if format == .json { return try printRemote(view) }
         let access = view.sudo ? "full sudo" : "may become \(owner) with a logged `sudo su - \(owner)`"
         print("✓ \(view.collaboratorUsername) collaborates on \(owner)'s environment (\(access)\(view.containerRuntime ? ", docker" : ""))")
         print("  connect: ssh \(owner)@<gateway> -p <port>   (with \(view.collaboratorUsername)'s key)")
@@ -160,16 +152,7 @@ struct CollaboratorAdd: AsyncParsableCommand {
 /// Collaborators are the daemon's bookkeeping (its database and the environment's accounts
 /// together): these verbs always go through a daemon.
 enum Collaborators {
-    /// One collaborator as the API answers it.
-    struct Row: Codable {
-        var collaboratorUsername: String
-        var addedBy: String
-        var addedAt: Date
-        var sudo: Bool
-        var containerRuntime: Bool
-    }
-
-    static func daemon(_ remote: RemoteOptions) throws -> RemoteClient {
+    static func daemon(_ remote: RemoteOptions) throws -> ContainariumEndpoint {
         guard let client = try remote.daemon() else { throw fail(LocalDaemon.notRunning(remote.stateDir, "collaborators are kept by the daemon")) }
         return client
     }
@@ -182,14 +165,15 @@ struct CollaboratorList: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        let answer: [String: [Collaborators.Row]] = try await LocalDaemon.call(
-            try Collaborators.daemon(remote), "ListCollaborators", ["username": .string(owner)])
-        let list = answer["collaborators"] ?? []
-        if format == .json { return try printJSON(["collaborators": list]) }
+        let answer = try await Collaborators.daemon(remote).cli { c in
+            try await c.containers.listCollaborators(.with { $0.username = owner }, metadata: c.metadata)
+        }
+        if format == .json { return try printRemote(answer) }
+        let list = answer.collaborators
         let f = ISO8601DateFormatter()
         print(Table.render(header: ["COLLABORATOR", "ACCESS", "DOCKER", "ADDED BY", "ADDED"],
                            rows: list.map { [$0.collaboratorUsername, $0.sudo ? "sudo" : "su - \(owner) (logged)", $0.containerRuntime ? "yes" : "no",
-                                             $0.addedBy, f.string(from: $0.addedAt)] }))
+                                             $0.addedBy, f.string(from: $0.addedAt.date)] }))
     }
 }
 
@@ -200,8 +184,12 @@ struct CollaboratorRemove: AsyncParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() async throws {
-        let _: [String: JSONValue] = try await LocalDaemon.call(
-            try Collaborators.daemon(remote), "RemoveCollaborator", ["username": .string(owner), "collaboratorUsername": .string(collaborator)])
+        _ = try await Collaborators.daemon(remote).cli { c in
+            try await c.containers.removeCollaborator(.with {
+                $0.username = owner
+                $0.collaboratorUsername = collaborator
+            }, metadata: c.metadata)
+        }
         print("✓ \(collaborator) no longer collaborates on \(owner)'s environment")
     }
 }

@@ -1,10 +1,13 @@
 import ArgumentParser
+import ContainariumClient
 import ContainariumCore
 import ContainariumGateway
 import ContainariumDaemon
 import ContainariumPlatform
+import ContainariumProto
 import ContainariumService
 import Foundation
+import SwiftProtobuf
 
 struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List environments on this node.")
@@ -17,12 +20,11 @@ struct List: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.client() {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListContainers", .object([:])) }
+            let v = try await client.cli { c in try await c.containers.listContainers(.init(), metadata: c.metadata) }
             if format == .json { return try printRemote(v) }
-            let rows = (v["containers"]?.items ?? []).map { c in
-                [c["name"]?.stringValue ?? "-",
-                 c["labels"]?["containarium.unreachable"]?.stringValue == "true" ? "UNREACHABLE" : c["state"]?.stringValue ?? "-",
-                 c["network"]?["ipAddress"]?.stringValue ?? "-", c["owner"]?.stringValue ?? "-", c["node"]?.stringValue ?? "-", c["backend"]?.stringValue ?? "-"]
+            let rows = v.containers.map { c in
+                [c.name, c.labels["containarium.unreachable"] == "true" ? "UNREACHABLE" : stateWord(c.state),
+                 dash(c.network.ipAddress), dash(c.owner), dash(c.node), dash(c.backend)]
             }
             print(Table.render(header: ["NAME", "STATE", "IPV4", "OWNER", "NODE", "BACKEND"], rows: rows))
             if rows.isEmpty { print("(no environments)") }
@@ -53,7 +55,7 @@ struct Info: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.client() {
-            return try printRemote(await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("GetContainer", .object(["username": .string(username)])) })
+            return try printRemote(await client.cli { c in try await c.containers.getContainer(.with { $0.username = username }, metadata: c.metadata) })
         }
         let service = try global.service()
         let i = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.info(username: username) }
@@ -105,7 +107,12 @@ struct Delete: AsyncParsableCommand {
             }
         }
         if let client = try remote.daemon(global) {
-            _ = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("DeleteContainer", .object(["username": .string(username)])) }
+            _ = try await client.cli { c in
+                try await c.containers.deleteContainer(.with {
+                    $0.username = username
+                    $0.force = true
+                }, metadata: c.metadata)
+            }
             print("✓ Container \(user.containerName) deleted")
             return
         }
@@ -123,8 +130,8 @@ struct Start: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.daemon(global) {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StartContainer", .object(["username": .string(username)])) }
-            print("✓ \(v["name"]?.stringValue ?? username) is \(stateWord(v))")
+            let v = try await client.cli { c in try await c.containers.startContainer(.with { $0.username = username }, metadata: c.metadata) }
+            print("✓ \(v.name) is \(stateWord(v.state))")
             return
         }
         let service = try global.service()
@@ -142,8 +149,13 @@ struct Stop: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.daemon(global) {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("StopContainer", .object(["username": .string(username), "force": .bool(force)])) }
-            print("✓ \(v["name"]?.stringValue ?? username) is \(stateWord(v))")
+            let v = try await client.cli { c in
+                try await c.containers.stopContainer(.with {
+                    $0.username = username
+                    $0.force = force
+                }, metadata: c.metadata)
+            }
+            print("✓ \(v.name) is \(stateWord(v.state))")
             return
         }
         let service = try global.service()
@@ -160,8 +172,8 @@ struct Restart: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.daemon(global) {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("RestartContainer", .object(["username": .string(username)])) }
-            print("✓ \(v["name"]?.stringValue ?? username) is \(stateWord(v))")
+            let v = try await client.cli { c in try await c.containers.restartContainer(.with { $0.username = username }, metadata: c.metadata) }
+            print("✓ \(v.name) is \(stateWord(v.state))")
             return
         }
         let service = try global.service()
@@ -186,18 +198,21 @@ struct Resize: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.daemon(global) {
-            var q: [String: JSONValue] = ["username": .string(username)]
-            if let cpu { q["cpu"] = .string(cpu) }
-            if let memory { q["memory"] = .string(memory) }
-            if let disk { q["disk"] = .string(disk) }
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ResizeContainer", .object(q)) }
-            let r = v["resources"]
+            let request = Containarium_V1_ResizeContainerRequest.with {
+                $0.username = username
+                $0.resources = .with {
+                    $0.cpu = cpu ?? ""
+                    $0.memory = memory ?? ""
+                    $0.disk = disk ?? ""
+                }
+            }
+            let v = try await client.cli { c in try await c.containers.resizeContainer(request, metadata: c.metadata) }
             print("""
-                ✓ Container \(v["name"]?.stringValue ?? "\(username)-container") resized successfully (no restart required)
+                ✓ Container \(v.name) resized successfully (no restart required)
                 Updated configuration:
-                  CPU: \(r?["cpu"]?.stringValue ?? "unlimited")
-                  Memory: \(r?["memory"]?.stringValue ?? "unlimited")
-                  Disk: \(r?["disk"]?.stringValue ?? "pool default")
+                  CPU: \(v.resources.cpu.isEmpty ? "unlimited" : v.resources.cpu)
+                  Memory: \(v.resources.memory.isEmpty ? "unlimited" : v.resources.memory)
+                  Disk: \(v.resources.disk.isEmpty ? "pool default" : v.resources.disk)
                 """)
             return
         }
@@ -237,10 +252,13 @@ struct Exec: AsyncParsableCommand {
     func run() async throws {
         let r: ExecResult
         if let client = try remote.daemon(global) {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await client.call("Exec", .object(["username": .string(username), "command": .array(command.map { .string($0) }), "asUser": .bool(asUser)]))
+            let request = Containarium_V1_ExecRequest.with {
+                $0.username = username
+                $0.command = command
+                $0.asUser = asUser
             }
-            r = ExecResult(exitCode: Int32(v["exitCode"]?.number ?? 1), stdout: v["stdout"]?.stringValue ?? "", stderr: v["stderr"]?.stringValue ?? "")
+            let v = try await client.cli { c in try await c.containers.exec(request, metadata: c.metadata) }
+            r = ExecResult(exitCode: v.exitCode, stdout: v.stdout, stderr: v.stderr)
         } else {
             let service = try global.service()
             r = try await ContainariumCLI.run { () async throws(ContainariumError) in
@@ -268,12 +286,13 @@ struct Export: AsyncParsableCommand {
     func run() async throws {
         let text: String
         if let client = try remote.client() {
-            var q: [String: JSONValue] = ["username": .string(username)]
-            if let jumpIP { q["jumpHost"] = .string(jumpIP) }
-            if let gateway { q["gatewayHost"] = .string(String(gateway.split(separator: ":").first ?? "")) }
-            if let key { q["keyPath"] = .string(key) }
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ExportSSHConfig", .object(q)) }
-            text = v["config"]?.stringValue ?? ""
+            let request = Containarium_V1_ExportSSHConfigRequest.with {
+                $0.username = username
+                $0.jumpHost = jumpIP ?? ""
+                $0.gatewayHost = gateway.map { String($0.split(separator: ":").first ?? "") } ?? ""
+                $0.keyPath = key ?? ""
+            }
+            text = try await client.cli { c in try await c.containers.exportSSHConfig(request, metadata: c.metadata) }.config
         } else {
             let service = try global.service()
             let endpoint = try gatewayEndpoint()
@@ -323,10 +342,13 @@ struct InstallStack: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.daemon(global) {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in
-                try await client.call("InstallStack", .object(["username": .string(username), "stack": .string(stack)]))
+            let v = try await client.cli { c in
+                try await c.containers.installStack(.with {
+                    $0.username = username
+                    $0.stack = stack
+                }, metadata: c.metadata)
             }
-            print("✓ Stack \(stack) installed: \((v["stdout"]?.stringValue ?? "").trimmingCharacters(in: .whitespacesAndNewlines))")
+            print("✓ Stack \(stack) installed: \(v.check)")
             return
         }
         let service = try global.service()
@@ -345,7 +367,7 @@ struct Capacity: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.client() {
-            return try printRemote(await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("GetCapacity", .object([:])) })
+            return try printRemote(await client.cli { c in try await c.system.getCapacity(.init(), metadata: c.metadata) })
         }
         let service = try global.service()
         let c = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.capacity() }
@@ -367,11 +389,8 @@ struct StacksCommand: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.client() {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListStacks", .object([:])) }
-            let rows = (v["stacks"]?.items ?? []).map { s in
-                [s["name"]?.stringValue ?? "-", s["description"]?.stringValue ?? "", (s["check"]?.items ?? []).compactMap { $0.stringValue }.joined(separator: " ")]
-            }
-            print(Table.render(header: ["STACK", "DESCRIPTION", "CHECK"], rows: rows))
+            let v = try await client.cli { c in try await c.system.listStacks(.init(), metadata: c.metadata) }
+            print(Table.render(header: ["STACK", "DESCRIPTION"], rows: v.stacks.map { [$0.name, $0.description_p] }))
             return
         }
         let service = try global.service()
@@ -388,9 +407,19 @@ struct Version: ParsableCommand {
     }
 }
 
-/// A state as the CLI prints it: "running", whether it came from the backend or a daemon
-/// ("CONTAINER_STATE_RUNNING").
-func stateWord(_ v: JSONValue) -> String {
-    guard let s = v["state"]?.stringValue else { return "?" }
-    return (s.hasPrefix("CONTAINER_STATE_") ? String(s.dropFirst("CONTAINER_STATE_".count)) : s).lowercased()
+/// A daemon's state as the CLI prints it: "running" for CONTAINER_STATE_RUNNING.
+func stateWord(_ s: Containarium_V1_ContainerState) -> String {
+    switch s {
+    case .running: "running"
+    case .stopped: "stopped"
+    case .frozen: "frozen"
+    case .starting: "starting"
+    case .stopping: "stopping"
+    case .error: "error"
+    case .creating: "creating"
+    case .unknown, .unspecified, .UNRECOGNIZED: "unknown"
+    }
 }
+
+/// "-" for an empty field in a table.
+func dash(_ s: String) -> String { s.isEmpty ? "-" : s }

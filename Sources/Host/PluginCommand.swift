@@ -1,8 +1,12 @@
 import ArgumentParser
+import ContainariumClient
 import ContainariumCore
 import ContainariumDaemon
+import ContainariumPlatform
+import ContainariumProto
 import ContainariumService
 import Foundation
+import SwiftProtobuf
 import PluginHost
 import Logging
 
@@ -25,11 +29,15 @@ struct PluginToggleOptions: ParsableArguments {
 
 func togglePlugin(_ o: PluginToggleOptions, enabled: Bool, global: GlobalOptions, remote: RemoteOptions) async throws {
     if let client = try remote.daemon(global) {
-        var q: [String: JSONValue] = ["id": .string(o.id), "enabled": .bool(enabled), "force": .bool(o.force)]
-        if let node = o.node { q["node"] = .string(node) }
-        let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("SetPluginEnabled", .object(q)) }
+        let request = Containarium_V1_SetPluginEnabledRequest.with {
+            $0.id = o.id
+            $0.enabled = enabled
+            $0.force = o.force
+            $0.node = o.node ?? ""
+        }
+        let v = try await client.cli { c in try await c.system.setPluginEnabled(request, metadata: c.metadata) }
         if o.format == .json { return try printRemote(v) }
-        print(v["message"]?.stringValue ?? "\(o.id) \(enabled ? "enabled" : "disabled")")
+        print(v.message.isEmpty ? "\(o.id) \(enabled ? "enabled" : "disabled")" : v.message)
         return
     }
     let service = try global.service()
@@ -38,9 +46,8 @@ func togglePlugin(_ o: PluginToggleOptions, enabled: Bool, global: GlobalOptions
     }
     let t = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.setPluginEnabled(o.id, enabled: enabled, force: o.force) }
     if o.format == .json {
-        let v: JSONValue = .object(["id": .string(t.id), "enabled": .bool(t.enabled), "node": .string(t.node), "configPath": .string(t.path),
-                                    "section": .string(t.section), "restartRequired": .bool(t.restartRequired), "message": .string(t.message)])
-        return try printRemote(v)
+        return try printJSON(PluginToggleView(id: t.id, enabled: t.enabled, node: t.node, configPath: t.path, section: t.section,
+                                              restartRequired: t.restartRequired, message: t.message))
     }
     print(t.message)
 }
@@ -115,12 +122,10 @@ struct PluginList: AsyncParsableCommand {
 
     func run() async throws {
         if let client = try remote.client() {
-            let v = try await ContainariumCLI.run { () async throws(ContainariumError) in try await client.call("ListPlugins", .object([:])) }
+            let v = try await client.cli { c in try await c.system.listPlugins(.init(), metadata: c.metadata) }
             if format == .json { return try printRemote(v) }
-            let rows = (v["plugins"]?.items ?? []).map { p in
-                [p["id"]?.stringValue ?? "-", p["version"]?.stringValue ?? "-", p["abi"]?.stringValue ?? "-",
-                 (p["capabilities"]?.items ?? []).compactMap { $0.stringValue }.joined(separator: ","), p["enabled"]?.bool == true ? "yes" : "no",
-                 p["state"]?.stringValue ?? "-", p["health"]?["status"]?.stringValue ?? "-"]
+            let rows = v.plugins.map { p in
+                [p.id, dash(p.version), dash(p.abi), p.capabilities.joined(separator: ","), p.enabled ? "yes" : "no", dash(p.state), dash(p.health)]
             }
             print(Table.render(header: ["ID", "VERSION", "ABI", "CAPABILITIES", "ENABLED", "STATE", "HEALTH"], rows: rows))
             return

@@ -1,39 +1,72 @@
 import ContainariumCore
+@testable import ContainariumPlatform
+import ContainariumProto
+import ContainariumScheduler
 @testable import ContainariumDaemon
 import ContainariumService
 import Foundation
 import NIOCore
+import SwiftProtobuf
 import Testing
 
 @Suite("The node link's frames and channels, and the create message nodes are handed")
 struct NodeLinkTests {
-    @Test("every field of a create survives the trip to another node")
-    func createRoundTrip() {
+    @Test("every field of a create survives the trip to another node, as the CreateContainerRequest message and back")
+    func createRoundTrip() throws {
         var full = CreateEnvironmentRequest(
             username: "alice", sshKeys: ["ssh-ed25519 AAAA a@b"], image: "images:debian/12", osType: "linux", cpu: "2", memory: "2GB",
             disk: "10GB", autostart: false, nesting: true, stack: "nodejs", labels: ["team": "x", "node.zone": "a"], gpus: 1,
             gpuModel: "A100", gpuDevices: ["0000:65:00.0"], node: "n1", runtimes: [.docker, .podman])
         full.kind = "vm"
-        let back = CreateEnvironmentRequest(grpcMessage: full.grpcMessage)
+        // Over the wire (binary protobuf), as a node receives it.
+        let wire = try ProtoMap.createMessage(full).serializedBytes() as [UInt8]
+        let back = try ProtoMap.create(try Containarium_V1_CreateContainerRequest(serializedBytes: wire))
         #expect(back.username == full.username && back.sshKeys == full.sshKeys && back.image == full.image && back.osType == full.osType)
         #expect(back.cpu == full.cpu && back.memory == full.memory && back.disk == full.disk && back.autostart == false && back.nesting == true)
         #expect(back.stack == full.stack && back.labels == full.labels && back.gpus == 1 && back.gpuModel == "A100")
         #expect(back.gpuDevices == full.gpuDevices && back.node == "n1" && Set(back.runtimes) == [.docker, .podman] && back.kind == "vm")
-        let bare = CreateEnvironmentRequest(grpcMessage: CreateEnvironmentRequest(username: "bob", sshKeys: []).grpcMessage)
-        #expect(bare.image == nil && bare.kind == nil && bare.autostart == nil && bare.gpus == nil && bare.runtimes.isEmpty && bare.labels.isEmpty)
+        // An OS type the enum names travels as the enum.
+        var ubuntu = CreateEnvironmentRequest(username: "carl", sshKeys: [])
+        ubuntu.osType = "OS_TYPE_UBUNTU_2404"
+        let m = ProtoMap.createMessage(ubuntu)
+        #expect(m.osType == .ubuntu2404 && m.os.isEmpty)
+        #expect(try ProtoMap.create(m).osType == "OS_TYPE_UBUNTU_2404")
+        let bare = try ProtoMap.create(ProtoMap.createMessage(CreateEnvironmentRequest(username: "bob", sshKeys: [])))
+        #expect(bare.image == nil && bare.kind == nil && bare.autostart == false && bare.gpus == nil && bare.runtimes.isEmpty && bare.labels.isEmpty)
     }
 
-    @Test("frames: data is carried byte for byte; malformed frames are ignored, never trusted")
+    @Test("a node's report survives the trip to its control plane; a report without a name is refused")
+    func reportRoundTrip() throws {
+        let info = NodeInfo(name: "w1", kinds: ["lxc", "vm"], capacity: Resources(cpuMillis: 8000, memoryBytes: 16 << 30, diskBytes: 1 << 40),
+                            reserved: Resources(cpuMillis: 500), gpus: [GPUDevice(pciAddress: "0000:65:00.0", model: "H200", attachedTo: "a-container")],
+                            labels: ["zone": "a"], pool: "spot", preemptible: true)
+        let report = NodeReport(address: "10.0.0.5:50051", token: "t0k", info: info, environments: ["a-container": Resources(cpuMillis: 1000)],
+                                gateway: .init(address: "10.0.0.5:2222", hostKey: "ssh-ed25519 AAAA"),
+                                plugins: [NodePlugin(id: "incus-lxc", version: "1.0", abi: "1.1", state: "ready", capabilities: ["instances/1"],
+                                                     kinds: ["lxc"], osTypes: ["linux"])])
+        let wire = try ProtoMap.nodeReport(report).serializedBytes() as [UInt8]
+        #expect(try ProtoMap.nodeReport(try Containarium_V1_NodeReport(serializedBytes: wire)) == report)
+        var bare = NodeReport(address: "", token: nil, info: NodeInfo(name: "w2", kinds: [], capacity: .zero), environments: [:])
+        bare.plugins = nil
+        #expect(try ProtoMap.nodeReport(ProtoMap.nodeReport(bare)) == bare)
+        #expect(throws: ContainariumError.self) { try ProtoMap.nodeReport(Containarium_V1_NodeReport()) }
+    }
+
+    @Test("frames: data is carried byte for byte; frames without a channel or an op are ignored, never trusted")
     func frames() throws {
         let bytes: [UInt8] = Array(0...255)
         let f = try #require(LinkFrame.parse(LinkFrame.data(7, ByteBuffer(bytes: bytes))))
-        #expect(f.ch == 7 && f.op == "data" && f.bytes == bytes)
+        #expect(f.ch == 7 && f.op == .data(bytes))
         let open = try #require(LinkFrame.parse(LinkFrame.open(3, "ssh")))
-        #expect(open.op == "open" && open.target == "ssh")
-        #expect(LinkFrame.parse(LinkFrame.close(9))?.op == "close")
-        for bad: JSONValue in [.object([:]), .object(["ch": .number(0), "op": .string("data")]), .object(["ch": .number(1.5), "op": .string("data")]),
-                               .object(["ch": .string("1"), "op": .string("data")]), .object(["ch": .number(-1), "op": .string("close")]),
-                               .object(["ch": .number(1e12), "op": .string("close")]), .string("x")] {
+        #expect(open.op == .open("ssh"))
+        #expect(LinkFrame.parse(LinkFrame.open(4, "api"))?.op == .open("api"))
+        #expect(LinkFrame.parse(LinkFrame.close(9))?.op == .close)
+        let unknownTarget = Containarium_V1_LinkFrame.with {
+            $0.channel = 2
+            $0.open = .unspecified
+        }
+        #expect(LinkFrame.parse(unknownTarget)?.op == .open(nil))
+        for bad in [Containarium_V1_LinkFrame(), .with { $0.close = true }, .with { $0.channel = 5 }] {
             #expect(LinkFrame.parse(bad) == nil, "\(bad)")
         }
     }

@@ -140,6 +140,16 @@ struct RESTTests {
                     #expect(r.status == 400 && r.errorCode == "invalid_argument" && r.json?["error"]?["message"]?.stringValue?.isEmpty == false,
                             "\(body): \(r.status) \(r.text)")
                 }
+                // gpuDevices is the scheduler's, for admins (a control plane handing a create to a
+                // node): a user's is refused; an admin's must name real PCI addresses, one per GPU.
+                let picked = try await Self.send(client, .post, "/v1/containers", token: kate,
+                                                 body: #"{"username": "kate", "gpus": 1, "gpuDevices": ["0000:65:00.0"]}"#)
+                #expect(picked.status == 403 && picked.errorCode == "permission_denied", "\(picked.text)")
+                for devices in [#"["65:00"]"#, #"["0000:65:00.0", "0000:66:00.0"]"#] {
+                    let r = try await Self.send(client, .post, "/v1/containers", token: admin,
+                                                body: #"{"username": "kate", "gpus": 1, "gpuDevices": \#(devices)}"#)
+                    #expect(r.status == 400 && r.errorCode == "invalid_argument", "\(devices): \(r.text)")
+                }
                 #expect(try h.calls("create").isEmpty)
                 #expect(try await h.plane.store.containers().isEmpty)
                 #expect(try await Self.send(client, .get, "/v1/containers/kate", token: admin).status == 404)
@@ -163,8 +173,10 @@ struct RESTTests {
                 let audit = try #require(try await Self.send(client, .get, "/v1/audit?target=kate&action=container.create", token: admin).json)
                 let results = audit["entries"]?.items?.compactMap { $0["result"]?.stringValue } ?? []
                 // Refused by the adapter's strict decoding: never reach the control plane. The
-                // memory, stack and key refusals come from the service layer, audited for kate.
-                #expect(results.filter { $0 == "invalid_argument" }.count == 3, "entries: \(results)")
+                // memory, stack and key refusals come from the service layer, audited for kate, as
+                // are the two bad gpuDevices of the admin's and kate's refused one.
+                #expect(results.filter { $0 == "invalid_argument" }.count == 5, "entries: \(results)")
+                #expect(results.filter { $0 == "permission_denied" }.count == 1, "entries: \(results)")
                 #expect(results.contains("internal") && results.contains("ok"), "\(results)")
             }
         }
