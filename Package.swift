@@ -237,7 +237,7 @@ let package = Package(
             name: "InProcessTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "TestSupport",
-                "ContainariumProto", "ContainariumClient", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "ContainariumProto", "ContainariumClient", "ContainariumScheduler", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

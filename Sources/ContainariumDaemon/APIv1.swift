@@ -62,7 +62,7 @@ struct APIv1: Sendable {
     }
 
     func exec(_ who: Caller, _ m: Containarium_V1_ExecRequest) async throws(ContainariumError) -> Containarium_V1_ExecResponse {
-        ProtoMap.exec(try await plane.exec(who, m.username, command: m.command, asUser: m.asUser))
+        ProtoMap.exec(try await plane.exec(who, m.username, command: m.command, asUser: m.asUser, account: ProtoMap.nonEmpty(m.account)))
     }
 
     func installStack(_ who: Caller, _ m: Containarium_V1_InstallStackRequest) async throws(ContainariumError) -> Containarium_V1_InstallStackResponse {
@@ -213,10 +213,7 @@ struct APIv1: Sendable {
     func setPluginEnabled(_ who: Caller, _ m: Containarium_V1_SetPluginEnabledRequest) async throws(ContainariumError) -> Containarium_V1_SetPluginEnabledResponse {
         guard m.hasEnabled else { throw .invalid("missing field 'enabled' (true or false)") }
         let t = try await plane.setPluginEnabled(who, m.id, enabled: m.enabled, force: m.force, on: ProtoMap.nonEmpty(m.node))
-        return .with {
-            $0.message = t.message
-            $0.restartRequired = t.restartRequired
-        }
+        return ProtoMap.pluginToggle(t)
     }
 
     func listStacks(_ who: Caller, _: Containarium_V1_ListStacksRequest) async throws(ContainariumError) -> Containarium_V1_ListStacksResponse {

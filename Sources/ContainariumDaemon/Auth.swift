@@ -84,8 +84,9 @@ public struct Tokens: Sendable {
         }
     }
 
-    /// Verify a bearer token: signature (HS256 only), issuer, expiry, known role.
-    public func verify(_ token: String) async throws(ContainariumError) -> (subject: String, role: Role) {
+    /// Verify a bearer token: signature (HS256 only), issuer, expiry, known role. A node token
+    /// must name its node (`node.NAME`) and expire.
+    public func verify(_ token: String) async throws(ContainariumError) -> (subject: String, role: Role, issuedAt: Date, expiresAt: Date?) {
         let digest = SHA256.hash(data: Data(token.utf8))
         if let hit = verified.lookup(digest) { return hit }
         let claims: TokenClaims
@@ -108,8 +109,14 @@ public struct Tokens: Sendable {
         }
         let role: Role = claims.roles.contains("admin") ? .admin : claims.roles.contains("user") || claims.roles.isEmpty ? .user
             : claims.roles.contains("node") ? .node : .user
-        verified.insert(digest, subject: claims.sub.value, role: role, expires: claims.exp?.value ?? .distantFuture)
-        return (claims.sub.value, role)
+        if role == .node {
+            let name = claims.sub.value.hasPrefix("node.") ? String(claims.sub.value.dropFirst("node.".count)) : ""
+            guard Cluster.validNodeName(name), claims.exp != nil else {
+                throw .unauthenticated("invalid token: a node token names its node and expires; mint one with `containarium node token --node NAME`")
+            }
+        }
+        verified.insert(digest, subject: claims.sub.value, role: role, issuedAt: claims.iat.value, expires: claims.exp?.value)
+        return (claims.sub.value, role, claims.iat.value, claims.exp?.value)
     }
 }
 
@@ -141,25 +148,25 @@ public enum JWTSecretSource: Equatable, Sendable {
 
 /// A small, bounded cache of verified tokens keyed by their SHA-256.
 final class VerifiedTokens: Sendable {
-    struct Entry { var subject: String; var role: Role; var expires: Date }
+    struct Entry { var subject: String; var role: Role; var issuedAt: Date; var expires: Date? }
     private let state = Mutex<[SHA256.Digest: Entry]>([:])
     static let capacity = 4096
 
-    func lookup(_ digest: SHA256.Digest, now: Date = Date()) -> (subject: String, role: Role)? {
+    func lookup(_ digest: SHA256.Digest, now: Date = Date()) -> (subject: String, role: Role, issuedAt: Date, expiresAt: Date?)? {
         state.withLock { map in
             guard let e = map[digest] else { return nil }
-            guard e.expires > now else {
+            guard (e.expires ?? .distantFuture) > now else {
                 map[digest] = nil
                 return nil
             }
-            return (e.subject, e.role)
+            return (e.subject, e.role, e.issuedAt, e.expires)
         }
     }
 
-    func insert(_ digest: SHA256.Digest, subject: String, role: Role, expires: Date) {
+    func insert(_ digest: SHA256.Digest, subject: String, role: Role, issuedAt: Date, expires: Date?) {
         state.withLock { map in
             if map.count >= Self.capacity { map.removeAll(keepingCapacity: true) }
-            map[digest] = Entry(subject: subject, role: role, expires: expires)
+            map[digest] = Entry(subject: subject, role: role, issuedAt: issuedAt, expires: expires)
         }
     }
 }

@@ -12,6 +12,7 @@ import HummingbirdWebSocket
 public import Logging
 import PluginHost
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// Everything `containarium daemon` needs to start.
@@ -58,6 +59,9 @@ public struct DaemonOptions: Sendable {
         ((stateDir as NSString).appendingPathComponent("api") as NSString).appendingPathComponent("containarium.sock")
     }
 
+    /// Where `node join` leaves the membership (JoinOptions as JSON, mode 0600).
+    public static func joinFile(stateDir: String) -> String { (stateDir as NSString).appendingPathComponent("node.json") }
+
     public init(jwtSecret: String) { self.jwtSecret = jwtSecret }
 }
 
@@ -83,6 +87,39 @@ public struct JoinOptions: Codable, Sendable, Equatable {
     }
 }
 
+/// A node's token for its control planes: the one it joined with, until a control plane renews
+/// it; the renewed one is written to the join file, so a restart uses the newest.
+final class NodeCredential: Sendable {
+    private let state: Mutex<JoinOptions>
+    let file: String
+
+    init(join: JoinOptions, file: String) {
+        state = Mutex(join)
+        self.file = file
+    }
+
+    var token: String { state.withLock { $0.token } }
+
+    func renew(_ token: String, logger: Logger) {
+        let join = state.withLock { j -> JoinOptions? in
+            guard j.token != token else { return nil }
+            j.token = token
+            return j
+        }
+        guard let join else { return }
+        do {
+            let data = try JSONEncoder().encode(join)
+            let tmp = file + ".tmp"
+            guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]), rename(tmp, file) == 0 else {
+                throw ContainariumError(.internal, "cannot write \(file)")
+            }
+            logger.info("the control plane renewed this node's token (kept in \(file))")
+        } catch {
+            logger.warning("the control plane renewed this node's token, but \(file) could not be updated: \(error) (a restart uses the old token)")
+        }
+    }
+}
+
 /// A closure as a ServiceLifecycle service that stops on graceful shutdown.
 struct TaskService: Service, CustomStringConvertible {
     let description: String
@@ -98,6 +135,7 @@ struct NodeAgent {
     let plane: ControlPlane
     let tokens: Tokens
     let join: JoinOptions
+    let credential: NodeCredential
     let options: DaemonOptions
     /// This node's SSH gateway host key, when it runs one.
     let gatewayHostKey: String?
@@ -130,8 +168,9 @@ struct NodeAgent {
                     for server in join.servers {
                         group.addTask {
                             do throws(ContainariumError) {
-                                let endpoint = try ContainariumEndpoint(server: server, certsDir: join.certsDir, token: join.token)
+                                let endpoint = try ContainariumEndpoint(server: server, certsDir: join.certsDir, token: credential.token)
                                 let reply = try await endpoint.connect { c in try await c.nodes.reportNode(message, metadata: c.metadata) }
+                                if !reply.renewedToken.isEmpty { credential.renew(reply.renewedToken, logger: logger) }
                                 return (server, .success(reply.gatewayKeys))
                             } catch {
                                 return (server, .failure(error))
@@ -214,8 +253,10 @@ public enum Daemon {
         let gatewayKeys = try options.ssh.map { ssh throws(ContainariumError) in try GatewayKeys.loadOrCreate(dir: ssh.keyDir) }
         if let gatewayKeys { plane.setGatewayUpstreamKey(gatewayKeys.upstreamPublicKey) }
         if let join = options.join {
+            let credential = NodeCredential(join: join, file: DaemonOptions.joinFile(stateDir: options.stateDir))
             services.append(.init(service: TaskService(description: "node-agent") {
-                await NodeAgent(plane: plane, tokens: tokens, join: join, options: options, gatewayHostKey: gatewayKeys?.hostPublicKey, logger: logger).run()
+                await NodeAgent(plane: plane, tokens: tokens, join: join, credential: credential, options: options,
+                                gatewayHostKey: gatewayKeys?.hostPublicKey, logger: logger).run()
             }))
             // The link: the control plane reaches the local API socket through the connection
             // this node opens to it.
@@ -223,7 +264,8 @@ public enum Daemon {
             guard options.localAPI else { throw ContainariumError(.invalidArgument, "a node's link needs the daemon's local API socket") }
             let localGateway = options.ssh.map { ssh in (host: ["0.0.0.0", "::", ""].contains(ssh.host) ? "127.0.0.1" : ssh.host, port: ssh.port) }
             services.append(.init(service: TaskService(description: "node-link") {
-                await NodeLinkAgent(join: join, nodeName: service.config.nodeName, apiSocket: apiSocket, gateway: localGateway, logger: logger).run()
+                await NodeLinkAgent(join: join, credential: credential, nodeName: service.config.nodeName, apiSocket: apiSocket, gateway: localGateway,
+                                    logger: logger).run()
             }))
         }
         if options.reconcilerEnabled {

@@ -62,12 +62,13 @@ struct GRPCNodeConnection: NodeConnection {
         }.view
     }
 
-    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
+    func exec(_ user: Username, _ command: [String], account: String?) async throws(ContainariumError) -> ExecResult {
         let r = try await endpoint.connect { c in
             try await c.containers.exec(.with {
                 $0.username = user.value
                 $0.command = command
-                $0.asUser = asUser
+                $0.asUser = account != nil
+                $0.account = account ?? ""
             }, metadata: c.metadata)
         }
         return ExecResult(exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr)
@@ -152,7 +153,8 @@ struct GRPCNodeConnection: NodeConnection {
                 $0.force = force
             }, metadata: c.metadata)
         }
-        return PluginToggleView(id: id, enabled: enabled, node: "", configPath: "", section: "", restartRequired: r.restartRequired, message: r.message)
+        return PluginToggleView(id: r.id, enabled: r.enabled, node: r.node, configPath: r.configPath, section: r.section,
+                                restartRequired: r.restartRequired, message: r.message)
     }
 
     func create(_ request: CreateEnvironmentRequest, progress: @escaping @Sendable (StepProgress) -> Void) async throws(ContainariumError) -> ContainerView {

@@ -36,19 +36,19 @@ enum LinkFrame {
 
     static func open(_ ch: Int, _ target: String) -> Message {
         .with {
-            $0.channel = UInt32(ch)
+            $0.channel = UInt32(clamping: ch)
             $0.open = target == "ssh" ? .ssh : .api
         }
     }
     static func data(_ ch: Int, _ bytes: ByteBuffer) -> Message {
         .with {
-            $0.channel = UInt32(ch)
+            $0.channel = UInt32(clamping: ch)
             $0.data = Data(bytes.readableBytesView)
         }
     }
     static func close(_ ch: Int) -> Message {
         .with {
-            $0.channel = UInt32(ch)
+            $0.channel = UInt32(clamping: ch)
             $0.close = true
         }
     }
@@ -100,7 +100,10 @@ final class LinkChannels: Sendable {
         let (stream, cont) = AsyncStream<[UInt8]>.makeStream()
         let (id, closed) = open.withLock { s -> (Int, Bool) in
             let id = ch ?? s.next
-            s.next = max(s.next, id + 1)
+            // Channel numbers are a frame's uint32: after the last one, numbering starts again
+            // at 1 (that channel closed long before).
+            let following = id >= Int(UInt32.max) ? 1 : id + 1
+            s.next = ch == nil ? following : max(s.next, following)
             guard !s.closed else { return (id, true) }
             s.streams[id]?.finish()
             s.streams[id] = cont
@@ -258,6 +261,8 @@ public final class NodeLinks: LinkSockets {
 /// channel the control plane opens to the node API's unix socket or the SSH gateway.
 struct NodeLinkAgent {
     let join: JoinOptions
+    /// The node's current token (renewed by its control planes).
+    let credential: NodeCredential
     let nodeName: String
     /// The node API's unix socket.
     let apiSocket: String
@@ -280,7 +285,7 @@ struct NodeLinkAgent {
         while !Task.isCancelled {
             let started = Date()
             do throws(ContainariumError) {
-                let endpoint = try ContainariumEndpoint(server: server, certsDir: join.certsDir, token: join.token)
+                let endpoint = try ContainariumEndpoint(server: server, certsDir: join.certsDir, token: credential.token)
                 if failing { logger.notice("linking to the control plane at \(server) again") }
                 try await once(endpoint)
                 failing = false

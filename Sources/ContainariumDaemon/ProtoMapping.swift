@@ -72,6 +72,8 @@ enum ProtoMap {
         .with {
             $0.name = s.name
             $0.description_p = s.description
+            $0.packages = s.packages
+            $0.check = s.check
         }
     }
 
@@ -288,6 +290,18 @@ enum ProtoMap {
                     $0.result = result
                 }
             }
+        }
+    }
+
+    static func pluginToggle(_ t: PluginToggleView) -> Containarium_V1_SetPluginEnabledResponse {
+        .with {
+            $0.message = t.message
+            $0.restartRequired = t.restartRequired
+            $0.id = t.id
+            $0.enabled = t.enabled
+            $0.node = t.node
+            $0.configPath = t.configPath
+            $0.section = t.section
         }
     }
 }

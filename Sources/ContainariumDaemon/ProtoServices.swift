@@ -26,8 +26,8 @@ struct GRPCAuth: Sendable {
         if let header = metadata[stringValues: "authorization"].first(where: { _ in true }) {
             let parts = header.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("authorization metadata must be 'Bearer <token>'") }
-            let (subject, role) = try await tokens.verify(String(parts[1]))
-            return Caller(subject: subject, role: role, source: peer, interface: "grpc")
+            let (subject, role, issued, expires) = try await tokens.verify(String(parts[1]))
+            return Caller(subject: subject, role: role, source: peer, interface: "grpc", issuedAt: issued, expiresAt: expires)
         }
         if mtls { return Caller(subject: "mtls-client", role: .admin, source: peer, interface: "grpc") }
         if nodeAPI {
@@ -42,11 +42,20 @@ struct GRPCAuth: Sendable {
 
     /// The caller, or the refusal audited as `method`.
     func authenticate(_ metadata: Metadata, _ context: ServerContext, _ method: String) async throws(ContainariumError) -> Caller {
-        do throws(ContainariumError) { return try await caller(metadata, context) } catch {
+        let who: Caller
+        do throws(ContainariumError) { who = try await caller(metadata, context) } catch {
             await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: method, reason: error.message)
             throw error
         }
+        // A node's identity is for the node protocol only: no other method answers it.
+        if who.role == .node, !Self.nodeMethods.contains(method) {
+            throw .denied("node tokens are for the node protocol (NodeService: ReportNode, Link) only")
+        }
+        return who
     }
+
+    /// What a node token may call: NodeService's methods (audited under these names).
+    static let nodeMethods: Set<String> = ["ReportNode", "NodeLink"]
 
     /// A unary call: authenticate, run, map the error once.
     func unary<I: Sendable, O: Sendable>(
@@ -195,27 +204,33 @@ extension ContainerServiceV1 {
         }
         let plane = self.plane
         return StreamingServerResponse { writer in
-            // One reader for the whole call: the first message opens, the rest are input.
+            // One reader for the whole call: the first message opens; each later one is written
+            // to the console before the next is read, so a client that sends faster than the
+            // console takes input is slowed down by HTTP/2 flow control, never buffered here.
             let (opens, opening) = AsyncStream<Containarium_V1_OpenConsoleRequest>.makeStream(bufferingPolicy: .bufferingOldest(1))
-            let (inbox, inboxInput) = AsyncStream<Data>.makeStream(bufferingPolicy: .unbounded)
+            let (opened, handOver) = AsyncStream<any TerminalStream>.makeStream(bufferingPolicy: .bufferingOldest(1))
             let reader = Task {
-                var first = true
+                var console: (any TerminalStream)?
                 do {
                     for try await m in request.messages {
-                        defer { first = false }
-                        switch m.input {
-                        case .open(let o)? where first:
+                        guard let open = console else {
+                            // The first message: an open, or the call ends (below).
+                            guard case .open(let o)? = m.input else { break }
                             opening.yield(o)
                             opening.finish()
-                        case .data(let d)? where !first: inboxInput.yield(d)
-                        default:
-                            opening.finish()  // anything but an open first ends the call (below)
-                            if first { inboxInput.finish() }
+                            var next = opened.makeAsyncIterator()
+                            guard let c = await next.next() else { break }  // the console did not open
+                            console = c
+                            continue
                         }
+                        guard case .data(let d)? = m.input else { continue }
+                        try await open.write(ByteBuffer(bytes: d))
                     }
                 } catch {}
                 opening.finish()
-                inboxInput.finish()
+                // The client stopped sending (or the console refused input): close the console,
+                // which ends its output and so the call.
+                console?.close()
             }
             defer { reader.cancel() }
             var next = opens.makeAsyncIterator()
@@ -226,25 +241,20 @@ extension ContainerServiceV1 {
             switch open.kind {
             case .unspecified, .serial: kind = "serial"
             case .vnc: kind = "vnc"
-            case .UNRECOGNIZED(let n): throw RPCError(containarium: .invalid("console kind \(n) is not serial or vnc"))
+            case .UNRECOGNIZED(let n):
+                handOver.finish()
+                throw RPCError(containarium: .invalid("console kind \(n) is not serial or vnc"))
             }
             let console: any TerminalStream
             do throws(ContainariumError) { console = try await plane.openConsoleStream(who, open.username, kind: kind) } catch {
+                handOver.finish()
                 throw RPCError(containarium: error)
             }
             let started = Date()
             defer { console.close() }
+            handOver.yield(console)
+            handOver.finish()
             try await writer.write(.with { $0.ready = true })
-            // Input in a task of its own: when the console ends (the VM stopped), the call ends
-            // at once without waiting for the client to stop sending; when the client stops
-            // sending, the console is closed, which ends the output below.
-            let input = Task {
-                for await bytes in inbox {
-                    do { try await console.write(ByteBuffer(bytes: bytes)) } catch { break }
-                }
-                console.close()
-            }
-            defer { input.cancel() }
             for await chunk in console.output {
                 try await writer.write(.with { $0.data = Data(chunk.readableBytesView) })
             }
@@ -290,7 +300,20 @@ struct NodeServiceV1: Containarium_V1_NodeService.ServiceProtocol {
     var api: APIv1 { APIv1(plane: auth.plane) }
 
     func reportNode(request: ServerRequest<Containarium_V1_NodeReport>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_NodeReportReply> {
-        await auth.unary("ReportNode", request, context, api.reportNode)
+        await auth.unary("ReportNode", request, context) { (who, m) async throws(ContainariumError) -> Containarium_V1_NodeReportReply in
+            var reply = try await api.reportNode(who, m)
+            if let renewed = try await renewal(who) { reply.renewedToken = renewed }
+            return reply
+        }
+    }
+
+    /// A node token past half its life is replaced by one with the same lifetime, so a node
+    /// that keeps reporting never runs out; one that stops (or is removed) does.
+    func renewal(_ who: Caller, now: Date = Date()) async throws(ContainariumError) -> String? {
+        guard who.role == .node, let issued = who.issuedAt, let expires = who.expiresAt else { return nil }
+        let lifetime = expires.timeIntervalSince(issued)
+        guard lifetime > 0, expires.timeIntervalSince(now) < lifetime / 2 else { return nil }
+        return try await auth.tokens.generate(username: who.subject, roles: [.node], expiresIn: lifetime, now: now)
     }
 
     func link(request: StreamingServerRequest<Containarium_V1_LinkFrame>, context: ServerContext) async throws
@@ -299,7 +322,7 @@ struct NodeServiceV1: Containarium_V1_NodeService.ServiceProtocol {
         let node = request.metadata[stringValues: LinkFrame.nodeKey].first { _ in true } ?? ""
         let links: NodeLinks
         do throws(ContainariumError) {
-            let who = try await auth.authenticate(request.metadata, context, "Link")
+            let who = try await auth.authenticate(request.metadata, context, "NodeLink")
             try await auth.plane.linkNode(who, node: node)
             guard let l = self.links else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
             links = l

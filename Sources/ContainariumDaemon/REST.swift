@@ -194,14 +194,14 @@ public struct RESTAPI: HTTPResponder {
 
     func authenticate(_ request: Request, _ context: RESTContext) async throws(ContainariumError) -> Caller {
         if request.headers[.authorization] == nil, Self.webSocketTarget(request.uri.path) != nil, let token = Self.webSocketToken(request.headers) {
-            let (subject, role) = try await tokens.verify(token)
-            return Caller(subject: subject, role: role, source: context.remote, interface: "rest")
+            let (subject, role, issued, expires) = try await tokens.verify(token)
+            return Caller(subject: subject, role: role, source: context.remote, interface: "rest", issuedAt: issued, expiresAt: expires)
         }
         guard let header = request.headers[.authorization] else { throw .unauthenticated("missing bearer token (Authorization: Bearer <token>)") }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated("the Authorization header must be 'Bearer <token>'") }
-        let (subject, role) = try await tokens.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
-        return Caller(subject: subject, role: role, source: context.remote, interface: "rest")
+        let (subject, role, issued, expires) = try await tokens.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
+        return Caller(subject: subject, role: role, source: context.remote, interface: "rest", issuedAt: issued, expiresAt: expires)
     }
 
     /// A query parameter given twice (every one this API takes is a single value).
@@ -367,6 +367,11 @@ struct AuthenticationMiddleware: RouterMiddleware {
             var r = api.error(error)
             r.headers[.wwwAuthenticate] = "Bearer realm=\"containarium\""
             return r
+        }
+        // A node's identity is for the node protocol (gRPC NodeService) only: no REST route,
+        // not even the public reads, answers it.
+        if context.caller?.role == .node {
+            return api.error(.denied("node tokens are for the node protocol (gRPC NodeService: ReportNode, Link) only"))
         }
         return try await next(request, context)
     }

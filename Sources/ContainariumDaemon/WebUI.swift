@@ -104,8 +104,8 @@ extension RESTAPI {
         let cols = Int(query["cols"] ?? "80") ?? 80, rows = Int(query["rows"] ?? "24") ?? 24
         let caller: Caller
         do throws(ContainariumError) {
-            let (subject, role) = try await tokens.verify(token)
-            caller = Caller(subject: subject, role: role, source: remote, interface: "rest")
+            let (subject, role, issued, expires) = try await tokens.verify(token)
+            caller = Caller(subject: subject, role: role, source: remote, interface: "rest", issuedAt: issued, expiresAt: expires)
             try await plane.authorize(caller, username, .act)
         } catch {
             await plane.auditAuthFailure(source: remote, interface: "rest", action: "container.\(kind)", reason: error.message)

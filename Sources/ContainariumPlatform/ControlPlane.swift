@@ -351,6 +351,9 @@ public final class ControlPlane: Sendable {
             try requireAdmin(caller, "removing nodes")
             guard let cluster else { throw .notFound("no node \(name)") }
             try await cluster.remove(name, force: force)
+            // Its tokens go with it: a removed node cannot report (and so rejoin) or link with
+            // them; joining again takes a new token.
+            try await store.setSetting(Self.revocationSetting(name), String(Date().timeIntervalSince1970))
         }
     }
 
@@ -379,26 +382,41 @@ public final class ControlPlane: Sendable {
     public func reportNode(_ caller: Caller, _ report: NodeReport) async throws(ContainariumError) -> NodeReportReply {
         guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may report node state") }
         guard let cluster else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
-        if caller.role == .node, caller.subject != "node", caller.subject != "node.\(report.info.name)" {
-            throw .denied("this token is for \(caller.subject), not node.\(report.info.name)")
-        }
+        try await requireNodeIdentity(caller, report.info.name)
         try await cluster.report(report)
         return NodeReportReply(gatewayKeys: gatewayUpstreamKey.withLock { $0 }.map { [$0] } ?? [])
     }
 
     /// A node opens its link (gRPC `NodeLink`): authorized, and audited as `node.link` either way.
     public func linkNode(_ caller: Caller, node: String) async throws(ContainariumError) {
-        try await audited(caller, "node.link", node) { () throws(ContainariumError) in try authorizeLink(caller, node: node) }
+        try await audited(caller, "node.link", node) { () async throws(ContainariumError) in try await authorizeLink(caller, node: node) }
     }
 
-    /// May this caller hold the link of `node`? Node tokens (for that node, or for any node),
-    /// or an admin; and only to a control plane (one whose cluster takes links).
-    func authorizeLink(_ caller: Caller, node: String) throws(ContainariumError) {
+    /// A node token acts only as the node it names, and only while that node's tokens are not
+    /// revoked (`removeNode` revokes every token issued before it). Admins may act as any node.
+    func requireNodeIdentity(_ caller: Caller, _ name: String) async throws(ContainariumError) {
+        guard caller.role == .node else { return }
+        guard let named = caller.nodeName, named == name else {
+            throw .denied("this token is for \(caller.subject), not node.\(name)")
+        }
+        if let revoked = try await nodeTokensRevoked(name), (caller.issuedAt ?? .distantPast) <= revoked {
+            throw .denied("node \(name)'s tokens were revoked (it was removed from the cluster at \(revoked.formatted(.iso8601))): mint a new one with `containarium node token --node \(name)`")
+        }
+    }
+
+    static func revocationSetting(_ node: String) -> String { "node-tokens-revoked." + node }
+
+    /// When `node`'s tokens were last revoked, if ever.
+    func nodeTokensRevoked(_ node: String) async throws(ContainariumError) -> Date? {
+        try await store.setting(Self.revocationSetting(node)).flatMap(Double.init).map { Date(timeIntervalSince1970: $0) }
+    }
+
+    /// May this caller hold the link of `node`? That node's own token, or an admin; and only
+    /// to a control plane (one whose cluster takes links).
+    func authorizeLink(_ caller: Caller, node: String) async throws(ContainariumError) {
         guard caller.role == .node || caller.isAdmin else { throw .denied("only node tokens may link a node") }
         guard Cluster.validNodeName(node) else { throw .invalid("the link names no valid node ('\(node)')") }
-        if caller.role == .node, caller.subject != "node", caller.subject != "node.\(node)" {
-            throw .denied("this token is for \(caller.subject), not node.\(node)")
-        }
+        try await requireNodeIdentity(caller, node)
         guard let cluster, cluster.links != nil else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
         guard node != cluster.localName else { throw .invalid("\(node) is the control plane's own name") }
     }
@@ -465,6 +483,10 @@ public final class ControlPlane: Sendable {
             var request = request
             if let wanted = request.node {
                 guard Cluster.validNodeName(wanted), wanted == node || cluster?.member(wanted) != nil else { throw .invalid("no node \(wanted) in this cluster") }
+            }
+            if !request.gpuDevices.isEmpty, let cluster, cluster.hasRemoteMembers || request.node != nil {
+                // Addresses name one node's GPUs; where the scheduler picks the node, it picks them.
+                throw .invalid("gpuDevices names one node's GPUs: on a control plane the scheduler picks them; ask for gpus (and gpuModel)")
             }
             if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) || request.node != nil {
                 if try await store.container(user.value) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
@@ -635,7 +657,7 @@ public final class ControlPlane: Sendable {
     public func resize(_ caller: Caller, _ username: String, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView {
         let detail = [cpu.map { "cpu=\($0)" }, memory.map { "memory=\($0)" }, disk.map { "disk=\($0)" }].compactMap { $0 }.joined(separator: " ")
         return try await audited(caller, "container.resize", username, detail: detail) { () async throws(ContainariumError) -> ContainerView in
-            let user = try await authorize(caller, username, .act)
+            let user = try await authorize(caller, username, .own)  // the owner's resources: not a collaborator's to change
             return try await node(of: user).resize(user, cpu: cpu, memory: memory, disk: disk)
         }
     }
@@ -655,13 +677,29 @@ public final class ControlPlane: Sendable {
         }
     }
 
-    public func exec(_ caller: Caller, _ username: String, command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
-        try await audited(caller, "container.exec", username, detail: asUser ? "as user" : "as root") { () async throws(ContainariumError) -> ExecResult in
+    /// Run a command in `username`'s environment: as root (admins only), or as an account in
+    /// it. `asUser` is the caller's own account there: the owner's for the owner (and admins), a
+    /// collaborator's own for a collaborator, never the owner's. `account` names one (admins:
+    /// any; others: only their own).
+    public func exec(_ caller: Caller, _ username: String, command: [String], asUser: Bool, account: String? = nil) async throws(ContainariumError) -> ExecResult {
+        let how = account.map { "as \($0)" } ?? (asUser ? "as user" : "as root")
+        return try await audited(caller, "container.exec", username, detail: how) { () async throws(ContainariumError) -> ExecResult in
             let user = try await authorize(caller, username, .act)
-            // Root inside an environment is for admins; others run as the account itself.
-            if !asUser && !caller.isAdmin { throw .denied("running commands as root needs the admin role; use --user") }
             guard !command.isEmpty else { throw .invalid("command is empty") }
-            return try await node(of: user).exec(user, command, asUser: asUser)
+            let runAs: String?
+            if let account {
+                let named = try Username(account)
+                if !caller.isAdmin && named.value != caller.subject { throw .denied("\(caller.subject) may run commands only as their own account") }
+                runAs = named.value
+            } else if asUser {
+                let owns = try await owner(of: user) == caller.subject
+                runAs = caller.isAdmin || owns ? user.value : try Username(caller.subject).value
+            } else {
+                // Root inside an environment is for admins; others run as their account.
+                guard caller.isAdmin else { throw .denied("running commands as root needs the admin role; use --user") }
+                runAs = nil
+            }
+            return try await node(of: user).exec(user, command, account: runAs)
         }
     }
 
@@ -693,9 +731,11 @@ public final class ControlPlane: Sendable {
         return try await node(of: user).keys(user).map { KeyView(fingerprint: $0.fingerprint, type: $0.type, comment: $0.comment ?? "", publicKey: $0.authorizedKeysLine) }
     }
 
+    /// The owner's keys are the owner's (and admins'): a collaborator's key would log in as the
+    /// owner, whose account has full sudo. Collaborators get their keys when they are added.
     public func addKey(_ caller: Caller, _ username: String, publicKey: String) async throws(ContainariumError) -> KeyView {
         try await audited(caller, "container.ssh-key.add", username) { () async throws(ContainariumError) -> KeyView in
-            let user = try await authorize(caller, username, .act)
+            let user = try await authorize(caller, username, .own)
             let key = try SSHPublicKey.registrable(publicKey)
             try await node(of: user).addKey(user, key)
             try? await store.addKey(KeyRecord(username: user.value, fingerprint: key.fingerprint, publicKey: key.authorizedKeysLine))
@@ -706,7 +746,7 @@ public final class ControlPlane: Sendable {
 
     public func removeKey(_ caller: Caller, _ username: String, fingerprint: String) async throws(ContainariumError) {
         try await audited(caller, "container.ssh-key.remove", username, detail: fingerprint) { () async throws(ContainariumError) in
-            let user = try await authorize(caller, username, .act)
+            let user = try await authorize(caller, username, .own)
             try await node(of: user).removeKey(user, fingerprint: fingerprint)
             _ = try? await store.removeKey(user.value, fingerprint: fingerprint)
             changed(user.value)

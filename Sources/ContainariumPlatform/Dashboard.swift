@@ -156,7 +156,9 @@ extension ControlPlane {
         return CatalogView(
             osTypes: (config.images ?? ["debian12": config.defaultImage ?? HostConfig.builtinImage]).keys.sorted(),
             defaultImage: config.defaultImage ?? HostConfig.builtinImage,
-            stacks: service.stacks.stacks.values.sorted { $0.name < $1.name }.map { CatalogView.Stack(name: $0.name, description: $0.description) })
+            stacks: service.stacks.stacks.values.sorted { $0.name < $1.name }.map {
+                CatalogView.Stack(name: $0.name, description: $0.description, packages: $0.packages, check: $0.check)
+            })
     }
 
     /// A login shell on a PTY in `username`'s environment, as the caller's own account there

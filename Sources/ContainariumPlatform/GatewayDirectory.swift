@@ -156,7 +156,7 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         let hop: (host: String, port: Int, socketPath: String?, hostKey: String)
         do throws(ContainariumError) { hop = try cluster.gateway(of: node) } catch { return .failure(.unavailable(error.message)) }
         let exec: Exec = { [plane] command throws(ContainariumError) in
-            try await plane.member(node).exec(owner, command, asUser: false)
+            try await plane.member(node).exec(owner, command, account: nil)
         }
         let (profile, account) = await resolve(owner, key: wanted, exec: exec)
         guard let profile else { return .failure(.unavailable("could not read \(owner.value)'s environment on \(node)")) }

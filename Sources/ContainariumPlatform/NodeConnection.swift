@@ -12,7 +12,8 @@ public protocol NodeConnection: Sendable {
     func delete(_ user: Username, force: Bool) async throws(ContainariumError)
     func power(_ user: Username, _ action: ControlPlane.PowerAction, force: Bool) async throws(ContainariumError) -> ContainerView
     func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView
-    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult
+    /// Run `command` as `account` in the environment (nil: root).
+    func exec(_ user: Username, _ command: [String], account: String?) async throws(ContainariumError) -> ExecResult
     /// Install a stack; the answer is the stack's check output.
     func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> String
     func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView

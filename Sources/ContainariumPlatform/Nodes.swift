@@ -17,7 +17,8 @@ protocol EnvironmentNode: Sendable {
     func delete(_ user: Username, force: Bool) async throws(ContainariumError)
     func power(_ user: Username, _ action: ControlPlane.PowerAction, force: Bool) async throws(ContainariumError) -> ContainerView
     func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView
-    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult
+    /// Run `command` as `account` in the environment (nil: root).
+    func exec(_ user: Username, _ command: [String], account: String?) async throws(ContainariumError) -> ExecResult
     func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult
     func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView
     /// The keys that open the owner's account (its authorized_keys).
@@ -56,8 +57,8 @@ struct RemoteNode: EnvironmentNode {
     func resize(_ user: Username, cpu: String?, memory: String?, disk: String?) async throws(ContainariumError) -> ContainerView {
         tagged(try await client.resize(user, cpu: cpu, memory: memory, disk: disk))
     }
-    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
-        try await client.exec(user, command, asUser: asUser)
+    func exec(_ user: Username, _ command: [String], account: String?) async throws(ContainariumError) -> ExecResult {
+        try await client.exec(user, command, account: account)
     }
     func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult {
         // The node fails the call when the stack does not install: what comes back is its check.
@@ -122,8 +123,8 @@ struct LocalNode: EnvironmentNode {
         plane.inventory.put(info)
         return ContainerView(info, record: try await plane.store.container(user.value))
     }
-    func exec(_ user: Username, _ command: [String], asUser: Bool) async throws(ContainariumError) -> ExecResult {
-        try await service.exec(username: user.value, command: command, asUser: asUser)
+    func exec(_ user: Username, _ command: [String], account: String?) async throws(ContainariumError) -> ExecResult {
+        try await service.exec(username: user.value, command: command, account: account)
     }
     func installStack(_ user: Username, stack: String) async throws(ContainariumError) -> ExecResult {
         _ = try service.stacks.stack(stack)

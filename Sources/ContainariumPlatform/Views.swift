@@ -263,6 +263,8 @@ public struct CatalogView: Codable, Sendable, Equatable {
     public struct Stack: Codable, Sendable, Equatable {
         public var name: String
         public var description: String
+        public var packages: [String]
+        public var check: [String]
     }
 
     public var osTypes: [String]

@@ -619,8 +619,13 @@ public nonisolated struct Containarium_V1_ExecRequest: Sendable {
 
   public var command: [String] = []
 
-  /// Run as the environment's user; otherwise as root (admins only).
+  /// Run as the environment's user; otherwise as root (admins only). For a collaborator, the
+  /// environment's user is their own account in it, never the owner's.
   public var asUser: Bool = false
+
+  /// Run as this account in the environment (implies as_user). Admins may name any account;
+  /// others only their own.
+  public var account: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2037,7 +2042,7 @@ nonisolated extension Containarium_V1_ResizeContainerRequest: SwiftProtobuf.Mess
 
 nonisolated extension Containarium_V1_ExecRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExecRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}command\0\u{3}as_user\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}command\0\u{3}as_user\0\u{1}account\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2048,6 +2053,7 @@ nonisolated extension Containarium_V1_ExecRequest: SwiftProtobuf.Message, SwiftP
       case 1: try { try decoder.decodeSingularStringField(value: &self.username) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.command) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.asUser) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.account) }()
       default: break
       }
     }
@@ -2063,6 +2069,9 @@ nonisolated extension Containarium_V1_ExecRequest: SwiftProtobuf.Message, SwiftP
     if self.asUser != false {
       try visitor.visitSingularBoolField(value: self.asUser, fieldNumber: 3)
     }
+    if !self.account.isEmpty {
+      try visitor.visitSingularStringField(value: self.account, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2070,6 +2079,7 @@ nonisolated extension Containarium_V1_ExecRequest: SwiftProtobuf.Message, SwiftP
     if lhs.username != rhs.username {return false}
     if lhs.command != rhs.command {return false}
     if lhs.asUser != rhs.asUser {return false}
+    if lhs.account != rhs.account {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -219,6 +219,10 @@ public nonisolated struct Containarium_V1_NodeReportReply: Sendable {
   /// one hop to reach environments on the node.
   public var gatewayKeys: [String] = []
 
+  /// A fresh token for the node, with the lifetime of the one it reported with, once that one
+  /// is past half its life: the node uses it from now on (and keeps it in its join file).
+  public var renewedToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -505,7 +509,7 @@ nonisolated extension Containarium_V1_NodePluginList: SwiftProtobuf.Message, Swi
 
 nonisolated extension Containarium_V1_NodeReportReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeReportReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_keys\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_keys\0\u{3}renewed_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -514,6 +518,7 @@ nonisolated extension Containarium_V1_NodeReportReply: SwiftProtobuf.Message, Sw
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedStringField(value: &self.gatewayKeys) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.renewedToken) }()
       default: break
       }
     }
@@ -523,11 +528,15 @@ nonisolated extension Containarium_V1_NodeReportReply: SwiftProtobuf.Message, Sw
     if !self.gatewayKeys.isEmpty {
       try visitor.visitRepeatedStringField(value: self.gatewayKeys, fieldNumber: 1)
     }
+    if !self.renewedToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.renewedToken, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Containarium_V1_NodeReportReply, rhs: Containarium_V1_NodeReportReply) -> Bool {
     if lhs.gatewayKeys != rhs.gatewayKeys {return false}
+    if lhs.renewedToken != rhs.renewedToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

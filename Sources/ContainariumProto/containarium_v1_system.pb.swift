@@ -194,6 +194,18 @@ public nonisolated struct Containarium_V1_SetPluginEnabledResponse: Sendable {
 
   public var restartRequired: Bool = false
 
+  public var id: String = String()
+
+  public var enabled: Bool = false
+
+  /// The node whose config changed.
+  public var node: String = String()
+
+  /// The config file that changed, and its section (`plugins` or `nodes.NODE.plugins`).
+  public var configPath: String = String()
+
+  public var section: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -207,6 +219,11 @@ public nonisolated struct Containarium_V1_Stack: Sendable {
   public var name: String = String()
 
   public var description_p: String = String()
+
+  /// The packages it installs, and the command (argv) that checks it works.
+  public var packages: [String] = []
+
+  public var check: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -817,7 +834,7 @@ nonisolated extension Containarium_V1_SetPluginEnabledRequest: SwiftProtobuf.Mes
 
 nonisolated extension Containarium_V1_SetPluginEnabledResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SetPluginEnabledResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}message\0\u{3}restart_required\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}message\0\u{3}restart_required\0\u{1}id\0\u{1}enabled\0\u{1}node\0\u{3}config_path\0\u{1}section\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -827,6 +844,11 @@ nonisolated extension Containarium_V1_SetPluginEnabledResponse: SwiftProtobuf.Me
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.restartRequired) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.enabled) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.configPath) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.section) }()
       default: break
       }
     }
@@ -839,12 +861,32 @@ nonisolated extension Containarium_V1_SetPluginEnabledResponse: SwiftProtobuf.Me
     if self.restartRequired != false {
       try visitor.visitSingularBoolField(value: self.restartRequired, fieldNumber: 2)
     }
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 3)
+    }
+    if self.enabled != false {
+      try visitor.visitSingularBoolField(value: self.enabled, fieldNumber: 4)
+    }
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 5)
+    }
+    if !self.configPath.isEmpty {
+      try visitor.visitSingularStringField(value: self.configPath, fieldNumber: 6)
+    }
+    if !self.section.isEmpty {
+      try visitor.visitSingularStringField(value: self.section, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Containarium_V1_SetPluginEnabledResponse, rhs: Containarium_V1_SetPluginEnabledResponse) -> Bool {
     if lhs.message != rhs.message {return false}
     if lhs.restartRequired != rhs.restartRequired {return false}
+    if lhs.id != rhs.id {return false}
+    if lhs.enabled != rhs.enabled {return false}
+    if lhs.node != rhs.node {return false}
+    if lhs.configPath != rhs.configPath {return false}
+    if lhs.section != rhs.section {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -852,7 +894,7 @@ nonisolated extension Containarium_V1_SetPluginEnabledResponse: SwiftProtobuf.Me
 
 nonisolated extension Containarium_V1_Stack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Stack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0\u{1}packages\0\u{1}check\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -862,6 +904,8 @@ nonisolated extension Containarium_V1_Stack: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.packages) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.check) }()
       default: break
       }
     }
@@ -874,12 +918,20 @@ nonisolated extension Containarium_V1_Stack: SwiftProtobuf.Message, SwiftProtobu
     if !self.description_p.isEmpty {
       try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 2)
     }
+    if !self.packages.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.packages, fieldNumber: 3)
+    }
+    if !self.check.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.check, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Containarium_V1_Stack, rhs: Containarium_V1_Stack) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.description_p != rhs.description_p {return false}
+    if lhs.packages != rhs.packages {return false}
+    if lhs.check != rhs.check {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -591,20 +591,22 @@ public struct EnvironmentService: Sendable {
         return Self.tagged(try await client.resize(ResizeRequest(name: user.containerName, cpu: cpuValue, memoryBytes: mem?.bytes, diskBytes: dsk?.bytes)), client)
     }
 
-    public func exec(username: String, command: [String], asUser: Bool = false) async throws(ContainariumError) -> ExecResult {
+    /// Run `command` in `username`'s environment: as root, as the owner's account (`asUser`),
+    /// or as `account` (a collaborator's own).
+    public func exec(username: String, command: [String], asUser: Bool = false, account: String? = nil) async throws(ContainariumError) -> ExecResult {
         let user = try Username(username)
         let client = try await backend(holding: user.containerName)
         var request = ExecRequest(name: user.containerName, command: command)
-        if asUser {
+        if let name = try account.map(Username.init) ?? (asUser ? user : nil) {
             // Resolve the account's ids inside the container rather than assuming 1000.
-            let ent = try await client.exec(ExecRequest(name: user.containerName, command: ["getent", "passwd", user.value]))
-            guard ent.exitCode == 0, let account = PasswdEntry(line: ent.stdout) else {
-                throw .notFound("account \(user) does not exist in \(user.containerName)")
+            let ent = try await client.exec(ExecRequest(name: user.containerName, command: ["getent", "passwd", name.value]))
+            guard ent.exitCode == 0, let entry = PasswdEntry(line: ent.stdout) else {
+                throw .notFound("account \(name) does not exist in \(user.containerName)")
             }
-            request.user = account.uid
-            request.group = account.gid
-            request.cwd = account.home
-            request.environment = ["HOME": account.home, "USER": user.value, "LOGNAME": user.value]
+            request.user = entry.uid
+            request.group = entry.gid
+            request.cwd = entry.home
+            request.environment = ["HOME": entry.home, "USER": name.value, "LOGNAME": name.value]
         }
         return try await client.exec(request)
     }

@@ -180,10 +180,8 @@ public struct HostConfig: Codable, Sendable, Equatable {
         PluginSettings(pluginPaths: pluginPaths, plugins: plugins, nodes: nodes)
     }
 
-    /// The directory of the running executable, with symlinks resolved.
-    static var executableDirectory: URL {
-        URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent()
-    }
+    /// The directory of the running executable (/proc/self/exe, never argv[0]).
+    static var executableDirectory: URL { PluginTrust.executable.deletingLastPathComponent() }
 
     private static func envPaths(_ name: String) -> [String] {
         (ProcessInfo.processInfo.environment[name] ?? "").split(separator: ":").map(String.init).filter { !$0.isEmpty }

@@ -1,5 +1,6 @@
 public import ContainariumCore
 public import Foundation
+import PluginHost
 
 /// A software stack installed into an environment from the distribution's packages.
 /// Stacks are data files (`<name>.json`) that operators can add to or override.
@@ -44,6 +45,12 @@ public struct StackCatalog: Sendable {
             guard let files = try? fm.contentsOfDirectory(atPath: dir.path) else { continue }
             for file in files.sorted() where file.hasSuffix(".json") {
                 let url = dir.appendingPathComponent(file)
+                // A stack's setup runs as root in every environment that installs it: only files
+                // no one but root (or this user) can change are read.
+                if let why = PluginTrust.problem(url.path) {
+                    problems.append("stack file skipped: \(why)")
+                    continue
+                }
                 do {
                     let data = try Data(contentsOf: url)
                     let stack = try WireJSON.decoder().decode(Stack.self, from: data)

@@ -41,7 +41,7 @@ struct ClusterFlags: ParsableArguments {
 
 /// Where `node join` leaves the membership for `containarium daemon` to pick up.
 enum JoinFile {
-    static func path(_ stateDir: String) -> String { (stateDir as NSString).appendingPathComponent("node.json") }
+    static func path(_ stateDir: String) -> String { DaemonOptions.joinFile(stateDir: stateDir) }
 
     static func load(_ stateDir: String) throws -> JoinOptions? {
         let p = path(stateDir)
@@ -60,16 +60,18 @@ struct NodeCommand: AsyncParsableCommand {
 
 struct NodeToken: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "token", abstract: "Mint a token a node joins this control plane with.")
-    @Option(help: "Only for this node name (default: any node).") var node: String?
-    @Option(help: "How long the token is valid (e.g. 24h, 720h; 0 for no expiry).") var expiry = "24h"
+    @Option(help: "The node this token is for: it reports and links only as this node.") var node: String
+    @Option(help: "How long the token is valid (e.g. 720h, 90d; node tokens always expire).") var expiry = "720h"
     @Option(name: .customLong("secret-file"), help: "The control plane's JWT secret file.") var secretFile = "/etc/containarium/jwt.secret"
 
     func run() async throws {
         let token = try await ContainariumCLI.run { () async throws(ContainariumError) -> String in
             let (secret, _) = try JWTSecretSource.resolve(environment: ProcessInfo.processInfo.environment, file: secretFile, flag: nil)
-            if let node, !Cluster.validNodeName(node) { throw .invalid("'\(node)' is not a valid node name") }
-            return try await Tokens(secret: secret).generate(username: node.map { "node.\($0)" } ?? "node", roles: [.node],
-                                                             expiresIn: try Tokens.parseExpiry(expiry))
+            guard Cluster.validNodeName(node) else { throw .invalid("'\(node)' is not a valid node name (1-63 of a-z 0-9 . -)") }
+            guard let lifetime = try Tokens.parseExpiry(expiry) else {
+                throw .invalid("node tokens expire: give --expiry as a duration (e.g. 720h); `node remove` revokes them sooner")
+            }
+            return try await Tokens(secret: secret).generate(username: "node.\(node)", roles: [.node], expiresIn: lifetime)
         }
         print(token)
     }

@@ -83,6 +83,7 @@ struct Create: AsyncParsableCommand {
             let parts = l.split(separator: "=", maxSplits: 1)
             labelMap[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
+        if let gpus, gpus < 0 { throw fail(.invalid("--gpus must be 0 or more")) }
         var asked = CreateEnvironmentRequest(
             username: username, sshKeys: keys, image: image, osType: osType, cpu: cpu, memory: memory, disk: disk,
             autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap, gpus: gpus, gpuModel: gpuModel,

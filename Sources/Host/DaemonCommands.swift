@@ -8,6 +8,7 @@ import ContainariumService
 import Foundation
 import SwiftProtobuf
 import Logging
+import PluginHost
 
 /// Remote mode: every verb can run against a daemon's gRPC API instead of this node.
 struct RemoteOptions: ParsableArguments {
@@ -144,7 +145,7 @@ struct DaemonCommand: AsyncParsableCommand {
 
     /// share/containarium/NAME next to the executable's prefix, or in the usual prefixes.
     static func installed(_ name: String, marker: String) -> String? {
-        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let exe = PluginTrust.executable.deletingLastPathComponent()
         for dir in [exe.appendingPathComponent("../share/containarium/\(name)").standardized.path, "/usr/local/share/containarium/\(name)",
                     "/usr/share/containarium/\(name)"] where FileManager.default.fileExists(atPath: dir + "/" + marker) {
             return dir

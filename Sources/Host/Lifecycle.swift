@@ -390,7 +390,7 @@ struct StacksCommand: AsyncParsableCommand {
     func run() async throws {
         if let client = try remote.client() {
             let v = try await client.cli { c in try await c.system.listStacks(.init(), metadata: c.metadata) }
-            print(Table.render(header: ["STACK", "DESCRIPTION"], rows: v.stacks.map { [$0.name, $0.description_p] }))
+            print(Table.render(header: ["STACK", "DESCRIPTION", "CHECK"], rows: v.stacks.map { [$0.name, $0.description_p, $0.check.joined(separator: " ")] }))
             return
         }
         let service = try global.service()

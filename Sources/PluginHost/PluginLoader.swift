@@ -147,6 +147,11 @@ public struct PluginLoader: Sendable {
         guard enabled else { return record }
         let entry = settings.entry(for: manifest.id, node: node)
         do throws(ContainariumError) {
+            // Code is loaded only from where no one but root (or this user) can change it.
+            for path in [directory.path, directory.appendingPathComponent(PluginManifest.fileName).path,
+                         directory.appendingPathComponent(manifest.library).path] where FileManager.default.fileExists(atPath: path) {
+                if let why = PluginTrust.problem(path) { throw ContainariumError(.pluginLoad, why) }
+            }
             switch entry.isolation ?? "in-process" {
             case "in-process":
                 record.plugin = try open(manifest: manifest, directory: directory)

@@ -6,6 +6,10 @@ import PluginHost
 import TestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Builds fixture plugins with the system C compiler and loads them through the real loader.
 struct PluginFixture {
     let root: URL
@@ -71,6 +75,61 @@ struct PluginLoaderTests {
         #expect(!plugin.provides("instances/1"))
         let health = await plugin.health()
         #expect(health.status == "ok")
+    }
+
+    @Test("code loads only from where no one else can change it: a world-writable plugin directory, a group-writable library, another user's files are refused by path")
+    func untrustedPaths() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        chmod(fx.root.path, 0o755)
+        // Each is loaded on its own (they are the same plugin, whose id its library checks).
+        let open = try fx.make(dir: "open")
+        chmod(open.path, 0o777)
+        let lib = try fx.make(dir: "lib")
+        chmod(lib.appendingPathComponent("libfixture.so").path, 0o775)
+        let good = try fx.make(dir: "good")
+        var expected = [open: "\(open.path) is writable by group or others (mode 777)", lib: "libfixture.so is writable by group or others (mode 775)"]
+        if geteuid() == 0 {
+            // Root's host must not load what another user could have written.
+            let theirs = try fx.make(dir: "theirs")
+            #expect(chown(theirs.appendingPathComponent("plugin.json").path, 65534, 65534) == 0)
+            expected[theirs] = "plugin.json belongs to uid 65534"
+        }
+        for (dir, why) in expected {
+            let r = try fx.record(dir.lastPathComponent, in: fx.load(paths: [dir]))
+            guard case .failed(let message) = r.state else {
+                Issue.record("\(dir.lastPathComponent) loaded: \(r.state)")
+                continue
+            }
+            #expect(message.contains(why) && message.contains("refusing to load code"), "\(dir.lastPathComponent): \(message)")
+            #expect(r.plugin == nil)
+        }
+        #expect(try fx.record("good", in: fx.load(paths: [good])).state == .ready)
+        // A world-writable directory above a plugin is refused too; root's sticky /tmp is not.
+        #expect(PluginTrust.problem(good.path) == nil, "\(String(describing: PluginTrust.problem(good.path)))")
+        chmod(fx.root.path, 0o777)
+        defer { chmod(fx.root.path, 0o755) }
+        #expect(PluginTrust.problem(good.appendingPathComponent("plugin.json").path)?.contains("\(fx.root.path) is writable") == true)
+    }
+
+    @Test("the executable is found through /proc/self/exe, never argv[0]: run by name from a directory an attacker prepared, it loads nothing from there")
+    func argvZeroIsNotTrusted() throws {
+        let fx = try PluginFixture()
+        defer { TestEnv.cleanup(fx.root) }
+        // The attacker's layout: <dir>/work as the current directory and the plugin where
+        // argv[0]-relative lookup would find it (<dir>/lib/containarium/plugins).
+        let planted = try fx.make(dir: "lib/containarium/plugins/planted", manifest: [
+            "id": "planted", "name": "Planted", "version": "1.0.0", "abi": "1.0", "library": "libfixture.so", "capabilities": ["scanner/1"],
+            "defaultEnabled": true,
+        ])
+        let work = fx.root.appendingPathComponent("work"), bin = fx.root.appendingPathComponent("bin")
+        for d in [work, bin] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        try FileManager.default.createSymbolicLink(at: bin.appendingPathComponent("containarium"), withDestinationURL: URL(fileURLWithPath: TestEnv.cliPath))
+        #expect(FileManager.default.fileExists(atPath: planted.appendingPathComponent("plugin.json").path))
+        let r = try Run.run("/usr/bin/env", ["-C", work.path, "PATH=\(bin.path):/usr/bin:/bin", "containarium", "plugin", "list", "--format", "json"],
+                            environment: ["CONTAINARIUM_PLUGIN_PATH": ""])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(!r.stdout.contains("planted"), "argv[0] led the host to the attacker's plugin: \(r.stdout)")
     }
 
     @Test("missing library: clear message, nothing loaded")

@@ -14,8 +14,8 @@ struct ControlPlaneTests {
     typealias C = Harness
 
     /// Who may do what to alice's environment (docs/security.md; ControlPlane.authorize):
-    /// owners and admins everything, collaborators read and act but not own, other users and
-    /// node identities nothing.
+    /// owners and admins everything, collaborators read and act (as their own account) but not
+    /// own (collaborators, keys, resources, delete), other users and node identities nothing.
     @Test("authorization matrix: admin, owner, another user, collaborator and a node identity across every operation")
     func matrix() async throws {
         try await Harness.with { (h: Harness) async throws in
@@ -37,11 +37,13 @@ struct ControlPlaneTests {
             await check("stop", readers) { c in _ = try await p.power(c, "alice", .stop) }
             await check("start", readers) { c in _ = try await p.power(c, "alice", .start) }
             await check("restart", readers) { c in _ = try await p.power(c, "alice", .restart) }
-            await check("resize", readers) { c in _ = try await p.resize(c, "alice", cpu: nil, memory: "600MB", disk: nil) }
+            // the owner's resources and keys: not a collaborator's (a key there logs in as the owner)
+            let owners: [(Caller, ContainariumError.Code?)] = [(owner, nil), (admin, nil), (friend, denied), (stranger, denied), (node, denied)]
+            await check("resize", owners) { c in _ = try await p.resize(c, "alice", cpu: nil, memory: "600MB", disk: nil) }
             await check("list keys", readers) { c in _ = try await p.listKeys(c, "alice") }
             await check("list collaborators", readers) { c in _ = try await p.listCollaborators(c, "alice") }
             await check("exec as the account", readers) { c in _ = try await p.exec(c, "alice", command: ["whoami"], asUser: true) }
-            await check("add a key", [(owner, nil), (friend, nil), (admin, nil), (stranger, denied), (node, denied)]) { c in
+            await check("add a key", owners) { c in
                 _ = try await p.addKey(c, "alice", publicKey: C.sshKey(c.subject))
             }
             // root inside the environment is for admins only

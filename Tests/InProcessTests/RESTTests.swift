@@ -67,7 +67,7 @@ struct RESTTests {
         var expect: [Who: Int]
     }
 
-    @Test("authorization matrix: every route x {no token, expired, garbage, forged, wrong scheme, node, another user, collaborator, owner, admin}")
+    @Test("authorization matrix: every route x {no token, expired, garbage, forged, wrong scheme, node, another user, collaborator, owner, admin}; the owner's keys and resources are not a collaborator's")
     func matrix() async throws {
         try await Harness.with { (h: Harness) async throws in
             try await h.create("alice")
@@ -75,6 +75,8 @@ struct RESTTests {
             let tokens = try await Self.tokens(h)
             let c = "/v1/containers/alice"
             func std(_ ok: Int) -> [Who: Int] { [.node: 403, .stranger: 403, .friend: ok, .owner: ok, .admin: ok] }
+            /// The owner's own (and admins'): not a collaborator's.
+            func owners(_ ok: Int) -> [Who: Int] { [.node: 403, .stranger: 403, .friend: 403, .owner: ok, .admin: ok] }
             let key = Harness.sshKey()
             let routes: [Route] = [
                 Route(method: .post, path: "/v1/containers", body: { _ in #"{"username": "alice", "sshKeys": ["\#(key)"]}"# },
@@ -84,11 +86,12 @@ struct RESTTests {
                 Route(method: .post, path: c + "/stop", expect: std(200)),
                 Route(method: .post, path: c + "/start", expect: std(200)),
                 Route(method: .post, path: c + "/restart", expect: std(200)),
-                Route(method: .put, path: c + "/resize", body: { _ in #"{"resources": {"memory": "600MB"}}"# }, expect: std(200)),
+                Route(method: .put, path: c + "/resize", body: { _ in #"{"resources": {"memory": "600MB"}}"# }, expect: owners(200)),
                 Route(method: .post, path: c + "/install-stack", body: { _ in #"{"stack": "no-such-stack"}"# }, expect: std(400)),
                 Route(method: .post, path: c + "/cleanup-disk", expect: std(200)),
                 Route(method: .get, path: c + "/ssh-keys", expect: std(200)),
-                Route(method: .post, path: c + "/ssh-keys", body: { who in #"{"sshPublicKey": "\#(Harness.sshKey(who.rawValue))"}"# }, expect: std(201)),
+                Route(method: .post, path: c + "/ssh-keys", body: { who in #"{"sshPublicKey": "\#(Harness.sshKey(who.rawValue))"}"# }, expect: owners(201)),
+                Route(method: .delete, path: c + "/ssh-keys?fingerprint=SHA256%3Anope", expect: owners(404)),
                 Route(method: .get, path: c + "/collaborators", expect: std(200)),
                 Route(method: .post, path: c + "/collaborators", body: { who in #"{"collaboratorUsername": "dave\#(who.rawValue)"}"# },
                       expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 201, .admin: 201]),

@@ -32,14 +32,24 @@ struct ClusterTests {
         let admin = try cp.token("admin", roles: "admin")
         let grpc = "127.0.0.1:\(cp.grpcPort)"
 
-        // Join: a node token from the control plane, `node join` on each member, then its daemon.
-        let tokenRun = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--expiry", "1h"])
-        #expect(tokenRun.status == 0, "\(tokenRun.output)")
-        let nodeToken = tokenRun.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        // Join: a token for each node from the control plane, `node join` on each member, then
+        // its daemon. A node token names its node and expires: neither a bare one nor one
+        // without expiry is minted.
+        for bare in [["--expiry", "1h"], ["--node", n1, "--expiry", "0"]] {
+            let refused = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path] + bare)
+            #expect(refused.status != 0 && refused.stdout.isEmpty, "\(bare): \(refused.output)")
+        }
+        var tokens: [String: String] = [:]
+        for n in [n1, n2] {
+            let tokenRun = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", n, "--expiry", "1h"])
+            #expect(tokenRun.status == 0, "\(tokenRun.output)")
+            tokens[n] = tokenRun.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let nodeToken = tokens[n1] ?? ""
         var members: [DaemonProcess] = []
-        for box in boxes[1...] {
+        for (box, n) in zip(boxes[1...], [n1, n2]) {
             let d = try DaemonProcess(sandbox: box, extraArgs: ["--reconcile-interval", "3600"])
-            let join = try box.cli(["node", "join", "--server", grpc, "--token", nodeToken, "--advertise", "127.0.0.1:\(d.grpcPort)",
+            let join = try box.cli(["node", "join", "--server", grpc, "--token", tokens[n] ?? "", "--advertise", "127.0.0.1:\(d.grpcPort)",
                                     "--state-dir", d.stateDir.path])
             #expect(join.status == 0, "\(join.output)")
             try d.start()
@@ -158,6 +168,11 @@ struct ClusterTests {
         let removed = try boxes[0].cli(["node", "remove", n2, "--server", grpc, "--token", admin])
         #expect(removed.status == 0, "\(removed.output)")
         #expect(try nodes()[n2] == nil)
+        // Removing a node revokes its tokens: started again, it is refused and stays out.
+        try members[1].start()
+        try eventually("the removed node's report is refused", within: 30) { members[1].log.contains("tokens were revoked") }
+        #expect(try nodes()[n2] == nil)
+        members[1].stop()
     }
 
     @Test("the cluster over mTLS: the node reports with client certificates and its node token; the control plane calls back with its own certificates")
@@ -235,7 +250,8 @@ struct ClusterTests {
         defer { cp.stop() }
         let admin = try cp.token("admin", roles: "admin")
         let grpc = "127.0.0.1:\(cp.grpcPort)"
-        let nodeToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let nodeToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", n1]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--reconcile-interval", "3600", "--ssh-port", String(n1SSH), "--ssh-host", "127.0.0.1"])
         let join = try boxes[1].cli(["node", "join", "--server", grpc, "--token", nodeToken, "--advertise", "127.0.0.1:\(node.grpcPort)",
                                      "--state-dir", node.stateDir.path])
@@ -261,11 +277,17 @@ struct ClusterTests {
         #expect(cpVerdict?["filteredBecause"]?.items?.first?.stringValue?.hasPrefix("GPUs: needs") == true, "\(one.text)")
         let three = try boxes[0].cli(["schedule", "explain", "--gpus", "3", "--server", grpc, "--token", admin])
         #expect(three.stdout.contains("chosen: (none") && three.stdout.contains("filtered: GPUs: needs 3"), "\(three.output)")
-        // Bad GPU requests are refused at the edge; users cannot pick PCI addresses.
-        for body in [#"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 1.5}"#, #"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 17}"#,
-                     #"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 1, "gpuDevices": ["0000:65:00.0"]}"#] {
+        // Bad GPU requests are refused at the edge; users cannot pick PCI addresses, and on a
+        // control plane nobody can: its scheduler picks the node and its GPUs.
+        let publicKey = boxes[0].key.publicText
+        for body in [#"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 1.5}"#, #"{"username": "gx\#(sfx)", "sshKeys": ["k"], "gpus": 17}"#] {
             #expect(try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: body).status == 400, "\(body)")
         }
+        let picked = HTTP.json(["username": "gx\(sfx)", "sshKeys": [publicKey], "gpus": 1, "gpuDevices": ["0000:ca:00.0"]])
+        let byUser = try HTTP.call("POST", cp.base + "/v1/containers", token: try cp.token("gx\(sfx)"), body: picked)
+        #expect(byUser.status == 403 && byUser.text.contains("gpuDevices"), "\(byUser.text)")
+        let byAdmin = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: picked)
+        #expect(byAdmin.status == 400 && byAdmin.text.contains("scheduler picks them"), "\(byAdmin.text)")
         // A create with a GPU goes to the node with the RTX 4090's address: Incus is asked to
         // pass 0000:ca:00.0 through, and (no such card here) refuses to start it. Nothing is
         // left behind and the GPU is free again.
@@ -491,7 +513,7 @@ struct ClusterTests {
         try cpB.start()
         defer { cpB.stop() }
         let admin = try cpA.token("admin", roles: "admin")
-        let token = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cpA.secretFile.path]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cpA.secretFile.path, "--node", n]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: boxes[2], extraArgs: ["--reconcile-interval", "3600"])
         let join = try boxes[2].cli(["node", "join", "--server", "127.0.0.1:\(cpA.grpcPort)", "--server", "127.0.0.1:\(cpB.grpcPort)",
                                      "--token", token, "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])

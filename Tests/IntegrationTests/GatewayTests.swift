@@ -271,6 +271,22 @@ struct GatewayTests {
         // His key opens nothing else: not carol's environment, not by his own name.
         #expect(denied(try bed.ssh(carol, key: bobKey.privateKey, ["true"])))
         #expect(denied(try bed.ssh(bob, key: bobKey.privateKey, ["true"])))
+        // Attack: he plants a key of his in the owner's authorized_keys (it would log in as alice,
+        // who has full sudo). Refused; the planted key opens nothing. And "exec as the user" is
+        // his own account, never alice's.
+        let bobT = try bed.daemon.token(bob)
+        let plant = try HTTP.call("POST", bed.daemon.base + "/v1/containers/\(alice)/ssh-keys", token: bobT,
+                                  body: HTTP.json(["sshPublicKey": eveKey.publicText]))
+        #expect(plant.status == 403, "\(plant.text)")
+        #expect(denied(try bed.ssh(alice, key: eveKey.privateKey, ["true"])), "the key he tried to plant")
+        let keysNow = try HTTP.call("GET", bed.daemon.base + "/v1/containers/\(alice)/ssh-keys", token: aliceT).json?["keys"]?.items ?? []
+        #expect(keysNow.count == 1, "alice's keys are hers: \(keysNow)")
+        let exec = try HTTP.call("POST", bed.daemon.base + "/v1/containers/\(alice)/exec", token: bobT,
+                                 body: HTTP.json(["command": ["id", "-un"], "asUser": true]))
+        #expect(exec.json?["stdout"]?.stringValue == "\(bob)\n", "\(exec.text)")
+        let asAlice = try HTTP.call("POST", bed.daemon.base + "/v1/containers/\(alice)/exec", token: bobT,
+                                    body: HTTP.json(["command": ["id", "-un"], "account": alice]))
+        #expect(asAlice.status == 403, "\(asAlice.text)")
         // The CLI lists and removes over gRPC; removal takes his account and his access away.
         let list = try bed.box.cli(["collaborator", "list", alice, "--server", "127.0.0.1:\(bed.daemon.grpcPort)", "--token", bed.admin])
         #expect(list.status == 0 && list.stdout.contains(bob), "\(list.output)")

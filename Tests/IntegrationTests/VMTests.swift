@@ -370,7 +370,8 @@ struct VMTests {
         try cp.start()
         defer { cp.stop() }
         let admin = try cp.token("admin", roles: "admin")
-        let token = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", vmName]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: vmBox, extraArgs: ["--reconcile-interval", "3600"])
         let join = try vmBox.cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--advertise", "127.0.0.1:\(node.grpcPort)",
                                   "--state-dir", node.stateDir.path])

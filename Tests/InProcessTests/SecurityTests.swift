@@ -1,0 +1,119 @@
+import ContainariumCore
+@testable import ContainariumDaemon
+import ContainariumPlatform
+import ContainariumScheduler
+import ContainariumService
+import ContainariumStore
+import Foundation
+import TestSupport
+import Testing
+
+/// Attacks on the authority of each identity (docs/security.md), each an actual attempt that must
+/// be refused with a clear error and leave nothing changed.
+@Suite("Least authority, by attack")
+struct SecurityTests {
+    @Test("a collaborator acts as themselves: not as the owner (exec, keys), not on the owner's keys or resources, and nothing is left after removal")
+    func collaboratorIsNotTheOwner() async throws {
+        try await Harness.with { (h: Harness) async throws in
+            try await h.create("alice")
+            let alice = Harness.caller("alice"), carol = Harness.caller("carol"), admin = Harness.caller("admin", .admin)
+            _ = try await h.plane.addCollaborator(alice, "alice", collaborator: "carol", sshKey: Harness.sshKey("carol@laptop"))
+            let ownerKeys = try await h.plane.listKeys(alice, "alice").map(\.fingerprint)
+            #expect(ownerKeys.count == 1)
+
+            // Planting a key in the owner's authorized_keys would log in as the owner (full sudo).
+            let planted = await Self.refusal { try await h.plane.addKey(carol, "alice", publicKey: Harness.sshKey("carol-as-alice")) }
+            #expect(planted?.code == .permissionDenied, "\(String(describing: planted))")
+            // Removing the owner's key would lock the owner out.
+            let lockout = await Self.refusal { try await h.plane.removeKey(carol, "alice", fingerprint: ownerKeys[0]) }
+            #expect(lockout?.code == .permissionDenied, "\(String(describing: lockout))")
+            #expect(try await h.plane.listKeys(alice, "alice").map(\.fingerprint) == ownerKeys, "the owner's keys are unchanged")
+            // The owner's resources are the owner's.
+            let resized = await Self.refusal { try await h.plane.resize(carol, "alice", cpu: nil, memory: "2GB", disk: nil) }
+            #expect(resized?.code == .permissionDenied, "\(String(describing: resized))")
+
+            // exec "as the user" is the collaborator's own account, never the owner's.
+            #expect(try await h.plane.exec(carol, "alice", command: ["whoami"], asUser: true).stdout == "carol\n")
+            let asOwner = await Self.refusal { try await h.plane.exec(carol, "alice", command: ["whoami"], asUser: true, account: "alice") }
+            #expect(asOwner?.code == .permissionDenied, "\(String(describing: asOwner))")
+            let asRoot = await Self.refusal { try await h.plane.exec(carol, "alice", command: ["whoami"], asUser: false) }
+            #expect(asRoot?.code == .permissionDenied, "\(String(describing: asRoot))")
+            // The owner is the owner; an admin may name any account.
+            #expect(try await h.plane.exec(alice, "alice", command: ["whoami"], asUser: true).stdout == "alice\n")
+            #expect(try await h.plane.exec(admin, "alice", command: ["whoami"], asUser: true, account: "carol").stdout == "carol\n")
+            let bogus = await Self.refusal { try await h.plane.exec(admin, "alice", command: ["whoami"], asUser: true, account: "Not Valid") }
+            #expect(bogus?.code == .invalidArgument, "\(String(describing: bogus))")
+
+            // Removed: nothing of the collaborator's is left that opens a door.
+            try await h.plane.removeCollaborator(alice, "alice", collaborator: "carol")
+            let after = await Self.refusal { try await h.plane.exec(carol, "alice", command: ["whoami"], asUser: true) }
+            #expect(after?.code == .permissionDenied, "\(String(describing: after))")
+            let gone = try await h.plane.exec(admin, "alice", command: ["getent", "passwd", "carol"], asUser: false)
+            #expect(gone.exitCode != 0, "carol's account went with the collaboration: \(gone)")
+            #expect(try await h.plane.listKeys(alice, "alice").map(\.fingerprint) == ownerKeys)
+            let denied = try await h.audit(action: "container.ssh-key.add").filter { $0.actor == "carol" }
+            #expect(denied.count == 1 && denied[0].result == "permission_denied", "refusals are audited: \(denied)")
+        }
+    }
+
+    @Test("a node identity reports and links only as the node it names, until it is revoked; it answers nothing else")
+    func nodeIdentity() async throws {
+        try await Harness.with { (h: Harness) async throws in
+            let cluster = Cluster(store: h.plane.store, localName: Harness.node, policy: SchedulingPolicy(), connector: GRPCNodeConnector(),
+                                  logger: Harness.quiet)
+            h.plane.setCluster(cluster)
+            let issued = Date().addingTimeInterval(-60)
+            let w1 = Caller(subject: "node.w1", role: .node, source: "test", interface: "grpc", issuedAt: issued)
+            func report(_ name: String) -> NodeReport {
+                NodeReport(address: "", token: nil, info: NodeInfo(name: name, kinds: ["lxc"], capacity: Resources(cpuMillis: 2000, memoryBytes: 4 << 30, diskBytes: 20 << 30)),
+                           environments: [:])
+            }
+            _ = try await h.plane.reportNode(w1, report("w1"))
+            #expect(cluster.member("w1") != nil)
+            // Another node's name: its address, token and gateway key would be replaced.
+            let forged = await Self.refusal { try await h.plane.reportNode(w1, report("w2")) }
+            #expect(forged?.code == .permissionDenied && forged?.message.contains("not node.w2") == true, "\(String(describing: forged))")
+            #expect(cluster.member("w2") == nil)
+            let stolenLink = await Self.refusal { try await h.plane.linkNode(w1, node: "w2") }
+            #expect(stolenLink?.code == .permissionDenied, "\(String(describing: stolenLink))")
+            // A node identity sees no environment and lists nothing.
+            #expect(await Self.refusal { try await h.plane.listContainers(w1) }?.code == .permissionDenied)
+
+            // Removing the node revokes every token it was given: it cannot report itself back.
+            try await h.plane.removeNode(Harness.caller("admin", .admin), "w1", force: true)
+            let revoked = await Self.refusal { try await h.plane.reportNode(w1, report("w1")) }
+            #expect(revoked?.code == .permissionDenied && revoked?.message.contains("revoked") == true, "\(String(describing: revoked))")
+            #expect(await Self.refusal { try await h.plane.linkNode(w1, node: "w1") }?.code == .permissionDenied)
+            #expect(cluster.member("w1") == nil)
+            // A token minted after the removal joins again.
+            var fresh = w1
+            fresh.issuedAt = Date().addingTimeInterval(2)
+            _ = try await h.plane.reportNode(fresh, report("w1"))
+            #expect(cluster.member("w1") != nil)
+
+            // Node tokens expire, and a node that keeps reporting gets a fresh one past half-life.
+            let service = NodeServiceV1(auth: GRPCAuth(plane: h.plane, tokens: h.tokens, mtls: false), links: nil)
+            let now = Date()
+            let young = Caller(subject: "node.w1", role: .node, source: "test", interface: "grpc", issuedAt: now - 60, expiresAt: now + 3540)
+            #expect(try await service.renewal(young, now: now) == nil)
+            let old = Caller(subject: "node.w1", role: .node, source: "test", interface: "grpc", issuedAt: now - 3000, expiresAt: now + 600)
+            let renewed = try #require(try await service.renewal(old, now: now))
+            let v = try await h.tokens.verify(renewed)
+            #expect(v.subject == "node.w1" && v.role == .node)
+            #expect(abs((v.expiresAt ?? now).timeIntervalSince(v.issuedAt) - 3600) < 2, "the same lifetime: \(v)")
+            // Only node tokens are renewed.
+            #expect(try await service.renewal(Caller(subject: "alice", role: .user, source: "t", interface: "grpc", issuedAt: now - 3000, expiresAt: now + 600), now: now) == nil)
+        }
+    }
+
+    static func refusal(_ body: () async throws -> some Any) async -> ContainariumError? {
+        do {
+            _ = try await body()
+            return nil
+        } catch let e as ContainariumError {
+            return e
+        } catch {
+            return ContainariumError(.internal, "not a ContainariumError: \(error)")
+        }
+    }
+}
