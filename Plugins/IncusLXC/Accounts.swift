@@ -99,14 +99,23 @@ extension IncusBackend {
         }
         // sudo skips files whose names contain a dot, so the candidate is inert until checked.
         let path = Self.sudoersPath(user.value), candidate = Self.sudoersPath(user.value) + ".tmp"
-        try api.push(instance: r.instance, path: candidate, content: Data(rule.utf8), uid: 0, gid: 0, mode: "0440")
-        let check = try exec(ExecRequest(name: r.instance, command: ["visudo", "-cf", candidate], timeoutSeconds: 30), ctx)
-        guard check.exitCode == 0 else {
-            _ = try? exec(ExecRequest(name: r.instance, command: ["rm", "-f", candidate], timeoutSeconds: 30), ctx)
-            throw .internal("the sudo rule for \(user.value) did not pass visudo", cause: (check.stdout + check.stderr).trimmingCharacters(in: .whitespacesAndNewlines))
+        // Pushed, checked and moved into place; tried again when the candidate is gone before the
+        // move (seen rarely on a busy host right after the same name's rule was removed).
+        var attempt = 0
+        while true {
+            attempt += 1
+            try api.push(instance: r.instance, path: candidate, content: Data(rule.utf8), uid: 0, gid: 0, mode: "0440")
+            let check = try exec(ExecRequest(name: r.instance, command: ["visudo", "-cf", candidate], timeoutSeconds: 30), ctx)
+            guard check.exitCode == 0 else {
+                _ = try? exec(ExecRequest(name: r.instance, command: ["rm", "-f", candidate], timeoutSeconds: 30), ctx)
+                throw .internal("the sudo rule for \(user.value) did not pass visudo", cause: (check.stdout + check.stderr).trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            let move = try exec(ExecRequest(name: r.instance, command: ["mv", "-f", candidate, path], timeoutSeconds: 30), ctx)
+            if move.exitCode == 0 { break }
+            guard attempt < 3, move.stderr.contains("cannot stat") else {
+                throw .internal("could not install the sudo rule for \(user.value)", cause: move.stderr)
+            }
         }
-        let move = try exec(ExecRequest(name: r.instance, command: ["mv", "-f", candidate, path], timeoutSeconds: 30), ctx)
-        guard move.exitCode == 0 else { throw .internal("could not install the sudo rule for \(user.value)", cause: move.stderr) }
 
         if r.containerRuntime {
             let group = try exec(ExecRequest(name: r.instance, command: ["getent", "group", "docker"], timeoutSeconds: 30), ctx)

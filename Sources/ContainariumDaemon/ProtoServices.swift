@@ -276,8 +276,11 @@ struct EventServiceV1: Containarium_V1_EventService.ServiceProtocol {
             return StreamingServerResponse(error: RPCError(containarium: error))
         }
         let plane = auth.plane
+        let events: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void
+        do throws(ContainariumError) { (events, cancel) = try plane.events.subscribe(for: who.subject) } catch {
+            return StreamingServerResponse(error: RPCError(containarium: error))
+        }
         return StreamingServerResponse { writer in
-            let (events, cancel) = plane.events.subscribe()
             defer { cancel() }
             var audience = plane.audience(who)
             // Ends when the daemon closes its events (shutdown) or the client goes away.

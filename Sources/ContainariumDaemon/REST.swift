@@ -71,7 +71,7 @@ public struct RESTAPI: HTTPResponder {
     /// The routes that are not RPCs: the event stream and the WebSocket endpoints. (Health, the
     /// OpenAPI document, Swagger UI and the dashboard are public.)
     static let streamRoutes: [Route] = [
-        r(.get, "/v1/events", "events.stream") { api, c throws(ContainariumError) in api.sse(c.caller) },
+        r(.get, "/v1/events", "events.stream") { api, c throws(ContainariumError) in try api.sse(c.caller) },
         r(.get, "/v1/containers/{}/terminal", "container.terminal") { api, c throws(ContainariumError) in
             try await api.plane.authorize(c.caller, c.params[0], .act)
             throw .invalid("open the terminal as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
@@ -246,8 +246,9 @@ public struct RESTAPI: HTTPResponder {
 
     // MARK: - server-sent events
 
-    func sse(_ caller: Caller) -> Response {
-        let (stream, cancel) = plane.events.subscribe()
+    /// At most `DaemonEvents.perCaller` streams per caller (429 beyond: close one first).
+    func sse(_ caller: Caller) throws(ContainariumError) -> Response {
+        let (stream, cancel) = try plane.events.subscribe(for: caller.subject)
         let plane = self.plane
         let heartbeat = sseHeartbeat
         var headers = HTTPFields()

@@ -14,8 +14,10 @@ extension Store: GatewayBanStore {}
 
 /// Per-source-address brute-force protection. A *failure* is a connection that tried to
 /// authenticate at least once and never succeeded; `maxFailures` of them within `window`
-/// ban the address for `banDuration`. A success clears the address's failures. Connections
-/// that never try to authenticate (port probes, health checks) are not failures.
+/// ban the address for `banDuration`. Failures age out of the window only: a successful login
+/// clears nothing, so someone with an account of their own cannot interleave their logins with
+/// guesses at others' to stay under the limit. Connections that never try to authenticate (port
+/// probes, health checks) are not failures.
 public final class BanList: Sendable {
     public let policy: BanPolicy
     let store: (any GatewayBanStore)?
@@ -53,10 +55,6 @@ public final class BanList: Sendable {
             s.bans[address] = ban
             return ban
         }
-    }
-
-    public func recordSuccess(_ address: String) {
-        state.withLock { $0.failures[address] = nil }
     }
 
     public func failures(_ address: String) -> Int { state.withLock { $0.failures[address]?.count ?? 0 } }

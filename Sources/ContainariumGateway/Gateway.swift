@@ -299,7 +299,6 @@ final class AuthDelegate: NIOSSHServerUserAuthenticationDelegate, Sendable {
             switch await gateway.directory.route(environment: user, key: key, fingerprint: fingerprint) {
             case .success(let route):
                 connection.authenticated(route)
-                gateway.bans.recordSuccess(source)
                 gateway.audit(GatewayAuditEvent(action: "gateway.auth", actor: route.account, target: route.environment, source: source,
                                                 detail: "\(route.role.rawValue) key \(fingerprint)"))
                 responsePromise.succeed(.success)

@@ -465,6 +465,9 @@ public final class ControlPlane: Sendable {
         // accepted ("container.create.accepted") and again when it finishes.
         return try await audited(caller, async ? "container.create.accepted" : "container.create", target) { () async throws(ContainariumError) -> Outcome<ContainerView> in
             let user = try authorizeCreate(caller, request.username)
+            // Users (not admins) get what the operator's policy allows (shaped, then checked).
+            let policy = caller.isAdmin ? nil : service.config.userPolicy
+            var request = policy?.shape(request, defaults: service.config.defaults) ?? request
             if !caller.isAdmin && !request.gpuDevices.isEmpty { throw .denied("gpuDevices is set by the scheduler; ask for gpus (and gpuModel)") }
             // An OS type this node has no image for may be another node's (Windows on a VM
             // node): with other nodes, validate the rest here and let the chosen node resolve it.
@@ -473,6 +476,7 @@ public final class ControlPlane: Sendable {
             // Likewise a container runtime this node does not offer may be another node's.
             if isClustered, !request.runtimes.allSatisfy(service.offers) { probe.runtimes = [] }
             let validated = try service.validate(probe)
+            try policy?.check(validated, image: request.image, kind: request.kind ?? (try? kind(for: request)))
             try await dropIfVanished(user)
             var exists = inventory.get(user.containerName) != nil
             if !exists { exists = (try? await service.info(username: user.value)) != nil }
@@ -480,7 +484,6 @@ public final class ControlPlane: Sendable {
             // With other nodes in the cluster, or GPUs to assign, the scheduler picks the node
             // and the GPUs (and holds them until the node reports the environment).
             var target = node
-            var request = request
             if let wanted = request.node {
                 guard Cluster.validNodeName(wanted), wanted == node || cluster?.member(wanted) != nil else { throw .invalid("no node \(wanted) in this cluster") }
             }
@@ -658,6 +661,11 @@ public final class ControlPlane: Sendable {
         let detail = [cpu.map { "cpu=\($0)" }, memory.map { "memory=\($0)" }, disk.map { "disk=\($0)" }].compactMap { $0 }.joined(separator: " ")
         return try await audited(caller, "container.resize", username, detail: detail) { () async throws(ContainariumError) -> ContainerView in
             let user = try await authorize(caller, username, .own)  // the owner's resources: not a collaborator's to change
+            if !caller.isAdmin, let policy = service.config.userPolicy {
+                try policy.checkSizes(cpu: try cpu.map { c throws(ContainariumError) in try CPULimit(parsing: c).incusValue },
+                                      memory: try memory.map { m throws(ContainariumError) in try ByteSize(parsing: m).bytes },
+                                      disk: try disk.map { d throws(ContainariumError) in try ByteSize(parsing: d).bytes }, unlimitedRefused: false)
+            }
             return try await node(of: user).resize(user, cpu: cpu, memory: memory, disk: disk)
         }
     }

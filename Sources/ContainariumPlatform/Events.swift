@@ -1,3 +1,4 @@
+public import ContainariumCore
 public import Foundation
 import Synchronization
 
@@ -24,17 +25,48 @@ public struct DaemonEvent: Sendable, Equatable {
     public var data: EventData
 }
 
-/// Fan-out of daemon events to any number of subscribers (SSE clients, tests). Slow
-/// subscribers lose the oldest buffered events instead of slowing the daemon down.
+/// Fan-out of daemon events to subscribers (SSE clients, EventService streams, the daemon's
+/// own relays). Slow subscribers lose the oldest buffered events instead of slowing the daemon
+/// down. Streams opened for callers are bounded: `perCaller` each, `total` in all, so nobody can
+/// hold the daemon's memory with streams they never read.
 public final class DaemonEvents: Sendable {
     private struct State {
         var closed = false
         var next: Int64 = 1
         var subscribers: [UUID: AsyncStream<DaemonEvent>.Continuation] = [:]
+        /// The caller each bounded stream is for.
+        var owners: [UUID: String] = [:]
     }
     private let state = Mutex(State())
+    public let perCaller: Int
+    public let total: Int
 
-    public init() {}
+    public init(perCaller: Int = 16, total: Int = 1024) {
+        self.perCaller = perCaller
+        self.total = total
+    }
+
+    /// A stream for `caller` (SSE, EventService), within the limits; the daemon's own relays
+    /// use `subscribe()`.
+    public func subscribe(for caller: String, bufferSize: Int = 1024) throws(ContainariumError) -> (stream: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void) {
+        let id = UUID()
+        let refusal = state.withLock { s -> ContainariumError? in
+            if s.owners.count >= total {
+                return ContainariumError(.resourceExhausted, "the daemon has \(total) event streams open: try again later")
+            }
+            let mine = s.owners.values.filter { $0 == caller }.count
+            if mine >= perCaller {
+                return ContainariumError(.resourceExhausted, "\(caller) has \(mine) event streams open, the most one caller may have: close one first")
+            }
+            s.owners[id] = caller
+            return nil
+        }
+        if let refusal { throw refusal }
+        return subscribe(id: id, bufferSize: bufferSize)
+    }
+
+    /// Streams open for `caller`.
+    public func streams(of caller: String) -> Int { state.withLock { s in s.owners.values.filter { $0 == caller }.count } }
 
     public func publish(_ type: String, username: String?, data: EventData) {
         state.withLock { s in
@@ -45,14 +77,25 @@ public final class DaemonEvents: Sendable {
     }
 
     public func subscribe(bufferSize: Int = 1024) -> (stream: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void) {
-        let id = UUID()
+        subscribe(id: UUID(), bufferSize: bufferSize)
+    }
+
+    private func subscribe(id: UUID, bufferSize: Int) -> (stream: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void) {
         let (stream, continuation) = AsyncStream<DaemonEvent>.makeStream(bufferingPolicy: .bufferingNewest(bufferSize))
         let closed = state.withLock { s -> Bool in
             if !s.closed { s.subscribers[id] = continuation }
             return s.closed
         }
-        if closed { continuation.finish() }
-        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) } }
+        if closed {
+            continuation.finish()
+            state.withLock { _ = $0.owners.removeValue(forKey: id) }
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { s in
+                s.subscribers.removeValue(forKey: id)
+                s.owners.removeValue(forKey: id)
+            }
+        }
         return (stream, { continuation.finish() })
     }
 

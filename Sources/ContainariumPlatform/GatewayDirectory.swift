@@ -228,12 +228,15 @@ enum PinnedKey {
         return "\(parts[0]) \(parts[1])"
     }
 
-    /// The key of an authorized_keys line, which may start with options.
+    /// The key of an authorized_keys line that opens the gateway. A line with options
+    /// (`from=`, `expiry-time=`, `restrict`, `command=`, ...) opens nothing: the gateway cannot
+    /// honour them (it is not the environment's sshd), so it does not let such a key in at all
+    /// rather than ignore what the line restricts.
     static func find(in line: String) -> String? {
         let trimmed = line.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { return nil }
         let parts = trimmed.split(separator: " ").map(String.init)
-        guard let i = parts.firstIndex(where: { types.contains($0) }), i + 1 < parts.count else { return nil }
-        return "\(parts[i]) \(parts[i + 1])"
+        guard parts.count >= 2, types.contains(parts[0]) else { return nil }
+        return "\(parts[0]) \(parts[1])"
     }
 }

@@ -51,6 +51,8 @@ public struct HostConfig: Codable, Sendable, Equatable {
     /// How far a CPU *count* may exceed this node's cores (a count is a share that Incus
     /// balances; the environment sees at most the node's cores). Default 4, the scheduler's.
     public var cpuOvercommit: Double?
+    /// What users (not admins) may ask for: sizes, GPUs, nesting, images, kinds.
+    public var userPolicy: UserPolicy?
 
     public init() {}
 
@@ -71,11 +73,16 @@ public struct HostConfig: Codable, Sendable, Equatable {
         do { data = try Data(contentsOf: URL(fileURLWithPath: chosen)) } catch {
             throw ContainariumError(.invalidArgument, "cannot read config file \(chosen)", cause: error.localizedDescription)
         }
+        let config: HostConfig
         do {
-            return try WireJSON.decoder().decode(HostConfig.self, from: data)
+            config = try WireJSON.decoder().decode(HostConfig.self, from: data)
         } catch {
             throw .invalid("config file \(chosen) is not valid: \(WireJSON.describe(error))")
         }
+        do throws(ContainariumError) { try config.userPolicy?.validate() } catch {
+            throw .invalid("config file \(chosen): \(error.message)")
+        }
+        return config
     }
 
     public var nodeName: String { node ?? ProcessInfo.processInfo.hostName }

@@ -106,6 +106,71 @@ struct SecurityTests {
         }
     }
 
+    @Test("the operator's user policy: sizes, GPUs, nesting and images beyond it are refused (403, naming the limit) before anything is made; within it the maximums fill in; admins are not bound")
+    func userPolicy() async throws {
+        let policy = UserPolicy(maxCPU: 2, maxMemory: "2GB", maxDisk: "10GB", maxGPUs: 0, allowNesting: false, images: ["containarium/debian12"])
+        try await Harness.with(hostConfig: { $0.userPolicy = policy }) { (h: Harness) async throws in
+            let una = Harness.caller("una"), admin = Harness.caller("admin", .admin)
+            func create(_ r: CreateEnvironmentRequest, by caller: Caller) async throws -> ContainerView {
+                guard case .done(let v) = try await h.plane.createContainer(caller, r, async: false) else { throw TestFailure("an operation") }
+                return v
+            }
+            let refused: [(CreateEnvironmentRequest, String)] = [
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], cpu: "4"), "at most 2 CPUs, not 4"),
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], cpu: "0-3"), "at most 2 CPUs, not 4"),
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], memory: "4GB"), "at most 2GB of memory"),
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], disk: "20GB"), "at most 10GB of disk"),
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], nesting: true), "does not allow nesting"),
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], image: "images:alpine/3.20"), "does not allow the image 'images:alpine/3.20'"),
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], gpus: 1), "at most 0 GPUs"),
+            ]
+            for (r, why) in refused {
+                let e = await Self.refusal { try await create(r, by: una) }
+                #expect(e?.code == .permissionDenied && e?.message.contains(why) == true, "\(why): \(String(describing: e))")
+            }
+            let stored = try await h.plane.store.containers()
+            #expect(try h.calls("create").isEmpty && stored.isEmpty, "nothing was made")
+            // Within the policy: no nesting, and the maximum memory and disk where none was asked.
+            let made = try await create(CreateEnvironmentRequest(username: "una", sshKeys: [], cpu: "1"), by: una)
+            #expect(!made.nestingEnabled, "\(made)")
+            let sent = try #require(try h.calls("create").last?.request)
+            #expect(sent["memoryBytes"]?.number == 2_000_000_000 && sent["diskBytes"]?.number == 10_000_000_000 && sent["nesting"]?.bool == false, "\(sent)")
+            // Resizing past it is refused too; within it works.
+            let bigger = await Self.refusal { try await h.plane.resize(una, "una", cpu: nil, memory: "3GB", disk: nil) }
+            #expect(bigger?.code == .permissionDenied, "\(String(describing: bigger))")
+            _ = try await h.plane.resize(una, "una", cpu: "2", memory: "1GB", disk: nil)
+            // Admins are not bound.
+            let big = try await create(CreateEnvironmentRequest(username: "ada", sshKeys: [], cpu: "4", memory: "4GB", nesting: true), by: admin)
+            #expect(big.nestingEnabled)
+        }
+        // A policy with a bad size is refused when the config is read.
+        var bad = HostConfig()
+        bad.userPolicy = UserPolicy(maxMemory: "lots")
+        #expect(throws: ContainariumError.self) { try bad.userPolicy?.validate() }
+    }
+
+    @Test("event streams are bounded per caller and in all: one more is refused with resource_exhausted; closing one frees its place; the daemon's own relays are not counted")
+    func eventStreamLimits() async throws {
+        let events = DaemonEvents(perCaller: 3, total: 5)
+        var alice = try (0..<3).map { _ in try events.subscribe(for: "alice") }
+        let fourth = await Self.refusal { try events.subscribe(for: "alice") }
+        #expect(fourth?.code == .resourceExhausted && fourth?.message.contains("alice has 3 event streams open") == true, "\(String(describing: fourth))")
+        let bob = try (0..<2).map { _ in try events.subscribe(for: "bob") }
+        let full = await Self.refusal { try events.subscribe(for: "carol") }
+        #expect(full?.code == .resourceExhausted && full?.message.contains("5 event streams open") == true, "\(String(describing: full))")
+        let relay = events.subscribe()  // the daemon's own: never refused
+        alice.removeFirst().cancel()
+        #expect(events.streams(of: "alice") == 2)
+        alice.append(try events.subscribe(for: "carol"))
+        // Every stream still gets every event.
+        events.publish("audit", username: nil, data: .audit(action: "x", actor: "y", result: "ok"))
+        for s in alice + bob + [relay] {
+            var it = s.stream.makeAsyncIterator()
+            #expect(await it.next()?.type == "audit")
+        }
+        events.close()
+    }
+
     static func refusal(_ body: () async throws -> some Any) async -> ContainariumError? {
         do {
             _ = try await body()

@@ -6,20 +6,25 @@ import Testing
 /// Every REST route against every kind of caller, with the status each must get.
 @Suite("Authorization matrix, on real Incus", .needsIncus, .serialized)
 struct AuthorizationMatrixTests {
-    enum Caller: String, CaseIterable { case none, expired, forged, notOwner = "user-not-owner", owner = "user-owner", admin }
+    /// In this order for each route: the collaborator and the node identity before the owner,
+    /// whose successful delete (the last route) would leave them nothing to be refused.
+    enum Caller: String, CaseIterable {
+        case none, expired, forged, notOwner = "user-not-owner", node, collaborator, owner = "user-owner", admin
+    }
 
     struct Route {
         var method: String
         var path: String
         var body: String?
-        /// Expected status for user-not-owner, user-owner and admin (the three unauthenticated
-        /// kinds always get 401).
+        /// Expected status for user-not-owner, a collaborator, user-owner and admin (the three
+        /// unauthenticated kinds always get 401, a node identity always 403: REST is not for it).
         var notOwner: Int
+        var collaborator: Int
         var owner: Int
         var admin: Int
     }
 
-    @Test("every route x {no token, expired, forged, user-not-owner, user-owner, admin}")
+    @Test("every route x {no token, expired, forged, user-not-owner, node identity, collaborator, user-owner, admin}")
     func matrix() throws {
         let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
@@ -27,7 +32,7 @@ struct AuthorizationMatrixTests {
         try d.start()
         defer { d.stop() }
         let sfx = TestEnv.suffix()
-        let owner = "mo\(sfx)", stranger = "ms\(sfx)", friend = "mf\(sfx)"
+        let owner = "mo\(sfx)", stranger = "ms\(sfx)", friend = "mf\(sfx)", collaborator = "mc\(sfx)"
         defer { box.forceDelete("\(owner)-container") }
         let admin = try d.token("admin", roles: "admin")
         let tokens: [Caller: String?] = [
@@ -35,6 +40,8 @@ struct AuthorizationMatrixTests {
             .expired: try d.token(owner, roles: "user", expiry: "1s"),
             .forged: try d.token("admin", roles: "admin", secret: String(d.secret.reversed()) + "-forged-secret"),
             .notOwner: try d.token(stranger),
+            .node: try d.token("node.mn\(sfx)", roles: "node"),
+            .collaborator: try d.token(collaborator),
             .owner: try d.token(owner),
             .admin: admin,
         ]
@@ -45,46 +52,48 @@ struct AuthorizationMatrixTests {
         try eventually("the owner's environment is created", within: 180) {
             try HTTP.call("GET", d.base + "/v1/operations/\(op)", token: admin).json?["state"]?.stringValue == "OPERATION_STATE_SUCCEEDED"
         }
+        let joined = try HTTP.call("POST", d.base + "/v1/containers/\(owner)/collaborators", token: admin, body: HTTP.json(["collaboratorUsername": collaborator]))
+        #expect(joined.status == 201, "\(joined.text)")
         usleep(1_500_000)  // the expired token's one second has passed
 
         let c = "/v1/containers/\(owner)"
         let routes: [Route] = [
-            Route(method: "POST", path: "/v1/containers", body: HTTP.json(["username": owner, "sshKeys": [key]]), notOwner: 403, owner: 409, admin: 409),
-            Route(method: "GET", path: "/v1/containers", notOwner: 200, owner: 200, admin: 200),
-            Route(method: "GET", path: c, notOwner: 403, owner: 200, admin: 200),
-            Route(method: "POST", path: c + "/stop", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "POST", path: c + "/start", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "POST", path: c + "/restart", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "PUT", path: c + "/resize", body: #"{"resources": {"memory": "600MB"}}"#, notOwner: 403, owner: 200, admin: 200),
-            Route(method: "POST", path: c + "/install-stack", body: #"{"stack": "no-such-stack"}"#, notOwner: 403, owner: 400, admin: 400),
-            Route(method: "POST", path: c + "/cleanup-disk", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "GET", path: c + "/ssh-keys", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "POST", path: c + "/ssh-keys", body: HTTP.json(["sshPublicKey": key]), notOwner: 403, owner: 409, admin: 409),
-            Route(method: "DELETE", path: c + "/ssh-keys?fingerprint=SHA256%3Anope", notOwner: 403, owner: 404, admin: 404),
-            Route(method: "GET", path: c + "/collaborators", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "POST", path: c + "/collaborators", body: HTTP.json(["collaboratorUsername": friend]), notOwner: 403, owner: 201, admin: 409),
-            Route(method: "DELETE", path: c + "/collaborators/\(friend)", notOwner: 403, owner: 200, admin: 404),
-            Route(method: "GET", path: "/v1/system/info", notOwner: 200, owner: 200, admin: 200),
-            Route(method: "GET", path: "/v1/metrics", notOwner: 200, owner: 200, admin: 200),
-            Route(method: "GET", path: "/v1/backends", notOwner: 200, owner: 200, admin: 200),
-            Route(method: "GET", path: "/v1/plugins", notOwner: 200, owner: 200, admin: 200),
-            Route(method: "GET", path: "/v1/operations/\(op)", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "GET", path: "/v1/audit", notOwner: 403, owner: 403, admin: 200),
-            Route(method: "GET", path: "/v1/events", notOwner: 200, owner: 200, admin: 200),
-            Route(method: "GET", path: "/v1/nodes", notOwner: 403, owner: 403, admin: 200),
-            Route(method: "POST", path: "/v1/nodes/no-such-node/drain", notOwner: 403, owner: 403, admin: 404),
-            Route(method: "POST", path: "/v1/nodes/no-such-node/undrain", notOwner: 403, owner: 403, admin: 404),
-            Route(method: "DELETE", path: "/v1/nodes/no-such-node", notOwner: 403, owner: 403, admin: 404),
-            Route(method: "POST", path: "/v1/schedule/explain", body: #"{"resources": {"cpu": "1"}}"#, notOwner: 403, owner: 403, admin: 200),
-            Route(method: "GET", path: "/v1/catalog", notOwner: 200, owner: 200, admin: 200),
-            Route(method: "GET", path: "/v1/metrics/node", notOwner: 403, owner: 403, admin: 200),
-            Route(method: "GET", path: c + "/metrics", notOwner: 403, owner: 200, admin: 200),
-            Route(method: "GET", path: c + "/ssh-config", notOwner: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: "/v1/containers", body: HTTP.json(["username": owner, "sshKeys": [key]]), notOwner: 403, collaborator: 403, owner: 409, admin: 409),
+            Route(method: "GET", path: "/v1/containers", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: c, notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/stop", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/start", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/restart", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "PUT", path: c + "/resize", body: #"{"resources": {"memory": "600MB"}}"#, notOwner: 403, collaborator: 403, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/install-stack", body: #"{"stack": "no-such-stack"}"#, notOwner: 403, collaborator: 400, owner: 400, admin: 400),
+            Route(method: "POST", path: c + "/cleanup-disk", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: c + "/ssh-keys", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/ssh-keys", body: HTTP.json(["sshPublicKey": key]), notOwner: 403, collaborator: 403, owner: 409, admin: 409),
+            Route(method: "DELETE", path: c + "/ssh-keys?fingerprint=SHA256%3Anope", notOwner: 403, collaborator: 403, owner: 404, admin: 404),
+            Route(method: "GET", path: c + "/collaborators", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "POST", path: c + "/collaborators", body: HTTP.json(["collaboratorUsername": friend]), notOwner: 403, collaborator: 403, owner: 201, admin: 409),
+            Route(method: "DELETE", path: c + "/collaborators/\(friend)", notOwner: 403, collaborator: 403, owner: 200, admin: 404),
+            Route(method: "GET", path: "/v1/system/info", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/metrics", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/backends", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/plugins", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/operations/\(op)", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/audit", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/events", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/nodes", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "POST", path: "/v1/nodes/no-such-node/drain", notOwner: 403, collaborator: 403, owner: 403, admin: 404),
+            Route(method: "POST", path: "/v1/nodes/no-such-node/undrain", notOwner: 403, collaborator: 403, owner: 403, admin: 404),
+            Route(method: "DELETE", path: "/v1/nodes/no-such-node", notOwner: 403, collaborator: 403, owner: 403, admin: 404),
+            Route(method: "POST", path: "/v1/schedule/explain", body: #"{"resources": {"cpu": "1"}}"#, notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/catalog", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/metrics/node", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: c + "/metrics", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: c + "/ssh-config", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
             // Without a WebSocket upgrade: authorized, then told to upgrade.
-            Route(method: "GET", path: c + "/terminal", notOwner: 403, owner: 400, admin: 400),
-            Route(method: "GET", path: c + "/vnc", notOwner: 403, owner: 400, admin: 400),
+            Route(method: "GET", path: c + "/terminal", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
+            Route(method: "GET", path: c + "/vnc", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
             // Last: the owner's delete succeeds, so the admin's finds nothing.
-            Route(method: "DELETE", path: c, notOwner: 403, owner: 200, admin: 404),
+            Route(method: "DELETE", path: c, notOwner: 403, collaborator: 403, owner: 200, admin: 404),
         ]
         var table: [String] = []
         var mismatches: [String] = []
@@ -95,6 +104,8 @@ struct AuthorizationMatrixTests {
                 switch caller {
                 case .none, .expired, .forged: expected = 401
                 case .notOwner: expected = r.notOwner
+                case .node: expected = 403
+                case .collaborator: expected = r.collaborator
                 case .owner: expected = r.owner
                 case .admin: expected = r.admin
                 }
