@@ -15,6 +15,10 @@ import ServiceLifecycle
 import Synchronization
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Everything `containarium daemon` needs to start.
 public struct DaemonOptions: Sendable {
     public var restHost = "0.0.0.0"
@@ -101,21 +105,45 @@ final class NodeCredential: Sendable {
     var token: String { state.withLock { $0.token } }
 
     func renew(_ token: String, logger: Logger) {
-        let join = state.withLock { j -> JoinOptions? in
-            guard j.token != token else { return nil }
-            j.token = token
-            return j
-        }
-        guard let join else { return }
-        do {
-            let data = try JSONEncoder().encode(join)
-            let tmp = file + ".tmp"
-            guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]), rename(tmp, file) == 0 else {
-                throw ContainariumError(.internal, "cannot write \(file)")
+        // One writer at a time (renewals from several control planes may cross).
+        writing.withLock { _ in
+            let join = state.withLock { j -> JoinOptions? in
+                guard j.token != token else { return nil }
+                j.token = token
+                return j
             }
-            logger.info("the control plane renewed this node's token (kept in \(file))")
-        } catch {
-            logger.warning("the control plane renewed this node's token, but \(file) could not be updated: \(error) (a restart uses the old token)")
+            guard let join else { return }
+            do {
+                try Self.write(JSONEncoder().encode(join), to: file)
+                logger.info("the control plane renewed this node's token (kept in \(file))")
+            } catch {
+                logger.warning("the control plane renewed this node's token, but \(file) could not be updated: \(error) (a restart uses the old token)")
+            }
+        }
+    }
+    private let writing = Mutex(())
+
+    /// Write `data` to `path` whole or not at all: a new 0600 file (never through a link),
+    /// synced, then renamed over the old one.
+    static func write(_ data: Data, to path: String) throws {
+        let tmp = path + ".\(UUID().uuidString.prefix(8)).tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ContainariumError(.internal, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        var ok = data.withUnsafeBytes { raw -> Bool in
+            var off = 0
+            while off < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress.map { $0 + off }, raw.count - off)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                off += n
+            }
+            return true
+        }
+        ok = ok && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw ContainariumError(.internal, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
     }
 }

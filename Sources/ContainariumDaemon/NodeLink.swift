@@ -165,6 +165,10 @@ public final class NodeLinks: LinkSockets {
         links.withLock { $0[node] }?.paths[target]
     }
 
+    public func disconnect(_ node: String) {
+        links.withLock { $0[node] }?.out.finish()
+    }
+
     /// End every link (graceful shutdown): each node sees its link close and dials again.
     public func closeAll() {
         for link in links.withLock({ Array($0.values) }) { link.out.finish() }

@@ -49,7 +49,10 @@ struct GRPCAuth: Sendable {
         }
         // A node's identity is for the node protocol only: no other method answers it.
         if who.role == .node, !Self.nodeMethods.contains(method) {
-            throw .denied("node tokens are for the node protocol (NodeService: ReportNode, Link) only")
+            let refusal = ContainariumError.denied("node tokens are for the node protocol (NodeService: ReportNode, Link) only")
+            await plane.audit(actor: who.subject, role: "node", action: "auth.denied", target: method, source: who.source, interface: "grpc",
+                              result: refusal.code.rawValue, detail: refusal.message)
+            throw refusal
         }
         return who
     }
@@ -276,11 +279,15 @@ struct EventServiceV1: Containarium_V1_EventService.ServiceProtocol {
             return StreamingServerResponse(error: RPCError(containarium: error))
         }
         let plane = auth.plane
-        let events: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void
-        do throws(ContainariumError) { (events, cancel) = try plane.events.subscribe(for: who.subject) } catch {
+        do throws(ContainariumError) { try plane.events.admits(who.subject) } catch {
             return StreamingServerResponse(error: RPCError(containarium: error))
         }
         return StreamingServerResponse { writer in
+            // Subscribed only once the call's body runs: a client gone before holds nothing.
+            let events: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void
+            do throws(ContainariumError) { (events, cancel) = try plane.events.subscribe(for: who.subject) } catch {
+                throw RPCError(containarium: error)
+            }
             defer { cancel() }
             var audience = plane.audience(who)
             // Ends when the daemon closes its events (shutdown) or the client goes away.
@@ -315,8 +322,8 @@ struct NodeServiceV1: Containarium_V1_NodeService.ServiceProtocol {
     func renewal(_ who: Caller, now: Date = Date()) async throws(ContainariumError) -> String? {
         guard who.role == .node, let issued = who.issuedAt, let expires = who.expiresAt else { return nil }
         let lifetime = expires.timeIntervalSince(issued)
-        guard lifetime > 0, expires.timeIntervalSince(now) < lifetime / 2 else { return nil }
-        return try await auth.tokens.generate(username: who.subject, roles: [.node], expiresIn: lifetime, now: now)
+        guard lifetime > 0, expires.timeIntervalSince(now) < lifetime / 2, await auth.plane.mayRenew(who) else { return nil }
+        return try await auth.tokens.generate(username: who.subject, roles: [.node], expiresIn: lifetime, now: Date())
     }
 
     func link(request: StreamingServerRequest<Containarium_V1_LinkFrame>, context: ServerContext) async throws

@@ -248,13 +248,15 @@ public struct RESTAPI: HTTPResponder {
 
     /// At most `DaemonEvents.perCaller` streams per caller (429 beyond: close one first).
     func sse(_ caller: Caller) throws(ContainariumError) -> Response {
-        let (stream, cancel) = try plane.events.subscribe(for: caller.subject)
+        try plane.events.admits(caller.subject)
         let plane = self.plane
         let heartbeat = sseHeartbeat
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-store"
         let body = ResponseBody { writer in
+            // Subscribed only now that the answer is under way: a client gone before holds nothing.
+            let (stream, cancel) = try plane.events.subscribe(for: caller.subject)
             defer { cancel() }
             try await writer.write(ByteBuffer(string: ": connected\n\n"))
             // Merge events with periodic heartbeats so dead clients are noticed.
@@ -371,8 +373,11 @@ struct AuthenticationMiddleware: RouterMiddleware {
         }
         // A node's identity is for the node protocol (gRPC NodeService) only: no REST route,
         // not even the public reads, answers it.
-        if context.caller?.role == .node {
-            return api.error(.denied("node tokens are for the node protocol (gRPC NodeService: ReportNode, Link) only"))
+        if let node = context.caller, node.role == .node {
+            let refusal = ContainariumError.denied("node tokens are for the node protocol (gRPC NodeService: ReportNode, Link) only")
+            await api.plane.audit(actor: node.subject, role: "node", action: "auth.denied", target: action, source: node.source, interface: "rest",
+                                  result: refusal.code.rawValue, detail: refusal.message)
+            return api.error(refusal)
         }
         return try await next(request, context)
     }

@@ -370,12 +370,17 @@ public final class Cluster: Sendable {
 
     /// Forget a member. Its environments are not touched (they stay on the machine); refused
     /// while it still reports environments, unless `force`.
-    public func remove(_ name: String, force: Bool) async throws(ContainariumError) {
+    /// Would `remove` refuse? (So that what goes with a removal, its tokens, goes only with one.)
+    public func checkRemovable(_ name: String, force: Bool) throws(ContainariumError) {
         guard let member = members.withLock({ $0[name] }) else { throw .notFound("no node \(name)") }
         guard !member.view.local else { throw ContainariumError(.failedPrecondition, "\(name) is the control plane itself") }
         guard force || member.view.environments == 0 else {
             throw ContainariumError(.failedPrecondition, "\(name) still has \(member.view.environments) environments: drain it and move or delete them first, or use --force")
         }
+    }
+
+    public func remove(_ name: String, force: Bool) async throws(ContainariumError) {
+        try checkRemovable(name, force: force)
         members.withLock { _ = $0.removeValue(forKey: name) }
         scheduler.remove(name)
         try await store.deleteNode(name)

@@ -126,8 +126,9 @@ public final class ControlPlane: Sendable {
     }
 
     /// Check that `caller` may touch `username`'s environment. Owners may do everything;
-    /// collaborators may read and act (start, stop, resize, stacks, keys) but not delete or
-    /// manage collaborators; admins may do everything.
+    /// collaborators may read and act (start, stop, restart, stacks, cleanup, exec as their own
+    /// account) but not own: the owner's keys and resources, collaborators, delete; admins may do
+    /// everything.
     @discardableResult
     public func authorize(_ caller: Caller, _ username: String, _ access: Access) async throws(ContainariumError) -> Username {
         let user = try Username(username)
@@ -350,10 +351,12 @@ public final class ControlPlane: Sendable {
         try await audited(caller, "node.remove", name) { () async throws(ContainariumError) in
             try requireAdmin(caller, "removing nodes")
             guard let cluster else { throw .notFound("no node \(name)") }
-            try await cluster.remove(name, force: force)
-            // Its tokens go with it: a removed node cannot report (and so rejoin) or link with
-            // them; joining again takes a new token.
+            try cluster.checkRemovable(name, force: force)
+            // Its tokens go with it, first: a removed node cannot report (and so rejoin) or link
+            // with them, not even with a report already under way; joining again takes a new token.
             try await store.setSetting(Self.revocationSetting(name), String(Date().timeIntervalSince1970))
+            try await cluster.remove(name, force: force)
+            cluster.links?.disconnect(name)
         }
     }
 
@@ -384,6 +387,11 @@ public final class ControlPlane: Sendable {
         guard let cluster else { throw ContainariumError(.failedPrecondition, "this daemon is not a control plane") }
         try await requireNodeIdentity(caller, report.info.name)
         try await cluster.report(report)
+        // A removal that came while this report was under way: the report must not bring it back.
+        if caller.role == .node, let revoked = try await nodeTokensRevoked(report.info.name), (caller.issuedAt ?? .distantPast) <= revoked {
+            try? await cluster.remove(report.info.name, force: true)
+            throw .denied("node \(report.info.name)'s tokens were revoked while it reported")
+        }
         return NodeReportReply(gatewayKeys: gatewayUpstreamKey.withLock { $0 }.map { [$0] } ?? [])
     }
 
@@ -405,6 +413,13 @@ public final class ControlPlane: Sendable {
     }
 
     static func revocationSetting(_ node: String) -> String { "node-tokens-revoked." + node }
+
+    /// May this node token be replaced by a fresh one now: its node is a member and its tokens
+    /// are not revoked (read again right before the new one is minted).
+    public func mayRenew(_ caller: Caller) async -> Bool {
+        guard let name = caller.nodeName, cluster?.member(name) != nil else { return false }
+        return (try? await requireNodeIdentity(caller, name)) != nil
+    }
 
     /// When `node`'s tokens were last revoked, if ever.
     func nodeTokensRevoked(_ node: String) async throws(ContainariumError) -> Date? {
@@ -467,6 +482,7 @@ public final class ControlPlane: Sendable {
             let user = try authorizeCreate(caller, request.username)
             // Users (not admins) get what the operator's policy allows (shaped, then checked).
             let policy = caller.isAdmin ? nil : service.config.userPolicy
+            try policy?.precheck(request)
             var request = policy?.shape(request, defaults: service.config.defaults) ?? request
             if !caller.isAdmin && !request.gpuDevices.isEmpty { throw .denied("gpuDevices is set by the scheduler; ask for gpus (and gpuModel)") }
             // An OS type this node has no image for may be another node's (Windows on a VM

@@ -51,18 +51,30 @@ public final class DaemonEvents: Sendable {
     public func subscribe(for caller: String, bufferSize: Int = 1024) throws(ContainariumError) -> (stream: AsyncStream<DaemonEvent>, cancel: @Sendable () -> Void) {
         let id = UUID()
         let refusal = state.withLock { s -> ContainariumError? in
-            if s.owners.count >= total {
-                return ContainariumError(.resourceExhausted, "the daemon has \(total) event streams open: try again later")
-            }
-            let mine = s.owners.values.filter { $0 == caller }.count
-            if mine >= perCaller {
-                return ContainariumError(.resourceExhausted, "\(caller) has \(mine) event streams open, the most one caller may have: close one first")
-            }
+            if let refusal = Self.refusal(s, caller, total: total, perCaller: perCaller) { return refusal }
             s.owners[id] = caller
             return nil
         }
         if let refusal { throw refusal }
         return subscribe(id: id, bufferSize: bufferSize)
+    }
+
+    /// Would a stream for `caller` be refused now? Adapters ask before they answer (so the
+    /// refusal is the answer's status) and subscribe once the answer's body runs (so a client
+    /// that goes away before that holds no stream).
+    public func admits(_ caller: String) throws(ContainariumError) {
+        if let refusal = state.withLock({ Self.refusal($0, caller, total: total, perCaller: perCaller) }) { throw refusal }
+    }
+
+    private static func refusal(_ s: State, _ caller: String, total: Int, perCaller: Int) -> ContainariumError? {
+        if s.owners.count >= total {
+            return ContainariumError(.resourceExhausted, "the daemon has \(total) event streams open: try again later")
+        }
+        let mine = s.owners.values.filter { $0 == caller }.count
+        if mine >= perCaller {
+            return ContainariumError(.resourceExhausted, "\(caller) has \(mine) event streams open, the most one caller may have: close one first")
+        }
+        return nil
     }
 
     /// Streams open for `caller`.

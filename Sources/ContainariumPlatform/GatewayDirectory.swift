@@ -71,7 +71,11 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         var name = environment
         var hopAccount: Username?
         if let plus = environment.firstIndex(of: "+") {
-            guard plane.isGatewayPeer(key), let account = try? Username(String(environment[environment.index(after: plus)...])) else {
+            // A key this node does not know as its control plane's (yet: it learns them from the
+            // reply to its report) gets in nowhere, but is not counted towards a ban: every hop
+            // arrives from the link's one address, and a node that just restarted must not ban it.
+            guard plane.isGatewayPeer(key) else { return .failure(.unavailable("not a hop this node knows the gateway of")) }
+            guard let account = try? Username(String(environment[environment.index(after: plus)...])) else {
                 return .failure(.invalidUsername(String(environment.prefix(40))))
             }
             name = String(environment[..<plus])

@@ -49,4 +49,6 @@ public protocol NodeConnector: Sendable {
 /// `NodeLinks`): a unix socket per node and target ("api" or "ssh") while the link is up.
 public protocol LinkSockets: Sendable {
     func socket(of node: String, _ target: String) -> String?
+    /// End `node`'s link, if it holds one (it was removed from the cluster).
+    func disconnect(_ node: String)
 }

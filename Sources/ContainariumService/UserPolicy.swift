@@ -47,19 +47,29 @@ public struct UserPolicy: Codable, Sendable, Equatable {
         }
     }
 
-    /// A user's create as the policy shapes it before it is validated: no nesting where the
-    /// policy forbids it (unless asked for, which `check` refuses), and the maximum CPUs, memory
-    /// and disk where the request (and the node's defaults) give no limit.
+    /// A user's create as the policy shapes it before it is validated. Every bounded value is
+    /// made explicit (the node's default, else the maximum), so a create handed to another node
+    /// is checked here and made there with the same values; nesting is off where the policy
+    /// forbids it (asking for it, or for a container runtime, `check` refuses).
     public func shape(_ r: CreateEnvironmentRequest, defaults: HostConfig.Defaults?) -> CreateEnvironmentRequest {
         var r = r
-        if allowNesting == false, r.nesting == nil, r.runtimes.isEmpty { r.nesting = false }
-        if r.cpu == nil, defaults?.cpu == nil, let maxCPU { r.cpu = String(maxCPU) }
-        if r.memory == nil, defaults?.memory == nil { r.memory = maxMemory }
-        if r.disk == nil, defaults?.disk == nil { r.disk = maxDisk }
+        if allowNesting == false, r.nesting == nil { r.nesting = false }
+        if r.cpu == nil, let maxCPU { r.cpu = defaults?.cpu ?? String(maxCPU) }
+        if r.memory == nil, maxMemory != nil { r.memory = defaults?.memory ?? maxMemory }
+        if r.disk == nil, maxDisk != nil { r.disk = defaults?.disk ?? maxDisk }
         return r
     }
 
     /// Refuse (403, naming the limit) what a user's validated create asks beyond the policy.
+    /// What can be refused from the request alone, before it is validated (so the refusal is
+    /// the policy's 403, not a validation error of what the shaping changed).
+    public func precheck(_ r: CreateEnvironmentRequest) throws(ContainariumError) {
+        if allowNesting == false, let runtime = r.runtimes.first {
+            throw .denied("the user policy does not allow nesting, which \(runtime.requestField) needs")
+        }
+        if allowNesting == false, r.nesting == true { throw .denied("the user policy does not allow nesting (nor Docker or Podman inside)") }
+    }
+
     public func check(_ v: EnvironmentService.ValidatedCreate, image explicit: String?, kind: String?) throws(ContainariumError) {
         try checkSizes(cpu: v.request.cpu, memory: v.request.memoryBytes, disk: v.request.diskBytes, unlimitedRefused: true)
         if let maxGPUs, v.gpuCount > maxGPUs { throw .denied("the user policy allows at most \(maxGPUs) GPUs, not \(v.gpuCount)") }

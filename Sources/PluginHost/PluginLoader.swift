@@ -195,7 +195,13 @@ public struct PluginLoader: Sendable {
         // 3. dlopen: RTLD_NOW so missing symbols fail here, RTLD_LOCAL so plugins cannot see
         //    each other's symbols. The handle is never closed (Swift code cannot be unloaded).
         _ = dlerror()
-        guard let handle = dlopen(libraryURL.path, RTLD_NOW | RTLD_LOCAL) else {
+        // The very file the trust check looked at (symlinks resolved), not a path that could be
+        // pointed elsewhere between the check and the load.
+        let resolved = realpath(libraryURL.path, nil).map { p in
+            defer { free(p) }
+            return String(cString: p)
+        } ?? libraryURL.path
+        guard let handle = dlopen(resolved, RTLD_NOW | RTLD_LOCAL) else {
             let why = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
             throw fail("cannot load \(manifest.library) as a shared library: \(why)")
         }

@@ -97,6 +97,9 @@ struct GRPCTests {
             }
             let grpcFailures = try await h.audit(action: "auth.failure").filter { $0.interface == "grpc" }
             #expect(grpcFailures.count == 3)
+            // A node identity's attempt outside NodeService is refused and audited as its own.
+            let nodeRefusals = try await h.audit(action: "auth.denied")
+            #expect(nodeRefusals.contains { $0.actor == "node.other" && $0.target == "GetContainer" && $0.result == "permission_denied" }, "\(nodeRefusals)")
         }
     }
 

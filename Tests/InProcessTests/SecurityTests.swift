@@ -79,6 +79,16 @@ struct SecurityTests {
             // A node identity sees no environment and lists nothing.
             #expect(await Self.refusal { try await h.plane.listContainers(w1) }?.code == .permissionDenied)
 
+            // A removal that is refused (the node still has environments) revokes nothing.
+            let w4 = Caller(subject: "node.w4", role: .node, source: "test", interface: "grpc", issuedAt: issued)
+            var busy = report("w4")
+            busy.environments = ["x-container": Resources(cpuMillis: 1000)]
+            _ = try await h.plane.reportNode(w4, busy)
+            let kept = await Self.refusal { try await h.plane.removeNode(Harness.caller("admin", .admin), "w4", force: false) }
+            #expect(kept?.code == .failedPrecondition, "\(String(describing: kept))")
+            _ = try await h.plane.reportNode(w4, busy)
+            #expect(cluster.member("w4") != nil)
+
             // Removing the node revokes every token it was given: it cannot report itself back.
             try await h.plane.removeNode(Harness.caller("admin", .admin), "w1", force: true)
             let revoked = await Self.refusal { try await h.plane.reportNode(w1, report("w1")) }
@@ -94,13 +104,18 @@ struct SecurityTests {
             // Node tokens expire, and a node that keeps reporting gets a fresh one past half-life.
             let service = NodeServiceV1(auth: GRPCAuth(plane: h.plane, tokens: h.tokens, mtls: false), links: nil)
             let now = Date()
-            let young = Caller(subject: "node.w1", role: .node, source: "test", interface: "grpc", issuedAt: now - 60, expiresAt: now + 3540)
+            let young = Caller(subject: "node.w3", role: .node, source: "test", interface: "grpc", issuedAt: now - 60, expiresAt: now + 3540)
+            let old = Caller(subject: "node.w3", role: .node, source: "test", interface: "grpc", issuedAt: now - 3000, expiresAt: now + 600)
+            _ = try await h.plane.reportNode(old, report("w3"))
             #expect(try await service.renewal(young, now: now) == nil)
-            let old = Caller(subject: "node.w1", role: .node, source: "test", interface: "grpc", issuedAt: now - 3000, expiresAt: now + 600)
             let renewed = try #require(try await service.renewal(old, now: now))
             let v = try await h.tokens.verify(renewed)
-            #expect(v.subject == "node.w1" && v.role == .node)
+            #expect(v.subject == "node.w3" && v.role == .node)
             #expect(abs((v.expiresAt ?? now).timeIntervalSince(v.issuedAt) - 3600) < 2, "the same lifetime: \(v)")
+            // A removed node is renewed no more (nor is w1's token from before its removal).
+            try await h.plane.removeNode(Harness.caller("admin", .admin), "w3", force: true)
+            #expect(try await service.renewal(old, now: now) == nil)
+            #expect(try await service.renewal(w1, now: Date().addingTimeInterval(3600)) == nil)
             // Only node tokens are renewed.
             #expect(try await service.renewal(Caller(subject: "alice", role: .user, source: "t", interface: "grpc", issuedAt: now - 3000, expiresAt: now + 600), now: now) == nil)
         }
@@ -123,6 +138,7 @@ struct SecurityTests {
                 (CreateEnvironmentRequest(username: "una", sshKeys: [], nesting: true), "does not allow nesting"),
                 (CreateEnvironmentRequest(username: "una", sshKeys: [], image: "images:alpine/3.20"), "does not allow the image 'images:alpine/3.20'"),
                 (CreateEnvironmentRequest(username: "una", sshKeys: [], gpus: 1), "at most 0 GPUs"),
+                (CreateEnvironmentRequest(username: "una", sshKeys: [], runtimes: [.docker]), "does not allow nesting, which enableDocker needs"),
             ]
             for (r, why) in refused {
                 let e = await Self.refusal { try await create(r, by: una) }
