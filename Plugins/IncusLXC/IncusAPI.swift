@@ -105,6 +105,22 @@ struct IncusAPI: Sendable {
         return try wait(operation: opPath, timeout: timeout, context: context, what: "\(method) \(path)")
     }
 
+    /// Start an asynchronous call and return its operation's path and metadata without waiting
+    /// (an exec whose streams the caller attaches to).
+    func start(_ method: String, _ path: String, body: JSONValue) throws(ContainariumError) -> (operation: String, metadata: JSONValue) {
+        let r = try http.request(method, url(path), body: try WireJSON.encode(body), timeout: 30)
+        let json = try envelope(r, "\(method) \(path)")
+        guard let opPath = json["operation"]?.stringValue, !opPath.isEmpty else {
+            throw ContainariumError(.internal, "Incus answered \(method) \(path) without an operation")
+        }
+        return (opPath, json["metadata"] ?? .null)
+    }
+
+    /// The path of one of an operation's WebSockets.
+    func websocket(operation opPath: String, secret: String) -> String {
+        url(opPath + "/websocket", query: ["secret": secret])
+    }
+
     func wait(operation opPath: String, timeout: Double, context: OperationContext?, what: String) throws(ContainariumError) -> JSONValue {
         let deadline = Date().addingTimeInterval(timeout)
         while true {

@@ -18,6 +18,9 @@ final class IncusBackend: Sendable {
         var networkTimeoutSeconds: Double?
         /// Generate SSH host keys on the host at create time (default true).
         var hostKeys: Bool?
+        /// Most bytes of output (stdout and stderr together) an exec may write before it is
+        /// stopped (default 16 MiB).
+        var execOutputLimitBytes: Int?
     }
 
     let api: IncusAPI
@@ -27,6 +30,7 @@ final class IncusBackend: Sendable {
     let node: String
     let networkTimeout: Double
     let generateHostKeys: Bool
+    let execOutputLimit: Int
     let host: HostServices
 
     static let managedKey = "user.containarium.managed"
@@ -48,6 +52,7 @@ final class IncusBackend: Sendable {
         node = config.node ?? ProcessInfo.processInfo.hostName
         networkTimeout = config.networkTimeoutSeconds ?? 60
         generateHostKeys = config.hostKeys ?? true
+        execOutputLimit = max(4096, config.execOutputLimitBytes ?? 16 << 20)
         self.host = host
     }
 
@@ -100,7 +105,7 @@ final class IncusBackend: Sendable {
             throw .notFound("container \(name) does not exist")
         }
         let state = try? api.sync("GET", path(name) + "/state")
-        return makeInfo(instance, state: state)
+        return makeInfo(instance, state: state, networks: networkRecords(for: [instance]))
     }
 
     /// Follow Incus's lifecycle events and emit "instance.changed" for each instance event.
@@ -128,10 +133,69 @@ final class IncusBackend: Sendable {
     func list() throws(ContainariumError) -> InstanceList {
         let all = try api.sync("GET", "/1.0/instances", query: ["recursion": "2"]).arrayValue
         let managed = all.filter { $0["config"]?[Self.managedKey]?.stringValue == "true" }
-        return InstanceList(instances: managed.map { makeInfo($0, state: $0["state"]) }.sorted { $0.name < $1.name })
+        let networks = networkRecords(for: managed)
+        return InstanceList(instances: managed.map { makeInfo($0, state: $0["state"], networks: networks) }.sorted { $0.name < $1.name })
     }
 
-    private func makeInfo(_ i: JSONValue, state: JSONValue?) -> InstanceInfo {
+    // MARK: - the backend's own record of addresses
+
+    /// What Incus itself knows about its managed networks: each one's subnet (with the host's
+    /// address on it) and the DHCP leases its dnsmasq handed out, by MAC address.
+    struct NetworkRecords {
+        var subnets: [String: IPv4Network] = [:]
+        var leases: [String: [String: IPv4Address]] = [:]
+    }
+
+    /// The managed networks an instance's NICs attach to, eth0 first: (device, network).
+    static func managedNICs(_ i: JSONValue) -> [(device: String, network: String, spec: JSONValue)] {
+        let devices = i["expanded_devices"]?.objectValue ?? i["devices"]?.objectValue ?? [:]
+        return devices.sorted { interfaceRank($0.key) < interfaceRank($1.key) }.compactMap { name, d in
+            guard d["type"]?.stringValue == "nic" else { return nil }
+            guard let network = d["network"]?.stringValue ?? (d["nictype"]?.stringValue == "bridged" ? d["parent"]?.stringValue : nil)
+            else { return nil }
+            return (name, network, d)
+        }
+    }
+
+    /// Subnets and leases of the networks `instances` use: the leases on every call (they
+    /// change), the subnets from Incus's network configuration.
+    func networkRecords(for instances: [JSONValue]) -> NetworkRecords {
+        var records = NetworkRecords()
+        for network in Set(instances.flatMap { Self.managedNICs($0).map(\.network) }) {
+            let escaped = IncusAPI.escape(network)
+            guard let net = try? api.sync("GET", "/1.0/networks/\(escaped)"), net["managed"]?.bool == true,
+                  let cidr = net["config"]?["ipv4.address"]?.stringValue, let subnet = IPv4Network(cidr: cidr) else { continue }
+            records.subnets[network] = subnet
+            var byMAC: [String: IPv4Address] = [:]
+            for lease in (try? api.sync("GET", "/1.0/networks/\(escaped)/leases"))?.arrayValue ?? []
+            where ["dynamic", "static"].contains(lease["type"]?.stringValue ?? "") {
+                guard let mac = lease["hwaddr"]?.stringValue?.lowercased(), !mac.isEmpty,
+                      let a = lease["address"]?.stringValue.flatMap({ IPv4Address($0) }) else { continue }
+                byMAC[mac] = a
+            }
+            records.leases[network] = byMAC
+        }
+        return records
+    }
+
+    /// The address Incus assigned to the instance on a managed network: the NIC's static
+    /// `ipv4.address`, else the DHCP lease for the MAC address Incus gave the NIC. It must be
+    /// a host address of that network and not the host's own. Nothing the guest reports about
+    /// its interfaces is used: a guest can add any address to an interface of its own.
+    static func assignedAddress(_ i: JSONValue, _ records: NetworkRecords) -> IPv4Address? {
+        let config = i["expanded_config"]?.objectValue ?? i["config"]?.objectValue ?? [:]
+        for nic in managedNICs(i) {
+            guard let subnet = records.subnets[nic.network] else { continue }
+            var candidate = nic.spec["ipv4.address"]?.stringValue.flatMap { IPv4Address($0) }
+            if candidate == nil, let mac = config["volatile.\(nic.device).hwaddr"]?.stringValue?.lowercased() {
+                candidate = records.leases[nic.network]?[mac]
+            }
+            if let a = candidate, subnet.containsHost(a), a != subnet.address, a.specialUse == nil { return a }
+        }
+        return nil
+    }
+
+    private func makeInfo(_ i: JSONValue, state: JSONValue?, networks: NetworkRecords) -> InstanceInfo {
         let config = i["config"]?.objectValue ?? [:]
         let expanded = i["expanded_config"]?.objectValue ?? config
         let rootDevice = i["expanded_devices"]?["root"] ?? i["devices"]?["root"]
@@ -187,6 +251,7 @@ final class IncusBackend: Sendable {
             sshHostKeys: config[Self.hostKeysKey]?.stringValue.map { $0.split(separator: "\n").map(String.init) } ?? [],
             provisioned: config[Self.provisionedKey]?.stringValue == "true",
             gpus: gpus.isEmpty ? nil : gpus)
+        info.address = Self.assignedAddress(i, networks)?.description
         info.networkRxBytes = state?["network"] == nil ? nil : rx
         info.networkTxBytes = state?["network"] == nil ? nil : tx
         return info
@@ -362,12 +427,22 @@ final class IncusBackend: Sendable {
         }
     }
 
+    /// The address to wait on: Incus's own record where the instance is on a managed network
+    /// (what the gateway will use), else the first address the instance reports (there is no
+    /// record to check it against, and the gateway will not route to it).
+    private func currentAddress(_ name: String) throws(ContainariumError) -> String? {
+        let instance = try api.sync("GET", path(name))
+        if !Self.managedNICs(instance).isEmpty {
+            return Self.assignedAddress(instance, networkRecords(for: [instance]))?.description
+        }
+        let state = try api.sync("GET", path(name) + "/state")
+        return makeInfo(.object(["name": .string(name)]), state: state, networks: NetworkRecords()).ipv4.first
+    }
+
     func waitForIPv4(_ name: String, timeout: Double, _ ctx: OperationContext) throws(ContainariumError) {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            let state = try api.sync("GET", path(name) + "/state")
-            let info = makeInfo(.object(["name": .string(name)]), state: state)
-            if !info.ipv4.isEmpty { return }
+            if try currentAddress(name) != nil { return }
             try ctx.checkCancelled()
             guard Date() < deadline else {
                 throw ContainariumError(.timeout, "container \(name) got no IPv4 address within \(String(format: "%g", timeout))s")
@@ -376,14 +451,13 @@ final class IncusBackend: Sendable {
         }
     }
 
-    /// Wait until the instance's first IPv4 address accepts TCP connections on port 22, for at
-    /// most `timeout` seconds. An image without sshd is not an error: the create goes on, with
-    /// a warning in the log.
+    /// Wait until the instance's address accepts TCP connections on port 22, for at most
+    /// `timeout` seconds. An image without sshd is not an error: the create goes on, with a
+    /// warning in the log.
     func waitForSSH(_ name: String, timeout: Double, _ ctx: OperationContext) throws(ContainariumError) {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            let state = try api.sync("GET", path(name) + "/state")
-            if let ip = makeInfo(.object(["name": .string(name)]), state: state).ipv4.first, Self.accepts(ip, port: 22, within: 0.25) { return }
+            if let ip = try currentAddress(name), Self.accepts(ip, port: 22, within: 0.25) { return }
             try ctx.checkCancelled()
             guard Date() < deadline else {
                 host.log(.warning, "\(name): nothing accepts SSH connections on port 22 after \(Int(timeout)) s; the create goes on")
@@ -638,27 +712,64 @@ final class IncusBackend: Sendable {
         guard !r.command.isEmpty else { throw .invalid("exec needs a command") }
         var env: [String: JSONValue] = [:]
         for (k, v) in r.environment { env[k] = .string(v) }
+        // The output streams back over WebSockets and is read only up to the limit: nothing is
+        // recorded on the host's disk, and a command that writes without end (`yes`) is
+        // stopped once it has written more than the limit.
         var body: [String: JSONValue] = [
             "command": .array(r.command.map { .string($0) }),
             "environment": .object(env),
             "interactive": .bool(false),
-            "wait-for-websocket": .bool(false),
-            "record-output": .bool(true),
+            "wait-for-websocket": .bool(true),
+            "record-output": .bool(false),
         ]
         if let u = r.user { body["user"] = .number(Double(u)) }
         if let g = r.group { body["group"] = .number(Double(g)) }
         if let cwd = r.cwd { body["cwd"] = .string(cwd) }
-        let meta = try api.operation("POST", path(r.name) + "/exec", body: .object(body), timeout: r.timeoutSeconds ?? 600, context: ctx)
-        let code = Int32(meta["return"]?.intValue ?? -1)
-        var out = "", err = ""
-        if let logs = meta["output"]?.objectValue {
-            for (fd, ref) in logs {
-                guard let p = ref.stringValue else { continue }
-                let text = String(decoding: (try? api.raw("GET", p)) ?? Data(), as: UTF8.self)
-                if fd == "1" { out = text } else if fd == "2" { err = text }
-                _ = try? api.raw("DELETE", p)
+        let started = try api.start("POST", path(r.name) + "/exec", body: .object(body))
+        let what = "exec in \(r.name)"
+        let fds = started.metadata["metadata"]?["fds"]
+        var streams: [String: IncusWebSocket] = [:]
+        do throws(ContainariumError) {
+            for fd in ["control", "0", "1", "2"] {
+                guard let secret = fds?[fd]?.stringValue else { throw ContainariumError(.internal, "Incus gave no stream \(fd) for \(what)") }
+                streams[fd] = try IncusWebSocket(http: api.http, path: api.websocket(operation: started.operation, secret: secret))
+            }
+        } catch {
+            _ = try? api.http.request("DELETE", started.operation)
+            throw error
+        }
+        guard let control = streams["control"], let stdin = streams["0"], let stdout = streams["1"], let stderr = streams["2"] else {
+            throw ContainariumError(.internal, "exec streams missing")
+        }
+        stdin.sendClose()  // no input: end of file at once
+
+        var out = Data(), err = Data()
+        let deadline = Date().addingTimeInterval(r.timeoutSeconds ?? 600)
+        var stop: ContainariumError?
+        while !(stdout.ended && stderr.ended) {
+            for ws in readable([stdout, stderr].filter { !$0.ended }, milliseconds: 250) {
+                if ws === stdout { _ = try stdout.pump(into: &out) } else { _ = try stderr.pump(into: &err) }
+            }
+            if out.count + err.count > execOutputLimit {
+                stop = ContainariumError(.resourceExhausted,
+                    "the command wrote more than \(ByteSize(bytes: UInt64(execOutputLimit))) of output and was stopped; write large output to a file in the environment instead")
+            } else if ctx.isCancelled {
+                stop = ContainariumError(.cancelled, "\(what) was cancelled")
+            } else if Date() >= deadline {
+                stop = ContainariumError(.timeout, "\(what) did not finish within \(Int(r.timeoutSeconds ?? 600))s")
+            }
+            if let stop {
+                // SIGKILL to the command, then end the operation; nothing more is read.
+                try? control.send(opcode: 0x1, Data(#"{"command":"signal","signal":9}"#.utf8))
+                for ws in [stdin, stdout, stderr] { ws.hangUp() }
+                _ = try? api.wait(operation: started.operation, timeout: 10, context: nil, what: what)
+                control.hangUp()
+                throw stop
             }
         }
-        return ExecResult(exitCode: code, stdout: out, stderr: err)
+        control.sendClose()
+        let meta = try api.wait(operation: started.operation, timeout: max(5, deadline.timeIntervalSinceNow), context: ctx, what: what)
+        let code = Int32(meta["return"]?.intValue ?? -1)
+        return ExecResult(exitCode: code, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
     }
 }

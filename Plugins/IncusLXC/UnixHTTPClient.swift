@@ -34,7 +34,7 @@ struct UnixHTTPClient: Sendable {
         head += "\r\n"
         var payload = Data(head.utf8)
         if let body { payload.append(body) }
-        try writeAll(fd, payload)
+        try Self.writeAll(fd, payload)
         let raw = try readAll(fd)
         return try Self.parse(raw)
     }
@@ -51,7 +51,7 @@ struct UnixHTTPClient: Sendable {
         for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255) }
         let head = "GET \(path) HTTP/1.1\r\nHost: incus\r\nUser-Agent: containarium\r\nUpgrade: websocket\r\n"
             + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Data(nonce).base64EncodedString())\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        try writeAll(fd, Data(head.utf8))
+        try Self.writeAll(fd, Data(head.utf8))
         var buffer = Data()
         // Read the handshake response up to the blank line.
         while true {
@@ -88,7 +88,7 @@ struct UnixHTTPClient: Sendable {
                     let mask: [UInt8] = [1, 2, 3, 4]
                     pong.append(contentsOf: mask)
                     for (i, b) in frame.payload.prefix(125).enumerated() { pong.append(b ^ mask[i % 4]) }
-                    try writeAll(fd, pong)
+                    try Self.writeAll(fd, pong)
                 default:
                     break
                 }
@@ -144,7 +144,7 @@ struct UnixHTTPClient: Sendable {
         }
     }
 
-    private func connect(timeout: Double) throws(ContainariumError) -> Int32 {
+    func connect(timeout: Double) throws(ContainariumError) -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ContainariumError(.unavailable, "cannot create a socket", cause: String(cString: strerror(errno))) }
         // struct timeval is { long tv_sec; long tv_usec; } on 64-bit Linux. Spelled out as two
@@ -178,7 +178,7 @@ struct UnixHTTPClient: Sendable {
         return fd
     }
 
-    private func writeAll(_ fd: Int32, _ data: Data) throws(ContainariumError) {
+    static func writeAll(_ fd: Int32, _ data: Data) throws(ContainariumError) {
         let ok: Bool = data.withUnsafeBytes { raw in
             guard let base = raw.baseAddress else { return true }
             var offset = 0

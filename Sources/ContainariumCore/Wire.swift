@@ -131,7 +131,13 @@ public struct InstanceInfo: Codable, Sendable, Equatable {
     public var type: String
     public var state: InstanceState
     public var image: String?
+    /// Addresses the instance reports for its own interfaces (informational: a guest can add
+    /// any address it likes to an interface of its own).
     public var ipv4: [String]
+    /// The address the backend itself gave the instance's NIC on its managed network, from the
+    /// backend's own records (a static assignment or the DHCP lease for the NIC's MAC address),
+    /// never from inside the guest. The gateway connects to this address only.
+    public var address: String?
     public var cpuLimit: String?
     public var memoryLimitBytes: UInt64?
     public var diskLimitBytes: UInt64?

@@ -148,6 +148,11 @@ public final class SSHGateway: Service, Sendable {
                                         result: "permission_denied", detail: "refused \(what): only the environment's own ports can be reached"))
                 return loop.makeFailedFuture(GatewayError.refused("forward to \(what) refused"))
             }
+            if !inside, route.via == nil, let refused = GatewayTargets.refusal(route.address) {
+                audit(GatewayAuditEvent(action: "gateway.forward", actor: route.account, target: route.environment, source: connection.source,
+                                        result: "permission_denied", detail: "refused \(what): \(refused)"))
+                return loop.makeFailedFuture(GatewayError.refused("forward to \(what) refused"))
+            }
             audit(GatewayAuditEvent(action: "gateway.forward", actor: route.account, target: route.environment, source: connection.source,
                                     detail: port == 22 && host == route.address ? "jump to \(what)" : "to \(what)"))
             let (clientHalf, farHalf) = Relay.pair(session: false)

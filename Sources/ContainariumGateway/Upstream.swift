@@ -91,6 +91,9 @@ enum Upstream {
                         try channel.pipeline.syncOperations.addHandlers([ssh, UpstreamWatcher(ready: ready)])
                     }
                 }
+            if route.via == nil, let refused = GatewayTargets.refusal(route.address) {
+                throw GatewayError.refused(refused)
+            }
             if let path = route.via?.socketPath {
                 channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
             } else {

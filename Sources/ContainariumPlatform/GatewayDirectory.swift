@@ -104,10 +104,14 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
     private func localRoute(_ owner: Username, key wanted: String?, account hopAccount: Username?, fingerprint: String) async -> Result<GatewayRoute, GatewayDenial> {
         var info = plane.inventory.get(owner.containerName)
         // The inventory may not have caught up with a start yet (no address): ask the backend.
-        if info == nil || info?.ipv4.isEmpty == true { info = try? await plane.service.info(username: owner.value) }
+        if info == nil || info?.address == nil { info = try? await plane.service.info(username: owner.value) }
         guard let info else { return .failure(.unknownEnvironment(owner.value)) }
         guard info.state == .running else { return .failure(.notRunning(owner.value)) }
-        guard let address = info.ipv4.first else { return .failure(.unavailable("\(owner.value)'s environment has no address yet")) }
+        // Only the address the backend assigned (its own record of the NIC), never one the
+        // guest reports: software inside can put any address on an interface of its own.
+        guard let address = info.address else {
+            return .failure(.unavailable("\(owner.value)'s environment has no address assigned by its backend yet"))
+        }
         let exec: Exec = { [plane] command throws(ContainariumError) in try await plane.service.exec(username: owner.value, command: command) }
         let (profile, account) = await resolve(owner, key: wanted, exec: exec)
         guard let profile else { return .failure(.unavailable("could not read \(owner.value)'s environment")) }

@@ -105,7 +105,7 @@ public struct ContainerView: Codable, Sendable, Equatable {
             cpu: i.cpuLimit, memory: i.memoryLimitBytes.map { ByteSize(bytes: $0).description },
             disk: i.diskLimitBytes.map { ByteSize(bytes: $0).description })
         usage = UsageView(cpuNanoseconds: i.cpuUsageNanoseconds, memoryBytes: i.memoryUsageBytes, diskBytes: i.diskUsageBytes, processes: i.processes)
-        network = NetworkView(ipAddress: i.ipv4.first, ipv4: i.ipv4)
+        network = NetworkView(ipAddress: i.address ?? i.ipv4.first, ipv4: i.ipv4)
         autostart = i.autostart
         nestingEnabled = i.nesting
         labels = i.labels

@@ -263,9 +263,13 @@ public nonisolated struct Containarium_V1_Network: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The first IPv4 address.
+  /// The address the backend assigned to the environment on its managed network, from the
+  /// backend's own records (a static address, or the DHCP lease of the NIC's MAC address); where
+  /// the backend has no such record, the first address the environment reports.
   public var ipAddress: String = String()
 
+  /// Every IPv4 address the environment reports for its own interfaces (informational: software
+  /// inside can add any address to an interface of its own).
   public var ipv4: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

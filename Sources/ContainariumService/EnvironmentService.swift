@@ -664,7 +664,7 @@ public struct EnvironmentService: Sendable {
                                 now: Date = Date()) async throws(ContainariumError) -> String {
         let user = try Username(username)
         let info = try await instance(user.containerName)
-        guard let ip = info.ipv4.first else {
+        guard let ip = info.address ?? info.ipv4.first else {
             throw ContainariumError(.failedPrecondition, "\(user.containerName) has no IPv4 address (is it running?)")
         }
         return try SSHConfigExport(user: user, jumpHost: jumpHost, containerIP: ip, keyPath: keyPath, gateway: gateway,

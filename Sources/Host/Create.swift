@@ -122,7 +122,7 @@ struct Create: AsyncParsableCommand {
             }
         }
         if !table { return try printJSON(info) }
-        let ip = info.ipv4.first ?? "-"
+        let ip = info.address ?? info.ipv4.first ?? "-"
         print("""
             ✓ Container \(info.name) created successfully!
 

@@ -35,7 +35,7 @@ struct List: AsyncParsableCommand {
         if format == .json { return try printJSON(["containers": all]) }
         let rows = all.map { i in
             [
-                i.name, i.state.rawValue.uppercased(), i.ipv4.first ?? "-", i.cpuLimit ?? "-",
+                i.name, i.state.rawValue.uppercased(), i.address ?? i.ipv4.first ?? "-", i.cpuLimit ?? "-",
                 i.memoryLimitBytes.map { ByteSize.format($0) } ?? "-", i.diskLimitBytes.map { ByteSize.format($0) } ?? "-",
                 i.autostart ? "yes" : "no",
             ]

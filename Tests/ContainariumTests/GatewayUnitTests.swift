@@ -150,4 +150,39 @@ struct GatewayUnitTests {
         // Neither a jump host nor a gateway: nothing to export.
         #expect(throws: ContainariumError.self) { try SSHConfigExport(user: Username("alice"), jumpHost: nil, containerIP: "10.0.3.7", keyPath: nil) }
     }
+
+    @Test("the gateway never dials loopback, link-local (metadata), multicast, reserved, unspecified or host addresses, whatever a route says")
+    func forwardTargets() throws {
+        for bad in ["127.0.0.1", "127.8.9.10", "169.254.169.254", "169.254.0.1", "0.0.0.0", "0.1.2.3", "224.0.0.1",
+                    "239.255.255.250", "240.0.0.1", "255.255.255.255", "localhost", "10.0.0", "010.0.0.1", "10.0.0.256", "::1", ""] {
+            #expect(GatewayTargets.refusal(bad) != nil, "\(bad)")
+        }
+        #expect(GatewayTargets.refusal("169.254.169.254")?.contains("metadata") == true)
+        // Every IPv4 address of this host is refused, whichever interface holds it.
+        let own = GatewayTargets.hostAddresses()
+        #expect(own.contains(IPv4Address("127.0.0.1") ?? IPv4Address(0)))
+        for a in own { #expect(GatewayTargets.refusal(a.description) != nil, "\(a)") }
+        // An ordinary address on a network (a documentation address this host does not hold) is allowed.
+        let other = try #require(["192.0.2.77", "198.51.100.77", "203.0.113.77"].first { IPv4Address($0).map { !own.contains($0) } ?? false })
+        #expect(GatewayTargets.refusal(other) == nil)
+    }
+
+    @Test("IPv4 addresses and networks parse strictly; a network's hosts exclude its network and broadcast addresses")
+    func ipv4() throws {
+        #expect(IPv4Address("10.87.0.137")?.value == 0x0a57_0089)
+        #expect(IPv4Address("10.87.0.137")?.description == "10.87.0.137")
+        for bad in ["10.87.0", "10.87.0.1.2", "10.87.00.1", "1e1.0.0.1", "10.87.0.-1", "+10.0.0.1", " 10.0.0.1", "10.0.0.1/24", "١٠.0.0.1"] {
+            #expect(IPv4Address(bad) == nil, "\(bad)")
+        }
+        let net = try #require(IPv4Network(cidr: "10.87.0.1/24"))
+        #expect(net.address.description == "10.87.0.1" && net.prefixLength == 24)
+        #expect(net.containsHost(try #require(IPv4Address("10.87.0.137"))))
+        #expect(!net.containsHost(try #require(IPv4Address("10.87.0.0"))))
+        #expect(!net.containsHost(try #require(IPv4Address("10.87.0.255"))))
+        #expect(!net.containsHost(try #require(IPv4Address("10.87.1.5"))))
+        #expect(!net.containsHost(try #require(IPv4Address("169.254.169.254"))))
+        #expect(IPv4Network(cidr: "10.87.0.1/33") == nil && IPv4Network(cidr: "10.87.0.1") == nil && IPv4Network(cidr: "none") == nil)
+        let point = try #require(IPv4Network(cidr: "192.0.2.4/31"))
+        #expect(point.containsHost(try #require(IPv4Address("192.0.2.5"))))
+    }
 }

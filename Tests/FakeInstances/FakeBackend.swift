@@ -212,6 +212,7 @@ final class FakeBackend: Sendable {
             try step(steps, "Waiting for network")
             let final = try mutate(r.name) { box in
                 box.info.ipv4 = [allocateAddress()]
+                box.info.address = box.info.ipv4.first
                 box.info.provisioned = true
                 return view(box)
             }
@@ -278,11 +279,13 @@ final class FakeBackend: Sendable {
                     box.info.state = .running
                     box.info.startedAt = Date()
                     if box.info.ipv4.isEmpty { box.info.ipv4 = [allocateAddress()] }
+                    box.info.address = box.info.ipv4.first
                 }
             case .stop:
                 box.info.state = .stopped
                 box.info.startedAt = nil
                 box.info.ipv4 = []
+                box.info.address = nil
             }
             return view(box)
         }

@@ -37,6 +37,21 @@ struct DaemonRESTTests {
         let ssh = try IncusEnv.ssh(user: alice, host: ip, key: box.key.privateKey, "id -un && sudo -n true && echo sudo-ok")
         #expect(ssh.status == 0 && ssh.stdout.contains(alice) && ssh.stdout.contains("sudo-ok"), "\(ssh.output)")
 
+        // Exhaustion: commands that write without end, on stdout or stderr, are stopped at the
+        // output limit (16 MiB) with a clear 429; nothing of theirs keeps running, and the
+        // environment and the daemon carry on.
+        for command in [["yes"], ["sh", "-c", "yes 2>&1 >&2 | cat >&2"], ["cat", "/dev/urandom"]] {
+            let flood = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/exec", token: aliceT, body: HTTP.json(["command": command, "asUser": true]), timeout: 180)
+            #expect(flood.status == 429 && flood.json?["error"]?["code"]?.stringValue == "resource_exhausted" && flood.text.contains("more than 16MiB of output"),
+                    "\(command): \(flood.status) \(flood.text.prefix(300))")
+        }
+        try eventually("the flooding commands are gone", within: 20) {
+            try box.incus(["exec", "\(alice)-container", "--", "pgrep", "-x", "yes|cat"]).status == 1
+        }
+        let fine = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/exec", token: aliceT, body: HTTP.json(["command": ["sh", "-c", "echo out; echo err >&2; exit 3"], "asUser": true]))
+        #expect(fine.status == 200 && fine.json?["stdout"]?.stringValue == "out\n" && fine.json?["stderr"]?.stringValue == "err\n"
+                && fine.json?["exitCode"]?.number == 3, "\(fine.text)")
+
         // A user may only create its own environment.
         let other = try HTTP.call("POST", d.base + "/v1/containers", token: bobT, body: HTTP.json(["username": alice + "x", "sshKeys": [box.key.publicText]]))
         #expect(other.status == 403)

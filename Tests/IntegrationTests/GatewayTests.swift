@@ -1,4 +1,5 @@
 import ContainariumCore
+import ContainariumGateway
 import Foundation
 import TestSupport
 import Testing
@@ -252,6 +253,38 @@ struct GatewayTests {
             #expect(w.status == 255 && w.stderr.contains("forwarding failed") && !w.stdout.contains("SSH-2.0"), "forward to \(target): \(w.output)")
         }
         #expect(try bed.audit("gateway.forward").contains { $0["result"]?.stringValue == "permission_denied" && ($0["detail"]?.stringValue ?? "").contains(carolIP) })
+
+        // Attack (a guest's claim): root inside carol's environment puts the metadata address and
+        // an address of the host on eth0, ahead of the address Incus leased to it. Incus now
+        // reports them first; the gateway still goes only to the lease, and never dials the
+        // host or the metadata address for her. A listener on the host sees nothing arrive.
+        let hostIP = GatewayTargets.hostAddresses().map(\.description).filter { !$0.hasPrefix("127.") && $0 != bridge }.sorted().first
+        let trap = try TrapListener(host: hostIP ?? "127.0.0.1")
+        defer { trap.close() }
+        let claims = ["169.254.169.254"] + (hostIP.map { [$0] } ?? [])
+        let claim = try bed.box.incus(["exec", "\(carol)-container", "--", "sh", "-c", """
+            set -e
+            cidr=$(ip -4 -o addr show dev eth0 scope global | awk '{print $4}' | head -1)
+            ip addr del "$cidr" dev eth0
+            \(claims.map { "ip addr add \($0)/32 dev eth0 scope global" }.joined(separator: "\n"))
+            ip addr add "$cidr" dev eth0
+            ip route replace default via \(bridge) dev eth0 src \(carolIP) || true
+            """])
+        #expect(claim.status == 0, "\(claim.output)")
+        // What the old gateway took for her address: the first global IPv4 Incus reports on eth0.
+        let state = try JSONDecoder().decode(JSONValue.self, from: Data(try bed.box.incus(["list", "\(carol)-container", "--format", "json"]).stdout.utf8))
+        let eth0 = state.items?.first?["state"]?["network"]?["eth0"]?["addresses"]?.items ?? []
+        let firstReported = eth0.first { $0["family"]?.stringValue == "inet" && $0["scope"]?.stringValue == "global" }?["address"]?.stringValue
+        #expect(firstReported.map { claims.contains($0) } == true, "Incus reports a claimed address first: \(eth0)")
+        let view = try HTTP.call("GET", bed.daemon.base + "/v1/containers/\(carol)", token: bed.admin)
+        #expect(view.json?["network"]?["ipAddress"]?.stringValue == carolIP, "\(view.text)")
+        #expect(try bed.ssh(carol, key: carolKey.privateKey, ["id -un"]).stdout == "\(carol)\n", "carol still reaches her own environment at its lease")
+        for target in claims.map({ "\($0):22" }) + ["169.254.169.254:80", "\(hostIP ?? "127.0.0.1"):\(trap.port)"] {
+            let w = try Run.run("/usr/bin/ssh", ["-p", String(bed.sshPort)] + bed.options(carolKey.privateKey) + ["-W", target, "\(carol)@127.0.0.1"], stdin: "", timeout: 30)
+            #expect(w.status == 255 && w.stderr.contains("forwarding failed"), "forward to \(target): \(w.output)")
+        }
+        #expect(trap.accepted() == 0, "nothing reached the host's listener")
+        #expect(try bed.audit("gateway.forward").contains { $0["result"]?.stringValue == "permission_denied" && ($0["detail"]?.stringValue ?? "").contains("169.254.169.254") })
         // Remote forwarding (-R) is not offered.
         let r = try bed.ssh(alice, key: bed.box.key.privateKey, ["-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:22", "-N"], timeout: 30)
         #expect(r.status == 255, "\(r.output)")
@@ -364,4 +397,38 @@ struct GatewayTests {
         }
         #expect(try bed.box.cli(["gateway", "bans", "--unban", "127.0.0.7", "--state-dir", bed.daemon.stateDir.path]).status != 0, "not banned any more")
     }
+}
+
+/// A TCP listener on the host that only counts who connects (to prove nothing reached it).
+final class TrapListener: @unchecked Sendable {
+    let fd: Int32
+    let port: Int
+
+    init(host: String) throws {
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard s >= 0 else { throw TestFailure("socket failed") }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr(host)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(s, 16) == 0 else { Glibc.close(s); throw TestFailure("cannot listen on \(host)") }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+        _ = fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK)
+        fd = s
+        port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// How many connections are waiting (each is accepted and closed).
+    func accepted() -> Int {
+        var n = 0
+        while true {
+            let c = accept(fd, nil, nil)
+            guard c >= 0 else { return n }
+            Glibc.close(c)
+            n += 1
+        }
+    }
+
+    func close() { Glibc.close(fd) }
 }

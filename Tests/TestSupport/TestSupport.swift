@@ -93,7 +93,11 @@ public enum Run {
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning {
             if Date() > deadline {
+                // SIGTERM, then SIGKILL for one that ignores it (ssh -W waiting on a stalled peer does).
                 p.terminate()
+                let grace = Date().addingTimeInterval(5)
+                while p.isRunning && Date() < grace { usleep(20_000) }
+                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
                 p.waitUntilExit()
                 throw TestFailure("\(executable) \(arguments.joined(separator: " ")) timed out after \(timeout)s")
             }
