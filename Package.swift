@@ -41,6 +41,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // The SSH gateway (issue 4).
         .package(url: "https://github.com/apple/swift-nio-ssh", from: "0.15.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
         // The API contract (proto/): generated messages and gRPC stubs (scripts/gen-proto.sh).
         // Exact: Sources/ContainariumProto is generated with these versions (scripts/gen-proto.sh --check).
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
@@ -160,7 +161,10 @@ let package = Package(
                 "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway", "ContainariumScheduler",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -228,6 +232,8 @@ let package = Package(
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport",
                 "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler",
+                .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             exclude: ["Fixtures"],
             swiftSettings: strict

@@ -101,7 +101,8 @@ public struct ContainariumEndpoint: Sendable {
                         privateKey: .file(path: "\(dir)/client.key", format: .pem)
                     ) { config in
                         config.trustRoots = .certificates([.file(path: "\(dir)/ca.crt", format: .pem)])
-                        config.serverCertificateVerification = .noHostnameVerification
+                        // The server's certificate must name the host or address dialled.
+                        config.serverCertificateVerification = .fullVerification
                     }
                 }
                 return try HTTP2ClientTransport.Posix(target: .ipv4(address: host, port: port), transportSecurity: security)

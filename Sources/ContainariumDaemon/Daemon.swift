@@ -8,8 +8,12 @@ public import ContainariumScheduler
 import ContainariumStore
 public import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import HummingbirdWebSocket
 public import Logging
+public import NIOCore
 import PluginHost
 import ServiceLifecycle
 import Synchronization
@@ -23,6 +27,10 @@ import Glibc
 public struct DaemonOptions: Sendable {
     public var restHost = "0.0.0.0"
     public var restPort = 8080
+    /// Serve REST over TLS with this certificate chain and key (PEM); both or neither.
+    public var restTLS: (certificate: String, key: String)?
+    /// Close a REST connection idle for this long.
+    public var restIdleTimeout: TimeAmount = .seconds(120)
     public var restEnabled = true
     public var stateDir = "/var/lib/containarium"
     public var databaseURL: String?
@@ -183,11 +191,9 @@ struct NodeAgent {
         var failing: Set<String> = []
         while !Task.isCancelled {
             do throws(ContainariumError) {
-                // A node the control plane may dial (fallback while the link is down) gives it a
-                // short-lived token; a node that only dials out gives none.
-                var token: String?
-                if join.advertise != nil { token = try await tokens.generate(username: "control-plane", roles: [.admin], expiresIn: 60) }
-                var report = try await plane.localReport(address: join.advertise ?? "", token: token, labels: options.nodeLabels,
+                // No credential travels in a report: the control plane calls back through the
+                // link, or at the advertised address with its own mTLS certificate.
+                var report = try await plane.localReport(address: join.advertise ?? "", token: nil, labels: options.nodeLabels,
                                                          pool: options.nodePool, preemptible: options.preemptible)
                 report.gateway = gatewayEndpoint
                 let message = ProtoMap.nodeReport(report)
@@ -330,14 +336,27 @@ public enum Daemon {
         }
         if options.restEnabled {
             let rest = RESTAPI(plane: plane, tokens: tokens, swaggerDir: options.swaggerDir, webuiDir: options.webuiDir)
+            var server = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(http1: .init(idleTimeout: options.restIdleTimeout))) { request, channel, _ in
+                let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "unknown"):\($0.port ?? 0)" } ?? "unknown"
+                return await rest.webSocketUpgrade(request, remote: remote)
+            }
+            if let tls = options.restTLS {
+                do {
+                    let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
+                    let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
+                    server = try .tls(server, tlsConfiguration: TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+                } catch {
+                    throw ContainariumError(.invalidArgument, "cannot serve REST over TLS with \(tls.certificate) and \(tls.key)", cause: "\(error)")
+                }
+            } else {
+                logger.warning("REST without --tls-cert/--tls-key: tokens travel in clear unless a TLS proxy is in front")
+            }
+            let scheme = options.restTLS == nil ? "http" : "https"
             let app = Application(
                 responder: rest,
-                server: .http1WebSocketUpgrade { request, channel, _ in
-                    let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "unknown"):\($0.port ?? 0)" } ?? "unknown"
-                    return await rest.webSocketUpgrade(request, remote: remote)
-                },
+                server: server,
                 configuration: ApplicationConfiguration(address: .hostname(options.restHost, port: options.restPort), serverName: "containarium"),
-                onServerRunning: { _ in logger.notice("REST API listening on \(options.restHost):\(options.restPort)") },
+                onServerRunning: { _ in logger.notice("REST API listening on \(scheme)://\(options.restHost):\(options.restPort)") },
                 logger: logger)
             services.append(.init(service: app))
         }

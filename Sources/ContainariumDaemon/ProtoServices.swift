@@ -7,6 +7,7 @@ import ContainariumService
 import ContainariumStore
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import NIOCore
 import SwiftProtobuf
 
@@ -20,7 +21,7 @@ struct GRPCAuth: Sendable {
     var nodeAPI = false
 
     /// A bearer token in metadata wins; otherwise a verified client certificate (mTLS) is the
-    /// deployment's administrator; otherwise the call is refused.
+    /// identity it names (`CertificateIdentity`: its CN and its role); otherwise the call is refused.
     func caller(_ metadata: Metadata, _ context: ServerContext) async throws(ContainariumError) -> Caller {
         let peer = context.remotePeer
         if let header = metadata[stringValues: "authorization"].first(where: { _ in true }) {
@@ -29,7 +30,15 @@ struct GRPCAuth: Sendable {
             let (subject, role, issued, expires) = try await tokens.verify(String(parts[1]))
             return Caller(subject: subject, role: role, source: peer, interface: "grpc", issuedAt: issued, expiresAt: expires)
         }
-        if mtls { return Caller(subject: "mtls-client", role: .admin, source: peer, interface: "grpc") }
+        if mtls {
+            guard let cert = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate else {
+                throw .unauthenticated("no client certificate")
+            }
+            let id = try CertificateIdentity.of(cert)
+            var who = Caller(subject: id.subject, role: id.role, source: peer, interface: "grpc", issuedAt: id.issuedAt, expiresAt: id.expiresAt)
+            who.byCertificate = true
+            return who
+        }
         if nodeAPI {
             // The node's link says so in metadata; the CLI does not. Both are root-only paths.
             if metadata[stringValues: ContainariumEndpoint.viaLinkKey].contains(where: { _ in true }) {
@@ -49,7 +58,7 @@ struct GRPCAuth: Sendable {
         }
         // A node's identity is for the node protocol only: no other method answers it.
         if who.role == .node, !Self.nodeMethods.contains(method) {
-            let refusal = ContainariumError.denied("node tokens are for the node protocol (NodeService: ReportNode, Link) only")
+            let refusal = ContainariumError.denied("node identities (tokens and certificates) are for the node protocol (NodeService: ReportNode, Link) only")
             await plane.audit(actor: who.subject, role: "node", action: "auth.denied", target: method, source: who.source, interface: "grpc",
                               result: refusal.code.rawValue, detail: refusal.message)
             throw refusal
@@ -320,7 +329,7 @@ struct NodeServiceV1: Containarium_V1_NodeService.ServiceProtocol {
     /// A node token past half its life is replaced by one with the same lifetime, so a node
     /// that keeps reporting never runs out; one that stops (or is removed) does.
     func renewal(_ who: Caller, now: Date = Date()) async throws(ContainariumError) -> String? {
-        guard who.role == .node, let issued = who.issuedAt, let expires = who.expiresAt else { return nil }
+        guard who.role == .node, !who.byCertificate, let issued = who.issuedAt, let expires = who.expiresAt else { return nil }
         let lifetime = expires.timeIntervalSince(issued)
         guard lifetime > 0, expires.timeIntervalSince(now) < lifetime / 2, await auth.plane.mayRenew(who) else { return nil }
         return try await auth.tokens.generate(username: who.subject, roles: [.node], expiresIn: lifetime, now: Date())

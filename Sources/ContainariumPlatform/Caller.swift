@@ -17,11 +17,14 @@ public struct Caller: Sendable, Equatable {
     public var source: String
     /// rest, grpc or cli.
     public var interface: String
-    /// When the caller's credential was issued (a token's `iat`), for revocation; nil for
-    /// callers without one (the local socket, certificates).
+    /// When the caller's credential was issued (a token's `iat`, a certificate's notBefore), for
+    /// revocation; nil for callers without one (the local socket).
     public var issuedAt: Date?
     /// When that credential expires, if it does.
     public var expiresAt: Date?
+    /// Whether a client certificate (mTLS), not a token, named the caller: such a node is not
+    /// sent renewed tokens (its certificate is its identity).
+    public var byCertificate = false
 
     public init(subject: String, role: Role, source: String, interface: String, issuedAt: Date? = nil, expiresAt: Date? = nil) {
         self.subject = subject

@@ -10,8 +10,9 @@ import Synchronization
 public struct NodeReport: Codable, Sendable, Equatable {
     /// The node's gRPC address as the control plane should dial it (HOST:PORT).
     public var address: String
-    /// A short-lived admin token minted by the node with its own secret: the control plane
-    /// acts on the node's environments with it. Never stored.
+    /// Refused when set: nodes used to send a short-lived admin token for the control plane to
+    /// call them back with. No admin token travels in a report any more; the control plane
+    /// reaches a node through its link, or at its address with its own mTLS certificate.
     public var token: String?
     public var info: NodeInfo
     /// Environments on the node: name and the resources they hold (their limits).
@@ -118,7 +119,6 @@ public final class Cluster: Sendable {
 
     struct Member {
         var view: NodeView
-        var token: String?
         var environments: Set<String>
         var gateway: NodeReport.GatewayEndpoint?
     }
@@ -162,7 +162,7 @@ public final class Cluster: Sendable {
         for (name, address, infoJSON, draining) in try await store.nodes() where !address.isEmpty && name != localName {
             guard let info = try? WireJSON.decode(NodeInfo.self, from: Data(infoJSON.utf8)) else { continue }
             let view = Self.view(info, address: address, local: false, healthy: false, draining: draining, lastSeen: nil, used: info.reserved, environments: 0)
-            members.withLock { $0[name] = Member(view: view, token: nil, environments: [], gateway: nil) }
+            members.withLock { $0[name] = Member(view: view, environments: [], gateway: nil) }
             scheduler.upsert(info, condition: NodeCondition(healthy: false, draining: draining))
         }
     }
@@ -177,6 +177,9 @@ public final class Cluster: Sendable {
     public func report(_ r: NodeReport, local: Bool = false, now: Date = Date()) async throws(ContainariumError) {
         guard Self.validNodeName(r.info.name) else { throw .invalid("node name '\(r.info.name)' must be 1-63 of a-z 0-9 . - and start with a letter or digit") }
         if !local {
+            guard r.token == nil else {
+                throw .invalid("reports no longer carry a token for the control plane (it calls nodes back through their link, or with its own mTLS certificate): upgrade this node")
+            }
             guard r.info.name != localName else { throw .invalid("\(r.info.name) is the control plane's own name; give the node another (nodeName in its config)") }
             // No address: a node that only dials out (reached through its link).
             if !r.address.isEmpty { _ = try NodeAddress.parse(r.address) }
@@ -211,7 +214,7 @@ public final class Cluster: Sendable {
                                  used: info.reserved, environments: r.environments.count)
             view.sshGateway = r.gateway.map { $0.address.isEmpty ? "link" : $0.address }
             view.plugins = r.plugins
-            m[info.name] = Member(view: view, token: r.token, environments: Set(r.environments.keys), gateway: local ? nil : r.gateway)
+            m[info.name] = Member(view: view, environments: Set(r.environments.keys), gateway: local ? nil : r.gateway)
             return (draining, isNew, before)
         }
         if !local, let before, let notify = environmentsChanged.withLock({ $0 }) {
@@ -350,7 +353,7 @@ public final class Cluster: Sendable {
             if !change.known {
                 guard let info = try? WireJSON.decode(NodeInfo.self, from: Data(infoJSON.utf8)) else { continue }
                 let view = Self.view(info, address: address, local: false, healthy: false, draining: draining, lastSeen: nil, used: info.reserved, environments: 0)
-                members.withLock { $0[name] = Member(view: view, token: nil, environments: [], gateway: nil) }
+                members.withLock { $0[name] = Member(view: view, environments: [], gateway: nil) }
                 scheduler.upsert(info, condition: NodeCondition(healthy: false, draining: draining))
             } else if change.drainChanged {
                 scheduler.setCondition(name, NodeCondition(healthy: change.healthy, draining: draining))
@@ -420,14 +423,18 @@ public final class Cluster: Sendable {
     public var hasRemoteMembers: Bool { members.withLock { m in m.values.contains { !$0.view.local } } }
 
     /// A connection to a remote member: through the link it holds open to this control plane, or
-    /// (a member that has none) at its advertised address with the token it last gave us.
+    /// (a member that has none) at its advertised address, over mTLS with this control plane's
+    /// own client certificate (`--cluster-certs-dir`): never in clear, never with a token.
     public func client(for name: String) throws(ContainariumError) -> any NodeConnection {
         guard let m = members.withLock({ $0[name] }) else { throw .notFound("no node \(name)") }
         guard !m.view.local else { throw .invalid("\(name) is the local node") }
         guard m.view.healthy else { throw ContainariumError(.unavailable, "node \(name) is not reachable (no report for \(Int(unhealthyAfter)) s or more)") }
         if let path = links?.socket(of: name, "api") { return connector.connection(linkSocket: path) }
         guard let address = m.view.address else { throw ContainariumError(.unavailable, "node \(name) dials out and its link is down") }
-        return try connector.connection(address: address, certsDir: certsDir, token: m.token)
+        guard let certsDir else {
+            throw ContainariumError(.unavailable, "node \(name)'s link is down; calling it at \(address) needs mTLS (--cluster-certs-dir)")
+        }
+        return try connector.connection(address: address, certsDir: certsDir, token: nil)
     }
 
     public static func validNodeName(_ s: String) -> Bool {

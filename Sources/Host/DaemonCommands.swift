@@ -74,6 +74,8 @@ struct DaemonCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Serve the REST API (on by default).") var rest = true
     @Option(name: .customLong("http-port"), help: "REST port.") var httpPort = 8080
     @Option(name: .customLong("http-host"), help: "REST listen address.") var httpHost = "0.0.0.0"
+    @Option(name: .customLong("tls-cert"), help: "Serve REST over TLS with this certificate chain (PEM; with --tls-key), e.g. server.crt from `cert generate`.") var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The private key (PEM) for --tls-cert.") var tlsKey: String?
     @Option(help: "gRPC port (0 turns gRPC off).") var port = 50051
     @Option(name: .customLong("grpc-host"), help: "gRPC listen address.") var grpcHost = "0.0.0.0"
     @Flag(help: "Require client certificates signed by the deployment CA on gRPC.") var mtls = false
@@ -114,6 +116,13 @@ struct DaemonCommand: AsyncParsableCommand {
         options.restEnabled = rest
         options.restHost = httpHost
         options.restPort = httpPort
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): break
+        case (let cert?, let key?):
+            for f in [cert, key] where !FileManager.default.isReadableFile(atPath: f) { throw fail(.invalid("cannot read \(f)")) }
+            options.restTLS = (cert, key)
+        default: throw fail(.invalid("--tls-cert and --tls-key go together"))
+        }
         options.stateDir = stateDir
         options.databaseURL = databaseURL
         options.reconcileInterval = .seconds(max(1, reconcileInterval))
@@ -186,7 +195,7 @@ struct TokenGenerate: AsyncParsableCommand {
 }
 
 struct CertCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cert", abstract: "mTLS certificates.", subcommands: [CertGenerate.self])
+    static let configuration = CommandConfiguration(commandName: "cert", abstract: "mTLS certificates.", subcommands: [CertGenerate.self, CertIssue.self])
 }
 
 struct CertGenerate: AsyncParsableCommand {
@@ -194,15 +203,34 @@ struct CertGenerate: AsyncParsableCommand {
     @Option(name: .customLong("server-ip"), help: "IPv4 address clients use to reach the daemon (repeatable).") var serverIPs: [String] = []
     @Option(name: .customLong("server-name"), help: "DNS name clients use to reach the daemon (repeatable).") var serverNames: [String] = []
     @Option(name: .customLong("output-dir"), help: "Where to write the PEM files.") var outputDir = "/etc/containarium/certs"
+    @Option(name: .customLong("ca-dir"), help: "Where to write the CA (ca.key and ca.crt); default: 'ca' beside --output-dir. Never the output directory.") var caDir: String?
     @Option(help: "Validity in days.") var days = 825
     @Flag(help: "Replace existing certificates.") var force = false
 
     func run() async throws {
         let out = try await ContainariumCLI.run { () throws(ContainariumError) in
-            try CertificateAuthority.generate(serverIPs: serverIPs, serverNames: serverNames, outputDir: outputDir, validDays: days, overwrite: force)
+            try CertificateAuthority.generate(serverIPs: serverIPs, serverNames: serverNames, outputDir: outputDir, caDir: caDir, validDays: days, overwrite: force)
         }
         for f in out.files { print("wrote \(f)") }
-        print("Give clients ca.crt, client.crt and client.key; keep ca.key offline.")
+        print("client.crt is an administrator's (CN admin, OU admin). Issue each node and user its own with `containarium cert issue`; keep the CA directory offline.")
+    }
+}
+
+struct CertIssue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "issue", abstract: "Issue a client certificate for one identity: a node, a user or an administrator.")
+    @Option(name: .customLong("ca-dir"), help: "The CA from `cert generate` (ca.crt and ca.key).") var caDir = "/etc/containarium/ca"
+    @Option(help: "The identity: a user name, or a node's name for --role node.") var name: String
+    @Option(help: "admin, user or node.") var role: String
+    @Option(name: .customLong("output-dir"), help: "Where to write ca.crt, client.crt and client.key (a --certs-dir).") var outputDir: String
+    @Option(help: "Validity in days.") var days = 397
+    @Flag(help: "Replace existing files.") var force = false
+
+    func run() async throws {
+        let out = try await ContainariumCLI.run { () throws(ContainariumError) in
+            try CertificateAuthority.issue(caDir: caDir, name: name, role: role, outputDir: outputDir, validDays: days, overwrite: force)
+        }
+        for f in out.files { print("wrote \(f)") }
     }
 }
 

@@ -1,9 +1,12 @@
 import ContainariumCore
 import ContainariumDaemon
 import ContainariumPlatform
+import Crypto
 import Foundation
 import TestSupport
+import SwiftASN1
 import Testing
+import X509
 
 @Suite("JWT tokens")
 struct TokenTests {
@@ -113,12 +116,16 @@ struct TokenTests {
 
 @Suite("mTLS certificates")
 struct CertificateTests {
-    @Test("cert generate writes a CA, server and client chain that openssl verifies, with private keys at 0600")
+    @Test("cert generate writes a CA (its key in its own directory), server and admin client chain that openssl verifies, with private keys at 0600")
     func chain() throws {
-        let dir = try TestEnv.tempDir("certs")
-        defer { TestEnv.cleanup(dir) }
+        let root = try TestEnv.tempDir("certs")
+        defer { TestEnv.cleanup(root) }
+        let dir = root.appendingPathComponent("certs"), caDir = root.appendingPathComponent("ca")
         let out = try CertificateAuthority.generate(serverIPs: ["10.1.2.3"], serverNames: ["ctm.example"], outputDir: dir.path)
-        #expect(out.files.count == 6)
+        #expect(out.files.count == 7)
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("ca.key").path), "the CA key is not next to the server's keys")
+        #expect((try FileManager.default.attributesOfItem(atPath: caDir.appendingPathComponent("ca.key").path)[.posixPermissions] as? Int) == 0o600)
+        #expect((try FileManager.default.attributesOfItem(atPath: caDir.path)[.posixPermissions] as? Int) == 0o700)
         for leaf in ["server", "client"] {
             let r = try Run.run("/usr/bin/openssl", ["verify", "-CAfile", dir.appendingPathComponent("ca.crt").path, "-purpose", leaf == "server" ? "sslserver" : "sslclient", dir.appendingPathComponent("\(leaf).crt").path])
             #expect(r.status == 0, "\(r.output)")
@@ -133,9 +140,51 @@ struct CertificateTests {
         let certKey = try Run.run("/usr/bin/openssl", ["x509", "-in", dir.appendingPathComponent("client.crt").path, "-noout", "-pubkey"]).stdout
         let keyPub = try Run.run("/usr/bin/openssl", ["pkey", "-in", dir.appendingPathComponent("client.key").path, "-pubout"]).stdout
         #expect(certKey == keyPub && !certKey.isEmpty)
-        // No silent overwrite; bad addresses are refused.
+        // The client certificate names an administrator.
+        let client = try Certificate(pemEncoded: String(contentsOf: dir.appendingPathComponent("client.crt"), encoding: .utf8))
+        let id = try CertificateIdentity.of(client)
+        #expect(id.subject == "admin" && id.role == .admin)
+        // No silent overwrite; bad addresses are refused; the CA never goes to the output directory.
         #expect(throws: ContainariumError.self) { try CertificateAuthority.generate(serverIPs: [], serverNames: [], outputDir: dir.path) }
         #expect(throws: ContainariumError.self) { try CertificateAuthority.generate(serverIPs: ["10.1.2"], serverNames: [], outputDir: dir.path + "/x") }
+        #expect(throws: ContainariumError.self) { try CertificateAuthority.generate(serverIPs: [], serverNames: [], outputDir: root.path + "/y", caDir: root.path + "/y") }
+    }
+
+    @Test("cert issue: a node's, a user's and an administrator's certificate each name their identity; a certificate without a role names nobody")
+    func identities() throws {
+        let root = try TestEnv.tempDir("certs")
+        defer { TestEnv.cleanup(root) }
+        let caDir = root.appendingPathComponent("ca")
+        _ = try CertificateAuthority.generate(serverIPs: [], serverNames: [], outputDir: root.appendingPathComponent("certs").path, caDir: caDir.path)
+        func issued(_ name: String, _ role: String) throws -> (subject: String, role: Role) {
+            let out = root.appendingPathComponent("\(role)-\(name)")
+            _ = try CertificateAuthority.issue(caDir: caDir.path, name: name, role: role, outputDir: out.path)
+            let verify = try Run.run("/usr/bin/openssl", ["verify", "-CAfile", out.appendingPathComponent("ca.crt").path, "-purpose", "sslclient", out.appendingPathComponent("client.crt").path])
+            #expect(verify.status == 0, "\(verify.output)")
+            #expect((try FileManager.default.attributesOfItem(atPath: out.appendingPathComponent("client.key").path)[.posixPermissions] as? Int) == 0o600)
+            let id = try CertificateIdentity.of(try Certificate(pemEncoded: String(contentsOf: out.appendingPathComponent("client.crt"), encoding: .utf8)))
+            return (id.subject, id.role)
+        }
+        #expect(try issued("n1", "node") == ("node.n1", .node))
+        #expect(try issued("node.n2", "node") == ("node.n2", .node))
+        #expect(try issued("alice", "user") == ("alice", .user))
+        #expect(try issued("ops", "admin") == ("ops", .admin))
+        // Refused before anything is written: unknown roles, bad names, no CA.
+        for (name, role) in [("x", "root"), ("Bad Name", "user"), ("-n", "node"), ("root", "user")] {
+            #expect(throws: ContainariumError.self, "\(name) \(role)") {
+                try CertificateAuthority.issue(caDir: caDir.path, name: name, role: role, outputDir: root.appendingPathComponent("refused").path)
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: root.appendingPathComponent("refused").path))
+        #expect(throws: ContainariumError.self) { try CertificateAuthority.issue(caDir: root.path + "/none", name: "a", role: "user", outputDir: root.path + "/z") }
+        // A certificate from before roles (CN only) names nobody.
+        let key = P256.Signing.PrivateKey()
+        let legacy = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PrivateKey(key).publicKey,
+            notValidBefore: Date(), notValidAfter: Date().addingTimeInterval(3600),
+            issuer: try DistinguishedName { CommonName("admin") }, subject: try DistinguishedName { CommonName("admin") },
+            signatureAlgorithm: .ecdsaWithSHA256, extensions: Certificate.Extensions(), issuerPrivateKey: Certificate.PrivateKey(key))
+        #expect(throws: ContainariumError.self) { try CertificateIdentity.of(legacy) }
     }
 }
 

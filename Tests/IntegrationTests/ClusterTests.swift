@@ -175,30 +175,45 @@ struct ClusterTests {
         members[1].stop()
     }
 
-    @Test("the cluster over mTLS: the node reports with client certificates and its node token; the control plane calls back with its own certificates")
+    @Test("the cluster over mTLS: certificates name their identity (a node's own certificate reports as that node and reaches nothing else, a user's sees only their own); the CA key is kept apart; clients verify the server's name")
     func mutualTLS() throws {
         let sfx = TestEnv.suffix()
         let cpName = "cq-\(sfx)", n1 = "nq-\(sfx)"
         let boxes = try [IncusEnv.Sandbox(ownProject: true), IncusEnv.Sandbox(ownProject: true)]
         defer { boxes.forEach { $0.cleanup() } }
         for (box, n) in zip(boxes, [cpName, n1]) { try Self.name(box, n) }
-        let certs = boxes[0].dir.appendingPathComponent("certs")
+        let certs = boxes[0].dir.appendingPathComponent("certs"), caDir = boxes[0].dir.appendingPathComponent("ca")
         let gen = try Run.run(TestEnv.cliPath, ["cert", "generate", "--server-ip", "127.0.0.1", "--output-dir", certs.path])
         #expect(gen.status == 0, "\(gen.output)")
+        // The CA's key is in its own 0700 directory, not with the server's keys.
+        let fm = FileManager.default
+        #expect(!fm.fileExists(atPath: certs.appendingPathComponent("ca.key").path))
+        #expect((try? fm.attributesOfItem(atPath: caDir.path)[.posixPermissions] as? Int) == 0o700)
+        #expect((try? fm.attributesOfItem(atPath: caDir.appendingPathComponent("ca.key").path)[.posixPermissions] as? Int) == 0o600)
+        // The node gets its own certificate; so does a user.
+        let nodeCerts = boxes[1].dir.appendingPathComponent("node-certs"), userCerts = boxes[0].dir.appendingPathComponent("user-certs")
+        let u = "cm\(sfx)", other = "co\(sfx)"
+        for (name, role, dir) in [(n1, "node", nodeCerts), (u, "user", userCerts)] {
+            let issued = try Run.run(TestEnv.cliPath, ["cert", "issue", "--ca-dir", caDir.path, "--name", name, "--role", role, "--output-dir", dir.path])
+            #expect(issued.status == 0, "\(issued.output)")
+        }
+        let badRole = try Run.run(TestEnv.cliPath, ["cert", "issue", "--ca-dir", caDir.path, "--name", "x", "--role", "root", "--output-dir", userCerts.path + "-x"])
+        #expect(badRole.status != 0 && badRole.stderr.contains("--role must be one of"), "\(badRole.output)")
 
+        // The control plane listens on every address: its certificate names 127.0.0.1 only.
         let cp = try DaemonProcess(sandbox: boxes[0], extraArgs: ["--mtls", "--certs-dir", certs.path, "--cluster-certs-dir", certs.path,
-                                                                  "--reconcile-interval", "3600"])
+                                                                  "--reconcile-interval", "3600", "--grpc-host", "0.0.0.0"])
         try cp.start()
         defer { cp.stop() }
         let admin = try cp.token("admin", roles: "admin")
         let token = try Run.run(TestEnv.cliPath, ["node", "token", "--node", n1, "--secret-file", cp.secretFile.path]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--mtls", "--certs-dir", certs.path, "--reconcile-interval", "3600"])
-        // Without the client certificates the control plane does not even answer.
+        // Without client certificates the control plane does not even answer.
         let refused = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token,
                                         "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
         #expect(refused.status != 0, "\(refused.output)")
-        let join = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--certs-dir", certs.path,
+        let join = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--certs-dir", nodeCerts.path,
                                      "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
         #expect(join.status == 0, "\(join.output)")
         try node.start()
@@ -208,12 +223,34 @@ struct ClusterTests {
                 $0["name"]?.stringValue == n1 && $0["healthy"]?.bool == true
             }
         }
+        let server = "127.0.0.1:\(cp.grpcPort)"
+        // Attack: the node's own certificate, without a token, on admin routes: refused, audited.
+        for verb in [["list"], ["create", other], ["node", "list"]] {
+            let r = try boxes[1].cli(verb + ["--server", server, "--certs-dir", nodeCerts.path])
+            #expect(r.status != 0 && r.stderr.contains("node protocol"), "\(verb) with the node's certificate: \(r.output)")
+        }
+        let denials = try HTTP.call("GET", cp.base + "/v1/audit?action=auth.denied&limit=50", token: admin).json?["entries"]?.items ?? []
+        #expect(denials.contains { $0["actor"]?.stringValue == "node.\(n1)" }, "\(denials)")
+        // The administrator's certificate from `cert generate` is an administrator.
+        let asAdmin = try boxes[0].cli(["node", "list", "--server", server, "--certs-dir", certs.path])
+        #expect(asAdmin.status == 0 && asAdmin.stdout.contains(n1), "\(asAdmin.output)")
+        // A user's certificate is that user: their own environments only.
+        let mine = try boxes[0].cli(["create", other, "--server", server, "--certs-dir", userCerts.path])
+        #expect(mine.status != 0 && mine.stderr.contains("may only create its own environment"), "a user creating another's environment: \(mine.output)")
+        // Clients verify the server's name: reached at an address its certificate does not
+        // name (127.0.0.2, same listener), the handshake fails.
+        let misnamed = try boxes[0].cli(["node", "list", "--server", "127.0.0.2:\(cp.grpcPort)", "--certs-dir", certs.path])
+        #expect(misnamed.status != 0 && !misnamed.stdout.contains(n1), "\(misnamed.output)")
+        let reachable = try Run.run("/bin/bash", ["-c", "exec 3<>/dev/tcp/127.0.0.2/\(cp.grpcPort)"])
+        #expect(reachable.status == 0, "the listener answers at 127.0.0.2: only the name check refused it: \(reachable.output)")
+
         // The control plane places on the node (its own node drained) and acts on it over mTLS.
         #expect(try HTTP.call("POST", cp.base + "/v1/nodes/\(cpName)/drain", token: admin).status == 200)
-        let u = "cm\(sfx)"
         let created = try HTTP.call("POST", cp.base + "/v1/containers", token: admin, body: HTTP.json(["username": u, "sshKeys": [boxes[0].key.publicText]]))
         #expect(created.status == 201 && created.json?["node"]?.stringValue == n1, "\(created.text)")
         #expect(try boxes[1].exists("\(u)-container"))
+        let listed = try boxes[0].cli(["list", "--server", server, "--certs-dir", userCerts.path])
+        #expect(listed.status == 0 && listed.stdout.contains(u), "the user sees their own environment: \(listed.output)")
         let exec = try HTTP.call("GET", cp.base + "/v1/containers/\(u)", token: admin)
         #expect(exec.json?["node"]?.stringValue == n1)
         #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)", token: admin).status == 200)

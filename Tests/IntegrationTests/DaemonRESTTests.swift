@@ -187,6 +187,33 @@ struct DaemonRESTTests {
         #expect(try d.wait() == 0, "\(d.log)")
     }
 
+    @Test("REST over TLS (--tls-cert/--tls-key): the API answers over HTTPS with the deployment's certificate, and nothing in clear; half a pair is refused")
+    func tls() throws {
+        let box = try IncusEnv.Sandbox(ownProject: true)
+        defer { box.cleanup() }
+        let certs = box.dir.appendingPathComponent("certs")
+        let gen = try Run.run(TestEnv.cliPath, ["cert", "generate", "--server-ip", "127.0.0.1", "--output-dir", certs.path])
+        #expect(gen.status == 0, "\(gen.output)")
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--tls-cert", certs.appendingPathComponent("server.crt").path,
+                                                           "--tls-key", certs.appendingPathComponent("server.key").path])
+        d.tlsCA = certs.appendingPathComponent("ca.crt")
+        try d.start()
+        defer { d.stop() }
+        let admin = try d.token("admin", roles: "admin")
+        let listed = try HTTP.call("GET", d.base + "/v1/containers", token: admin, cacert: d.tlsCA?.path)
+        #expect(listed.status == 200 && listed.json?["containers"] != nil, "\(listed.text)")
+        // In clear, the same port answers nothing a client could read; an unknown CA is refused.
+        let plain = try Run.run("/usr/bin/curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "http://127.0.0.1:\(d.httpPort)/healthz"])
+        #expect(plain.stdout != "200", "\(plain.output)")
+        let untrusted = try Run.run("/usr/bin/curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "https://127.0.0.1:\(d.httpPort)/healthz"])
+        #expect(untrusted.status != 0 && untrusted.stdout != "200", "\(untrusted.output)")
+        // Half a pair is refused before anything listens.
+        let half = try box.cli(["daemon", "--jwt-secret-file", d.secretFile.path, "--state-dir", box.dir.appendingPathComponent("state2").path,
+                                "--http-port", String(try DaemonProcess.freePort()), "--port", "0", "--tls-cert", certs.appendingPathComponent("server.crt").path],
+                               timeout: 60)
+        #expect(half.status != 0 && half.stderr.contains("--tls-cert and --tls-key go together"), "\(half.output)")
+    }
+
     @Test("malformed JSON, unknown fields, wrong types and bad values get 400 with a stable code, never 500; nothing is created")
     func badInput() throws {
         let box = try IncusEnv.Sandbox(ownProject: true)

@@ -21,7 +21,9 @@ final class DaemonProcess: @unchecked Sendable {
     let extraArgs: [String]
     private(set) var process: Process?
 
-    var base: String { "http://127.0.0.1:\(httpPort)" }
+    var base: String { "\(tlsCA == nil ? "http" : "https")://127.0.0.1:\(httpPort)" }
+    /// The CA that signed the REST certificate, when the daemon serves REST over TLS.
+    var tlsCA: URL?
 
     /// Ports handed out in this test process, so two daemons never get the same one.
     private static let handedOut = Mutex<Set<Int>>([])
@@ -98,7 +100,7 @@ final class DaemonProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if !p.isRunning { throw TestFailure("daemon exited with \(p.terminationStatus): \(self.log)") }
-            if let r = try? HTTP.call("GET", base + "/healthz"), r.status == 200 { return }
+            if let r = try? HTTP.call("GET", base + "/healthz", cacert: tlsCA?.path), r.status == 200 { return }
             usleep(100_000)
         }
         throw TestFailure("daemon did not come up: \(self.log)")
@@ -147,12 +149,14 @@ struct HTTPResult: Sendable {
 
 /// Real HTTP over loopback with curl (an independent client).
 enum HTTP {
-    static func call(_ method: String, _ url: String, token: String? = nil, body: String? = nil, headers: [String] = [], timeout: Double = 600) throws -> HTTPResult {
+    static func call(_ method: String, _ url: String, token: String? = nil, body: String? = nil, headers: [String] = [], timeout: Double = 600,
+                     cacert: String? = nil) throws -> HTTPResult {
         let dir = try TestEnv.tempDir("http")
         defer { TestEnv.cleanup(dir) }
         let out = dir.appendingPathComponent("body"), head = dir.appendingPathComponent("head")
         var args = ["-sS", "-X", method, "-o", out.path, "-D", head.path, "-w", "%{http_code}", "--max-time", String(Int(timeout))]
         if let token { args += ["-H", "Authorization: Bearer \(token)"] }
+        if let cacert { args += ["--cacert", cacert] }
         for h in headers { args += ["-H", h] }
         if let body {
             let f = dir.appendingPathComponent("req")
