@@ -4,6 +4,7 @@
 #   - enables bookworm-backports, deriving the archive URI from this machine's own apt sources
 #   - installs Incus 6.0 LTS (backports), btrfs-progs, debootstrap, OpenSSH client and the
 #     design card's -dev packages
+#   - creates the system user containarium-vm (the qemu-windows plugin runs QEMU as it) when missing
 #   - starts incusd when no init system runs it
 #   - applies the Incus production sysctls
 #   - creates a btrfs storage pool and a NAT bridge when missing
@@ -71,6 +72,13 @@ if [ ${#need_pkgs[@]} -gt 0 ] || [ "$need_incus" = 1 ]; then
     log "installing incus from bookworm-backports"
     apt-get install -y -qq -t bookworm-backports incus >/dev/null
   fi
+fi
+
+# --- 1b. the user QEMU runs as (qemu-windows' default runAs) --------------------------------
+# Made only when missing; an existing user is left as it is.
+if ! getent passwd containarium-vm >/dev/null; then
+  log "creating the system user containarium-vm (QEMU of the qemu-windows plugin runs as it)"
+  useradd --system --no-create-home --shell /usr/sbin/nologin containarium-vm
 fi
 
 # --- 2. sysctls (Incus production settings) -------------------------------------------------

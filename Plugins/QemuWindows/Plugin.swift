@@ -50,12 +50,14 @@ final class VMPluginInstance: ServedPlugin {
 
     func stop() { supervisor.cancel() }
 
-    /// Every few seconds, restart VMs that should run but do not (crashed QEMU, host reboot).
-    func startSupervisor() {
+    /// Every few seconds, detach the answer file of VMs that finished installing and (with
+    /// `restart`, config `supervise`) restart VMs that should run but do not (crashed QEMU, host
+    /// reboot).
+    func startSupervisor(restart: Bool) {
         let backend = self.backend, flag = supervisor
         let thread = Thread {
             while !flag.isCancelled {
-                backend.superviseOnce()
+                backend.superviseOnce(restart: restart)
                 for _ in 0..<20 where !flag.isCancelled { usleep(100_000) }
             }
         }
@@ -84,9 +86,11 @@ nonisolated(unsafe) private let pluginTable = PluginTables.plugin(id: pluginID, 
             throw ContainariumError(.failedPrecondition, "cannot create \(backend.stateDir): \(error)")
         }
         let instance = VMPluginInstance(backend: backend, host: host)
-        if config.supervise ?? true { instance.startSupervisor() }
+        instance.startSupervisor(restart: config.supervise ?? true)
         let running = backend.names().filter { backend.pid($0) != nil }
-        host.log(.info, "qemu-windows \(pluginVersion) ready (\(backend.accel), \(backend.stateDir); found \(running.count) running VMs)")
+        host.log(.info, "qemu-windows \(pluginVersion) ready (\(backend.accel), \(backend.stateDir); found \(running.count) running VMs; "
+                 + "QEMU runs as \(config.runAs ?? "containarium-vm"), guest network \(config.guestInternet == true ? "with" : "without") outside access)")
+        if config.runAs == "root" { host.log(.warning, "qemu-windows: runAs is \"root\": QEMU runs as root (insecure)") }
         return instance
     }
 }

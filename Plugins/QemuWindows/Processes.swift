@@ -13,7 +13,7 @@ enum Processes {
         var output: String
     }
 
-    /// Run `argv` to completion (QEMU with -daemonize returns once the VM runs).
+    /// Run `argv` to completion (qemu-img, swtpm --daemon).
     static func run(_ argv: [String], log: String? = nil, timeout: Double = 120) throws(ContainariumError) -> Result {
         guard let exe = argv.first else { throw .invalid("empty command") }
         let out = log ?? (NSTemporaryDirectory() + "ctm-qemu-\(UUID().uuidString).log")
@@ -60,6 +60,63 @@ enum Processes {
         return Result(status: code, output: text)
     }
 
+    /// Start `argv` without waiting for it, in a session of its own (a VM's QEMU: it must outlive
+    /// the call, and the daemon). Output goes to `log` (appended; never through a symbolic link),
+    /// stdin is /dev/null, no other descriptor of ours is inherited, the working directory is /,
+    /// and the environment is only `environment`. A thread reaps the child when it exits, so it
+    /// leaves no zombie while the daemon runs; after a daemon restart it is init's child.
+    static func spawn(_ argv: [String], log: String, environment: [String]) throws(ContainariumError) -> pid_t {
+        guard let exe = argv.first else { throw .invalid("empty command") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        chdirRoot(&actions)
+        closeFrom3(&actions)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        let sets = UnsafeMutablePointer<sigset_t>.allocate(capacity: 2)
+        defer { sets.deallocate() }
+        sigemptyset(sets)
+        posix_spawnattr_setsigmask(&attr, sets)
+        sigfillset(sets + 1)
+        posix_spawnattr_setsigdefault(&attr, sets + 1)
+        // A new session (setsid): no controlling terminal, and out of the daemon's process group,
+        // so signals meant for the daemon do not reach its VMs.
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | posixSpawnSetsid))
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var cenv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { cenv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, &cenv)
+        guard rc == 0 else { throw ContainariumError(.unavailable, "cannot run \(exe): \(String(cString: strerror(rc)))") }
+        let child = pid
+        let reaper = Thread {
+            var status: Int32 = 0
+            while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        }
+        reaper.name = "qemu-windows-reaper-\(child)"
+        reaper.start()
+        return child
+    }
+
+    /// glibc's POSIX_SPAWN_SETSID (2.26+; <spawn.h> defines it only for _GNU_SOURCE, which the
+    /// Swift overlay does not see).
+    static let posixSpawnSetsid: Int32 = 0x80
+
+    typealias ChdirNP = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
+
+    /// glibc's posix_spawn_file_actions_addchdir_np (2.29+), looked up at run time like
+    /// closefrom below; without it the child keeps the daemon's working directory.
+    static func chdirRoot(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>) {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return }
+        _ = unsafeBitCast(sym, to: ChdirNP.self)(actions, "/")
+    }
+
     typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
 
     /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), looked up at run time because the
@@ -86,16 +143,22 @@ enum Processes {
         return pid
     }
 
-    /// Wait until `pid` is gone (a daemonized process is not our child: poll /proc).
+    /// Whether `pid` has ended (gone, or a zombie waiting for its parent).
+    static func gone(_ pid: pid_t) -> Bool {
+        if kill(pid, 0) != 0 && errno == ESRCH { return true }
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+           let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex, stat[stat.index(close, offsetBy: 2)] == "Z" { return true }
+        return false
+    }
+
+    /// Wait until `pid` is gone (a VM's QEMU may not be our child: poll /proc).
     static func waitGone(_ pid: pid_t, timeout: Double) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if kill(pid, 0) != 0 && errno == ESRCH { return true }
-            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-               let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" { return true }
+            if gone(pid) { return true }
             usleep(50_000)
         }
-        return false
+        return gone(pid)
     }
 
     /// CPU time (ns) and resident memory (bytes) of a process.

@@ -14,9 +14,14 @@ import Glibc
 
 /// Virtual machines on QEMU, driven through QMP: one directory per VM under `stateDir` with its
 /// spec, a qcow2 overlay, UEFI variables, an optional software TPM, the QMP, console and VNC
-/// sockets, and QEMU's pid file. QEMU runs daemonized, so VMs outlive the daemon: a restarted
-/// daemon finds them again by pid file and QMP. A supervisor restarts crashed VMs that are set
-/// to autostart.
+/// sockets, and QEMU's pid file. QEMU runs in a session of its own, so VMs outlive the daemon: a
+/// restarted daemon finds them again by pid file and QMP. A supervisor restarts crashed VMs that
+/// are set to autostart.
+///
+/// Isolation: QEMU runs as an unprivileged user (`runAs`, dropped before QEMU starts, with
+/// setpriv), under its seccomp sandbox (`-sandbox on` with every optional filter), and its guest
+/// network is `restrict=on` unless `guestInternet` says otherwise. The answer-file drive (it
+/// carries the administrator password) is detached and deleted once the guest's RDP answers.
 final class VMBackend: Sendable {
     struct Media: Codable, Sendable {
         /// "windows" or "linux".
@@ -60,7 +65,32 @@ final class VMBackend: Sendable {
         var supervise: Bool?
         var images: [String: Media]?
         var node: String?
+        /// The user QEMU runs as (default "containarium-vm", which must exist). "root" keeps QEMU
+        /// root: insecure, a QEMU escape is then root on the node.
+        var runAs: String?
+        /// Let guests open connections to the outside (slirp `restrict=off`). Off by default: QEMU's
+        /// user network cannot let a guest out while keeping it away from the node's loopback
+        /// (slirp sends the guest's 10.0.2.2 to the node's 127.0.0.1), so a guest gets only its
+        /// RDP forward and DHCP.
+        var guestInternet: Bool?
+        /// util-linux's setpriv, which drops to `runAs` before QEMU starts.
+        var setpriv: String?
     }
+
+    /// The user QEMU runs as, resolved.
+    struct RunAs: Sendable {
+        var name: String
+        var uid: uid_t
+        var gid: gid_t
+    }
+
+    /// QEMU's seccomp filter: every optional part on. spawn=deny and elevateprivileges=deny are
+    /// why QEMU neither daemonizes (that forks and calls setsid) nor changes its user itself
+    /// (-runas, -run-with user= call setgid/setuid after the filter is in place): the plugin
+    /// starts it in a session of its own, already as `runAs`.
+    static let sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+    /// The answer-file drive and its USB device.
+    static let answerDrive = "unattend", answerDevice = "unattend-usb"
 
     /// What is kept per VM (`vm.json`).
     struct Spec: Codable, Sendable {
@@ -224,6 +254,8 @@ final class VMBackend: Sendable {
         }
         if !(r.gpus ?? []).isEmpty { throw ContainariumError(.unsupported, "GPU passthrough to VMs is not supported by qemu-windows") }
         try Labels.validate(r.labels)
+        // Before anything is made: the user QEMU will run as must exist.
+        _ = try runAs()
         let steps = m.os == "windows" ? 5 : 4
         ctx.progress(instance: r.name, step: 1, of: steps, "Preparing VM \(r.name)")
         let token = UUID().uuidString
@@ -325,7 +357,7 @@ final class VMBackend: Sendable {
     func arguments(_ spec: Spec, _ m: Media) -> [String] {
         var a = [qemu, "-name", "guest=\(spec.name),debug-threads=on", "-machine", "q35,accel=\(accel)",
                  "-cpu", accel == "kvm" ? "host" : "max", "-smp", String(spec.cpus), "-m", "\(max(1, spec.memoryBytes >> 20))M",
-                 "-nodefaults", "-no-user-config", "-display", "none", "-boot", "strict=on"]
+                 "-nodefaults", "-no-user-config", "-display", "none", "-boot", "strict=on", "-sandbox", Self.sandbox]
         if (m.firmware ?? "uefi") == "uefi" {
             a += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(config.ovmfCode ?? "/usr/share/OVMF/OVMF_CODE_4M.fd")",
                   "-drive", "if=pflash,format=raw,unit=1,file=\(path(spec.name, "OVMF_VARS.fd"))"]
@@ -341,9 +373,9 @@ final class VMBackend: Sendable {
         a += ["-device", "VGA", "-device", "qemu-xhci,id=xhci", "-device", "usb-tablet,bus=xhci.0"]
         if FileManager.default.fileExists(atPath: path(spec.name, "unattend/autounattend.xml")) {
             // Windows Setup looks for autounattend.xml on removable media: a read-only FAT view
-            // of the directory, on USB.
-            a += ["-drive", "file=fat:ro:\(path(spec.name, "unattend")),format=raw,if=none,id=unattend,readonly=on",
-                  "-device", "usb-storage,drive=unattend,bus=xhci.0"]
+            // of the directory, on USB, until the installation is done (finishInstall).
+            a += ["-drive", "file=fat:ro:\(path(spec.name, "unattend")),format=raw,if=none,id=\(Self.answerDrive),readonly=on",
+                  "-device", "usb-storage,drive=\(Self.answerDrive),bus=xhci.0,id=\(Self.answerDevice)"]
         }
         if let k = m.kernel {
             a += ["-kernel", k]
@@ -354,21 +386,133 @@ final class VMBackend: Sendable {
             a += ["-chardev", "socket,id=chrtpm,path=\(path(spec.name, "swtpm.sock"))", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
                   "-device", "tpm-tis,tpmdev=tpm0"]
         }
-        a += ["-netdev", "user,id=net0,hostfwd=tcp:\(config.rdpListen ?? "127.0.0.1"):\(spec.rdpPort)-:3389",
+        // restrict=on: the guest reaches neither the node (10.0.2.2 is its loopback) nor the
+        // outside; hostfwd (RDP) still works, it is not guest-initiated.
+        let restrict = config.guestInternet == true ? "off" : "on"
+        a += ["-netdev", "user,id=net0,restrict=\(restrict),hostfwd=tcp:\(config.rdpListen ?? "127.0.0.1"):\(spec.rdpPort)-:3389",
               "-device", "virtio-net-pci,netdev=net0",
               "-qmp", "unix:\(path(spec.name, "qmp.sock")),server=on,wait=off",
               "-chardev", "socket,id=console0,path=\(path(spec.name, "console.sock")),server=on,wait=off", "-serial", "chardev:console0",
-              "-vnc", "unix:\(path(spec.name, "vnc.sock"))",
-              "-pidfile", path(spec.name, "qemu.pid"), "-daemonize"]
+              "-vnc", "unix:\(path(spec.name, "vnc.sock"))"]
         return a
     }
 
+    // MARK: - privileges
+
+    /// The user QEMU runs as; nil when the config says "root".
+    func runAs() throws(ContainariumError) -> RunAs? {
+        let name = config.runAs ?? "containarium-vm"
+        if name == "root" { return nil }
+        guard let (uid, gid) = Self.lookupUser(name) else {
+            throw ContainariumError(.failedPrecondition,
+                "QEMU runs as the user '\(name)' (qemu-windows config runAs), which does not exist on this node: create it with "
+                + "`useradd --system --no-create-home --shell /usr/sbin/nologin \(name)`, or set \"runAs\": \"root\" (insecure: QEMU then runs as root)")
+        }
+        guard uid != 0 else { throw .invalid("runAs '\(name)' has uid 0: say \"root\" to run QEMU as root") }
+        return RunAs(name: name, uid: uid, gid: gid)
+    }
+
+    static func lookupUser(_ name: String) -> (uid_t, gid_t)? {
+        var pw = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwnam_r(name, &pw, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return (pw.pw_uid, pw.pw_gid)
+    }
+
+    static func lookupGroup(_ name: String) -> gid_t? {
+        var gr = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getgrnam_r(name, &gr, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return gr.gr_gid
+    }
+
+    /// setpriv's argv prefix: the user's uid and gid, no supplementary group but kvm (for
+    /// /dev/kvm), no inheritable capability, and no_new_privs.
+    func dropPrivileges(_ user: RunAs) -> [String] {
+        let groups = accel == "kvm" ? Self.lookupGroup("kvm").map { "--groups=\($0)" } : nil
+        return [config.setpriv ?? "/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", groups ?? "--clear-groups",
+                "--inh-caps=-all", "--no-new-privs", "--"]
+    }
+
+    /// What QEMU opens as `runAs`: the state directory (traverse), the VM directory (group
+    /// writable and sticky: QEMU makes its sockets there but cannot remove or rename root's
+    /// files), the disk and the UEFI variables (read-write), the answer file (read-only, until
+    /// the installation is done) and swtpm's socket. Never the spec, the log, the pid file or
+    /// administrator.secret, which stay root's and 0600; nothing is world-readable. Only entries
+    /// that are root's and no symbolic link are changed (the user may put links in the directory).
+    func grantAccess(_ name: String, to user: RunAs?) throws(ContainariumError) {
+        guard let user else {
+            _ = chmod(dir(name), 0o700)
+            return
+        }
+        func give(_ file: String, _ mode: mode_t, directory: Bool, required: Bool) throws(ContainariumError) {
+            var st = stat()
+            guard lstat(file, &st) == 0 else {
+                if required { throw ContainariumError(.internal, "cannot give \(file) to \(user.name)", cause: String(cString: strerror(errno))) }
+                return
+            }
+            let type = st.st_mode & S_IFMT
+            let expected = directory ? type == S_IFDIR : (type == S_IFREG || type == S_IFSOCK)
+            guard st.st_uid == 0, expected else {
+                // Not the plugin's (the user may have made it): left as it is.
+                if required { throw ContainariumError(.failedPrecondition, "\(file) is not root's \(directory ? "directory" : "file") (refusing to hand it to \(user.name))") }
+                return
+            }
+            guard chown(file, uid_t.max, user.gid) == 0, chmod(file, mode) == 0 else {
+                throw ContainariumError(.internal, "cannot give \(file) to \(user.name)", cause: String(cString: strerror(errno)))
+            }
+        }
+        try give(stateDir, 0o710, directory: true, required: true)
+        try give(dir(name), 0o1770, directory: true, required: true)
+        try give(path(name, "disk.qcow2"), 0o660, directory: false, required: true)
+        try give(path(name, "OVMF_VARS.fd"), 0o660, directory: false, required: false)
+        try give(path(name, "unattend"), 0o750, directory: true, required: false)
+        try give(path(name, "unattend/autounattend.xml"), 0o640, directory: false, required: false)
+        try give(path(name, "swtpm.sock"), 0o660, directory: false, required: false)
+    }
+
+    /// Start QEMU for a VM, as `runAs`, and return once its monitor answers (QEMU has opened
+    /// everything and runs the guest), or fail with what QEMU said.
     func boot(_ spec: Spec, _ m: Media) throws(ContainariumError) {
+        let user = try runAs()
         if m.tpm == true { try startTPM(spec.name) }
-        for f in ["qmp.sock", "console.sock", "vnc.sock"] { unlink(path(spec.name, f)) }
-        let r = try Processes.run(arguments(spec, m), log: path(spec.name, "qemu.log"), timeout: 60)
-        guard r.status == 0 else {
-            throw ContainariumError(.internal, "QEMU did not start \(spec.name)", cause: String(r.output.suffix(2000)))
+        for f in ["qmp.sock", "console.sock", "vnc.sock", "qemu.pid"] { unlink(path(spec.name, f)) }
+        try grantAccess(spec.name, to: user)
+        let log = path(spec.name, "qemu.log")
+        let logStart = (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? NSNumber)?.uint64Value ?? 0
+        let argv = (user.map(dropPrivileges) ?? []) + arguments(spec, m)
+        let child = try Processes.spawn(argv, log: log, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        func fail(_ message: String) -> ContainariumError {
+            if !Processes.gone(child) {
+                kill(child, SIGKILL)
+                _ = Processes.waitGone(child, timeout: 5)
+            }
+            unlink(path(spec.name, "qemu.pid"))
+            var said = ""
+            if let h = FileHandle(forReadingAtPath: log) {
+                defer { try? h.close() }
+                try? h.seek(toOffset: logStart)
+                said = String(decoding: (try? h.readToEnd()) ?? Data(), as: UTF8.self)
+            }
+            var hint = ""
+            if let user, said.contains("Permission denied") {
+                hint = " (QEMU runs as \(user.name): it must be able to reach \(stateDir) and read the VM's media and firmware)"
+            }
+            return ContainariumError(.internal, "\(message)\(hint)", cause: String(said.suffix(2000)))
+        }
+        // The pid file is the plugin's (root's, so QEMU cannot point it elsewhere); setpriv
+        // execs QEMU, so the pid is QEMU's.
+        guard FileManager.default.createFile(atPath: path(spec.name, "qemu.pid"), contents: Data("\(child)\n".utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw fail("cannot write the pid file of \(spec.name)")
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while (try? qmp(spec.name, timeout: 2)) == nil {
+            if Processes.gone(child) { throw fail("QEMU did not start \(spec.name)") }
+            if Date() > deadline { throw fail("QEMU did not open its monitor for \(spec.name) within 60 s") }
+            usleep(50_000)
         }
     }
 
@@ -380,6 +524,10 @@ final class VMBackend: Sendable {
                                    "--ctrl", "type=unixio,path=\(path(name, "swtpm.sock"))", "--pid", "file=\(path(name, "swtpm.pid"))",
                                    "--log", "file=\(path(name, "swtpm.log"))", "--daemon"], timeout: 30)
         guard r.status == 0 else { throw ContainariumError(.internal, "swtpm did not start for \(name)", cause: r.output) }
+        // Its socket is handed to QEMU's group by grantAccess: wait for it to be there.
+        let deadline = Date().addingTimeInterval(5)
+        while !FileManager.default.fileExists(atPath: path(name, "swtpm.sock")) && Date() < deadline { usleep(20_000) }
+        _ = chmod(path(name, "swtpm.pid"), 0o600)
     }
 
     func waitRunning(_ name: String, timeout: Double) throws(ContainariumError) {
@@ -530,6 +678,15 @@ final class VMBackend: Sendable {
         if !FileManager.default.isExecutableFile(atPath: qemu) { problems.append("\(qemu) is missing (install qemu-system-x86)") }
         if !FileManager.default.isExecutableFile(atPath: qemuImg) { problems.append("\(qemuImg) is missing (install qemu-utils)") }
         var warnings: [String] = []
+        do {
+            if try runAs() == nil {
+                warnings.append("QEMU runs as root (runAs \"root\"): a QEMU escape is root on this node")
+            } else if !FileManager.default.isExecutableFile(atPath: config.setpriv ?? "/usr/bin/setpriv") {
+                problems.append("\(config.setpriv ?? "/usr/bin/setpriv") is missing (install util-linux)")
+            }
+        } catch {
+            problems.append(error.message)
+        }
         if accel == "kvm" {
             let fd = open("/dev/kvm", O_RDWR)
             if fd < 0 { problems.append("/dev/kvm cannot be opened: \(String(cString: strerror(errno)))") } else { close(fd) }
@@ -545,8 +702,11 @@ final class VMBackend: Sendable {
 
     // MARK: - supervision and events
 
-    /// Restart VMs that should run (autostart, last asked to run) but whose QEMU is gone.
-    func superviseOnce() {
+    /// Detach the answer file of VMs that finished installing, and (with `restart`) restart VMs
+    /// that should run (autostart, last asked to run) but whose QEMU is gone.
+    func superviseOnce(restart: Bool = true) {
+        for name in names() where FileManager.default.fileExists(atPath: path(name, "unattend")) { finishInstall(name) }
+        guard restart else { return }
         for name in names() {
             guard let spec = try? readSpec(name), spec.provisioned, spec.autostart, spec.desired == "running", pid(name) == nil,
                   let m = try? media(spec.image) else { continue }
@@ -558,6 +718,78 @@ final class VMBackend: Sendable {
                 host.log(.error, "could not restart VM \(name): \(error.message)")
             }
         }
+    }
+
+    // MARK: - the end of the installation
+
+    /// The answer file carries the administrator password, so it stays with the VM only while
+    /// Windows installs. The installation is done when the guest's RDP answers (Remote Desktop
+    /// is switched on by the answer file's specialize pass, and Setup caches a copy of the
+    /// answer file in %WINDIR%\Panther for its passes after a reboot): then the USB drive is unplugged
+    /// from the running VM (QMP device_del) and the directory deleted, so no later boot has it.
+    /// administrator.secret stays (0600, root's) for the owner.
+    func finishInstall(_ name: String) {
+        guard let spec = try? readSpec(name), pid(name) != nil, Self.rdpAnswers(host: config.rdpListen ?? "127.0.0.1", port: spec.rdpPort) else { return }
+        do {
+            try detachAnswerDrive(name)
+            try FileManager.default.removeItem(atPath: path(name, "unattend"))
+            host.log(.info, "\(name): installation done (RDP answers): the answer-file drive is detached and deleted")
+        } catch let error as ContainariumError {
+            host.log(.warning, "\(name): cannot detach the answer-file drive yet: \(error.message)")
+        } catch {
+            host.log(.warning, "\(name): cannot delete the answer file: \(error)")
+        }
+    }
+
+    /// Unplug the answer-file USB device and wait until its drive is gone from query-block.
+    func detachAnswerDrive(_ name: String) throws(ContainariumError) {
+        let q = try qmp(name)
+        func drive() throws(ContainariumError) -> JSONValue? {
+            try q.execute("query-block").items?.first { $0["device"]?.stringValue == Self.answerDrive }
+        }
+        guard let d = try drive() else { return }
+        // The drive's qdev is the SCSI disk inside the USB device (".../<id>/<bus>/legacy[0]"):
+        // unplug the USB device itself (older VMs' device has no id, only this path).
+        var device = Self.answerDevice
+        if let qdev = d["qdev"]?.stringValue {
+            var parts = qdev.split(separator: "/", omittingEmptySubsequences: false)
+            if parts.last?.hasPrefix("legacy[") == true, parts.count > 3 { parts.removeLast(2) }
+            device = parts.joined(separator: "/")
+        }
+        try q.execute("device_del", ["id": .string(device)])
+        let deadline = Date().addingTimeInterval(10)
+        while try drive() != nil {
+            guard Date() < deadline else { throw ContainariumError(.timeout, "the answer-file drive is still attached after device_del") }
+            usleep(100_000)
+        }
+    }
+
+    /// Whether something in the guest answers on the RDP port: an RDP connection request
+    /// (X.224, with a routing cookie line) through the forward gets any reply. slirp accepts the
+    /// node side of a forward even when nothing listens in the guest, but then sends nothing.
+    static func rdpAnswers(host: String, port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr(host == "0.0.0.0" ? "127.0.0.1" : host)
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return false }
+        let cookie = Array("Cookie: mstshash=containarium\r\n".utf8)
+        let negotiation: [UInt8] = [0x01, 0x00, 0x08, 0x00, 0x03, 0x00, 0x00, 0x00]  // RDP_NEG_REQ: TLS and CredSSP
+        let x224: [UInt8] = [UInt8(6 + cookie.count + negotiation.count), 0xE0, 0, 0, 0, 0, 0] + cookie + negotiation
+        let length = 4 + x224.count
+        let tpkt: [UInt8] = [0x03, 0x00, UInt8(length >> 8), UInt8(length & 0xFF)] + x224
+        guard tpkt.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == tpkt.count else { return false }
+        var reply = [UInt8](repeating: 0, count: 64)
+        return reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } > 0
     }
 
     /// Report state changes until cancelled (instances/1 `watch`).

@@ -29,6 +29,10 @@ public struct DaemonOptions: Sendable {
     public var restPort = 8080
     /// Serve REST over TLS with this certificate chain and key (PEM); both or neither.
     public var restTLS: (certificate: String, key: String)?
+    /// Audit retention: entries older than this many days are removed (0: kept forever).
+    public var auditMaxAgeDays = 365
+    /// Audit retention: at most this many entries are kept, the newest (0: no limit).
+    public var auditMaxRows = 1_000_000
     /// Close a REST connection idle for this long.
     public var restIdleTimeout: TimeAmount = .seconds(120)
     public var restEnabled = true
@@ -306,6 +310,21 @@ public enum Daemon {
             services.append(.init(service: TaskService(description: "reconciler") {
                 try? await Task.sleep(for: options.reconcileInterval)
                 await reconciler.run(interval: options.reconcileInterval)
+            }))
+        }
+        // Audit retention: by age and by count, at start and hourly.
+        if options.auditMaxAgeDays > 0 || options.auditMaxRows > 0 {
+            services.append(.init(service: TaskService(description: "audit-retention") {
+                while !Task.isCancelled {
+                    let before = options.auditMaxAgeDays > 0 ? Date().addingTimeInterval(-Double(options.auditMaxAgeDays) * 86_400) : nil
+                    do throws(ContainariumError) {
+                        let n = try await store.pruneAudit(before: before, keep: options.auditMaxRows > 0 ? options.auditMaxRows : nil)
+                        if n > 0 { logger.info("audit retention removed \(n) entries") }
+                    } catch {
+                        logger.warning("audit retention failed: \(error.message)")
+                    }
+                    try? await Task.sleep(for: .seconds(3600))
+                }
             }))
         }
         // Usage history for the dashboard's charts: every 15 s (by default), an hour kept.

@@ -17,6 +17,10 @@ public final class ControlPlane: Sendable {
     public let inventory: Inventory
     public let events: DaemonEvents
     public let logger: Logger
+    /// The GPU inventory's last failure, logged once per distinct message.
+    let gpuReportError = Mutex<String?>(nil)
+    /// Bounds the audit rows unauthenticated refusals can write.
+    public let auditLimiter = AuditLimiter()
     public let node: String
     /// This daemon instance: node, pid and start time.
     public let daemonID: String
@@ -79,8 +83,10 @@ public final class ControlPlane: Sendable {
                        data: .audit(action: action, actor: caller.subject, result: outcome))
     }
 
-    /// An entry from an adapter that has its own notion of the caller (the SSH gateway).
+    /// An entry from an adapter that has its own notion of the caller (the SSH gateway). Its
+    /// refusals are rate-limited per address (`auditLimiter`).
     public func audit(actor: String, role: String, action: String, target: String, source: String, interface: String, result: String, detail: String) async {
+        if result != "ok", action.hasPrefix("gateway."), !(await admitRefusal(source: source, interface: interface)) { return }
         let entry = AuditEntry(actor: actor, role: role, action: action, target: target, source: source, interface: interface, result: result, detail: detail)
         await record(entry)
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
@@ -96,8 +102,27 @@ public final class ControlPlane: Sendable {
         }.value
     }
 
-    /// Record a rejected credential. Never records the credential itself.
+    /// Whether a refusal from `source` is written (`auditLimiter`); writes the count of those
+    /// dropped in the address's last window first.
+    func admitRefusal(source: String, interface: String) async -> Bool {
+        switch auditLimiter.admit(source: source) {
+        case .drop:
+            return false
+        case .write(let dropped):
+            if dropped > 0 {
+                let entry = AuditEntry(actor: "anonymous", role: "user", action: "auth.failure.suppressed", target: AuditLimiter.address(of: source),
+                                       source: source, interface: interface, result: "resource_exhausted",
+                                       detail: "\(dropped) more refusals from \(AuditLimiter.address(of: source)) were not written (over \(auditLimiter.perWindow) in \(Int(auditLimiter.window)) s)")
+                await record(entry)
+            }
+            return true
+        }
+    }
+
+    /// Record a rejected credential. Never records the credential itself. Rate-limited per
+    /// address: a flood of bad credentials costs a bounded number of rows.
     public func auditAuthFailure(source: String, interface: String, action: String, reason: String) async {
+        guard await admitRefusal(source: source, interface: interface) else { return }
         let anonymous = Caller(subject: "anonymous", role: .user, source: source, interface: interface)
         await audit(anonymous, "auth.failure", target: action, result: .failure(.unauthenticated(reason)), detail: reason)
     }
@@ -364,8 +389,20 @@ public final class ControlPlane: Sendable {
     public func localReport(address: String, token: String?, labels: [String: String], pool: String?, preemptible: Bool) async throws(ContainariumError) -> NodeReport {
         let cap = try await service.capacity()
         let disk = cap.pool.map { Int64(clamping: $0.totalBytes) } ?? Int64(clamping: cap.diskTotalBytes)
-        let gpus = try await service.gpus(instances: inventory.snapshot.instances)
-            .map { GPUDevice(pciAddress: $0.pciAddress, model: $0.model, attachedTo: $0.attachedTo) }
+        // A GPU plugin that fails costs this report its GPUs, not the report: the node stays
+        // schedulable for everything else (and for GPUs again once the plugin answers).
+        var gpus: [GPUDevice] = []
+        do {
+            gpus = try await service.gpus(instances: inventory.snapshot.instances)
+                .map { GPUDevice(pciAddress: $0.pciAddress, model: $0.model, attachedTo: $0.attachedTo) }
+            if gpuReportError.withLock({ $0.take() }) != nil { logger.notice("GPU inventory answers again") }
+        } catch {
+            let first = gpuReportError.withLock { last in
+                defer { last = error.message }
+                return last != error.message
+            }
+            if first { logger.warning("GPU inventory failed; this node reports no GPUs until it answers: \(error.message)") }
+        }
         let info = NodeInfo(name: node, kinds: localKinds, capacity: Resources(cpuMillis: Int64(cap.cpus) * 1000, memoryBytes: Int64(clamping: cap.memoryTotalBytes),
                                                                                   diskBytes: disk),
                             gpus: gpus, labels: labels, pool: pool, preemptible: preemptible)

@@ -205,6 +205,22 @@ public struct Store: Sendable {
              .text(e.interface), .text(e.result), .text(e.detail)])
     }
 
+    /// Retention: delete entries older than `before`, then all but the newest `keep` (entries
+    /// sharing the timestamp of the oldest kept one stay). Returns how many were deleted.
+    @discardableResult
+    public func pruneAudit(before: Date?, keep: Int?) async throws(ContainariumError) -> Int {
+        var deleted = 0
+        if let before {
+            deleted += try await db.query("DELETE FROM audit WHERE at < ? RETURNING id", [SQLValue(before)]).count
+        }
+        if let keep {
+            deleted += try await db.query(
+                "DELETE FROM audit WHERE at < (SELECT at FROM audit ORDER BY at DESC LIMIT 1 OFFSET ?) RETURNING id",
+                [.int(Int64(max(0, keep - 1)))]).count
+        }
+        return deleted
+    }
+
     public func audit(_ f: AuditFilter) async throws(ContainariumError) -> [AuditEntry] {
         var sql = "SELECT * FROM audit WHERE 1 = 1"
         var binds: [SQLValue] = []

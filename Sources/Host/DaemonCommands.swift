@@ -85,6 +85,8 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("state-dir"), help: "Directory of the embedded SQLite state.") var stateDir = "/var/lib/containarium"
     @Option(name: .customLong("database-url"), help: "postgres://user:pass@host:5432/db to share state between daemons (default: SQLite in --state-dir).") var databaseURL: String?
     @Option(name: .customLong("reconcile-interval"), help: "Seconds between reconciliations.") var reconcileInterval = 60
+    @Option(name: .customLong("audit-max-age-days"), help: "Remove audit entries older than this (0 keeps them forever).") var auditMaxAgeDays = 365
+    @Option(name: .customLong("audit-max-rows"), help: "Keep at most this many audit entries, the newest (0: no limit).") var auditMaxRows = 1_000_000
     @Option(name: .customLong("orphan-grace"), help: "Seconds before a half-made container nobody is creating is removed.") var orphanGrace = 300
     @Option(name: .customLong("swagger-dir"), help: "Directory with the Swagger UI assets.") var swaggerDir: String?
     @Option(name: .customLong("metrics-interval"), help: "Seconds between usage samples for the dashboard's charts (an hour is kept).") var metricsInterval = 15
@@ -126,6 +128,9 @@ struct DaemonCommand: AsyncParsableCommand {
         options.stateDir = stateDir
         options.databaseURL = databaseURL
         options.reconcileInterval = .seconds(max(1, reconcileInterval))
+        guard auditMaxAgeDays >= 0, auditMaxRows >= 0 else { throw fail(.invalid("--audit-max-age-days and --audit-max-rows must be 0 or more")) }
+        options.auditMaxAgeDays = auditMaxAgeDays
+        options.auditMaxRows = auditMaxRows
         options.orphanGrace = TimeInterval(max(0, orphanGrace))
         options.swaggerDir = swaggerDir ?? Self.defaultSwaggerDir()
         options.webuiDir = webuiDir ?? Self.defaultWebUIDir()

@@ -190,6 +190,23 @@ struct StoreTests {
         }
     }
 
+    @Test("audit retention removes entries by age, then all but the newest N", arguments: StoreEngine.enabled)
+    func auditRetention(engine: StoreEngine) async throws {
+        try await engine.withStore { store, _ in
+            try await store.migrate()
+            let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+            for i in 0..<10 {
+                try await store.appendAudit(AuditEntry(at: t0.addingTimeInterval(Double(i) * 86_400), actor: "a", role: "user", action: "x",
+                                                       target: "t\(i)", source: "s", interface: "rest", result: "ok"))
+            }
+            #expect(try await store.pruneAudit(before: t0.addingTimeInterval(3 * 86_400), keep: nil) == 3)
+            #expect(try await store.audit(AuditFilter()).map(\.target) == ["t9", "t8", "t7", "t6", "t5", "t4", "t3"])
+            #expect(try await store.pruneAudit(before: nil, keep: 4) == 3)
+            #expect(try await store.audit(AuditFilter()).map(\.target) == ["t9", "t8", "t7", "t6"])
+            #expect(try await store.pruneAudit(before: t0, keep: 100) == 0)
+        }
+    }
+
     @Test("settings upsert", arguments: StoreEngine.enabled)
     func settings(engine: StoreEngine) async throws {
         try await engine.withStore { store, _ in

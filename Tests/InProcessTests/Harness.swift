@@ -53,24 +53,32 @@ final class Harness: Sendable {
     /// Load the fake through the real loader with `config` as its plugin configuration.
     /// Without `accounts`: the fake without accounts/1 (its manifest and its configuration).
     static func loadPlugins(in dir: URL, config: [String: JSONValue], enabled: Bool = true, accounts: Bool = true,
-                            events: EventBus = EventBus()) throws -> PluginManager {
+                            events: EventBus = EventBus(), gpu: JSONValue? = nil) throws -> PluginManager {
         let plugins = try pluginDir(in: dir, accounts: accounts)
         var config = config
         if !accounts { config["accounts"] = .bool(false) }
-        let settings = PluginSettings(plugins: ["fake-instances": .init(enabled: enabled, config: .object(config))])
-        return PluginManager(loader: PluginLoader(searchPaths: [plugins], settings: settings, node: node, logger: quiet, events: events))
+        var entries: [String: PluginSettings.Entry] = ["fake-instances": .init(enabled: enabled, config: .object(config))]
+        var paths = [plugins]
+        if let gpu {
+            // The real nvidia-gpu plugin (C), configured with `gpu` (its sysfsPath).
+            paths.append(try FakeGPU.buildPlugin(into: dir.appendingPathComponent("gpu-plugins")))
+            entries["nvidia-gpu"] = .init(enabled: true, config: gpu)
+        }
+        let settings = PluginSettings(plugins: entries)
+        return PluginManager(loader: PluginLoader(searchPaths: paths, settings: settings, node: node, logger: quiet, events: events))
     }
 
     /// The fake's accounts/1, called directly (as the host never would: to make accounts the
     /// control plane does not know about).
     let accounts: AccountsClient?
 
-    init(config extra: [String: JSONValue] = [:], accounts withAccounts: Bool = true, hostConfig: (inout HostConfig) -> Void = { _ in }) async throws {
+    init(config extra: [String: JSONValue] = [:], accounts withAccounts: Bool = true, gpu: JSONValue? = nil,
+         hostConfig: (inout HostConfig) -> Void = { _ in }) async throws {
         dir = try TestEnv.tempDir("inproc")
         journal = dir.appendingPathComponent("journal.jsonl")
         var pluginConfig: [String: JSONValue] = ["node": .string(Self.node), "journal": .string(journal.path)]
         pluginConfig.merge(extra) { _, new in new }
-        let plugins = try Self.loadPlugins(in: dir, config: pluginConfig, accounts: withAccounts)
+        let plugins = try Self.loadPlugins(in: dir, config: pluginConfig, accounts: withAccounts, gpu: gpu)
         accounts = plugins.records.first { $0.id == "fake-instances" }?.plugin.flatMap { AccountsClient($0) }
         var config = HostConfig()
         config.node = Self.node
@@ -102,9 +110,9 @@ final class Harness: Sendable {
     }
 
     /// Run `body` with a fresh harness, closing it whatever happens.
-    static func with<T>(config: [String: JSONValue] = [:], accounts: Bool = true, hostConfig: (inout HostConfig) -> Void = { _ in },
+    static func with<T>(config: [String: JSONValue] = [:], accounts: Bool = true, gpu: JSONValue? = nil, hostConfig: (inout HostConfig) -> Void = { _ in },
                         _ body: (Harness) async throws -> T) async throws -> T {
-        let h = try await Harness(config: config, accounts: accounts, hostConfig: hostConfig)
+        let h = try await Harness(config: config, accounts: accounts, gpu: gpu, hostConfig: hostConfig)
         do {
             let value = try await body(h)
             await h.close()

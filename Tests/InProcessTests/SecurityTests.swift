@@ -121,6 +121,53 @@ struct SecurityTests {
         }
     }
 
+    @Test("a node reports what it can: a failing GPU plugin costs the report its GPUs, not the report; the GPUs come back when it answers")
+    func gpuFailureIsNotFatal() async throws {
+        let tree = try TestEnv.tempDir("pci")
+        defer { TestEnv.cleanup(tree) }
+        try FakeGPU.tree(tree)
+        let missing = tree.appendingPathComponent("moved-away")
+        try await Harness.with(gpu: .object(["sysfsPath": .string(tree.path)])) { h in
+            let healthy = try await h.plane.localReport(address: "", token: nil, labels: [:], pool: nil, preemptible: false)
+            #expect(healthy.info.gpus.count == 2, "\(healthy.info.gpus)")
+            // The PCI tree disappears under the plugin (a driver reload, a broken sysfs).
+            try FileManager.default.moveItem(at: tree.appendingPathComponent("devices"), to: missing)
+            await #expect(throws: ContainariumError.self) { try await h.plane.service.gpus() }
+            let degraded = try await h.plane.localReport(address: "", token: nil, labels: [:], pool: nil, preemptible: false)
+            #expect(degraded.info.gpus.isEmpty && degraded.info.capacity.cpuMillis > 0 && degraded.info.name == Harness.node)
+            try FileManager.default.moveItem(at: missing, to: tree.appendingPathComponent("devices"))
+            let back = try await h.plane.localReport(address: "", token: nil, labels: [:], pool: nil, preemptible: false)
+            #expect(back.info.gpus.count == 2)
+        }
+    }
+
+    @Test("a flood of bad credentials writes a bounded number of audit rows per address, then one row with the count; other addresses are not affected")
+    func auditRateLimit() async throws {
+        try await Harness.with { h in
+            for _ in 0..<100 {
+                await h.plane.auditAuthFailure(source: "ipv4:198.51.100.7:4000", interface: "grpc", action: "ListContainers", reason: "invalid token")
+            }
+            await h.plane.auditAuthFailure(source: "198.51.100.8:1", interface: "rest", action: "GET /v1/containers", reason: "invalid token")
+            let rows = try await h.plane.store.audit(AuditFilter(action: "auth.failure", limit: 1000))
+            #expect(rows.filter { $0.source.contains("198.51.100.7") }.count == h.plane.auditLimiter.perWindow)
+            #expect(rows.filter { $0.source.contains("198.51.100.8") }.count == 1)
+            // The next window: the first refusal brings the count of the dropped ones.
+            let limiter = AuditLimiter(perWindow: 2, window: 60)
+            let t0 = Date()
+            #expect(limiter.admit(source: "10.0.0.1:1", now: t0) == .write(suppressedBefore: 0))
+            #expect(limiter.admit(source: "10.0.0.1:2", now: t0) == .write(suppressedBefore: 0))
+            #expect(limiter.admit(source: "ipv4:10.0.0.1:3", now: t0) == .drop)
+            #expect(limiter.admit(source: "10.0.0.1:4", now: t0.addingTimeInterval(1)) == .drop)
+            #expect(limiter.admit(source: "10.0.0.2:4", now: t0.addingTimeInterval(1)) == .write(suppressedBefore: 0))
+            #expect(limiter.admit(source: "10.0.0.1:5", now: t0.addingTimeInterval(61)) == .write(suppressedBefore: 2))
+            #expect(AuditLimiter.address(of: "ipv6:[::1]:22") == "::1" && AuditLimiter.address(of: "local") == "local")
+            // Tracked addresses are bounded.
+            let small = AuditLimiter(perWindow: 1, window: 60, maxAddresses: 3)
+            for i in 0..<10 { _ = small.admit(source: "10.0.1.\(i):1", now: t0) }
+            #expect(small.admit(source: "10.0.1.9:2", now: t0) == .drop, "the newest address is still tracked")
+        }
+    }
+
     @Test("the operator's user policy: sizes, GPUs, nesting and images beyond it are refused (403, naming the limit) before anything is made; within it the maximums fill in; admins are not bound")
     func userPolicy() async throws {
         let policy = UserPolicy(maxCPU: 2, maxMemory: "2GB", maxDisk: "10GB", maxGPUs: 0, allowNesting: false, images: ["containarium/debian12"])

@@ -119,9 +119,10 @@ struct AuthorizationMatrixTests {
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
         #expect(routes.count == 34)
-        // Every refused credential was audited (none, expired and forged for each route).
+        // Refused credentials (none, expired and forged for each route, all from one address)
+        // are audited up to the daemon's limit per address and minute (20), not one row each.
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []
-        #expect(failures.count >= routes.count * 3)
+        #expect(failures.count >= 20 && failures.count < routes.count * 3, "\(failures.count) rows")
         #expect(try !box.exists("\(owner)-container"))
     }
 }

@@ -37,10 +37,55 @@ struct VMTests {
         return dir
     }
 
+    /// The user QEMU runs as (the plugin's default `runAs`).
+    static let vmUser = "containarium-vm"
+
+    /// uid and gid of a user, from the system's user database (nil when there is none).
+    static func ids(of user: String) -> (uid: UInt32, gid: UInt32)? {
+        guard let r = try? Run.run("/usr/bin/getent", ["passwd", user], timeout: 30), r.status == 0 else { return nil }
+        let f = r.stdout.split(separator: ":", omittingEmptySubsequences: false)
+        guard f.count > 3, let uid = UInt32(f[2]), let gid = UInt32(f[3]) else { return nil }
+        return (uid, gid)
+    }
+
+    /// Make the VM user when this machine has none (the test bed is a throwaway machine, and
+    /// scripts/testbed.sh makes it too); an existing user is never changed.
+    static func ensureVMUser() throws {
+        if ids(of: vmUser) != nil { return }
+        let r = try Run.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", vmUser], timeout: 60)
+        // Another test process may have made it in the meantime.
+        guard r.status == 0 || ids(of: vmUser) != nil else { throw TestFailure("useradd \(vmUser) failed: \(r.output)") }
+    }
+
+    /// Add `bits` to a path's permissions (QEMU, as the VM user, must traverse the sandbox and
+    /// read the test guest).
+    static func addPermissions(_ path: String, _ bits: Int) throws {
+        let mode = (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue ?? 0
+        if mode & bits != bits { try FileManager.default.setAttributes([.posixPermissions: mode | bits], ofItemAtPath: path) }
+    }
+
+    /// A process's argv (/proc/PID/cmdline, split at its NULs).
+    static func argv(of pid: Int32) -> [String] {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return [] }
+        return String(decoding: data, as: UTF8.self).split(separator: "\0").map(String.init)
+    }
+
+    /// The values of a line of /proc/PID/status ("Uid:\t0\t0\t0\t0" -> ["0", "0", "0", "0"]).
+    static func status(of pid: Int32, _ key: String) -> [String] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }) else { return [] }
+        return line.dropFirst(key.count + 1).split(whereSeparator: { $0 == "\t" || $0 == " " }).map(String.init)
+    }
+
     /// A sandbox whose node runs only qemu-windows, with the test guest as its media.
-    static func vmSandbox(node: String, shutdownTimeout: Double = 8, accel: String = VMTests.accel, ownProject: Bool = false) throws -> (IncusEnv.Sandbox, URL) {
+    static func vmSandbox(node: String, shutdownTimeout: Double = 8, accel: String = VMTests.accel, ownProject: Bool = false,
+                          runAs: String? = nil) throws -> (IncusEnv.Sandbox, URL) {
+        try ensureVMUser()
         let box = try IncusEnv.Sandbox(ownProject: ownProject)
         let g = try guest()
+        try addPermissions(box.dir.path, 0o001)
+        try addPermissions(g.path, 0o005)
+        for f in ["vmlinuz", "initrd.img"] { try addPermissions(g.appendingPathComponent(f).path, 0o004) }
         let vms = box.dir.appendingPathComponent("vms")
         let plugin = box.plugins.appendingPathComponent("qemu-windows")
         try FileManager.default.createDirectory(at: plugin, withIntermediateDirectories: true)
@@ -52,21 +97,28 @@ struct VMTests {
              "append": append, "firmware": "bios", "minMemory": "256MB"]
         }
         let port = 20000 + Int.random(in: 0..<12_000)  // below the ephemeral range (32768+)
+        var pluginConfig: [String: Any] = [
+            "stateDir": vms.path, "accel": accel, "shutdownTimeout": shutdownTimeout, "bootTimeout": 120,
+            "rdpPortFirst": port, "rdpPortLast": port + 50,
+            "images": [
+                "linux-test": linux("console=ttyS0"), "linux-hung": linux("console=ttyS0 ctm.hang=1"),
+                // Windows Server 2022 as the scheduler sees it; the media here is the Linux guest.
+                "windows-2022": linux("console=ttyS0"),
+                // Windows media whose "installation" finishes: the plugin writes the answer file
+                // and attaches it, and the Linux guest answers on the RDP port as an installed
+                // Windows would.
+                "windows-test": linux("console=ttyS0").merging(["os": "windows", "windowsVersion": "2k22"]) { $1 },
+                // Windows media as an operator would give it (an ISO): the answer-file path.
+                "windows-2025": ["os": "windows", "iso": g.appendingPathComponent("initrd.img").path, "windowsVersion": "2k25",
+                                 "firmware": "uefi", "minCPUs": 2, "minMemory": "4GiB", "minDisk": "32GB"],
+            ],
+        ]
+        if let runAs { pluginConfig["runAs"] = runAs }
         let cfg: [String: Any] = [
             "node": node, "backend": "qemu-windows",
-            "plugins": ["qemu-windows": ["enabled": true, "config": [
-                "stateDir": vms.path, "accel": accel, "shutdownTimeout": shutdownTimeout, "bootTimeout": 120,
-                "rdpPortFirst": port, "rdpPortLast": port + 50,
-                "images": [
-                    "linux-test": linux("console=ttyS0"), "linux-hung": linux("console=ttyS0 ctm.hang=1"),
-                    // Windows Server 2022 as the scheduler sees it; the media here is the Linux guest.
-                    "windows-2022": linux("console=ttyS0"),
-                    // Windows media as an operator would give it (an ISO): the answer-file path.
-                    "windows-2025": ["os": "windows", "iso": g.appendingPathComponent("initrd.img").path, "windowsVersion": "2k25",
-                                     "firmware": "uefi", "minCPUs": 2, "minMemory": "4GiB", "minDisk": "32GB"],
-                ],
-            ]], "incus-lxc": ["enabled": false]],
-            "images": ["linux-test": "linux-test", "linux-hung": "linux-hung", "windows-2022": "windows-2022", "windows-2025": "windows-2025"],
+            "plugins": ["qemu-windows": ["enabled": true, "config": pluginConfig], "incus-lxc": ["enabled": false]],
+            "images": ["linux-test": "linux-test", "linux-hung": "linux-hung", "windows-2022": "windows-2022", "windows-2025": "windows-2025",
+                       "windows-test": "windows-test"],
         ]
         try JSONSerialization.data(withJSONObject: cfg).write(to: box.config)
         return (box, vms)
@@ -239,6 +291,115 @@ struct VMTests {
             #expect(!FileManager.default.fileExists(atPath: left) && Self.qemuProcesses(left) == 0, "\(user) left something behind")
         }
         #expect(!Self.tcpAnswers(rdp))
+    }
+
+    @Test("VM isolation: QEMU runs as containarium-vm under its full seccomp sandbox, its guest cannot reach the node's loopback, the answer file leaves once the guest is installed, and a missing runAs user is a clear error")
+    func isolation() throws {
+        let sfx = TestEnv.suffix()
+        let (box, vms) = try Self.vmSandbox(node: "vi-\(sfx)")
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--reconcile-interval", "3600"])
+        try d.start()
+        defer { d.stop() }
+        let admin = try d.token("admin", roles: "admin")
+        let u = "wi\(sfx)"
+        defer { _ = try? HTTP.call("DELETE", d.base + "/v1/containers/\(u)", token: admin) }
+        let user = try #require(Self.ids(of: Self.vmUser), "no user \(Self.vmUser)")
+        let created = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json([
+            "username": u, "os": "windows-test", "resources": ["memory": "512MB", "disk": "2GB"]]))
+        #expect(created.status == 201, "\(created.text)")
+        let rdp = try #require(created.json?["endpoints"]?["rdp"]?.stringValue)
+        let dir = vms.appendingPathComponent("\(u)-container").path
+        // Only this test's own QEMU: the pid must run this VM (its directory is on its command line).
+        func qemuPid() throws -> Int32 {
+            let text = try String(contentsOfFile: dir + "/qemu.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let pid = try #require(Int32(text), "qemu.pid: \(text)")
+            try #require(Run.commandLine(of: pid)?.contains(dir) == true, "pid \(pid) is not this VM's QEMU")
+            return pid
+        }
+        let first = try qemuPid()
+        let argv = Self.argv(of: first)
+        func option(_ name: String, in argv: [String]) -> [String] {
+            argv.indices.dropLast().filter { argv[$0] == name }.map { argv[$0 + 1] }
+        }
+        // QEMU's seccomp filter with every optional part, and no self-daemonizing or -runas
+        // (both need syscalls the filter denies).
+        #expect(option("-sandbox", in: argv) == ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"], "\(argv)")
+        #expect(!argv.contains("-daemonize") && !argv.contains("-runas") && !argv.contains("-run-with"), "\(argv)")
+        // The guest network: restricted, with the RDP forward.
+        let netdev = option("-netdev", in: argv)
+        #expect(netdev.count == 1 && netdev[0].contains("restrict=on") && netdev[0].contains("hostfwd=tcp:"), "\(netdev)")
+        // The first boot has the answer file, on USB.
+        #expect(option("-device", in: argv).contains { $0.hasPrefix("usb-storage,drive=unattend") }, "\(argv)")
+        // QEMU runs as the VM user from its start (real, effective, saved and filesystem ids), with
+        // no supplementary group but kvm, no_new_privs, and a seccomp filter.
+        let uids = Self.status(of: first, "Uid"), gids = Self.status(of: first, "Gid")
+        #expect(uids == Array(repeating: String(user.uid), count: 4), "Uid \(uids)")
+        #expect(gids == Array(repeating: String(user.gid), count: 4), "Gid \(gids)")
+        #expect(Self.status(of: first, "NoNewPrivs") == ["1"] && Self.status(of: first, "Seccomp") == ["2"])
+        // Its files: nothing for others; the administrator password stays root's, and the VM
+        // user cannot read it.
+        let fm = FileManager.default
+        let dirMode = (try fm.attributesOfItem(atPath: dir)[.posixPermissions] as? NSNumber)?.intValue ?? -1
+        #expect(dirMode >= 0 && dirMode & 0o007 == 0, "VM directory mode \(String(dirMode, radix: 8))")
+        let secret = dir + "/administrator.secret"
+        let secretAttrs = try fm.attributesOfItem(atPath: secret)
+        #expect((secretAttrs[.posixPermissions] as? NSNumber)?.intValue == 0o600 && (secretAttrs[.ownerAccountID] as? NSNumber)?.intValue == 0)
+        let password = try String(contentsOfFile: secret, encoding: .utf8)
+        let peek = try Run.run("/usr/bin/setpriv", ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "/bin/cat", secret], timeout: 30)
+        #expect(peek.status != 0 && !peek.stdout.contains(password), "the VM user read the administrator password: \(peek.output)")
+        for file in try fm.contentsOfDirectory(atPath: dir) {
+            let mode = (try fm.attributesOfItem(atPath: dir + "/" + file)[.posixPermissions] as? NSNumber)?.intValue ?? 0
+            // (QEMU's sockets get its umask, but others cannot reach into the directory.)
+            #expect(mode & 0o004 == 0 || file.hasSuffix(".sock"), "\(file) is world-readable (\(String(mode, radix: 8)))")
+        }
+
+        // RDP through the forward works with restrict=on (it is not guest-initiated) ...
+        try eventually("the guest answers through the RDP endpoint \(rdp)", within: 180, every: 500_000) { Self.tcpAnswers(rdp) }
+        // ... but the guest cannot reach the node's loopback: 10.0.2.2 is the node's 127.0.0.1,
+        // where this very RDP forward listens (as do other VMs' forwards and the daemon).
+        let rdpPort = try #require(rdp.split(separator: ":").last.map(String.init))
+        let probe = try Run.run("/usr/bin/python3", [TestEnv.repoRoot.appendingPathComponent("Tests/Helpers/ws_terminal.py").path,
+                                                     "127.0.0.1:\(d.httpPort)", u, admin,
+                                                     "timeout 10 wget -q -O /dev/null http://10.0.2.2:\(rdpPort)/ 2>/dev/null && echo lb-$((6*7))-open || echo lb-$((6*7))-closed",
+                                                     "lb-42-closed", "60"], timeout: 90)
+        #expect(probe.status == 0 && !probe.stdout.contains("lb-42-open"), "the guest reached the node's loopback: \(probe.output)")
+
+        // Installed (its RDP answers): the answer-file drive leaves the running VM and its
+        // directory is deleted; the password file stays for the owner.
+        try eventually("the answer-file drive is detached once the guest answers RDP", within: 60) {
+            !fm.fileExists(atPath: dir + "/unattend") && d.log.contains("installation done")
+        }
+        let block = try Self.qmp(dir + "/qmp.sock", "query-block")
+        #expect(block.contains("disk0") && !block.contains("unattend"), "\(block)")
+        #expect(fm.fileExists(atPath: secret))
+        // The next boot has no answer file at all.
+        let stopped = try HTTP.call("POST", d.base + "/v1/containers/\(u)/stop", token: admin, body: #"{"force": true}"#)
+        #expect(stopped.json?["state"]?.stringValue == "CONTAINER_STATE_STOPPED", "\(stopped.text)")
+        #expect(try HTTP.call("POST", d.base + "/v1/containers/\(u)/start", token: admin).json?["state"]?.stringValue == "CONTAINER_STATE_RUNNING")
+        let second = try qemuPid()
+        #expect(second != first)
+        let again = Self.argv(of: second)
+        #expect(!again.contains { $0.contains("unattend") || $0.hasPrefix("usb-storage") }, "\(again)")
+        #expect(Self.status(of: second, "Uid") == Array(repeating: String(user.uid), count: 4))
+        try eventually("the guest answers again", within: 180, every: 500_000) { Self.tcpAnswers(rdp) }
+        #expect(try HTTP.call("DELETE", d.base + "/v1/containers/\(u)", token: admin).status == 200)
+        #expect(!fm.fileExists(atPath: dir) && Self.qemuProcesses(dir) == 0)
+
+        // A runAs user that does not exist: the create fails before anything is made, naming the
+        // user and how to make it.
+        let ghost = "ctm-nouser-\(sfx)"
+        try #require(Self.ids(of: ghost) == nil)
+        let (box2, vms2) = try Self.vmSandbox(node: "vj-\(sfx)", runAs: ghost)
+        defer { box2.cleanup() }
+        let d2 = try DaemonProcess(sandbox: box2, extraArgs: ["--reconcile-interval", "3600"])
+        try d2.start()
+        defer { d2.stop() }
+        let admin2 = try d2.token("admin", roles: "admin")
+        let refused = try HTTP.call("POST", d2.base + "/v1/containers", token: admin2, body: HTTP.json([
+            "username": "wj\(sfx)", "os": "linux-test", "resources": ["memory": "512MB", "disk": "2GB"]]))
+        #expect(refused.status == 412 && refused.text.contains("'\(ghost)'") && refused.text.contains("useradd --system --no-create-home"), "\(refused.text)")
+        #expect(!fm.fileExists(atPath: vms2.appendingPathComponent("wj\(sfx)-container").path))
     }
 
     @Test("the health check says what /dev/kvm can run: PVM (nested, without VT-x) boots no stock guest, so kvm is degraded and auto picks tcg")
