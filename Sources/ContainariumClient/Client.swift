@@ -105,7 +105,10 @@ public struct ContainariumEndpoint: Sendable {
                         config.serverCertificateVerification = .fullVerification
                     }
                 }
-                return try HTTP2ClientTransport.Posix(target: .ipv4(address: host, port: port), transportSecurity: security)
+                // An IPv4 literal is dialled as is; a name is resolved (and, under TLS, is the
+                // name the server's certificate must carry).
+                let resolved: any ResolvableTarget = IPv4Address(host) != nil ? .ipv4(address: host, port: port) : .dns(host: host, port: port)
+                return try HTTP2ClientTransport.Posix(target: resolved, transportSecurity: security)
             }
         } catch let e as ContainariumError {
             throw e
@@ -229,7 +232,7 @@ extension ContainariumEndpoint {
     /// opened it; `output` gets what the console sends; `ended` runs when the daemon ends the
     /// call (the owner of `input` should then finish it, so that the call can return).
     public func console(username: String, kind: Containarium_V1_ConsoleKind, input: AsyncStream<[UInt8]>, opened: @escaping @Sendable () -> Void,
-                        output: @escaping @Sendable ([UInt8]) -> Void, ended: @escaping @Sendable () -> Void) async throws(ContainariumError) {
+                        output: @escaping @Sendable ([UInt8]) async -> Void, ended: @escaping @Sendable () -> Void) async throws(ContainariumError) {
         let open = Containarium_V1_ConsoleInput.with {
             $0.open = .with {
                 $0.username = username
@@ -247,7 +250,7 @@ extension ContainariumEndpoint {
                 for try await m in response.messages {
                     switch m.output {
                     case .ready?: opened()
-                    case .data(let d)?: output(Array(d))
+                    case .data(let d)?: await output(Array(d))
                     case nil: continue
                     }
                 }

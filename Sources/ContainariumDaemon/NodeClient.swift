@@ -164,7 +164,7 @@ struct GRPCNodeConnection: NodeConnection {
     }
 
     func console(username: String, kind: String, input: AsyncStream<[UInt8]>, opened: @escaping @Sendable () -> Void,
-                 output: @escaping @Sendable ([UInt8]) -> Void, ended: @escaping @Sendable () -> Void) async throws(ContainariumError) {
+                 output: @escaping @Sendable ([UInt8]) async -> Void, ended: @escaping @Sendable () -> Void) async throws(ContainariumError) {
         try await endpoint.console(username: username, kind: kind == "vnc" ? .vnc : .serial, input: input, opened: opened, output: output, ended: ended)
     }
 }

@@ -269,6 +269,7 @@ extension ContainerServiceV1 {
             try await writer.write(.with { $0.ready = true })
             for await chunk in console.output {
                 try await writer.write(.with { $0.data = Data(chunk.readableBytesView) })
+                console.consumed(chunk.readableBytes)
             }
             await plane.consoleClosed(who, open.username, kind: kind, seconds: Date().timeIntervalSince(started))
             return [:]

@@ -131,7 +131,10 @@ extension RESTAPI {
             defer { session.close() }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for await chunk in session.output { try await outbound.write(.binary(chunk)) }
+                    for await chunk in session.output {
+                        try await outbound.write(.binary(chunk))
+                        session.consumed(chunk.readableBytes)
+                    }
                     // The shell ended: say how, then hang up.
                     try? await Task.sleep(for: .milliseconds(50))
                     let text = TerminalControl(type: "exit", status: session.exitStatus, signal: session.exitSignal).text ?? #"{"type":"exit"}"#
@@ -171,7 +174,10 @@ extension RESTAPI {
         defer { screen.close() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await chunk in screen.output { try await outbound.write(.binary(chunk)) }
+                for await chunk in screen.output {
+                    try await outbound.write(.binary(chunk))
+                    screen.consumed(chunk.readableBytes)
+                }
                 try await outbound.close(.normalClosure, reason: "console closed")
             }
             group.addTask {

@@ -15,13 +15,21 @@ public final class TerminalSession: Sendable {
     let channel: any Channel
     let parent: any Channel
     let exit: ExitBox
+    /// Output waiting for a stalled reader: past its limit the channel stops reading, so SSH
+    /// flow control holds the shell back.
+    let budget: ByteBudget
 
-    init(output: AsyncStream<ByteBuffer>, channel: any Channel, parent: any Channel, exit: ExitBox) {
+    init(output: AsyncStream<ByteBuffer>, channel: any Channel, parent: any Channel, exit: ExitBox, budget: ByteBudget) {
         self.output = output
         self.channel = channel
         self.parent = parent
         self.exit = exit
+        self.budget = budget
+        budget.onResume { channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
     }
+
+    /// The reader handed `bytes` of output on.
+    public func consumed(_ bytes: Int) { budget.release(bytes) }
 
     /// The shell's exit status or signal, once it ended.
     public var exitStatus: Int? { exit.state.withLock { $0.status } }
@@ -40,6 +48,7 @@ public final class TerminalSession: Sendable {
 
     /// Hang up: the session channel and the upstream connection close.
     public func close() {
+        budget.cancel()
         channel.close(promise: nil)
         parent.close(promise: nil)
     }
@@ -59,9 +68,10 @@ extension SSHGateway {
         let (output, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
         let ready = loop.makePromise(of: Void.self)
         let exit = ExitBox()
+        let budget = ByteBudget()
         do {
             let child = try await loop.flatSubmit { () -> EventLoopFuture<any Channel> in
-                let handler = TerminalHandler(cols: cols, rows: rows, output: continuation, ready: ready, exit: exit)
+                let handler = TerminalHandler(cols: cols, rows: rows, output: continuation, ready: ready, exit: exit, budget: budget)
                 let bound = NIOLoopBound(handler, eventLoop: loop)
                 let promise = loop.makePromise(of: (any Channel).self)
                 do {
@@ -75,7 +85,7 @@ extension SSHGateway {
                 return promise.futureResult
             }.get()
             try await ready.futureResult.get()
-            return TerminalSession(output: output, channel: child, parent: parent, exit: exit)
+            return TerminalSession(output: output, channel: child, parent: parent, exit: exit, budget: budget)
         } catch {
             parent.close(promise: nil)
             continuation.finish()
@@ -100,11 +110,13 @@ final class TerminalHandler: ChannelDuplexHandler {
     let output: AsyncStream<ByteBuffer>.Continuation
     let ready: EventLoopPromise<Void>
     let exit: ExitBox
+    let budget: ByteBudget
     var replies = 0
     var settled = false
 
-    init(cols: Int, rows: Int, output: AsyncStream<ByteBuffer>.Continuation, ready: EventLoopPromise<Void>, exit: ExitBox) {
+    init(cols: Int, rows: Int, output: AsyncStream<ByteBuffer>.Continuation, ready: EventLoopPromise<Void>, exit: ExitBox, budget: ByteBudget) {
         self.exit = exit
+        self.budget = budget
         self.cols = cols
         self.rows = rows
         self.output = output
@@ -122,7 +134,10 @@ final class TerminalHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let message = unwrapInboundIn(data)
-        if case .byteBuffer(let bytes) = message.data { output.yield(bytes) }
+        if case .byteBuffer(let bytes) = message.data {
+            if budget.add(bytes.readableBytes) { context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+            output.yield(bytes)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -49,29 +49,53 @@ extension ControlPlane {
     }
 }
 
-/// A console on another node, through its OpenConsole stream. Output arrives as it comes;
-/// input is queued in order; `close` ends the call, which closes the console on the node.
+/// A console on another node, through its OpenConsole stream. Both ways, at most a bounded
+/// amount waits in between: output is read from the node only as fast as the relay hands it
+/// on, and input is taken from the relay only as fast as the node accepts it. `close` ends the
+/// call, which closes the console on the node.
 final class RemoteConsoleStream: TerminalStream {
     let output: AsyncStream<ByteBuffer>
     private let input: AsyncStream<[UInt8]>.Continuation
     private let call: Task<Void, Never>
+    private let outBudget: ByteBudget
+    private let inBudget: ByteBudget
 
-    private init(output: AsyncStream<ByteBuffer>, input: AsyncStream<[UInt8]>.Continuation, call: Task<Void, Never>) {
+    private init(output: AsyncStream<ByteBuffer>, input: AsyncStream<[UInt8]>.Continuation, call: Task<Void, Never>, outBudget: ByteBudget, inBudget: ByteBudget) {
         self.output = output
         self.input = input
         self.call = call
+        self.outBudget = outBudget
+        self.inBudget = inBudget
+    }
+
+    /// The next queued chunk for the node, released from the input budget when taken.
+    final class Pull: @unchecked Sendable {
+        var iterator: AsyncStream<[UInt8]>.Iterator
+        init(_ stream: AsyncStream<[UInt8]>) { iterator = stream.makeAsyncIterator() }
     }
 
     /// Returns once the node has opened the console, or throws what the node said.
     static func open(_ client: any NodeConnection, username: String, kind: String) async throws(ContainariumError) -> RemoteConsoleStream {
+        let outBudget = ByteBudget(), inBudget = ByteBudget(limit: 1 << 20)
         let (output, out) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
-        let (input, inbound) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
+        let (queue, inbound) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
+        let pull = Pull(queue)
+        // AsyncStream(unfolding:) is asked for one element at a time, when the call is ready to send it.
+        let input = AsyncStream<[UInt8]> {
+            let next = await pull.iterator.next()
+            if let next { inBudget.release(next.count) }
+            return next
+        }
         let (opened, openedContinuation) = AsyncStream<ContainariumError?>.makeStream(bufferingPolicy: .bufferingOldest(1))
         let call = Task {
             do throws(ContainariumError) {
                 try await client.console(username: username, kind: kind, input: input,
                                          opened: { openedContinuation.yield(nil) },
-                                         output: { out.yield(ByteBuffer(bytes: $0)) },
+                                         output: { bytes in
+                                             await outBudget.waitForRoom()
+                                             _ = outBudget.add(bytes.count)
+                                             out.yield(ByteBuffer(bytes: bytes))
+                                         },
                                          ended: { inbound.finish() })
             } catch {
                 openedContinuation.yield(error)
@@ -84,14 +108,21 @@ final class RemoteConsoleStream: TerminalStream {
                 call.cancel()
                 throw error
             }
-            return RemoteConsoleStream(output: output, input: inbound, call: call)
+            return RemoteConsoleStream(output: output, input: inbound, call: call, outBudget: outBudget, inBudget: inBudget)
         }
         throw ContainariumError(.unavailable, "the node closed the console before opening it")
     }
 
-    func write(_ bytes: ByteBuffer) async throws { input.yield(Array(bytes.readableBytesView)) }
+    func consumed(_ bytes: Int) { outBudget.release(bytes) }
+    func write(_ bytes: ByteBuffer) async throws {
+        await inBudget.waitForRoom()
+        _ = inBudget.add(bytes.readableBytes)
+        input.yield(Array(bytes.readableBytesView))
+    }
     func resize(cols: Int, rows: Int) {}  // serial lines and VNC have no window size to send
     func close() {
+        outBudget.cancel()
+        inBudget.cancel()
         input.finish()
         call.cancel()
     }

@@ -80,7 +80,10 @@ public final class MetricsHistory: Sendable {
 /// What the browser terminal talks to: a PTY shell over SSH (containers), or a VM's serial
 /// console (console/1).
 public protocol TerminalStream: Sendable {
+    /// What the other side writes. At most a bounded amount waits here unread: the relay calls
+    /// `consumed` as it hands chunks on, and the source is paused until it catches up.
     var output: AsyncStream<ByteBuffer> { get }
+    func consumed(_ bytes: Int)
     func write(_ bytes: ByteBuffer) async throws
     func resize(cols: Int, rows: Int)
     func close()
@@ -91,27 +94,36 @@ public protocol TerminalStream: Sendable {
 extension TerminalSession: TerminalStream {}
 
 /// A VM's serial console: the descriptor the backend handed over, read and written with NIO.
+/// Reading pauses while `budget` bytes wait for a stalled reader.
 final class ConsoleStream: TerminalStream {
     let output: AsyncStream<ByteBuffer>
     let channel: any Channel
+    let budget = ByteBudget()
 
     init(fd: Int32) async throws(ContainariumError) {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
         output = stream
+        let budget = budget
         do {
             channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(ConsoleReader(continuation)) } }
+                .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(ConsoleReader(continuation, budget: budget)) } }
                 .takingOwnershipOfDescriptor(inputOutput: fd).get()
         } catch {
             Glibc.close(fd)
             continuation.finish()
             throw ContainariumError(.unavailable, "cannot attach to the console", cause: "\(error)")
         }
+        let channel = channel
+        budget.onResume { channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
     }
 
+    func consumed(_ bytes: Int) { budget.release(bytes) }
     func write(_ bytes: ByteBuffer) async throws { try await channel.writeAndFlush(bytes) }
     func resize(cols: Int, rows: Int) {}  // a serial line has no window size
-    func close() { channel.close(promise: nil) }
+    func close() {
+        budget.cancel()
+        channel.close(promise: nil)
+    }
     var exitStatus: Int? { nil }
     var exitSignal: String? { nil }
 }
@@ -119,8 +131,16 @@ final class ConsoleStream: TerminalStream {
 final class ConsoleReader: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     let continuation: AsyncStream<ByteBuffer>.Continuation
-    init(_ continuation: AsyncStream<ByteBuffer>.Continuation) { self.continuation = continuation }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { continuation.yield(unwrapInboundIn(data)) }
+    let budget: ByteBudget
+    init(_ continuation: AsyncStream<ByteBuffer>.Continuation, budget: ByteBudget) {
+        self.continuation = continuation
+        self.budget = budget
+    }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        if budget.add(bytes.readableBytes) { context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+        continuation.yield(bytes)
+    }
     func channelInactive(context: ChannelHandlerContext) {
         continuation.finish()
         context.fireChannelInactive()

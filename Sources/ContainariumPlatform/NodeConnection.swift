@@ -34,7 +34,7 @@ public protocol NodeConnection: Sendable {
     /// it; `output` gets what the console sends; `ended` runs when the node ends the call (the
     /// owner of `input` should then finish it, so that the call can return).
     func console(username: String, kind: String, input: AsyncStream<[UInt8]>, opened: @escaping @Sendable () -> Void,
-                 output: @escaping @Sendable ([UInt8]) -> Void, ended: @escaping @Sendable () -> Void) async throws(ContainariumError)
+                 output: @escaping @Sendable ([UInt8]) async -> Void, ended: @escaping @Sendable () -> Void) async throws(ContainariumError)
 }
 
 /// Makes connections to members: the daemon injects it when it builds the `Cluster`.

@@ -89,7 +89,9 @@ public nonisolated struct Containarium_V1_NodeReport: @unchecked Sendable {
     set {_uniqueStorage()._address = newValue}
   }
 
-  /// A short-lived token minted by the node with its own secret; never stored.
+  /// Refused when set (invalid_argument): nodes once sent a short-lived admin token here for the
+  /// control plane to call them back with. The control plane now reaches a node through its
+  /// link, or at its address over mTLS with its own certificate; no credential travels in a report.
   public var token: String {
     get {_storage._token ?? String()}
     set {_uniqueStorage()._token = newValue}

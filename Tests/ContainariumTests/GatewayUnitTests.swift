@@ -4,6 +4,7 @@ import ContainariumGateway
 import ContainariumService
 import ContainariumStore
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("SSH gateway: bans, keys, exported configuration")
@@ -184,5 +185,30 @@ struct GatewayUnitTests {
         #expect(IPv4Network(cidr: "10.87.0.1/33") == nil && IPv4Network(cidr: "10.87.0.1") == nil && IPv4Network(cidr: "none") == nil)
         let point = try #require(IPv4Network(cidr: "192.0.2.4/31"))
         #expect(point.containsHost(try #require(IPv4Address("192.0.2.5"))))
+    }
+
+    @Test("a byte budget pauses its producer at the limit, resumes it once the reader catches up, and frees every waiter when the reader is gone")
+    func byteBudget() async {
+        let budget = ByteBudget(limit: 100)
+        let resumed = Mutex(0)
+        budget.onResume { resumed.withLock { $0 += 1 } }
+        #expect(!budget.add(60))
+        #expect(budget.add(60), "over the limit: pause")
+        #expect(!budget.add(10), "already paused: said once")
+        budget.release(20)
+        #expect(resumed.withLock { $0 } == 0, "still over the limit")
+        budget.release(60)
+        #expect(resumed.withLock { $0 } == 1 && budget.queued == 50)
+        // A waiting producer goes on once there is room, or once the reader is gone.
+        _ = budget.add(60)
+        let waiter = Task { await budget.waitForRoom(); return budget.queued }
+        try? await Task.sleep(for: .milliseconds(50))
+        budget.release(30)
+        #expect(await waiter.value == 80)
+        _ = budget.add(100)
+        let stuck = Task { await budget.waitForRoom(); return true }
+        budget.cancel()
+        #expect(await stuck.value)
+        #expect(!budget.add(1000), "a cancelled budget never pauses again")
     }
 }

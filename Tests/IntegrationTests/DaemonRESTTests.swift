@@ -187,6 +187,48 @@ struct DaemonRESTTests {
         #expect(try d.wait() == 0, "\(d.log)")
     }
 
+    @Test("a browser terminal that stops reading holds the shell back: the daemon's memory stays bounded while `yes` runs, and output flows again once the reader is back")
+    func stalledTerminal() throws {
+        let box = try IncusEnv.Sandbox(ownProject: true)
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--reconcile-interval", "3600"])
+        try d.start()
+        defer { d.stop() }
+        let user = "rs\(TestEnv.suffix())"
+        defer { box.forceDelete("\(user)-container") }
+        let admin = try d.token("admin", roles: "admin")
+        let created = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json(["username": user, "sshKeys": [box.key.publicText]]))
+        #expect(created.status == 201, "\(created.text)")
+        guard let pid = d.pid else { throw TestFailure("no daemon pid") }
+        func rssMiB() -> Int {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+        }
+        let before = rssMiB()
+        let helper = Process()
+        helper.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        helper.arguments = [TestEnv.repoRoot.appendingPathComponent("Tests/Helpers/ws_stall.py").path, "127.0.0.1:\(d.httpPort)", user,
+                            try d.token(user), "yes", "12"]
+        let out = Pipe()
+        helper.standardOutput = out
+        try helper.run()
+        var peak = before
+        let deadline = Date().addingTimeInterval(11)
+        while Date() < deadline && helper.isRunning {
+            peak = max(peak, rssMiB())
+            usleep(250_000)
+        }
+        helper.waitUntilExit()
+        let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(peak - before < 64, "the daemon grew from \(before) MiB to \(peak) MiB while the reader stalled")
+        let read = Int(said.split(separator: "\n").last { $0.hasPrefix("read ") }?.dropFirst(5) ?? "0") ?? 0
+        #expect(read > 100_000, "output flows again once the reader is back: \(said)")
+        try eventually("yes ends with the terminal", within: 20) {
+            try box.incus(["exec", "\(user)-container", "--", "pgrep", "-x", "yes"]).status == 1
+        }
+    }
+
     @Test("REST over TLS (--tls-cert/--tls-key): the API answers over HTTPS with the deployment's certificate, and nothing in clear; half a pair is refused")
     func tls() throws {
         let box = try IncusEnv.Sandbox(ownProject: true)

@@ -108,6 +108,9 @@ final class DaemonProcess: @unchecked Sendable {
 
     var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
+    /// The running daemon's pid.
+    var pid: Int32? { process.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
+
     func signal(_ sig: Int32) {
         guard let p = process, p.isRunning else { return }
         kill(p.processIdentifier, sig)
