@@ -13,7 +13,7 @@ import HummingbirdTLS
 import NIOSSL
 import HummingbirdWebSocket
 public import Logging
-public import NIOCore
+import NIOCore
 import PluginHost
 import ServiceLifecycle
 import Synchronization
@@ -33,8 +33,12 @@ public struct DaemonOptions: Sendable {
     public var auditMaxAgeDays = 365
     /// Audit retention: at most this many entries are kept, the newest (0: no limit).
     public var auditMaxRows = 1_000_000
-    /// Close a REST connection idle for this long.
-    public var restIdleTimeout: TimeAmount = .seconds(120)
+    /// REST connections open at once, in all and from one address; one more is closed at once.
+    public var restMaxConnections = 4096
+    public var restMaxConnectionsPerAddress = 256
+    /// Close a REST connection idle (or silent from the start) for this many seconds.
+    public var restIdleTimeoutSeconds = 120
+    var restIdleTimeout: TimeAmount { .seconds(Int64(max(1, restIdleTimeoutSeconds))) }
     public var restEnabled = true
     public var stateDir = "/var/lib/containarium"
     public var databaseURL: String?
@@ -355,20 +359,31 @@ public enum Daemon {
         }
         if options.restEnabled {
             let rest = RESTAPI(plane: plane, tokens: tokens, swaggerDir: options.swaggerDir, webuiDir: options.webuiDir)
-            var server = HTTPServerBuilder.http1WebSocketUpgrade(configuration: .init(http1: .init(idleTimeout: options.restIdleTimeout))) { request, channel, _ in
-                let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "unknown"):\($0.port ?? 0)" } ?? "unknown"
-                return await rest.webSocketUpgrade(request, remote: remote)
-            }
+            var tlsConfiguration: TLSConfiguration?
             if let tls = options.restTLS {
                 do {
                     let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
                     let key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
-                    server = try .tls(server, tlsConfiguration: TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+                    tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+                    _ = try NIOSSLContext(configuration: tlsConfiguration ?? .makeClientConfiguration())
                 } catch {
                     throw ContainariumError(.invalidArgument, "cannot serve REST over TLS with \(tls.certificate) and \(tls.key)", cause: "\(error)")
                 }
             } else {
                 logger.warning("REST without --tls-cert/--tls-key: tokens travel in clear unless a TLS proxy is in front")
+            }
+            // Each connection: counted (and refused past the limits) before anything else, then
+            // TLS when configured, then HTTP/1.1 with the WebSocket upgrade.
+            let limiter = ConnectionLimiter(total: options.restMaxConnections, perAddress: options.restMaxConnectionsPerAddress,
+                                            silence: options.restIdleTimeout)
+            let idle = options.restIdleTimeout, tlsConfig = tlsConfiguration
+            let server = HTTPServerBuilder { responder in
+                let http = HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init(http1: .init(idleTimeout: idle))) { request, channel, _ in
+                    let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "unknown"):\($0.port ?? 0)" } ?? "unknown"
+                    return await rest.webSocketUpgrade(request, remote: remote)
+                }
+                guard let tlsConfig else { return limiter.wrap(http) }
+                return limiter.wrap(try TLSChannel(http, tlsConfiguration: tlsConfig))
             }
             let scheme = options.restTLS == nil ? "http" : "https"
             let app = Application(

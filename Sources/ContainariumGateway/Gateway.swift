@@ -20,6 +20,8 @@ public final class SSHGateway: Service, Sendable {
     let keys: GatewayKeys
     let logger: Logger
     let boundPort = Mutex<Int?>(nil)
+    /// Connections open now, and those per address that have not authenticated yet.
+    let open = Mutex<(total: Int, startups: [String: Int])>((0, [:]))
 
     public init(options: GatewayOptions, directory: any GatewayDirectory, bans: BanList, keys: GatewayKeys, logger: Logger) {
         self.options = options
@@ -84,6 +86,20 @@ public final class SSHGateway: Service, Sendable {
             Task { await directory.audit(GatewayAuditEvent(action: "gateway.refused", actor: "-", target: "-", source: source, result: "permission_denied", detail: "banned until \(until)")) }
             return
         }
+        let refusal = open.withLock { o -> String? in
+            if o.total >= options.maxConnections { return "the gateway has \(o.total) connections open, its limit" }
+            if o.startups[source, default: 0] >= options.maxStartupsPerAddress {
+                return "\(source) has \(options.maxStartupsPerAddress) connections that have not logged in yet"
+            }
+            o.total += 1
+            o.startups[source, default: 0] += 1
+            return nil
+        }
+        if let refusal {
+            try channel.pipeline.syncOperations.addHandler(RefuseHandler(line: "containarium-gateway: too many connections: \(refusal); try again later\r\n"))
+            audit(GatewayAuditEvent(action: "gateway.refused", actor: "-", target: "-", source: source, result: "resource_exhausted", detail: refusal))
+            return
+        }
         let connection = Connection(source: source)
         let auth = AuthDelegate(connection: connection, gateway: self)
         var config = SSHServerConfiguration(hostKeys: [keys.hostKey], userAuthDelegate: auth)
@@ -101,8 +117,25 @@ public final class SSHGateway: Service, Sendable {
         Task { await directory.audit(event) }
     }
 
+    /// A connection logged in: it no longer counts against its address's startups.
+    func loggedIn(_ connection: Connection) {
+        guard connection.leaveStartup() else { return }
+        open.withLock { o in
+            o.startups[connection.source, default: 1] -= 1
+            if o.startups[connection.source] ?? 0 <= 0 { o.startups[connection.source] = nil }
+        }
+    }
+
     /// Called when a connection ends.
     func finished(_ connection: Connection) {
+        let startup = connection.leaveStartup()
+        open.withLock { o in
+            o.total -= 1
+            if startup {
+                o.startups[connection.source, default: 1] -= 1
+                if o.startups[connection.source] ?? 0 <= 0 { o.startups[connection.source] = nil }
+            }
+        }
         let s = connection.snapshot()
         s.upstream?.whenSuccess { $0.close(promise: nil) }
         let seconds = String(format: "%.1f", Date().timeIntervalSince(s.opened))
@@ -249,6 +282,8 @@ final class Connection: Sendable {
         var failedAttempts = 0
         var upstream: EventLoopFuture<any Channel>?
         var opened = Date()
+        /// Counted among its address's startups (until it logs in or goes).
+        var startup = true
     }
     private let state = Mutex(State())
 
@@ -259,6 +294,13 @@ final class Connection: Sendable {
     func attempted(user: String) { state.withLock { $0.requestedUser = user } }
     func failed() { state.withLock { $0.failedAttempts += 1 } }
     func authenticated(_ route: GatewayRoute) { state.withLock { $0.route = route } }
+    /// Leave the startups once: true the first time.
+    func leaveStartup() -> Bool {
+        state.withLock { s in
+            defer { s.startup = false }
+            return s.startup
+        }
+    }
     func upstream(orMake make: () -> EventLoopFuture<any Channel>) -> EventLoopFuture<any Channel> {
         state.withLock { s in
             if let existing = s.upstream { return existing }
@@ -304,6 +346,7 @@ final class AuthDelegate: NIOSSHServerUserAuthenticationDelegate, Sendable {
             switch await gateway.directory.route(environment: user, key: key, fingerprint: fingerprint) {
             case .success(let route):
                 connection.authenticated(route)
+                gateway.loggedIn(connection)
                 gateway.audit(GatewayAuditEvent(action: "gateway.auth", actor: route.account, target: route.environment, source: source,
                                                 detail: "\(route.role.rawValue) key \(fingerprint)"))
                 responsePromise.succeed(.success)

@@ -141,6 +141,11 @@ public struct GatewayOptions: Sendable {
     public var maxAuthAttempts = 6
     /// A connection that has not authenticated after this long is closed (LoginGraceTime).
     public var loginGrace: TimeInterval = 30
+    /// Connections open at once, in all; one more is refused with a line saying why.
+    public var maxConnections = 1024
+    /// Connections from one address that have not authenticated yet (OpenSSH's MaxStartups):
+    /// one more from that address is refused until one of them logs in or goes.
+    public var maxStartupsPerAddress = 16
     /// The name clients use to reach the gateway (for exported SSH configurations).
     public var publicHost = "localhost"
     /// Event-loop threads.

@@ -76,6 +76,9 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("http-host"), help: "REST listen address.") var httpHost = "0.0.0.0"
     @Option(name: .customLong("tls-cert"), help: "Serve REST over TLS with this certificate chain (PEM; with --tls-key), e.g. server.crt from `cert generate`.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "The private key (PEM) for --tls-cert.") var tlsKey: String?
+    @Option(name: .customLong("http-max-connections"), help: "REST connections open at once, in all.") var httpMaxConnections = 4096
+    @Option(name: .customLong("http-max-connections-per-address"), help: "REST connections open at once from one address.") var httpMaxPerAddress = 256
+    @Option(name: .customLong("http-idle-timeout"), help: "Seconds after which a silent or idle REST connection is closed.") var httpIdleTimeout = 120
     @Option(help: "gRPC port (0 turns gRPC off).") var port = 50051
     @Option(name: .customLong("grpc-host"), help: "gRPC listen address.") var grpcHost = "0.0.0.0"
     @Flag(help: "Require client certificates signed by the deployment CA on gRPC.") var mtls = false
@@ -118,6 +121,12 @@ struct DaemonCommand: AsyncParsableCommand {
         options.restEnabled = rest
         options.restHost = httpHost
         options.restPort = httpPort
+        guard httpMaxConnections >= 1, httpMaxPerAddress >= 1, httpIdleTimeout >= 1 else {
+            throw fail(.invalid("--http-max-connections, --http-max-connections-per-address and --http-idle-timeout must be positive"))
+        }
+        options.restMaxConnections = httpMaxConnections
+        options.restMaxConnectionsPerAddress = httpMaxPerAddress
+        options.restIdleTimeoutSeconds = httpIdleTimeout
         switch (tlsCert, tlsKey) {
         case (nil, nil): break
         case (let cert?, let key?):

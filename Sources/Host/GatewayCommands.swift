@@ -18,11 +18,13 @@ struct GatewayFlags: ParsableArguments {
     @Option(name: .customLong("ban-window"), help: "Seconds over which failures are counted.") var banWindow = 600
     @Option(name: .customLong("ban-duration"), help: "Seconds a ban lasts.") var banDuration = 3600
     @Option(name: .customLong("login-grace"), help: "Seconds a connection may take to authenticate.") var loginGrace = 30
+    @Option(name: .customLong("max-connections"), help: "Gateway connections open at once, in all.") var maxConnections = 1024
+    @Option(name: .customLong("max-startups"), help: "Gateway connections from one address that have not logged in yet.") var maxStartups = 16
 
     func options(port: Int, stateDir: String) throws -> GatewayOptions {
         guard (0...65535).contains(port) else { throw fail(.invalid("--ssh-port must be between 0 and 65535")) }
-        guard banFailures >= 1, banWindow >= 1, banDuration >= 1, loginGrace >= 1 else {
-            throw fail(.invalid("--ban-failures, --ban-window, --ban-duration and --login-grace must be positive"))
+        guard banFailures >= 1, banWindow >= 1, banDuration >= 1, loginGrace >= 1, maxConnections >= 1, maxStartups >= 1 else {
+            throw fail(.invalid("--ban-failures, --ban-window, --ban-duration, --login-grace, --max-connections and --max-startups must be positive"))
         }
         var o = GatewayOptions()
         o.host = sshHost
@@ -30,6 +32,8 @@ struct GatewayFlags: ParsableArguments {
         o.keyDir = keyDir ?? (stateDir as NSString).appendingPathComponent("gateway")
         o.bans = BanPolicy(maxFailures: banFailures, window: TimeInterval(banWindow), banDuration: TimeInterval(banDuration))
         o.loginGrace = TimeInterval(loginGrace)
+        o.maxConnections = maxConnections
+        o.maxStartupsPerAddress = maxStartups
         o.publicHost = gatewayHost ?? ProcessInfo.processInfo.hostName
         return o
     }

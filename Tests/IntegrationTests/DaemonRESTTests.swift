@@ -229,6 +229,44 @@ struct DaemonRESTTests {
         }
     }
 
+    @Test("REST connection limits: past the per-address cap a connection is closed before anything is read; a connection that says nothing is closed after the idle timeout; a freed place serves again")
+    func connectionLimits() throws {
+        let box = try IncusEnv.Sandbox(ownProject: true)
+        defer { box.cleanup() }
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--http-max-connections-per-address", "3", "--http-idle-timeout", "3"])
+        try d.start()
+        defer { d.stop() }
+        func connect() throws -> Int32 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = in_port_t(UInt16(d.httpPort).bigEndian)
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard rc == 0 else { close(fd); throw TestFailure("connect failed") }
+            var tv: (Int, Int) = (8, 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<(Int, Int)>.size))
+            return fd
+        }
+        /// Seconds until the daemon closes `fd` (nil: still open after 8 s).
+        func closedAfter(_ fd: Int32) -> Double? {
+            let start = Date()
+            var b = [UInt8](repeating: 0, count: 64)
+            let n = recv(fd, &b, b.count, 0)
+            return n == 0 ? Date().timeIntervalSince(start) : nil
+        }
+        let silent = try (0..<3).map { _ in try connect() }
+        let fourth = try connect()
+        let refusedIn = closedAfter(fourth)
+        close(fourth)
+        #expect(refusedIn.map { $0 < 1 } == true, "the fourth is closed at once: \(String(describing: refusedIn))")
+        // The silent three are closed by the idle timeout (3 s), which frees their places.
+        let idleIn = closedAfter(silent[0])
+        #expect(idleIn.map { $0 > 1 && $0 < 7 } == true, "closed after \(String(describing: idleIn)) s")
+        silent.forEach { close($0) }
+        try eventually("a freed place serves again", within: 10) { (try? HTTP.call("GET", d.base + "/healthz"))?.status == 200 }
+    }
+
     @Test("REST over TLS (--tls-cert/--tls-key): the API answers over HTTPS with the deployment's certificate, and nothing in clear; half a pair is refused")
     func tls() throws {
         let box = try IncusEnv.Sandbox(ownProject: true)

@@ -345,6 +345,47 @@ struct GatewayTests {
         #expect(denied(try bed.ssh(alice, key: bed.box.key.privateKey, ["true"])))
     }
 
+    @Test("connection caps: an address with too many connections that have not logged in is refused with the reason, others are not; a freed place takes a login again")
+    func connectionCaps() throws {
+        let bed = try Bed(extra: ["--max-startups", "4", "--ban-failures", "100"])
+        defer { bed.cleanup() }
+        let alice = "gk\(TestEnv.suffix())"
+        defer { bed.box.forceDelete("\(alice)-container") }
+        _ = try bed.create(alice, key: bed.box.key)
+        /// What the gateway says first on a fresh connection (its version string, or a refusal).
+        func greeting(_ fd: Int32) -> String {
+            var tv: (Int, Int) = (5, 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<(Int, Int)>.size))
+            var buf = [UInt8](repeating: 0, count: 512)
+            let n = recv(fd, &buf, buf.count, 0)
+            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+        }
+        // Four connections from one address that never log in: the fifth is refused, and says why.
+        var idle: [Int32] = []
+        defer { idle.forEach { close($0) } }
+        for _ in 0..<4 {
+            let fd = try Bed.connect(port: bed.sshPort, from: "127.0.0.9")
+            #expect(greeting(fd).hasPrefix("SSH-2.0-"))
+            idle.append(fd)
+        }
+        let fifth = try Bed.connect(port: bed.sshPort, from: "127.0.0.9")
+        let said = greeting(fifth)
+        close(fifth)
+        #expect(said.contains("too many connections") && said.contains("have not logged in yet"), "\(said)")
+        // Another address is not affected.
+        #expect(try bed.ssh(alice, key: bed.box.key.privateKey, ["echo other"], source: "127.0.0.10").stdout == "other\n")
+        // One of the four goes: a login from that address gets its place.
+        close(idle.removeLast())
+        try eventually("the gateway saw the connection go", within: 10) {
+            let fd = try Bed.connect(port: bed.sshPort, from: "127.0.0.9")
+            defer { close(fd) }
+            return greeting(fd).hasPrefix("SSH-2.0-")
+        }
+        let session = try bed.ssh(alice, key: bed.box.key.privateKey, ["echo in; sleep 1; echo still"], source: "127.0.0.9")
+        #expect(session.stdout == "in\nstill\n", "\(session.output)")
+        #expect(try bed.audit("gateway.refused").contains { $0["result"]?.stringValue == "resource_exhausted" })
+    }
+
     @Test("brute force: bans after repeated failures, per address, surviving a restart, liftable; probes and garbage do not count and do not disturb others")
     func bans() throws {
         let bed = try Bed(extra: ["--ban-failures", "3", "--ban-window", "600", "--ban-duration", "3600"])
