@@ -97,13 +97,22 @@ public struct JoinOptions: Codable, Sendable, Equatable {
     /// node keeps a link open to its control plane, which reaches it through that link; an
     /// advertised address is only a fallback while the link is down.
     public var advertise: String?
-    /// Client certificates for a control plane that runs with --mtls.
+    /// The CA and this node's client certificate (`cert issue --role node`): node traffic is TLS.
     public var certsDir: String?
-    public init(server: String, token: String, advertise: String? = nil, certsDir: String? = nil) {
+    /// Report in clear instead (a test bed): the node's token then travels unencrypted.
+    public var insecurePlaintext: Bool?
+    public init(server: String, token: String, advertise: String? = nil, certsDir: String? = nil, insecurePlaintext: Bool = false) {
         self.server = server
         self.token = token
         self.advertise = advertise
         self.certsDir = certsDir
+        self.insecurePlaintext = insecurePlaintext ? true : nil
+    }
+
+    /// Node traffic is TLS unless the join says, in so many words, that it is a test bed.
+    public func checkTransport(file: String) throws(ContainariumError) {
+        guard certsDir == nil, insecurePlaintext != true else { return }
+        throw ContainariumError(.failedPrecondition, "\(file) gives no certificates, and node traffic is TLS: run `containarium node join` again with --certs-dir (the CA and this node's certificate from `cert issue --role node`), or with --insecure-plaintext on a test bed")
     }
 }
 
@@ -295,6 +304,7 @@ public enum Daemon {
         let gatewayKeys = try options.ssh.map { ssh throws(ContainariumError) in try GatewayKeys.loadOrCreate(dir: ssh.keyDir) }
         if let gatewayKeys { plane.setGatewayUpstreamKey(gatewayKeys.upstreamPublicKey) }
         if let join = options.join {
+            try join.checkTransport(file: DaemonOptions.joinFile(stateDir: options.stateDir))
             let credential = NodeCredential(join: join, file: DaemonOptions.joinFile(stateDir: options.stateDir))
             services.append(.init(service: TaskService(description: "node-agent") {
                 await NodeAgent(plane: plane, tokens: tokens, join: join, credential: credential, options: options,

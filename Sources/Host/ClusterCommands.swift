@@ -85,12 +85,15 @@ struct NodeJoin: AsyncParsableCommand {
     @Option(help: "A token from `containarium node token` on the control plane.") var token: String
     @Option(help: "Optional: this node's gRPC address as the control plane may dial it, HOST:PORT, while the node's link is down. Without it the node needs no inbound port: it dials out and the control plane reaches it through that link.")
     var advertise: String?
-    @Option(name: .customLong("certs-dir"), help: "Client certificates when the control plane runs with --mtls.") var certsDir: String?
+    @Option(name: .customLong("certs-dir"), help: "The CA and this node's client certificate (`cert issue --role node`); the control plane runs with --mtls.") var certsDir: String?
+    @Flag(name: .customLong("insecure-plaintext"), help: "Report to a control plane without TLS (a test bed only: the node's token travels in clear).") var insecurePlaintext = false
     @Option(name: .customLong("state-dir"), help: "This node's state directory.") var stateDir = "/var/lib/containarium"
 
     func run() async throws {
         guard !server.isEmpty, server.allSatisfy({ !$0.contains(",") }) else { throw fail(.invalid("give each --server as HOST:PORT")) }
-        let join = JoinOptions(server: server.joined(separator: ","), token: token, advertise: advertise, certsDir: certsDir)
+        let join = JoinOptions(server: server.joined(separator: ","), token: token, advertise: advertise, certsDir: certsDir, insecurePlaintext: insecurePlaintext)
+        if certsDir != nil && insecurePlaintext { throw fail(.invalid("--certs-dir and --insecure-plaintext exclude each other")) }
+        do throws(ContainariumError) { try join.checkTransport(file: "this join") } catch { throw fail(error) }
         // Check every address and the token before writing anything.
         if let advertise { _ = try remoteClient(advertise, certsDir: nil, token: nil) }
         for server in server {

@@ -49,7 +49,7 @@ struct ClusterTests {
         var members: [DaemonProcess] = []
         for (box, n) in zip(boxes[1...], [n1, n2]) {
             let d = try DaemonProcess(sandbox: box, extraArgs: ["--reconcile-interval", "3600"])
-            let join = try box.cli(["node", "join", "--server", grpc, "--token", tokens[n] ?? "", "--advertise", "127.0.0.1:\(d.grpcPort)",
+            let join = try box.cli(["node", "join", "--insecure-plaintext", "--server", grpc, "--token", tokens[n] ?? "", "--advertise", "127.0.0.1:\(d.grpcPort)",
                                     "--state-dir", d.stateDir.path])
             #expect(join.status == 0, "\(join.output)")
             try d.start()
@@ -57,7 +57,7 @@ struct ClusterTests {
         }
         defer { members.forEach { $0.stop() } }
         // A bad token is refused at join time, before anything is written.
-        let bad = try boxes[1].cli(["node", "join", "--server", grpc, "--token", "not-a-token", "--advertise", "127.0.0.1:1",
+        let bad = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", grpc, "--token", "not-a-token", "--advertise", "127.0.0.1:1",
                                     "--state-dir", boxes[1].dir.appendingPathComponent("nowhere").path])
         #expect(bad.status != 0 && !FileManager.default.fileExists(atPath: boxes[1].dir.appendingPathComponent("nowhere/node.json").path))
 
@@ -210,9 +210,13 @@ struct ClusterTests {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--mtls", "--certs-dir", certs.path, "--reconcile-interval", "3600"])
         // Without client certificates the control plane does not even answer.
-        let refused = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token,
+        let refused = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token,
                                         "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
         #expect(refused.status != 0, "\(refused.output)")
+        // Node traffic is TLS: a join with neither certificates nor an explicit test-bed flag is refused before anything is written.
+        let clear = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--state-dir", node.stateDir.path])
+        #expect(clear.status != 0 && clear.stderr.contains("node traffic is TLS"), "\(clear.output)")
+        #expect(!FileManager.default.fileExists(atPath: node.stateDir.appendingPathComponent("node.json").path))
         let join = try boxes[1].cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--certs-dir", nodeCerts.path,
                                      "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
         #expect(join.status == 0, "\(join.output)")
@@ -293,7 +297,7 @@ struct ClusterTests {
         let nodeToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", n1]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--reconcile-interval", "3600", "--ssh-port", String(n1SSH), "--ssh-host", "127.0.0.1"])
-        let join = try boxes[1].cli(["node", "join", "--server", grpc, "--token", nodeToken, "--advertise", "127.0.0.1:\(node.grpcPort)",
+        let join = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", grpc, "--token", nodeToken, "--advertise", "127.0.0.1:\(node.grpcPort)",
                                      "--state-dir", node.stateDir.path])
         #expect(join.status == 0, "\(join.output)")
         try node.start()
@@ -431,7 +435,7 @@ struct ClusterTests {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         // No gRPC port (--port 0), no --advertise: nothing for the control plane to dial.
         let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--reconcile-interval", "3600", "--port", "0", "--ssh-port", String(n1SSH), "--ssh-host", "127.0.0.1"])
-        let join = try boxes[1].cli(["node", "join", "--server", grpc, "--token", nodeToken, "--state-dir", node.stateDir.path])
+        let join = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", grpc, "--token", nodeToken, "--state-dir", node.stateDir.path])
         #expect(join.status == 0, "\(join.output)")
         try node.start()
         defer { node.stop() }
@@ -453,7 +457,7 @@ struct ClusterTests {
         // A token for another node cannot hold this node's link.
         let otherToken = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", "other-\(sfx)"]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let stolen = try boxes[1].cli(["node", "join", "--server", grpc, "--token", otherToken, "--state-dir", boxes[1].dir.appendingPathComponent("thief").path])
+        let stolen = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", grpc, "--token", otherToken, "--state-dir", boxes[1].dir.appendingPathComponent("thief").path])
         #expect(stolen.status == 0, "a valid node token joins (it names its own node)")
         let thief = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--reconcile-interval", "3600", "--port", "0"],
                                       stateDir: boxes[1].dir.appendingPathComponent("thief"))
@@ -555,7 +559,7 @@ struct ClusterTests {
         let admin = try cpA.token("admin", roles: "admin")
         let token = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cpA.secretFile.path, "--node", n]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: boxes[2], extraArgs: ["--reconcile-interval", "3600"])
-        let join = try boxes[2].cli(["node", "join", "--server", "127.0.0.1:\(cpA.grpcPort)", "--server", "127.0.0.1:\(cpB.grpcPort)",
+        let join = try boxes[2].cli(["node", "join", "--insecure-plaintext", "--server", "127.0.0.1:\(cpA.grpcPort)", "--server", "127.0.0.1:\(cpB.grpcPort)",
                                      "--token", token, "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
         #expect(join.status == 0, "\(join.output)")
         try node.start()

@@ -534,7 +534,7 @@ struct VMTests {
         let token = try Run.run(TestEnv.cliPath, ["node", "token", "--secret-file", cp.secretFile.path, "--node", vmName]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let node = try DaemonProcess(sandbox: vmBox, extraArgs: ["--reconcile-interval", "3600"])
-        let join = try vmBox.cli(["node", "join", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--advertise", "127.0.0.1:\(node.grpcPort)",
+        let join = try vmBox.cli(["node", "join", "--insecure-plaintext", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token, "--advertise", "127.0.0.1:\(node.grpcPort)",
                                   "--state-dir", node.stateDir.path])
         #expect(join.status == 0, "\(join.output)")
         try node.start()
