@@ -22,20 +22,18 @@ final class IncusWebSocket {
         for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255) }
         let head = "GET \(path) HTTP/1.1\r\nHost: incus\r\nUser-Agent: containarium\r\nUpgrade: websocket\r\n"
             + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Data(nonce).base64EncodedString())\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        do throws(ContainariumError) {
-            try UnixHTTPClient.writeAll(fd, Data(head.utf8))
-            while true {
-                if let end = buffer.range(of: Data("\r\n\r\n".utf8)) {
-                    let status = String(decoding: buffer[buffer.startIndex..<end.lowerBound], as: UTF8.self).split(separator: " ").dropFirst().first
-                    guard status == "101" else { throw ContainariumError(.unavailable, "Incus refused the exec stream (HTTP \(status ?? "?"))") }
-                    buffer = Data(buffer[end.upperBound...])
-                    break
-                }
-                guard try receive() else { throw ContainariumError(.unavailable, "Incus closed the exec stream during the handshake") }
+        // On a throw from here on, deinit closes fd.
+        try UnixHTTPClient.writeAll(fd, Data(head.utf8))
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let end = buffer.range(of: Data("\r\n\r\n".utf8)) {
+                let status = String(decoding: buffer[buffer.startIndex..<end.lowerBound], as: UTF8.self).split(separator: " ").dropFirst().first
+                guard status == "101" else { throw ContainariumError(.unavailable, "Incus refused the exec stream (HTTP \(status ?? "?"))") }
+                buffer = Data(buffer[end.upperBound...])
+                break
             }
-        } catch {
-            close(fd)
-            throw error
+            guard try receive() else { throw ContainariumError(.unavailable, "Incus closed the exec stream during the handshake") }
+            guard Date() < deadline else { throw ContainariumError(.timeout, "Incus did not open the exec stream within \(Int(timeout)) s") }
         }
     }
 

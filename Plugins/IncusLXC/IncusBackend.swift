@@ -432,8 +432,15 @@ final class IncusBackend: Sendable {
     /// record to check it against, and the gateway will not route to it).
     private func currentAddress(_ name: String) throws(ContainariumError) -> String? {
         let instance = try api.sync("GET", path(name))
-        if !Self.managedNICs(instance).isEmpty {
-            return Self.assignedAddress(instance, networkRecords(for: [instance]))?.description
+        let records = networkRecords(for: [instance])
+        // Only a NIC on a network Incus manages (with an IPv4 subnet) has a record to wait for.
+        if Self.managedNICs(instance).contains(where: { records.subnets[$0.network] != nil }) {
+            // The record, once the guest has brought it up (a lease outlives a stop, so on a
+            // start the record alone says nothing about the network being up yet).
+            guard let assigned = Self.assignedAddress(instance, records)?.description else { return nil }
+            let state = try api.sync("GET", path(name) + "/state")
+            let reported = makeInfo(.object(["name": .string(name)]), state: state, networks: NetworkRecords()).ipv4
+            return reported.contains(assigned) ? assigned : nil
         }
         let state = try api.sync("GET", path(name) + "/state")
         return makeInfo(.object(["name": .string(name)]), state: state, networks: NetworkRecords()).ipv4.first
@@ -694,7 +701,11 @@ final class IncusBackend: Sendable {
                 return try execOnce(r, ctx)
             } catch {
                 let notRunning = error.message.contains("not running")
-                let transient = error.message.contains("Failed to retrieve PID") || notRunning
+                // An exec stream that could not be opened: Incus starts the command only once
+                // every stream is attached, so nothing ran and trying again is safe.
+                let unopened = error.message.contains("exec stream during the handshake") || error.message.contains("refused the exec stream")
+                    || error.message.contains("did not open the exec stream")
+                let transient = error.message.contains("Failed to retrieve PID") || notRunning || unopened
                 // A stopped environment will not start by itself: say so at once rather than
                 // retrying (only one that is starting or stopping is worth waiting for).
                 if notRunning, let now = try? info(r.name), now.state == .stopped || now.state == .frozen {

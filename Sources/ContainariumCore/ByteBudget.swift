@@ -34,15 +34,27 @@ public final class ByteBudget: Sendable {
     /// Bytes queued now.
     public var queued: Int { state.withLock { $0.queued } }
 
-    /// Wait until fewer than `limit` bytes are queued (at once when the consumer is gone).
+    /// Wait until fewer than `limit` bytes are queued (at once when the consumer is gone, or
+    /// when the waiting task is cancelled).
     public func waitForRoom() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { s -> Bool in
-                if s.queued < limit || s.cancelled { return true }
-                s.waiters.append(c)
-                return false
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.queued < limit || s.cancelled || Task.isCancelled { return true }
+                    s.waiters.append(c)
+                    return false
+                }
+                if now { c.resume() }
             }
-            if now { c.resume() }
+        } onCancel: {
+            // Wake the waiters (a waiter that was not cancelled re-checks nothing: at worst it
+            // queues once more past the limit).
+            let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                let w = s.waiters
+                s.waiters = []
+                return w
+            }
+            waiters.forEach { $0.resume() }
         }
     }
 

@@ -1,12 +1,14 @@
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOSSL
 import Synchronization
 
 /// Bounds the REST connections open at once, in all and per address. A connection is counted
 /// from the moment it is accepted until its socket closes (WebSocket upgrades included); one
-/// past either limit is closed before anything is read from it. A connection that sends nothing
-/// at all is closed after `silence` (the idle timeout covers connections that have spoken).
+/// past either limit is closed before anything is read from it. A connection that has not sent
+/// a complete request head within `silence` is closed, however slowly bytes trickle in (after
+/// the first request, HTTP's idle timeout applies).
 final class ConnectionLimiter: Sendable {
     let total: Int
     let perAddress: Int
@@ -54,35 +56,50 @@ final class ConnectionLimiter: Sendable {
                 return channel.close().flatMapThrowing { throw ChannelError.ioOnClosedChannel }
             }
             let limiter = self.limiter
-            channel.closeFuture.whenComplete { _ in limiter.leave(address) }
-            return channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(SilenceTimeout(limiter.silence), position: .first)
-            }.flatMap { base.setup(channel: channel, logger: logger) }
+            // A hard deadline for the first request head: bytes trickling in do not extend it
+            // (once a request is in, HTTP's own idle timeout takes over).
+            let deadline = channel.eventLoop.scheduleTask(in: limiter.silence) { channel.close(promise: nil) }
+            channel.closeFuture.whenComplete { _ in
+                deadline.cancel()
+                limiter.leave(address)
+            }
+            return base.setup(channel: channel, logger: logger).flatMapThrowing { value in
+                // Watch the plaintext: after TLS when there is TLS, else before everything.
+                let watcher = FirstHead(deadline)
+                let ops = channel.pipeline.syncOperations
+                if let tls = try? ops.handler(type: NIOSSLServerHandler.self) {
+                    try ops.addHandler(watcher, position: .after(tls))
+                } else {
+                    try ops.addHandler(watcher, position: .first)
+                }
+                return value
+            }
         }
 
         func handle(value: Value, logger: Logger) async { await base.handle(value: value, logger: logger) }
     }
 
-    /// Closes a connection that sends nothing within `after`.
-    final class SilenceTimeout: ChannelInboundHandler, RemovableChannelHandler {
-        typealias InboundIn = NIOAny
-        let after: TimeAmount
-        var timer: Scheduled<Void>?
-        init(_ after: TimeAmount) { self.after = after }
-
-        func handlerAdded(context: ChannelHandlerContext) {
-            let channel = context.channel
-            timer = context.eventLoop.scheduleTask(in: after) { channel.close(promise: nil) }
-        }
+    /// Cancels the first-request deadline once a complete request head (up to the blank line)
+    /// has arrived, then leaves the pipeline.
+    final class FirstHead: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = ByteBuffer
+        let deadline: Scheduled<Void>
+        var tail: [UInt8] = []
+        init(_ deadline: Scheduled<Void>) { self.deadline = deadline }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if let timer {
-                timer.cancel()
-                self.timer = nil
+            let bytes = unwrapInboundIn(data)
+            let seen = tail + bytes.readableBytesView
+            if seen.count >= 4, zip(seen.indices.dropLast(3), seen.indices.dropFirst(3)).contains(where: { i, _ in
+                seen[i] == 13 && seen[i + 1] == 10 && seen[i + 2] == 13 && seen[i + 3] == 10
+            }) {
+                deadline.cancel()
+                context.fireChannelRead(data)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                return
             }
+            tail = Array(seen.suffix(3))
             context.fireChannelRead(data)
         }
-
-        func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
     }
 }

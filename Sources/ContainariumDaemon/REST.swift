@@ -16,7 +16,11 @@ public struct RESTContext: RequestContext {
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        if let a = source.channel.remoteAddress, let ip = a.ipAddress { remote = "\(ip):\(a.port ?? 0)" } else { remote = "unknown" }
+        if let a = source.channel.remoteAddress, let ip = a.ipAddress {
+            remote = ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)"
+        } else {
+            remote = "unknown"
+        }
     }
 
     public var maxUploadSize: Int { 1 << 20 }

@@ -153,6 +153,7 @@ extension RESTAPI {
                     }
                 }
                 _ = try await group.next()
+                session.close()  // wakes a side waiting on the session, so the group can end
                 group.cancelAll()
             }
             let how = session.exitStatus.map { "exit \($0)" } ?? session.exitSignal.map { "signal \($0)" } ?? "closed by the browser"
@@ -186,6 +187,7 @@ extension RESTAPI {
                 }
             }
             _ = try await group.next()
+            screen.close()
             group.cancelAll()
         }
         await plane.consoleClosed(caller, username, kind: "vnc", seconds: Date().timeIntervalSince(started))

@@ -96,7 +96,10 @@ final class RemoteConsoleStream: TerminalStream {
                                              _ = outBudget.add(bytes.count)
                                              out.yield(ByteBuffer(bytes: bytes))
                                          },
-                                         ended: { inbound.finish() })
+                                         ended: {
+                                             inbound.finish()
+                                             inBudget.cancel()  // nothing will take input any more: no writer waits
+                                         })
             } catch {
                 openedContinuation.yield(error)
             }
@@ -110,6 +113,7 @@ final class RemoteConsoleStream: TerminalStream {
             }
             return RemoteConsoleStream(output: output, input: inbound, call: call, outBudget: outBudget, inBudget: inBudget)
         }
+        call.cancel()  // the caller went away (or the node hung up) before the console opened
         throw ContainariumError(.unavailable, "the node closed the console before opening it")
     }
 

@@ -86,7 +86,7 @@ public final class ControlPlane: Sendable {
     /// An entry from an adapter that has its own notion of the caller (the SSH gateway). Its
     /// refusals are rate-limited per address (`auditLimiter`).
     public func audit(actor: String, role: String, action: String, target: String, source: String, interface: String, result: String, detail: String) async {
-        if result != "ok", action.hasPrefix("gateway."), !(await admitRefusal(source: source, interface: interface)) { return }
+        if result != "ok", action.hasPrefix("gateway."), action != "gateway.ban", !(await admitRefusal(source: source, interface: interface)) { return }
         let entry = AuditEntry(actor: actor, role: role, action: action, target: target, source: source, interface: interface, result: result, detail: detail)
         await record(entry)
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,

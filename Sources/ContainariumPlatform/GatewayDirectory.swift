@@ -110,7 +110,7 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
         // Only the address the backend assigned (its own record of the NIC), never one the
         // guest reports: software inside can put any address on an interface of its own.
         guard let address = info.address else {
-            return .failure(.unavailable("\(owner.value)'s environment has no address assigned by its backend yet"))
+            return .failure(.unavailable("\(owner.value)'s environment has no address its backend assigned (none yet, or it is not on a network the backend manages, which the gateway needs)"))
         }
         let exec: Exec = { [plane] command throws(ContainariumError) in try await plane.service.exec(username: owner.value, command: command) }
         let (profile, account) = await resolve(owner, key: wanted, exec: exec)

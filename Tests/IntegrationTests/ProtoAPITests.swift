@@ -81,7 +81,7 @@ struct ProtoAPITests {
 
         // Refusals are audited like every other interface's.
         let audit = try HTTP.call("GET", d.base + "/v1/audit?action=container.create&target=\(user)", token: admin).json?["entries"]?.items ?? []
-        #expect(audit.contains { $0["interface"]?.stringValue == "grpc" && $0["result"]?.stringValue == "ok" && $0["actor"]?.stringValue == "mtls-client" })
+        #expect(audit.contains { $0["interface"]?.stringValue == "grpc" && $0["result"]?.stringValue == "ok" && $0["actor"]?.stringValue == "admin" }, "the client certificate's CN is the actor")
         #expect(audit.contains { $0["result"]?.stringValue == "already_exists" })
     }
 }
