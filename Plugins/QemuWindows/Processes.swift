@@ -13,34 +13,52 @@ enum Processes {
         var output: String
     }
 
-    /// Run `argv` to completion (qemu-img, swtpm --daemon).
-    static func run(_ argv: [String], log: String? = nil, timeout: Double = 120) throws(ContainariumError) -> Result {
+    /// Start `argv` with stdin from /dev/null, stdout and stderr appended to `log`, no other
+    /// descriptor of ours, a fresh signal mask and default handlers (the host may block signals
+    /// on its threads), and `flags` (a process group or a session of its own). With
+    /// `environment` nil the child gets the daemon's; with `isolated`, the log is never opened
+    /// through a symbolic link and the working directory is /.
+    private static func launch(_ argv: [String], log: String, flags: Int32, environment: [String]?, isolated: Bool) throws(ContainariumError) -> pid_t {
         guard let exe = argv.first else { throw .invalid("empty command") }
-        let out = log ?? (NSTemporaryDirectory() + "ctm-qemu-\(UUID().uuidString).log")
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND | (isolated ? O_NOFOLLOW : 0), 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Nothing else of ours: a daemonized QEMU must not hold the daemon's sockets or pipes.
+        if isolated { chdirRoot(&actions) }
+        // Nothing else of ours: a QEMU that outlives the call must not hold the daemon's sockets or pipes.
         closeFrom3(&actions)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        // A fresh signal mask and default handlers: the host may block signals on its threads.
         let sets = UnsafeMutablePointer<sigset_t>.allocate(capacity: 2)
         defer { sets.deallocate() }
         sigemptyset(sets)
         posix_spawnattr_setsigmask(&attr, sets)
         sigfillset(sets + 1)
         posix_spawnattr_setsigdefault(&attr, sets + 1)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | flags))
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, environ)
+        let rc: Int32
+        if let environment {
+            var cenv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+            defer { cenv.forEach { free($0) } }
+            rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, &cenv)
+        } else {
+            rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, environ)
+        }
         guard rc == 0 else { throw ContainariumError(.unavailable, "cannot run \(exe): \(String(cString: strerror(rc)))") }
+        return pid
+    }
+
+    /// Run `argv` to completion (qemu-img, swtpm --daemon).
+    static func run(_ argv: [String], log: String? = nil, timeout: Double = 120) throws(ContainariumError) -> Result {
+        guard let exe = argv.first else { throw .invalid("empty command") }
+        let out = log ?? (NSTemporaryDirectory() + "ctm-qemu-\(UUID().uuidString).log")
+        let pid = try launch(argv, log: out, flags: Int32(POSIX_SPAWN_SETPGROUP), environment: nil, isolated: false)
         let deadline = Date().addingTimeInterval(timeout)
         var status: Int32 = 0
         while true {
@@ -66,35 +84,9 @@ enum Processes {
     /// and the environment is only `environment`. A thread reaps the child when it exits, so it
     /// leaves no zombie while the daemon runs; after a daemon restart it is init's child.
     static func spawn(_ argv: [String], log: String, environment: [String]) throws(ContainariumError) -> pid_t {
-        guard let exe = argv.first else { throw .invalid("empty command") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        chdirRoot(&actions)
-        closeFrom3(&actions)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        let sets = UnsafeMutablePointer<sigset_t>.allocate(capacity: 2)
-        defer { sets.deallocate() }
-        sigemptyset(sets)
-        posix_spawnattr_setsigmask(&attr, sets)
-        sigfillset(sets + 1)
-        posix_spawnattr_setsigdefault(&attr, sets + 1)
         // A new session (setsid): no controlling terminal, and out of the daemon's process group,
         // so signals meant for the daemon do not reach its VMs.
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | posixSpawnSetsid))
-        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { cargs.forEach { free($0) } }
-        var cenv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-        defer { cenv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, &cenv)
-        guard rc == 0 else { throw ContainariumError(.unavailable, "cannot run \(exe): \(String(cString: strerror(rc)))") }
-        let child = pid
+        let child = try launch(argv, log: log, flags: posixSpawnSetsid, environment: environment, isolated: true)
         let reaper = Thread {
             var status: Int32 = 0
             while waitpid(child, &status, 0) < 0 && errno == EINTR {}

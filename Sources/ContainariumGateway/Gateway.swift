@@ -117,25 +117,23 @@ public final class SSHGateway: Service, Sendable {
         Task { await directory.audit(event) }
     }
 
-    /// A connection logged in: it no longer counts against its address's startups.
-    func loggedIn(_ connection: Connection) {
-        guard connection.leaveStartup() else { return }
+    /// A connection logged in, or ended: it no longer counts against its address's startups
+    /// (once), and an ended one no longer counts at all.
+    private func release(_ connection: Connection, ended: Bool) {
+        let startup = connection.leaveStartup()
         open.withLock { o in
-            o.startups[connection.source, default: 1] -= 1
-            if o.startups[connection.source] ?? 0 <= 0 { o.startups[connection.source] = nil }
+            if ended { o.total -= 1 }
+            guard startup else { return }
+            let n = o.startups[connection.source, default: 1] - 1
+            o.startups[connection.source] = n > 0 ? n : nil
         }
     }
 
+    func loggedIn(_ connection: Connection) { release(connection, ended: false) }
+
     /// Called when a connection ends.
     func finished(_ connection: Connection) {
-        let startup = connection.leaveStartup()
-        open.withLock { o in
-            o.total -= 1
-            if startup {
-                o.startups[connection.source, default: 1] -= 1
-                if o.startups[connection.source] ?? 0 <= 0 { o.startups[connection.source] = nil }
-            }
-        }
+        release(connection, ended: true)
         let s = connection.snapshot()
         s.upstream?.whenSuccess { $0.close(promise: nil) }
         let seconds = String(format: "%.1f", Date().timeIntervalSince(s.opened))
