@@ -230,7 +230,7 @@ let package = Package(
         .testTarget(
             name: "ContainariumTests",
             dependencies: [
-                "ContainariumCore", "PluginHost", "ContainariumService", "PluginABI", "TestSupport",
+                "ContainariumCore", "PluginHost", "PluginKit", "ContainariumService", "PluginABI", "TestSupport",
                 "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler",
                 .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -37,6 +37,10 @@ final class VMPluginInstance: ServedPlugin {
                 "capacity": .run { (_: Empty, _) throws(ContainariumError) in b.capacity() },
                 "watch": .run { (_: Empty, ctx) throws(ContainariumError) in try b.watch(ctx) },
             ],
+            // The Administrator password of a Windows VM, for its owner (the host authorizes).
+            CTM_EXT_CREDENTIALS_V1: [
+                "get": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.credentials(r.name) }
+            ],
             CTM_EXT_CONSOLE_V1: [
                 "open": .handingOver { (r: ConsoleRequest, _) throws(ContainariumError) -> ([String: String], Int32) in
                     let (fd, proto) = try b.openConsole(r.instance, kind: r.kind ?? "serial")

@@ -166,6 +166,18 @@ final class VMBackend: Sendable {
         return try WireJSON.decode(Spec.self, from: data)
     }
 
+    /// credentials/1 `get`: a Windows VM's Administrator account, whose password was made at
+    /// create and is kept root's (0600) in the VM's 0700 directory. The host gives it to the
+    /// VM's owner only; it is never logged.
+    func credentials(_ name: String) throws(ContainariumError) -> InstanceCredentials {
+        _ = try readSpec(name)
+        guard let data = FileManager.default.contents(atPath: path(name, "administrator.secret")),
+              let password = String(data: data, encoding: .utf8), !password.isEmpty else {
+            throw ContainariumError(.failedPrecondition, "\(name) has no administrator password: only Windows VMs get one (a Linux guest's accounts are its own)")
+        }
+        return InstanceCredentials(username: "Administrator", password: password, protocol: "rdp")
+    }
+
     func writeSpec(_ spec: Spec) throws(ContainariumError) {
         let data = try WireJSON.encode(spec)
         let tmp = path(spec.name, "vm.json.tmp")

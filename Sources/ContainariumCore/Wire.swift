@@ -54,6 +54,22 @@ public struct InstanceCreateRequest: Codable, Sendable, Equatable {
     }
 }
 
+/// credentials/1 `get`: how to sign in to an instance the backend made a secret for (a VM's
+/// Administrator account). `password` is a secret: handed to the owner only, never logged.
+public struct InstanceCredentials: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var username: String
+    public var password: String
+    /// How the account is used: "rdp", "console", "ssh".
+    public var `protocol`: String?
+    public init(username: String, password: String, protocol: String? = nil) {
+        self.username = username
+        self.password = password
+        self.protocol = `protocol`
+    }
+    /// Without the password, for logs and error messages.
+    public var description: String { "InstanceCredentials(username: \(username), protocol: \(`protocol` ?? "-"), password: <redacted>)" }
+}
+
 public struct InstanceRef: Codable, Sendable, Equatable {
     public var name: String
     public var force: Bool?

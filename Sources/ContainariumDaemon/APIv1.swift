@@ -98,6 +98,16 @@ struct APIv1: Sendable {
         }
     }
 
+    func getCredentials(_ who: Caller, _ m: Containarium_V1_GetCredentialsRequest) async throws(ContainariumError) -> Containarium_V1_Credentials {
+        let c = try await plane.credentials(who, m.username)
+        return .with {
+            $0.username = m.username
+            $0.account = c.username
+            $0.password = c.password
+            $0.protocol = c.protocol ?? ""
+        }
+    }
+
     func listSSHKeys(_ who: Caller, _ m: Containarium_V1_ListSSHKeysRequest) async throws(ContainariumError) -> Containarium_V1_ListSSHKeysResponse {
         let keys = try await plane.listKeys(who, m.username)
         return .with { $0.keys = keys.map(ProtoMap.key) }

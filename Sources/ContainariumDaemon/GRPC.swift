@@ -23,6 +23,15 @@ public struct GRPCOptions: Sendable {
     /// Require client certificates signed by the deployment's CA (`<certsDir>/ca.crt`).
     public var mtls = false
     public var certsDir = "/etc/containarium/certs"
+    /// Accept node identities (reports and links) on a listener without TLS. Off by default:
+    /// node traffic is TLS (`--mtls`); only a test bed turns this on (`--insecure-plaintext-nodes`).
+    public var plaintextNodes = false
+    /// Connections open at once, in all and from one address; one past either is closed as it
+    /// is accepted, before TLS or HTTP/2.
+    public var maxConnections = 4096
+    public var maxConnectionsPerAddress = 256
+    /// Seconds a connection may stay open without a call (a slow handshake included) before it is closed.
+    public var idleTimeout = 300
     public init() {}
 }
 
@@ -51,8 +60,33 @@ struct GRPCService: Service, CustomStringConvertible {
             logger.warning("gRPC without --mtls: only bearer tokens authenticate; traffic is not encrypted")
             security = .plaintext
         }
-        let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: options.host, port: options.port), transportSecurity: security)
-        let server = GRPCServer(transport: transport, services: ContainariumRPC.makeServices(plane: plane, tokens: tokens, mtls: options.mtls, links: links, logger: logger))
+        let limiter = ConnectionLimiter(total: options.maxConnections, perAddress: options.maxConnectionsPerAddress, silence: .seconds(Int64(options.idleTimeout)))
+        // HTTP/2's idle timer starts only once a connection is set up: until its first call, a
+        // connection (a TLS handshake or an HTTP/2 preface that never completes) has a hard deadline.
+        let firstCall = FirstCallDeadlines()
+        let config = HTTP2ServerTransport.Posix.Config.defaults { c in
+            c.connection.maxIdleTime = .seconds(max(1, options.idleTimeout))
+            c.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+                let address = channel.remoteAddress?.ipAddress ?? "unknown"
+                guard limiter.enter(address) else {
+                    logger.notice("gRPC: refused a connection from \(address): too many connections open (\(limiter.total) in all, \(limiter.perAddress) per address)")
+                    return channel.close()
+                }
+                firstCall.arm(channel, in: .seconds(Int64(max(1, options.idleTimeout))))
+                channel.closeFuture.whenComplete { _ in
+                    firstCall.disarm(channel)
+                    limiter.leave(address)
+                }
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+            c.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+                if let connection = stream.parent { firstCall.disarm(connection) }
+                return stream.eventLoop.makeSucceededVoidFuture()
+            }
+        }
+        let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: options.host, port: options.port), transportSecurity: security, config: config)
+        let server = GRPCServer(transport: transport, services: ContainariumRPC.makeServices(
+            plane: plane, tokens: tokens, mtls: options.mtls, plaintextNodes: options.plaintextNodes, links: links, logger: logger))
         logger.notice("gRPC API listening on \(options.host):\(options.port)\(options.mtls ? " (mTLS)" : "")")
         return GRPCService(server: server)
     }
@@ -94,6 +128,20 @@ struct GRPCService: Service, CustomStringConvertible {
     }
 }
 
+/// Closes each gRPC connection that has not opened a stream (made a call) by its deadline.
+final class FirstCallDeadlines: Sendable {
+    private let pending = Mutex<[ObjectIdentifier: Scheduled<Void>]>([:])
+
+    func arm(_ channel: any Channel, in delay: TimeAmount) {
+        let task = channel.eventLoop.scheduleTask(in: delay) { channel.close(promise: nil) }
+        pending.withLock { $0[ObjectIdentifier(channel)] = task }
+    }
+
+    func disarm(_ channel: any Channel) {
+        pending.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }?.cancel()
+    }
+}
+
 /// The gRPC API a daemon serves.
 public enum ContainariumRPC {
     /// Every service a daemon serves on a transport: the API of `proto/containarium/v1`
@@ -101,9 +149,12 @@ public enum ContainariumRPC {
     /// control plane's listener, NodeService) and the standard health and reflection services.
     /// The daemon serves them over HTTP/2 (`GRPCService`); the in-process tests over
     /// GRPCInProcessTransport.
-    public static func makeServices(plane: ControlPlane, tokens: Tokens, mtls: Bool = false, links: NodeLinks? = nil, nodeAPI: Bool = false,
-                                    logger: Logger) -> [any RegistrableRPCService] {
-        let auth = GRPCAuth(plane: plane, tokens: tokens, mtls: mtls, nodeAPI: nodeAPI)
+    ///
+    /// Without `mtls` the listener is plaintext, and node identities are refused on it unless
+    /// `plaintextNodes` (a test bed) says otherwise: a node's token must not travel in clear.
+    public static func makeServices(plane: ControlPlane, tokens: Tokens, mtls: Bool = false, plaintextNodes: Bool = false, links: NodeLinks? = nil,
+                                    nodeAPI: Bool = false, logger: Logger) -> [any RegistrableRPCService] {
+        let auth = GRPCAuth(plane: plane, tokens: tokens, mtls: mtls, nodeAPI: nodeAPI, plaintextNodes: plaintextNodes)
         var descriptors = [
             Containarium_V1_ContainerService.descriptor, Containarium_V1_SystemService.descriptor, Containarium_V1_ClusterService.descriptor,
             Containarium_V1_AuditService.descriptor, Containarium_V1_OperationService.descriptor, Containarium_V1_EventService.descriptor,

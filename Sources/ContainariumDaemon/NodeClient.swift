@@ -97,6 +97,13 @@ struct GRPCNodeConnection: NodeConnection {
         }.keys.map(\.publicKey)
     }
 
+    func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials {
+        let c = try await endpoint.connect { c in
+            try await c.containers.getCredentials(.with { $0.username = user.value }, metadata: c.metadata)
+        }
+        return InstanceCredentials(username: c.account, password: c.password, protocol: c.protocol.isEmpty ? nil : c.protocol)
+    }
+
     func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError) {
         _ = try await endpoint.connect { c in
             try await c.containers.addSSHKey(.with {

@@ -19,6 +19,8 @@ struct GRPCAuth: Sendable {
     /// The local API socket: a call without a token came from root on this machine (the CLI), or
     /// through this node's link from its control plane; nobody else can reach the socket.
     var nodeAPI = false
+    /// Node identities accepted without TLS (`--insecure-plaintext-nodes`, a test bed only).
+    var plaintextNodes = false
 
     /// A bearer token in metadata wins; otherwise a verified client certificate (mTLS) is the
     /// identity it names (`CertificateIdentity`: its CN and its role); otherwise the call is refused.
@@ -55,6 +57,16 @@ struct GRPCAuth: Sendable {
         do throws(ContainariumError) { who = try await caller(metadata, context) } catch {
             await plane.auditAuthFailure(source: context.remotePeer, interface: "grpc", action: method, reason: error.message)
             throw error
+        }
+        // Node traffic is TLS: a node's credentials that arrived in clear are not used, and the
+        // node is told how to fix it (its token may have been seen; it should be revoked).
+        if who.role == .node, !mtls, !plaintextNodes, !nodeAPI {
+            let refusal = ContainariumError(
+                .failedPrecondition,
+                "node traffic is TLS: this control plane's gRPC runs without --mtls, so it takes no node reports or links; run it with --mtls and join the node with --certs-dir (or, on a test bed only, run the control plane with --insecure-plaintext-nodes)")
+            await plane.audit(actor: who.subject, role: "node", action: "auth.denied", target: method, source: who.source, interface: "grpc",
+                              result: refusal.code.rawValue, detail: refusal.message)
+            throw refusal
         }
         // A node's identity is for the node protocol only: no other method answers it.
         if who.role == .node, !Self.nodeMethods.contains(method) {
@@ -135,6 +147,10 @@ struct ContainerServiceV1: Containarium_V1_ContainerService.ServiceProtocol {
 
     func exportSSHConfig(request: ServerRequest<Containarium_V1_ExportSSHConfigRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_ExportSSHConfigResponse> {
         await auth.unary("ExportSSHConfig", request, context, api.exportSSHConfig)
+    }
+
+    func getCredentials(request: ServerRequest<Containarium_V1_GetCredentialsRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_Credentials> {
+        await auth.unary("GetCredentials", request, context, api.getCredentials)
     }
 
     func listSSHKeys(request: ServerRequest<Containarium_V1_ListSSHKeysRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_ListSSHKeysResponse> {

@@ -55,6 +55,7 @@ enum RESTBindings {
         unary("ContainerService/InstallStack", "container.install-stack", .ok) { (api, who, m: Containarium_V1_InstallStackRequest) async throws(ContainariumError) in try await api.installStack(who, m) },
         unary("ContainerService/CleanupDisk", "container.cleanup-disk", .ok) { (api, who, m: Containarium_V1_CleanupDiskRequest) async throws(ContainariumError) in try await api.cleanupDisk(who, m) },
         unary("ContainerService/ExportSSHConfig", "container.ssh-config", .ok) { (api, who, m: Containarium_V1_ExportSSHConfigRequest) async throws(ContainariumError) in try await api.exportSSHConfig(who, m) },
+        unary("ContainerService/GetCredentials", "container.credentials.read", .ok) { (api, who, m: Containarium_V1_GetCredentialsRequest) async throws(ContainariumError) in try await api.getCredentials(who, m) },
         unary("ContainerService/ListSSHKeys", "container.ssh-key.list", .ok) { (api, who, m: Containarium_V1_ListSSHKeysRequest) async throws(ContainariumError) in try await api.listSSHKeys(who, m) },
         unary("ContainerService/AddSSHKey", "container.ssh-key.add", .created) { (api, who, m: Containarium_V1_AddSSHKeyRequest) async throws(ContainariumError) in try await api.addSSHKey(who, m) },
         unary("ContainerService/RemoveSSHKey", "container.ssh-key.remove", .ok) { (api, who, m: Containarium_V1_RemoveSSHKeyRequest) async throws(ContainariumError) in try await api.removeSSHKey(who, m) },

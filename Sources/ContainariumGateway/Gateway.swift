@@ -149,7 +149,7 @@ public final class SSHGateway: Service, Sendable {
             }
         }
         audit(GatewayAuditEvent(action: "gateway.disconnect", actor: s.route?.account ?? s.requestedUser, target: s.route?.environment ?? "-",
-                                source: connection.source, detail: "after \(seconds) s"))
+                                source: connection.source, detail: "after \(seconds) s", preLogin: s.route == nil))
     }
 
     // MARK: - channels
@@ -330,7 +330,7 @@ final class AuthDelegate: NIOSSHServerUserAuthenticationDelegate, Sendable {
             } else {
                 connection.failed()
                 gateway.audit(GatewayAuditEvent(action: "gateway.auth", actor: user, target: user, source: source,
-                                                result: "unauthenticated", detail: "only public keys are accepted"))
+                                                result: "unauthenticated", detail: "only public keys are accepted", preLogin: true))
                 responsePromise.succeed(.failure)
             }
             return
@@ -353,7 +353,7 @@ final class AuthDelegate: NIOSSHServerUserAuthenticationDelegate, Sendable {
                 // count towards a ban (and tells an attacker nothing: the answer is the same).
                 if denial.countsAsFailure { connection.failed() }
                 gateway.audit(GatewayAuditEvent(action: "gateway.auth", actor: user, target: user, source: source,
-                                                result: "unauthenticated", detail: "\(denial) (key \(fingerprint))"))
+                                                result: "unauthenticated", detail: "\(denial) (key \(fingerprint))", preLogin: true))
                 responsePromise.succeed(.failure)
             }
         }
@@ -371,7 +371,7 @@ final class ConnectionGuard: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        gateway.audit(GatewayAuditEvent(action: "gateway.connect", actor: "-", target: "-", source: connection.source))
+        gateway.audit(GatewayAuditEvent(action: "gateway.connect", actor: "-", target: "-", source: connection.source, preLogin: true))
         let channel = context.channel, connection = self.connection
         context.eventLoop.scheduleTask(in: .milliseconds(Int64(gateway.options.loginGrace * 1000))) {
             if connection.route == nil { channel.close(promise: nil) }

@@ -93,8 +93,13 @@ public struct GatewayAuditEvent: Sendable, Equatable {
     /// "ok" or an error code.
     public var result: String
     public var detail: String
+    /// Written before (or without) a login: a connection, a refused key, the end of a connection
+    /// that never logged in. Anyone can cause these, so they count against the source address's
+    /// audit budget (`AuditLimiter`); rows of logged-in sessions and bans are always written.
+    public var preLogin: Bool
 
-    public init(action: String, actor: String, target: String, source: String, result: String = "ok", detail: String = "") {
+    public init(action: String, actor: String, target: String, source: String, result: String = "ok", detail: String = "", preLogin: Bool = false) {
+        self.preLogin = preLogin
         self.action = action
         self.actor = actor
         self.target = target

@@ -21,6 +21,8 @@ public final class ControlPlane: Sendable {
     let gpuReportError = Mutex<String?>(nil)
     /// Bounds the audit rows unauthenticated refusals can write.
     public let auditLimiter = AuditLimiter()
+    /// Bounds the commands running at once (per environment and on this node).
+    public let execSlots: ExecSlots
     public let node: String
     /// This daemon instance: node, pid and start time.
     public let daemonID: String
@@ -35,7 +37,9 @@ public final class ControlPlane: Sendable {
     public func setTerminalHost(_ gateway: SSHGateway, _ directory: ControlPlaneGatewayDirectory) { terminalHost.withLock { $0 = (gateway, directory) } }
     private let accessChanges = Mutex<[@Sendable (String) -> Void]>([])
 
-    public init(service: EnvironmentService, store: Store, inventory: Inventory, events: DaemonEvents, logger: Logger) {
+    public init(service: EnvironmentService, store: Store, inventory: Inventory, events: DaemonEvents, logger: Logger,
+                execSlots: ExecSlots = ExecSlots()) {
+        self.execSlots = execSlots
         self.service = service
         self.store = store
         self.inventory = inventory
@@ -102,8 +106,8 @@ public final class ControlPlane: Sendable {
         }.value
     }
 
-    /// Whether a refusal from `source` is written (`auditLimiter`); writes the count of those
-    /// dropped in the address's last window first.
+    /// Whether an entry without a login (a refusal, a gateway connection) from `source` is
+    /// written (`auditLimiter`); writes the count of those dropped in the address's last window first.
     func admitRefusal(source: String, interface: String) async -> Bool {
         switch auditLimiter.admit(source: source) {
         case .drop:
@@ -112,7 +116,7 @@ public final class ControlPlane: Sendable {
             if dropped > 0 {
                 let entry = AuditEntry(actor: "anonymous", role: "user", action: "auth.failure.suppressed", target: AuditLimiter.address(of: source),
                                        source: source, interface: interface, result: "resource_exhausted",
-                                       detail: "\(dropped) more refusals from \(AuditLimiter.address(of: source)) were not written (over \(auditLimiter.perWindow) in \(Int(auditLimiter.window)) s)")
+                                       detail: "\(dropped) more entries without a login (refusals, connections) from \(AuditLimiter.address(of: source)) were not written (over \(auditLimiter.perWindow) in \(Int(auditLimiter.window)) s)")
                 await record(entry)
             }
             return true
@@ -760,7 +764,10 @@ public final class ControlPlane: Sendable {
                 guard caller.isAdmin else { throw .denied("running commands as root needs the admin role; use --user") }
                 runAs = nil
             }
-            return try await node(of: user).exec(user, command, account: runAs)
+            let node = try await node(of: user)
+            return try await execSlots.run(user.containerName) { () async throws(ContainariumError) -> ExecResult in
+                try await node.exec(user, command, account: runAs)
+            }
         }
     }
 
@@ -811,6 +818,21 @@ public final class ControlPlane: Sendable {
             try await node(of: user).removeKey(user, fingerprint: fingerprint)
             _ = try? await store.removeKey(user.value, fingerprint: fingerprint)
             changed(user.value)
+        }
+    }
+
+    // MARK: - credentials
+
+    /// The sign-in secret the backend made for an environment (a Windows VM's Administrator
+    /// password): its owner's and admins' only; collaborators and everyone else are refused.
+    /// Audited (without the secret) whatever the outcome.
+    public func credentials(_ caller: Caller, _ username: String) async throws(ContainariumError) -> InstanceCredentials {
+        try await audited(caller, "container.credentials.read", username) { () async throws(ContainariumError) -> InstanceCredentials in
+            let user: Username
+            do throws(ContainariumError) { user = try await authorize(caller, username, .own) } catch where error.code == .permissionDenied {
+                throw .denied("only the owner of \(username)'s environment (or an admin) may read its sign-in secret; \(caller.subject) may not")
+            }
+            return try await node(of: user).credentials(user)
         }
     }
 

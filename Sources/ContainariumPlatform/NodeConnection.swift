@@ -19,6 +19,7 @@ public protocol NodeConnection: Sendable {
     func cleanupDisk(_ user: Username) async throws(ContainariumError) -> CleanupView
     /// The keys that open the owner's account, as authorized_keys lines.
     func keys(_ user: Username) async throws(ContainariumError) -> [String]
+    func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials
     func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError)
     func removeKey(_ user: Username, fingerprint: String) async throws(ContainariumError)
     func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError)

@@ -31,6 +31,8 @@ protocol EnvironmentNode: Sendable {
     func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError)
     func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError)
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String
+    /// The sign-in secret its backend made for the environment (credentials/1).
+    func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials
 }
 
 /// An environment on another member, reached through the cluster's connection to that member.
@@ -81,6 +83,9 @@ struct RemoteNode: EnvironmentNode {
     }
     func removeCollaborator(_ user: Username, _ other: Username) async throws(ContainariumError) {
         try await client.removeCollaborator(user, other)
+    }
+    func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials {
+        try await client.credentials(user)
     }
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
         // The environment's address and host keys come from its node; the gateway (if any) is
@@ -174,6 +179,9 @@ struct LocalNode: EnvironmentNode {
             throw ContainariumError(.failedPrecondition, "\(user.value)'s environment is not running: start it first, so that \(other.value)'s account inside it can be removed too")
         }
         _ = try await service.removeCollaboratorAccount(owner: user.value, collaborator: other.value)
+    }
+    func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials {
+        try await service.credentials(username: user.value)
     }
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
         try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath, gateway: gateway)

@@ -192,6 +192,19 @@ public enum Containarium_V1_ContainerService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetCredentials" metadata.
+        public enum GetCredentials: Sendable {
+            /// Request type for "GetCredentials".
+            public typealias Input = Containarium_V1_GetCredentialsRequest
+            /// Response type for "GetCredentials".
+            public typealias Output = Containarium_V1_Credentials
+            /// Descriptor for "GetCredentials".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.ContainerService"),
+                method: "GetCredentials",
+                type: .unary
+            )
+        }
         /// Namespace for "ListSSHKeys" metadata.
         public enum ListSSHKeys: Sendable {
             /// Request type for "ListSSHKeys".
@@ -324,6 +337,7 @@ public enum Containarium_V1_ContainerService: Sendable {
             InstallStack.descriptor,
             CleanupDisk.descriptor,
             ExportSSHConfig.descriptor,
+            GetCredentials.descriptor,
             ListSSHKeys.descriptor,
             AddSSHKey.descriptor,
             RemoveSSHKey.descriptor,
@@ -559,6 +573,26 @@ extension Containarium_V1_ContainerService {
             request: GRPCCore.StreamingServerRequest<Containarium_V1_ExportSSHConfigRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ExportSSHConfigResponse>
+
+        /// Handle the "GetCredentials" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sign-in secret the environment's backend made for it: a Windows VM's Administrator
+        /// > password. Only the environment's owner (and admins) may read it, never a collaborator;
+        /// > a backend that makes none (LXC: SSH keys) answers unsupported. Every read is audited.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_GetCredentialsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_Credentials` messages.
+        func getCredentials(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_GetCredentialsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_Credentials>
 
         /// Handle the "ListSSHKeys" method.
         ///
@@ -911,6 +945,26 @@ extension Containarium_V1_ContainerService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ExportSSHConfigResponse>
 
+        /// Handle the "GetCredentials" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sign-in secret the environment's backend made for it: a Windows VM's Administrator
+        /// > password. Only the environment's owner (and admins) may read it, never a collaborator;
+        /// > a backend that makes none (LXC: SSH keys) answers unsupported. Every read is audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetCredentialsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Containarium_V1_Credentials` message.
+        func getCredentials(
+            request: GRPCCore.ServerRequest<Containarium_V1_GetCredentialsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Containarium_V1_Credentials>
+
         /// Handle the "ListSSHKeys" method.
         ///
         /// - Parameters:
@@ -1261,6 +1315,26 @@ extension Containarium_V1_ContainerService {
             context: GRPCCore.ServerContext
         ) async throws -> Containarium_V1_ExportSSHConfigResponse
 
+        /// Handle the "GetCredentials" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sign-in secret the environment's backend made for it: a Windows VM's Administrator
+        /// > password. Only the environment's owner (and admins) may read it, never a collaborator;
+        /// > a backend that makes none (LXC: SSH keys) answers unsupported. Every read is audited.
+        ///
+        /// - Parameters:
+        ///   - request: A `Containarium_V1_GetCredentialsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Containarium_V1_Credentials` to respond with.
+        func getCredentials(
+            request: Containarium_V1_GetCredentialsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Containarium_V1_Credentials
+
         /// Handle the "ListSSHKeys" method.
         ///
         /// - Parameters:
@@ -1553,6 +1627,17 @@ extension Containarium_V1_ContainerService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Containarium_V1_ContainerService.Method.GetCredentials.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_GetCredentialsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_Credentials>(),
+            handler: { request, context in
+                try await self.getCredentials(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Containarium_V1_ContainerService.Method.ListSSHKeys.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListSSHKeysRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListSSHKeysResponse>(),
@@ -1794,6 +1879,17 @@ extension Containarium_V1_ContainerService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ExportSSHConfigResponse> {
         let response = try await self.exportSSHConfig(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getCredentials(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_GetCredentialsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_Credentials> {
+        let response = try await self.getCredentials(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2058,6 +2154,19 @@ extension Containarium_V1_ContainerService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ExportSSHConfigResponse> {
         return GRPCCore.ServerResponse<Containarium_V1_ExportSSHConfigResponse>(
             message: try await self.exportSSHConfig(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getCredentials(
+        request: GRPCCore.ServerRequest<Containarium_V1_GetCredentialsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Containarium_V1_Credentials> {
+        return GRPCCore.ServerResponse<Containarium_V1_Credentials>(
+            message: try await self.getCredentials(
                 request: request.message,
                 context: context
             ),
@@ -2460,6 +2569,31 @@ extension Containarium_V1_ContainerService {
             deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ExportSSHConfigResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ExportSSHConfigResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetCredentials" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sign-in secret the environment's backend made for it: a Windows VM's Administrator
+        /// > password. Only the environment's owner (and admins) may read it, never a collaborator;
+        /// > a backend that makes none (LXC: SSH keys) answers unsupported. Every read is audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetCredentialsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_GetCredentialsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_Credentials` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getCredentials<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_GetCredentialsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_GetCredentialsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_Credentials>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Credentials>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListSSHKeys" method.
@@ -3065,6 +3199,42 @@ extension Containarium_V1_ContainerService {
             try await self.client.unary(
                 request: request,
                 descriptor: Containarium_V1_ContainerService.Method.ExportSSHConfig.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetCredentials" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sign-in secret the environment's backend made for it: a Windows VM's Administrator
+        /// > password. Only the environment's owner (and admins) may read it, never a collaborator;
+        /// > a backend that makes none (LXC: SSH keys) answers unsupported. Every read is audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_GetCredentialsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_GetCredentialsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_Credentials` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getCredentials<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_GetCredentialsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_GetCredentialsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_Credentials>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Credentials>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Containarium_V1_ContainerService.Method.GetCredentials.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -3696,6 +3866,37 @@ extension Containarium_V1_ContainerService.ClientProtocol {
         )
     }
 
+    /// Call the "GetCredentials" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The sign-in secret the environment's backend made for it: a Windows VM's Administrator
+    /// > password. Only the environment's owner (and admins) may read it, never a collaborator;
+    /// > a backend that makes none (LXC: SSH keys) answers unsupported. Every read is audited.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Containarium_V1_GetCredentialsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getCredentials<Result>(
+        request: GRPCCore.ClientRequest<Containarium_V1_GetCredentialsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Credentials>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getCredentials(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_GetCredentialsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_Credentials>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ListSSHKeys" method.
     ///
     /// - Parameters:
@@ -4320,6 +4521,41 @@ extension Containarium_V1_ContainerService.ClientProtocol {
             metadata: metadata
         )
         return try await self.exportSSHConfig(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetCredentials" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The sign-in secret the environment's backend made for it: a Windows VM's Administrator
+    /// > password. Only the environment's owner (and admins) may read it, never a collaborator;
+    /// > a backend that makes none (LXC: SSH keys) answers unsupported. Every read is audited.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getCredentials<Result>(
+        _ message: Containarium_V1_GetCredentialsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Credentials>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Containarium_V1_GetCredentialsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getCredentials(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -622,6 +622,18 @@ public struct EnvironmentService: Sendable {
         return accounts
     }
 
+    /// The sign-in secret the backend made for `username`'s environment (a Windows VM's
+    /// Administrator password), through its credentials/1; a backend without it says so.
+    /// A secret: the caller hands it to the owner only and never logs it.
+    public func credentials(username: String) async throws(ContainariumError) -> InstanceCredentials {
+        let user = try Username(username)
+        let client = try await backend(holding: user.containerName)
+        guard let credentials = CredentialsClient(client.plugin) else {
+            throw ContainariumError(.unsupported, "the \(client.backendID) backend keeps no sign-in secret for \(user.containerName) (credentials/1): log in with your SSH key")
+        }
+        return try await credentials.get(InstanceRef(name: user.containerName))
+    }
+
     /// The SSH keys installed for `username` in their environment (the environment is the truth).
     public func authorizedKeys(username: String) async throws(ContainariumError) -> [SSHPublicKey] {
         let user = try Username(username)

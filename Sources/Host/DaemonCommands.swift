@@ -82,6 +82,10 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(help: "gRPC port (0 turns gRPC off).") var port = 50051
     @Option(name: .customLong("grpc-host"), help: "gRPC listen address.") var grpcHost = "0.0.0.0"
     @Flag(help: "Require client certificates signed by the deployment CA on gRPC.") var mtls = false
+    @Option(name: .customLong("grpc-max-connections"), help: "gRPC connections open at once, in all.") var grpcMaxConnections = 4096
+    @Option(name: .customLong("grpc-max-connections-per-address"), help: "gRPC connections open at once from one address.") var grpcMaxPerAddress = 256
+    @Option(name: .customLong("grpc-idle-timeout"), help: "Seconds after which a gRPC connection without calls is closed.") var grpcIdleTimeout = 300
+    @Flag(name: .customLong("insecure-plaintext-nodes"), help: "Without --mtls, still take node reports and links (a test bed only: node tokens travel in clear).") var insecurePlaintextNodes = false
     @Option(name: .customLong("certs-dir"), help: "Where ca.crt, server.crt and server.key live.") var certsDir = "/etc/containarium/certs"
     @Option(name: .customLong("jwt-secret"), help: "JWT secret (testing only: visible in ps; prefer the file or $CONTAINARIUM_JWT_SECRET).") var jwtSecret: String?
     @Option(name: .customLong("jwt-secret-file"), help: "File holding the JWT secret.") var jwtSecretFile: String?
@@ -100,6 +104,9 @@ struct DaemonCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
+        if mtls && insecurePlaintextNodes {
+            throw fail(.invalid("--insecure-plaintext-nodes is for a control plane without --mtls: with --mtls every node uses its certificate"))
+        }
         let service = try global.service()
         let logger = Logger(label: "containarium.daemon")
         let (secret, source) = try await ContainariumCLI.run { () throws(ContainariumError) in
@@ -121,6 +128,9 @@ struct DaemonCommand: AsyncParsableCommand {
         options.restEnabled = rest
         options.restHost = httpHost
         options.restPort = httpPort
+        guard grpcMaxConnections >= 1, grpcMaxPerAddress >= 1, grpcIdleTimeout >= 1 else {
+            throw fail(.invalid("--grpc-max-connections, --grpc-max-connections-per-address and --grpc-idle-timeout must be positive"))
+        }
         guard httpMaxConnections >= 1, httpMaxPerAddress >= 1, httpIdleTimeout >= 1 else {
             throw fail(.invalid("--http-max-connections, --http-max-connections-per-address and --http-idle-timeout must be positive"))
         }
@@ -155,6 +165,10 @@ struct DaemonCommand: AsyncParsableCommand {
             g.host = grpcHost
             g.port = port
             g.mtls = mtls
+            g.plaintextNodes = insecurePlaintextNodes
+            g.maxConnections = grpcMaxConnections
+            g.maxConnectionsPerAddress = grpcMaxPerAddress
+            g.idleTimeout = grpcIdleTimeout
             g.certsDir = certsDir
             options.grpc = g
         }

@@ -271,6 +271,41 @@ struct Exec: AsyncParsableCommand {
     }
 }
 
+/// The sign-in secret of one's own VM (its Administrator password): printed to stdout only
+/// when asked for with --show, so it does not land in a terminal's scrollback by accident.
+struct Credentials: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show how to sign in to a user's VM: its account and, with --show, its password (owner or admin only).")
+
+    @Argument var username: String
+    @Flag(help: "Print the password (otherwise only the account and protocol).") var show = false
+    @Flag(help: "Print JSON {username, account, password, protocol} (the password only with --show).") var json = false
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: RemoteOptions
+
+    func run() async throws {
+        let c: InstanceCredentials
+        // Through the daemon (this node's or --server's) whenever one runs: it authorizes and
+        // audits the read. Only with no daemon does root on this node read it alone.
+        if let client = try remote.daemon(global) {
+            let r = try await client.cli { c in try await c.containers.getCredentials(.with { $0.username = username }, metadata: c.metadata) }
+            c = InstanceCredentials(username: r.account, password: r.password, protocol: r.protocol.isEmpty ? nil : r.protocol)
+        } else {
+            let service = try global.service()
+            c = try await ContainariumCLI.run { () async throws(ContainariumError) in try await service.credentials(username: username) }
+        }
+        if json {
+            let object: [String: String] = ["username": username, "account": c.username, "password": show ? c.password : "", "protocol": c.protocol ?? ""]
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("account:  \(c.username)")
+        if let p = c.protocol { print("protocol: \(p)") }
+        print(show ? "password: \(c.password)" : "password: (hidden; add --show to print it)")
+    }
+}
+
 struct Export: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the SSH client configuration for a user's environment.")
 

@@ -105,6 +105,30 @@ public struct AccountsClient: Sendable {
     }
 }
 
+/// A typed client for a plugin's "credentials/1" extension: the sign-in secret the backend
+/// made for an instance (docs/schemas/credentials-1.schema.json). The answer is a secret:
+/// callers hand it to the instance's owner only, and never log it.
+public struct CredentialsClient: Sendable {
+    public let plugin: any PluginEndpoint
+
+    public static let extensionID = CTM_EXT_CREDENTIALS_V1
+
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_CREDENTIALS_V1) else { return nil }
+        self.plugin = plugin
+    }
+
+    public func get(_ r: InstanceRef) async throws(ContainariumError) -> InstanceCredentials {
+        let data = try await plugin.call(extension: Self.extensionID, method: "get", request: WireJSON.encode(r))
+        do {
+            return try WireJSON.decoder().decode(InstanceCredentials.self, from: data)
+        } catch {
+            // Never the answer itself in the error: it may hold the secret.
+            throw .internal("plugin \(plugin.manifest.id) answered credentials get with malformed JSON")
+        }
+    }
+}
+
 /// A typed client for a plugin's "devices.gpu/1" extension (GPU discovery).
 public struct GPUDevicesClient: Sendable {
     public let plugin: any PluginEndpoint

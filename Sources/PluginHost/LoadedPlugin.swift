@@ -62,6 +62,8 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
                 "add_collaborator": \.add_collaborator, "remove_collaborator": \.remove_collaborator,
             ]
             fn = fields[method].flatMap { t.field($0) }
+        case CTM_EXT_CREDENTIALS_V1:
+            fn = method == "get" ? UncheckedTable<ctm_credentials_v1>(raw).field(\.get) : nil
         case CTM_EXT_NODE_LIFECYCLE_V1:
             let t = UncheckedTable<ctm_node_lifecycle_v1>(raw)
             let fields: [String: KeyPath<ctm_node_lifecycle_v1, ctm_call_fn?>] = ["status": \.status, "start": \.start, "stop": \.stop]

@@ -37,5 +37,6 @@ public enum ExtensionMethods {
         "scanner/1": ["scan"],
         "console/1": ["open"],
         "accounts/1": ["create", "set_keys", "list_keys", "add_collaborator", "remove_collaborator"],
+        "credentials/1": ["get"],
     ]
 }

@@ -21,18 +21,31 @@ public final class OperationRegistry: Sendable {
     }
 
     private let state = Mutex(State())
-    public init() {}
+    /// Operations (each on a thread of its own) this plugin instance runs at once; past it a
+    /// call is refused with CTM_E_RESOURCE_EXHAUSTED instead of starting yet another thread.
+    public let maxRunning: Int
+    public init(maxRunning: Int = 512) { self.maxRunning = max(1, maxRunning) }
 
-    public func register(_ id: UInt64) -> CancellationFlag {
+    /// The operation's cancellation flag, or nil when `maxRunning` operations run already.
+    public func register(_ id: UInt64) -> CancellationFlag? {
         let flag = CancellationFlag()
-        state.withLock { s in
+        let admitted = state.withLock { s -> Bool in
+            guard s.running.count < maxRunning else { return false }
             s.running[id] = flag
             if let i = s.early.firstIndex(of: id) {
                 s.early.remove(at: i)
                 flag.cancel()
             }
+            return true
         }
-        return flag
+        return admitted ? flag : nil
+    }
+
+    /// Operations running now.
+    public var count: Int { state.withLock { $0.running.count } }
+
+    static func busy(_ max: Int) -> ContainariumError {
+        ContainariumError(.resourceExhausted, "the plugin runs \(max) operations at once already (its bound); try again when one ends")
     }
 
     public func finish(_ id: UInt64) { _ = state.withLock { $0.running.removeValue(forKey: id) } }
@@ -162,7 +175,7 @@ public enum PluginCall {
         } catch let decodeError {
             return fail(error, decodeError)
         }
-        let flag = registry.register(operation)
+        guard let flag = registry.register(operation) else { return fail(error, OperationRegistry.busy(registry.maxRunning)) }
         let ctx = OperationContext(id: operation, host: host, flag: flag)
         let box = UncheckedPointer(raw: userData)
         let thread = Thread {
@@ -199,7 +212,7 @@ extension PluginCall {
         } catch let decodeError {
             return fail(error, decodeError)
         }
-        let flag = registry.register(operation)
+        guard let flag = registry.register(operation) else { return fail(error, OperationRegistry.busy(registry.maxRunning)) }
         let ctx = OperationContext(id: operation, host: host, flag: flag)
         let box = UncheckedPointer(raw: userData)
         let thread = Thread {

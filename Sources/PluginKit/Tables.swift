@@ -186,6 +186,12 @@ public enum PluginTables {
                 t.remove_collaborator = { dispatch(CTM_EXT_ACCOUNTS_V1, "remove_collaborator", $0, $1, $2, $3, $4, $5, $6) }
             }
             return allocate(t)
+        case CTM_EXT_CREDENTIALS_V1:
+            var t = ctm_credentials_v1()
+            t.struct_size = UInt32(MemoryLayout<ctm_credentials_v1>.size)
+            t.struct_version = 1
+            if s.contains("get") { t.get = { dispatch(CTM_EXT_CREDENTIALS_V1, "get", $0, $1, $2, $3, $4, $5, $6) } }
+            return allocate(t)
         case CTM_EXT_CONSOLE_V1:
             var t = ctm_console_v1()
             t.struct_size = UInt32(MemoryLayout<ctm_console_v1>.size)

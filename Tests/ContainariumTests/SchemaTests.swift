@@ -33,6 +33,17 @@ struct SchemaTests {
         #expect(try SchemaCheck.violations(of: WireJSON.encode(HealthReport(status: "ok")), file: "common.schema.json", definition: "Health") == nil)
     }
 
+    @Test("credentials/1: the wire model conforms, and an answer without a password or with an unknown protocol does not")
+    func credentials() throws {
+        let c = InstanceCredentials(username: "Administrator", password: "s3cret-Pw", protocol: "rdp")
+        #expect(try SchemaCheck.violations(of: WireJSON.encode(c), file: "credentials-1.schema.json", definition: "Credentials") == nil)
+        #expect(try SchemaCheck.violations(of: WireJSON.encode(InstanceRef(name: "winnie-container")), file: "credentials-1.schema.json", definition: "InstanceRef") == nil)
+        #expect(try SchemaCheck.violations(of: Data(#"{"username": "Administrator"}"#.utf8), file: "credentials-1.schema.json", definition: "Credentials") != nil)
+        #expect(try SchemaCheck.violations(of: Data(#"{"username": "a", "password": "b", "protocol": "telnet"}"#.utf8), file: "credentials-1.schema.json", definition: "Credentials") != nil)
+        // Its description never carries the secret (logs and errors print it).
+        #expect(!"\(c)".contains("s3cret-Pw") && "\(c)".contains("Administrator"))
+    }
+
     @Test("the schemas reject malformed documents")
     func rejects() throws {
         let bad = Data(#"{"name":"x","type":"container","state":"Sleeping","ipv4":[],"autostart":true,"nesting":false,"labels":{}}"#.utf8)

@@ -22,9 +22,11 @@ import Testing
 struct GRPCTests {
     typealias Client = ContainariumClient<InProcessTransport.Client>
 
-    static func serve(_ h: Harness, links: NodeLinks? = nil, nodeAPI: Bool = false, _ body: (GRPCClient<InProcessTransport.Client>) async throws -> Void) async throws {
+    static func serve(_ h: Harness, links: NodeLinks? = nil, nodeAPI: Bool = false, plaintextNodes: Bool = true,
+                      _ body: (GRPCClient<InProcessTransport.Client>) async throws -> Void) async throws {
         let transport = InProcessTransport()
-        let services = ContainariumRPC.makeServices(plane: h.plane, tokens: h.tokens, links: links, nodeAPI: nodeAPI, logger: Harness.quiet)
+        let services = ContainariumRPC.makeServices(plane: h.plane, tokens: h.tokens, plaintextNodes: plaintextNodes, links: links, nodeAPI: nodeAPI,
+                                                    logger: Harness.quiet)
         try await withGRPCServer(transport: transport.server, services: services) { _ in
             try await withGRPCClient(transport: transport.client) { client in try await body(client) }
         }
@@ -232,6 +234,20 @@ struct GRPCTests {
                     }
                 }
                 #expect(link?.code == .permissionDenied || link?.code == .failedPrecondition, "\(String(describing: link))")
+            }
+            // Without mTLS (and without --insecure-plaintext-nodes) a node's own, valid report is
+            // refused: its credentials came in clear.
+            let own = try await h.token("node.worker-1", .node)
+            try await Self.serve(h, plaintextNodes: false) { grpc in
+                let asNode = Self.client(grpc, own)
+                let clear = await Self.failure { try await asNode.nodes.reportNode(report, metadata: asNode.metadata) }
+                #expect(clear?.code == .failedPrecondition && clear?.message.contains("node traffic is TLS") == true, "\(String(describing: clear))")
+            }
+            try await Self.serve(h) { grpc in
+                let asNode = Self.client(grpc, own), asUser = Self.client(grpc, user)
+                // On a test bed (--insecure-plaintext-nodes) the same report is not refused for that.
+                let allowed = await Self.failure { try await asNode.nodes.reportNode(report, metadata: asNode.metadata) }
+                #expect(allowed?.message.contains("node traffic is TLS") != true, "\(String(describing: allowed))")
                 // The JSON-codec service of the previous release answers no more.
                 let legacy = await Self.failure {
                     try await grpc.unary(

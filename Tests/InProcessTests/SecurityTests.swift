@@ -53,6 +53,19 @@ struct SecurityTests {
             #expect(try await h.plane.listKeys(alice, "alice").map(\.fingerprint) == ownerKeys)
             let denied = try await h.audit(action: "container.ssh-key.add").filter { $0.actor == "carol" }
             #expect(denied.count == 1 && denied[0].result == "permission_denied", "refusals are audited: \(denied)")
+
+            // Sign-in secrets (a VM's Administrator password) are the owner's and admins' only:
+            // a collaborator, another user and a node are refused before the backend is asked;
+            // the owner reaches the backend, which (LXC) keeps none and says so.
+            _ = try await h.plane.addCollaborator(alice, "alice", collaborator: "carol")
+            for who in [carol, Harness.caller("mallory"), Harness.caller("node.w1", .node)] {
+                let refused = await Self.refusal { try await h.plane.credentials(who, "alice") }
+                #expect(refused?.code == .permissionDenied, "\(who.subject): \(String(describing: refused))")
+            }
+            let none = await Self.refusal { try await h.plane.credentials(alice, "alice") }
+            #expect(none?.code == .unsupported && none?.message.contains("keeps no sign-in secret") == true, "\(String(describing: none))")
+            let reads = try await h.audit(action: "container.credentials.read")
+            #expect(reads.count == 4 && reads.filter { $0.result == "permission_denied" }.count == 3, "every read is audited: \(reads)")
         }
     }
 

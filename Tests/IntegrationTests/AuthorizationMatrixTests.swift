@@ -89,6 +89,8 @@ struct AuthorizationMatrixTests {
             Route(method: "GET", path: "/v1/metrics/node", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
             Route(method: "GET", path: c + "/metrics", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
             Route(method: "GET", path: c + "/ssh-config", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            // A sign-in secret is the owner's: a collaborator is refused before the backend (LXC keeps none: 501) is asked.
+            Route(method: "GET", path: c + "/credentials", notOwner: 403, collaborator: 403, owner: 501, admin: 501),
             // Without a WebSocket upgrade: authorized, then told to upgrade.
             Route(method: "GET", path: c + "/terminal", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
             Route(method: "GET", path: c + "/vnc", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
@@ -118,7 +120,7 @@ struct AuthorizationMatrixTests {
             table.append(row)
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
-        #expect(routes.count == 34)
+        #expect(routes.count == 35)
         // Refused credentials (none, expired and forged for each route, all from one address)
         // are audited up to the daemon's limit per address and minute (20), not one row each.
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []

@@ -60,6 +60,19 @@ struct ClusterTests {
         let bad = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", grpc, "--token", "not-a-token", "--advertise", "127.0.0.1:1",
                                     "--state-dir", boxes[1].dir.appendingPathComponent("nowhere").path])
         #expect(bad.status != 0 && !FileManager.default.fileExists(atPath: boxes[1].dir.appendingPathComponent("nowhere/node.json").path))
+        // Node traffic is TLS: a control plane without --mtls (and without the test-bed flag)
+        // refuses a node's report that came in clear, says how to fix it, and nothing is written.
+        let strictBox = try IncusEnv.Sandbox()
+        defer { strictBox.cleanup() }
+        let strict = try DaemonProcess(sandbox: strictBox, extraArgs: ["--reconcile-interval", "3600"], secret: cp.secret, plaintextNodes: false)
+        try strict.start()
+        defer { strict.stop() }
+        let clearJoin = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", "127.0.0.1:\(strict.grpcPort)", "--token", nodeToken,
+                                          "--state-dir", boxes[1].dir.appendingPathComponent("in-clear").path])
+        #expect(clearJoin.status != 0 && clearJoin.stderr.contains("node traffic is TLS") && clearJoin.stderr.contains("--insecure-plaintext-nodes"),
+                "\(clearJoin.output)")
+        #expect(!FileManager.default.fileExists(atPath: boxes[1].dir.appendingPathComponent("in-clear/node.json").path))
+        #expect(try HTTP.call("GET", strict.base + "/v1/audit?action=auth.denied", token: strict.token("admin", roles: "admin")).text.contains("node traffic is TLS"))
 
         func nodes() throws -> [String: JSONValue] {
             let list = try HTTP.call("GET", cp.base + "/v1/nodes", token: admin).json?["nodes"]?.items ?? []

@@ -1,5 +1,6 @@
 import ContainariumCore
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -16,7 +17,8 @@ struct DaemonRESTTests {
         defer { box.cleanup() }
         // The reconciler runs every second throughout: it must never mistake a live create,
         // delete or change for something to repair.
-        let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir, "--reconcile-interval", "1"])
+        // (gRPC connections idle for 3 s are closed: a call that runs longer must not be.)
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--swagger-dir", TestEnv.swaggerDir, "--reconcile-interval", "1", "--grpc-idle-timeout", "3"])
         try d.start()
         defer { d.stop() }
         let sfx = TestEnv.suffix()
@@ -51,6 +53,29 @@ struct DaemonRESTTests {
         let fine = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/exec", token: aliceT, body: HTTP.json(["command": ["sh", "-c", "echo out; echo err >&2; exit 3"], "asUser": true]))
         #expect(fine.status == 200 && fine.json?["stdout"]?.stringValue == "out\n" && fine.json?["stderr"]?.stringValue == "err\n"
                 && fine.json?["exitCode"]?.number == 3, "\(fine.text)")
+        // Exhaustion: commands that run at once are bounded per environment (8): a ninth is
+        // refused at once with a clear 429 while eight `sleep`s hold their slots, and once they
+        // end the next command runs.
+        let slow = DispatchGroup()
+        let statuses = Mutex<[Int]>([])
+        for _ in 0..<8 {
+            DispatchQueue.global().async(group: slow) {
+                let r = try? HTTP.call("POST", d.base + "/v1/containers/\(alice)/exec", token: aliceT,
+                                       body: HTTP.json(["command": ["sleep", "8"], "asUser": true]), timeout: 60)
+                statuses.withLock { $0.append(r?.status ?? -1) }
+            }
+        }
+        try eventually("eight commands run", within: 20, every: 100_000) {
+            try box.incus(["exec", "\(alice)-container", "--", "pgrep", "-c", "-x", "sleep"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "8"
+        }
+        let ninth = try HTTP.call("POST", d.base + "/v1/containers/\(alice)/exec", token: aliceT, body: HTTP.json(["command": ["true"], "asUser": true]))
+        #expect(ninth.status == 429 && ninth.text.contains("8 commands are running in \(alice)-container already"), "\(ninth.status) \(ninth.text)")
+        slow.wait()
+        #expect(statuses.withLock { $0 } == Array(repeating: 200, count: 8))
+        // A gRPC call that outlasts the idle timeout and the first-call deadline (3 s) is not cut off.
+        let long = try box.cli(["exec", alice, "--as-user", "--server", "127.0.0.1:\(d.grpcPort)", "--token", aliceT, "--", "sh", "-c", "sleep 5; echo done"])
+        #expect(long.status == 0 && long.stdout == "done\n", "\(long.output)")
+        #expect(try HTTP.call("POST", d.base + "/v1/containers/\(alice)/exec", token: aliceT, body: HTTP.json(["command": ["true"], "asUser": true])).status == 200)
 
         // A user may only create its own environment.
         let other = try HTTP.call("POST", d.base + "/v1/containers", token: bobT, body: HTTP.json(["username": alice + "x", "sshKeys": [box.key.publicText]]))
@@ -234,15 +259,16 @@ struct DaemonRESTTests {
     func connectionLimits() throws {
         let box = try IncusEnv.Sandbox(ownProject: true)
         defer { box.cleanup() }
-        let d = try DaemonProcess(sandbox: box, extraArgs: ["--http-max-connections-per-address", "3", "--http-idle-timeout", "3"])
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--http-max-connections-per-address", "3", "--http-idle-timeout", "3",
+                                                           "--grpc-max-connections-per-address", "3", "--grpc-idle-timeout", "3"])
         try d.start()
         defer { d.stop() }
-        func connect() throws -> Int32 {
+        func connect(port: Int? = nil) throws -> Int32 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = in_port_t(UInt16(d.httpPort).bigEndian)
+            addr.sin_port = in_port_t(UInt16(port ?? d.httpPort).bigEndian)
             let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             guard rc == 0 else { close(fd); throw TestFailure("connect failed") }
             var tv: (Int, Int) = (8, 0)
@@ -250,11 +276,15 @@ struct DaemonRESTTests {
             return fd
         }
         /// Seconds until the daemon closes `fd` (nil: still open after 8 s).
+        /// (What the server says first, such as HTTP/2's SETTINGS, is read past.)
         func closedAfter(_ fd: Int32) -> Double? {
             let start = Date()
             var b = [UInt8](repeating: 0, count: 64)
-            let n = recv(fd, &b, b.count, 0)
-            return n == 0 ? Date().timeIntervalSince(start) : nil
+            while true {
+                let n = recv(fd, &b, b.count, 0)
+                if n == 0 { return Date().timeIntervalSince(start) }
+                if n < 0 { return nil }
+            }
         }
         // Four at once from one address: the daemon sets connections up on several threads, so
         // which one comes last is its choice. Exactly one is closed at once.
@@ -262,8 +292,12 @@ struct DaemonRESTTests {
         let four = try (0..<4).map { _ in try connect() }
         usleep(1_000_000)
         func isClosed(_ fd: Int32) -> Bool {
-            var b = [UInt8](repeating: 0, count: 16)
-            return recv(fd, &b, b.count, Int32(MSG_DONTWAIT)) == 0
+            var b = [UInt8](repeating: 0, count: 64)
+            while true {
+                let n = recv(fd, &b, b.count, Int32(MSG_DONTWAIT))
+                if n == 0 { return true }
+                if n < 0 { return false }
+            }
         }
         let refused = four.filter(isClosed)
         #expect(refused.count == 1, "\(refused.count) of 4 closed within 1 s")
@@ -288,6 +322,24 @@ struct DaemonRESTTests {
         }
         close(trickle)
         #expect(closedAt.map { $0 < 6 } == true, "a trickling connection is closed at the deadline: \(String(describing: closedAt))")
+
+        // gRPC the same: a fourth connection from one address is closed as it is accepted, and
+        // connections that make no call (no TLS, no HTTP/2 preface) are closed at the idle timeout.
+        let grpcOpened = Date()
+        let grpcFour = try (0..<4).map { _ in try connect(port: d.grpcPort) }
+        usleep(1_000_000)
+        let grpcRefused = grpcFour.filter(isClosed)
+        #expect(grpcRefused.count == 1, "gRPC: \(grpcRefused.count) of 4 closed within 1 s")
+        let grpcSilent = grpcFour.filter { !grpcRefused.contains($0) }
+        if let first = grpcSilent.first { _ = closedAfter(first) }
+        let grpcIdle = Date().timeIntervalSince(grpcOpened)
+        #expect(grpcIdle > 2 && grpcIdle < 8, "gRPC: closed after \(grpcIdle) s")
+        grpcFour.forEach { close($0) }
+        #expect(d.log.contains("gRPC: refused a connection from 127.0.0.1: too many connections open"))
+        let admin = try d.token("admin", roles: "admin")
+        try eventually("a freed gRPC place serves again", within: 10) {
+            try box.cli(["list", "--server", "127.0.0.1:\(d.grpcPort)", "--token", admin]).status == 0
+        }
     }
 
     @Test("REST over TLS (--tls-cert/--tls-key): the API answers over HTTPS with the deployment's certificate, and nothing in clear; half a pair is refused")

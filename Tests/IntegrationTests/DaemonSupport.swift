@@ -64,7 +64,7 @@ final class DaemonProcess: @unchecked Sendable {
         return rc == 0
     }
 
-    init(sandbox: IncusEnv.Sandbox, extraArgs: [String] = [], stateDir: URL? = nil, secret: String? = nil) throws {
+    init(sandbox: IncusEnv.Sandbox, extraArgs: [String] = [], stateDir: URL? = nil, secret: String? = nil, plaintextNodes: Bool = true) throws {
         self.sandbox = sandbox
         httpPort = try Self.freePort()
         grpcPort = try Self.freePort()
@@ -73,7 +73,9 @@ final class DaemonProcess: @unchecked Sendable {
         try Data((self.secret + "\n").utf8).write(to: secretFile)
         self.stateDir = stateDir ?? sandbox.dir.appendingPathComponent("state")
         logFile = sandbox.dir.appendingPathComponent("daemon-\(TestEnv.suffix()).log")
-        self.extraArgs = extraArgs
+        // Test beds join nodes with --insecure-plaintext: every daemon without --mtls takes them
+        // (the refusal without this flag has its own test, which passes `plaintextNodes: false`).
+        self.extraArgs = extraArgs + (plaintextNodes && !extraArgs.contains("--mtls") ? ["--insecure-plaintext-nodes"] : [])
     }
 
     /// Start (or restart) the daemon and wait until /healthz answers.

@@ -410,6 +410,21 @@ struct GatewayTests {
             close(fd)
         }
         #expect(try bed.ssh(alice, key: bed.box.key.privateKey, ["echo fine"], source: "127.0.0.8").stdout == "fine\n", "probes and garbage are not failures")
+        // Connections that never log in cost a bounded number of audit rows per address (20 a
+        // minute, shared with its refused keys): 40 probes write 20 rows, not 80.
+        for _ in 0..<40 {
+            let fd = try Bed.connect(port: bed.sshPort, from: "127.0.0.10")
+            close(fd)
+        }
+        func probeRows() throws -> Int {
+            try (bed.audit("gateway.connect") + bed.audit("gateway.disconnect")).filter {
+                let source = $0["source"]?.stringValue ?? ""
+                return source == "127.0.0.10" || source.hasPrefix("127.0.0.10:")
+            }.count
+        }
+        try eventually("the probes' first rows are written", within: 20) { try probeRows() >= 20 }
+        usleep(1_000_000)
+        #expect(try probeRows() == 20)
 
         // Three failed logins from one address ban it.
         for _ in 0..<3 {

@@ -373,6 +373,21 @@ struct VMTests {
         let block = try Self.qmp(dir + "/qmp.sock", "query-block")
         #expect(block.contains("disk0") && !block.contains("unattend"), "\(block)")
         #expect(fm.fileExists(atPath: secret))
+        // The owner gets the Administrator password (credentials/1), through REST and the CLI
+        // over gRPC; another user gets a 403 and nothing of it; the secret is in no log or audit row.
+        let ownerT = try d.token(u)
+        let creds = try HTTP.call("GET", d.base + "/v1/containers/\(u)/credentials", token: ownerT)
+        #expect(creds.status == 200 && creds.json?["account"]?.stringValue == "Administrator" && creds.json?["password"]?.stringValue == password
+                && creds.json?["protocol"]?.stringValue == "rdp" && creds.json?["username"]?.stringValue == u, "status \(creds.status)")
+        let stranger = try HTTP.call("GET", d.base + "/v1/containers/\(u)/credentials", token: try d.token("wx\(sfx)"))
+        #expect(stranger.status == 403 && !stranger.text.contains(password), "\(stranger.status) \(stranger.text)")
+        let hidden = try box.cli(["credentials", u, "--server", "127.0.0.1:\(d.grpcPort)", "--token", ownerT])
+        #expect(hidden.status == 0 && hidden.stdout.contains("account:  Administrator") && !hidden.stdout.contains(password), "\(hidden.output)")
+        let shown = try box.cli(["credentials", u, "--show", "--server", "127.0.0.1:\(d.grpcPort)", "--token", ownerT])
+        #expect(shown.status == 0 && shown.stdout.contains("password: \(password)"), "exit \(shown.status)")
+        let reads = try HTTP.call("GET", d.base + "/v1/audit?action=container.credentials.read", token: admin)
+        #expect((reads.json?["entries"]?.items?.count ?? 0) >= 3 && !reads.text.contains(password), "\(reads.text)")
+        #expect(!d.log.contains(password), "the daemon logged the administrator password")
         // The next boot has no answer file at all.
         let stopped = try HTTP.call("POST", d.base + "/v1/containers/\(u)/stop", token: admin, body: #"{"force": true}"#)
         #expect(stopped.json?["state"]?.stringValue == "CONTAINER_STATE_STOPPED", "\(stopped.text)")

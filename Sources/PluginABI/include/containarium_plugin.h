@@ -263,6 +263,19 @@ typedef struct ctm_accounts_v1 {
     ctm_call_fn remove_collaborator; /* CollaboratorRef       -> {removed: bool}    */
 } ctm_accounts_v1;
 
+/**
+ * "credentials/1": the sign-in secret a backend made for an instance (a Windows VM's
+ * Administrator password), which the host hands to the instance's owner and nobody else.
+ * The secret appears only in the response of `get`; a backend never logs it.
+ * A new extension id, not a change to any published table: no ABI minor bump.
+ */
+#define CTM_EXT_CREDENTIALS_V1 "credentials/1"
+typedef struct ctm_credentials_v1 {
+    uint32_t struct_size;
+    uint32_t struct_version;  /* 1 */
+    ctm_call_fn get;       /* InstanceRef             -> Credentials        */
+} ctm_credentials_v1;
+
 /* ----------------------------------------------------------------------------------------- */
 /* Helpers (header-only, so plugins link nothing of the host's)                               */
 /* ----------------------------------------------------------------------------------------- */
