@@ -235,6 +235,23 @@ struct APIv1: Sendable {
         ProtoMap.capacity(try await plane.capacity(who))
     }
 
+    static func revocation(_ e: Revocations.Entry) -> Containarium_V1_Revocation {
+        .with {
+            $0.subject = e.subject ?? ""
+            $0.certificateSerial = e.certificateSerial ?? ""
+            $0.revokedAt = Google_Protobuf_Timestamp(date: e.revokedAt)
+        }
+    }
+
+    func revokeCredentials(_ who: Caller, _ m: Containarium_V1_RevokeCredentialsRequest) async throws(ContainariumError) -> Containarium_V1_Revocation {
+        Self.revocation(try await plane.revokeCredentials(who, subject: ProtoMap.nonEmpty(m.subject), certificateSerial: ProtoMap.nonEmpty(m.certificateSerial)))
+    }
+
+    func listRevocations(_ who: Caller, _: Containarium_V1_ListRevocationsRequest) async throws(ContainariumError) -> Containarium_V1_ListRevocationsResponse {
+        let all = try await plane.listRevocations(who)
+        return .with { $0.revocations = all.map(Self.revocation) }
+    }
+
     func listGatewayBans(_ who: Caller, _: Containarium_V1_ListGatewayBansRequest) async throws(ContainariumError) -> Containarium_V1_ListGatewayBansResponse {
         let bans = try await plane.gatewayBans(who)
         return .with {

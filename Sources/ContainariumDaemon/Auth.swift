@@ -31,8 +31,12 @@ public struct Tokens: Sendable {
     /// a client sending the same token again skips the signature check and the key
     /// collection's actor hop. Bounded; an expired entry is never honoured.
     private let verified = VerifiedTokens()
+    /// Tokens revoked by subject (`ControlPlane.revocations`); checked on every verification,
+    /// cached or not. nil: nothing is revoked (the CLI minting tokens).
+    public let revocations: Revocations?
 
-    public init(secret: String) async throws(ContainariumError) {
+    public init(secret: String, revocations: Revocations? = nil) async throws(ContainariumError) {
+        self.revocations = revocations
         try Self.checkSecret(secret)
         keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
@@ -88,7 +92,10 @@ public struct Tokens: Sendable {
     /// must name its node (`node.NAME`) and expire.
     public func verify(_ token: String) async throws(ContainariumError) -> (subject: String, role: Role, issuedAt: Date, expiresAt: Date?) {
         let digest = SHA256.hash(data: Data(token.utf8))
-        if let hit = verified.lookup(digest) { return hit }
+        if let hit = verified.lookup(digest) {
+            try await revocations?.checkToken(subject: hit.subject, issuedAt: hit.issuedAt)
+            return hit
+        }
         let claims: TokenClaims
         do {
             claims = try await keys.verify(token, as: TokenClaims.self)
@@ -115,6 +122,7 @@ public struct Tokens: Sendable {
                 throw .unauthenticated("invalid token: a node token names its node and expires; mint one with `containarium node token --node NAME`")
             }
         }
+        try await revocations?.checkToken(subject: claims.sub.value, issuedAt: claims.iat.value)
         verified.insert(digest, subject: claims.sub.value, role: role, issuedAt: claims.iat.value, expires: claims.exp?.value)
         return (claims.sub.value, role, claims.iat.value, claims.exp?.value)
     }

@@ -26,6 +26,8 @@ public enum CertificateAuthority {
 
     public struct Output: Sendable {
         public var files: [String]
+        /// The client certificate's serial (what `cert revoke --serial` takes).
+        public var serial: String?
     }
 
     public static func generate(serverIPs: [String], serverNames: [String], outputDir: String, caDir: String? = nil, validDays: Int = 825,
@@ -114,6 +116,14 @@ public enum CertificateAuthority {
         }
     }
 
+    static func validDNSName(_ s: String) -> Bool {
+        let labels = s.split(separator: ".", omittingEmptySubsequences: false)
+        return (1...253).contains(s.utf8.count) && labels.allSatisfy { l in
+            (1...63).contains(l.utf8.count) && l.first != "-" && l.last != "-"
+                && l.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }
+        }
+    }
+
     static func ipv4Bytes(_ s: String) -> [UInt8]? {
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 else { return nil }
@@ -135,10 +145,22 @@ public enum CertificateAuthority {
     /// `containarium cert issue`: a client certificate for one identity, signed with the CA in
     /// `caDir`, written as `client.crt`/`client.key` (with `ca.crt`) to `outputDir`, which is what
     /// `--certs-dir` (the CLI's, or `node join`'s) reads.
+    ///
+    /// A node may also get a server certificate of its own (`server.crt`/`server.key`, for its
+    /// gRPC port under `--mtls`), naming the addresses and names the control plane dials it at:
+    /// no member serves with another's certificate.
     public static func issue(caDir: String, name: String, role: String, outputDir: String, validDays: Int = 397,
-                             overwrite: Bool = false) throws(ContainariumError) -> Output {
+                             serverIPs: [String] = [], serverNames: [String] = [], overwrite: Bool = false) throws(ContainariumError) -> Output {
         guard roles.contains(role) else { throw .invalid("--role must be one of \(roles.joined(separator: ", "))") }
         guard (1...3650).contains(validDays) else { throw .invalid("--days must be between 1 and 3650") }
+        let serves = !serverIPs.isEmpty || !serverNames.isEmpty
+        guard !serves || role == "node" else { throw .invalid("--server-ip and --server-name are for a node's own server certificate (--role node)") }
+        var ipBytes: [[UInt8]] = []
+        for ip in serverIPs {
+            guard let bytes = ipv4Bytes(ip) else { throw .invalid("'\(ip)' is not an IPv4 address") }
+            ipBytes.append(bytes)
+        }
+        for n in serverNames where !Self.validDNSName(n) { throw .invalid("'\(n)' is not a DNS name") }
         let subject: String
         switch role {
         case "node":
@@ -152,7 +174,7 @@ public enum CertificateAuthority {
             subject = try Username(name).value
         }
         let fm = FileManager.default
-        let files = ["ca.crt", "client.crt", "client.key"].map { "\(outputDir)/\($0)" }
+        let files = (["ca.crt", "client.crt", "client.key"] + (serves ? ["server.crt", "server.key"] : [])).map { "\(outputDir)/\($0)" }
         if !overwrite, let existing = files.first(where: { fm.fileExists(atPath: $0) }) {
             throw .alreadyExists("\(existing) exists; pass --force to replace it")
         }
@@ -184,7 +206,29 @@ public enum CertificateAuthority {
             try writeFile(files[0], caPEM, secret: false)
             try writeFile(files[1], try cert.serializeAsPEM().pemString + "\n", secret: false)
             try writeFile(files[2], key.pemRepresentation + "\n", secret: true)
-            return Output(files: files)
+            if serves {
+                let serverKey = P256.Signing.PrivateKey()
+                let serverPriv = Certificate.PrivateKey(serverKey)
+                let sans: [GeneralName] = serverNames.map { .dnsName($0) } + ipBytes.map { .ipAddress(ASN1OctetString(contentBytes: ArraySlice($0))) }
+                let serverCert = try Certificate(
+                    version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: serverPriv.publicKey, notValidBefore: now,
+                    notValidAfter: min(now.addingTimeInterval(Double(validDays) * 86400), ca.notValidAfter),
+                    issuer: ca.subject, subject: try DistinguishedName {
+                        OrganizationName("Containarium")
+                        CommonName(serverNames.first ?? serverIPs.first ?? subject)
+                    }, signatureAlgorithm: .ecdsaWithSHA256,
+                    extensions: try Certificate.Extensions {
+                        Critical(BasicConstraints.notCertificateAuthority)
+                        Critical(KeyUsage(digitalSignature: true, keyAgreement: true))
+                        try ExtendedKeyUsage([.serverAuth])
+                        AuthorityKeyIdentifier(keyIdentifier: try ca.extensions.subjectKeyIdentifier?.keyIdentifier)
+                        SubjectAlternativeNames(sans)
+                    },
+                    issuerPrivateKey: caPriv)
+                try writeFile(files[3], try serverCert.serializeAsPEM().pemString + "\n", secret: false)
+                try writeFile(files[4], serverKey.pemRepresentation + "\n", secret: true)
+            }
+            return Output(files: files, serial: CertificateIdentity.serial(of: cert))
         } catch let e as ContainariumError {
             throw e
         } catch {
@@ -197,6 +241,22 @@ public enum CertificateAuthority {
 /// unit, its role. A certificate without a role names nobody (certificates from before roles
 /// existed must be re-issued).
 public enum CertificateIdentity {
+    /// A certificate's serial number as revocations name it: lower-case hex without leading zeros.
+    public static func serial(of cert: Certificate) -> String {
+        let hex = cert.serialNumber.bytes.map { String(format: "%02x", $0) }.joined()
+        let trimmed = hex.drop { $0 == "0" }
+        return trimmed.isEmpty ? "0" : String(trimmed)
+    }
+
+    /// The serial of the PEM certificate in `path` (`cert revoke --cert`).
+    public static func serial(ofPEMFile path: String) throws(ContainariumError) -> String {
+        do {
+            return serial(of: try Certificate(pemEncoded: String(contentsOfFile: path, encoding: .utf8)))
+        } catch {
+            throw ContainariumError(.invalidArgument, "cannot read a PEM certificate from \(path)", cause: "\(error)")
+        }
+    }
+
     public static func of(_ cert: Certificate) throws(ContainariumError) -> (subject: String, role: Role, issuedAt: Date, expiresAt: Date) {
         var cn: [String] = [], ou: [String] = []
         for rdn in cert.subject {

@@ -267,7 +267,7 @@ public enum Daemon {
         let events = DaemonEvents()
         let inventory = Inventory(service: service, events: events, logger: logger)
         let plane = ControlPlane(service: service, store: store, inventory: inventory, events: events, logger: logger)
-        let tokens = try await Tokens(secret: options.jwtSecret)
+        let tokens = try await Tokens(secret: options.jwtSecret, revocations: plane.revocations)
         let reconciler = Reconciler(plane: plane, grace: options.orphanGrace)
 
         // Startup reconciliation happens before any request is served.

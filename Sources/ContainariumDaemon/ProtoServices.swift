@@ -37,6 +37,7 @@ struct GRPCAuth: Sendable {
                 throw .unauthenticated("no client certificate")
             }
             let id = try CertificateIdentity.of(cert)
+            try await plane.revocations.checkCertificate(serial: CertificateIdentity.serial(of: cert))
             var who = Caller(subject: id.subject, role: id.role, source: peer, interface: "grpc", issuedAt: id.issuedAt, expiresAt: id.expiresAt)
             who.byCertificate = true
             return who
@@ -415,6 +416,14 @@ struct SystemServiceV1: Containarium_V1_SystemService.ServiceProtocol {
 
     func getCapacity(request: ServerRequest<Containarium_V1_GetCapacityRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_Capacity> {
         await auth.unary("GetCapacity", request, context, api.getCapacity)
+    }
+
+    func revokeCredentials(request: ServerRequest<Containarium_V1_RevokeCredentialsRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_Revocation> {
+        await auth.unary("RevokeCredentials", request, context, api.revokeCredentials)
+    }
+
+    func listRevocations(request: ServerRequest<Containarium_V1_ListRevocationsRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_ListRevocationsResponse> {
+        await auth.unary("ListRevocations", request, context, api.listRevocations)
     }
 
     func listGatewayBans(request: ServerRequest<Containarium_V1_ListGatewayBansRequest>, context: ServerContext) async throws -> ServerResponse<Containarium_V1_ListGatewayBansResponse> {

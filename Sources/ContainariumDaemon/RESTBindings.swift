@@ -67,6 +67,8 @@ enum RESTBindings {
         unary("SystemService/GetSystemInfo", "system.info", .ok) { (api, who, m: Containarium_V1_GetSystemInfoRequest) async throws(ContainariumError) in try await api.getSystemInfo(who, m) },
         unary("SystemService/ListPlugins", "system.plugins", .ok) { (api, who, m: Containarium_V1_ListPluginsRequest) async throws(ContainariumError) in try await api.listPlugins(who, m) },
         unary("SystemService/ListStacks", "system.stacks", .ok) { (api, who, m: Containarium_V1_ListStacksRequest) async throws(ContainariumError) in try await api.listStacks(who, m) },
+        unary("SystemService/RevokeCredentials", "credentials.revoke", .created) { (api, who, m: Containarium_V1_RevokeCredentialsRequest) async throws(ContainariumError) in try await api.revokeCredentials(who, m) },
+        unary("SystemService/ListRevocations", "credentials.revocations", .ok) { (api, who, m: Containarium_V1_ListRevocationsRequest) async throws(ContainariumError) in try await api.listRevocations(who, m) },
         unary("SystemService/GetCatalog", "system.catalog", .ok) { (api, who, m: Containarium_V1_GetCatalogRequest) async throws(ContainariumError) in try await api.getCatalog(who, m) },
         unary("SystemService/ListBackends", "system.backends", .ok) { (api, who, m: Containarium_V1_ListBackendsRequest) async throws(ContainariumError) in try await api.listBackends(who, m) },
         unary("SystemService/GetNodeMetrics", "system.node-metrics", .ok) { (api, who, m: Containarium_V1_GetNodeMetricsRequest) async throws(ContainariumError) in try await api.getNodeMetrics(who, m) },

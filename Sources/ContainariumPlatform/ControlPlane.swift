@@ -21,6 +21,8 @@ public final class ControlPlane: Sendable {
     let gpuReportError = Mutex<String?>(nil)
     /// Bounds the audit rows unauthenticated refusals can write.
     public let auditLimiter = AuditLimiter()
+    /// Revoked tokens (by subject) and client certificates (by serial).
+    public let revocations: Revocations
     /// Bounds the commands running at once (per environment and on this node).
     public let execSlots: ExecSlots
     public let node: String
@@ -40,6 +42,7 @@ public final class ControlPlane: Sendable {
     public init(service: EnvironmentService, store: Store, inventory: Inventory, events: DaemonEvents, logger: Logger,
                 execSlots: ExecSlots = ExecSlots()) {
         self.execSlots = execSlots
+        self.revocations = Revocations(store: store)
         self.service = service
         self.store = store
         self.inventory = inventory
@@ -819,6 +822,33 @@ public final class ControlPlane: Sendable {
             _ = try? await store.removeKey(user.value, fingerprint: fingerprint)
             changed(user.value)
         }
+    }
+
+    // MARK: - revocation
+
+    /// Revoke every token of `subject` issued until now, or one client certificate by serial:
+    /// admins only, audited either way.
+    public func revokeCredentials(_ caller: Caller, subject: String?, certificateSerial: String?) async throws(ContainariumError) -> Revocations.Entry {
+        let target = subject ?? certificateSerial.map { "certificate " + $0 } ?? "-"
+        return try await audited(caller, "credentials.revoke", target) { () async throws(ContainariumError) -> Revocations.Entry in
+            guard caller.isAdmin else { throw .denied("revoking credentials needs the admin role") }
+            switch (subject, certificateSerial) {
+            case (let subject?, nil):
+                guard (1...128).contains(subject.utf8.count),
+                      subject.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-@".unicodeScalars.contains($0) })
+                else { throw .invalid("'\(subject)' is not a subject a token can name") }
+                return try await revocations.revokeTokens(of: subject)
+            case (nil, let serial?):
+                return try await revocations.revokeCertificate(serial: serial)
+            default:
+                throw .invalid("give exactly one of subject and certificateSerial")
+            }
+        }
+    }
+
+    public func listRevocations(_ caller: Caller) async throws(ContainariumError) -> [Revocations.Entry] {
+        guard caller.isAdmin else { throw .denied("the revocation list is for admins") }
+        return try await revocations.list()
     }
 
     // MARK: - credentials

@@ -114,6 +114,32 @@ public enum Containarium_V1_SystemService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RevokeCredentials" metadata.
+        public enum RevokeCredentials: Sendable {
+            /// Request type for "RevokeCredentials".
+            public typealias Input = Containarium_V1_RevokeCredentialsRequest
+            /// Response type for "RevokeCredentials".
+            public typealias Output = Containarium_V1_Revocation
+            /// Descriptor for "RevokeCredentials".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.SystemService"),
+                method: "RevokeCredentials",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListRevocations" metadata.
+        public enum ListRevocations: Sendable {
+            /// Request type for "ListRevocations".
+            public typealias Input = Containarium_V1_ListRevocationsRequest
+            /// Response type for "ListRevocations".
+            public typealias Output = Containarium_V1_ListRevocationsResponse
+            /// Descriptor for "ListRevocations".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "containarium.v1.SystemService"),
+                method: "ListRevocations",
+                type: .unary
+            )
+        }
         /// Namespace for "GetCatalog" metadata.
         public enum GetCatalog: Sendable {
             /// Request type for "GetCatalog".
@@ -162,6 +188,8 @@ public enum Containarium_V1_SystemService: Sendable {
             GetCapacity.descriptor,
             ListGatewayBans.descriptor,
             LiftGatewayBan.descriptor,
+            RevokeCredentials.descriptor,
+            ListRevocations.descriptor,
             GetCatalog.descriptor,
             ListBackends.descriptor,
             GetNodeMetrics.descriptor
@@ -298,11 +326,41 @@ extension Containarium_V1_SystemService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_LiftGatewayBanResponse>
 
-        /// Handle the "GetCatalog" method.
+        /// Handle the "RevokeCredentials" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > What a create form offers: OS types, stacks, the default image.
+        /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
+        /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_RevokeCredentialsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_Revocation` messages.
+        func revokeCredentials(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_RevokeCredentialsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_Revocation>
+
+        /// Handle the "ListRevocations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Containarium_V1_ListRevocationsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Containarium_V1_ListRevocationsResponse` messages.
+        func listRevocations(
+            request: GRPCCore.StreamingServerRequest<Containarium_V1_ListRevocationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListRevocationsResponse>
+
+        /// Handle the "GetCatalog" method.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Containarium_V1_GetCatalogRequest` messages.
@@ -468,11 +526,41 @@ extension Containarium_V1_SystemService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Containarium_V1_LiftGatewayBanResponse>
 
-        /// Handle the "GetCatalog" method.
+        /// Handle the "RevokeCredentials" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > What a create form offers: OS types, stacks, the default image.
+        /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
+        /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_RevokeCredentialsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Containarium_V1_Revocation` message.
+        func revokeCredentials(
+            request: GRPCCore.ServerRequest<Containarium_V1_RevokeCredentialsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Containarium_V1_Revocation>
+
+        /// Handle the "ListRevocations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListRevocationsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Containarium_V1_ListRevocationsResponse` message.
+        func listRevocations(
+            request: GRPCCore.ServerRequest<Containarium_V1_ListRevocationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListRevocationsResponse>
+
+        /// Handle the "GetCatalog" method.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -636,11 +724,41 @@ extension Containarium_V1_SystemService {
             context: GRPCCore.ServerContext
         ) async throws -> Containarium_V1_LiftGatewayBanResponse
 
-        /// Handle the "GetCatalog" method.
+        /// Handle the "RevokeCredentials" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > What a create form offers: OS types, stacks, the default image.
+        /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
+        /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
+        ///
+        /// - Parameters:
+        ///   - request: A `Containarium_V1_RevokeCredentialsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Containarium_V1_Revocation` to respond with.
+        func revokeCredentials(
+            request: Containarium_V1_RevokeCredentialsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Containarium_V1_Revocation
+
+        /// Handle the "ListRevocations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Containarium_V1_ListRevocationsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Containarium_V1_ListRevocationsResponse` to respond with.
+        func listRevocations(
+            request: Containarium_V1_ListRevocationsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Containarium_V1_ListRevocationsResponse
+
+        /// Handle the "GetCatalog" method.
         ///
         /// - Parameters:
         ///   - request: A `Containarium_V1_GetCatalogRequest` message.
@@ -774,6 +892,28 @@ extension Containarium_V1_SystemService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Containarium_V1_SystemService.Method.RevokeCredentials.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_RevokeCredentialsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_Revocation>(),
+            handler: { request, context in
+                try await self.revokeCredentials(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Containarium_V1_SystemService.Method.ListRevocations.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListRevocationsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListRevocationsResponse>(),
+            handler: { request, context in
+                try await self.listRevocations(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Containarium_V1_SystemService.Method.GetCatalog.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_GetCatalogRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_Catalog>(),
@@ -883,6 +1023,28 @@ extension Containarium_V1_SystemService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_LiftGatewayBanResponse> {
         let response = try await self.liftGatewayBan(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func revokeCredentials(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_RevokeCredentialsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_Revocation> {
+        let response = try await self.revokeCredentials(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listRevocations(
+        request: GRPCCore.StreamingServerRequest<Containarium_V1_ListRevocationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListRevocationsResponse> {
+        let response = try await self.listRevocations(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1010,6 +1172,32 @@ extension Containarium_V1_SystemService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Containarium_V1_LiftGatewayBanResponse> {
         return GRPCCore.ServerResponse<Containarium_V1_LiftGatewayBanResponse>(
             message: try await self.liftGatewayBan(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func revokeCredentials(
+        request: GRPCCore.ServerRequest<Containarium_V1_RevokeCredentialsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Containarium_V1_Revocation> {
+        return GRPCCore.ServerResponse<Containarium_V1_Revocation>(
+            message: try await self.revokeCredentials(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listRevocations(
+        request: GRPCCore.ServerRequest<Containarium_V1_ListRevocationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListRevocationsResponse> {
+        return GRPCCore.ServerResponse<Containarium_V1_ListRevocationsResponse>(
+            message: try await self.listRevocations(
                 request: request.message,
                 context: context
             ),
@@ -1208,11 +1396,51 @@ extension Containarium_V1_SystemService {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_LiftGatewayBanResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
-        /// Call the "GetCatalog" method.
+        /// Call the "RevokeCredentials" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > What a create form offers: OS types, stacks, the default image.
+        /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
+        /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_RevokeCredentialsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_RevokeCredentialsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_Revocation` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func revokeCredentials<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_RevokeCredentialsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_RevokeCredentialsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_Revocation>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Revocation>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListRevocations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListRevocationsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_ListRevocationsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ListRevocationsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listRevocations<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_ListRevocationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ListRevocationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ListRevocationsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListRevocationsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetCatalog" method.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -1513,11 +1741,73 @@ extension Containarium_V1_SystemService {
             )
         }
 
-        /// Call the "GetCatalog" method.
+        /// Call the "RevokeCredentials" method.
         ///
         /// > Source IDL Documentation:
         /// >
         /// > What a create form offers: OS types, stacks, the default image.
+        /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
+        /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_RevokeCredentialsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_RevokeCredentialsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_Revocation` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func revokeCredentials<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_RevokeCredentialsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_RevokeCredentialsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_Revocation>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Revocation>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Containarium_V1_SystemService.Method.RevokeCredentials.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListRevocations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Containarium_V1_ListRevocationsRequest` message.
+        ///   - serializer: A serializer for `Containarium_V1_ListRevocationsRequest` messages.
+        ///   - deserializer: A deserializer for `Containarium_V1_ListRevocationsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listRevocations<Result>(
+            request: GRPCCore.ClientRequest<Containarium_V1_ListRevocationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Containarium_V1_ListRevocationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Containarium_V1_ListRevocationsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListRevocationsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Containarium_V1_SystemService.Method.ListRevocations.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetCatalog" method.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -1804,11 +2094,63 @@ extension Containarium_V1_SystemService.ClientProtocol {
         )
     }
 
-    /// Call the "GetCatalog" method.
+    /// Call the "RevokeCredentials" method.
     ///
     /// > Source IDL Documentation:
     /// >
     /// > What a create form offers: OS types, stacks, the default image.
+    /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
+    /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Containarium_V1_RevokeCredentialsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func revokeCredentials<Result>(
+        request: GRPCCore.ClientRequest<Containarium_V1_RevokeCredentialsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Revocation>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.revokeCredentials(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_RevokeCredentialsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_Revocation>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRevocations" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Containarium_V1_ListRevocationsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRevocations<Result>(
+        request: GRPCCore.ClientRequest<Containarium_V1_ListRevocationsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListRevocationsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listRevocations(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Containarium_V1_ListRevocationsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Containarium_V1_ListRevocationsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetCatalog" method.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -2107,11 +2449,71 @@ extension Containarium_V1_SystemService.ClientProtocol {
         )
     }
 
-    /// Call the "GetCatalog" method.
+    /// Call the "RevokeCredentials" method.
     ///
     /// > Source IDL Documentation:
     /// >
     /// > What a create form offers: OS types, stacks, the default image.
+    /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
+    /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func revokeCredentials<Result>(
+        _ message: Containarium_V1_RevokeCredentialsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_Revocation>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Containarium_V1_RevokeCredentialsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.revokeCredentials(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRevocations" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRevocations<Result>(
+        _ message: Containarium_V1_ListRevocationsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Containarium_V1_ListRevocationsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Containarium_V1_ListRevocationsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listRevocations(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetCatalog" method.
     ///
     /// - Parameters:
     ///   - message: request message to send.

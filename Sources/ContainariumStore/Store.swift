@@ -246,6 +246,17 @@ public struct Store: Sendable {
         try await db.query("SELECT value FROM settings WHERE name = ?", [.text(name)]).first?["value"].string
     }
 
+    /// Every setting whose name starts with `prefix` (which holds no LIKE wildcard), by name.
+    public func settings(prefix: String) async throws(ContainariumError) -> [String: String] {
+        guard !prefix.contains("%"), !prefix.contains("_") else { throw .invalid("a settings prefix must not contain % or _") }
+        let rows = try await db.query("SELECT name, value FROM settings WHERE name LIKE ?", [.text(prefix + "%")])
+        var out: [String: String] = [:]
+        for r in rows {
+            if let n = r["name"].string, n.hasPrefix(prefix), let v = r["value"].string { out[n] = v }
+        }
+        return out
+    }
+
     public func setSetting(_ name: String, _ value: String) async throws(ContainariumError) {
         try await db.query(
             "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

@@ -192,7 +192,7 @@ struct DaemonCommand: AsyncParsableCommand {
 }
 
 struct TokenCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens.", subcommands: [TokenGenerate.self])
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens.", subcommands: [TokenGenerate.self, CertRevoke.self])
 }
 
 struct TokenGenerate: AsyncParsableCommand {
@@ -223,7 +223,7 @@ struct TokenGenerate: AsyncParsableCommand {
 }
 
 struct CertCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cert", abstract: "mTLS certificates.", subcommands: [CertGenerate.self, CertIssue.self])
+    static let configuration = CommandConfiguration(commandName: "cert", abstract: "mTLS certificates.", subcommands: [CertGenerate.self, CertIssue.self, CertRevoke.self])
 }
 
 struct CertGenerate: AsyncParsableCommand {
@@ -252,13 +252,44 @@ struct CertIssue: AsyncParsableCommand {
     @Option(help: "admin, user or node.") var role: String
     @Option(name: .customLong("output-dir"), help: "Where to write ca.crt, client.crt and client.key (a --certs-dir).") var outputDir: String
     @Option(help: "Validity in days.") var days = 397
+    @Option(name: .customLong("server-ip"), help: "For --role node: also a server certificate for the node's own gRPC port, valid for this IPv4 address (repeatable).") var serverIPs: [String] = []
+    @Option(name: .customLong("server-name"), help: "For --role node: a DNS name for the node's server certificate (repeatable).") var serverNames: [String] = []
     @Flag(help: "Replace existing files.") var force = false
 
     func run() async throws {
         let out = try await ContainariumCLI.run { () throws(ContainariumError) in
-            try CertificateAuthority.issue(caDir: caDir, name: name, role: role, outputDir: outputDir, validDays: days, overwrite: force)
+            try CertificateAuthority.issue(caDir: caDir, name: name, role: role, outputDir: outputDir, validDays: days,
+                                           serverIPs: serverIPs, serverNames: serverNames, overwrite: force)
         }
         for f in out.files { print("wrote \(f)") }
+        if let serial = out.serial { print("client certificate serial \(serial) (revoke it with `containarium cert revoke --serial \(serial)`)") }
+    }
+}
+
+/// Revocation goes through a daemon (it keeps the list in its store): tokens by subject, or
+/// one client certificate by serial (or read from its PEM file).
+struct CertRevoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke", abstract: "Revoke a client certificate (by serial or file), or every token of a subject issued until now.")
+    @Option(help: "The certificate's serial number (hex), as `cert issue` printed it.") var serial: String?
+    @Option(help: "The certificate's PEM file (its serial is read from it).") var cert: String?
+    @Option(name: .customLong("tokens-of"), help: "Revoke every token of this subject (a user, an administrator's name, node.NAME) issued until now.") var tokensOf: String?
+    @OptionGroup var remote: RemoteOptions
+
+    func run() async throws {
+        guard [serial, cert, tokensOf].compactMap({ $0 }).count == 1 else { throw fail(.invalid("give exactly one of --serial, --cert and --tokens-of")) }
+        var request = Containarium_V1_RevokeCredentialsRequest()
+        if let tokensOf { request.subject = tokensOf }
+        if let serial { request.certificateSerial = serial }
+        if let cert {
+            request.certificateSerial = try await ContainariumCLI.run { () throws(ContainariumError) in try CertificateIdentity.serial(ofPEMFile: cert) }
+        }
+        guard let client = try remote.daemon() else {
+            throw fail(ContainariumError(.failedPrecondition, "no daemon runs here: revocations live in a daemon's store; give --server"))
+        }
+        let r = try await client.cli { c in try await c.system.revokeCredentials(request, metadata: c.metadata) }
+        let what = r.subject.isEmpty ? "certificate \(r.certificateSerial)" : "tokens of \(r.subject)"
+        print("✓ revoked \(what) (issued until \(r.revokedAt.date.formatted(.iso8601)))")
     }
 }
 

@@ -98,6 +98,10 @@ struct RESTTests {
                 Route(method: .delete, path: c + "/collaborators/daveowner", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 200, .admin: 404]),
                 Route(method: .get, path: "/v1/audit", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
                 Route(method: .get, path: "/v1/nodes", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .get, path: c + "/credentials", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 501, .admin: 501]),
+                Route(method: .get, path: "/v1/revocations", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .post, path: "/v1/revocations", body: { _ in #"{"subject": "nobody-at-all"}"# },
+                      expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 201]),
                 Route(method: .delete, path: c, expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 200, .admin: 404]),
             ]
             try await Self.app(h).test(.router) { client in

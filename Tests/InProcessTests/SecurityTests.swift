@@ -247,6 +247,51 @@ struct SecurityTests {
         events.close()
     }
 
+    @Test("revocation: an admin revokes a subject's tokens (cached or not, refused; one issued later works; others unaffected) and a certificate by serial; another daemon on the same store learns it; users cannot revoke; malformed requests are 400")
+    func revocation() async throws {
+        try await Harness.with { (h: Harness) async throws in
+            let admin = Harness.caller("admin", .admin), alice = Harness.caller("alice")
+            let old = try await h.token("alice")
+            #expect(try await h.tokens.verify(old).subject == "alice")  // now in the verified cache
+            let byUser = await Self.refusal { try await h.plane.revokeCredentials(alice, subject: "bob", certificateSerial: nil) }
+            #expect(byUser?.code == .permissionDenied, "\(String(describing: byUser))")
+            let listByUser = await Self.refusal { try await h.plane.listRevocations(alice) }
+            #expect(listByUser?.code == .permissionDenied)
+
+            let revoked = try await h.plane.revokeCredentials(admin, subject: "alice", certificateSerial: nil)
+            #expect(revoked.subject == "alice" && revoked.certificateSerial == nil)
+            let refused = await Self.refusal { try await h.tokens.verify(old) }
+            #expect(refused?.code == .unauthenticated && refused?.message.contains("revoked") == true, "\(String(describing: refused))")
+            // A token issued after the revocation works; another subject's was never affected.
+            let fresh = try await h.token("alice", now: Date().addingTimeInterval(2))
+            #expect(try await h.tokens.verify(fresh).subject == "alice")
+            #expect(try await h.tokens.verify(try await h.token("bob")).subject == "bob")
+
+            // Certificates by serial, in any spelling of the same number.
+            let cert = try await h.plane.revokeCredentials(admin, subject: nil, certificateSerial: "00:AB:cd")
+            #expect(cert.certificateSerial == "abcd")
+            let certRefused = await Self.refusal { try await h.plane.revocations.checkCertificate(serial: "0abcd") }
+            #expect(certRefused?.code == .unauthenticated, "\(String(describing: certRefused))")
+            try await h.plane.revocations.checkCertificate(serial: "abce")
+
+            // Another daemon sharing the store honours both (its cache is fresh).
+            let other = Revocations(store: h.plane.store, refresh: 0)
+            let elsewhere = await Self.refusal { try await other.checkToken(subject: "alice", issuedAt: Date().addingTimeInterval(-60)) }
+            #expect(elsewhere?.code == .unauthenticated)
+            let certElsewhere = await Self.refusal { try await other.checkCertificate(serial: "ABCD") }
+            #expect(certElsewhere?.code == .unauthenticated)
+
+            for (subject, serial) in [(nil, nil), ("alice", "ab"), (nil, "xyz"), ("bad subject!", nil)] as [(String?, String?)] {
+                let bad = await Self.refusal { try await h.plane.revokeCredentials(admin, subject: subject, certificateSerial: serial) }
+                #expect(bad?.code == .invalidArgument, "\(String(describing: subject)) \(String(describing: serial)): \(String(describing: bad))")
+            }
+            let listed = try await h.plane.listRevocations(admin)
+            #expect(listed.count == 2 && listed.contains { $0.subject == "alice" } && listed.contains { $0.certificateSerial == "abcd" })
+            let rows = try await h.audit(action: "credentials.revoke")
+            #expect(rows.count == 7 && rows.filter { $0.result == "ok" }.count == 2, "\(rows)")
+        }
+    }
+
     static func refusal(_ body: () async throws -> some Any) async -> ContainariumError? {
         do {
             _ = try await body()

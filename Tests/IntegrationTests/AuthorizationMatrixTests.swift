@@ -86,6 +86,8 @@ struct AuthorizationMatrixTests {
             Route(method: "DELETE", path: "/v1/nodes/no-such-node", notOwner: 403, collaborator: 403, owner: 403, admin: 404),
             Route(method: "POST", path: "/v1/schedule/explain", body: #"{"resources": {"cpu": "1"}}"#, notOwner: 403, collaborator: 403, owner: 403, admin: 200),
             Route(method: "GET", path: "/v1/catalog", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/revocations", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "POST", path: "/v1/revocations", body: HTTP.json(["subject": "nobody-at-all"]), notOwner: 403, collaborator: 403, owner: 403, admin: 201),
             Route(method: "GET", path: "/v1/metrics/node", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
             Route(method: "GET", path: c + "/metrics", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
             Route(method: "GET", path: c + "/ssh-config", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
@@ -120,7 +122,7 @@ struct AuthorizationMatrixTests {
             table.append(row)
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
-        #expect(routes.count == 35)
+        #expect(routes.count == 37)
         // Refused credentials (none, expired and forged for each route, all from one address)
         // are audited up to the daemon's limit per address and minute (20), not one row each.
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []

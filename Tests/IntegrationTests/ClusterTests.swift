@@ -206,10 +206,19 @@ struct ClusterTests {
         // The node gets its own certificate; so does a user.
         let nodeCerts = boxes[1].dir.appendingPathComponent("node-certs"), userCerts = boxes[0].dir.appendingPathComponent("user-certs")
         let u = "cm\(sfx)", other = "co\(sfx)"
-        for (name, role, dir) in [(n1, "node", nodeCerts), (u, "user", userCerts)] {
-            let issued = try Run.run(TestEnv.cliPath, ["cert", "issue", "--ca-dir", caDir.path, "--name", name, "--role", role, "--output-dir", dir.path])
-            #expect(issued.status == 0, "\(issued.output)")
+        var serials: [String: String] = [:]
+        for (name, role, dir, extra) in [(n1, "node", nodeCerts, ["--server-ip", "127.0.0.1"]), (u, "user", userCerts, [])] {
+            let issued = try Run.run(TestEnv.cliPath, ["cert", "issue", "--ca-dir", caDir.path, "--name", name, "--role", role, "--output-dir", dir.path] + extra)
+            #expect(issued.status == 0 && issued.stdout.contains("client certificate serial "), "\(issued.output)")
+            serials[role] = issued.stdout.components(separatedBy: "client certificate serial ").last?.split(separator: " ").first.map(String.init)
         }
+        // The node serves its gRPC port with a server certificate of its own, not the control plane's.
+        let nodeServer = try String(contentsOf: nodeCerts.appendingPathComponent("server.crt"), encoding: .utf8)
+        #expect(nodeServer != (try String(contentsOf: certs.appendingPathComponent("server.crt"), encoding: .utf8)))
+        #expect(!fm.fileExists(atPath: userCerts.appendingPathComponent("server.crt").path))
+        let serverForUser = try Run.run(TestEnv.cliPath, ["cert", "issue", "--ca-dir", caDir.path, "--name", u, "--role", "user", "--server-ip", "127.0.0.1",
+                                                          "--output-dir", userCerts.path + "-s"])
+        #expect(serverForUser.status != 0 && serverForUser.stderr.contains("--role node"), "\(serverForUser.output)")
         let badRole = try Run.run(TestEnv.cliPath, ["cert", "issue", "--ca-dir", caDir.path, "--name", "x", "--role", "root", "--output-dir", userCerts.path + "-x"])
         #expect(badRole.status != 0 && badRole.stderr.contains("--role must be one of"), "\(badRole.output)")
 
@@ -221,7 +230,7 @@ struct ClusterTests {
         let admin = try cp.token("admin", roles: "admin")
         let token = try Run.run(TestEnv.cliPath, ["node", "token", "--node", n1, "--secret-file", cp.secretFile.path]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--mtls", "--certs-dir", certs.path, "--reconcile-interval", "3600"])
+        let node = try DaemonProcess(sandbox: boxes[1], extraArgs: ["--mtls", "--certs-dir", nodeCerts.path, "--reconcile-interval", "3600"])
         // Without client certificates the control plane does not even answer.
         let refused = try boxes[1].cli(["node", "join", "--insecure-plaintext", "--server", "127.0.0.1:\(cp.grpcPort)", "--token", token,
                                         "--advertise", "127.0.0.1:\(node.grpcPort)", "--state-dir", node.stateDir.path])
@@ -271,6 +280,16 @@ struct ClusterTests {
         #expect(try boxes[1].exists("\(u)-container"))
         let listed = try boxes[0].cli(["list", "--server", server, "--certs-dir", userCerts.path])
         #expect(listed.status == 0 && listed.stdout.contains(u), "the user sees their own environment: \(listed.output)")
+        // An administrator revokes the user's certificate (read from its file): every call with it
+        // is refused from then on, by serial; the node's certificate still reports.
+        let revoke = try boxes[0].cli(["cert", "revoke", "--cert", userCerts.appendingPathComponent("client.crt").path, "--server", server, "--certs-dir", certs.path])
+        #expect(revoke.status == 0 && revoke.stdout.contains("revoked certificate \(serials["user"] ?? "?")"), "\(revoke.output)")
+        let afterRevoke = try boxes[0].cli(["list", "--server", server, "--certs-dir", userCerts.path])
+        #expect(afterRevoke.status != 0 && afterRevoke.stderr.contains("was revoked"), "\(afterRevoke.output)")
+        let byNode = try boxes[1].cli(["cert", "revoke", "--serial", serials["node"] ?? "", "--server", server, "--certs-dir", nodeCerts.path])
+        #expect(byNode.status != 0, "a node revoked a certificate: \(byNode.output)")
+        let revocations = try HTTP.call("GET", cp.base + "/v1/revocations", token: admin).json?["revocations"]?.items ?? []
+        #expect(revocations.count == 1 && revocations.first?["certificateSerial"]?.stringValue == serials["user"], "\(revocations)")
         let exec = try HTTP.call("GET", cp.base + "/v1/containers/\(u)", token: admin)
         #expect(exec.json?["node"]?.stringValue == n1)
         #expect(try HTTP.call("DELETE", cp.base + "/v1/containers/\(u)", token: admin).status == 200)
