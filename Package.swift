@@ -20,6 +20,9 @@ let package = Package(
         // Plugins are shared libraries loaded by the host with dlopen; never linked into it.
         .library(name: "IncusLXC", type: .dynamic, targets: ["IncusLXC"]),
         .library(name: "QemuWindows", type: .dynamic, targets: ["QemuWindows"]),
+        // scanner/1 plugins: ClamAV (clamd, else clamscan) and Trivy (secrets, vulnerabilities, misconfigurations).
+        .library(name: "ClamAVScanner", type: .dynamic, targets: ["ClamAVScanner"]),
+        .library(name: "TrivyScanner", type: .dynamic, targets: ["TrivyScanner"]),
         // Test double of an instances/1 backend, loaded by the in-process tests with dlopen.
         .library(name: "FakeInstances", type: .dynamic, targets: ["FakeInstances"]),
     ],
@@ -216,6 +219,34 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // What the scanner plugins share: roots confinement, the descriptor-based tree walk,
+        // child processes with a deadline, strict configuration. Linked into each plugin.
+        .target(
+            name: "ScannerKit",
+            dependencies: ["PluginKit", "ContainariumCore"],
+            path: "Plugins/ScannerKit",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
+        // Scanner plugin: ClamAV over clamd's socket (zFILDES), clamscan when no clamd answers.
+        .target(
+            name: "ClamAVScanner",
+            dependencies: ["ScannerKit", "PluginKit", "PluginABI", "ContainariumCore"],
+            path: "Plugins/ClamAV",
+            exclude: ["plugin.json", "README.md"],
+            swiftSettings: strict
+        ),
+
+        // Scanner plugin: Trivy (`trivy rootfs`, offline).
+        .target(
+            name: "TrivyScanner",
+            dependencies: ["ScannerKit", "PluginKit", "PluginABI", "ContainariumCore"],
+            path: "Plugins/Trivy",
+            exclude: ["plugin.json", "README.md"],
+            swiftSettings: strict
+        ),
+
         // The in-memory instances/1 backend the in-process tests load through PluginHost.
         .target(
             name: "FakeInstances",
@@ -252,6 +283,12 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The scanner plugins against the real clamd, clamscan and trivy (scripts/scanners.sh).
+        .testTarget(
+            name: "ScannerTests",
+            dependencies: ["ContainariumCore", "PluginHost", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

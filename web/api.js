@@ -18,7 +18,7 @@ export class Server {
     this.token = token;
   }
 
-  async call(method, path, body) {
+  async call(method, path, body, raw = false) {
     const headers = { Authorization: `Bearer ${this.token}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
@@ -28,6 +28,7 @@ export class Server {
       throw new ApiError(0, "unavailable", `cannot reach ${this.url}: ${e.message}`);
     }
     const text = await response.text();
+    if (raw && response.ok) return text;
     let json = null;
     try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
     if (!response.ok) {
@@ -37,6 +38,8 @@ export class Server {
   }
 
   get(path) { return this.call("GET", path); }
+  /** The answer's text as it is (a CSV export, say); errors as for `call`. */
+  getText(path) { return this.call("GET", path, undefined, true); }
   post(path, body) { return this.call("POST", path, body); }
   put(path, body) { return this.call("PUT", path, body); }
   del(path) { return this.call("DELETE", path); }

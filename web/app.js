@@ -1,5 +1,6 @@
 // The Containarium dashboard: several daemons in tabs, their environments live over the event
-// stream, create/resize/delete/collaborators/SSH config, a terminal, metrics, nodes, audit.
+// stream, create/resize/delete/collaborators/SSH config, a terminal, metrics, nodes, audit,
+// security scans.
 import { ApiError, Server } from "./api.js";
 import { canGenerate, download, generateEd25519 } from "./sshkey.js";
 
@@ -80,6 +81,8 @@ async function activate(id) {
   localStorage.setItem(ACTIVE, state.server?.id ?? "");
   state.envs.clear();
   state.cards.clear();
+  resetSecurity();
+  if (secVisible()) renderSecurity();
   closeDetail();
   renderTabs();
   if (!state.server) return;
@@ -96,6 +99,7 @@ async function activate(id) {
   }
   state.abort = new AbortController();
   await Promise.all([loadEnvironments(), loadNodes(), loadCatalog()]);
+  if (state.server === server && secVisible()) loadSecurity();
   server.follow(onEvent, (up, err) => {
     if (state.server !== server) return;
     $("#server-status").dataset.live = up ? "yes" : "no";
@@ -327,6 +331,10 @@ function onEvent(type, e) {
     showStep(e.progress.step, e.progress.total, e.progress.message);
   } else if (type === "operation.finished" && state.operation && e.operation?.operationId === state.operation.id) {
     finishOperation(e.operation.state, e.operation.error || null);
+  } else if (type === "security.scan") {
+    sec.events++;
+    // The tab shows one scanner: its reports change; so do queued scans' rows.
+    if (e.scan?.scanner === sec.scanner && (secVisible() || sec.queued.size)) reloadSecuritySoon();
   }
 }
 
@@ -738,12 +746,329 @@ async function loadAudit(event) {
   }
 }
 
+// ------------------------------------------------------------------------- security ----
+// The scanners' reports (/v1/security/{clamav,trivy}-…): the latest report of each
+// environment, its history when expanded, "Scan now" (async; the security.scan event, or a
+// slow poll while the stream is down, brings the report), "Scan all" (admins), CSV export.
+const SCANNERS = { clamav: "ClamAV", trivy: "Trivy" };
+const STATUSES = ["clean", "findings", "incomplete", "failed"];
+const SEVERITY = { critical: 0, high: 1, medium: 2, low: 3 };
+const sec = {
+  scanner: "clamav",
+  summary: null,         // the scanner's SecuritySummary, or null before it loads
+  error: null,           // why the summary did not load
+  seq: 0,                // answers to an older request are dropped
+  queued: new Map(),     // `${scanner}:${username}` -> the latest report id when it was asked for
+  open: null,            // the environment whose reports are expanded
+  history: null,         // {username, scanner, reports} or {username, scanner, error} of `open`
+  openReports: new Set(),// report ids whose <details> are open
+  events: 0,             // security.scan events seen (the tests read it)
+  reloadTimer: null,
+  watching: false,
+};
+state.security = sec;
+
+const secVisible = () => !$("#view-security").hidden;
+const secName = (u) => state.envs.get(u)?.name || `${u}-container`;
+const when = (t) => (t ? new Date(t).toLocaleString() : "–");
+const secLatest = () => new Map((sec.summary?.latest ?? []).map((r) => [r.username, r]));
+
+function resetSecurity() {
+  sec.seq++;
+  sec.summary = null;
+  sec.error = null;
+  sec.queued.clear();
+  sec.open = null;
+  sec.history = null;
+  sec.openReports.clear();
+}
+
+async function loadSecurity() {
+  const server = state.server, scanner = sec.scanner, seq = ++sec.seq;
+  if (!server) return;
+  try {
+    const summary = await server.get(`/v1/security/${scanner}-summary`);
+    if (seq !== sec.seq || state.server !== server) return;
+    sec.summary = summary;
+    sec.error = null;
+  } catch (e) {
+    if (seq !== sec.seq || state.server !== server) return;
+    sec.summary = null;
+    sec.error = e;
+  }
+  if (sec.open) await loadHistory(sec.open, false);
+  renderSecurity();
+}
+
+/** Reload soon (a round of scans sends an event per environment: one reload for them all). */
+function reloadSecuritySoon() {
+  clearTimeout(sec.reloadTimer);
+  sec.reloadTimer = setTimeout(loadSecurity, 300);
+}
+
+async function loadHistory(u, render = true) {
+  const server = state.server, scanner = sec.scanner;
+  let history;
+  try {
+    const r = await server.get(`/v1/security/${scanner}-reports?${new URLSearchParams({ username: u, limit: "20" })}`);
+    history = { username: u, scanner, reports: r.reports ?? [] };
+  } catch (e) {
+    history = { username: u, scanner, error: e };
+  }
+  if (state.server !== server || sec.scanner !== scanner || sec.open !== u) return;
+  sec.history = history;
+  if (render) renderSecurity();
+}
+
+/** Queued scans whose report has come (the latest report is another one now) are done. */
+function settleQueued() {
+  if (!sec.summary) return;
+  const latest = secLatest(), done = [];
+  for (const [key, before] of sec.queued) {
+    const [scanner, u] = key.split(":");
+    const r = scanner === sec.scanner ? latest.get(u) : null;
+    if (r && r.id !== before) {
+      sec.queued.delete(key);
+      done.push(r);
+    }
+  }
+  const label = SCANNERS[sec.scanner];
+  if (done.length > 3) {
+    // A round (Scan all): one toast, not one per environment.
+    const by = {};
+    for (const r of done) by[r.status] = (by[r.status] ?? 0) + 1;
+    toast(`${label}: ${done.length} scans ended (` + Object.entries(by).map(([k, n]) => `${n} ${k}`).join(", ") + ")", done.some((r) => r.status !== "clean"));
+  } else {
+    for (const r of done) {
+      toast(`${label} scan of ${secName(r.username)}: ${r.status}` + (r.findingsCount ? ` (${r.findingsCount} findings)` : ""), r.status !== "clean");
+    }
+  }
+}
+
+function secRowsData() {
+  const latest = secLatest();
+  const names = new Set([...state.envs.keys(), ...latest.keys()]);
+  const rows = [...names].map((u) => ({ username: u, report: latest.get(u) ?? null, env: state.envs.get(u) ?? null }));
+  // Newest report first; environments never scanned after them, by name.
+  const t = (r) => (r.report?.startedAt ? Date.parse(r.report.startedAt) : -Infinity);
+  rows.sort((a, b) => (t(b) - t(a)) || a.username.localeCompare(b.username));
+  return rows;
+}
+
+function renderSecurity() {
+  settleQueued();
+  const label = SCANNERS[sec.scanner];
+  const active = document.activeElement;
+  const focusKey = active?.closest?.("#view-security") ? active.dataset.key : undefined;
+  $("#sec-scan-all").hidden = !state.admin;
+  const s = sec.summary;
+  const summary = $("#sec-summary");
+  if (sec.error) {
+    summary.textContent = "";
+    const e = sec.error;
+    $("#sec-error").textContent = `Could not load the ${label} reports: ${e.message}` +
+      (e.status === 404 ? " (this daemon has no security routes: update it)" : e.status === 0 ? " (check the address and that the daemon runs, then Refresh)" : "");
+  } else {
+    $("#sec-error").textContent = "";
+    if (!s) summary.textContent = `Loading the ${label} reports…`;
+    else if (!s.environments) {
+      summary.textContent = `${label}: no scans yet.` + (!state.envs.size ? ""
+        : state.admin ? " Scan now scans one environment; Scan all scans every one." : " Scan now scans an environment.");
+    }
+    else {
+      summary.textContent = `${label}: ${s.environments} environment${s.environments === 1 ? "" : "s"} scanned, ` +
+        `${s.clean ?? 0} clean, ${s.withFindings ?? 0} with findings, ${s.incomplete ?? 0} incomplete, ${s.failed ?? 0} failed; ` +
+        `${s.findings ?? 0} finding${s.findings === 1 ? "" : "s"} in the latest reports; last scan ${when(s.lastScanAt)}.`;
+    }
+  }
+  const all = secRowsData();
+  const node = (r) => r.report?.node || r.env?.node || "";
+  // Per node: how the latest reports of its environments went.
+  const perNode = new Map();
+  for (const r of all) {
+    const n = node(r) || "unknown";
+    const c = perNode.get(n) ?? { environments: 0, none: 0, clean: 0, findings: 0, incomplete: 0, failed: 0 };
+    c.environments++;
+    c[r.report ? (STATUSES.includes(r.report.status) ? r.report.status : "failed") : "none"]++;
+    perNode.set(n, c);
+  }
+  fillSelect($("#sec-node"), new Set(all.map(node).filter(Boolean)));
+  $("#sec-nodes").replaceChildren(...(s ? [...perNode.keys()].sort() : []).map((n) => {
+    const c = perNode.get(n);
+    const parts = [["clean", c.clean], ["with findings", c.findings], ["incomplete", c.incomplete], ["failed", c.failed], ["not scanned", c.none]]
+      .filter(([, k]) => k).map(([w, k]) => `${k} ${w}`);
+    return el("li", { dataset: { node: n } }, el("strong", {}, n), `: ${c.environments} environment${c.environments === 1 ? "" : "s"}` + (parts.length ? ` (${parts.join(", ")})` : ""));
+  }));
+  const fNode = $("#sec-node").value, fStatus = $("#sec-status").value;
+  const shown = !s ? [] : all.filter((r) => (!fNode || node(r) === fNode) && (!fStatus || (r.report?.status ?? "none") === fStatus));
+  const rows = [];
+  for (const r of shown) {
+    rows.push(secRow(r, node(r)));
+    if (sec.open === r.username) rows.push(secDetailRow(r.username));
+  }
+  $("#sec-table tbody").replaceChildren(...rows);
+  $("#sec-table").hidden = shown.length === 0;
+  const empty = $("#sec-empty");
+  empty.hidden = shown.length > 0 || !s;
+  empty.textContent = all.length === 0
+    ? "No environments yet: create one under Environments, then scan it here."
+    : "No environment matches these filters: choose another node or status.";
+  if (focusKey) document.querySelector(`#view-security [data-key="${CSS.escape(focusKey)}"]`)?.focus();
+}
+
+function statusBadge(status) {
+  const known = [...STATUSES, "queued", "none"].includes(status);
+  return el("span", { class: `badge scan-${known ? status : "failed"}` }, status === "none" ? "not scanned" : status);
+}
+
+function secRow({ username: u, report: r, env }, node) {
+  const name = secName(u), queued = sec.queued.has(`${sec.scanner}:${u}`);
+  const open = sec.open === u;
+  const status = el("td", {}, statusBadge(r?.status ?? "none"));
+  if (queued) status.append(" ", statusBadge("queued"));
+  if (r?.status === "failed" && r.error) status.append(el("div", { class: "scan-error" }, r.error));
+  if (r?.status === "incomplete") status.append(el("div", { class: "muted" }, "a check could not run: see Reports"));
+  return el("tr", { dataset: { username: u, status: r?.status ?? "none" } },
+    el("th", { scope: "row" }, name, env ? null : el("div", { class: "muted" }, "the environment is gone")),
+    status,
+    el("td", {}, r && r.status !== "failed" ? String(r.findingsCount ?? 0) : "–"),
+    el("td", {}, node || "–"),
+    el("td", {}, r ? when(r.startedAt) : "–"),
+    el("td", {}, r?.trigger || "–"),
+    el("td", {}, el("div", { class: "actions" },
+      el("button", { type: "button", "aria-label": `Reports ${name}`, "aria-expanded": String(open), "aria-controls": `sec-detail-${u}`,
+        dataset: { key: `open:${u}` }, onclick: () => toggleReports(u) }, open ? "Hide reports" : "Reports"),
+      // While queued it stays focusable (aria-disabled), so a keyboard user's focus stays put.
+      el("button", { type: "button", "aria-label": `Scan now ${name}`, dataset: { key: `scan:${u}` }, "aria-disabled": queued ? "true" : null,
+        disabled: !env, onclick: () => { if (!sec.queued.has(`${sec.scanner}:${u}`)) scanNow(u); } }, queued ? "Queued…" : "Scan now"))));
+}
+
+function secDetailRow(u) {
+  const h = sec.history;
+  let body;
+  if (!h || h.username !== u || h.scanner !== sec.scanner) body = [el("p", { class: "muted" }, "Loading the reports…")];
+  else if (h.error) body = [el("p", { class: "error" }, `Could not load the reports: ${h.error.message}`)];
+  else if (!h.reports.length) body = [el("p", { class: "muted" }, `No ${SCANNERS[sec.scanner]} scans of ${secName(u)} yet: Scan now runs one.`)];
+  else {
+    const [latest, ...older] = h.reports;
+    body = [el("h3", {}, `Latest report (${when(latest.startedAt)})`), reportView(latest)];
+    if (older.length) {
+      body.push(el("h3", {}, "Earlier reports, newest first"), ...older.map((r) => {
+        const d = el("details", { open: sec.openReports.has(r.id), dataset: { report: r.id } },
+          el("summary", {}, statusBadge(r.status), ` ${when(r.startedAt)} · ${r.findingsCount ?? 0} findings · ${r.trigger || "–"} · ${r.node || "–"}`),
+          reportView(r));
+        d.addEventListener("toggle", () => { if (d.open) sec.openReports.add(r.id); else sec.openReports.delete(r.id); });
+        return d;
+      }));
+    }
+  }
+  return el("tr", { class: "sec-detail" }, el("td", { colspan: "7", id: `sec-detail-${u}`, role: "region", "aria-label": `${SCANNERS[sec.scanner]} reports of ${secName(u)}` }, ...body));
+}
+
+/** One report: what failed or could not run, stated plainly, then its findings. */
+function reportView(r) {
+  const box = el("div", { class: "report", dataset: { report: r.id } });
+  if (r.status === "failed") box.append(el("p", { class: "error" }, `Scan failed: ${r.error || "no reason given"}`));
+  const dbs = Object.entries(r.databases ?? {});
+  for (const [kind, d] of dbs.filter(([, d]) => d.status !== "ok")) {
+    box.append(el("p", { class: "warn" }, `The ${kind} database is ${d.status || "not ready"}` + (d.detail ? `: ${d.detail}` : "") +
+      `. The ${kind} check did not run, so this report says nothing about ${kind}.`));
+  }
+  if (r.notes?.length) box.append(el("ul", { class: "notes", "aria-label": "Notes" }, ...r.notes.map((n) => el("li", {}, n))));
+  const facts = [];
+  if (r.scannerVersion) facts.push(`${r.scanner || SCANNERS[sec.scanner]} ${r.scannerVersion}`);
+  if (r.filesScanned !== undefined) facts.push(`${Number(r.filesScanned)} files`);
+  if (r.bytesScanned !== undefined) facts.push(bytes(Number(r.bytesScanned)));
+  if (r.durationMs !== undefined) facts.push(`${(Number(r.durationMs) / 1000).toFixed(1)} s`);
+  const ok = dbs.filter(([, d]) => d.status === "ok").map(([k, d]) => `${k} database ${d.version || "ok"}`);
+  facts.push(...ok);
+  facts.push(`${r.trigger || "–"} scan on ${r.node || "–"}`, `report ${r.id}`);
+  box.append(el("p", { class: "muted" }, facts.join(" · ")));
+  const findings = [...(r.findings ?? [])].sort((a, b) => (SEVERITY[a.severity] ?? 4) - (SEVERITY[b.severity] ?? 4));
+  if (!findings.length) {
+    if (r.status === "clean") box.append(el("p", {}, "Nothing found."));
+    return box;
+  }
+  box.append(el("table", { class: "list findings" },
+    el("caption", { class: "sr-only" }, `Findings of report ${r.id}, most severe first`),
+    el("thead", {}, el("tr", {}, ...["Path", "Rule", "Category", "Severity", "Title or package"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...findings.map((f) => el("tr", {},
+      el("td", { class: "path" }, f.path + (f.line ? `:${f.line}` : "")),
+      el("td", {}, f.rule || "–"),
+      el("td", {}, f.category || "–"),
+      el("td", {}, f.severity ? el("span", { class: `badge sev-${SEVERITY[f.severity] !== undefined ? f.severity : "other"}` }, f.severity) : "–"),
+      el("td", {}, [f.title, f.package ? `${f.package} ${f.installedVersion || ""}` + (f.fixedVersion ? ` (fixed in ${f.fixedVersion})` : "") : ""]
+        .filter(Boolean).join(" · ") || "–"))))));
+  return box;
+}
+
+function toggleReports(u) {
+  if (sec.open === u) { sec.open = null; sec.history = null; renderSecurity(); return; }
+  sec.open = u;
+  sec.history = null;
+  renderSecurity();
+  loadHistory(u);
+}
+
+async function scanNow(u) {
+  const scanner = sec.scanner, key = `${scanner}:${u}`;
+  sec.queued.set(key, secLatest().get(u)?.id ?? "");
+  renderSecurity();
+  try {
+    await state.server.post(`/v1/security/${scanner}-scan`, { username: u, async: true });
+    toast(`${SCANNERS[scanner]} scan of ${secName(u)} queued`);
+    watchQueued();
+  } catch (e) {
+    sec.queued.delete(key);
+    renderSecurity();
+    fail(e);
+  }
+}
+
+async function scanAll() {
+  const scanner = sec.scanner, before = secLatest();
+  const button = $("#sec-scan-all");
+  button.disabled = true;
+  try {
+    const r = await state.server.post(`/v1/security/${scanner}-scan`, { all: true, async: true });
+    for (const u of r.queued ?? []) sec.queued.set(`${scanner}:${u}`, before.get(u)?.id ?? "");
+    toast(`${SCANNERS[scanner]}: ${(r.queued ?? []).length} environments queued`);
+    renderSecurity();
+    watchQueued();
+  } catch (e) { fail(e); } finally { button.disabled = false; }
+}
+
+/** The events bring the reports; while the stream is down (or an event was missed), poll. */
+async function watchQueued() {
+  if (sec.watching) return;
+  sec.watching = true;
+  const server = state.server;
+  let since = 0;
+  try {
+    while (sec.queued.size && state.server === server) {
+      await new Promise((r) => setTimeout(r, 1000));
+      since += 1000;
+      const live = $("#server-status").dataset.live === "yes";
+      if (since >= (live ? 20_000 : 5_000)) { since = 0; await loadSecurity(); }
+    }
+  } finally { sec.watching = false; }
+}
+
+async function exportCSV() {
+  const scanner = sec.scanner;
+  try {
+    const text = await state.server.getText(`/v1/security/${scanner}-reports.csv`);
+    download(`${scanner}-reports-${new Date().toISOString().slice(0, 10)}.csv`, text);
+  } catch (e) { fail(e); }
+}
+
 // ------------------------------------------------------------------------- wiring ----
 function showView(name) {
   for (const b of document.querySelectorAll("[data-view]")) b.setAttribute("aria-selected", String(b.dataset.view === name));
-  for (const v of ["envs", "nodes", "audit"]) $(`#view-${v}`).hidden = v !== name;
+  for (const v of ["envs", "nodes", "audit", "security"]) $(`#view-${v}`).hidden = v !== name;
   if (name === "audit") loadAudit();
   if (name === "nodes") loadNodes();
+  if (name === "security") { renderSecurity(); loadSecurity(); }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -775,6 +1100,18 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#vnc-dialog").addEventListener("cancel", (e) => { e.preventDefault(); closeScreen(); });
   $("#close-detail").addEventListener("click", closeDetail);
   $("#audit-filters").addEventListener("submit", loadAudit);
+  for (const r of document.querySelectorAll("input[name=scanner]")) r.addEventListener("change", () => {
+    sec.scanner = r.value;
+    sec.summary = null;
+    sec.error = null;
+    sec.history = null;
+    renderSecurity();
+    loadSecurity();
+  });
+  for (const id of ["#sec-node", "#sec-status"]) $(id).addEventListener("input", renderSecurity);
+  $("#sec-scan-all").addEventListener("click", scanAll);
+  $("#sec-csv").addEventListener("click", exportCSV);
+  $("#sec-refresh").addEventListener("click", loadSecurity);
   renderTabs();
   const active = localStorage.getItem(ACTIVE);
   activate(state.servers.find((s) => s.id === active)?.id ?? state.servers[0]?.id);

@@ -98,6 +98,7 @@ typedef struct {
     buf_t findings;
     long files;
     int nfindings;
+    size_t root_len;  /* findings name paths relative to the scanned root ("/etc/x"), as seen inside */
 } scan_state;
 
 static void scan_file(scan_state *st, const char *path, long size) {
@@ -121,7 +122,7 @@ static void scan_file(scan_state *st, const char *path, long size) {
                 char head[64];
                 snprintf(head, sizeof head, "%s{\"line\":%ld,\"path\":", st->nfindings ? "," : "", line);
                 buf_str(&st->findings, head);
-                buf_json_string(&st->findings, path);
+                buf_json_string(&st->findings, st->root_len > 1 ? path + st->root_len : path);
                 buf_str(&st->findings, ",\"rule\":");
                 buf_json_string(&st->findings, RULES[r].rule);
                 buf_str(&st->findings, "}");
@@ -171,7 +172,7 @@ static void complete_error(ctm_completion_fn done, void *ud, ctm_status status, 
 
 static void *scan_thread(void *arg) {
     scan_job *job = arg;
-    scan_state st = { job->s, job->slot, { NULL, 0, 0, 0 }, 0, 0 };
+    scan_state st = { job->s, job->slot, { NULL, 0, 0, 0 }, 0, 0, strlen(job->path) };
     int rc = scan_tree(&st, job->path, 0);
     if (rc != 0) {
         complete_error(job->completion, job->user_data, CTM_E_CANCELLED, "scan cancelled");

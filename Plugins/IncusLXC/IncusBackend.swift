@@ -21,6 +21,9 @@ final class IncusBackend: Sendable {
         /// Most bytes of output (stdout and stderr together) an exec may write before it is
         /// stopped (default 16 MiB).
         var execOutputLimitBytes: Int?
+        /// Incus's state directory, where its storage pools are mounted (default: $INCUS_DIR,
+        /// else the socket's directory when it is `unix.socket`, else /var/lib/incus).
+        var incusDir: String?
     }
 
     let api: IncusAPI
@@ -31,6 +34,7 @@ final class IncusBackend: Sendable {
     let networkTimeout: Double
     let generateHostKeys: Bool
     let execOutputLimit: Int
+    let incusDir: String
     let host: HostServices
 
     static let managedKey = "user.containarium.managed"
@@ -53,6 +57,8 @@ final class IncusBackend: Sendable {
         networkTimeout = config.networkTimeoutSeconds ?? 60
         generateHostKeys = config.hostKeys ?? true
         execOutputLimit = max(4096, config.execOutputLimitBytes ?? 16 << 20)
+        incusDir = config.incusDir ?? ProcessInfo.processInfo.environment["INCUS_DIR"]
+            ?? ((socketPath as NSString).lastPathComponent == "unix.socket" ? (socketPath as NSString).deletingLastPathComponent : "/var/lib/incus")
         self.host = host
     }
 
@@ -106,6 +112,40 @@ final class IncusBackend: Sendable {
         }
         let state = try? api.sync("GET", path(name) + "/state")
         return makeInfo(instance, state: state, networks: networkRecords(for: [instance]))
+    }
+
+    /// filesystem/1 `locate`: the host directory of a container's root filesystem, from Incus's
+    /// own record of it (its root disk's pool, its project), never from inside the guest:
+    /// `INCUS_DIR/storage-pools/POOL/containers/[PROJECT_]NAME/rootfs`. Only containers this
+    /// plugin manages; the directory must be there (a driver that mounts a container's volume only
+    /// while it runs says so) and must be a directory, not a link.
+    func locate(_ name: String) throws(ContainariumError) -> FilesystemLocation {
+        let instance: JSONValue
+        do {
+            instance = try api.sync("GET", path(name))
+        } catch where error.code == .notFound {
+            throw .notFound("container \(name) does not exist")
+        }
+        guard instance["config"]?[Self.managedKey]?.stringValue == "true" else {
+            throw .denied("\(name) is not managed by Containarium")
+        }
+        guard instance["type"]?.stringValue ?? "container" == "container" else {
+            throw ContainariumError(.unsupported, "\(name) is an Incus VM: its disk is an image, not a tree the host can read")
+        }
+        let root = instance["expanded_devices"]?["root"] ?? instance["devices"]?["root"]
+        let rootPool = root?["pool"]?.stringValue ?? pool
+        let project = api.project
+        let volume = project == "default" ? name : "\(project)_\(name)"
+        for part in [rootPool, volume] where part.isEmpty || part.contains("/") || part == "." || part == ".." {
+            throw .internal("unexpected storage name '\(part)' for \(name)")
+        }
+        let dir = [incusDir, "storage-pools", rootPool, "containers", volume, "rootfs"].joined(separator: "/")
+        var st = stat()
+        guard lstat(dir, &st) == 0 else {
+            throw ContainariumError(.failedPrecondition, "the root filesystem of \(name) is not at \(dir) (its storage driver mounts it only while it runs, or incusDir is not \(incusDir)): start it, or set incus-lxc's incusDir")
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw .internal("\(dir) is not a directory") }
+        return FilesystemLocation(path: dir)
     }
 
     /// Follow Incus's lifecycle events and emit "instance.changed" for each instance event.

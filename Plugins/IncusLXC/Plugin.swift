@@ -35,6 +35,10 @@ final class IncusPluginInstance: ServedPlugin {
                 "capacity": .run { (_: Empty, _) throws(ContainariumError) in try b.capacity() },
                 "watch": .run { (_: Empty, ctx) throws(ContainariumError) in try b.watch(ctx) },
             ],
+            // Where the host reads a container's root filesystem (scanners), from Incus's records.
+            CTM_EXT_FILESYSTEM_V1: [
+                "locate": .run { (r: InstanceRef, _) throws(ContainariumError) in try b.locate(r.name) }
+            ],
             CTM_EXT_ACCOUNTS_V1: [
                 "create": .run { (r: AccountCreateRequest, ctx) throws(ContainariumError) in try b.accountCreate(r, ctx) },
                 "set_keys": .run { (r: SetKeysRequest, ctx) throws(ContainariumError) in try b.setKeys(r, ctx) },

@@ -1,6 +1,7 @@
 import ContainariumCore
 import Dispatch
 import Foundation
+import PluginKit
 
 #if canImport(Glibc)
 import Glibc
@@ -26,9 +27,9 @@ enum Processes {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND | (isolated ? O_NOFOLLOW : 0), 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        if isolated { chdirRoot(&actions) }
+        if isolated { SpawnActions.chdirRoot(&actions) }
         // Nothing else of ours: a QEMU that outlives the call must not hold the daemon's sockets or pipes.
-        closeFrom3(&actions)
+        SpawnActions.closeFrom3(&actions)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -86,7 +87,7 @@ enum Processes {
     static func spawn(_ argv: [String], log: String, environment: [String]) throws(ContainariumError) -> pid_t {
         // A new session (setsid): no controlling terminal, and out of the daemon's process group,
         // so signals meant for the daemon do not reach its VMs.
-        let child = try launch(argv, log: log, flags: posixSpawnSetsid, environment: environment, isolated: true)
+        let child = try launch(argv, log: log, flags: SpawnActions.setsid, environment: environment, isolated: true)
         let reaper = Thread {
             var status: Int32 = 0
             while waitpid(child, &status, 0) < 0 && errno == EINTR {}
@@ -94,36 +95,6 @@ enum Processes {
         reaper.name = "qemu-windows-reaper-\(child)"
         reaper.start()
         return child
-    }
-
-    /// glibc's POSIX_SPAWN_SETSID (2.26+; <spawn.h> defines it only for _GNU_SOURCE, which the
-    /// Swift overlay does not see).
-    static let posixSpawnSetsid: Int32 = 0x80
-
-    typealias ChdirNP = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
-
-    /// glibc's posix_spawn_file_actions_addchdir_np (2.29+), looked up at run time like
-    /// closefrom below; without it the child keeps the daemon's working directory.
-    static func chdirRoot(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>) {
-        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return }
-        _ = unsafeBitCast(sym, to: ChdirNP.self)(actions, "/")
-    }
-
-    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
-
-    /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), looked up at run time because the
-    /// Swift overlay does not declare it; without it, every inherited descriptor is marked
-    /// close-on-exec instead.
-    static func closeFrom3(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>) {
-        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
-            let f = unsafeBitCast(sym, to: CloseFrom.self)
-            if f(actions, 3) == 0 { return }
-        }
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
-            guard let fd = Int32(name), fd > 2 else { continue }
-            let flags = fcntl(fd, F_GETFD)
-            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
-        }
     }
 
     /// The pid in a pid file, if that process is alive and is `expected` (by /proc/PID/cmdline).

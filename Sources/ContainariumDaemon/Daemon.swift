@@ -255,6 +255,31 @@ struct NodeAgent {
 /// (with PostgreSQL) the connection pool, all in one ServiceGroup with graceful shutdown on
 /// SIGTERM and SIGINT.
 public enum Daemon {
+    /// Rounds of scheduled scans until cancelled: each at its time plus a random part of the
+    /// jitter window. Without scanners named in the policy, the known scanners ready here run.
+    static func scanSchedule(plane: ControlPlane, policy: SecurityPolicy, logger: Logger) async {
+        while !Task.isCancelled {
+            let next: Date
+            // (The config was checked at load, and "off" runs no schedule: a round is always due.)
+            guard let n = try? policy.nextRound(after: Date()) else {
+                logger.error("scheduled security scans: no next round for security.schedule '\(policy.schedule ?? "")'")
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                return
+            }
+            next = n
+            let jitter = Double(policy.jitterMinutes ?? SecurityPolicy.defaultJitterMinutes) * 60
+            let start = next.addingTimeInterval(jitter > 0 ? Double.random(in: 0..<jitter) : 0)
+            do { try await Task.sleep(for: .seconds(max(0, start.timeIntervalSinceNow))) } catch { return }
+            let scanners = policy.scanners ?? SecurityScanners.known.filter { plane.service.scannerNames.contains($0) }
+            guard !scanners.isEmpty else {
+                logger.notice("scheduled security scan skipped: no scanner (clamav, trivy) is enabled here and security.scanners names none")
+                continue
+            }
+            let count = await plane.scheduledScanRound(key: SecurityPolicy.roundKey(next), scanners: scanners)
+            if count > 0 { logger.info("scheduled security scan: \(count) environments with \(scanners.joined(separator: ", "))") }
+        }
+    }
+
     public static func run(service: EnvironmentService, options: DaemonOptions, logger: Logger) async throws(ContainariumError) {
         let store = try Store.open(databaseURL: options.databaseURL, stateDir: options.stateDir, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -281,6 +306,15 @@ public enum Daemon {
         }
 
         services.append(.init(service: TaskService(description: "inventory") { await inventory.run() }))
+        // Scheduled security scans: on a control plane (a member's environments are scanned
+        // through it), one round per period, claimed by one of the control planes sharing a store.
+        let scanPolicy = service.config.security ?? SecurityPolicy()
+        if options.join == nil, (try? scanPolicy.parsedSchedule()) != .off {
+            let policy = scanPolicy
+            services.append(.init(service: TaskService(description: "security-schedule") {
+                await Self.scanSchedule(plane: plane, policy: policy, logger: logger)
+            }))
+        }
         // The cluster: this node (when it has a backend) plus the members that report to it.
         let links = NodeLinks(stateDir: options.stateDir, logger: logger)
         let cluster = Cluster(store: store, localName: service.config.nodeName, policy: options.schedulingPolicy,

@@ -158,10 +158,11 @@ public enum ContainariumRPC {
         var descriptors = [
             Containarium_V1_ContainerService.descriptor, Containarium_V1_SystemService.descriptor, Containarium_V1_ClusterService.descriptor,
             Containarium_V1_AuditService.descriptor, Containarium_V1_OperationService.descriptor, Containarium_V1_EventService.descriptor,
+            Containarium_V1_SecurityService.descriptor,
         ]
         var services: [any RegistrableRPCService] = [
             ContainerServiceV1(auth: auth), SystemServiceV1(auth: auth), ClusterServiceV1(auth: auth), AuditServiceV1(auth: auth),
-            OperationServiceV1(auth: auth), EventServiceV1(auth: auth),
+            OperationServiceV1(auth: auth), EventServiceV1(auth: auth), SecurityServiceV1(auth: auth),
         ]
         // A node's API (its private socket) takes no reports or links: those are a control plane's.
         if !nodeAPI {

@@ -97,6 +97,19 @@ struct GRPCNodeConnection: NodeConnection {
         }.keys.map(\.publicKey)
     }
 
+    func scan(_ user: Username, scanner: String) async throws(ContainariumError) -> ScanReport {
+        let request = Containarium_V1_SecurityScanRequest.with { $0.username = user.value }
+        let answer = try await endpoint.connect { c in
+            switch scanner {
+            case "clamav": return try await c.security.scanClamAV(request, metadata: c.metadata)
+            case "trivy": return try await c.security.scanTrivy(request, metadata: c.metadata)
+            default: throw ContainariumError(.unsupported, "scanner \(scanner) has no route to a member")
+            }
+        }
+        guard let first = answer.reports.first else { throw .internal("the member answered a scan without a report") }
+        return try ProtoMap.scanReport(first, node: endpoint.description)
+    }
+
     func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials {
         let c = try await endpoint.connect { c in
             try await c.containers.getCredentials(.with { $0.username = user.value }, metadata: c.metadata)

@@ -289,6 +289,13 @@ enum ProtoMap {
                     $0.actor = actor
                     $0.result = result
                 }
+            case .scan(let reportID, let scanner, let status, let findings):
+                $0.scan = .with {
+                    $0.reportID = reportID
+                    $0.scanner = scanner
+                    $0.status = status
+                    $0.findings = UInt32(clamping: findings)
+                }
             }
         }
     }

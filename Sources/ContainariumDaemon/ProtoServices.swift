@@ -350,7 +350,12 @@ struct NodeServiceV1: Containarium_V1_NodeService.ServiceProtocol {
         guard who.role == .node, !who.byCertificate, let issued = who.issuedAt, let expires = who.expiresAt else { return nil }
         let lifetime = expires.timeIntervalSince(issued)
         guard lifetime > 0, expires.timeIntervalSince(now) < lifetime / 2, await auth.plane.mayRenew(who) else { return nil }
-        return try await auth.tokens.generate(username: who.subject, roles: [.node], expiresIn: lifetime, now: Date())
+        let renewed = try await auth.tokens.generate(username: who.subject, roles: [.node], expiresIn: lifetime, now: Date())
+        // A removal between the check and the mint would not revoke the new token (issued after
+        // it): asked again now, a removal since is seen and the token is dropped; a removal after
+        // this check is later than the token's issue time, so it revokes the token too.
+        guard await auth.plane.mayRenew(who) else { return nil }
+        return renewed
     }
 
     func link(request: StreamingServerRequest<Containarium_V1_LinkFrame>, context: ServerContext) async throws

@@ -80,6 +80,9 @@ public struct RESTAPI: HTTPResponder {
             try await api.plane.authorize(c.caller, c.params[0], .act)
             throw .invalid("open the terminal as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
         },
+        // The reports as CSV (`?username=` for one environment, `?limit=`, default 1000).
+        r(.get, "/v1/security/clamav-reports.csv", "security.reports") { api, c throws(ContainariumError) in try await api.reportsCSV("clamav", c) },
+        r(.get, "/v1/security/trivy-reports.csv", "security.reports") { api, c throws(ContainariumError) in try await api.reportsCSV("trivy", c) },
         r(.get, "/v1/containers/{}/vnc", "container.vnc") { api, c throws(ContainariumError) in
             try await api.plane.authorize(c.caller, c.params[0], .act)
             throw .invalid("open a VM's screen as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
@@ -246,6 +249,24 @@ public struct RESTAPI: HTTPResponder {
     func error(_ e: ContainariumError, status: HTTPResponse.Status? = nil) -> Response {
         let data = (try? WireJSON.encode(ErrorEnvelope(e))) ?? Data(#"{"error":{"code":"internal","message":"error"}}"#.utf8)
         return raw(status ?? HTTPResponse.Status(code: e.code.httpStatus), data)
+    }
+
+    func reportsCSV(_ scanner: String, _ c: Call) async throws(ContainariumError) -> Response {
+        if let unknown = c.query.keys.sorted().first(where: { $0 != "username" && $0 != "limit" }) {
+            throw .invalid("unknown query parameter '\(unknown)' (allowed: username, limit)")
+        }
+        guard c.body.isEmpty else { throw .invalid("this route takes no body") }
+        let limit: Int
+        if let l = c.query["limit"] {
+            guard let n = Int(l), (1...1000).contains(n) else { throw .invalid("limit must be 1 to 1000") }
+            limit = n
+        } else {
+            limit = 1000
+        }
+        let reports = try await plane.scanReports(c.caller, scanner: scanner, username: c.query["username"].flatMap { $0.isEmpty ? nil : $0 }, limit: limit)
+        var response = raw(.ok, Data(APIv1.csv(reports).utf8), contentType: "text/csv; charset=utf-8")
+        response.headers[.contentDisposition] = "attachment; filename=\"\(scanner)-reports.csv\""
+        return response
     }
 
     // MARK: - server-sent events

@@ -25,6 +25,10 @@ public final class ControlPlane: Sendable {
     public let revocations: Revocations
     /// Bounds the commands running at once (per environment and on this node).
     public let execSlots: ExecSlots
+    /// Scans at once, per node (`security.parallel`).
+    let scanSlotsByNode = Mutex<[String: AsyncSlots]>([:])
+    /// Scans queued or running, by scanner and environment: a second ask joins the first.
+    let scansInFlight = Mutex<[String: Task<ScanRecord, Never>]>([:])
     public let node: String
     /// This daemon instance: node, pid and start time.
     public let daemonID: String
@@ -462,7 +466,9 @@ public final class ControlPlane: Sendable {
     /// are not revoked (read again right before the new one is minted).
     public func mayRenew(_ caller: Caller) async -> Bool {
         guard let name = caller.nodeName, cluster?.member(name) != nil else { return false }
-        return (try? await requireNodeIdentity(caller, name)) != nil
+        guard (try? await requireNodeIdentity(caller, name)) != nil else { return false }
+        // The subject's tokens revoked (`cert|token revoke --tokens-of node.NAME`), read afresh.
+        return (try? await revocations.checkToken(subject: caller.subject, issuedAt: caller.issuedAt ?? .distantPast, fresh: true)) != nil
     }
 
     /// When `node`'s tokens were last revoked, if ever.
@@ -702,6 +708,7 @@ public final class ControlPlane: Sendable {
                 guard try await store.container(user.value) != nil else { throw error }
             }
             try await store.deleteContainer(user.value)
+            try? await store.deleteScanReports(username: user.value)
             if target is LocalNode { inventory.remove(user.containerName) }
             await cluster?.release(user.containerName)  // not counted on the node any more
             changed(user.value)
@@ -834,8 +841,9 @@ public final class ControlPlane: Sendable {
             guard caller.isAdmin else { throw .denied("revoking credentials needs the admin role") }
             switch (subject, certificateSerial) {
             case (let subject?, nil):
-                guard (1...128).contains(subject.utf8.count),
-                      subject.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-@".unicodeScalars.contains($0) })
+                // The subjects tokens can carry (`Tokens.validSubject`): nothing else can be revoked.
+                guard let first = subject.unicodeScalars.first, (1...64).contains(subject.unicodeScalars.count), ("a"..."z").contains(first) || first == "_",
+                      subject.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0) })
                 else { throw .invalid("'\(subject)' is not a subject a token can name") }
                 return try await revocations.revokeTokens(of: subject)
             case (nil, let serial?):

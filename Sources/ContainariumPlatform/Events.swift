@@ -13,6 +13,8 @@ public enum EventData: Sendable, Equatable {
     case operation(id: String, state: String, error: String?)
     /// An audit entry was written.
     case audit(action: String, actor: String, result: String)
+    /// A scan of an environment ended (`security.scan`).
+    case scan(reportID: String, scanner: String, status: String, findings: Int)
 }
 
 /// One event on the daemon's stream (EventService.Subscribe, `GET /v1/events`).

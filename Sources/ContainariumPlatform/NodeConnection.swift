@@ -20,6 +20,8 @@ public protocol NodeConnection: Sendable {
     /// The keys that open the owner's account, as authorized_keys lines.
     func keys(_ user: Username) async throws(ContainariumError) -> [String]
     func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials
+    /// Scan the environment on that node (its own scan slots and scanner plugins).
+    func scan(_ user: Username, scanner: String) async throws(ContainariumError) -> ScanReport
     func addKey(_ user: Username, _ key: SSHPublicKey) async throws(ContainariumError)
     func removeKey(_ user: Username, fingerprint: String) async throws(ContainariumError)
     func addCollaborator(_ user: Username, _ other: Username, keys: [SSHPublicKey], sudo: Bool, containerRuntime: Bool) async throws(ContainariumError)

@@ -33,6 +33,11 @@ protocol EnvironmentNode: Sendable {
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String
     /// The sign-in secret its backend made for the environment (credentials/1).
     func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials
+    /// Scan the environment's filesystem from the host side with the scanner plugin `scanner`.
+    func scan(_ user: Username, scanner: String) async throws(ContainariumError) -> ScanReport
+    /// What can be checked before a scan is queued (the scanner is ready, the backend shows the
+    /// filesystem). A member checks when it scans: its failure comes back as the scan's.
+    func checkScan(_ user: Username, scanner: String) async throws(ContainariumError)
 }
 
 /// An environment on another member, reached through the cluster's connection to that member.
@@ -87,6 +92,10 @@ struct RemoteNode: EnvironmentNode {
     func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials {
         try await client.credentials(user)
     }
+    func scan(_ user: Username, scanner: String) async throws(ContainariumError) -> ScanReport {
+        try await client.scan(user, scanner: scanner)
+    }
+    func checkScan(_ user: Username, scanner: String) async throws(ContainariumError) {}
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
         // The environment's address and host keys come from its node; the gateway (if any) is
         // the control plane's, which reaches the node through its link.
@@ -182,6 +191,12 @@ struct LocalNode: EnvironmentNode {
     }
     func credentials(_ user: Username) async throws(ContainariumError) -> InstanceCredentials {
         try await service.credentials(username: user.value)
+    }
+    func scan(_ user: Username, scanner: String) async throws(ContainariumError) -> ScanReport {
+        try await service.scan(username: user.value, scanner: scanner)
+    }
+    func checkScan(_ user: Username, scanner: String) async throws(ContainariumError) {
+        try await service.checkScannable(username: user.value, scanner: scanner)
     }
     func sshConfig(_ user: Username, jumpHost: String?, keyPath: String?, gateway: SSHConfigExport.Gateway?) async throws(ContainariumError) -> String {
         try await service.exportSSHConfig(username: user.value, jumpHost: jumpHost, keyPath: keyPath, gateway: gateway)

@@ -44,10 +44,10 @@ public final class Revocations: Sendable {
         return hex
     }
 
-    private func current() async throws(ContainariumError) -> Cache {
+    private func current(fresh: Bool = false) async throws(ContainariumError) -> Cache {
         let now = Date()
         let c = cache.withLock { $0 }
-        if now.timeIntervalSince(c.loaded) < refresh { return c }
+        if !fresh, now.timeIntervalSince(c.loaded) < refresh { return c }
         let subjects = try await store.settings(prefix: Self.subjectPrefix)
         let serials = try await store.settings(prefix: Self.serialPrefix)
         func dates(_ m: [String: String], _ prefix: String) -> [String: Date] {
@@ -59,8 +59,8 @@ public final class Revocations: Sendable {
     }
 
     /// Refuse a token of `subject` issued at `issuedAt` if the subject's tokens were revoked since.
-    public func checkToken(subject: String, issuedAt: Date) async throws(ContainariumError) {
-        guard let revoked = try await current().subjects[subject], issuedAt <= revoked else { return }
+    public func checkToken(subject: String, issuedAt: Date, fresh: Bool = false) async throws(ContainariumError) {
+        guard let revoked = try await current(fresh: fresh).subjects[subject], issuedAt <= revoked else { return }
         throw .unauthenticated("the tokens of \(subject) issued before \(revoked.formatted(.iso8601)) were revoked: ask an admin for a new one")
     }
 
@@ -80,7 +80,7 @@ public final class Revocations: Sendable {
     /// Revoke one certificate by serial. Revoking it again keeps the first time.
     func revokeCertificate(serial: String, at now: Date = Date()) async throws(ContainariumError) -> Entry {
         let key = try Self.normalizeSerial(serial)
-        if let earlier = try await current().serials[key] { return Entry(subject: nil, certificateSerial: key, revokedAt: earlier) }
+        if let earlier = try await current(fresh: true).serials[key] { return Entry(subject: nil, certificateSerial: key, revokedAt: earlier) }
         try await store.setSetting(Self.serialPrefix + key, String(now.timeIntervalSince1970))
         cache.withLock { $0.serials[key] = now }
         return Entry(subject: nil, certificateSerial: key, revokedAt: now)

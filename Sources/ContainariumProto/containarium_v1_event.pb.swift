@@ -42,7 +42,7 @@ public nonisolated struct Containarium_V1_Event: Sendable {
   public var id: Int64 = 0
 
   /// container.changed, container.removed, operation.progress, operation.finished,
-  /// stack.progress or audit.
+  /// stack.progress, audit or security.scan.
   public var type: String = String()
 
   /// The environment's user the event is about; empty for none.
@@ -95,6 +95,15 @@ public nonisolated struct Containarium_V1_Event: Sendable {
     set {data = .audit(newValue)}
   }
 
+  /// security.scan: a scan of the environment ended.
+  public var scan: Containarium_V1_ScanNotice {
+    get {
+      if case .scan(let v)? = data {return v}
+      return Containarium_V1_ScanNotice()
+    }
+    set {data = .scan(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Data: Equatable, Sendable {
@@ -106,6 +115,8 @@ public nonisolated struct Containarium_V1_Event: Sendable {
     case operation(Containarium_V1_OperationOutcome)
     /// audit: an entry was written (GET /v1/audit has all of it).
     case audit(Containarium_V1_AuditNotice)
+    /// security.scan: a scan of the environment ended.
+    case scan(Containarium_V1_ScanNotice)
 
   }
 
@@ -166,6 +177,25 @@ public nonisolated struct Containarium_V1_AuditNotice: Sendable {
   public init() {}
 }
 
+public nonisolated struct Containarium_V1_ScanNotice: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reportID: String = String()
+
+  public var scanner: String = String()
+
+  /// clean, findings, incomplete or failed.
+  public var status: String = String()
+
+  public var findings: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "containarium.v1"
@@ -191,7 +221,7 @@ nonisolated extension Containarium_V1_SubscribeRequest: SwiftProtobuf.Message, S
 
 nonisolated extension Containarium_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Event"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}type\0\u{1}username\0\u{1}time\0\u{1}container\0\u{1}progress\0\u{1}operation\0\u{1}audit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}type\0\u{1}username\0\u{1}time\0\u{1}container\0\u{1}progress\0\u{1}operation\0\u{1}audit\0\u{1}scan\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -255,6 +285,19 @@ nonisolated extension Containarium_V1_Event: SwiftProtobuf.Message, SwiftProtobu
           self.data = .audit(v)
         }
       }()
+      case 9: try {
+        var v: Containarium_V1_ScanNotice?
+        var hadOneofValue = false
+        if let current = self.data {
+          hadOneofValue = true
+          if case .scan(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.data = .scan(v)
+        }
+      }()
       default: break
       }
     }
@@ -293,6 +336,10 @@ nonisolated extension Containarium_V1_Event: SwiftProtobuf.Message, SwiftProtobu
     case .audit?: try {
       guard case .audit(let v)? = self.data else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .scan?: try {
+      guard case .scan(let v)? = self.data else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     }()
     case nil: break
     }
@@ -425,6 +472,51 @@ nonisolated extension Containarium_V1_AuditNotice: SwiftProtobuf.Message, SwiftP
     if lhs.action != rhs.action {return false}
     if lhs.actor != rhs.actor {return false}
     if lhs.result != rhs.result {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_ScanNotice: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ScanNotice"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{1}scanner\0\u{1}status\0\u{1}findings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.reportID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scanner) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.findings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.reportID.isEmpty {
+      try visitor.visitSingularStringField(value: self.reportID, fieldNumber: 1)
+    }
+    if !self.scanner.isEmpty {
+      try visitor.visitSingularStringField(value: self.scanner, fieldNumber: 2)
+    }
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 3)
+    }
+    if self.findings != 0 {
+      try visitor.visitSingularUInt32Field(value: self.findings, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_ScanNotice, rhs: Containarium_V1_ScanNotice) -> Bool {
+    if lhs.reportID != rhs.reportID {return false}
+    if lhs.scanner != rhs.scanner {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.findings != rhs.findings {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

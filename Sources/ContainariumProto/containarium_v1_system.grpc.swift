@@ -330,7 +330,6 @@ extension Containarium_V1_SystemService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > What a create form offers: OS types, stacks, the default image.
         /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
         /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
         ///
@@ -361,6 +360,10 @@ extension Containarium_V1_SystemService {
         ) async throws -> GRPCCore.StreamingServerResponse<Containarium_V1_ListRevocationsResponse>
 
         /// Handle the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Containarium_V1_GetCatalogRequest` messages.
@@ -530,7 +533,6 @@ extension Containarium_V1_SystemService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > What a create form offers: OS types, stacks, the default image.
         /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
         /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
         ///
@@ -561,6 +563,10 @@ extension Containarium_V1_SystemService {
         ) async throws -> GRPCCore.ServerResponse<Containarium_V1_ListRevocationsResponse>
 
         /// Handle the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -728,7 +734,6 @@ extension Containarium_V1_SystemService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > What a create form offers: OS types, stacks, the default image.
         /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
         /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
         ///
@@ -759,6 +764,10 @@ extension Containarium_V1_SystemService {
         ) async throws -> Containarium_V1_ListRevocationsResponse
 
         /// Handle the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
         ///
         /// - Parameters:
         ///   - request: A `Containarium_V1_GetCatalogRequest` message.
@@ -1400,7 +1409,6 @@ extension Containarium_V1_SystemService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > What a create form offers: OS types, stacks, the default image.
         /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
         /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
         ///
@@ -1441,6 +1449,10 @@ extension Containarium_V1_SystemService {
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -1745,7 +1757,6 @@ extension Containarium_V1_SystemService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > What a create form offers: OS types, stacks, the default image.
         /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
         /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
         ///
@@ -1808,6 +1819,10 @@ extension Containarium_V1_SystemService {
         }
 
         /// Call the "GetCatalog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a create form offers: OS types, stacks, the default image.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -2098,7 +2113,6 @@ extension Containarium_V1_SystemService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > What a create form offers: OS types, stacks, the default image.
     /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
     /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
     ///
@@ -2151,6 +2165,10 @@ extension Containarium_V1_SystemService.ClientProtocol {
     }
 
     /// Call the "GetCatalog" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What a create form offers: OS types, stacks, the default image.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Containarium_V1_GetCatalogRequest` message.
@@ -2453,7 +2471,6 @@ extension Containarium_V1_SystemService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > What a create form offers: OS types, stacks, the default image.
     /// > Revoke credentials (admins only): every token of a subject issued until now, or one client
     /// > certificate by its serial number. Honoured by every daemon sharing the store within seconds.
     ///
@@ -2514,6 +2531,10 @@ extension Containarium_V1_SystemService.ClientProtocol {
     }
 
     /// Call the "GetCatalog" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What a create form offers: OS types, stacks, the default image.
     ///
     /// - Parameters:
     ///   - message: request message to send.

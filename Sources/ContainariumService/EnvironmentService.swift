@@ -634,6 +634,38 @@ public struct EnvironmentService: Sendable {
         return try await credentials.get(InstanceRef(name: user.containerName))
     }
 
+    /// The scanners ready on this node (scanner/1 plugins), by name.
+    public var scannerNames: [String] { plugins.scanners().map(\.name).sorted() }
+
+    /// What a scan of `username`'s environment with `scanner` needs, checked before it is
+    /// queued: the scanner is ready here, and the backend holding the environment gives the host
+    /// a view of its filesystem (filesystem/1; VMs do not).
+    @discardableResult
+    public func checkScannable(username: String, scanner: String) async throws(ContainariumError) -> (ScannerClient, FilesystemClient, Username) {
+        let user = try Username(username)
+        let available = plugins.scanners()
+        guard let engine = available.first(where: { $0.name == scanner }) else {
+            let ready = available.map(\.name).sorted()
+            throw ContainariumError(.failedPrecondition, "no scanner '\(scanner)' is ready on \(config.nodeName) (ready: \(ready.isEmpty ? "none" : ready.joined(separator: ", "))): enable its plugin")
+        }
+        let client = try await backend(holding: user.containerName)
+        guard let filesystem = FilesystemClient(client.plugin) else {
+            throw ContainariumError(.unsupported, "the \(client.backendID) backend gives the host no view of \(user.containerName)'s filesystem (filesystem/1): its disk is not scanned")
+        }
+        return (engine, filesystem, user)
+    }
+
+    /// Scan `username`'s environment with the scanner plugin `scanner`, from the host side: its
+    /// backend's filesystem/1 says where its root filesystem is, and the scanner reads it there;
+    /// nothing runs inside the environment. A backend without filesystem/1 (VMs) says so.
+    public func scan(username: String, scanner: String) async throws(ContainariumError) -> ScanReport {
+        let (engine, filesystem, user) = try await checkScannable(username: username, scanner: scanner)
+        let location = try await filesystem.locate(InstanceRef(name: user.containerName))
+        var report = try await engine.scan(ScanRequest(path: location.path, instance: user.containerName))
+        report.target = user.containerName
+        return report
+    }
+
     /// The SSH keys installed for `username` in their environment (the environment is the truth).
     public func authorizedKeys(username: String) async throws(ContainariumError) -> [SSHPublicKey] {
         let user = try Username(username)

@@ -53,6 +53,8 @@ public struct HostConfig: Codable, Sendable, Equatable {
     public var cpuOvercommit: Double?
     /// What users (not admins) may ask for: sizes, GPUs, nesting, images, kinds.
     public var userPolicy: UserPolicy?
+    /// Scheduled security scans (`SecurityPolicy`).
+    public var security: SecurityPolicy?
 
     public init() {}
 
@@ -79,7 +81,10 @@ public struct HostConfig: Codable, Sendable, Equatable {
         } catch {
             throw .invalid("config file \(chosen) is not valid: \(WireJSON.describe(error))")
         }
-        do throws(ContainariumError) { try config.userPolicy?.validate() } catch {
+        do throws(ContainariumError) {
+            try config.userPolicy?.validate()
+            try config.security?.validate()
+        } catch {
             throw .invalid("config file \(chosen): \(error.message)")
         }
         return config

@@ -176,3 +176,37 @@ public struct AuditFilter: Sendable, Equatable {
         self.limit = limit
     }
 }
+
+/// One scan of one environment by one scanner: what the scanner reported (`report`, the
+/// scanner/1 ScanReport as JSON, empty when the scan failed) and how it went.
+public struct ScanRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var username: String
+    public var node: String
+    public var scanner: String
+    public var startedAt: Date
+    public var durationMs: Int64
+    /// "clean", "findings", "incomplete" (nothing found, but a check could not run: a missing
+    /// database) or "failed" (`error` says why).
+    public var status: String
+    public var error: String
+    public var findings: Int
+    /// "manual" or "schedule".
+    public var trigger: String
+    public var report: String
+
+    public init(id: String = UUID().uuidString, username: String, node: String, scanner: String, startedAt: Date, durationMs: Int64, status: String,
+                error: String = "", findings: Int, trigger: String, report: String) {
+        self.id = id
+        self.username = username
+        self.node = node
+        self.scanner = scanner
+        self.startedAt = startedAt
+        self.durationMs = durationMs
+        self.status = status
+        self.error = error
+        self.findings = findings
+        self.trigger = trigger
+        self.report = report
+    }
+}

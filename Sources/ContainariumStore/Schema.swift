@@ -69,5 +69,15 @@ public enum Schema {
                 disk_bytes BIGINT NOT NULL, gpus TEXT NOT NULL, daemon TEXT NOT NULL, created_at BIGINT NOT NULL)
             """,
         ]),
+        Migration(version: 7, name: "security scan reports", statements: [
+            """
+            CREATE TABLE scan_reports (
+                id TEXT PRIMARY KEY, username TEXT NOT NULL, node TEXT NOT NULL, scanner TEXT NOT NULL, started_at BIGINT NOT NULL,
+                duration_ms BIGINT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL, findings BIGINT NOT NULL, trigger TEXT NOT NULL,
+                report TEXT NOT NULL)
+            """,
+            "CREATE INDEX scan_reports_user ON scan_reports (username, scanner, started_at)",
+            "CREATE INDEX scan_reports_at ON scan_reports (scanner, started_at)",
+        ]),
     ]
 }

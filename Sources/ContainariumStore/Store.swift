@@ -240,10 +240,74 @@ public struct Store: Sendable {
         }
     }
 
+    // MARK: scan reports
+
+    public func addScanReport(_ r: ScanRecord) async throws(ContainariumError) {
+        try await db.query(
+            "INSERT INTO scan_reports (id, username, node, scanner, started_at, duration_ms, status, error, findings, trigger, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [.text(r.id), .text(r.username), .text(r.node), .text(r.scanner), SQLValue(r.startedAt), .int(r.durationMs), .text(r.status),
+             .text(r.error), .int(Int64(r.findings)), .text(r.trigger), .text(r.report)])
+    }
+
+    /// Reports, newest first: of `scanner` (nil: all), of `username` (nil: everyone's).
+    public func scanReports(scanner: String?, username: String?, limit: Int) async throws(ContainariumError) -> [ScanRecord] {
+        var sql = "SELECT * FROM scan_reports WHERE 1 = 1"
+        var binds: [SQLValue] = []
+        if let scanner { sql += " AND scanner = ?"; binds.append(.text(scanner)) }
+        if let username { sql += " AND username = ?"; binds.append(.text(username)) }
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
+        binds.append(.int(Int64(max(1, min(limit, 10_000)))))
+        return try await db.query(sql, binds).compactMap(Self.scanRecord)
+    }
+
+    /// The newest report of each environment by `scanner`.
+    public func latestScanReports(scanner: String) async throws(ContainariumError) -> [ScanRecord] {
+        let sql = """
+            SELECT r.* FROM scan_reports r
+            JOIN (SELECT username, MAX(started_at) AS at FROM scan_reports WHERE scanner = ? GROUP BY username) m
+              ON r.username = m.username AND r.started_at = m.at
+            WHERE r.scanner = ? ORDER BY r.username
+            """
+        var seen = Set<String>()
+        return try await db.query(sql, [.text(scanner), .text(scanner)]).compactMap(Self.scanRecord).filter { seen.insert($0.username).inserted }
+    }
+
+    /// An environment's reports, every scanner's (it was deleted: a new one of that name starts
+    /// with none).
+    public func deleteScanReports(username: String) async throws(ContainariumError) {
+        try await db.query("DELETE FROM scan_reports WHERE username = ?", [.text(username)])
+    }
+
+    /// Retention: the newest `keep` reports of each environment and scanner stay.
+    public func pruneScanReports(keep: Int) async throws(ContainariumError) {
+        let sql = """
+            DELETE FROM scan_reports WHERE id IN (
+              SELECT id FROM (
+                SELECT id, ROW_NUMBER() OVER (PARTITION BY username, scanner ORDER BY started_at DESC, id DESC) AS n FROM scan_reports
+              ) ranked WHERE n > ?)
+            """
+        try await db.query(sql, [.int(Int64(max(1, keep)))])
+    }
+
+    private static func scanRecord(_ r: SQLRow) -> ScanRecord? {
+        guard let id = r["id"].string, let at = r["started_at"].date, let username = r["username"].string, let scanner = r["scanner"].string else { return nil }
+        return ScanRecord(id: id, username: username, node: r["node"].string ?? "", scanner: scanner, startedAt: at, durationMs: r["duration_ms"].int ?? 0,
+                          status: r["status"].string ?? "", error: r["error"].string ?? "", findings: Int(r["findings"].int ?? 0),
+                          trigger: r["trigger"].string ?? "", report: r["report"].string ?? "")
+    }
+
     // MARK: settings
 
     public func setting(_ name: String) async throws(ContainariumError) -> String? {
         try await db.query("SELECT value FROM settings WHERE name = ?", [.text(name)]).first?["value"].string
+    }
+
+    /// Set `name` to `value` unless it is set already; true when this call set it (one of
+    /// several daemons sharing the store wins a claim).
+    public func claimSetting(_ name: String, _ value: String) async throws(ContainariumError) -> Bool {
+        try await db.query("INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                           [.text(name), .text(value), SQLValue(Date())])
+        return try await setting(name) == value
     }
 
     /// Every setting whose name starts with `prefix` (which holds no LIKE wildcard), by name.
@@ -255,6 +319,13 @@ public struct Store: Sendable {
             if let n = r["name"].string, n.hasPrefix(prefix), let v = r["value"].string { out[n] = v }
         }
         return out
+    }
+
+    /// Remove every setting whose name starts with `prefix` (no LIKE wildcard) last written
+    /// before `date` (claims of rounds long past).
+    public func deleteSettings(prefix: String, updatedBefore date: Date) async throws(ContainariumError) {
+        guard !prefix.isEmpty, !prefix.contains("%"), !prefix.contains("_") else { throw .invalid("a settings prefix must be non-empty, without % or _") }
+        try await db.query("DELETE FROM settings WHERE name LIKE ? AND updated_at < ?", [.text(prefix + "%"), SQLValue(date)])
     }
 
     public func setSetting(_ name: String, _ value: String) async throws(ContainariumError) {

@@ -288,8 +288,11 @@ struct CertRevoke: AsyncParsableCommand {
             throw fail(ContainariumError(.failedPrecondition, "no daemon runs here: revocations live in a daemon's store; give --server"))
         }
         let r = try await client.cli { c in try await c.system.revokeCredentials(request, metadata: c.metadata) }
-        let what = r.subject.isEmpty ? "certificate \(r.certificateSerial)" : "tokens of \(r.subject)"
-        print("✓ revoked \(what) (issued until \(r.revokedAt.date.formatted(.iso8601)))")
+        if r.subject.isEmpty {
+            print("✓ revoked certificate \(r.certificateSerial) at \(r.revokedAt.date.formatted(.iso8601))")
+        } else {
+            print("✓ revoked the tokens of \(r.subject) issued until \(r.revokedAt.date.formatted(.iso8601))")
+        }
     }
 }
 

@@ -16,6 +16,9 @@ CTM_ASSERT(sizeof(ctm_instances_v1) == 8 + 11 * sizeof(void *), instances_size);
 CTM_ASSERT(offsetof(ctm_instances_v1, watch) == 8 + 10 * sizeof(void *), instances_watch_appended);
 CTM_ASSERT(offsetof(ctm_accounts_v1, create) == 8, accounts_first_method);
 CTM_ASSERT(sizeof(ctm_accounts_v1) == 8 + 5 * sizeof(void *), accounts_size);
+CTM_ASSERT(sizeof(ctm_scanner_v1) == 8 + sizeof(void *), scanner_size);
+CTM_ASSERT(sizeof(ctm_credentials_v1) == 8 + sizeof(void *), credentials_size);
+CTM_ASSERT(sizeof(ctm_filesystem_v1) == 8 + sizeof(void *), filesystem_size);
 
 /** The ABI version this header describes, as a C string ("1.1"). */
 const char *ctm_abi_version_string(void) { return "1.1"; }

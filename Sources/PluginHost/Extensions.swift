@@ -180,10 +180,45 @@ public struct ScannerClient: Sendable {
         self.plugin = plugin
     }
 
+    /// The scanner's name: its plugin's id ("clamav", "trivy").
+    public var name: String { plugin.manifest.id }
+
     /// Run a scan; request and report follow docs/schemas/scanner-1.schema.json.
     public func scan(_ request: JSONValue) async throws(ContainariumError) -> JSONValue {
         let data = try await plugin.call(extension: Self.extensionID, method: "scan", request: WireJSON.encode(request))
         return try WireJSON.decode(JSONValue.self, from: data)
+    }
+
+    /// Run a scan, typed.
+    public func scan(_ request: ScanRequest) async throws(ContainariumError) -> ScanReport {
+        let data = try await plugin.call(extension: Self.extensionID, method: "scan", request: WireJSON.encode(request))
+        do {
+            return try WireJSON.decoder().decode(ScanReport.self, from: data)
+        } catch {
+            throw .internal("plugin \(plugin.manifest.id) answered scan with malformed JSON", cause: WireJSON.describe(error))
+        }
+    }
+}
+
+/// A typed client for a plugin's "filesystem/1" extension: where the host reads an
+/// instance's root filesystem (docs/schemas/filesystem-1.schema.json).
+public struct FilesystemClient: Sendable {
+    public let plugin: any PluginEndpoint
+
+    public static let extensionID = CTM_EXT_FILESYSTEM_V1
+
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_FILESYSTEM_V1) else { return nil }
+        self.plugin = plugin
+    }
+
+    public func locate(_ r: InstanceRef) async throws(ContainariumError) -> FilesystemLocation {
+        let data = try await plugin.call(extension: Self.extensionID, method: "locate", request: WireJSON.encode(r))
+        do {
+            return try WireJSON.decoder().decode(FilesystemLocation.self, from: data)
+        } catch {
+            throw .internal("plugin \(plugin.manifest.id) answered locate with malformed JSON", cause: WireJSON.describe(error))
+        }
     }
 }
 

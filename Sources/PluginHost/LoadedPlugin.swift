@@ -62,6 +62,8 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
                 "add_collaborator": \.add_collaborator, "remove_collaborator": \.remove_collaborator,
             ]
             fn = fields[method].flatMap { t.field($0) }
+        case CTM_EXT_FILESYSTEM_V1:
+            fn = method == "locate" ? UncheckedTable<ctm_filesystem_v1>(raw).field(\.locate) : nil
         case CTM_EXT_CREDENTIALS_V1:
             fn = method == "get" ? UncheckedTable<ctm_credentials_v1>(raw).field(\.get) : nil
         case CTM_EXT_NODE_LIFECYCLE_V1:

@@ -38,5 +38,6 @@ public enum ExtensionMethods {
         "console/1": ["open"],
         "accounts/1": ["create", "set_keys", "list_keys", "add_collaborator", "remove_collaborator"],
         "credentials/1": ["get"],
+        "filesystem/1": ["locate"],
     ]
 }

@@ -186,6 +186,12 @@ public enum PluginTables {
                 t.remove_collaborator = { dispatch(CTM_EXT_ACCOUNTS_V1, "remove_collaborator", $0, $1, $2, $3, $4, $5, $6) }
             }
             return allocate(t)
+        case CTM_EXT_FILESYSTEM_V1:
+            var t = ctm_filesystem_v1()
+            t.struct_size = UInt32(MemoryLayout<ctm_filesystem_v1>.size)
+            t.struct_version = 1
+            if s.contains("locate") { t.locate = { dispatch(CTM_EXT_FILESYSTEM_V1, "locate", $0, $1, $2, $3, $4, $5, $6) } }
+            return allocate(t)
         case CTM_EXT_CREDENTIALS_V1:
             var t = ctm_credentials_v1()
             t.struct_size = UInt32(MemoryLayout<ctm_credentials_v1>.size)

@@ -60,6 +60,9 @@ struct CPluginTests {
             return "\(URL(fileURLWithPath: p).lastPathComponent):\(rule)"
         })
         #expect(pairs == ["deploy_key:private-key", "credentials:aws-access-key-id"])
+        // Paths as seen inside the scanned tree, not the host's.
+        let paths = findings.compactMap { $0["path"]?.stringValue }
+        #expect(!paths.isEmpty && paths.allSatisfy { $0.hasPrefix("/") && !$0.hasPrefix(root.path) })
         #expect(key.privateKey.path.hasPrefix(root.path))
 
         let health = await record.plugin?.health()

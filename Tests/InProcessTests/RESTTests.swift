@@ -102,6 +102,13 @@ struct RESTTests {
                 Route(method: .get, path: "/v1/revocations", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
                 Route(method: .post, path: "/v1/revocations", body: { _ in #"{"subject": "nobody-at-all"}"# },
                       expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 201]),
+                // No scanner is ready here: a scan of one environment is refused before it is queued.
+                Route(method: .post, path: "/v1/security/clamav-scan", body: { _ in #"{"username": "alice"}"# }, expect: std(412)),
+                Route(method: .post, path: "/v1/security/trivy-scan", body: { _ in #"{"all": true}"# },
+                      expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .get, path: "/v1/security/clamav-reports?username=alice", expect: std(200)),
+                Route(method: .get, path: "/v1/security/trivy-reports.csv?username=alice", expect: std(200)),
+                Route(method: .get, path: "/v1/security/clamav-summary", expect: [.node: 403, .stranger: 200, .friend: 200, .owner: 200, .admin: 200]),
                 Route(method: .delete, path: c, expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 200, .admin: 404]),
             ]
             try await Self.app(h).test(.router) { client in

@@ -93,6 +93,16 @@ struct AuthorizationMatrixTests {
             Route(method: "GET", path: c + "/ssh-config", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
             // A sign-in secret is the owner's: a collaborator is refused before the backend (LXC keeps none: 501) is asked.
             Route(method: "GET", path: c + "/credentials", notOwner: 403, collaborator: 403, owner: 501, admin: 501),
+            // Scans: no scanner plugin is enabled here, so an authorized scan of one environment is
+            // refused before it is queued (412); `all` is the admins' (each environment's failed
+            // report says why); reports and summaries are everyone's, over what they may see.
+            Route(method: "POST", path: "/v1/security/clamav-scan", body: HTTP.json(["username": owner]), notOwner: 403, collaborator: 412, owner: 412, admin: 412),
+            Route(method: "POST", path: "/v1/security/trivy-scan", body: #"{"all": true}"#, notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/security/clamav-summary", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/security/trivy-reports?username=\(owner)", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/security/clamav-reports", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/security/trivy-reports.csv?username=\(owner)", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
+            Route(method: "GET", path: "/v1/security/clamav-reports.csv?user=\(owner)", notOwner: 400, collaborator: 400, owner: 400, admin: 400),
             // Without a WebSocket upgrade: authorized, then told to upgrade.
             Route(method: "GET", path: c + "/terminal", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
             Route(method: "GET", path: c + "/vnc", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
@@ -122,7 +132,7 @@ struct AuthorizationMatrixTests {
             table.append(row)
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
-        #expect(routes.count == 37)
+        #expect(routes.count == 44)
         // Refused credentials (none, expired and forged for each route, all from one address)
         // are audited up to the daemon's limit per address and minute (20), not one row each.
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []

@@ -56,7 +56,7 @@ struct StackAndPluginTests {
         let incus = try #require(rows?.first { $0["id"] as? String == "incus-lxc" })
         #expect(incus["version"] as? String == "0.1.0")
         #expect(incus["abi"] as? String == "1.1")
-        #expect(incus["capabilities"] as? [String] == ["instances/1", "accounts/1"])
+        #expect(incus["capabilities"] as? [String] == ["instances/1", "accounts/1", "filesystem/1"])
         #expect(incus["enabled"] as? Bool == true)
         #expect(incus["state"] as? String == "ready")
         let bad = try #require(rows?.first { $0["id"] as? String == "broken" })

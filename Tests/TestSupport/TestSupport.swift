@@ -120,6 +120,14 @@ extension Run {
         return String(decoding: data, as: UTF8.self).split(separator: "\0").joined(separator: " ")
     }
 
+    /// The processes whose parent is `pid` (from /proc/PID/task/*/children).
+    public static func children(of pid: Int32) -> [Int32] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.flatMap { t in
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int32($0) }
+        }
+    }
+
     /// Whether process `pid` still runs (a zombie, ended and waiting for its parent, does not).
     public static func isRunning(_ pid: Int32) -> Bool {
         guard pid > 1, kill(pid, 0) == 0 else { return false }

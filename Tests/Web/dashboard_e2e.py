@@ -5,7 +5,8 @@ against a real daemon on real Incus. Run by WebDashboardTests (Swift), which sta
 It adds the server with a token, creates an environment with a key generated in the browser,
 watches it appear live, logs in over SSH with the downloaded private key, opens the terminal,
 runs a command, resizes the window (the remote PTY follows), closes the terminal, checks roles,
-accessibility basics and the audit view, and deletes the environment. Screenshots of the main
+accessibility basics, the audit view and the security view (a scan asked for from the keyboard,
+its report brought by the security.scan event, the CSV export), and deletes the environment. Screenshots of the main
 screens go to --screenshots. Prints one JSON line of results; exits non-zero on any failure.
 """
 import argparse, json, os, re, subprocess, sys, tempfile, time
@@ -173,6 +174,78 @@ with sync_playwright() as p:
         expect(page.locator("#audit-table tbody")).to_contain_text(action)
         expect(page.locator("#audit-table tbody")).to_contain_text(args.user)
     shot(page, "09-audit")
+
+    # 4b. Security: the summary renders; "Scan now", pressed from the keyboard, is refused at once
+    # (no scanner plugin runs in this test bed); "Scan all" queues scans whose failed reports,
+    # saying which scanner is missing, the security.scan event brings, down to the stored report.
+    page.get_by_role("tab", name="Security").click()
+    sec = page.locator("#view-security")
+    expect(sec.locator("#sec-summary")).to_contain_text("ClamAV:")
+    srow = sec.locator(f'#sec-table tr[data-username="{args.user}"]')
+    expect(srow).to_be_visible()
+    expect(srow.locator(".badge").first).to_have_text("not scanned")
+    expect(sec.get_by_role("button", name="Scan all")).to_be_visible()
+    # Every new control is reached with Tab, starting from the view's tab.
+    page.get_by_role("tab", name="Security").focus()
+    NAME = """(() => { const e = document.activeElement; return e.getAttribute('aria-label')
+        || (e.labels && e.labels[0] ? e.labels[0].textContent.trim().split(/\\s+/)[0] : '') || e.textContent.trim(); })()"""
+    want = {"ClamAV", "Node", "Status", "Scan all", "Export CSV", "Refresh", f"Reports {args.user}-container", f"Scan now {args.user}-container"}
+    reached = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate(NAME))
+        if want <= set(reached):
+            break
+    assert want <= set(reached), f"not reached with Tab: {want - set(reached)} (reached {reached})"
+    # The scanner switch is a radio group: arrow keys change it.
+    sec.get_by_label("ClamAV", exact=True).focus()
+    page.keyboard.press("ArrowRight")
+    expect(sec.get_by_label("Trivy", exact=True)).to_be_checked()
+    expect(sec.locator("#sec-summary")).to_contain_text("Trivy:")
+    expect(srow.locator(".badge").first).to_have_text("not scanned")
+    page.keyboard.press("ArrowLeft")
+    expect(sec.get_by_label("ClamAV", exact=True)).to_be_checked()
+    expect(sec.locator("#sec-summary")).to_contain_text("ClamAV:")
+    events_before = page.evaluate("window.containarium.security.events")
+    # One environment's scan is checked before it is queued: with no scanner ready it is refused
+    # at once (412), said in an error toast; nothing is queued and the row stays as it was.
+    srow.get_by_role("button", name=f"Scan now {args.user}-container").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".toast.bad").last).to_contain_text("failed_precondition: no scanner 'clamav' is ready on")
+    expect(srow.get_by_role("button", name=f"Scan now {args.user}-container")).to_have_text("Scan now")
+    expect(srow.locator(".badge").first).to_have_text("not scanned")
+    # The table was redrawn under the keyboard user: the focus stayed on the same button.
+    assert page.evaluate("document.activeElement.dataset.key") == f"scan:{args.user}", page.evaluate(NAME)
+    # Scan all (admins) queues every environment; each scan that cannot run is a failed report
+    # saying why, which the security.scan event brings.
+    sec.get_by_role("button", name="Scan all").click()
+    expect(srow).to_have_attribute("data-status", "failed", timeout=120_000)
+    expect(srow.locator(".badge").first).to_have_text("failed")
+    expect(srow.locator(".scan-error")).to_contain_text("no scanner 'clamav' is ready on")
+    page.wait_for_function(f"window.containarium.security.events > {events_before}", timeout=30_000)
+    expect(srow.get_by_role("button", name=f"Scan now {args.user}-container")).to_have_text("Scan now")
+    expect(sec.locator("#sec-summary")).to_contain_text(re.compile(r"[1-9]\d* failed"))
+    expect(sec.locator("#sec-summary")).to_contain_text("last scan")
+    # Expanding the row (Enter) shows its reports, the failed scan's reason stated plainly.
+    srow.get_by_role("button", name=f"Reports {args.user}-container").focus()
+    page.keyboard.press("Enter")
+    expect(srow.get_by_role("button", name=f"Reports {args.user}-container")).to_have_attribute("aria-expanded", "true")
+    detail = sec.locator(f"#sec-detail-{args.user}")
+    expect(detail).to_contain_text("Scan failed: no scanner 'clamav' is ready on")
+    expect(detail).to_contain_text("manual scan on")
+    shot(page, "12-security")
+    # CSV export: fetched with the token in its header, offered as a download.
+    with page.expect_download() as dl:
+        sec.get_by_role("button", name="Export CSV").click()
+    csv_path = os.path.join(tempfile.mkdtemp(), "clamav.csv")
+    dl.value.save_as(csv_path)
+    with open(csv_path, encoding="utf-8") as f:
+        csv_lines = f.read().splitlines()
+    assert csv_lines and csv_lines[0].startswith("report_id,started_at,username,node,scanner,status,error,path,rule"), csv_lines[:1]
+    assert any(f",{args.user}," in l and ",clamav,failed," in l for l in csv_lines[1:]), csv_lines
+    for r in requests:
+        assert args.admin_token not in r.url, "a token appeared in a URL"
+    results["security"] = {"scanStatus": "failed", "csvRows": len(csv_lines) - 1, "tabReached": len(reached)}
     page.get_by_role("tab", name="Environments").click()
 
     # 5. Accessibility basics: every control labelled; dialogs work from the keyboard; contrast.
@@ -211,6 +284,21 @@ with sync_playwright() as p:
     assert seen == [args.other_user], f"the user token saw {seen}"
     page.get_by_role("tab", name="Nodes and plugins").click()
     expect(page.locator("#nodes")).to_contain_text("admin tokens")
+    # Security as a user: only its own environment, with the report the admin's "Scan all" left
+    # for it and not the other one's, and no "Scan all"; "Scan now" is refused as above.
+    page.get_by_role("tab", name="Security").click()
+    expect(sec.locator("#sec-summary")).to_contain_text("ClamAV: 1 environment scanned, 0 clean, 0 with findings, 0 incomplete, 1 failed")
+    urow = sec.locator(f'#sec-table tr[data-username="{args.other_user}"]')
+    expect(urow).to_be_visible()
+    expect(urow).to_have_attribute("data-status", "failed")
+    expect(sec.locator("#sec-scan-all")).to_be_hidden()
+    expect(sec.get_by_role("button", name="Scan all")).to_have_count(0)
+    shown = page.evaluate("[...document.querySelectorAll('#sec-table tr[data-username]')].map(r => r.dataset.username)")
+    assert shown == [args.other_user], f"the user token's security view shows {shown}"
+    urow.get_by_role("button", name=f"Scan now {args.other_user}-container").click()
+    expect(page.locator(".toast.bad").last).to_contain_text("failed_precondition: no scanner 'clamav' is ready on")
+    expect(urow.get_by_role("button", name=f"Scan now {args.other_user}-container")).to_have_text("Scan now")
+    results["security"]["userScan"] = "refused"
     page.get_by_role("tab", name="Environments").click()
     page.get_by_role("button", name="Sign out of this server").click()
     stored = page.evaluate("localStorage.getItem('containarium.servers')")
@@ -227,8 +315,11 @@ with sync_playwright() as p:
     page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
     expect(card).to_be_hidden(timeout=120_000)
     results["deleted"] = True
-    # A user token's probes of admin routes (nodes) answer 403 by design; anything else counts.
-    results["pageErrors"] = [e for e in errors if "status of 403" not in e]
+    # A user token's probes of admin routes (nodes) answer 403 by design, and each "Scan now"
+    # above was refused with 412 on purpose (exactly two of them); anything else counts.
+    refused = [e for e in errors if "status of 412" in e]
+    assert len(refused) == 2, f"expected the two refused scans, got {refused}"
+    results["pageErrors"] = [e for e in errors if "status of 403" not in e and "status of 412" not in e]
     assert not results["pageErrors"], results["pageErrors"]
     browser.close()
 print(json.dumps(results))

@@ -230,7 +230,9 @@ typedef struct ctm_node_lifecycle_v1 {
     ctm_call_fn stop;      /* {node}                  -> NodeStatus         */
 } ctm_node_lifecycle_v1;
 
-/** "scanner/1": content scanners (malware, secrets). */
+/** "scanner/1": content scanners (malware, secrets, vulnerabilities) of a directory tree the
+ *  host names (an environment's root filesystem, from filesystem/1); finding paths are relative
+ *  to that tree, as seen inside the environment. */
 #define CTM_EXT_SCANNER_V1 "scanner/1"
 typedef struct ctm_scanner_v1 {
     uint32_t struct_size;
@@ -275,6 +277,19 @@ typedef struct ctm_credentials_v1 {
     uint32_t struct_version;  /* 1 */
     ctm_call_fn get;       /* InstanceRef             -> Credentials        */
 } ctm_credentials_v1;
+
+/**
+ * "filesystem/1": where the host can read an instance's root filesystem, for host-side work
+ * that must run nothing inside the instance (scanners). The answer comes from the backend's own
+ * record of the instance's storage, never from the guest. A backend whose instances have no
+ * such tree answers CTM_E_UNSUPPORTED, saying why. A new extension id: no ABI minor bump.
+ */
+#define CTM_EXT_FILESYSTEM_V1 "filesystem/1"
+typedef struct ctm_filesystem_v1 {
+    uint32_t struct_size;
+    uint32_t struct_version;  /* 1 */
+    ctm_call_fn locate;    /* InstanceRef             -> Location {path, kind} */
+} ctm_filesystem_v1;
 
 /* ----------------------------------------------------------------------------------------- */
 /* Helpers (header-only, so plugins link nothing of the host's)                               */
