@@ -23,6 +23,8 @@ let package = Package(
         // scanner/1 plugins: ClamAV (clamd, else clamscan) and Trivy (secrets, vulnerabilities, misconfigurations).
         .library(name: "ClamAVScanner", type: .dynamic, targets: ["ClamAVScanner"]),
         .library(name: "TrivyScanner", type: .dynamic, targets: ["TrivyScanner"]),
+        // node.lifecycle/1 plugin: GCE spot VMs over the Compute Engine API and the metadata server.
+        .library(name: "GCESpot", type: .dynamic, targets: ["GCESpot"]),
         // Test double of an instances/1 backend, loaded by the in-process tests with dlopen.
         .library(name: "FakeInstances", type: .dynamic, targets: ["FakeInstances"]),
     ],
@@ -185,12 +187,29 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The sentinel: the always-on process in front of a preemptible machine (forwarding,
+        // maintenance answers, restarts through the machine's node.lifecycle/1 plugin).
+        .target(
+            name: "ContainariumSentinel",
+            dependencies: [
+                "ContainariumService", "ContainariumGateway", "ContainariumCore", "PluginHost",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSH", package: "swift-nio-ssh"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
         // The `containarium` executable: CLI adapter over the service layer.
         .executableTarget(
             name: "containarium",
             dependencies: [
                 "ContainariumService", "PluginHost", "ContainariumCore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway",
-                "ContainariumClient", "ContainariumProto",
+                "ContainariumClient", "ContainariumProto", "ContainariumSentinel",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -243,6 +262,17 @@ let package = Package(
             name: "TrivyScanner",
             dependencies: ["ScannerKit", "PluginKit", "PluginABI", "ContainariumCore"],
             path: "Plugins/Trivy",
+            exclude: ["plugin.json", "README.md"],
+            swiftSettings: strict
+        ),
+
+        // Lifecycle plugin: GCE spot VMs (status/start/stop over the Compute Engine API, the
+        // metadata server's preemption and maintenance notices as events). _CryptoExtras signs
+        // the service-account grant (RS256).
+        .target(
+            name: "GCESpot",
+            dependencies: ["PluginKit", "PluginABI", "ContainariumCore", .product(name: "_CryptoExtras", package: "swift-crypto")],
+            path: "Plugins/GCESpot",
             exclude: ["plugin.json", "README.md"],
             swiftSettings: strict
         ),

@@ -6,6 +6,7 @@
 #   PREFIX/lib/containarium/plugins/nvidia-gpu/{plugin.json,libnvidia_gpu.so}  (GPU discovery, libpci)
 #   PREFIX/lib/containarium/plugins/qemu-windows/{plugin.json,libQemuWindows.so}  (VMs; disabled by default)
 #   PREFIX/lib/containarium/plugins/{clamav,trivy}/{plugin.json,lib*Scanner.so}  (security scans; disabled by default)
+#   PREFIX/lib/containarium/plugins/gce-spot/{plugin.json,libGCESpot.so}  (spot VM lifecycle, the sentinel's; disabled by default)
 #   PREFIX/share/containarium/stacks/*.json
 #   PREFIX/share/containarium/webui/ (the dashboard, with its libraries from Debian's packages)
 # and, when missing, a node config at /etc/containarium/config.json.
@@ -26,6 +27,7 @@ swift build "${build_args[@]}" --product IncusLXC
 swift build "${build_args[@]}" --product QemuWindows
 swift build "${build_args[@]}" --product ClamAVScanner
 swift build "${build_args[@]}" --product TrivyScanner
+swift build "${build_args[@]}" --product GCESpot
 bin="$(swift build "${build_args[@]}" --show-bin-path)"
 
 install -d "$PREFIX/bin" "$PREFIX/lib/containarium/plugins/incus-lxc" "$PREFIX/share/containarium/stacks"
@@ -41,8 +43,8 @@ install -d "$PREFIX/lib/containarium/plugins/qemu-windows"
 install -m 0644 Plugins/QemuWindows/plugin.json "$PREFIX/lib/containarium/plugins/qemu-windows/plugin.json"
 install -m 0755 "$bin/libQemuWindows.so" "$PREFIX/lib/containarium/plugins/qemu-windows/libQemuWindows.so.new"
 mv -f "$PREFIX/lib/containarium/plugins/qemu-windows/libQemuWindows.so.new" "$PREFIX/lib/containarium/plugins/qemu-windows/libQemuWindows.so"
-# The scanners (disabled by default; docs/scanning.md).
-for p in "clamav ClamAV ClamAVScanner" "trivy Trivy TrivyScanner"; do
+# The scanners (docs/scanning.md) and the spot VM lifecycle (docs/sentinel.md), disabled by default.
+for p in "clamav ClamAV ClamAVScanner" "trivy Trivy TrivyScanner" "gce-spot GCESpot GCESpot"; do
   set -- $p
   install -d "$PREFIX/lib/containarium/plugins/$1"
   install -m 0644 "Plugins/$2/plugin.json" "$PREFIX/lib/containarium/plugins/$1/plugin.json"

@@ -38,6 +38,10 @@ while IFS='=' read -r k v; do export "$k=$v"; done <<< "$webenv"
 export CONTAINARIUM_VM_GUEST=/var/cache/containarium/vm-guest
 bash scripts/vm-testguest.sh "$CONTAINARIUM_VM_GUEST"
 
+# deploy/gce's Terraform: fmt and validate where terraform and its providers can be had;
+# python-hcl2 (PyPI) parses it and checks its variables.
+bash scripts/check-terraform.sh
+
 export CONTAINARIUM_WERROR=1   # Package.swift turns warnings into errors in our targets
 build_args=()
 if [ -n "${SWIFT_BUILD_PATH:-}" ]; then build_args+=(--scratch-path "$SWIFT_BUILD_PATH"); fi

@@ -342,6 +342,7 @@ struct APIv1: Sendable {
             cpu: ProtoMap.nonEmpty(m.resources.cpu), memory: ProtoMap.nonEmpty(m.resources.memory), disk: ProtoMap.nonEmpty(m.resources.disk),
             labels: m.labels, gpus: m.gpus == 0 ? nil : Int(m.gpus), gpuModel: ProtoMap.nonEmpty(m.gpuModel), node: try ProtoMap.node(m.node))
         create.kind = ProtoMap.nonEmpty(m.kind)
+        create.critical = m.critical
         let e = try await plane.explainPlacement(who, create)
         return .with {
             $0.chosen = e.chosen ?? ""
@@ -353,6 +354,7 @@ struct APIv1: Sendable {
                 $0.gpuModel = e.request.gpuModel ?? ""
                 $0.labels = e.request.labels
                 $0.node = e.request.node ?? ""
+                $0.critical = e.request.critical
             }
             $0.verdicts = e.verdicts.map { v in
                 .with {

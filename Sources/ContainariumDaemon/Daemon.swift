@@ -322,6 +322,8 @@ public enum Daemon {
                               links: links, connector: GRPCNodeConnector(), logger: logger)
         try await cluster.load()
         plane.setCluster(cluster)
+        // Spot preemption and maintenance notices of node.lifecycle/1 plugins, into this node's reports.
+        services.append(.init(service: TaskService(description: "lifecycle") { await plane.followLifecycle() }))
         services.append(.init(service: TaskService(description: "cluster") {
             var tick = 0
             while !Task.isCancelled {

@@ -261,6 +261,7 @@ extension ProtoMap {
             $0.kind = r.kind ?? ""
             $0.enableDocker = r.runtimes.contains(.docker)
             $0.enablePodman = r.runtimes.contains(.podman)
+            $0.critical = r.critical
         }
     }
 
@@ -297,6 +298,7 @@ extension ProtoMap {
                 }
             }
             if let plugins = r.plugins { $0.plugins = .with { $0.plugins = plugins.map(plugin) } }
+            $0.preemption = r.preemption ?? ""
         }
     }
 
@@ -313,6 +315,7 @@ extension ProtoMap {
             plugins: m.hasPlugins ? m.plugins.plugins.map { p in
                 NodePlugin(id: p.id, version: nonEmpty(p.version), abi: nonEmpty(p.abi), state: p.state, capabilities: p.capabilities,
                            kinds: p.kinds.isEmpty ? nil : p.kinds, osTypes: p.osTypes.isEmpty ? nil : p.osTypes)
-            } : nil)
+            } : nil,
+            preemption: nonEmpty(m.preemption))
     }
 }

@@ -95,6 +95,8 @@ enum ProtoMap {
             $0.environments = UInt32(clamping: n.environments)
             $0.sshGateway = n.sshGateway ?? ""
             $0.plugins = (n.plugins ?? []).map(plugin)
+            $0.preempted = n.preempted
+            $0.preemption = n.preemption ?? ""
         }
     }
 
@@ -211,6 +213,7 @@ enum ProtoMap {
             gpus: m.gpus == 0 ? nil : Int(m.gpus), gpuModel: nonEmpty(m.gpuModel), gpuDevices: m.gpuDevices, node: try node(m.node),
             runtimes: (m.enablePodman ? [ContainerRuntime.podman] : []) + (m.enableDocker ? [.docker] : []))
         r.kind = nonEmpty(m.kind)
+        r.critical = m.critical
         return r
     }
 

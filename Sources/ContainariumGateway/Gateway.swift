@@ -83,7 +83,7 @@ public final class SSHGateway: Service, Sendable {
             let line = "containarium-gateway: \(source) is banned until \(until) after repeated failed logins\r\n"
             try channel.pipeline.syncOperations.addHandler(RefuseHandler(line: line))
             let directory = self.directory
-            Task { await directory.audit(GatewayAuditEvent(action: "gateway.refused", actor: "-", target: "-", source: source, result: "permission_denied", detail: "banned until \(until)")) }
+            Task { await directory.audit(GatewayAuditEvent(action: "gateway.refused", actor: "-", target: "-", source: source, result: "permission_denied", detail: "banned until \(until)", preLogin: true)) }
             return
         }
         let refusal = open.withLock { o -> String? in
@@ -97,7 +97,7 @@ public final class SSHGateway: Service, Sendable {
         }
         if let refusal {
             try channel.pipeline.syncOperations.addHandler(RefuseHandler(line: "containarium-gateway: too many connections: \(refusal); try again later\r\n"))
-            audit(GatewayAuditEvent(action: "gateway.refused", actor: "-", target: "-", source: source, result: "resource_exhausted", detail: refusal))
+            audit(GatewayAuditEvent(action: "gateway.refused", actor: "-", target: "-", source: source, result: "resource_exhausted", detail: refusal, preLogin: true))
             return
         }
         let connection = Connection(source: source)
@@ -400,7 +400,7 @@ final class ErrorCloser: ChannelInboundHandler {
         gateway.logger.info("SSH gateway: closing the connection from \(connection.source): \(error)")
         if connection.route == nil, !(error is ChannelError) {
             gateway.audit(GatewayAuditEvent(action: "gateway.protocol-error", actor: connection.snapshot().requestedUser, target: "-",
-                                            source: connection.source, result: "invalid_argument", detail: String("\(error)".prefix(300))))
+                                            source: connection.source, result: "invalid_argument", detail: String("\(error)".prefix(300)), preLogin: true))
         }
         context.close(promise: nil)
     }

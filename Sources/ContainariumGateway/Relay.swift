@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 import NIOSSH
 
 /// One half of a pair that joins two channels on the same event loop: what one reads, the
@@ -260,5 +260,16 @@ final class SSHChannelBytes: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let bytes = unwrapOutboundIn(data)
         context.write(wrapOutboundOut(SSHChannelData(type: .channel, data: .byteBuffer(bytes))), promise: promise)
+    }
+}
+
+/// Joins two TCP connections on one event loop (the sentinel's proxy): bytes and half-closes
+/// each way, a side reading only while the other can write. Call on that event loop, before
+/// either channel reads (accept with `autoRead` off and `allowRemoteHalfClosure` on).
+public enum StreamJoin {
+    public static func join(_ a: any Channel, _ b: any Channel) throws {
+        let (x, y) = Relay.pair(session: false)
+        try a.pipeline.syncOperations.addHandler(x)
+        try b.pipeline.syncOperations.addHandler(y)
     }
 }

@@ -32,11 +32,16 @@ public struct NodeReport: Codable, Sendable, Equatable {
         }
     }
 
+    /// Set when the node's node.lifecycle/1 plugin announced that its provider is reclaiming
+    /// the machine ("preempted", "maintenance: …"): nothing is placed on it meanwhile.
+    public var preemption: String?
+
     /// The node's plugins (dashboard: the unified view across backends).
     public var plugins: [NodePlugin]?
 
     public init(address: String, token: String?, info: NodeInfo, environments: [String: Resources], gateway: GatewayEndpoint? = nil,
-                plugins: [NodePlugin]? = nil) {
+                plugins: [NodePlugin]? = nil, preemption: String? = nil) {
+        self.preemption = preemption
         self.gateway = gateway
         self.plugins = plugins
         self.address = address
@@ -94,6 +99,10 @@ public struct NodeView: Codable, Sendable, Equatable {
     /// The node's SSH gateway (HOST:PORT), when it runs one.
     public var sshGateway: String?
     public var plugins: [NodePlugin]?
+    /// What its node.lifecycle/1 plugin announced (a coming preemption or maintenance), as its
+    /// last report said: nothing is placed on it meanwhile.
+    public var preemption: String? = nil
+    public var preempted: Bool { preemption != nil }
 }
 
 /// The nodes of the cluster, their health, and the scheduler that places environments on them.
@@ -181,6 +190,9 @@ public final class Cluster: Sendable {
                 throw .invalid("reports no longer carry a token for the control plane (it calls nodes back through their link, or with its own mTLS certificate): upgrade this node")
             }
             guard r.info.name != localName else { throw .invalid("\(r.info.name) is the control plane's own name; give the node another (nodeName in its config)") }
+            if let p = r.preemption, p.isEmpty || p.count > 200 || p.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+                throw .invalid("a report's preemption notice must be 1-200 printable characters")
+            }
             // No address: a node that only dials out (reached through its link).
             if !r.address.isEmpty { _ = try NodeAddress.parse(r.address) }
             if let g = r.gateway {
@@ -214,6 +226,7 @@ public final class Cluster: Sendable {
                                  used: info.reserved, environments: r.environments.count)
             view.sshGateway = r.gateway.map { $0.address.isEmpty ? "link" : $0.address }
             view.plugins = r.plugins
+            view.preemption = r.preemption
             m[info.name] = Member(view: view, environments: Set(r.environments.keys), gateway: local ? nil : r.gateway)
             return (draining, isNew, before)
         }
@@ -221,7 +234,7 @@ public final class Cluster: Sendable {
             let added = reportedNames.subtracting(before).sorted(), removed = before.subtracting(reportedNames).sorted()
             if !added.isEmpty || !removed.isEmpty { notify(info.name, added, removed) }
         }
-        scheduler.upsert(info, condition: NodeCondition(healthy: true, draining: draining))
+        scheduler.upsert(info, condition: NodeCondition(healthy: true, draining: draining, preempted: r.preemption != nil))
         if !local {
             let json = String(decoding: (try? WireJSON.encode(info)) ?? Data("{}".utf8), as: UTF8.self)
             try await store.saveNodeReport(name: info.name, address: r.address, info: json)
@@ -239,19 +252,19 @@ public final class Cluster: Sendable {
     /// Mark members that stopped reporting unhealthy. Returns the names that changed.
     @discardableResult
     public func checkHealth(now: Date = Date()) -> [String] {
-        let changed = members.withLock { m -> [(String, Bool, Bool)] in
-            var out: [(String, Bool, Bool)] = []
+        let changed = members.withLock { m -> [(String, Bool, Bool, Bool)] in
+            var out: [(String, Bool, Bool, Bool)] = []
             for (name, member) in m where !member.view.local {
                 let healthy = member.view.lastSeen.map { now.timeIntervalSince($0) < unhealthyAfter } ?? false
                 if healthy != member.view.healthy {
                     m[name]?.view.healthy = healthy
-                    out.append((name, healthy, member.view.draining))
+                    out.append((name, healthy, member.view.draining, member.view.preempted))
                 }
             }
             return out
         }
-        for (name, healthy, draining) in changed {
-            scheduler.setCondition(name, NodeCondition(healthy: healthy, draining: draining))
+        for (name, healthy, draining, preempted) in changed {
+            scheduler.setCondition(name, NodeCondition(healthy: healthy, draining: draining, preempted: preempted))
             if healthy { logger.notice("node \(name) is healthy again") } else { logger.warning("node \(name) stopped reporting: unhealthy") }
         }
         return changed.map(\.0)
@@ -262,7 +275,7 @@ public final class Cluster: Sendable {
             m[name]?.view.draining = draining
             return m[name]
         }) else { throw .notFound("no node \(name)") }
-        scheduler.setCondition(name, NodeCondition(healthy: member.view.healthy, draining: draining))
+        scheduler.setCondition(name, NodeCondition(healthy: member.view.healthy, draining: draining, preempted: member.view.preempted))
         let info = NodeInfo(name: name, kinds: Set(member.view.kinds), capacity: member.view.capacity, reserved: member.view.used,
                             gpus: member.view.gpus, labels: member.view.labels, pool: member.view.pool, preemptible: member.view.preemptible)
         let json = String(decoding: (try? WireJSON.encode(info)) ?? Data("{}".utf8), as: UTF8.self)
@@ -342,13 +355,13 @@ public final class Cluster: Sendable {
         guard let stored = try? await store.nodes() else { return }
         let names = Set(stored.map(\.0))
         for (name, address, infoJSON, draining) in stored where name != localName && !address.isEmpty {
-            let change = members.withLock { m -> (known: Bool, drainChanged: Bool, healthy: Bool) in
-                guard let member = m[name] else { return (false, false, false) }
+            let change = members.withLock { m -> (known: Bool, drainChanged: Bool, healthy: Bool, preempted: Bool) in
+                guard let member = m[name] else { return (false, false, false, false) }
                 if member.view.draining != draining {
                     m[name]?.view.draining = draining
-                    return (true, true, member.view.healthy)
+                    return (true, true, member.view.healthy, member.view.preempted)
                 }
-                return (true, false, member.view.healthy)
+                return (true, false, member.view.healthy, member.view.preempted)
             }
             if !change.known {
                 guard let info = try? WireJSON.decode(NodeInfo.self, from: Data(infoJSON.utf8)) else { continue }
@@ -356,7 +369,7 @@ public final class Cluster: Sendable {
                 members.withLock { $0[name] = Member(view: view, environments: [], gateway: nil) }
                 scheduler.upsert(info, condition: NodeCondition(healthy: false, draining: draining))
             } else if change.drainChanged {
-                scheduler.setCondition(name, NodeCondition(healthy: change.healthy, draining: draining))
+                scheduler.setCondition(name, NodeCondition(healthy: change.healthy, draining: draining, preempted: change.preempted))
             }
         }
         let gone = members.withLock { m -> [String] in

@@ -27,6 +27,8 @@ public final class ControlPlane: Sendable {
     public let execSlots: ExecSlots
     /// Scans at once, per node (`security.parallel`).
     let scanSlotsByNode = Mutex<[String: AsyncSlots]>([:])
+    /// What this node's node.lifecycle/1 plugin last announced (Lifecycle.swift).
+    let preemptionNotice = Mutex<String?>(nil)
     /// Scans queued or running, by scanner and environment: a second ask joins the first.
     let scansInFlight = Mutex<[String: Task<ScanRecord, Never>]>([:])
     public let node: String
@@ -94,10 +96,12 @@ public final class ControlPlane: Sendable {
                        data: .audit(action: action, actor: caller.subject, result: outcome))
     }
 
-    /// An entry from an adapter that has its own notion of the caller (the SSH gateway). Its
-    /// refusals are rate-limited per address (`auditLimiter`).
-    public func audit(actor: String, role: String, action: String, target: String, source: String, interface: String, result: String, detail: String) async {
-        if result != "ok", action.hasPrefix("gateway."), action != "gateway.ban", !(await admitRefusal(source: source, interface: interface)) { return }
+    /// An entry from an adapter that has its own notion of the caller (the SSH gateway). With
+    /// `beforeLogin` (a connection, a refused key: nobody is accountable yet) it shares the
+    /// address's budget of such rows (`auditLimiter`); what a logged-in user did is always written.
+    public func audit(actor: String, role: String, action: String, target: String, source: String, interface: String, result: String, detail: String,
+                      beforeLogin: Bool = false) async {
+        if beforeLogin, action != "gateway.ban", !(await admitRefusal(source: source, interface: interface)) { return }
         let entry = AuditEntry(actor: actor, role: role, action: action, target: target, source: source, interface: interface, result: result, detail: detail)
         await record(entry)
         events.publish("audit", username: Username(containerName: target + "-container") != nil ? target : nil,
@@ -299,9 +303,10 @@ public final class ControlPlane: Sendable {
             gpus: v.gpuCount, gpuModel: v.gpuModel, labels: nodeSelector(v.request.labels))
     }
 
-    static func placement(_ v: EnvironmentService.ValidatedCreate, kind: String, node: String?) -> PlacementRequest {
+    static func placement(_ v: EnvironmentService.ValidatedCreate, kind: String, node: String?, critical: Bool = false) -> PlacementRequest {
         var p = placement(v, kind: kind)
         p.node = node
+        p.critical = critical
         return p
     }
 
@@ -317,7 +322,7 @@ public final class ControlPlane: Sendable {
         let (gpus, model, _) = try EnvironmentService.validateGPUs(r)
         return PlacementRequest(id: "explain", kind: kind, resources: Resources(cpuMillis: Int64(cpu) * 1000, memoryBytes: Int64(clamping: memory),
                                                                                 diskBytes: Int64(clamping: disk)),
-                                gpus: gpus, gpuModel: model, labels: nodeSelector(r.labels), node: r.node)
+                                gpus: gpus, gpuModel: model, labels: nodeSelector(r.labels), critical: r.critical, node: r.node)
     }
 
     /// The kinds this node serves: the union over its ready instance backends (their manifests).
@@ -426,7 +431,7 @@ public final class ControlPlane: Sendable {
             NodePlugin(id: r.id, version: r.manifest?.version, abi: r.manifest?.abi, state: r.state.label, capabilities: r.manifest?.capabilities ?? [],
                        kinds: r.manifest?.kinds, osTypes: r.manifest?.osTypes)
         }
-        return NodeReport(address: address, token: token, info: info, environments: envs, plugins: plugins)
+        return NodeReport(address: address, token: token, info: info, environments: envs, plugins: plugins, preemption: preemption)
     }
 
     /// A member's report (gRPC `ReportNode`, node or admin tokens only).
@@ -557,14 +562,21 @@ public final class ControlPlane: Sendable {
                 // Addresses name one node's GPUs; where the scheduler picks the node, it picks them.
                 throw .invalid("gpuDevices names one node's GPUs: on a control plane the scheduler picks them; ask for gpus (and gpuModel)")
             }
-            if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) || request.node != nil {
+            // A critical environment is placed by the scheduler too: it keeps off preemptible nodes.
+            if let cluster, cluster.hasRemoteMembers || (validated.gpuCount > 0 && request.gpuDevices.isEmpty) || request.node != nil || request.critical {
                 if try await store.container(user.value) != nil { throw .alreadyExists("an environment for \(user.value) already exists") }
                 let kind = try kind(for: request)
-                let placed = try await cluster.place(Self.placement(validated, kind: kind, node: request.node))
+                let placed = try await cluster.place(Self.placement(validated, kind: kind, node: request.node, critical: request.critical))
                 target = placed.node
                 request.kind = kind
+                request.critical = false  // placed: the node it goes to does not place it again
                 request.gpuDevices = placed.gpuAddresses
                 if !placed.gpuAddresses.isEmpty { request.gpus = placed.gpuAddresses.count }
+            }
+            // A machine its provider is reclaiming takes nothing new (its lifecycle plugin said so).
+            if target == node, let notice = preemption {
+                await cluster?.release(user.containerName)
+                throw ContainariumError(.unavailable, "\(node) is being reclaimed by its provider (\(notice)): nothing is created here until it is back")
             }
             // What can be known before the work starts is refused now, not in the operation.
             if target == node {

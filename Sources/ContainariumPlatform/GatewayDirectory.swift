@@ -221,11 +221,10 @@ public final class ControlPlaneGatewayDirectory: GatewayDirectory {
     }
 
     public func audit(_ event: GatewayAuditEvent) async {
-        // Refusals are limited by `plane.audit` itself; what else comes before a login (a
-        // connection, the end of one that never logged in) is limited here, once.
-        if event.preLogin, event.result == "ok" { guard await plane.admitRefusal(source: event.source, interface: "ssh") else { return } }
+        // What comes before a login (a connection, a refused key, the end of a connection that
+        // never logged in) shares the address's budget; what a logged-in user did does not.
         await plane.audit(actor: event.actor, role: "user", action: event.action, target: event.target, source: event.source,
-                          interface: "ssh", result: event.result, detail: event.detail)
+                          interface: "ssh", result: event.result, detail: event.detail, beforeLogin: event.preLogin)
     }
 }
 

@@ -154,6 +154,19 @@ public nonisolated struct Containarium_V1_Node: @unchecked Sendable {
     set {_uniqueStorage()._plugins = newValue}
   }
 
+  /// Its provider is reclaiming it (a spot preemption or a maintenance event its node.lifecycle/1
+  /// plugin announced): nothing is placed on it until it reports again without the notice.
+  public var preempted: Bool {
+    get {_storage._preempted}
+    set {_uniqueStorage()._preempted = newValue}
+  }
+
+  /// What the notice said ("preempted", "maintenance: MIGRATE_ON_HOST_MAINTENANCE"), when preempted.
+  public var preemption: String {
+    get {_storage._preemption}
+    set {_uniqueStorage()._preemption = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -290,6 +303,9 @@ public nonisolated struct Containarium_V1_ExplainScheduleRequest: Sendable {
   /// An OS type by the name the node's config gives it, as in CreateContainerRequest.
   public var os: String = String()
 
+  /// A critical environment, as in CreateContainerRequest.
+  public var critical: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -343,6 +359,9 @@ public nonisolated struct Containarium_V1_PlacementRequest: Sendable {
 
   /// The node the request names, if any.
   public var node: String = String()
+
+  /// A critical environment (kept off preemptible nodes).
+  public var critical: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -464,7 +483,7 @@ nonisolated extension Containarium_V1_NodeGPU: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Node"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}local\0\u{1}healthy\0\u{1}draining\0\u{3}last_seen\0\u{1}kinds\0\u{1}capacity\0\u{1}used\0\u{1}gpus\0\u{1}labels\0\u{1}pool\0\u{1}preemptible\0\u{1}environments\0\u{3}ssh_gateway\0\u{1}plugins\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}local\0\u{1}healthy\0\u{1}draining\0\u{3}last_seen\0\u{1}kinds\0\u{1}capacity\0\u{1}used\0\u{1}gpus\0\u{1}labels\0\u{1}pool\0\u{1}preemptible\0\u{1}environments\0\u{3}ssh_gateway\0\u{1}plugins\0\u{1}preempted\0\u{1}preemption\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -483,6 +502,8 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
     var _environments: UInt32 = 0
     var _sshGateway: String = String()
     var _plugins: [Containarium_V1_NodePlugin] = []
+    var _preempted: Bool = false
+    var _preemption: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -509,6 +530,8 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
       _environments = source._environments
       _sshGateway = source._sshGateway
       _plugins = source._plugins
+      _preempted = source._preempted
+      _preemption = source._preemption
     }
   }
 
@@ -543,6 +566,8 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
         case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._environments) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._sshGateway) }()
         case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._plugins) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._preempted) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._preemption) }()
         default: break
         }
       }
@@ -603,6 +628,12 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._plugins.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._plugins, fieldNumber: 16)
       }
+      if _storage._preempted != false {
+        try visitor.visitSingularBoolField(value: _storage._preempted, fieldNumber: 17)
+      }
+      if !_storage._preemption.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._preemption, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -628,6 +659,8 @@ nonisolated extension Containarium_V1_Node: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._environments != rhs_storage._environments {return false}
         if _storage._sshGateway != rhs_storage._sshGateway {return false}
         if _storage._plugins != rhs_storage._plugins {return false}
+        if _storage._preempted != rhs_storage._preempted {return false}
+        if _storage._preemption != rhs_storage._preemption {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -873,7 +906,7 @@ nonisolated extension Containarium_V1_RemoveNodeResponse: SwiftProtobuf.Message,
 
 nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExplainScheduleRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}labels\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}labels\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0\u{1}critical\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -890,6 +923,7 @@ nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Mess
       case 7: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.kind) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.os) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.critical) }()
       default: break
       }
     }
@@ -927,6 +961,9 @@ nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Mess
     if !self.os.isEmpty {
       try visitor.visitSingularStringField(value: self.os, fieldNumber: 9)
     }
+    if self.critical != false {
+      try visitor.visitSingularBoolField(value: self.critical, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -940,6 +977,7 @@ nonisolated extension Containarium_V1_ExplainScheduleRequest: SwiftProtobuf.Mess
     if lhs.node != rhs.node {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.os != rhs.os {return false}
+    if lhs.critical != rhs.critical {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -992,7 +1030,7 @@ nonisolated extension Containarium_V1_NodeVerdict: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Containarium_V1_PlacementRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlacementRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}resources\0\u{1}gpus\0\u{3}gpu_model\0\u{1}labels\0\u{1}node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}resources\0\u{1}gpus\0\u{3}gpu_model\0\u{1}labels\0\u{1}node\0\u{1}critical\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1006,6 +1044,7 @@ nonisolated extension Containarium_V1_PlacementRequest: SwiftProtobuf.Message, S
       case 4: try { try decoder.decodeSingularStringField(value: &self.gpuModel) }()
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.critical) }()
       default: break
       }
     }
@@ -1034,6 +1073,9 @@ nonisolated extension Containarium_V1_PlacementRequest: SwiftProtobuf.Message, S
     if !self.node.isEmpty {
       try visitor.visitSingularStringField(value: self.node, fieldNumber: 6)
     }
+    if self.critical != false {
+      try visitor.visitSingularBoolField(value: self.critical, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1044,6 +1086,7 @@ nonisolated extension Containarium_V1_PlacementRequest: SwiftProtobuf.Message, S
     if lhs.gpuModel != rhs.gpuModel {return false}
     if lhs.labels != rhs.labels {return false}
     if lhs.node != rhs.node {return false}
+    if lhs.critical != rhs.critical {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -316,6 +316,13 @@ public nonisolated struct Containarium_V1_CreateContainerRequest: @unchecked Sen
     set {_uniqueStorage()._gpuDevices = newValue}
   }
 
+  /// Keep it off preemptible (spot) nodes: the scheduler never places it on one (or, with the
+  /// daemon's --critical-on-preemptible last-resort, only when nothing else fits).
+  public var critical: Bool {
+    get {_storage._critical}
+    set {_uniqueStorage()._critical = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1365,7 +1372,7 @@ nonisolated extension Containarium_V1_Container: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}ssh_keys\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}stack\0\u{1}labels\0\u{1}autostart\0\u{1}nesting\0\u{3}enable_docker\0\u{3}enable_podman\0\u{1}async\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0\u{3}gpu_devices\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{3}ssh_keys\0\u{1}resources\0\u{3}os_type\0\u{1}image\0\u{1}stack\0\u{1}labels\0\u{1}autostart\0\u{1}nesting\0\u{3}enable_docker\0\u{3}enable_podman\0\u{1}async\0\u{1}gpus\0\u{3}gpu_model\0\u{1}node\0\u{1}kind\0\u{1}os\0\u{3}gpu_devices\0\u{1}critical\0")
 
   fileprivate class _StorageClass {
     var _username: String = String()
@@ -1386,6 +1393,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
     var _kind: String = String()
     var _os: String = String()
     var _gpuDevices: [String] = []
+    var _critical: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1414,6 +1422,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
       _kind = source._kind
       _os = source._os
       _gpuDevices = source._gpuDevices
+      _critical = source._critical
     }
   }
 
@@ -1450,6 +1459,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._os) }()
         case 18: try { try decoder.decodeRepeatedStringField(value: &_storage._gpuDevices) }()
+        case 19: try { try decoder.decodeSingularBoolField(value: &_storage._critical) }()
         default: break
         }
       }
@@ -1516,6 +1526,9 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
       if !_storage._gpuDevices.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._gpuDevices, fieldNumber: 18)
       }
+      if _storage._critical != false {
+        try visitor.visitSingularBoolField(value: _storage._critical, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1543,6 +1556,7 @@ nonisolated extension Containarium_V1_CreateContainerRequest: SwiftProtobuf.Mess
         if _storage._kind != rhs_storage._kind {return false}
         if _storage._os != rhs_storage._os {return false}
         if _storage._gpuDevices != rhs_storage._gpuDevices {return false}
+        if _storage._critical != rhs_storage._critical {return false}
         return true
       }
       if !storagesAreEqual {return false}

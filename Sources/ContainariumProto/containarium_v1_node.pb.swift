@@ -177,6 +177,14 @@ public nonisolated struct Containarium_V1_NodeReport: @unchecked Sendable {
   /// Clears the value of `plugins`. Subsequent reads from it will return its default value.
   public mutating func clearPlugins() {_uniqueStorage()._plugins = nil}
 
+  /// Set when its node.lifecycle/1 plugin announced that the provider is reclaiming the machine
+  /// (what the notice said: "preempted", "maintenance: …"): the control plane places nothing
+  /// on it while a report says so.
+  public var preemption: String {
+    get {_storage._preemption}
+    set {_uniqueStorage()._preemption = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -292,7 +300,7 @@ nonisolated extension Containarium_V1_LinkTarget: SwiftProtobuf._ProtoNameProvid
 
 nonisolated extension Containarium_V1_NodeReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{1}token\0\u{1}name\0\u{1}kinds\0\u{1}capacity\0\u{1}reserved\0\u{1}gpus\0\u{1}labels\0\u{1}pool\0\u{1}preemptible\0\u{1}environments\0\u{1}gateway\0\u{1}plugins\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{1}token\0\u{1}name\0\u{1}kinds\0\u{1}capacity\0\u{1}reserved\0\u{1}gpus\0\u{1}labels\0\u{1}pool\0\u{1}preemptible\0\u{1}environments\0\u{1}gateway\0\u{1}plugins\0\u{1}preemption\0")
 
   fileprivate class _StorageClass {
     var _address: String = String()
@@ -308,6 +316,7 @@ nonisolated extension Containarium_V1_NodeReport: SwiftProtobuf.Message, SwiftPr
     var _environments: Dictionary<String,Containarium_V1_NodeResources> = [:]
     var _gateway: Containarium_V1_NodeGateway? = nil
     var _plugins: Containarium_V1_NodePluginList? = nil
+    var _preemption: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -331,6 +340,7 @@ nonisolated extension Containarium_V1_NodeReport: SwiftProtobuf.Message, SwiftPr
       _environments = source._environments
       _gateway = source._gateway
       _plugins = source._plugins
+      _preemption = source._preemption
     }
   }
 
@@ -362,6 +372,7 @@ nonisolated extension Containarium_V1_NodeReport: SwiftProtobuf.Message, SwiftPr
         case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Containarium_V1_NodeResources>.self, value: &_storage._environments) }()
         case 12: try { try decoder.decodeSingularMessageField(value: &_storage._gateway) }()
         case 13: try { try decoder.decodeSingularMessageField(value: &_storage._plugins) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._preemption) }()
         default: break
         }
       }
@@ -413,6 +424,9 @@ nonisolated extension Containarium_V1_NodeReport: SwiftProtobuf.Message, SwiftPr
       try { if let v = _storage._plugins {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
       } }()
+      if !_storage._preemption.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._preemption, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -435,6 +449,7 @@ nonisolated extension Containarium_V1_NodeReport: SwiftProtobuf.Message, SwiftPr
         if _storage._environments != rhs_storage._environments {return false}
         if _storage._gateway != rhs_storage._gateway {return false}
         if _storage._plugins != rhs_storage._plugins {return false}
+        if _storage._preemption != rhs_storage._preemption {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -128,9 +128,18 @@ public struct SchedulingPolicy: Sendable, Hashable, Codable {
     /// machines stay free for the work that needs them. The default (100, the whole range of
     /// the strategy's score) makes them a last resort.
     public var gpuReservePenalty: Double
+    /// Whether a critical request may land on a preemptible node at all.
+    public enum PreemptibleUse: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Never: a preemptible node is filtered out for it (`preemptibleForCritical`).
+        case never
+        /// Only when nothing else fits (`preemptiblePenalty` orders them last).
+        case lastResort = "last-resort"
+    }
+    public var criticalOnPreemptible: PreemptibleUse
 
     public init(strategy: Strategy = .binpack, cpuOvercommit: Double = 4, memoryOvercommit: Double = 1, diskOvercommit: Double = 1,
-                preemptiblePenalty: Double = 100, gpuReservePenalty: Double = 100) {
+                preemptiblePenalty: Double = 100, gpuReservePenalty: Double = 100, criticalOnPreemptible: PreemptibleUse = .never) {
+        self.criticalOnPreemptible = criticalOnPreemptible
         self.strategy = strategy
         self.cpuOvercommit = cpuOvercommit
         self.memoryOvercommit = memoryOvercommit
@@ -145,6 +154,7 @@ public enum FilterReason: Sendable, Hashable, Codable, CustomStringConvertible {
     case unhealthy
     case draining
     case preempted
+    case preemptibleForCritical
     case kindNotServed(String)
     case poolMismatch(wanted: String, node: String?)
     case labelMismatch(key: String, wanted: String, node: String?)
@@ -159,6 +169,7 @@ public enum FilterReason: Sendable, Hashable, Codable, CustomStringConvertible {
         case .unhealthy: "node is unhealthy"
         case .draining: "node is draining"
         case .preempted: "node is being preempted"
+        case .preemptibleForCritical: "node is preemptible and the environment is critical"
         case .kindNotServed(let k): "no \(k) backend on this node"
         case .poolMismatch(let w, let n): "pool \(n ?? "(none)") is not \(w)"
         case .labelMismatch(let k, let w, let n): "label \(k)=\(n ?? "(unset)") is not \(w)"

@@ -127,7 +127,8 @@ public final class Scheduler: Sendable {
             var best = -1
             var bestScore = -Double.infinity
             s.slots.withUnsafeBufferPointer { slots in
-                for i in slots.indices where Self.passes(slots[i], request, kind: kind, pool: pool) {
+                let avoid = request.critical && policy.criticalOnPreemptible == .never
+                for i in slots.indices where Self.passes(slots[i], request, kind: kind, pool: pool, avoidPreemptible: avoid) {
                     let score = Self.total(slots[i], request, policy)
                     if score > bestScore {
                         best = i
@@ -279,8 +280,9 @@ public final class Scheduler: Sendable {
 
     /// The hot path: no allocation, cheapest checks first.
     @inline(__always)
-    static func passes(_ n: borrowing Slot, _ r: borrowing PlacementRequest, kind: UInt64, pool: Int) -> Bool {
+    static func passes(_ n: borrowing Slot, _ r: borrowing PlacementRequest, kind: UInt64, pool: Int, avoidPreemptible: Bool) -> Bool {
         guard n.condition.healthy, !n.condition.draining, !n.condition.preempted, n.kindMask & kind != 0 else { return false }
+        if avoidPreemptible && n.info.preemptible { return false }
         guard n.usedCPU + r.resources.cpuMillis <= n.cpu, n.usedMemory + r.resources.memoryBytes <= n.memory,
               n.usedDisk + r.resources.diskBytes <= n.disk else { return false }
         if r.gpus > 0 {
@@ -307,6 +309,7 @@ public final class Scheduler: Sendable {
         if !n.condition.healthy { out.append(.unhealthy) }
         if n.condition.draining { out.append(.draining) }
         if n.condition.preempted { out.append(.preempted) }
+        if r.critical && policy.criticalOnPreemptible == .never && n.info.preemptible { out.append(.preemptibleForCritical) }
         if n.kindMask & kind == 0 { out.append(.kindNotServed(r.kind)) }
         if let wanted = r.node, n.info.name != wanted { out.append(.notTheRequestedNode(wanted)) }
         if let pool = r.pool, n.info.pool != pool { out.append(.poolMismatch(wanted: pool, node: n.info.pool)) }

@@ -30,6 +30,8 @@ public struct CreateEnvironmentRequest: Sendable {
     /// The backend kind to create it with ("lxc", "vm"): set by the control plane from the
     /// scheduler's placement; nil lets the node choose by OS family (`osFamily`).
     public var kind: String?
+    /// Keep it off preemptible nodes (the scheduler's rule; see SchedulingPolicy).
+    public var critical = false
 
     /// The OS family the request asks for, which picks the instance backend (a manifest's
     /// `osTypes`): that of the OS type, else of the image name, else "linux" (the default image).

@@ -55,6 +55,8 @@ public struct HostConfig: Codable, Sendable, Equatable {
     public var userPolicy: UserPolicy?
     /// Scheduled security scans (`SecurityPolicy`).
     public var security: SecurityPolicy?
+    /// `containarium sentinel` (`SentinelPolicy`).
+    public var sentinel: SentinelPolicy?
 
     public init() {}
 
@@ -84,6 +86,7 @@ public struct HostConfig: Codable, Sendable, Equatable {
         do throws(ContainariumError) {
             try config.userPolicy?.validate()
             try config.security?.validate()
+            try config.sentinel?.validate()
         } catch {
             throw .invalid("config file \(chosen): \(error.message)")
         }

@@ -18,6 +18,8 @@ struct ClusterFlags: ParsableArguments {
     @Option(name: .customLong("node-label"), help: "KEY=VALUE label of this node for placement (repeatable).") var nodeLabels: [String] = []
     @Option(name: .customLong("node-pool"), help: "This node's pool.") var nodePool: String?
     @Flag(help: "This node is preemptible (spot): critical environments avoid it.") var preemptible = false
+    @Option(name: .customLong("critical-on-preemptible"), help: "Whether critical environments may land on preemptible nodes: never (default) or last-resort (only when nothing else fits).")
+    var criticalOnPreemptible = "never"
     @Option(name: .customLong("unhealthy-after"), help: "Seconds without a report before a member is marked unhealthy.") var unhealthyAfter = 10
     @Option(name: .customLong("cluster-certs-dir"), help: "Client certificates for calls to members that run with --mtls.") var clusterCertsDir: String?
 
@@ -25,8 +27,11 @@ struct ClusterFlags: ParsableArguments {
         guard let strategy = SchedulingPolicy.Strategy(rawValue: schedulePolicy) else { throw fail(.invalid("--schedule-policy must be binpack or spread")) }
         guard cpuOvercommit > 0, memoryOvercommit > 0, diskOvercommit > 0 else { throw fail(.invalid("over-commit ratios must be positive")) }
         guard (2...300).contains(unhealthyAfter) else { throw fail(.invalid("--unhealthy-after must be between 2 and 300 seconds")) }
+        guard let critical = SchedulingPolicy.PreemptibleUse(rawValue: criticalOnPreemptible) else {
+            throw fail(.invalid("--critical-on-preemptible must be never or last-resort"))
+        }
         options.schedulingPolicy = SchedulingPolicy(strategy: strategy, cpuOvercommit: cpuOvercommit, memoryOvercommit: memoryOvercommit,
-                                                    diskOvercommit: diskOvercommit)
+                                                    diskOvercommit: diskOvercommit, criticalOnPreemptible: critical)
         options.unhealthyAfter = TimeInterval(unhealthyAfter)
         for l in nodeLabels {
             let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
@@ -149,7 +154,7 @@ struct NodeList: AsyncParsableCommand {
         let rows = v.nodes.map { n -> [String] in
             func cores(_ x: Containarium_V1_NodeResources) -> String { String(format: "%.1f", Double(x.cpuMillis) / 1000) }
             func gib(_ bytes: UInt64) -> String { String(format: "%.0f", Double(bytes) / 1_073_741_824) }
-            let state = (n.healthy ? "healthy" : "UNHEALTHY") + (n.draining ? ",draining" : "")
+            let state = (n.healthy ? "healthy" : "UNHEALTHY") + (n.draining ? ",draining" : "") + (n.preempted ? ",PREEMPTED(\(n.preemption))" : "")
             return [n.name, n.local ? "(local)" : n.address, state, n.kinds.joined(separator: ","),
                     "\(cores(n.used))/\(cores(n.capacity))", "\(gib(n.used.memoryBytes))/\(gib(n.capacity.memoryBytes))",
                     "\(gib(n.used.diskBytes))/\(gib(n.capacity.diskBytes))", Self.gpuSummary(n.gpus),
@@ -225,6 +230,7 @@ struct ScheduleExplain: AsyncParsableCommand {
     @Option(name: .customLong("gpu-model")) var gpuModel: String?
     @Option(help: "Backend kind (lxc, vm); default: the kind of the backend that serves the OS type best.") var kind: String?
     @Option(name: .customLong("label"), help: "node.KEY=VALUE to require a node label (repeatable).") var labels: [String] = []
+    @Flag(help: "A critical environment (kept off preemptible nodes).") var critical = false
     @Option(help: "Output format.") var format: OutputFormat = .table
     @OptionGroup var cp: ControlPlaneOptions
 
@@ -246,6 +252,7 @@ struct ScheduleExplain: AsyncParsableCommand {
             $0.gpuModel = gpuModel ?? ""
             $0.kind = kind ?? ""
             $0.labels = selected
+            $0.critical = critical
         }
         if let gpus, gpus < 0 { throw fail(.invalid("--gpus must be 0 or more")) }
         let v = try await cp.call { c in try await c.cluster.explainSchedule(request, metadata: c.metadata) }

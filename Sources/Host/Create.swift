@@ -58,6 +58,9 @@ struct Create: AsyncParsableCommand {
     @Option(help: "Backend kind (lxc, vm); default: the kind of the backend that serves the OS type best.")
     var kind: String?
 
+    @Flag(help: "Keep it off preemptible (spot) nodes: the daemon's scheduler never places it on one.")
+    var critical = false
+
     @Option(help: "Output format.")
     var format: OutputFormat = .table
 
@@ -89,6 +92,7 @@ struct Create: AsyncParsableCommand {
             autostart: autostart, nesting: !noNesting, stack: stack, labels: labelMap, gpus: gpus, gpuModel: gpuModel,
             runtimes: (enablePodman ? [ContainerRuntime.podman] : []) + (enableDocker ? [.docker] : []))
         asked.kind = kind
+        asked.critical = critical
         let request = asked
         if let client = try remote.daemon(global) {
             let table = format == .table
@@ -110,6 +114,8 @@ struct Create: AsyncParsableCommand {
             print("✓ Container \(v.name) created successfully! IP: \(dash(v.network.ipAddress))")
             return
         }
+        // Without a daemon there is no scheduler to keep it off preemptible nodes.
+        if critical { throw fail(LocalDaemon.notRunning(remote.stateDir, "--critical is the daemon scheduler's rule")) }
         let service = try global.service()
         let table = format == .table
         if table { print("Creating container for user: \(username)") }

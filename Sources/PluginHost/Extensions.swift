@@ -266,3 +266,29 @@ struct DeclaredStruct<T> {
         return UnsafeRawBufferPointer(start: raw + offset, count: count)
     }
 }
+
+/// A typed client for a plugin's "node.lifecycle/1" extension: a machine's state, and starting
+/// or stopping it (docs/schemas/node.lifecycle-1.schema.json).
+public struct NodeLifecycleClient: Sendable {
+    public let plugin: any PluginEndpoint
+
+    public static let extensionID = CTM_EXT_NODE_LIFECYCLE_V1
+
+    public init?(_ plugin: any PluginEndpoint) {
+        guard plugin.provides(CTM_EXT_NODE_LIFECYCLE_V1) else { return nil }
+        self.plugin = plugin
+    }
+
+    public func status(_ node: String) async throws(ContainariumError) -> NodeLifecycleStatus { try await call("status", node) }
+    public func start(_ node: String) async throws(ContainariumError) -> NodeLifecycleStatus { try await call("start", node) }
+    public func stop(_ node: String) async throws(ContainariumError) -> NodeLifecycleStatus { try await call("stop", node) }
+
+    private func call(_ method: String, _ node: String) async throws(ContainariumError) -> NodeLifecycleStatus {
+        let data = try await plugin.call(extension: Self.extensionID, method: method, request: WireJSON.encode(["node": node]))
+        do {
+            return try WireJSON.decoder().decode(NodeLifecycleStatus.self, from: data)
+        } catch {
+            throw .internal("plugin \(plugin.manifest.id) answered \(method) with malformed JSON", cause: WireJSON.describe(error))
+        }
+    }
+}

@@ -58,6 +58,7 @@ public final class PluginManager: Sendable {
     }
 
     public func scanners() -> [ScannerClient] { ready.compactMap(ScannerClient.init) }
+    public func lifecycles() -> [NodeLifecycleClient] { ready.compactMap(NodeLifecycleClient.init) }
     public func gpuProviders() -> [GPUDevicesClient] { ready.compactMap(GPUDevicesClient.init) }
 }
 
