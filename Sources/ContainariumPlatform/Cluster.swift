@@ -103,6 +103,9 @@ public struct NodeView: Codable, Sendable, Equatable {
     /// last report said: nothing is placed on it meanwhile.
     public var preemption: String? = nil
     public var preempted: Bool { preemption != nil }
+
+    /// What the scheduler is told of this node.
+    var condition: NodeCondition { NodeCondition(healthy: healthy, draining: draining, preempted: preempted) }
 }
 
 /// The nodes of the cluster, their health, and the scheduler that places environments on them.
@@ -172,7 +175,7 @@ public final class Cluster: Sendable {
             guard let info = try? WireJSON.decode(NodeInfo.self, from: Data(infoJSON.utf8)) else { continue }
             let view = Self.view(info, address: address, local: false, healthy: false, draining: draining, lastSeen: nil, used: info.reserved, environments: 0)
             members.withLock { $0[name] = Member(view: view, environments: [], gateway: nil) }
-            scheduler.upsert(info, condition: NodeCondition(healthy: false, draining: draining))
+            scheduler.upsert(info, condition: view.condition)
         }
     }
 
@@ -218,7 +221,7 @@ public final class Cluster: Sendable {
         for (name, _, gpus) in pending {
             for i in info.gpus.indices where gpus.contains(info.gpus[i].pciAddress) && info.gpus[i].attachedTo == nil { info.gpus[i].attachedTo = name }
         }
-        let (draining, isNew, before) = members.withLock { m -> (Bool, Bool, Set<String>?) in
+        let (view, isNew, before) = members.withLock { m -> (NodeView, Bool, Set<String>?) in
             let draining = m[info.name]?.view.draining ?? false
             let isNew = m[info.name] == nil || m[info.name]?.view.address != r.address
             let before = m[info.name].map(\.environments)
@@ -228,13 +231,13 @@ public final class Cluster: Sendable {
             view.plugins = r.plugins
             view.preemption = r.preemption
             m[info.name] = Member(view: view, environments: Set(r.environments.keys), gateway: local ? nil : r.gateway)
-            return (draining, isNew, before)
+            return (view, isNew, before)
         }
         if !local, let before, let notify = environmentsChanged.withLock({ $0 }) {
             let added = reportedNames.subtracting(before).sorted(), removed = before.subtracting(reportedNames).sorted()
             if !added.isEmpty || !removed.isEmpty { notify(info.name, added, removed) }
         }
-        scheduler.upsert(info, condition: NodeCondition(healthy: true, draining: draining, preempted: r.preemption != nil))
+        scheduler.upsert(info, condition: view.condition)
         if !local {
             let json = String(decoding: (try? WireJSON.encode(info)) ?? Data("{}".utf8), as: UTF8.self)
             try await store.saveNodeReport(name: info.name, address: r.address, info: json)
@@ -252,22 +255,23 @@ public final class Cluster: Sendable {
     /// Mark members that stopped reporting unhealthy. Returns the names that changed.
     @discardableResult
     public func checkHealth(now: Date = Date()) -> [String] {
-        let changed = members.withLock { m -> [(String, Bool, Bool, Bool)] in
-            var out: [(String, Bool, Bool, Bool)] = []
+        let changed = members.withLock { m -> [NodeView] in
+            var out: [NodeView] = []
             for (name, member) in m where !member.view.local {
                 let healthy = member.view.lastSeen.map { now.timeIntervalSince($0) < unhealthyAfter } ?? false
                 if healthy != member.view.healthy {
                     m[name]?.view.healthy = healthy
-                    out.append((name, healthy, member.view.draining, member.view.preempted))
+                    if let view = m[name]?.view { out.append(view) }
                 }
             }
             return out
         }
-        for (name, healthy, draining, preempted) in changed {
-            scheduler.setCondition(name, NodeCondition(healthy: healthy, draining: draining, preempted: preempted))
+        for view in changed {
+            let (name, healthy) = (view.name, view.healthy)
+            scheduler.setCondition(name, view.condition)
             if healthy { logger.notice("node \(name) is healthy again") } else { logger.warning("node \(name) stopped reporting: unhealthy") }
         }
-        return changed.map(\.0)
+        return changed.map(\.name)
     }
 
     public func setDraining(_ name: String, _ draining: Bool) async throws(ContainariumError) {
@@ -275,7 +279,7 @@ public final class Cluster: Sendable {
             m[name]?.view.draining = draining
             return m[name]
         }) else { throw .notFound("no node \(name)") }
-        scheduler.setCondition(name, NodeCondition(healthy: member.view.healthy, draining: draining, preempted: member.view.preempted))
+        scheduler.setCondition(name, member.view.condition)
         let info = NodeInfo(name: name, kinds: Set(member.view.kinds), capacity: member.view.capacity, reserved: member.view.used,
                             gpus: member.view.gpus, labels: member.view.labels, pool: member.view.pool, preemptible: member.view.preemptible)
         let json = String(decoding: (try? WireJSON.encode(info)) ?? Data("{}".utf8), as: UTF8.self)
@@ -355,21 +359,19 @@ public final class Cluster: Sendable {
         guard let stored = try? await store.nodes() else { return }
         let names = Set(stored.map(\.0))
         for (name, address, infoJSON, draining) in stored where name != localName && !address.isEmpty {
-            let change = members.withLock { m -> (known: Bool, drainChanged: Bool, healthy: Bool, preempted: Bool) in
-                guard let member = m[name] else { return (false, false, false, false) }
-                if member.view.draining != draining {
-                    m[name]?.view.draining = draining
-                    return (true, true, member.view.healthy, member.view.preempted)
-                }
-                return (true, false, member.view.healthy, member.view.preempted)
+            let change = members.withLock { m -> (known: NodeView?, drainChanged: Bool) in
+                guard let member = m[name] else { return (nil, false) }
+                guard member.view.draining != draining else { return (member.view, false) }
+                m[name]?.view.draining = draining
+                return (m[name]?.view, true)
             }
-            if !change.known {
+            if change.known == nil {
                 guard let info = try? WireJSON.decode(NodeInfo.self, from: Data(infoJSON.utf8)) else { continue }
                 let view = Self.view(info, address: address, local: false, healthy: false, draining: draining, lastSeen: nil, used: info.reserved, environments: 0)
                 members.withLock { $0[name] = Member(view: view, environments: [], gateway: nil) }
-                scheduler.upsert(info, condition: NodeCondition(healthy: false, draining: draining))
-            } else if change.drainChanged {
-                scheduler.setCondition(name, NodeCondition(healthy: change.healthy, draining: draining, preempted: change.preempted))
+                scheduler.upsert(info, condition: view.condition)
+            } else if change.drainChanged, let view = change.known {
+                scheduler.setCondition(name, view.condition)
             }
         }
         let gone = members.withLock { m -> [String] in
