@@ -51,6 +51,9 @@ let package = Package(
         // Exact: Sources/ContainariumProto is generated with these versions (scripts/gen-proto.sh --check).
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", exact: "2.4.1"),
+        // Metrics (issue 19): the swift-metrics API, exported in Prometheus's text format.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).
@@ -93,7 +96,8 @@ let package = Package(
         // Manifest discovery, dlopen, version negotiation, extension lookup, async bridging.
         .target(
             name: "PluginHost",
-            dependencies: ["PluginABI", "ContainariumCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PluginABI", "ContainariumCore", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "CoreMetrics", package: "swift-metrics")],
             exclude: ["README.md"],
             swiftSettings: strict
         ),
@@ -102,6 +106,22 @@ let package = Package(
         .target(
             name: "ContainariumService",
             dependencies: ["PluginHost", "ContainariumCore", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
+        // Metrics and notifications: the Prometheus registry a daemon or sentinel exports at
+        // /metrics (swift-metrics handles over swift-prometheus), and webhook delivery (generic
+        // JSON, Slack, Zulip; HMAC-signed, retried) for alerts and the sentinel.
+        .target(
+            name: "ContainariumTelemetry",
+            dependencies: [
+                "ContainariumCore",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["README.md"],
             swiftSettings: strict
         ),
@@ -131,6 +151,7 @@ let package = Package(
             name: "ContainariumGateway",
             dependencies: [
                 "ContainariumCore", "ContainariumStore",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOSSH", package: "swift-nio-ssh"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -149,6 +170,7 @@ let package = Package(
             name: "ContainariumPlatform",
             dependencies: [
                 "ContainariumService", "ContainariumStore", "ContainariumScheduler", "ContainariumGateway", "ContainariumCore", "PluginHost",
+                "ContainariumTelemetry", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -162,7 +184,8 @@ let package = Package(
         .target(
             name: "ContainariumDaemon",
             dependencies: [
-                "ContainariumPlatform", "ContainariumProto", "ContainariumClient",
+                "ContainariumPlatform", "ContainariumProto", "ContainariumClient", "ContainariumTelemetry",
+                .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway", "ContainariumScheduler",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -192,7 +215,8 @@ let package = Package(
         .target(
             name: "ContainariumSentinel",
             dependencies: [
-                "ContainariumService", "ContainariumGateway", "ContainariumCore", "PluginHost",
+                "ContainariumService", "ContainariumGateway", "ContainariumCore", "PluginHost", "ContainariumTelemetry",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOSSH", package: "swift-nio-ssh"),
@@ -304,7 +328,7 @@ let package = Package(
             name: "InProcessTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "ContainariumService", "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "TestSupport",
-                "ContainariumProto", "ContainariumClient", "ContainariumScheduler", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "ContainariumProto", "ContainariumClient", "ContainariumScheduler", "ContainariumTelemetry", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -323,7 +347,8 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "TestSupport", "ContainariumStore", "ContainariumDaemon", "ContainariumGateway"],
+            dependencies: ["ContainariumCore", "PluginHost", "ContainariumService", "TestSupport", "ContainariumStore", "ContainariumDaemon", "ContainariumGateway",
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
     ]

@@ -42,6 +42,10 @@ bash scripts/vm-testguest.sh "$CONTAINARIUM_VM_GUEST"
 # python-hcl2 (PyPI) parses it and checks its variables.
 bash scripts/check-terraform.sh
 
+# deploy/monitoring: promtool check config/rules and the rules' unit tests, the dashboards' queries; installs
+# Debian's prometheus, which MonitoringTests runs against the daemon.
+bash scripts/check-monitoring.sh
+
 export CONTAINARIUM_WERROR=1   # Package.swift turns warnings into errors in our targets
 build_args=()
 if [ -n "${SWIFT_BUILD_PATH:-}" ]; then build_args+=(--scratch-path "$SWIFT_BUILD_PATH"); fi

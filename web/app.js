@@ -1,6 +1,6 @@
 // The Containarium dashboard: several daemons in tabs, their environments live over the event
 // stream, create/resize/delete/collaborators/SSH config, a terminal, metrics, nodes, audit,
-// security scans.
+// security scans, alerts.
 import { ApiError, Server } from "./api.js";
 import { canGenerate, download, generateEd25519 } from "./sshkey.js";
 
@@ -83,6 +83,8 @@ async function activate(id) {
   state.cards.clear();
   resetSecurity();
   if (secVisible()) renderSecurity();
+  resetAlerts();
+  if (alertsVisible()) renderAlerts();
   closeDetail();
   renderTabs();
   if (!state.server) return;
@@ -100,6 +102,7 @@ async function activate(id) {
   state.abort = new AbortController();
   await Promise.all([loadEnvironments(), loadNodes(), loadCatalog()]);
   if (state.server === server && secVisible()) loadSecurity();
+  if (state.server === server && alertsVisible()) loadAlerts();
   server.follow(onEvent, (up, err) => {
     if (state.server !== server) return;
     $("#server-status").dataset.live = up ? "yes" : "no";
@@ -335,6 +338,9 @@ function onEvent(type, e) {
     sec.events++;
     // The tab shows one scanner: its reports change; so do queued scans' rows.
     if (e.scan?.scanner === sec.scanner && (secVisible() || sec.queued.size)) reloadSecuritySoon();
+  } else if (type === "alert.firing" || type === "alert.resolved") {
+    alerts.events++;
+    if (alertsVisible()) reloadAlertsSoon();
   }
 }
 
@@ -678,6 +684,7 @@ async function loadNodes() {
     state.admin = false;
   }
   if (state.server !== server) return;
+  syncAdminViews();
   renderNodes();
   if (state.admin) {
     try {
@@ -1062,13 +1069,500 @@ async function exportCSV() {
   } catch (e) { fail(e); }
 }
 
+// --------------------------------------------------------------------------- alerts ----
+// Built-in alerting (/v1/alerts, /v1/alert-deliveries, /v1/system/alerting; admins only):
+// the rules with what fires now, "Add a rule", Test, Enable/Disable and Delete per rule; the
+// webhooks (edited here, sent with "Save webhooks": a secret is write-only, and one left blank
+// keeps the webhook's current secret); the delivery log; links to Grafana and Prometheus
+// (/v1/system/monitoring). The alert.firing and alert.resolved events reload it.
+const METRICS = ["environment_memory_percent", "environment_disk_percent", "environment_cpu_percent", "environment_processes",
+  "node_unhealthy", "node_memory_percent", "node_disk_percent", "scan_findings"];
+const OPERATORS = [">", ">=", "<", "<="];
+const SEVERITIES = ["info", "warning", "critical"];
+const FORMATS = ["generic", "slack", "zulip"];
+const alerts = {
+  rules: null,           // the rules, or null before they load
+  error: null,           // why the rules did not load
+  deliveries: null,      // the newest 50 tries
+  deliveriesError: null,
+  config: null,          // AlertingConfig as saved
+  configError: null,
+  monitoring: null,      // MonitoringInfo
+  monitoringError: null,
+  draft: [],             // the webhooks as edited here (a typed secret is kept only until Save)
+  dirty: false,          // the draft or the retry settings differ from what is saved
+  testing: new Set(),    // rules whose test is under way
+  seq: 0,                // answers to an older request are dropped
+  events: 0,             // alert.firing and alert.resolved events seen (the tests read it)
+  reloadTimer: null,
+};
+state.alerts = alerts;
+
+const alertsVisible = () => !$("#view-alerts").hidden;
+const ruleState = (r) => {
+  const inst = r.instances ?? [];
+  const firing = inst.filter((i) => i.state === "firing").length, pending = inst.filter((i) => i.state === "pending").length;
+  return { firing, pending, state: r.disabled ? "disabled" : firing ? "firing" : pending ? "pending" : "ok" };
+};
+const num = (v) => String(Math.round(Number(v ?? 0) * 100) / 100);
+const condition = (r) => `${r.metric} ${r.operator} ${Number(r.threshold ?? 0)} for ${r.duration || "0s"}`;
+
+/** The Alerts tab is offered to admin tokens only (the routes answer 403 to others). */
+function syncAdminViews() {
+  $("#alerts-tab-item").hidden = !state.admin;
+  if (!state.admin && alertsVisible()) showView("envs");
+}
+
+function resetAlerts() {
+  alerts.seq++;
+  clearTimeout(alerts.reloadTimer);
+  Object.assign(alerts, { rules: null, error: null, deliveries: null, deliveriesError: null, config: null, configError: null,
+    monitoring: null, monitoringError: null, draft: [], dirty: false });
+  alerts.testing.clear();
+}
+
+async function loadAlerts() {
+  const server = state.server, seq = ++alerts.seq;
+  if (!server) return;
+  const settle = (p) => p.then((value) => ({ value }), (error) => ({ error }));
+  const rules = await settle(server.get("/v1/alerts"));
+  if (seq !== alerts.seq || state.server !== server) return;
+  alerts.rules = rules.error ? null : (rules.value.rules ?? []);
+  alerts.error = rules.error ?? null;
+  if (!rules.error) {
+    const [deliveries, config, monitoring] = await Promise.all([settle(server.get("/v1/alert-deliveries?limit=50")),
+      settle(server.get("/v1/system/alerting")), settle(server.get("/v1/system/monitoring"))]);
+    if (seq !== alerts.seq || state.server !== server) return;
+    alerts.deliveries = deliveries.error ? alerts.deliveries : (deliveries.value.deliveries ?? []);
+    alerts.deliveriesError = deliveries.error ?? null;
+    alerts.configError = config.error ?? null;
+    if (!config.error) applyAlertingConfig(config.value, false);
+    alerts.monitoring = monitoring.error ? null : monitoring.value;
+    alerts.monitoringError = monitoring.error ?? null;
+  }
+  renderAlerts();
+}
+
+async function loadDeliveries() {
+  const server = state.server;
+  try {
+    const r = await server.get("/v1/alert-deliveries?limit=50");
+    if (state.server !== server) return;
+    alerts.deliveries = r.deliveries ?? [];
+    alerts.deliveriesError = null;
+  } catch (e) {
+    if (state.server !== server) return;
+    alerts.deliveriesError = e;
+  }
+  renderAlerts();
+}
+
+/** Reload soon (a round of evaluations can fire or resolve many targets: one reload for them all). */
+function reloadAlertsSoon() {
+  clearTimeout(alerts.reloadTimer);
+  alerts.reloadTimer = setTimeout(loadAlerts, 300);
+}
+
+/** The saved config; the draft follows it unless it has unsaved changes (or `force`, after a Save). */
+function applyAlertingConfig(config, force) {
+  alerts.config = config;
+  if (alerts.dirty && !force) return;
+  alerts.draft = (config.webhooks ?? []).map((w) => ({ ...w, secret: "" }));
+  alerts.dirty = false;
+  const form = $("#alerting-form");
+  form.maxAttempts.value = String(config.maxAttempts || 5);
+  form.initialBackoffSeconds.value = String(config.initialBackoffSeconds || 2);
+}
+
+function renderAlerts() {
+  const active = document.activeElement;
+  const focusKey = active?.closest?.("#view-alerts") ? active.dataset.key : undefined;
+  const summary = $("#alerts-summary"), rules = alerts.rules;
+  if (alerts.error) {
+    summary.textContent = "";
+    const e = alerts.error;
+    $("#alerts-error").textContent = `Could not load the alert rules: ${e.message}` +
+      (e.status === 403 ? " (alerts are shown to admin tokens)" : e.status === 404 ? " (this daemon has no alerting routes: update it)"
+        : e.status === 0 ? " (check the address and that the daemon runs, then Refresh)" : "");
+  } else {
+    $("#alerts-error").textContent = "";
+    if (!rules) summary.textContent = "Loading the alert rules…";
+    else if (!rules.length) summary.textContent = "No rules yet: add one under Add a rule.";
+    else {
+      const c = { firing: 0, pending: 0, ok: 0, disabled: 0 };
+      for (const r of rules) c[ruleState(r).state]++;
+      summary.textContent = `${rules.length} rule${rules.length === 1 ? "" : "s"}: ${c.firing} firing, ${c.pending} pending, ` +
+        `${c.ok} ok, ${c.disabled} disabled.`;
+    }
+  }
+  $("#alerts-body").hidden = !rules || !!alerts.error;
+  const sorted = [...(rules ?? [])].sort((a, b) => a.name.localeCompare(b.name));
+  const rows = [];
+  for (const r of sorted) {
+    rows.push(ruleRow(r));
+    if ((r.instances ?? []).length) rows.push(instancesRow(r));
+  }
+  $("#alerts-table tbody").replaceChildren(...rows);
+  $("#alerts-table").hidden = sorted.length === 0;
+  const empty = $("#alerts-empty");
+  empty.hidden = sorted.length > 0;
+  empty.textContent = "No rules yet. A rule is a metric, a comparison and a threshold held for a while: add one below.";
+  renderRuleWebhooks();
+  renderWebhooks();
+  renderDeliveries();
+  renderMonitoring();
+  if (focusKey) document.querySelector(`#view-alerts [data-key="${CSS.escape(focusKey)}"]`)?.focus();
+}
+
+function ruleBadges(r) {
+  const { firing, pending, state: s } = ruleState(r);
+  if (s === "disabled") return [el("span", { class: "badge alert-disabled" }, "disabled")];
+  if (s === "ok") return [el("span", { class: "badge alert-ok" }, "ok")];
+  const out = [];
+  if (firing) out.push(el("span", { class: "badge alert-firing" }, `firing ${firing}`));
+  if (pending) out.push(" ", el("span", { class: "badge alert-pending" }, `pending ${pending}`));
+  return out;
+}
+
+function ruleRow(r) {
+  const name = r.name, testing = alerts.testing.has(name);
+  const sev = SEVERITIES.includes(r.severity) ? r.severity : "info";
+  const hooks = r.webhooks ?? [];
+  return el("tr", { dataset: { rule: name, state: ruleState(r).state } },
+    el("th", { scope: "row" }, name, r.description ? el("div", { class: "muted" }, r.description) : null),
+    el("td", { class: "condition" }, condition(r)),
+    el("td", {}, el("span", { class: `badge alert-sev-${sev}` }, r.severity || "info")),
+    el("td", {}, r.username || "all", el("div", { class: "muted" }, hooks.length ? `webhooks: ${hooks.join(", ")}` : "every webhook")),
+    el("td", {}, ...ruleBadges(r)),
+    el("td", {}, el("div", { class: "actions" },
+      // While a test runs it stays focusable (aria-disabled), so a keyboard user's focus stays put.
+      el("button", { type: "button", "aria-label": `Test ${name}`, dataset: { key: `test:${name}` }, "aria-disabled": testing ? "true" : null,
+        onclick: () => testRule(name) }, testing ? "Testing…" : "Test"),
+      el("button", { type: "button", "aria-label": `${r.disabled ? "Enable" : "Disable"} ${name}`, dataset: { key: `toggle:${name}` },
+        onclick: () => toggleRule(name) }, r.disabled ? "Enable" : "Disable"),
+      el("button", { type: "button", class: "danger", "aria-label": `Delete ${name}`, dataset: { key: `delete:${name}` },
+        onclick: () => confirmDeleteRule(name) }, "Delete"))));
+}
+
+function instancesRow(r) {
+  const inst = [...(r.instances ?? [])].sort((a, b) => (a.state === b.state ? a.target.localeCompare(b.target) : a.state === "firing" ? -1 : 1));
+  return el("tr", { class: "alert-instances", dataset: { instancesOf: r.name } }, el("td", { colspan: "6" },
+    el("ul", { "aria-label": `What ${r.name} fires for now` }, ...inst.map((i) => el("li", { dataset: { target: i.target, state: i.state } },
+      el("span", { class: `badge alert-${i.state === "firing" ? "firing" : "pending"}` }, i.state === "firing" ? "firing" : "pending"),
+      " ", el("strong", {}, i.target || "–"), `: ${num(i.value)} since ${when(i.since)}`)))));
+}
+
+/** The rule form's webhook checkboxes: the saved webhooks (checks survive a redraw). */
+function renderRuleWebhooks() {
+  const box = $("#rule-webhooks");
+  const checked = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+  const names = (alerts.config?.webhooks ?? []).map((w) => w.name).sort();
+  box.replaceChildren(box.querySelector("legend"), ...(names.length
+    ? names.map((n) => {
+      // Checked as a property, not an attribute: the form's reset after an add unchecks it.
+      const box = el("input", { type: "checkbox", name: "webhooks", value: n });
+      box.checked = checked.has(n);
+      return el("label", {}, box, ` ${n}`);
+    })
+    : [el("span", { class: "muted" }, "none saved yet")]));
+}
+
+function renderWebhooks() {
+  const e = alerts.configError;
+  $("#webhooks-error").textContent = e ? `Could not load the webhooks: ${e.message}` : "";
+  const saved = new Map((alerts.config?.webhooks ?? []).map((w) => [w.name, w]));
+  const draft = [...alerts.draft].sort((a, b) => a.name.localeCompare(b.name));
+  $("#webhooks-table tbody").replaceChildren(...draft.map((w) => {
+    const before = saved.get(w.name);
+    const changed = !before || w.secret || ["url", "format", "zulipBotEmail", "zulipStream", "zulipTopic"].some((k) => (before[k] ?? "") !== (w[k] ?? ""));
+    let secret;
+    if (w.secret) secret = el("span", { class: "badge alert-pending" }, "new secret");
+    else if (w.hasSecret) secret = el("span", { class: "badge alert-ok" }, "secret set");
+    else secret = el("span", { class: "muted" }, "none");
+    return el("tr", { dataset: { webhook: w.name, unsaved: changed ? "yes" : "no" } },
+      el("th", { scope: "row" }, w.name, changed ? el("div", { class: "warn" }, "not saved yet") : null),
+      el("td", {}, w.format || "generic"),
+      el("td", { class: "path" }, w.url, w.format === "zulip" ? el("div", { class: "muted" },
+        `bot ${w.zulipBotEmail || "–"}, stream ${w.zulipStream || "–"}` + (w.zulipTopic ? `, topic ${w.zulipTopic}` : "")) : null),
+      el("td", {}, secret),
+      el("td", {}, el("div", { class: "actions" },
+        el("button", { type: "button", "aria-label": `Edit webhook ${w.name}`, dataset: { key: `wh-edit:${w.name}` }, onclick: () => editWebhook(w.name) }, "Edit"),
+        el("button", { type: "button", "aria-label": `Remove webhook ${w.name}`, dataset: { key: `wh-remove:${w.name}` }, onclick: () => removeWebhook(w.name) }, "Remove"))));
+  }));
+  $("#webhooks-table").hidden = draft.length === 0;
+  const empty = $("#webhooks-empty");
+  empty.hidden = draft.length > 0;
+  empty.textContent = "No webhooks: rules fire, but nobody is told. Add one below, then Save webhooks.";
+  // Removals are unsaved changes too.
+  const removed = [...saved.keys()].filter((n) => !alerts.draft.some((w) => w.name === n));
+  $("#alerting-dirty").textContent = alerts.dirty
+    ? "Unsaved changes: Save webhooks applies them." + (removed.length ? ` Removed: ${removed.join(", ")}.` : "") : "";
+  syncWebhookForm();
+}
+
+function renderDeliveries() {
+  const e = alerts.deliveriesError;
+  $("#deliveries-error").textContent = e ? `Could not load the delivery log: ${e.message}` : "";
+  const list = alerts.deliveries ?? [];
+  $("#deliveries-table tbody").replaceChildren(...list.map((d) => el("tr", { dataset: { event: d.event ?? "", rule: d.rule ?? "", result: d.error ? "failed" : "delivered" } },
+    el("td", {}, when(d.at)),
+    el("td", {}, d.event || "–"),
+    el("td", {}, d.rule || "–"),
+    el("td", {}, d.target || "–"),
+    el("td", {}, d.webhook || "–"),
+    el("td", {}, String(d.attempt ?? 1)),
+    el("td", {}, d.status ? String(d.status) : "no answer"),
+    el("td", {}, d.error ? el("span", { class: "delivery-error" }, d.error) : el("span", { class: "badge alert-ok" }, "delivered"),
+      d.willRetry ? [" ", el("span", { class: "badge alert-pending" }, "retrying")] : null,
+      d.milliseconds !== undefined ? el("div", { class: "muted" }, `${Number(d.milliseconds)} ms`) : null))));
+  $("#deliveries-table").hidden = list.length === 0;
+  const empty = $("#deliveries-empty");
+  empty.hidden = list.length > 0 || !alerts.deliveries;
+  empty.textContent = "No deliveries yet: Test on a rule sends a test notification to its webhooks.";
+}
+
+/** Only http and https addresses become links; anything else is shown as text. */
+function safeLink(url) {
+  try {
+    const u = new URL(url);
+    if (u.protocol === "http:" || u.protocol === "https:") return el("a", { href: u.href, target: "_blank", rel: "noopener noreferrer" }, url);
+  } catch { /* not a URL */ }
+  return el("span", {}, url);
+}
+
+function renderMonitoring() {
+  const m = alerts.monitoring, box = $("#monitoring");
+  if (alerts.monitoringError) {
+    box.replaceChildren(el("li", { class: "error" }, `Could not load the monitoring links: ${alerts.monitoringError.message}`));
+    return;
+  }
+  if (!m) { box.replaceChildren(); return; }
+  const items = [];
+  if (m.grafanaUrl) items.push(el("li", {}, "Grafana: ", safeLink(m.grafanaUrl)));
+  if (m.prometheusUrl) items.push(el("li", {}, "Prometheus: ", safeLink(m.prometheusUrl)));
+  if (!m.grafanaUrl && !m.prometheusUrl) items.push(el("li", { class: "muted" }, "No Grafana or Prometheus address is configured (the config's monitoring block)."));
+  items.push(el("li", {}, `This daemon's metrics: ${m.metricsPath || "/metrics"} (${m.metricsEnabled ? "enabled; a metrics or admin token reads them" : "disabled"})`));
+  if (m.dashboards?.length) items.push(el("li", {}, `Shipped dashboards and rules: ${m.dashboards.join(", ")}`));
+  box.replaceChildren(...items);
+}
+
+// The server's checks, made here first so that a mistake is said at once, next to its field.
+// The server checks again; when it refuses, its message is shown as it is.
+function durationSeconds(s) {
+  if (!/^(\d+(\.\d+)?[hms])+$/.test(s)) return null;
+  let total = 0;
+  for (const [, n, unit] of s.matchAll(/(\d+(?:\.\d+)?)([hms])/g)) total += Number(n) * { h: 3600, m: 60, s: 1 }[unit];
+  return total;
+}
+function checkRule(b) {
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(b.name)) return ["name", "name must be 1-63 of a-z 0-9 - (starting with a letter or digit)"];
+  if ((alerts.rules ?? []).some((r) => r.name === b.name)) return ["name", `a rule named ${b.name} exists: delete it first, or choose another name`];
+  if (!METRICS.includes(b.metric)) return ["metric", `metric must be one of ${METRICS.join(", ")}`];
+  if (!OPERATORS.includes(b.operator)) return ["operator", "operator must be >, >=, < or <="];
+  if (!Number.isFinite(b.threshold)) return ["threshold", "threshold must be a number"];
+  const d = durationSeconds(b.duration);
+  if (d === null || d > 86_400) return ["duration", "duration must be 0s to 24h, as 90s, 5m or 1h"];
+  if (!SEVERITIES.includes(b.severity)) return ["severity", "severity must be info, warning or critical"];
+  if (b.username && !/^[a-z_][a-z0-9_-]{0,31}$/.test(b.username)) return ["username", `username '${b.username}' is not a valid username`];
+  if (b.username && b.metric.startsWith("node_")) return ["username", "username limits environment metrics and scan_findings only: leave it empty for a node metric"];
+  const known = new Set((alerts.config?.webhooks ?? []).map((w) => w.name));
+  const unknown = b.webhooks.filter((w) => !known.has(w));
+  if (unknown.length) return ["webhooks", `no webhook named ${unknown.join(", ")}`];
+  return null;
+}
+
+/** Show a form's error in its alert paragraph, and mark and focus the field it is about. */
+function formError(form, message, field) {
+  for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
+  $(".error", form).textContent = message;
+  const input = field && form.elements[field];
+  if (input instanceof HTMLElement) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+  }
+}
+
+async function addRule(event) {
+  event.preventDefault();
+  const form = event.target, f = new FormData(form);
+  const text = (k) => (f.get(k) ?? "").trim();
+  const body = {
+    name: text("name"), metric: text("metric"), operator: text("operator"),
+    threshold: text("threshold") === "" ? NaN : Number(text("threshold")), duration: text("duration"), severity: text("severity"),
+    description: text("description"), disabled: f.get("disabled") === "on", username: text("username"), webhooks: f.getAll("webhooks"),
+  };
+  const bad = checkRule(body);
+  if (bad) { formError(form, bad[1], bad[0]); return; }
+  formError(form, "");
+  const button = $("button[type=submit]", form);
+  button.disabled = true;
+  try {
+    const rule = await state.server.post("/v1/alerts", body);
+    alerts.rules = [...(alerts.rules ?? []).filter((r) => r.name !== rule.name), rule];
+    form.reset();
+    toast(`Added the alert rule ${rule.name}`);
+    renderAlerts();
+  } catch (e) {
+    formError(form, e.message);
+  } finally { button.disabled = false; }
+}
+
+function ruleBody(r, changes = {}) {
+  return { name: r.name, metric: r.metric, operator: r.operator, threshold: r.threshold ?? 0, duration: r.duration || "0s",
+    severity: r.severity || "info", description: r.description ?? "", disabled: !!r.disabled, username: r.username ?? "",
+    webhooks: r.webhooks ?? [], ...changes };
+}
+
+async function toggleRule(name) {
+  const r = alerts.rules?.find((x) => x.name === name);
+  if (!r) return;
+  try {
+    const rule = await state.server.put(`/v1/alerts/${encodeURIComponent(name)}`, ruleBody(r, { disabled: !r.disabled }));
+    alerts.rules = alerts.rules.map((x) => (x.name === name ? rule : x));
+    toast(`${rule.disabled ? "Disabled" : "Enabled"} the alert rule ${name}`);
+    renderAlerts();
+  } catch (e) { fail(e); }
+}
+
+async function testRule(name) {
+  if (alerts.testing.has(name)) return;
+  alerts.testing.add(name);
+  renderAlerts();
+  try {
+    const d = (await state.server.post(`/v1/alerts/${encodeURIComponent(name)}/test`, {})).deliveries ?? [];
+    const failed = d.filter((x) => x.error);
+    if (!d.length) toast(`Test of ${name}: no webhook to tell (add one under Webhooks, then Save webhooks)`, true);
+    else {
+      toast(`Test of ${name}: ${d.length - failed.length} of ${d.length} webhook${d.length === 1 ? "" : "s"} took it` +
+        (failed.length ? ` (${failed.map((x) => `${x.webhook}: ${x.error}`).join("; ")})` : ""), failed.length > 0);
+    }
+  } catch (e) { fail(e); } finally { alerts.testing.delete(name); }
+  await loadDeliveries();
+}
+
+function confirmDeleteRule(name) {
+  const d = $("#confirm-dialog");
+  $("#confirm-title").textContent = `Delete the alert rule ${name}?`;
+  $("#confirm-text").textContent = "The rule goes; what it fires for now resolves without a notification. The delivery log keeps its tries.";
+  d.returnValue = "";
+  d.onclose = async () => {
+    if (d.returnValue !== "yes") return;
+    try {
+      await state.server.del(`/v1/alerts/${encodeURIComponent(name)}`);
+      alerts.rules = (alerts.rules ?? []).filter((r) => r.name !== name);
+      toast(`Deleted the alert rule ${name}`);
+      renderAlerts();
+      $("#rule-form").elements.name.focus();
+    } catch (e) { fail(e); }
+  };
+  d.showModal();
+}
+
+function checkWebhook(w, existing) {
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(w.name)) return ["name", `webhook name '${w.name}' must be 1-63 of a-z 0-9 _ - (starting with a letter or digit)`];
+  let u = null;
+  try { u = new URL(w.url); } catch { /* checked below */ }
+  if (!u || !["http:", "https:"].includes(u.protocol) || !u.hostname || w.url.length > 2048) return ["url", `webhook ${w.name}: url must be an http:// or https:// URL with a host`];
+  if (u.username || u.password) return ["url", `webhook ${w.name}: put no credentials in the url (use secret, or zulip_bot_email and secret for Zulip)`];
+  if (w.secret && (w.secret.length > 256 || /[\r\n]/.test(w.secret))) return ["secret", `webhook ${w.name}: secret must be 1-256 characters on one line`];
+  if (w.format === "zulip") {
+    if (!w.zulipBotEmail || !w.zulipBotEmail.includes("@") || w.zulipBotEmail.length > 254 || /[\s:]/.test(w.zulipBotEmail)) {
+      return ["zulipBotEmail", `webhook ${w.name}: a zulip webhook needs zulip_bot_email (the bot's e-mail address)`];
+    }
+    if (!w.secret && !existing?.hasSecret) return ["secret", `webhook ${w.name}: a zulip webhook needs secret (the bot's API key)`];
+    if (!w.zulipStream || w.zulipStream.length > 60) return ["zulipStream", `webhook ${w.name}: a zulip webhook needs zulip_stream (1-60 characters)`];
+    if (w.zulipTopic.length > 60) return ["zulipTopic", `webhook ${w.name}: zulip_topic must be 1-60 characters`];
+  }
+  return null;
+}
+
+/** Add the form's webhook to the draft, or change the one of that name (a blank secret keeps its secret). */
+function upsertWebhook(event) {
+  event.preventDefault();
+  const form = event.target, f = new FormData(form);
+  const text = (k) => (f.get(k) ?? "").trim();
+  const format = FORMATS.includes(text("format")) ? text("format") : "generic";
+  const w = { name: text("name"), url: text("url"), format, secret: f.get("secret") ?? "" };
+  if (format === "zulip") Object.assign(w, { zulipBotEmail: text("zulipBotEmail"), zulipStream: text("zulipStream"), zulipTopic: text("zulipTopic") });
+  const existing = alerts.draft.find((x) => x.name === w.name);
+  const bad = checkWebhook(w, existing);
+  if (bad) { formError(form, bad[1], bad[0]); return; }
+  formError(form, "");
+  w.hasSecret = !!existing?.hasSecret;
+  alerts.draft = [...alerts.draft.filter((x) => x.name !== w.name), w];
+  alerts.dirty = true;
+  form.reset();
+  renderAlerts();
+  toast(`${existing ? "Changed" : "Added"} the webhook ${w.name}: Save webhooks to apply`);
+}
+
+function editWebhook(name) {
+  const w = alerts.draft.find((x) => x.name === name);
+  if (!w) return;
+  const form = $("#webhook-form");
+  form.reset();
+  formError(form, "");
+  for (const k of ["name", "url", "zulipBotEmail", "zulipStream", "zulipTopic"]) form.elements[k].value = w[k] ?? "";
+  form.elements.format.value = w.format || "generic";
+  form.elements.secret.value = w.secret ?? "";
+  syncWebhookForm();
+  form.elements.url.focus();
+}
+
+function removeWebhook(name) {
+  alerts.draft = alerts.draft.filter((x) => x.name !== name);
+  alerts.dirty = true;
+  renderAlerts();
+  toast(`Removed the webhook ${name}: Save webhooks to apply`);
+  $("#webhook-form").elements.name.focus();
+}
+
+/** The webhook form follows its name (add or change) and format (Zulip's fields). */
+function syncWebhookForm() {
+  const form = $("#webhook-form");
+  const existing = alerts.draft.find((x) => x.name === form.elements.name.value.trim());
+  $("#webhook-submit").textContent = existing ? "Change webhook" : "Add webhook";
+  form.elements.secret.placeholder = existing?.hasSecret || existing?.secret ? "blank keeps the current secret" : "";
+  $("#webhook-zulip").hidden = form.elements.format.value !== "zulip";
+}
+
+async function saveAlerting(event) {
+  event.preventDefault();
+  const form = event.target;
+  const maxAttempts = Number(form.maxAttempts.value), backoff = Number(form.initialBackoffSeconds.value);
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 10) { formError(form, "max attempts must be 1 to 10", "maxAttempts"); return; }
+  if (form.initialBackoffSeconds.value.trim() === "" || !Number.isFinite(backoff) || backoff < 0 || backoff > 60) {
+    formError(form, "the initial backoff must be 0 to 60 seconds", "initialBackoffSeconds");
+    return;
+  }
+  formError(form, "");
+  // A webhook's secret goes only when one was typed: left out, the daemon keeps the current one.
+  const webhooks = alerts.draft.map((w) => {
+    const out = { name: w.name, url: w.url, format: w.format || "generic" };
+    if (w.secret) out.secret = w.secret;
+    if (out.format === "zulip") for (const k of ["zulipBotEmail", "zulipStream", "zulipTopic"]) if (w[k]) out[k] = w[k];
+    return out;
+  });
+  const button = $("button[type=submit]", form);
+  button.disabled = true;
+  try {
+    const config = await state.server.put("/v1/system/alerting", { webhooks, maxAttempts, initialBackoffSeconds: backoff });
+    applyAlertingConfig(config, true);
+    toast(`Saved ${webhooks.length} webhook${webhooks.length === 1 ? "" : "s"}`);
+    renderAlerts();
+  } catch (e) {
+    formError(form, e.message);
+  } finally { button.disabled = false; }
+}
+
 // ------------------------------------------------------------------------- wiring ----
 function showView(name) {
   for (const b of document.querySelectorAll("[data-view]")) b.setAttribute("aria-selected", String(b.dataset.view === name));
-  for (const v of ["envs", "nodes", "audit", "security"]) $(`#view-${v}`).hidden = v !== name;
+  for (const v of ["envs", "nodes", "audit", "security", "alerts"]) $(`#view-${v}`).hidden = v !== name;
   if (name === "audit") loadAudit();
   if (name === "nodes") loadNodes();
   if (name === "security") { renderSecurity(); loadSecurity(); }
+  if (name === "alerts") { renderAlerts(); loadAlerts(); }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -1112,6 +1606,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#sec-scan-all").addEventListener("click", scanAll);
   $("#sec-csv").addEventListener("click", exportCSV);
   $("#sec-refresh").addEventListener("click", loadSecurity);
+  $("#alerts-refresh").addEventListener("click", loadAlerts);
+  $("#rule-form").addEventListener("submit", addRule);
+  $("#webhook-form").addEventListener("submit", upsertWebhook);
+  $("#webhook-form").addEventListener("input", syncWebhookForm);
+  $("#alerting-form").addEventListener("submit", saveAlerting);
+  $("#alerting-form").addEventListener("input", () => { alerts.dirty = true; renderWebhooks(); });
   renderTabs();
   const active = localStorage.getItem(ACTIVE);
   activate(state.servers.find((s) => s.id === active)?.id ?? state.servers[0]?.id);

@@ -149,6 +149,7 @@ public struct ContainariumClient<Transport: ClientTransport>: Sendable {
     public var containers: Containarium_V1_ContainerService.Client<Transport> { .init(wrapping: grpc) }
     public var system: Containarium_V1_SystemService.Client<Transport> { .init(wrapping: grpc) }
     public var security: Containarium_V1_SecurityService.Client<Transport> { .init(wrapping: grpc) }
+    public var alerts: Containarium_V1_AlertService.Client<Transport> { .init(wrapping: grpc) }
     public var cluster: Containarium_V1_ClusterService.Client<Transport> { .init(wrapping: grpc) }
     public var audit: Containarium_V1_AuditService.Client<Transport> { .init(wrapping: grpc) }
     public var operations: Containarium_V1_OperationService.Client<Transport> { .init(wrapping: grpc) }

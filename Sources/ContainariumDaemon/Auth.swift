@@ -115,7 +115,7 @@ public struct Tokens: Sendable {
             throw .unauthenticated("invalid token: subject is not a valid user name")
         }
         let role: Role = claims.roles.contains("admin") ? .admin : claims.roles.contains("user") || claims.roles.isEmpty ? .user
-            : claims.roles.contains("node") ? .node : .user
+            : claims.roles.contains("node") ? .node : claims.roles.contains("metrics") ? .metrics : .user
         if role == .node {
             let name = claims.sub.value.hasPrefix("node.") ? String(claims.sub.value.dropFirst("node.".count)) : ""
             guard Cluster.validNodeName(name), claims.exp != nil else {

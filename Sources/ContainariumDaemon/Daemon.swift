@@ -6,6 +6,7 @@ public import ContainariumService
 public import ContainariumGateway
 public import ContainariumScheduler
 import ContainariumStore
+import ContainariumTelemetry
 public import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -49,8 +50,12 @@ public struct DaemonOptions: Sendable {
     public var swaggerDir: String?
     /// The dashboard's files, served at /webui/.
     public var webuiDir: String?
-    /// How often environments' usage is sampled for the dashboard's charts.
+    /// How often environments' usage is sampled for the dashboard's charts, /metrics and alerts.
     public var metricsInterval: Duration = .seconds(15)
+    /// Prometheus metrics at GET /metrics (`--no-metrics`: none, and no instrumentation).
+    public var metricsEnabled = true
+    /// Also serve /metrics without a token on this address (HOST:PORT; a private network only).
+    public var metricsListen: (host: String, port: Int)?
     public var grpc: GRPCOptions?
     /// The SSH gateway, when set (`--ssh-port`, or `containarium gateway`).
     public var ssh: GatewayOptions?
@@ -291,7 +296,9 @@ public enum Daemon {
 
         let events = DaemonEvents()
         let inventory = Inventory(service: service, events: events, logger: logger)
-        let plane = ControlPlane(service: service, store: store, inventory: inventory, events: events, logger: logger)
+        let telemetry = options.metricsEnabled ? Telemetry(version: Telemetry.productVersion) : nil
+        PluginCallMetrics.install(telemetry?.factory)
+        let plane = ControlPlane(service: service, store: store, inventory: inventory, events: events, logger: logger, telemetry: telemetry)
         let tokens = try await Tokens(secret: options.jwtSecret, revocations: plane.revocations)
         let reconciler = Reconciler(plane: plane, grace: options.orphanGrace)
 
@@ -381,6 +388,8 @@ public enum Daemon {
         services.append(.init(service: TaskService(description: "metrics") {
             while !Task.isCancelled {
                 if let list = try? await service.list() { plane.metrics.record(list) }
+                // Built-in alert rules over that sample (one evaluator per daemon that reconciles).
+                if options.reconcilerEnabled { await plane.evaluateAlerts() }
                 try? await Task.sleep(for: options.metricsInterval)
             }
         }))
@@ -400,7 +409,12 @@ public enum Daemon {
         if let ssh = options.ssh, let keys = gatewayKeys {
             let bans = BanList(policy: ssh.bans, store: store)
             let directory = ControlPlaneGatewayDirectory(plane: plane)
-            services.append(.init(service: SSHGateway(options: ssh, directory: directory, bans: bans, keys: keys, logger: logger)))
+            services.append(.init(service: SSHGateway(options: ssh, directory: directory, bans: bans, keys: keys, logger: logger,
+                                                      meter: GatewayMeter(factory: telemetry?.factory ?? noMetrics))))
+            telemetry?.addCollector { text in
+                text.family("containarium_gateway_banned_addresses", type: "gauge", help: "Addresses the SSH gateway refuses now (banned).")
+                text.sample("containarium_gateway_banned_addresses", [], Double(bans.activeCount()))
+            }
             plane.setGateway(SSHConfigExport.Gateway(host: ssh.publicHost, port: ssh.port, hostKey: keys.hostPublicKey))
         }
         if options.restEnabled {
@@ -439,6 +453,9 @@ public enum Daemon {
                 onServerRunning: { _ in logger.notice("REST API listening on \(scheme)://\(options.restHost):\(options.restPort)") },
                 logger: logger)
             services.append(.init(service: app))
+        }
+        if let listen = options.metricsListen, let telemetry {
+            services.append(.init(service: MetricsListener.make(telemetry: telemetry, host: listen.host, port: listen.port, logger: logger)))
         }
         if options.localAPI {
             services.append(.init(service: try GRPCService.nodeAPI(plane: plane, tokens: tokens, socket: DaemonOptions.localSocket(stateDir: options.stateDir),

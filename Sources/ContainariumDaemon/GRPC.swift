@@ -3,6 +3,7 @@ public import ContainariumPlatform
 import ContainariumService
 public import GRPCCore
 import ContainariumStore
+import ContainariumTelemetry
 import Foundation
 import ContainariumProto
 import ContainariumClient
@@ -86,7 +87,8 @@ struct GRPCService: Service, CustomStringConvertible {
         }
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: options.host, port: options.port), transportSecurity: security, config: config)
         let server = GRPCServer(transport: transport, services: ContainariumRPC.makeServices(
-            plane: plane, tokens: tokens, mtls: options.mtls, plaintextNodes: options.plaintextNodes, links: links, logger: logger))
+            plane: plane, tokens: tokens, mtls: options.mtls, plaintextNodes: options.plaintextNodes, links: links, logger: logger),
+            interceptors: GRPCMetrics.interceptors(plane))
         logger.notice("gRPC API listening on \(options.host):\(options.port)\(options.mtls ? " (mTLS)" : "")")
         return GRPCService(server: server)
     }
@@ -110,7 +112,7 @@ struct GRPCService: Service, CustomStringConvertible {
         let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext)
         logger.info("local API on \(path)")
         let services = ContainariumRPC.makeServices(plane: plane, tokens: tokens, mtls: false, nodeAPI: true, logger: logger)
-        return GRPCService(server: GRPCServer(transport: transport, services: services)) {
+        return GRPCService(server: GRPCServer(transport: transport, services: services, interceptors: GRPCMetrics.interceptors(plane))) {
             _ = try? await transport.listeningAddress
             chmod(path, 0o600)
         }
@@ -158,11 +160,11 @@ public enum ContainariumRPC {
         var descriptors = [
             Containarium_V1_ContainerService.descriptor, Containarium_V1_SystemService.descriptor, Containarium_V1_ClusterService.descriptor,
             Containarium_V1_AuditService.descriptor, Containarium_V1_OperationService.descriptor, Containarium_V1_EventService.descriptor,
-            Containarium_V1_SecurityService.descriptor,
+            Containarium_V1_SecurityService.descriptor, Containarium_V1_AlertService.descriptor,
         ]
         var services: [any RegistrableRPCService] = [
             ContainerServiceV1(auth: auth), SystemServiceV1(auth: auth), ClusterServiceV1(auth: auth), AuditServiceV1(auth: auth),
-            OperationServiceV1(auth: auth), EventServiceV1(auth: auth), SecurityServiceV1(auth: auth),
+            OperationServiceV1(auth: auth), EventServiceV1(auth: auth), SecurityServiceV1(auth: auth), AlertServiceV1(auth: auth),
         ]
         // A node's API (its private socket) takes no reports or links: those are a control plane's.
         if !nodeAPI {
@@ -180,5 +182,36 @@ public enum ContainariumRPC {
             logger.error("gRPC reflection is off: \(error)")
         }
         return services
+    }
+}
+
+/// `containarium_api_requests_total` and `containarium_api_request_duration_seconds` for gRPC
+/// calls (interface "grpc", route "/SERVICE/METHOD", code the gRPC status name). A stream is
+/// measured to its head (accepted or refused), as REST's event stream is.
+struct GRPCMetrics: ServerInterceptor {
+    let telemetry: Telemetry
+
+    static func interceptors(_ plane: ControlPlane) -> [any ServerInterceptor] {
+        plane.platformMetrics.telemetry.map { [GRPCMetrics(telemetry: $0)] } ?? []
+    }
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>, context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        let started = ContinuousClock.now
+        let route = "/" + context.descriptor.fullyQualifiedMethod
+        var code = "unknown"
+        defer {
+            telemetry.apiRequest(interface: "grpc", route: route, method: "POST", code: code, elapsed: ContinuousClock.now - started)
+        }
+        let response = try await next(request, context)
+        switch response.accepted {
+        case .success: code = "OK"
+        case .failure(let e):
+            let name = "\(e.code)"  // notFound -> NotFound, as gRPC tooling names codes
+            code = name.prefix(1).uppercased() + name.dropFirst()
+        }
+        return response
     }
 }

@@ -299,6 +299,14 @@ enum ProtoMap {
                     $0.status = status
                     $0.findings = UInt32(clamping: findings)
                 }
+            case .alert(let rule, let target, let severity, let value, let threshold):
+                $0.alert = .with {
+                    $0.rule = rule
+                    $0.target = target
+                    $0.severity = severity
+                    $0.value = value
+                    $0.threshold = threshold
+                }
             }
         }
     }

@@ -69,6 +69,13 @@ struct GRPCAuth: Sendable {
                               result: refusal.code.rawValue, detail: refusal.message)
             throw refusal
         }
+        // A scraper's token reads /metrics (REST) and nothing else.
+        if who.role == .metrics {
+            let refusal = ContainariumError.denied("metrics tokens are for GET /metrics only")
+            await plane.audit(actor: who.subject, role: "metrics", action: "auth.denied", target: method, source: who.source, interface: "grpc",
+                              result: refusal.code.rawValue, detail: refusal.message)
+            throw refusal
+        }
         // A node's identity is for the node protocol only: no other method answers it.
         if who.role == .node, !Self.nodeMethods.contains(method) {
             let refusal = ContainariumError.denied("node identities (tokens and certificates) are for the node protocol (NodeService: ReportNode, Link) only")

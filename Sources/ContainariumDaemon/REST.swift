@@ -2,10 +2,12 @@ import ContainariumCore
 public import ContainariumPlatform
 import ContainariumService
 import ContainariumStore
+import ContainariumTelemetry
 import Foundation
 public import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 
 /// Per-request context: Hummingbird's core storage plus the peer address.
 public struct RESTContext: RequestContext {
@@ -13,6 +15,9 @@ public struct RESTContext: RequestContext {
     public let remote: String
     /// Who called: set by `AuthenticationMiddleware` on every authenticated route.
     public var caller: Caller?
+    /// Which route took the request (its pattern), for the request metrics; shared with the
+    /// copies of this context the router hands on.
+    let route = RouteMark()
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -83,6 +88,13 @@ public struct RESTAPI: HTTPResponder {
         // The reports as CSV (`?username=` for one environment, `?limit=`, default 1000).
         r(.get, "/v1/security/clamav-reports.csv", "security.reports") { api, c throws(ContainariumError) in try await api.reportsCSV("clamav", c) },
         r(.get, "/v1/security/trivy-reports.csv", "security.reports") { api, c throws(ContainariumError) in try await api.reportsCSV("trivy", c) },
+        // Prometheus's text format: an admin's token or a metrics token (`token generate --roles metrics`).
+        r(.get, "/metrics", RESTAPI.scrapeAction) { api, c throws(ContainariumError) in
+            guard c.caller.role == .metrics || c.caller.isAdmin else { throw .denied("/metrics needs a metrics or admin token") }
+            guard c.query.isEmpty, c.body.isEmpty else { throw .invalid("/metrics takes no query and no body") }
+            guard let telemetry = api.plane.platformMetrics.telemetry else { throw .notFound("metrics are off on this daemon (--no-metrics)") }
+            return api.metricsResponse(telemetry)
+        },
         r(.get, "/v1/containers/{}/vnc", "container.vnc") { api, c throws(ContainariumError) in
             try await api.plane.authorize(c.caller, c.params[0], .act)
             throw .invalid("open a VM's screen as a WebSocket (Upgrade: websocket, Sec-WebSocket-Protocol: containarium.v1, bearer.<token>)")
@@ -132,7 +144,7 @@ public struct RESTAPI: HTTPResponder {
                 return ":" + (names.last ?? "p")
             }.joined(separator: "/")
             let parameters = names
-            router.group().add(middleware: AuthenticationMiddleware(api: api, action: route.action))
+            router.group().add(middleware: AuthenticationMiddleware(api: api, action: route.action, route: path))
                 .on(RouterPath(path), method: route.method) { request, context in
                     try await api.handle(route, parameters: parameters, request, context)
                 }
@@ -251,6 +263,37 @@ public struct RESTAPI: HTTPResponder {
         return raw(status ?? HTTPResponse.Status(code: e.code.httpStatus), data)
     }
 
+    /// The action of `GET /metrics`, the one route a metrics token may call.
+    static let scrapeAction = "system.metrics-scrape"
+
+    func metricsResponse(_ telemetry: Telemetry) -> Response {
+        let bytes = telemetry.render()
+        var headers = HTTPFields()
+        headers[.contentType] = Telemetry.contentType
+        headers[.contentLength] = String(bytes.count)
+        headers[.cacheControl] = "no-store"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// `containarium_api_requests_total` and `containarium_api_request_duration_seconds` for one
+    /// answered request: the route as its pattern, never the path itself.
+    func recordRequest(route: String, method: String, status: Int, started: ContinuousClock.Instant) {
+        guard let t = plane.platformMetrics.telemetry else { return }
+        t.apiRequest(interface: "rest", route: route, method: method, code: String(status), elapsed: ContinuousClock.now - started)
+    }
+
+    /// The metric label of a request no authenticated route took.
+    static func publicRoute(_ path: String) -> String {
+        let first = split(path).first ?? ""
+        switch first {
+        case "": return "/"
+        case "healthz", "openapi.json": return path == "/" + first ? path : "unmatched"
+        case "swagger-ui", "webui": return "/\(first)/**"
+        case "v1": return path == "/v1/health" ? path : "unmatched"
+        default: return "unmatched"
+        }
+    }
+
     func reportsCSV(_ scanner: String, _ c: Call) async throws(ContainariumError) -> Response {
         if let unknown = c.query.keys.sorted().first(where: { $0 != "username" && $0 != "limit" }) {
             throw .invalid("unknown query parameter '\(unknown)' (allowed: username, limit)")
@@ -361,6 +404,12 @@ struct EdgeMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: RESTContext, next: (Request, RESTContext) async throws -> Response) async throws -> Response {
         if request.method == .options { return api.preflight(request) }
         let origin = request.headers[.origin]
+        let started = ContinuousClock.now
+        var status = 500
+        defer {
+            api.recordRequest(route: context.route.value ?? RESTAPI.publicRoute(request.uri.path), method: request.method.rawValue,
+                              status: status, started: started)
+        }
         let response: Response
         do {
             response = try await next(request, context)
@@ -375,6 +424,7 @@ struct EdgeMiddleware: RouterMiddleware {
             context.logger.error("unexpected error: \(error)")
             response = api.error(.internal("unexpected error", cause: "\(error)"))
         }
+        status = response.status.code
         return RESTAPI.withCORS(response, origin: origin)
     }
 }
@@ -385,8 +435,11 @@ struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = RESTContext
     let api: RESTAPI
     let action: String
+    /// The route's pattern (its metric label).
+    let route: String
 
     func handle(_ request: Request, context: RESTContext, next: (Request, RESTContext) async throws -> Response) async throws -> Response {
+        context.route.set(route)
         var context = context
         do throws(ContainariumError) {
             context.caller = try await api.authenticate(request, context)
@@ -404,6 +457,20 @@ struct AuthenticationMiddleware: RouterMiddleware {
                                   result: refusal.code.rawValue, detail: refusal.message)
             return api.error(refusal)
         }
+        // A scraper's token reads /metrics and nothing else.
+        if let scraper = context.caller, scraper.role == .metrics, action != RESTAPI.scrapeAction {
+            let refusal = ContainariumError.denied("metrics tokens are for GET /metrics only")
+            await api.plane.audit(actor: scraper.subject, role: "metrics", action: "auth.denied", target: action, source: scraper.source, interface: "rest",
+                                  result: refusal.code.rawValue, detail: refusal.message)
+            return api.error(refusal)
+        }
         return try await next(request, context)
     }
+}
+
+/// Set once by the route that takes a request (its pattern), read when the answer is counted.
+final class RouteMark: Sendable {
+    private let state = Mutex<String?>(nil)
+    func set(_ route: String) { state.withLock { $0 = $0 ?? route } }
+    var value: String? { state.withLock { $0 } }
 }

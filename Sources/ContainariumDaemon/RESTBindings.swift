@@ -85,5 +85,15 @@ enum RESTBindings {
         unary("ClusterService/ExplainSchedule", "schedule.explain", .ok) { (api, who, m: Containarium_V1_ExplainScheduleRequest) async throws(ContainariumError) in try await api.explainSchedule(who, m) },
         unary("AuditService/ListAudit", "audit.list", .ok) { (api, who, m: Containarium_V1_ListAuditRequest) async throws(ContainariumError) in try await api.listAudit(who, m) },
         unary("OperationService/GetOperation", "operation.get", .ok) { (api, who, m: Containarium_V1_GetOperationRequest) async throws(ContainariumError) in try await api.getOperation(who, m) },
+        unary("AlertService/CreateAlert", "alert.create", .created) { (api, who, m: Containarium_V1_CreateAlertRequest) async throws(ContainariumError) in try await api.createAlert(who, m) },
+        unary("AlertService/ListAlerts", "alert.list", .ok) { (api, who, m: Containarium_V1_ListAlertsRequest) async throws(ContainariumError) in try await api.listAlerts(who, m) },
+        unary("AlertService/GetAlert", "alert.get", .ok) { (api, who, m: Containarium_V1_GetAlertRequest) async throws(ContainariumError) in try await api.getAlert(who, m) },
+        unary("AlertService/UpdateAlert", "alert.update", .ok) { (api, who, m: Containarium_V1_UpdateAlertRequest) async throws(ContainariumError) in try await api.updateAlert(who, m) },
+        unary("AlertService/DeleteAlert", "alert.delete", .ok) { (api, who, m: Containarium_V1_DeleteAlertRequest) async throws(ContainariumError) in try await api.deleteAlert(who, m) },
+        unary("AlertService/TestAlert", "alert.test", .ok) { (api, who, m: Containarium_V1_TestAlertRequest) async throws(ContainariumError) in try await api.testAlert(who, m) },
+        unary("AlertService/ListAlertDeliveries", "alert.deliveries", .ok) { (api, who, m: Containarium_V1_ListAlertDeliveriesRequest) async throws(ContainariumError) in try await api.listAlertDeliveries(who, m) },
+        unary("AlertService/GetAlerting", "system.alerting.get", .ok) { (api, who, m: Containarium_V1_GetAlertingRequest) async throws(ContainariumError) in try await api.getAlerting(who, m) },
+        unary("AlertService/UpdateAlerting", "system.alerting", .ok) { (api, who, m: Containarium_V1_UpdateAlertingRequest) async throws(ContainariumError) in try await api.updateAlerting(who, m) },
+        unary("AlertService/GetMonitoring", "system.monitoring", .ok) { (api, who, m: Containarium_V1_GetMonitoringRequest) async throws(ContainariumError) in try await api.getMonitoring(who, m) },
     ])
 }

@@ -57,6 +57,9 @@ public final class BanList: Sendable {
         }
     }
 
+    /// Addresses banned now.
+    public func activeCount(now: Date = Date()) -> Int { state.withLock { s in s.bans.values.filter { $0.until > now }.count } }
+
     public func failures(_ address: String) -> Int { state.withLock { $0.failures[address]?.count ?? 0 } }
 
     public func persist(_ ban: GatewayBanRecord) async throws(ContainariumError) {

@@ -23,7 +23,12 @@ public final class SSHGateway: Service, Sendable {
     /// Connections open now, and those per address that have not authenticated yet.
     let open = Mutex<(total: Int, startups: [String: Int])>((0, [:]))
 
-    public init(options: GatewayOptions, directory: any GatewayDirectory, bans: BanList, keys: GatewayKeys, logger: Logger) {
+    /// Sessions, bytes, authentication failures and bans (`containarium_gateway_*`).
+    public let meter: GatewayMeter
+
+    public init(options: GatewayOptions, directory: any GatewayDirectory, bans: BanList, keys: GatewayKeys, logger: Logger,
+                meter: GatewayMeter = GatewayMeter()) {
+        self.meter = meter
         self.options = options
         self.directory = directory
         self.bans = bans
@@ -113,6 +118,7 @@ public final class SSHGateway: Service, Sendable {
     }
 
     func audit(_ event: GatewayAuditEvent) {
+        meter.observe(event)
         let directory = self.directory
         Task { await directory.audit(event) }
     }
@@ -141,6 +147,7 @@ public final class SSHGateway: Service, Sendable {
             if let ban = bans.recordFailure(connection.source) {
                 logger.warning("SSH gateway: banning \(connection.source) until \(ban.until) after \(ban.failures) failed connections")
                 let bans = self.bans, directory = self.directory, logger = self.logger
+                meter.observe(GatewayAuditEvent(action: "gateway.ban", actor: "-", target: "-", source: ban.address))
                 Task {
                     do { try await bans.persist(ban) } catch { logger.error("could not persist the ban of \(ban.address): \(error)") }
                     await directory.audit(GatewayAuditEvent(action: "gateway.ban", actor: s.requestedUser, target: "-", source: ban.address,
@@ -166,7 +173,7 @@ public final class SSHGateway: Service, Sendable {
             let bound = NIOLoopBound(client, eventLoop: loop)
             return upstreamChannel(connection, route, loop: loop, type: .session, relay: NIOLoopBound(upstream, eventLoop: loop)).flatMap { _ in
                 child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).flatMapThrowing {
-                    try child.pipeline.syncOperations.addHandler(bound.value)
+                    try child.pipeline.syncOperations.addHandlers([ChannelBytesMeter(self.meter), bound.value])
                 }
             }
         case .directTCPIP(let target):
@@ -210,7 +217,7 @@ public final class SSHGateway: Service, Sendable {
             }
             return opened.flatMap {
                 child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).flatMapThrowing {
-                    try child.pipeline.syncOperations.addHandlers([SSHChannelBytes(), client.value])
+                    try child.pipeline.syncOperations.addHandlers([ChannelBytesMeter(self.meter), SSHChannelBytes(), client.value])
                 }
             }
         default:

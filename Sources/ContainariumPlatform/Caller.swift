@@ -7,6 +7,8 @@ public enum Role: String, Codable, Sendable, CaseIterable {
     /// A cluster member: may only report its own state and hold its own link (NodeService),
     /// as the node its token names (`node.NAME`).
     case node
+    /// A metrics scraper (Prometheus): may only read `GET /metrics`, nothing else on any interface.
+    case metrics
 }
 
 /// An authenticated principal, whichever interface it came through.

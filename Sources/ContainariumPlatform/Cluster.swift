@@ -117,6 +117,10 @@ public struct NodeView: Codable, Sendable, Equatable {
 /// deleted) and healthy again on its next report.
 public final class Cluster: Sendable {
     public let scheduler: Scheduler
+    /// Told of every placement decision: placed or not, how long it took, and (unplaced) the
+    /// reasons nodes were filtered out (`FilterReason.name`).
+    let decisions = Mutex<(@Sendable (Bool, Duration, Set<String>) -> Void)?>(nil)
+    public func observeDecisions(_ observe: @escaping @Sendable (Bool, Duration, Set<String>) -> Void) { decisions.withLock { $0 = observe } }
     let store: Store
     let localName: String
     let unhealthyAfter: TimeInterval
@@ -298,9 +302,19 @@ public final class Cluster: Sendable {
         try await store.db.withLock(Self.placementLock) { () async throws(ContainariumError) -> Placement in
             try await self.syncPlacements()
             let placed: Placement
+            let clock = ContinuousClock(), started = clock.now
             do throws(SchedulingError) {
                 placed = try self.scheduler.place(request)
+                self.decisions.withLock { $0 }?(true, clock.now - started, [])
             } catch {
+                if let observe = self.decisions.withLock({ $0 }) {
+                    let elapsed = clock.now - started
+                    let verdicts = self.scheduler.explain(request).verdicts
+                    var reasons = Set(verdicts.flatMap { $0.filteredBecause.map(\.name) })
+                    if verdicts.isEmpty { reasons.insert("no_nodes") }
+                    if case .duplicate = error { reasons = ["duplicate"] }
+                    observe(false, elapsed, reasons)
+                }
                 throw ContainariumError(.resourceExhausted, error.description)
             }
             do throws(ContainariumError) {

@@ -5,6 +5,7 @@ public import Foundation
 public import Logging
 public import ContainariumScheduler
 public import ContainariumGateway
+public import ContainariumTelemetry
 import PluginHost
 import Synchronization
 
@@ -45,8 +46,14 @@ public final class ControlPlane: Sendable {
     public func setTerminalHost(_ gateway: SSHGateway, _ directory: ControlPlaneGatewayDirectory) { terminalHost.withLock { $0 = (gateway, directory) } }
     private let accessChanges = Mutex<[@Sendable (String) -> Void]>([])
 
+    /// Scheduler, operation, reconciler and scan metrics, and the snapshot families of /metrics.
+    public let platformMetrics: PlatformMetrics
+    /// Built-in alert rules, their evaluation and notifications (Alerting.swift).
+    public let alerting: Alerting
+
     public init(service: EnvironmentService, store: Store, inventory: Inventory, events: DaemonEvents, logger: Logger,
-                execSlots: ExecSlots = ExecSlots()) {
+                execSlots: ExecSlots = ExecSlots(), telemetry: Telemetry? = nil) {
+        self.platformMetrics = PlatformMetrics(telemetry)
         self.execSlots = execSlots
         self.revocations = Revocations(store: store)
         self.service = service
@@ -56,6 +63,8 @@ public final class ControlPlane: Sendable {
         self.logger = logger
         self.node = service.config.nodeName
         self.daemonID = "\(service.config.nodeName)/\(getpid())/\(Int(Date().timeIntervalSince1970))"
+        self.alerting = Alerting(store: store, events: events, metrics: platformMetrics, source: "containarium daemon on \(service.config.nodeName)")
+        platformMetrics.installCollectors(self)
     }
 
     /// This node's default instance backend (the config's `backend`, else the first ready one).
@@ -174,6 +183,7 @@ public final class ControlPlane: Sendable {
         let user = try Username(username)
         if caller.isAdmin { return user }
         if caller.role == .node { throw .denied("node tokens may only report node state") }
+        if caller.role == .metrics { throw .denied("metrics tokens may only read /metrics") }
         let owner = try await owner(of: user)
         if owner == caller.subject { return user }
         if owner != nil, access != .own, try await store.collaborators(of: user.value).contains(where: { $0.collaborator == caller.subject }) {
@@ -218,6 +228,7 @@ public final class ControlPlane: Sendable {
     /// Listing served from the inventory (kept current by the backend's change stream).
     public func listContainers(_ caller: Caller) async throws(ContainariumError) -> [ContainerView] {
         if caller.role == .node { throw .denied("node tokens may only report node state") }
+        if caller.role == .metrics { throw .denied("metrics tokens may only read /metrics") }
         var all = inventory.snapshot.instances.map { ContainerView($0, record: nil) }
         if isClustered {
             // Tagged with the node names the cluster knows them by.
@@ -235,6 +246,8 @@ public final class ControlPlane: Sendable {
     public var cluster: Cluster? { clusterRef.withLock { $0 } }
     public func setCluster(_ c: Cluster) {
         clusterRef.withLock { $0 = c }
+        let metrics = platformMetrics
+        if metrics.telemetry != nil { c.observeDecisions { placed, elapsed, reasons in metrics.schedulerDecision(placed: placed, duration: elapsed, reasons: reasons) } }
         // Environments on other nodes change there; the dashboard hears of it here.
         c.onEnvironmentsChanged { [events] node, added, removed in
             for name in added { events.publish("container.changed", username: Username(containerName: name)?.value, data: .container(name: name, node: node, state: nil)) }
@@ -523,6 +536,7 @@ public final class ControlPlane: Sendable {
     @discardableResult
     func authorizeCreate(_ caller: Caller, _ username: String) throws(ContainariumError) -> Username {
         let user = try Username(username)
+        if caller.role == .node || caller.role == .metrics { throw .denied("\(caller.role.rawValue) tokens may not create environments") }
         if !caller.isAdmin && caller.subject != user.value {
             throw .denied("\(caller.subject) may only create its own environment, not \(user.value)'s")
         }
@@ -615,9 +629,14 @@ public final class ControlPlane: Sendable {
             // under the same lock), so the reconciler never mistakes a live create for a dead one.
             let work = running.withLock { map -> Task<Result<ContainerView, ContainariumError>, Never> in
                 let t = Task { () async -> Result<ContainerView, ContainariumError> in
+                    let started = Date()
                     let result = chosen == self.node
                         ? await self.performCreate(caller, placedRequest, user: user, keys: validated.keys, op: op)
                         : await self.performRemoteCreate(placedRequest, user: user, on: chosen, op: op)
+                    self.platformMetrics.operationFinished(kind: op.kind, result: {
+                        if case .failure(let e) = result { return e.code == .cancelled ? "cancelled" : "failed" }
+                        return "succeeded"
+                    }(), duration: Date().timeIntervalSince(started))
                     if async {
                         switch result {
                         case .success: await self.audit(caller, "container.create", target: user.value, result: .success(()), detail: "operation \(op.id)")
@@ -1066,6 +1085,8 @@ public final class ControlPlane: Sendable {
     }
 
     public func isRunningHere(_ operationID: String) -> Bool { running.withLock { $0[operationID] != nil } }
+    /// Operations this daemon runs now.
+    var runningOperations: Int { running.withLock { $0.count } }
 }
 
 public enum ContainariumVersion {

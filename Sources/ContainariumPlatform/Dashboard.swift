@@ -35,10 +35,15 @@ public final class MetricsHistory: Sendable {
         var last: (at: Date, cpu: UInt64, rx: UInt64, tx: UInt64)?
     }
     private let state = Mutex<(envs: [String: Series], node: [UsageSample])>(([:], []))
+    private let latest = Mutex<[InstanceInfo]>([])
+
+    /// The instances as the last sample saw them (counters, usage and limits): /metrics reads these.
+    public var latestInstances: [InstanceInfo] { latest.withLock { $0 } }
 
     public init() {}
 
     public func record(_ instances: [InstanceInfo], at now: Date = Date()) {
+        latest.withLock { $0 = instances }
         state.withLock { s in
             var total = UsageSample(at: now, cpuPercent: 0, memoryBytes: 0, diskBytes: 0, rxBytesPerSecond: 0, txBytesPerSecond: 0)
             var present = Set<String>()

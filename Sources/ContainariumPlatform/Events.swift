@@ -15,6 +15,8 @@ public enum EventData: Sendable, Equatable {
     case audit(action: String, actor: String, result: String)
     /// A scan of an environment ended (`security.scan`).
     case scan(reportID: String, scanner: String, status: String, findings: Int)
+    /// An alert rule's condition started (`alert.firing`) or stopped (`alert.resolved`) holding for a target.
+    case alert(rule: String, target: String, severity: String, value: Double, threshold: Double)
 }
 
 /// One event on the daemon's stream (EventService.Subscribe, `GET /v1/events`).

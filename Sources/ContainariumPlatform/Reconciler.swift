@@ -131,7 +131,14 @@ public struct Reconciler: Sendable {
     /// Reconcile every `interval` until cancelled.
     public func run(interval: Duration) async {
         while !Task.isCancelled {
-            do { _ = try await reconcileOnce() } catch { plane.logger.warning("reconcile failed: \(error)") }
+            let started = Date()
+            do {
+                let report = try await reconcileOnce()
+                plane.platformMetrics.reconciled(ok: true, duration: Date().timeIntervalSince(started), report: report)
+            } catch {
+                plane.platformMetrics.reconciled(ok: false, duration: Date().timeIntervalSince(started), report: nil)
+                plane.logger.warning("reconcile failed: \(error)")
+            }
             try? await Task.sleep(for: interval)
         }
     }

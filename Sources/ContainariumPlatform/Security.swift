@@ -85,6 +85,7 @@ extension ControlPlane {
                                 durationMs: Int64(Date().timeIntervalSince(started) * 1000), status: "failed", error: error.message, findings: 0,
                                 trigger: trigger, report: "")
         }
+        platformMetrics.scanned(user: record.username, scanner: scanner, status: record.status, findings: record.findings)
         do { try await store.addScanReport(record) } catch { logger.error("could not store the \(scanner) report of \(user.containerName): \(error)") }
         try? await store.pruneScanReports(keep: service.config.security?.keepReports ?? SecurityPolicy.defaultKeepReports)
         events.publish("security.scan", username: user.value,
@@ -141,6 +142,7 @@ extension ControlPlane {
     func visibleScanUsers(_ caller: Caller) async throws(ContainariumError) -> Set<String>? {
         if caller.isAdmin { return nil }
         if caller.role == .node { throw .denied("node tokens may only report node state") }
+        if caller.role == .metrics { throw .denied("metrics tokens may only read /metrics") }
         var mine = Set(try await store.collaborations(of: caller.subject))
         mine.formUnion(try await listContainers(caller).map(\.username))
         return mine

@@ -42,7 +42,7 @@ public nonisolated struct Containarium_V1_Event: Sendable {
   public var id: Int64 = 0
 
   /// container.changed, container.removed, operation.progress, operation.finished,
-  /// stack.progress, audit or security.scan.
+  /// stack.progress, audit, security.scan, alert.firing or alert.resolved.
   public var type: String = String()
 
   /// The environment's user the event is about; empty for none.
@@ -104,6 +104,15 @@ public nonisolated struct Containarium_V1_Event: Sendable {
     set {data = .scan(newValue)}
   }
 
+  /// alert.firing and alert.resolved (admins, and the environment's user for its own).
+  public var alert: Containarium_V1_AlertNotice {
+    get {
+      if case .alert(let v)? = data {return v}
+      return Containarium_V1_AlertNotice()
+    }
+    set {data = .alert(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Data: Equatable, Sendable {
@@ -117,12 +126,35 @@ public nonisolated struct Containarium_V1_Event: Sendable {
     case audit(Containarium_V1_AuditNotice)
     /// security.scan: a scan of the environment ended.
     case scan(Containarium_V1_ScanNotice)
+    /// alert.firing and alert.resolved (admins, and the environment's user for its own).
+    case alert(Containarium_V1_AlertNotice)
 
   }
 
   public init() {}
 
   fileprivate var _time: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Containarium_V1_AlertNotice: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rule: String = String()
+
+  /// The environment, node, or environment/scanner.
+  public var target: String = String()
+
+  public var severity: String = String()
+
+  public var value: Double = 0
+
+  public var threshold: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Containarium_V1_ContainerChange: Sendable {
@@ -221,7 +253,7 @@ nonisolated extension Containarium_V1_SubscribeRequest: SwiftProtobuf.Message, S
 
 nonisolated extension Containarium_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Event"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}type\0\u{1}username\0\u{1}time\0\u{1}container\0\u{1}progress\0\u{1}operation\0\u{1}audit\0\u{1}scan\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}type\0\u{1}username\0\u{1}time\0\u{1}container\0\u{1}progress\0\u{1}operation\0\u{1}audit\0\u{1}scan\0\u{1}alert\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -298,6 +330,19 @@ nonisolated extension Containarium_V1_Event: SwiftProtobuf.Message, SwiftProtobu
           self.data = .scan(v)
         }
       }()
+      case 10: try {
+        var v: Containarium_V1_AlertNotice?
+        var hadOneofValue = false
+        if let current = self.data {
+          hadOneofValue = true
+          if case .alert(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.data = .alert(v)
+        }
+      }()
       default: break
       }
     }
@@ -341,6 +386,10 @@ nonisolated extension Containarium_V1_Event: SwiftProtobuf.Message, SwiftProtobu
       guard case .scan(let v)? = self.data else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     }()
+    case .alert?: try {
+      guard case .alert(let v)? = self.data else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -352,6 +401,56 @@ nonisolated extension Containarium_V1_Event: SwiftProtobuf.Message, SwiftProtobu
     if lhs.username != rhs.username {return false}
     if lhs._time != rhs._time {return false}
     if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Containarium_V1_AlertNotice: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AlertNotice"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rule\0\u{1}target\0\u{1}severity\0\u{1}value\0\u{1}threshold\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.rule) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.severity) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.value) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.threshold) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rule.isEmpty {
+      try visitor.visitSingularStringField(value: self.rule, fieldNumber: 1)
+    }
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 2)
+    }
+    if !self.severity.isEmpty {
+      try visitor.visitSingularStringField(value: self.severity, fieldNumber: 3)
+    }
+    if self.value.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.value, fieldNumber: 4)
+    }
+    if self.threshold.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.threshold, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Containarium_V1_AlertNotice, rhs: Containarium_V1_AlertNotice) -> Bool {
+    if lhs.rule != rhs.rule {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.severity != rhs.severity {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.threshold != rhs.threshold {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -164,6 +164,24 @@ public enum FilterReason: Sendable, Hashable, Codable, CustomStringConvertible {
     case insufficientDisk(requestedBytes: Int64, freeBytes: Int64)
     case gpusUnavailable(requested: Int, free: Int)
 
+    /// A short, bounded name of the reason (a metric label: no values in it).
+    public var name: String {
+        switch self {
+        case .unhealthy: "unhealthy"
+        case .draining: "draining"
+        case .preempted: "preempted"
+        case .preemptibleForCritical: "preemptible_for_critical"
+        case .kindNotServed: "kind_not_served"
+        case .poolMismatch: "pool_mismatch"
+        case .labelMismatch: "label_mismatch"
+        case .notTheRequestedNode: "not_the_requested_node"
+        case .insufficientCPU: "insufficient_cpu"
+        case .insufficientMemory: "insufficient_memory"
+        case .insufficientDisk: "insufficient_disk"
+        case .gpusUnavailable: "gpus_unavailable"
+        }
+    }
+
     public var description: String {
         switch self {
         case .unhealthy: "node is unhealthy"

@@ -57,6 +57,26 @@ public struct HostConfig: Codable, Sendable, Equatable {
     public var security: SecurityPolicy?
     /// `containarium sentinel` (`SentinelPolicy`).
     public var sentinel: SentinelPolicy?
+    /// Where this deployment's Grafana and Prometheus are (GET /v1/system/monitoring).
+    public var monitoring: MonitoringLinks?
+
+    public struct MonitoringLinks: Codable, Sendable, Equatable {
+        public var grafanaURL: String?
+        public var prometheusURL: String?
+        public init(grafanaURL: String? = nil, prometheusURL: String? = nil) {
+            self.grafanaURL = grafanaURL
+            self.prometheusURL = prometheusURL
+        }
+
+        func validate() throws(ContainariumError) {
+            for (key, value) in [("grafanaURL", grafanaURL), ("prometheusURL", prometheusURL)] {
+                guard let value else { continue }
+                guard let u = URLComponents(string: value), ["http", "https"].contains(u.scheme?.lowercased() ?? ""), u.host?.isEmpty == false, u.user == nil else {
+                    throw .invalid("monitoring.\(key) '\(value)' must be an http:// or https:// URL without credentials")
+                }
+            }
+        }
+    }
 
     public init() {}
 
@@ -87,6 +107,7 @@ public struct HostConfig: Codable, Sendable, Equatable {
             try config.userPolicy?.validate()
             try config.security?.validate()
             try config.sentinel?.validate()
+            try config.monitoring?.validate()
         } catch {
             throw .invalid("config file \(chosen): \(error.message)")
         }

@@ -328,6 +328,14 @@ public struct Store: Sendable {
         try await db.query("DELETE FROM settings WHERE name LIKE ? AND updated_at < ?", [.text(prefix + "%"), SQLValue(date)])
     }
 
+    /// Remove one setting; true when it existed.
+    @discardableResult
+    public func deleteSetting(_ name: String) async throws(ContainariumError) -> Bool {
+        guard try await setting(name) != nil else { return false }
+        try await db.query("DELETE FROM settings WHERE name = ?", [.text(name)])
+        return true
+    }
+
     public func setSetting(_ name: String, _ value: String) async throws(ContainariumError) {
         try await db.query(
             "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

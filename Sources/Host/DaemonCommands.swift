@@ -96,7 +96,9 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("audit-max-rows"), help: "Keep at most this many audit entries, the newest (0: no limit).") var auditMaxRows = 1_000_000
     @Option(name: .customLong("orphan-grace"), help: "Seconds before a half-made container nobody is creating is removed.") var orphanGrace = 300
     @Option(name: .customLong("swagger-dir"), help: "Directory with the Swagger UI assets.") var swaggerDir: String?
-    @Option(name: .customLong("metrics-interval"), help: "Seconds between usage samples for the dashboard's charts (an hour is kept).") var metricsInterval = 15
+    @Option(name: .customLong("metrics-interval"), help: "Seconds between usage samples (the dashboard's charts, GET /metrics, alert rules).") var metricsInterval = 15
+    @Flag(name: .customLong("no-metrics"), help: "No Prometheus metrics: GET /metrics answers 404 and nothing is measured.") var noMetrics = false
+    @Option(name: .customLong("metrics-listen"), help: "Also serve GET /metrics without a token on HOST:PORT (a private network only).") var metricsListen: String?
     @Option(name: .customLong("webui-dir"), help: "Directory with the dashboard (web/ with vendor/ from scripts/webui-assets.sh), served at /webui/.") var webuiDir: String?
     @Option(name: .customLong("ssh-port"), help: "Also run the SSH gateway on this port (0: off).") var sshPort = 0
     @OptionGroup var gateway: GatewayFlags
@@ -155,6 +157,13 @@ struct DaemonCommand: AsyncParsableCommand {
         options.webuiDir = webuiDir ?? Self.defaultWebUIDir()
         guard (1...3600).contains(metricsInterval) else { throw ValidationError("--metrics-interval must be 1-3600 seconds") }
         options.metricsInterval = .seconds(metricsInterval)
+        options.metricsEnabled = !noMetrics
+        if let listen = metricsListen {
+            guard !noMetrics else { throw fail(.invalid("--metrics-listen serves the metrics that --no-metrics turns off: give one of them")) }
+            let (host, port) = try await ContainariumCLI.run { () throws(ContainariumError) in try Cluster.hostPort(listen) }
+            guard (1...65535).contains(port), port != httpPort else { throw fail(.invalid("--metrics-listen needs a port of its own (1-65535, not --port's)")) }
+            options.metricsListen = (host, port)
+        }
         if sshPort > 0 {
             options.ssh = try gateway.options(port: sshPort, stateDir: stateDir)
         }
@@ -198,7 +207,7 @@ struct TokenCommand: AsyncParsableCommand {
 struct TokenGenerate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "generate", abstract: "Mint a JWT (HS256) for the REST and gRPC APIs.")
     @Option(help: "Subject of the token (required).") var username: String
-    @Option(help: "Comma-separated roles: admin, user.") var roles = "user"
+    @Option(help: "Comma-separated roles: admin, user; or metrics alone (a scraper that may read GET /metrics and nothing else).") var roles = "user"
     @Option(help: "Validity, e.g. 30m, 24h, 720h; 0 for none.") var expiry = "24h"
     @Option(help: "JWT secret (prefer --secret-file or $CONTAINARIUM_JWT_SECRET).") var secret: String?
     @Option(name: .customLong("secret-file"), help: "File holding the JWT secret.") var secretFile: String?
@@ -207,9 +216,10 @@ struct TokenGenerate: AsyncParsableCommand {
         let token = try await ContainariumCLI.run { () async throws(ContainariumError) -> String in
             var list: [Role] = []
             for r in roles.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !r.isEmpty {
-                guard let role = Role(rawValue: r) else { throw .invalid("unknown role '\(r)' (admin, user)") }
+                guard let role = Role(rawValue: r), role != .node else { throw .invalid("unknown role '\(r)' (admin, user, metrics; node tokens come from `containarium node token`)") }
                 list.append(role)
             }
+            if list.contains(.metrics), list.count > 1 { throw .invalid("a metrics token has the metrics role only") }
             let env = ProcessInfo.processInfo.environment
             guard env["CONTAINARIUM_JWT_SECRET"]?.isEmpty == false || secretFile != nil || secret != nil else {
                 throw .invalid("give the daemon's secret: --secret-file FILE, --secret S or $CONTAINARIUM_JWT_SECRET")

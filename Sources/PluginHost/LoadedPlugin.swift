@@ -37,6 +37,13 @@ public final class LoadedPlugin: PluginEndpoint, @unchecked Sendable {
     /// Dispatch a named method to the function pointer in the extension's table, reading only
     /// within the table's declared size.
     public func call(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> Data {
+        if extensionID.isEmpty { return try await unmeasuredCall(extension: extensionID, method: method, request: request) }
+        return try await PluginCallMetrics.measure(plugin: manifest.id, extension: extensionID, function: method) { () async throws(ContainariumError) -> Data in
+            try await unmeasuredCall(extension: extensionID, method: method, request: request)
+        }
+    }
+
+    func unmeasuredCall(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> Data {
         guard let raw = extensionTable(extensionID) else {
             throw ContainariumError(.unsupported, "plugin \(manifest.id) does not provide \(extensionID)")
         }

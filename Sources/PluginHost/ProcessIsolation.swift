@@ -224,6 +224,13 @@ public final class ProcessPlugin: PluginEndpoint, @unchecked Sendable {
     }
 
     public func call(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> Data {
+        if extensionID.isEmpty { return try await unmeasuredCall(extension: extensionID, method: method, request: request) }
+        return try await PluginCallMetrics.measure(plugin: manifest.id, extension: extensionID, function: method) { () async throws(ContainariumError) -> Data in
+            try await unmeasuredCall(extension: extensionID, method: method, request: request)
+        }
+    }
+
+    func unmeasuredCall(extension extensionID: String, method: String, request: Data) async throws(ContainariumError) -> Data {
         if Task.isCancelled { throw ContainariumError(.cancelled, "\(extensionID).\(method) was cancelled before it started") }
         guard extensionID.isEmpty || provided.contains(extensionID) else {
             throw ContainariumError(.unsupported, "plugin \(manifest.id) does not provide \(extensionID)")

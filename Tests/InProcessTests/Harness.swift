@@ -3,6 +3,7 @@ import ContainariumDaemon
 import ContainariumPlatform
 import ContainariumService
 import ContainariumStore
+import ContainariumTelemetry
 import Foundation
 import Logging
 import PluginHost
@@ -91,7 +92,8 @@ final class Harness: Sendable {
         _ = try await store.migrate()
         let events = DaemonEvents()
         let inventory = Inventory(service: service, events: events, logger: Self.quiet)
-        plane = ControlPlane(service: service, store: store, inventory: inventory, events: events, logger: Self.quiet)
+        plane = ControlPlane(service: service, store: store, inventory: inventory, events: events, logger: Self.quiet,
+                             telemetry: Telemetry(version: "test"))
         tokens = try await Tokens(secret: Self.secret, revocations: plane.revocations)
         inventoryTask = Task { await inventory.run() }
         // The change stream is connected (and the first listing done) before a test starts.

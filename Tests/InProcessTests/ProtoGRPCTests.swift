@@ -213,7 +213,7 @@ struct ProtoGRPCTests {
             try await Self.serve(h) { client in
                 let expected: Set<String> = [
                     "containarium.v1.ContainerService", "containarium.v1.SystemService", "containarium.v1.ClusterService",
-                    "containarium.v1.AuditService", "containarium.v1.OperationService", "containarium.v1.SecurityService", "containarium.v1.NodeService", "containarium.v1.EventService", "grpc.health.v1.Health",
+                    "containarium.v1.AuditService", "containarium.v1.OperationService", "containarium.v1.SecurityService", "containarium.v1.AlertService", "containarium.v1.NodeService", "containarium.v1.EventService", "grpc.health.v1.Health",
                     "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
                 ]
                 let requests: [Grpc_Reflection_V1_ServerReflectionRequest] = [

@@ -19,6 +19,8 @@ struct RESTTests {
     /// The kinds of caller, in the order each route is tried.
     enum Who: String, CaseIterable {
         case none, expired, garbage, forged, wrongScheme, node, stranger, friend, owner, admin
+        /// A metrics token: GET /metrics and nothing else (403 wherever a route says nothing).
+        case scraper
         var authenticated: Bool { ![.none, .expired, .garbage, .forged, .wrongScheme].contains(self) }
     }
 
@@ -56,6 +58,7 @@ struct RESTTests {
             .friend: try await h.token("carol"),
             .owner: try await h.token("alice"),
             .admin: try await h.token("admin", .admin),
+            .scraper: try await h.token("prometheus", .metrics),
         ]
     }
 
@@ -109,6 +112,19 @@ struct RESTTests {
                 Route(method: .get, path: "/v1/security/clamav-reports?username=alice", expect: std(200)),
                 Route(method: .get, path: "/v1/security/trivy-reports.csv?username=alice", expect: std(200)),
                 Route(method: .get, path: "/v1/security/clamav-summary", expect: [.node: 403, .stranger: 200, .friend: 200, .owner: 200, .admin: 200]),
+                // Metrics: an admin's or a metrics token; alerting: admins; where the dashboards are: any user.
+                Route(method: .get, path: "/metrics", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200, .scraper: 200]),
+                Route(method: .get, path: "/v1/alerts", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .post, path: "/v1/alerts", body: { who in #"{"name": "r-\#(who.rawValue.lowercased())", "metric": "node_unhealthy", "threshold": 0}"# },
+                      expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 201]),
+                Route(method: .get, path: "/v1/alerts/r-admin", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .post, path: "/v1/alerts/r-admin/test", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 412]),
+                Route(method: .delete, path: "/v1/alerts/r-admin", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .get, path: "/v1/alert-deliveries", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .get, path: "/v1/system/alerting", expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .put, path: "/v1/system/alerting", body: { _ in #"{"webhooks": [], "maxAttempts": 3}"# },
+                      expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 403, .admin: 200]),
+                Route(method: .get, path: "/v1/system/monitoring", expect: [.node: 403, .stranger: 200, .friend: 200, .owner: 200, .admin: 200]),
                 Route(method: .delete, path: c, expect: [.node: 403, .stranger: 403, .friend: 403, .owner: 200, .admin: 404]),
             ]
             try await Self.app(h).test(.router) { client in
@@ -116,7 +132,7 @@ struct RESTTests {
                     for who in Who.allCases {
                         let r = try await Self.send(client, route.method, route.path, token: tokens[who], body: route.body?(who),
                                                     authorization: who == .wrongScheme ? "Basic \(tokens[who] ?? "")" : nil)
-                        let want = who.authenticated ? route.expect[who] : 401
+                        let want = who.authenticated ? (route.expect[who] ?? (who == .scraper ? 403 : nil)) : 401
                         #expect(r.status == want, "\(route.method) \(route.path) as \(who): \(r.status) \(r.text)")
                         if !who.authenticated {
                             #expect(r.headers[.wwwAuthenticate] == "Bearer realm=\"containarium\"")
