@@ -105,7 +105,7 @@ let package = Package(
         // The service layer every adapter (CLI today; REST, gRPC, web later) calls.
         .target(
             name: "ContainariumService",
-            dependencies: ["PluginHost", "ContainariumCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PluginHost", "ContainariumCore", "ContainariumTelemetry", .product(name: "Logging", package: "swift-log")],
             exclude: ["README.md"],
             swiftSettings: strict
         ),
@@ -216,7 +216,8 @@ let package = Package(
             name: "ContainariumSentinel",
             dependencies: [
                 "ContainariumService", "ContainariumGateway", "ContainariumCore", "PluginHost", "ContainariumTelemetry",
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOSSH", package: "swift-nio-ssh"),
@@ -316,7 +317,7 @@ let package = Package(
             name: "ContainariumTests",
             dependencies: [
                 "ContainariumCore", "PluginHost", "PluginKit", "ContainariumService", "PluginABI", "TestSupport",
-                "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler",
+                "ContainariumStore", "ContainariumPlatform", "ContainariumDaemon", "ContainariumGateway", "ContainariumScheduler", "ContainariumTelemetry",
                 .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],

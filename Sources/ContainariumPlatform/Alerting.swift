@@ -178,7 +178,11 @@ public final class Alerting: Sendable {
     func save(_ rule: AlertRuleRecord, creating: Bool) async throws(ContainariumError) {
         let text = String(decoding: try WireJSON.encode(rule), as: UTF8.self)
         if creating {
-            guard try await store.claimSetting(Self.rulePrefix + rule.name, text) else { throw ContainariumError(.alreadyExists, "alert rule \(rule.name) exists") }
+            // (The claim settles a race between two creates; an identical rule sent twice claims
+            // "successfully" the second time, so an existing one is refused first.)
+            guard try await store.setting(Self.rulePrefix + rule.name) == nil, try await store.claimSetting(Self.rulePrefix + rule.name, text) else {
+                throw ContainariumError(.alreadyExists, "alert rule \(rule.name) exists")
+            }
         } else {
             try await store.setSetting(Self.rulePrefix + rule.name, text)
         }
@@ -212,7 +216,7 @@ public final class Alerting: Sendable {
         return rows.sorted { $0.key > $1.key }.prefix(limit).compactMap { try? WireJSON.decode(AlertDeliveryRecord.self, from: Data($0.value.utf8)) }
     }
 
-    func instances(of rule: String) -> [AlertInstanceView] {
+    public func instances(of rule: String) -> [AlertInstanceView] {
         state.withLock { s in
             (s[rule] ?? [:]).map { AlertInstanceView(target: $0.key, firing: $0.value.firing, value: $0.value.value, since: $0.value.since) }
                 .sorted { $0.target < $1.target }
@@ -225,7 +229,7 @@ public final class Alerting: Sendable {
     public typealias Observations = [String: (value: Double, username: String?)]
 
     /// Evaluate every enabled rule against `observe(metric)`; notify what starts or stops firing.
-    func evaluate(now: Date = Date(), observe: (String) -> Observations) async {
+    public func evaluate(now: Date = Date(), observe: (String) -> Observations) async {
         guard let rules = try? await rules() else { return }
         var fired: [(AlertRuleRecord, String, Instance, String?)] = []
         var resolved: [(AlertRuleRecord, String, Instance, String?)] = []

@@ -7,6 +7,8 @@ import FoundationNetworking
 #endif
 public import Logging
 public import NIOCore
+import ContainariumTelemetry
+import Prometheus
 import NIOPosix
 import NIOSSH
 
@@ -89,6 +91,7 @@ public final class SentinelProxy: Sendable {
             try maintenance(client, route)
             return
         }
+        count(route, "forwarded")
         let loop = client.eventLoop
         ClientBootstrap(group: loop)
             .connectTimeout(.seconds(3))
@@ -115,6 +118,7 @@ public final class SentinelProxy: Sendable {
 
     /// The route's maintenance answer.
     func maintenance(_ client: any Channel, _ route: SentinelPolicy.Route) throws {
+        count(route, "maintenance")
         let message = Self.message(phase: sentinel.phase, instance: sentinel.policy.instance, retryAfter: sentinel.retryAfter)
         switch route.kind {
         case "http":
@@ -130,6 +134,13 @@ public final class SentinelProxy: Sendable {
         }
         // Accepted with autoRead off: read now (a forwarded connection reads once joined).
         try client.syncOptions?.setOption(.autoRead, value: true)
+    }
+
+    /// `containarium_sentinel_connections_total{route, mode}` (a refused forward counts twice:
+    /// forwarded, then maintenance).
+    func count(_ route: SentinelPolicy.Route, _ mode: String) {
+        sentinel.telemetry?.counter("containarium_sentinel_connections_total", [("route", route.listen), ("mode", mode)],
+                                    help: "Connections the sentinel took, by route and by what it did (forwarded or maintenance).").increment()
     }
 
     static func message(phase: SentinelPhase, instance: String, retryAfter: Int) -> String {

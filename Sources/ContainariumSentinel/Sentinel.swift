@@ -1,7 +1,9 @@
 public import ContainariumCore
 public import ContainariumService
+public import ContainariumTelemetry
 public import Foundation
 import NIOCore
+import Prometheus
 public import Logging
 public import PluginHost
 import ServiceLifecycle
@@ -64,14 +66,25 @@ public final class Sentinel: Sendable {
         var seenRunning = false
     }
     private let state = Mutex(State())
+    /// The sentinel's metrics (`containarium_sentinel_*`), when it serves them.
+    public let telemetry: Telemetry?
+    /// Notifications under way to the policy's webhooks.
+    private let notifying = Mutex<[UUID: Task<Void, Never>]>([:])
 
-    public init(policy: SentinelPolicy, lifecycle: NodeLifecycleClient, logger: Logger) throws(ContainariumError) {
+    public init(policy: SentinelPolicy, lifecycle: NodeLifecycleClient, logger: Logger, telemetry: Telemetry? = nil) throws(ContainariumError) {
         try policy.validate()
         self.policy = policy
         self.lifecycle = lifecycle
         self.health = try policy.parsedHealth()
         self.logger = logger
+        self.telemetry = telemetry
         state.withLock { $0.upstream = policy.upstream }
+        let instance = policy.instance
+        telemetry?.addCollector { [weak self] text in
+            guard let self else { return }
+            text.family("containarium_sentinel_machine_up", type: "gauge", help: "1 while the guarded machine answers (traffic is forwarded), else 0.")
+            text.sample("containarium_sentinel_machine_up", [("machine", instance)], self.phase.isUp ? 1 : 0)
+        }
     }
 
     /// The node.lifecycle/1 plugin the policy names (or the only one ready).
@@ -145,10 +158,19 @@ public final class Sentinel: Sendable {
                 s.seenRunning = false
             }
             record(.detected, reason, at: now)
+            telemetry?.counter("containarium_sentinel_outages_total", [("machine", policy.instance)], help: "Outages of the guarded machine the sentinel noticed.")
+                .increment()
+            notify("sentinel.down", "critical", "\(policy.instance) is down", "\(reason); users get the maintenance page while the sentinel restarts it", since: now)
             logger.warning("\(policy.instance) is down (\(reason)): serving the maintenance page")
         case .down(let since, let reason, let attempts):
             if healthy, status?.state == "running" || status == nil {
                 record(.healthy, String(format: "%.1f s after the outage was noticed", now.timeIntervalSince(since)), at: now)
+                telemetry?.histogram("containarium_sentinel_outage_duration_seconds", [("machine", policy.instance)], buckets: Telemetry.longBuckets,
+                                     help: "From noticing an outage to the machine's daemon answering again.")
+                    .record(.milliseconds(Int64(now.timeIntervalSince(since) * 1000)))
+                notify("sentinel.recovered", "info", "\(policy.instance) is back",
+                       String(format: "its daemon answers again %.1f s after the outage was noticed; traffic is forwarded", now.timeIntervalSince(since)),
+                       since: since, ended: now)
                 state.withLock { s in
                     s.phase = .up
                     s.failures = 0
@@ -168,15 +190,18 @@ public final class Sentinel: Sendable {
             let attempt = attempts + 1
             state.withLock { $0.phase = .down(since: since, reason: reason, attempts: attempt) }
             record(.startRequested, "attempt \(attempt)", at: now)
+            if attempt == 1 { notify("sentinel.restarting", "warning", "\(policy.instance) is being restarted", "the sentinel asked its provider to start it", since: since) }
             do throws(ContainariumError) {
                 let after = try await lifecycle.start(policy.instance)
                 if let address = after.address, policy.upstream == nil, !address.isEmpty { state.withLock { $0.upstream = address } }
                 state.withLock { $0.seenRunning = true }
                 record(.started, "attempt \(attempt): \(after.state)", at: Date())
+                startAttempt(ok: true)
             } catch {
                 let wait = Self.backoff(attempt: attempt, base: policy.backoff, max: policy.maxBackoff)
                 state.withLock { $0.nextStart = Date().addingTimeInterval(wait) }
                 record(.startFailed, "attempt \(attempt): \(error.message); next in \(String(format: "%.1f", wait)) s", at: Date())
+                startAttempt(ok: false)
                 logger.warning("starting \(policy.instance) failed (attempt \(attempt)): \(error.message); again in \(Int(wait)) s")
             }
         }
@@ -187,6 +212,38 @@ public final class Sentinel: Sendable {
     static func backoff(attempt: Int, base: Double, max: Double) -> Double {
         let full = min(max, base * pow(2, Double(min(attempt, 30) - 1)))
         return full / 2 + Double.random(in: 0...(full / 2))
+    }
+
+    private func startAttempt(ok: Bool) {
+        telemetry?.counter("containarium_sentinel_start_attempts_total", [("machine", policy.instance), ("result", ok ? "ok" : "failed")],
+                           help: "Starts of the guarded machine the sentinel asked for, by result.").increment()
+    }
+
+    /// Tell the policy's webhooks (in the background; each try is logged, never its secret).
+    func notify(_ event: String, _ severity: String, _ title: String, _ text: String, since: Date, ended: Date? = nil) {
+        guard let hooks = policy.webhooks, !hooks.isEmpty else { return }
+        let outage = state.withLock { $0.outage }
+        let n = ContainariumTelemetry.Notification(event: event, title: title, text: text, severity: severity,
+                                                   labels: ["machine": policy.instance, "outage": outage], startsAt: since, endsAt: ended,
+                                                   source: "containarium sentinel for \(policy.instance)")
+        let sender = WebhookSender(policy: .init(maxAttempts: policy.webhookAttempts ?? 5, initialBackoff: policy.webhookBackoffSeconds ?? 2))
+        let logger = self.logger, telemetry = self.telemetry
+        for hook in hooks {
+            let id = UUID()
+            let task = Task { [weak self] in
+                let ok = await sender.deliver(n, to: hook) { a in
+                    if let e = a.error {
+                        logger.warning("webhook \(hook.name): \(event) try \(a.attempt) failed (\(e))\(a.willRetry ? ", retrying" : "")")
+                    } else {
+                        logger.info("webhook \(hook.name): \(event) delivered (try \(a.attempt))")
+                    }
+                }
+                telemetry?.counter("containarium_alert_deliveries_total", [("webhook", hook.name), ("result", ok ? "delivered" : "failed")],
+                                   help: "Notifications delivered to each webhook (after retries), by result.").increment()
+                _ = self?.notifying.withLock { $0.removeValue(forKey: id) }
+            }
+            notifying.withLock { $0[id] = task }
+        }
     }
 
     static func outageID(_ at: Date) -> String {
@@ -240,10 +297,29 @@ extension Sentinel {
         guard let policy = config.sentinel else {
             throw .invalid("the config has no `sentinel` block (instance, routes; docs/sentinel.md)")
         }
-        let sentinel = try Sentinel(policy: policy, lifecycle: try lifecycle(in: plugins, id: policy.lifecycle), logger: logger)
+        let telemetry = policy.metricsListen.map { _ in Telemetry(version: Telemetry.productVersion) }
+        PluginCallMetrics.install(telemetry?.factory)
+        let sentinel = try Sentinel(policy: policy, lifecycle: try lifecycle(in: plugins, id: policy.lifecycle), logger: logger, telemetry: telemetry)
         let proxy = try SentinelProxy(sentinel: sentinel, logger: logger)
-        let channels = try await proxy.bind()
-        let bound = channels.compactMap { $0.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } }
+        var channels = try await proxy.bind()
+        if let listen = policy.metricsListen, let telemetry {
+            var token: String?
+            if let file = policy.metricsTokenFile {
+                guard let t = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty else {
+                    for c in channels { try? await c.close() }
+                    throw .invalid("sentinel.metricsTokenFile \(file) cannot be read or is empty")
+                }
+                token = t
+            }
+            do throws(ContainariumError) {
+                channels.append(try await MetricsServer.bind(listen, telemetry: telemetry, token: token))
+            } catch {
+                for c in channels { try? await c.close() }
+                throw error
+            }
+        }
+        let listening = channels
+        let bound = listening.compactMap { $0.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } }
         logger.notice("sentinel listening on \(bound.joined(separator: ", ")) for \(policy.instance)")
         ready(bound)
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
@@ -251,7 +327,7 @@ extension Sentinel {
                 .init(service: LoopService(name: "sentinel") { await sentinel.run() }),
                 .init(service: LoopService(name: "listeners") {
                     try? await gracefulShutdown()
-                    for c in channels { try? await c.close() }
+                    for c in listening { try? await c.close() }
                 }),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -1,4 +1,5 @@
 public import ContainariumCore
+public import ContainariumTelemetry
 public import Foundation
 
 /// The sentinel's settings, from the config's `sentinel` (docs/sentinel.md): which machine it
@@ -38,6 +39,16 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
     public var sshKeyDir: String?
     /// Where the outage timeline is appended (JSON lines; default /var/lib/containarium/sentinel/timeline.jsonl).
     public var timeline: String?
+    /// Serve the sentinel's Prometheus metrics at GET /metrics on this HOST:PORT (off when unset).
+    public var metricsListen: String?
+    /// A file holding the bearer token /metrics asks for (unset: no token; a private address only).
+    public var metricsTokenFile: String?
+    /// Who is told of each outage (sentinel.down, sentinel.restarting, sentinel.recovered), as
+    /// the daemon's alerting webhooks are (generic JSON signed with HMAC-SHA256, slack, zulip).
+    public var webhooks: [WebhookTarget]?
+    /// Tries per notification and webhook (default 5) and the first retry's wait (default 2 s, doubling).
+    public var webhookAttempts: Int?
+    public var webhookBackoffSeconds: Double?
 
     public struct Route: Codable, Sendable, Equatable {
         /// HOST:PORT the sentinel listens on.
@@ -101,5 +112,17 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
         guard (1...100).contains(failures) else { throw .invalid("sentinel.failAfter must be 1-100") }
         guard backoff >= 0.1, maxBackoff >= backoff, maxBackoff <= 3600 else { throw .invalid("sentinel.backoffSeconds must be at least 0.1 and at most maxBackoffSeconds (at most 3600)") }
         guard (1...3600).contains(retryAfter) else { throw .invalid("sentinel.retryAfterSeconds must be 1-3600") }
+        if let m = metricsListen {
+            guard (try? NodeAddress.parse(m)) != nil else { throw .invalid("sentinel.metricsListen '\(m)' is not HOST:PORT") }
+            guard !listens.contains(m) else { throw .invalid("sentinel.metricsListen \(m) is a route's address") }
+        }
+        if metricsTokenFile != nil, metricsListen == nil { throw .invalid("sentinel.metricsTokenFile needs sentinel.metricsListen") }
+        var names = Set<String>()
+        for w in webhooks ?? [] {
+            do throws(ContainariumError) { try w.validate() } catch { throw .invalid("sentinel.webhooks: \(error.message)") }
+            guard names.insert(w.name).inserted else { throw .invalid("sentinel.webhooks: \(w.name) is listed twice") }
+        }
+        if let a = webhookAttempts, !(1...10).contains(a) { throw .invalid("sentinel.webhookAttempts must be 1-10") }
+        if let b = webhookBackoffSeconds, !(b.isFinite && (0.1...60).contains(b)) { throw .invalid("sentinel.webhookBackoffSeconds must be 0.1-60") }
     }
 }

@@ -1,4 +1,5 @@
 import ContainariumCore
+import Crypto
 import Foundation
 import TestSupport
 import Testing
@@ -73,8 +74,17 @@ struct SentinelTests {
         let fake = try FakeGCE(dir: work, instances: [name], selfName: "sentinel-vm")
         defer { fake.stop() }
         let plugins = try GCESpot.pluginDir(work)
-        let sshPort = try DaemonProcess.freePort(), httpPort = try DaemonProcess.freePort()
+        let sshPort = try DaemonProcess.freePort(), httpPort = try DaemonProcess.freePort(), metricsPort = try DaemonProcess.freePort()
         let timeline = work.appendingPathComponent("timeline.jsonl")
+        // Its metrics behind a token of its own; its outages told to a real receiver (a 500 first).
+        let metricsToken = "sentinel-scrape-\(UUID().uuidString)", hookSecret = "sentinel-hook-\(UUID().uuidString)"
+        let tokenFile = work.appendingPathComponent("metrics.token")
+        try Data(metricsToken.utf8).write(to: tokenFile)
+        let hookPort = try DaemonProcess.freePort()
+        let received = work.appendingPathComponent("received.jsonl")
+        let receiver = try Spawned("/usr/bin/env", ["python3", MonitoringTests.receiverScript.path, String(hookPort), received.path, "1"],
+                                   name: "webhook_receiver.py", log: work.appendingPathComponent("receiver.log"))
+        defer { receiver.stop() }
         var plugin = fake.config([name], extra: ["watch": .bool(false)])
         if case .object(var o) = plugin { o["requestTimeoutSeconds"] = .number(5); plugin = .object(o) }
         let config: JSONValue = .object([
@@ -88,6 +98,10 @@ struct SentinelTests {
                 "health": .string("tcp:22"), "probeSeconds": .number(0.5), "failAfter": .number(2),
                 "backoffSeconds": .number(1), "maxBackoffSeconds": .number(4), "retryAfterSeconds": .number(20),
                 "sshKeyDir": .string(work.appendingPathComponent("gateway-keys").path), "timeline": .string(timeline.path),
+                "metricsListen": .string("127.0.0.1:\(metricsPort)"), "metricsTokenFile": .string(tokenFile.path),
+                "webhooks": .array([.object(["name": .string("ops"), "url": .string("http://127.0.0.1:\(hookPort)/sentinel"),
+                                             "format": .string("generic"), "secret": .string(hookSecret)])]),
+                "webhookAttempts": .number(4), "webhookBackoffSeconds": .number(0.5),
             ]),
         ])
         let configFile = work.appendingPathComponent("config.json")
@@ -174,5 +188,42 @@ struct SentinelTests {
               + "after the machine's sshd answered \(overheads.map { String(format: "%.2f", $0) }) s")
         // How long these take is measured by bench/sentinel.py (docs/benchmarks.md), not asserted.
         #expect(overheads.count == 2, "the machine's own sshd was seen answering before the sentinel let users in")
+
+        // Its metrics: only with its token; two outages (at least: a start before sshd counts
+        // too), starts that failed and succeeded, connections forwarded and answered for.
+        let metricsURL = "http://127.0.0.1:\(metricsPort)/metrics"
+        #expect(try HTTP.call("GET", metricsURL).status == 401)
+        #expect(try HTTP.call("GET", metricsURL, token: "wrong").status == 401)
+        #expect(try HTTP.call("GET", "http://127.0.0.1:\(metricsPort)/", token: metricsToken).status == 404)
+        let metrics = try HTTP.call("GET", metricsURL, token: metricsToken)
+        #expect(metrics.status == 200)
+        func value(_ series: String) -> Double? {
+            metrics.text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(value("containarium_sentinel_machine_up{machine=\"\(name)\"}") == 1, "\(metrics.text)")
+        #expect((value("containarium_sentinel_outages_total{machine=\"\(name)\"}") ?? 0) >= 2, "\(metrics.text)")
+        #expect(value("containarium_sentinel_start_attempts_total{machine=\"\(name)\",result=\"failed\"}") == 2, "\(metrics.text)")
+        #expect((value("containarium_sentinel_start_attempts_total{machine=\"\(name)\",result=\"ok\"}") ?? 0) >= 2, "\(metrics.text)")
+        #expect((value("containarium_sentinel_connections_total{route=\"127.0.0.1:\(httpPort)\",mode=\"maintenance\"}") ?? 0) >= 1, "\(metrics.text)")
+        #expect((value("containarium_sentinel_connections_total{route=\"127.0.0.1:\(sshPort)\",mode=\"forwarded\"}") ?? 0) >= 2, "\(metrics.text)")
+        #expect(metrics.text.contains("containarium_sentinel_outage_duration_seconds_count{machine=\"\(name)\"}"))
+        #expect(metrics.text.contains("containarium_plugin_call_duration_seconds_count{plugin=\"gce-spot\",extension=\"node.lifecycle/1\",function=\"status\"}"))
+
+        // The webhooks: each outage down, restarting and recovered, signed; the first try's 500 retried.
+        var rows: [JSONValue] = []
+        try eventually("the second outage's recovery is delivered", within: 30) {
+            rows = ((try? String(contentsOf: received, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { try? WireJSON.decode(JSONValue.self, from: Data($0.utf8)) }
+            return rows.filter { $0["status"]?.number == 200 && $0["body"]?.stringValue?.contains("\"sentinel.recovered\"") == true }.count >= 2
+        }
+        #expect(rows.first?["status"]?.number == 500, "the receiver's first answer is a 500")
+        let delivered = rows.filter { $0["status"]?.number == 200 }.compactMap { $0["body"]?.stringValue.flatMap { try? WireJSON.decode(JSONValue.self, from: Data($0.utf8)) } }
+        let events = delivered.compactMap { $0["event"]?.stringValue }
+        for e in ["sentinel.down", "sentinel.restarting", "sentinel.recovered"] { #expect(events.filter { $0 == e }.count >= 2, "\(events)") }
+        #expect(delivered.allSatisfy { $0["labels"]?["machine"]?.stringValue == name })
+        for row in rows {
+            let text = row["body"]?.stringValue ?? "", ts = row["headers"]?["x-containarium-timestamp"]?.stringValue ?? ""
+            let mac = HMAC<SHA256>.authenticationCode(for: Data("\(ts).\(text)".utf8), using: SymmetricKey(data: Data(hookSecret.utf8)))
+            #expect(row["headers"]?["x-containarium-signature"]?.stringValue == "sha256=" + mac.map { String(format: "%02x", $0) }.joined())
+        }
     }
 }
