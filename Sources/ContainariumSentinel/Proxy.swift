@@ -11,6 +11,7 @@ import ContainariumTelemetry
 import Prometheus
 import NIOPosix
 import NIOSSH
+import NIOSSL
 
 /// Health probes of the guarded machine.
 enum HealthProbe {
@@ -47,6 +48,8 @@ public final class SentinelProxy: Sendable {
     let hostKey: NIOSSHPrivateKey?
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
+    /// The maintenance page's TLS, per https route that has a certificate (by its listen address).
+    let tls: [String: NIOSSLContext]
 
     public init(sentinel: Sentinel, logger: Logger) throws(ContainariumError) {
         self.sentinel = sentinel
@@ -60,6 +63,18 @@ public final class SentinelProxy: Sendable {
         } else {
             hostKey = nil
         }
+        var tls: [String: NIOSSLContext] = [:]
+        for r in sentinel.policy.routes where r.kind == "https" {
+            guard let cert = r.tlsCertificate, let key = r.tlsKey else { continue }
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+                let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+                tls[r.listen] = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw ContainariumError(.invalidArgument, "sentinel.routes: \(r.listen): cannot use \(cert) and \(key) for TLS", cause: "\(error)")
+            }
+        }
+        self.tls = tls
     }
 
     /// Bind every route; returns the bound addresses (a port 0 gets one). Serves until the
@@ -92,16 +107,36 @@ public final class SentinelProxy: Sendable {
             return
         }
         count(route, "forwarded")
+        if route.kind == "https", let names = route.sni, !names.isEmpty {
+            // Which port: the server name in the ClientHello (TLS is not terminated here).
+            let sniffer = ClientHelloSniffer { [self] _, name, hello in
+                let port = name.flatMap { names[$0] } ?? route.port
+                connect(client, route, host: host, port: port, first: hello)
+            }
+            try client.pipeline.syncOperations.addHandler(sniffer)
+            try client.syncOptions?.setOption(.autoRead, value: true)
+            return
+        }
+        connect(client, route, host: host, port: route.port, first: nil)
+    }
+
+    /// Join `client` to the machine's `port` (after writing there what the client sent first,
+    /// when something was read to choose the port); when the machine refuses, the maintenance answer.
+    func connect(_ client: any Channel, _ route: SentinelPolicy.Route, host: String, port: Int, first: ByteBuffer?) {
         let loop = client.eventLoop
         ClientBootstrap(group: loop)
             .connectTimeout(.seconds(3))
             .channelOption(.allowRemoteHalfClosure, value: true)
-            .connect(host: host, port: route.port)
+            .connect(host: host, port: port)
             .assumeIsolated()
             .whenComplete { [self] result in
                 switch result {
                 case .success(let upstream):
                     do {
+                        if let first {
+                            _ = try client.pipeline.syncOperations.removeHandler(client.pipeline.syncOperations.handler(type: ClientHelloSniffer.self))
+                            upstream.writeAndFlush(first, promise: nil)
+                        }
                         try StreamJoin.join(client, upstream)
                         try client.syncOptions?.setOption(.autoRead, value: true)
                     } catch {
@@ -109,20 +144,29 @@ public final class SentinelProxy: Sendable {
                         client.close(promise: nil)
                     }
                 case .failure(let error):
-                    logger.notice("\(route.listen) -> \(host):\(route.port) refused (\(error)): maintenance answer")
+                    logger.notice("\(route.listen) -> \(host):\(port) refused (\(error)): maintenance answer")
                     sentinel.connectionFailed()
-                    do { try maintenance(client, route) } catch { client.close(promise: nil) }
+                    do { try maintenance(client, route, replay: first) } catch { client.close(promise: nil) }
                 }
             }
     }
 
     /// The route's maintenance answer.
-    func maintenance(_ client: any Channel, _ route: SentinelPolicy.Route) throws {
+    func maintenance(_ client: any Channel, _ route: SentinelPolicy.Route, replay: ByteBuffer? = nil) throws {
         count(route, "maintenance")
         let message = Self.message(phase: sentinel.phase, instance: sentinel.policy.instance, retryAfter: sentinel.retryAfter)
         switch route.kind {
         case "http":
             try client.pipeline.syncOperations.addHandler(MaintenancePage(body: message, retryAfter: sentinel.retryAfter))
+        case "https":
+            guard let context = tls[route.listen] else { client.close(promise: nil); return }
+            try client.pipeline.syncOperations.addHandlers([NIOSSLServerHandler(context: context),
+                                                            MaintenancePage(body: message, retryAfter: sentinel.retryAfter)])
+            if let replay {
+                // What was read to look for a server name is the TLS handshake's start: handed to TLS now.
+                _ = try client.pipeline.syncOperations.removeHandler(client.pipeline.syncOperations.handler(type: ClientHelloSniffer.self))
+                client.pipeline.fireChannelRead(replay)
+            }
         case "ssh":
             guard let hostKey else { client.close(promise: nil); return }
             var config = SSHServerConfiguration(hostKeys: [hostKey], userAuthDelegate: BannerOnly())

@@ -23,6 +23,9 @@ public struct TimelineEntry: Codable, Sendable, Equatable {
         case started
         /// The daemon answers its health probe: traffic goes to it again.
         case healthy
+        /// The machine ran without its daemon answering for `resetAfterSeconds`: it is stopped
+        /// (then started again as after any outage).
+        case resetRequested = "reset-requested"
     }
     public var at: Date
     public var outage: String
@@ -64,6 +67,9 @@ public final class Sentinel: Sendable {
         var nextStart = Date.distantPast
         var timeline: [TimelineEntry] = []
         var seenRunning = false
+        /// Since when, in this outage, the provider has said the machine runs (while its daemon
+        /// does not answer).
+        var runningSince: Date?
     }
     private let state = Mutex(State())
     /// The sentinel's metrics (`containarium_sentinel_*`), when it serves them.
@@ -156,6 +162,7 @@ public final class Sentinel: Sendable {
                 s.outage = outage
                 s.nextStart = now
                 s.seenRunning = false
+                s.runningSince = nil
             }
             record(.detected, reason, at: now)
             telemetry?.counter("containarium_sentinel_outages_total", [("machine", policy.instance)], help: "Outages of the guarded machine the sentinel noticed.")
@@ -179,11 +186,32 @@ public final class Sentinel: Sendable {
                 return
             }
             if status?.state == "running" {
-                let first = state.withLock { s -> Bool in
+                let (first, runningSince) = state.withLock { s -> (Bool, Date) in
                     defer { s.seenRunning = true }
-                    return !s.seenRunning
+                    if s.runningSince == nil { s.runningSince = now }
+                    return (!s.seenRunning, s.runningSince ?? now)
                 }
                 if first { record(.started, "the provider says it runs; waiting for its daemon", at: now) }
+                // Running, but its daemon never answers: a hung machine is reset (stopped, then
+                // started again by the stopped branch below).
+                if policy.resetAfter > 0, now.timeIntervalSince(runningSince) >= policy.resetAfter {
+                    let waited = Int(now.timeIntervalSince(runningSince))
+                    state.withLock { s in
+                        s.runningSince = nil
+                        s.seenRunning = false
+                        s.nextStart = now
+                    }
+                    record(.resetRequested, "it runs but its daemon has not answered for \(waited) s: stopping it to start it again", at: now)
+                    telemetry?.counter("containarium_sentinel_resets_total", [("machine", policy.instance)],
+                                       help: "Resets (stop, then start) of a machine that ran without its daemon answering.").increment()
+                    notify("sentinel.restarting", "warning", "\(policy.instance) is being reset",
+                           "it runs but its daemon has not answered for \(waited) s; the sentinel stops it and starts it again", since: since)
+                    do throws(ContainariumError) {
+                        _ = try await lifecycle.stop(policy.instance)
+                    } catch {
+                        logger.warning("stopping \(policy.instance) for a reset failed: \(error.message) (tried again after \(Int(policy.resetAfter)) s)")
+                    }
+                }
                 return
             }
             guard status?.isStopped == true, now >= state.withLock({ $0.nextStart }) else { return }

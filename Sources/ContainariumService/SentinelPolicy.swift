@@ -39,6 +39,9 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
     public var sshKeyDir: String?
     /// Where the outage timeline is appended (JSON lines; default /var/lib/containarium/sentinel/timeline.jsonl).
     public var timeline: String?
+    /// Seconds a machine may run without its daemon answering before the sentinel resets it
+    /// (stops it, then starts it again); default 300, 0 never.
+    public var resetAfterSeconds: Double?
     /// Serve the sentinel's Prometheus metrics at GET /metrics on this HOST:PORT (off when unset).
     public var metricsListen: String?
     /// A file holding the bearer token /metrics asks for (unset: no token; a private address only).
@@ -55,12 +58,24 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
         public var listen: String
         /// The port on the guarded machine.
         public var port: Int
-        /// "ssh" (maintenance: an SSH banner), "http" (maintenance: a 503 page) or "tcp" (closed).
+        /// "ssh" (maintenance: an SSH banner), "http" (maintenance: a 503 page), "https" (TLS
+        /// passed through untouched while up, chosen by SNI; maintenance: the 503 page over TLS
+        /// with `tlsCertificate`) or "tcp" (closed).
         public var kind: String
-        public init(listen: String, port: Int, kind: String) {
+        /// https: the machine's port per server name the ClientHello asks for (lower case);
+        /// others go to `port`. TLS is never terminated while the machine is up.
+        public var sni: [String: Int]?
+        /// https: the certificate chain and key (PEM) the maintenance page is served with while
+        /// the machine is down (without them, a connection then is closed).
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+        public init(listen: String, port: Int, kind: String, sni: [String: Int]? = nil, tlsCertificate: String? = nil, tlsKey: String? = nil) {
             self.listen = listen
             self.port = port
             self.kind = kind
+            self.sni = sni
+            self.tlsCertificate = tlsCertificate
+            self.tlsKey = tlsKey
         }
     }
 
@@ -74,6 +89,7 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
     public var backoff: Double { backoffSeconds ?? 5 }
     public var maxBackoff: Double { maxBackoffSeconds ?? 300 }
     public var retryAfter: Int { retryAfterSeconds ?? 30 }
+    public var resetAfter: Double { resetAfterSeconds ?? 300 }
     public var timelinePath: String { timeline ?? "/var/lib/containarium/sentinel/timeline.jsonl" }
 
     /// How the daemon's health is probed.
@@ -101,7 +117,17 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
         guard !routes.isEmpty else { throw .invalid("sentinel.routes: give at least one (listen, port, kind)") }
         var listens = Set<String>()
         for r in routes {
-            guard ["ssh", "http", "tcp"].contains(r.kind) else { throw .invalid("sentinel.routes: kind '\(r.kind)' is not ssh, http or tcp") }
+            guard ["ssh", "http", "https", "tcp"].contains(r.kind) else { throw .invalid("sentinel.routes: kind '\(r.kind)' is not ssh, http, https or tcp") }
+            if r.kind != "https", r.sni != nil || r.tlsCertificate != nil || r.tlsKey != nil {
+                throw .invalid("sentinel.routes: sni, tlsCertificate and tlsKey are for https routes (\(r.listen) is \(r.kind))")
+            }
+            guard (r.tlsCertificate == nil) == (r.tlsKey == nil) else { throw .invalid("sentinel.routes: \(r.listen): tlsCertificate and tlsKey go together") }
+            for (name, port) in r.sni ?? [:] {
+                guard name == name.lowercased(), !name.isEmpty, name.count <= 253, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }),
+                      (1...65535).contains(port) else {
+                    throw .invalid("sentinel.routes: \(r.listen): sni '\(name)' -> \(port) must be a lower-case host name and a port 1-65535")
+                }
+            }
             guard (1...65535).contains(r.port) else { throw .invalid("sentinel.routes: port \(r.port) is not 1-65535") }
             guard (try? NodeAddress.parse(r.listen)) != nil else { throw .invalid("sentinel.routes: listen '\(r.listen)' is not HOST:PORT") }
             guard listens.insert(r.listen).inserted else { throw .invalid("sentinel.routes: \(r.listen) is listed twice") }
@@ -112,6 +138,9 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
         guard (1...100).contains(failures) else { throw .invalid("sentinel.failAfter must be 1-100") }
         guard backoff >= 0.1, maxBackoff >= backoff, maxBackoff <= 3600 else { throw .invalid("sentinel.backoffSeconds must be at least 0.1 and at most maxBackoffSeconds (at most 3600)") }
         guard (1...3600).contains(retryAfter) else { throw .invalid("sentinel.retryAfterSeconds must be 1-3600") }
+        guard resetAfter == 0 || (resetAfter.isFinite && (1...86_400).contains(resetAfter)) else {
+            throw .invalid("sentinel.resetAfterSeconds must be 0 (never) or 1-86400")
+        }
         if let m = metricsListen {
             guard (try? NodeAddress.parse(m)) != nil else { throw .invalid("sentinel.metricsListen '\(m)' is not HOST:PORT") }
             guard !listens.contains(m) else { throw .invalid("sentinel.metricsListen \(m) is a route's address") }

@@ -383,6 +383,43 @@ struct GCESpotTests {
         let badHealth = await badPlugin.health()
         #expect(badHealth.status == "degraded" && badHealth.detail?.contains("Invalid JWT Signature") == true, "\(badHealth)")
     }
+
+    @Test("GCE_METADATA_HOST points the plugin at the metadata server when its config names none; a token Google stops honouring (401) is fetched anew, once, and the call succeeds")
+    func metadataHostAndRevokedToken() async throws {
+        let work = try TestEnv.tempDir("gce-env")
+        defer { TestEnv.cleanup(work) }
+        let name = "gce\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete(name) }
+        let launched = try IncusEnv.incus(["launch", IncusEnv.image, name])
+        try #require(launched.status == 0, "incus launch: \(launched.output)")
+        let fake = try FakeGCE(dir: work, instances: [name], selfName: name)
+        defer { fake.stop() }
+        let plugins = try GCESpot.pluginDir(work)
+        // No metadataHost in the config: the plugin child (process isolation: its own
+        // environment, inherited from this process) reads GCE_METADATA_HOST, as Google's libraries do.
+        var config = fake.config([name])
+        if case .object(var o) = config { o["metadataHost"] = nil; config = .object(o) }
+        setenv("GCE_METADATA_HOST", fake.metadataHost, 1)
+        let record: PluginRecord
+        do {
+            defer { unsetenv("GCE_METADATA_HOST") }
+            record = try GCESpot.load(plugins, config: config, isolation: "process")
+        }
+        defer { GCESpot.unload(record, plugins) }
+        #expect(record.state == .ready, "\(record.state)")
+        let plugin = try #require(record.plugin)
+        let first = try await GCESpot.call(plugin, "status", name)
+        #expect(first["state"]?.stringValue == "running", "\(first)")
+        let tokensBefore = try fake.counter("metadata_tokens")
+        #expect(tokensBefore >= 1, "the token came from the metadata server GCE_METADATA_HOST names")
+        // Google revokes every token: the next call is answered 401, the plugin fetches a new
+        // token from the metadata server and retries once; the caller sees only the answer.
+        try fake.post("/_fake/revoke-tokens", [:])
+        let second = try await GCESpot.call(plugin, "status", name)
+        #expect(second["state"]?.stringValue == "running", "\(second)")
+        #expect(try fake.counter("compute_unauthenticated") == 1)
+        #expect(try fake.counter("metadata_tokens") == tokensBefore + 1)
+    }
 }
 
 @Suite("GCE spot plugin: configuration")

@@ -226,4 +226,143 @@ struct SentinelTests {
             #expect(row["headers"]?["x-containarium-signature"]?.stringValue == "sha256=" + mac.map { String(format: "%02x", $0) }.joined())
         }
     }
+
+    @Test("a machine that runs but whose daemon never answers is reset: stopped after resetAfterSeconds, started again, and traffic flows once it answers")
+    func hungMachineIsReset() throws {
+        let work = try TestEnv.tempDir("sentinel-reset")
+        defer { TestEnv.cleanup(work) }
+        let name = "snr\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete(name) }
+        let launched = try IncusEnv.incus(["launch", IncusEnv.image, name])
+        try #require(launched.status == 0, "incus launch: \(launched.output)")
+        var address = ""
+        try eventually("the machine's address", within: 60) {
+            let r = try IncusEnv.incus(["list", name, "-c", "4", "--format", "csv"])
+            address = r.stdout.split(separator: " ").first.map(String.init) ?? ""
+            return !address.isEmpty && address.contains(".")
+        }
+        let fake = try FakeGCE(dir: work, instances: [name], selfName: "sentinel-vm")
+        defer { fake.stop() }
+        let plugins = try GCESpot.pluginDir(work)
+        let port = try DaemonProcess.freePort()
+        let timeline = work.appendingPathComponent("timeline.jsonl")
+        var plugin = fake.config([name], extra: ["watch": .bool(false)])
+        if case .object(var o) = plugin { o["requestTimeoutSeconds"] = .number(5); plugin = .object(o) }
+        let config: JSONValue = .object([
+            "plugins": .object(["gce-spot": .object(["enabled": .bool(true), "config": plugin])]),
+            "sentinel": .object([
+                "instance": .string(name), "upstream": .string(address),
+                "routes": .array([.object(["listen": .string("127.0.0.1:\(port)"), "port": .number(22), "kind": .string("tcp")])]),
+                "health": .string("tcp:22"), "probeSeconds": .number(0.5), "failAfter": .number(2),
+                "backoffSeconds": .number(1), "maxBackoffSeconds": .number(4), "resetAfterSeconds": .number(4), "timeline": .string(timeline.path),
+            ]),
+        ])
+        let configFile = work.appendingPathComponent("config.json")
+        try WireJSON.encode(config).write(to: configFile)
+        let sentinel = try SentinelProcess(config: configFile, plugins: plugins, log: work.appendingPathComponent("sentinel.log"))
+        defer { sentinel.stop() }
+        func sshAnswers() -> Bool {
+            (try? Run.run("/usr/bin/ssh-keyscan", ["-T", "2", "-p", String(port), "-t", "ed25519", "127.0.0.1"], timeout: 6))?.stdout.contains("ssh-ed25519") == true
+        }
+        try eventually("the machine's sshd through the sentinel", within: 60) { sshAnswers() }
+        let before = Set(Self.timeline(timeline).compactMap { $0["outage"]?.stringValue })
+        // The machine's "daemon" (here its sshd) stops; the machine itself keeps running.
+        let stopped = try IncusEnv.incus(["exec", name, "--", "systemctl", "stop", "ssh"])
+        try #require(stopped.status == 0, "\(stopped.output)")
+        try eventually("the reset machine answers through the sentinel again", within: 180, every: 500_000) { sshAnswers() }
+        let entries = Self.timeline(timeline).filter { !before.contains($0["outage"]?.stringValue ?? "") }
+        let kinds = entries.compactMap { $0["kind"]?.stringValue }
+        #expect(kinds.first == "detected" && kinds.last == "healthy", "\(kinds)")
+        let reset = kinds.firstIndex(of: "reset-requested")
+        #expect(reset != nil, "\(kinds)")
+        if let reset {
+            // Noticed running first (without its daemon), then reset, then started anew.
+            #expect(kinds[..<reset].contains("started"), "\(kinds)")
+            #expect(kinds[reset...].contains("start-requested") && kinds[reset...].contains("started"), "\(kinds)")
+        }
+        #expect(try IncusEnv.incus(["exec", name, "--", "systemctl", "is-active", "ssh"]).stdout.contains("active"), "sshd came back with the reboot")
+    }
+
+    /// A self-signed certificate for `name` (the test's own, in `dir`).
+    static func certificate(_ name: String, in dir: URL) throws -> (cert: String, key: String) {
+        let cert = dir.appendingPathComponent("\(name).crt").path, key = dir.appendingPathComponent("\(name).key").path
+        let r = try Run.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                                                 "-subj", "/CN=\(name)", "-keyout", key, "-out", cert])
+        guard r.status == 0 else { throw TestFailure("openssl req: \(r.output)") }
+        return (cert, key)
+    }
+
+    /// The subject CN of the certificate a TLS server at `port` presents for `serverName`.
+    static func presented(_ port: Int, serverName: String?) throws -> String {
+        var args = ["s_client", "-connect", "127.0.0.1:\(port)", "-brief"]
+        if let serverName { args += ["-servername", serverName] } else { args += ["-noservername"] }
+        let r = try Run.run("/usr/bin/openssl", args, stdin: "", timeout: 10)
+        let line = r.output.split(separator: "\n").first { $0.contains("Peer certificate:") } ?? ""
+        return line.components(separatedBy: "CN = ").last.map { String($0.prefix { $0 != "," && $0 != "\n" }) } ?? ""
+    }
+
+    @Test("https: TLS passes through untouched while the machine is up, to the port its SNI names; while it is down, the maintenance page over TLS with the sentinel's own certificate")
+    func httpsRoutes() throws {
+        let work = try TestEnv.tempDir("sentinel-https")
+        defer { TestEnv.cleanup(work) }
+        let name = "snh\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete(name) }
+        let launched = try IncusEnv.incus(["launch", IncusEnv.image, name])
+        try #require(launched.status == 0, "incus launch: \(launched.output)")
+        // The machine's two TLS services (the test's own openssl servers on loopback).
+        let a = try Self.certificate("a.example", in: work), b = try Self.certificate("b.example", in: work)
+        let maintenance = try Self.certificate("maintenance.example", in: work)
+        let portA = try DaemonProcess.freePort(), portB = try DaemonProcess.freePort(), listen = try DaemonProcess.freePort()
+        var servers: [Spawned] = []
+        defer { servers.forEach { $0.stop() } }
+        for (port, c) in [(portA, a), (portB, b)] {
+            servers.append(try Spawned("/usr/bin/openssl", ["s_server", "-accept", "127.0.0.1:\(port)", "-cert", c.cert, "-key", c.key, "-www", "-quiet"],
+                                       name: "openssl", log: work.appendingPathComponent("s_server-\(port).log")))
+        }
+        let fake = try FakeGCE(dir: work, instances: [name], selfName: "sentinel-vm")
+        defer { fake.stop() }
+        let plugins = try GCESpot.pluginDir(work)
+        var plugin = fake.config([name], extra: ["watch": .bool(false)])
+        if case .object(var o) = plugin { o["requestTimeoutSeconds"] = .number(5); plugin = .object(o) }
+        let config: JSONValue = .object([
+            "plugins": .object(["gce-spot": .object(["enabled": .bool(true), "config": plugin])]),
+            "sentinel": .object([
+                "instance": .string(name), "upstream": .string("127.0.0.1"),
+                "routes": .array([.object(["listen": .string("127.0.0.1:\(listen)"), "port": .number(Double(portA)), "kind": .string("https"),
+                                           "sni": .object(["b.example": .number(Double(portB))]),
+                                           "tlsCertificate": .string(maintenance.cert), "tlsKey": .string(maintenance.key)])]),
+                "health": .string("tcp:\(portA)"), "probeSeconds": .number(0.5), "failAfter": .number(2),
+                "backoffSeconds": .number(1), "maxBackoffSeconds": .number(4), "retryAfterSeconds": .number(15),
+                "timeline": .string(work.appendingPathComponent("timeline.jsonl").path),
+            ]),
+        ])
+        let configFile = work.appendingPathComponent("config.json")
+        try WireJSON.encode(config).write(to: configFile)
+        let sentinel = try SentinelProcess(config: configFile, plugins: plugins, log: work.appendingPathComponent("sentinel.log"))
+        defer { sentinel.stop() }
+        try eventually("TLS through the sentinel", within: 60) { try Self.presented(listen, serverName: "a.example") == "a.example" }
+        #expect(try Self.presented(listen, serverName: "b.example") == "b.example", "SNI b.example goes to its own port")
+        #expect(try Self.presented(listen, serverName: "c.example") == "a.example", "an unknown name goes to the route's port")
+        #expect(try Self.presented(listen, serverName: nil) == "a.example", "no SNI goes to the route's port")
+        // Through the sentinel, the client talks TLS with the machine itself: curl trusting only
+        // b.example's certificate gets the machine's page.
+        let through = try Run.run("/usr/bin/curl", ["-sS", "--cacert", b.cert, "--resolve", "b.example:\(listen):127.0.0.1", "https://b.example:\(listen)/"], timeout: 20)
+        #expect(through.status == 0 && through.stdout.contains("s_server"), "\(through.output)")
+
+        // Three failed starts keep the machine down long enough to look at the maintenance answers.
+        try fake.post("/_fake/fail-starts", ["count": 3, "code": "QUOTA_EXCEEDED", "message": "Quota 'PREEMPTIBLE_CPUS' exceeded."])
+        try fake.post("/_fake/preempt", ["instance": name])
+        var page = ProcessResult(status: -1, stdout: "", stderr: "")
+        try eventually("the maintenance page over TLS", within: 10, every: 100_000) {
+            page = try Run.run("/usr/bin/curl", ["-sS", "-i", "--cacert", maintenance.cert, "--resolve", "maintenance.example:\(listen):127.0.0.1",
+                                                 "https://maintenance.example:\(listen)/"], timeout: 10)
+            return page.status == 0 && page.stdout.hasPrefix("HTTP/1.1 503")
+        }
+        #expect(page.stdout.lowercased().contains("retry-after: 15"), "\(page.stdout)")
+        #expect(page.stdout.contains("Back in a moment"), "\(page.stdout)")
+        // An SNI-routed name gets the maintenance answer too (the ClientHello read for its name is replayed to TLS).
+        #expect(try Self.presented(listen, serverName: "b.example") == "maintenance.example")
+        // The sentinel starts the machine again; TLS passes through once more.
+        try eventually("TLS through the sentinel after the restart", within: 120, every: 500_000) { try Self.presented(listen, serverName: "b.example") == "b.example" }
+    }
 }

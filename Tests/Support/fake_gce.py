@@ -24,6 +24,7 @@ A second loopback port, whose number only the test learns (from --ready-file), c
   POST /_fake/preempt      {"instance": NAME}     preempt it (metadata preempted=TRUE for --self)
   POST /_fake/maintenance  {"value": "TERMINATE_ON_HOST_MAINTENANCE"}
   POST /_fake/fail-starts  {"count": N, "code": "QUOTA_EXCEEDED", "message": "..."}
+  POST /_fake/revoke-tokens                       every access token issued so far stops working (401)
   GET  /_fake/state        counters, long-poll waiters, operations, metadata
 
   fake_gce.py --ready-file F --project P --zone Z --instance NAME [--instance ...] --self NAME
@@ -540,6 +541,11 @@ class ControlHandler(Handler):
         if path == "/_fake/maintenance":
             fake.set_meta("instance/maintenance-event", str(req.get("value", "NONE")))
             return self.send(200, {"at": time.time()})
+        if path == "/_fake/revoke-tokens":
+            with fake.cond:
+                n = len(fake.tokens)
+                fake.tokens.clear()
+            return self.send(200, {"revoked": n})
         if path == "/_fake/fail-starts":
             with fake.cond:
                 fake.fail_starts = {"count": int(req.get("count", 1)), "code": str(req.get("code", "QUOTA_EXCEEDED")),
