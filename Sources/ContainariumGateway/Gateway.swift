@@ -80,7 +80,23 @@ public final class SSHGateway: Service, Sendable {
     // MARK: - connections
 
     private func accept(_ channel: any Channel) throws {
-        let source = channel.remoteAddress?.ipAddress ?? "unknown"
+        let peer = channel.remoteAddress?.ipAddress ?? "unknown"
+        guard options.trustedProxies.contains(peer) else { return try setUp(channel, source: peer) }
+        // A trusted proxy says whose connection this is first; the rest follows as usual.
+        try channel.pipeline.syncOperations.addHandler(ProxyHeaderReader { [self] context, source, rest in
+            let channel = context.channel
+            do {
+                _ = try channel.pipeline.syncOperations.removeHandler(channel.pipeline.syncOperations.handler(type: ProxyHeaderReader.self))
+                guard let source else { channel.close(promise: nil); return }  // the proxy's own probe
+                try setUp(channel, source: source)
+                if rest.readableBytes > 0 { channel.pipeline.fireChannelRead(rest) }
+            } catch {
+                channel.close(promise: nil)
+            }
+        })
+    }
+
+    private func setUp(_ channel: any Channel, source: String) throws {
         if let ban = bans.ban(for: source) {
             // RFC 4253 4.2 lets a server send text lines before its version string; OpenSSH
             // shows them with -v. Then the connection ends without any SSH exchange.
@@ -377,13 +393,26 @@ final class ConnectionGuard: ChannelInboundHandler {
         self.gateway = gateway
     }
 
+    private var started = false
+
+    /// Added after a PROXY header was read, the connection is active already.
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
         gateway.audit(GatewayAuditEvent(action: "gateway.connect", actor: "-", target: "-", source: connection.source, preLogin: true))
         let channel = context.channel, connection = self.connection
         context.eventLoop.scheduleTask(in: .milliseconds(Int64(gateway.options.loginGrace * 1000))) {
             if connection.route == nil { channel.close(promise: nil) }
         }
-        context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -418,8 +447,17 @@ final class RefuseHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let line: String
     init(line: String) { self.line = line }
+    private var said = false
 
-    func channelActive(context: ChannelHandlerContext) {
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { say(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) { say(context) }
+
+    private func say(_ context: ChannelHandlerContext) {
+        guard !said else { return }
+        said = true
         let buffer = context.channel.allocator.buffer(string: line)
         let channel = context.channel
         // Half-close so the client reads the line and a clean end of stream (a full close while

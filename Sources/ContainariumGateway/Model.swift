@@ -155,6 +155,10 @@ public struct GatewayOptions: Sendable {
     public var publicHost = "localhost"
     /// Event-loop threads.
     public var threads = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    /// Addresses of proxies (the sentinel) whose connections start with a PROXY protocol header
+    /// (v1 or v2) naming the real client: that address is the connection's source for bans,
+    /// limits and the audit log. A connection from them without a valid header is closed.
+    public var trustedProxies: Set<String> = []
 
     public init() {}
 }

@@ -133,10 +133,14 @@ public final class SentinelProxy: Sendable {
                 switch result {
                 case .success(let upstream):
                     do {
+                        if route.proxyProtocol == true {
+                            upstream.write(ProxyProtocol.v2Header(source: client.remoteAddress, destination: client.localAddress), promise: nil)
+                        }
                         if let first {
                             _ = try client.pipeline.syncOperations.removeHandler(client.pipeline.syncOperations.handler(type: ClientHelloSniffer.self))
-                            upstream.writeAndFlush(first, promise: nil)
+                            upstream.write(first, promise: nil)
                         }
+                        upstream.flush()
                         try StreamJoin.join(client, upstream)
                         try client.syncOptions?.setOption(.autoRead, value: true)
                     } catch {

@@ -69,6 +69,10 @@ public struct SentinelPolicy: Codable, Sendable, Equatable {
         /// the machine is down (without them, a connection then is closed).
         public var tlsCertificate: String?
         public var tlsKey: String?
+        /// Start each forwarded connection with a PROXY protocol v2 header naming the client, for
+        /// a machine whose gateway trusts the sentinel (`--trusted-proxy`): its bans, limits and
+        /// audit log then see users' addresses rather than the sentinel's.
+        public var proxyProtocol: Bool?
         public init(listen: String, port: Int, kind: String, sni: [String: Int]? = nil, tlsCertificate: String? = nil, tlsKey: String? = nil) {
             self.listen = listen
             self.port = port

@@ -20,6 +20,7 @@ struct GatewayFlags: ParsableArguments {
     @Option(name: .customLong("login-grace"), help: "Seconds a connection may take to authenticate.") var loginGrace = 30
     @Option(name: .customLong("max-connections"), help: "Gateway connections open at once, in all.") var maxConnections = 1024
     @Option(name: .customLong("max-startups"), help: "Gateway connections from one address that have not logged in yet.") var maxStartups = 16
+    @Option(name: .customLong("trusted-proxy"), help: "An IP address (the sentinel's) whose connections start with a PROXY protocol header naming the real client (repeatable).") var trustedProxies: [String] = []
 
     func options(port: Int, stateDir: String) throws -> GatewayOptions {
         guard (0...65535).contains(port) else { throw fail(.invalid("--ssh-port must be between 0 and 65535")) }
@@ -35,6 +36,12 @@ struct GatewayFlags: ParsableArguments {
         o.maxConnections = maxConnections
         o.maxStartupsPerAddress = maxStartups
         o.publicHost = gatewayHost ?? ProcessInfo.processInfo.hostName
+        for p in trustedProxies {
+            guard IPv4Address(p) != nil || (p.contains(":") && p.allSatisfy({ $0.isHexDigit || $0 == ":" })) else {
+                throw fail(.invalid("--trusted-proxy '\(p)' is not an IP address"))
+            }
+        }
+        o.trustedProxies = Set(trustedProxies)
         return o
     }
 }

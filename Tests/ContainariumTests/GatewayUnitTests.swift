@@ -1,9 +1,10 @@
 import ContainariumCore
-import ContainariumGateway
+@testable import ContainariumGateway
 @testable import ContainariumPlatform
 import ContainariumService
 import ContainariumStore
 import Foundation
+import NIOCore
 import Synchronization
 import Testing
 
@@ -210,5 +211,26 @@ struct GatewayUnitTests {
         budget.cancel()
         #expect(await stuck.value)
         #expect(!budget.add(1000), "a cancelled budget never pauses again")
+    }
+}
+
+@Suite("PROXY protocol headers")
+struct ProxyProtocolTests {
+    @Test("v2 headers written for IPv4 and IPv6 read back as the client's address; v1 lines are read; LOCAL names nobody; anything else is refused")
+    func roundTrip() throws {
+        let v4 = ProxyProtocol.v2Header(source: try SocketAddress(ipAddress: "203.0.113.7", port: 50000), destination: try SocketAddress(ipAddress: "10.0.0.2", port: 22))
+        let v4Bytes = Array(v4.readableBytesView) + Array("SSH-2.0-x\r\n".utf8)
+        #expect(ProxyProtocol.parse(v4Bytes) == .header(length: 28, source: "203.0.113.7"))
+        let v6 = ProxyProtocol.v2Header(source: try SocketAddress(ipAddress: "2001:db8::7", port: 1), destination: try SocketAddress(ipAddress: "2001:db8::1", port: 22))
+        #expect(ProxyProtocol.parse(Array(v6.readableBytesView)) == .header(length: 52, source: "2001:db8::7"))
+        let local = ProxyProtocol.v2Header(source: nil, destination: nil)
+        #expect(ProxyProtocol.parse(Array(local.readableBytesView)) == .header(length: 16, source: nil))
+        #expect(ProxyProtocol.parse(Array("PROXY TCP4 198.51.100.9 10.0.0.2 40000 22\r\nSSH".utf8)) == .header(length: 43, source: "198.51.100.9"))
+        #expect(ProxyProtocol.parse(Array("PROXY UNKNOWN\r\n".utf8)) == .header(length: 15, source: nil))
+        #expect(ProxyProtocol.parse(Array(v4Bytes.prefix(20))) == .incomplete)
+        #expect(ProxyProtocol.parse(Array("PROXY TCP4 1.2".utf8)) == .incomplete)
+        if case .invalid = ProxyProtocol.parse(Array("SSH-2.0-OpenSSH_9.2\r\n".utf8)) {} else { Issue.record("an SSH banner is not a PROXY header") }
+        if case .invalid = ProxyProtocol.parse(Array("PROXY TCP4 a b\r\n....".utf8)) {} else { Issue.record("a malformed v1 line is refused") }
+        if case .invalid = ProxyProtocol.parse(Array(("PROXY " + String(repeating: "x", count: 120)).utf8)) {} else { Issue.record("an endless v1 line is refused") }
     }
 }

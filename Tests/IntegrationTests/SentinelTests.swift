@@ -365,4 +365,79 @@ struct SentinelTests {
         // The sentinel starts the machine again; TLS passes through once more.
         try eventually("TLS through the sentinel after the restart", within: 120, every: 500_000) { try Self.presented(listen, serverName: "b.example") == "b.example" }
     }
+
+    @Test("PROXY protocol: behind a sentinel with proxyProtocol, the gateway that trusts it sees each user's own address (audit, bans); a connection from the trusted address without a header is closed; an untrusted address is its own source")
+    func proxyProtocolReachesTheGateway() throws {
+        let box = try IncusEnv.Sandbox(ownProject: true)
+        defer { box.cleanup() }
+        let gatewayPort = try DaemonProcess.freePort()
+        let d = try DaemonProcess(sandbox: box, extraArgs: ["--ssh-port", String(gatewayPort), "--ssh-host", "127.0.0.1", "--gateway-host", "127.0.0.1",
+                                                             "--trusted-proxy", "127.0.0.1", "--ban-failures", "2", "--reconcile-interval", "3600"])
+        try d.start()
+        defer { d.stop() }
+        let user = "pp\(TestEnv.suffix())"
+        defer { box.forceDelete("\(user)-container") }
+        let admin = try d.token("admin", roles: "admin"), userT = try d.token(user)
+        let created = try HTTP.call("POST", d.base + "/v1/containers", token: userT, body: HTTP.json(["username": user, "sshKeys": [box.key.publicText]]))
+        try #require(created.status == 201, "\(created.text)")
+
+        // The sentinel: a machine of the fake's (any running container) in front of this gateway.
+        let work = box.dir.appendingPathComponent("sentinel")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        let machine = "snp\(TestEnv.suffix())"
+        defer { IncusEnv.forceDelete(machine) }
+        let launched = try IncusEnv.incus(["launch", IncusEnv.image, machine])
+        try #require(launched.status == 0, "incus launch: \(launched.output)")
+        let fake = try FakeGCE(dir: work, instances: [machine], selfName: "sentinel-vm")
+        defer { fake.stop() }
+        let plugins = try GCESpot.pluginDir(work)
+        let listen = try DaemonProcess.freePort()
+        var plugin = fake.config([machine], extra: ["watch": .bool(false)])
+        if case .object(var o) = plugin { o["requestTimeoutSeconds"] = .number(5); plugin = .object(o) }
+        let config: JSONValue = .object([
+            "plugins": .object(["gce-spot": .object(["enabled": .bool(true), "config": plugin])]),
+            "sentinel": .object([
+                "instance": .string(machine), "upstream": .string("127.0.0.1"),
+                "routes": .array([.object(["listen": .string("127.0.0.1:\(listen)"), "port": .number(Double(gatewayPort)), "kind": .string("tcp"),
+                                           "proxyProtocol": .bool(true)])]),
+                "health": .string("http://127.0.0.1:\(d.httpPort)/healthz"), "probeSeconds": .number(0.5),
+                "timeline": .string(work.appendingPathComponent("timeline.jsonl").path),
+            ]),
+        ])
+        let configFile = work.appendingPathComponent("config.json")
+        try WireJSON.encode(config).write(to: configFile)
+        let sentinel = try SentinelProcess(config: configFile, plugins: plugins, log: work.appendingPathComponent("sentinel.log"))
+        defer { sentinel.stop() }
+
+        func ssh(_ port: Int, from source: String, key: URL) throws -> ProcessResult {
+            try Run.run("/usr/bin/ssh", ["-p", String(port), "-i", key.path, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
+                                         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                                         "-o", "ConnectTimeout=10", "-o", "BindAddress=\(source)", "\(user)@127.0.0.1", "id -un"], stdin: "", timeout: 60)
+        }
+        // A login through the sentinel from 127.0.0.2: the gateway's audit names 127.0.0.2.
+        var login = ProcessResult(status: -1, stdout: "", stderr: "")
+        try eventually("a login through the sentinel", within: 60) {
+            login = try ssh(listen, from: "127.0.0.2", key: box.key.privateKey)
+            return login.status == 0
+        }
+        #expect(login.stdout.contains(user), "\(login.output)")
+        func sources(_ action: String) throws -> [String] {
+            (try HTTP.call("GET", d.base + "/v1/audit?action=\(action)&limit=100", token: admin).json?["entries"]?.items ?? []).compactMap { $0["source"]?.stringValue }
+        }
+        try eventually("the login's audit row", within: 10) { try sources("gateway.auth").contains("127.0.0.2") }
+        #expect(try !sources("gateway.auth").contains("127.0.0.1"), "the sentinel's own address is never the source")
+        // A connection from the trusted address without a header is closed (it could claim anything).
+        let direct = try ssh(gatewayPort, from: "127.0.0.1", key: box.key.privateKey)
+        #expect(direct.status != 0, "\(direct.output)")
+        // An untrusted address is itself the source; its logins work directly.
+        let untrusted = try ssh(gatewayPort, from: "127.0.0.3", key: box.key.privateKey)
+        #expect(untrusted.status == 0, "\(untrusted.output)")
+        try eventually("the direct login's audit row", within: 10) { try sources("gateway.auth").contains("127.0.0.3") }
+        // Bans fall on the user's address, not the sentinel's: two failed connections from
+        // 127.0.0.4 through the sentinel ban 127.0.0.4; 127.0.0.2 still logs in through it.
+        let stranger = try KeyPair.generate(in: work)
+        for _ in 0..<2 { _ = try ssh(listen, from: "127.0.0.4", key: stranger.privateKey) }
+        try eventually("127.0.0.4 is banned", within: 10) { try sources("gateway.ban").contains("127.0.0.4") }
+        #expect(try ssh(listen, from: "127.0.0.2", key: box.key.privateKey).status == 0, "the sentinel is not banned")
+    }
 }
