@@ -216,7 +216,7 @@ struct TokenGenerate: AsyncParsableCommand {
         let token = try await ContainariumCLI.run { () async throws(ContainariumError) -> String in
             var list: [Role] = []
             for r in roles.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !r.isEmpty {
-                guard let role = Role(rawValue: r), role != .node else { throw .invalid("unknown role '\(r)' (admin, user, metrics; node tokens come from `containarium node token`)") }
+                guard let role = Role(rawValue: r) else { throw .invalid("unknown role '\(r)' (admin, user, metrics, node)") }
                 list.append(role)
             }
             if list.contains(.metrics), list.count > 1 { throw .invalid("a metrics token has the metrics role only") }

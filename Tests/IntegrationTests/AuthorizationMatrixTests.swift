@@ -10,6 +10,8 @@ struct AuthorizationMatrixTests {
     /// whose successful delete (the last route) would leave them nothing to be refused.
     enum Caller: String, CaseIterable {
         case none, expired, forged, notOwner = "user-not-owner", node, collaborator, owner = "user-owner", admin
+        /// A metrics token: 403 on every route but GET /metrics.
+        case scraper = "metrics"
     }
 
     struct Route {
@@ -22,6 +24,8 @@ struct AuthorizationMatrixTests {
         var collaborator: Int
         var owner: Int
         var admin: Int
+        /// A metrics token's answer (403 but on /metrics).
+        var scraper: Int = 403
     }
 
     @Test("every route x {no token, expired, forged, user-not-owner, node identity, collaborator, user-owner, admin}")
@@ -44,6 +48,7 @@ struct AuthorizationMatrixTests {
             .collaborator: try d.token(collaborator),
             .owner: try d.token(owner),
             .admin: admin,
+            .scraper: try d.token("prometheus", roles: "metrics"),
         ]
         let key = box.key.publicText.trimmingCharacters(in: .whitespacesAndNewlines)
         let accepted = try HTTP.call("POST", d.base + "/v1/containers", token: admin, body: HTTP.json(["username": owner, "sshKeys": [key], "async": true]))
@@ -103,6 +108,17 @@ struct AuthorizationMatrixTests {
             Route(method: "GET", path: "/v1/security/clamav-reports", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
             Route(method: "GET", path: "/v1/security/trivy-reports.csv?username=\(owner)", notOwner: 403, collaborator: 200, owner: 200, admin: 200),
             Route(method: "GET", path: "/v1/security/clamav-reports.csv?user=\(owner)", notOwner: 400, collaborator: 400, owner: 400, admin: 400),
+            // Metrics: an admin's or a metrics token; alerting: admins; the dashboards' addresses: every user.
+            Route(method: "GET", path: "/metrics", notOwner: 403, collaborator: 403, owner: 403, admin: 200, scraper: 200),
+            Route(method: "GET", path: "/v1/alerts", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "POST", path: "/v1/alerts", body: #"{"name": "m-rule", "metric": "node_unhealthy", "threshold": 0}"#, notOwner: 403, collaborator: 403, owner: 403, admin: 201),
+            Route(method: "PUT", path: "/v1/alerts/m-rule", body: #"{"metric": "node_unhealthy", "threshold": 0, "disabled": true}"#, notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "POST", path: "/v1/alerts/m-rule/test", body: "{}", notOwner: 403, collaborator: 403, owner: 403, admin: 412),
+            Route(method: "DELETE", path: "/v1/alerts/m-rule", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/alert-deliveries", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/system/alerting", notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "PUT", path: "/v1/system/alerting", body: #"{"webhooks": []}"#, notOwner: 403, collaborator: 403, owner: 403, admin: 200),
+            Route(method: "GET", path: "/v1/system/monitoring", notOwner: 200, collaborator: 200, owner: 200, admin: 200),
             // Without a WebSocket upgrade: authorized, then told to upgrade.
             Route(method: "GET", path: c + "/terminal", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
             Route(method: "GET", path: c + "/vnc", notOwner: 403, collaborator: 400, owner: 400, admin: 400),
@@ -122,6 +138,7 @@ struct AuthorizationMatrixTests {
                 case .collaborator: expected = r.collaborator
                 case .owner: expected = r.owner
                 case .admin: expected = r.admin
+                case .scraper: expected = r.scraper
                 }
                 let token = tokens[caller] ?? nil
                 let res = try HTTP.call(r.method, d.base + r.path, token: token, body: r.body, timeout: r.path.hasSuffix("/events") ? 2 : 600)
@@ -132,7 +149,7 @@ struct AuthorizationMatrixTests {
             table.append(row)
         }
         #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))\n\(table.joined(separator: "\n"))")
-        #expect(routes.count == 44)
+        #expect(routes.count == 54)
         // Refused credentials (none, expired and forged for each route, all from one address)
         // are audited up to the daemon's limit per address and minute (20), not one row each.
         let failures = try HTTP.call("GET", d.base + "/v1/audit?action=auth.failure&limit=1000", token: admin).json?["entries"]?.items ?? []
