@@ -54,6 +54,8 @@ let package = Package(
         // Metrics (issue 19): the swift-metrics API, exported in Prometheus's text format.
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // MCP (issue 20): the daemon's API as tools, resources and prompts (streamable HTTP at /mcp).
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // The C header of the plugin ABI (plus compile-time layout checks).
@@ -185,6 +187,7 @@ let package = Package(
             name: "ContainariumDaemon",
             dependencies: [
                 "ContainariumPlatform", "ContainariumProto", "ContainariumClient", "ContainariumTelemetry",
+                .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                 "ContainariumService", "ContainariumStore", "ContainariumCore", "PluginHost", "ContainariumGateway", "ContainariumScheduler",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

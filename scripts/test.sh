@@ -20,6 +20,8 @@ python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install --quiet jso
 python3 -c 'import schemathesis' 2>/dev/null || python3 -m pip install --quiet "schemathesis==4.32.5"
 # A stock gRPC client (grpcio, stubs generated from proto/ by grpcio-tools, grpcio-reflection).
 python3 -c 'import grpc_tools, grpc_reflection' 2>/dev/null || python3 -m pip install --quiet "grpcio-tools==1.85.1" "grpcio-reflection==1.85.1"
+# The official MCP client (MCPTests drive the daemon's /mcp and `containarium mcp` with it).
+python3 -c 'import importlib.metadata as m; assert m.version("mcp") == "1.27.2"' 2>/dev/null || python3 -m pip install --quiet "mcp==1.27.2"
 export CONTAINARIUM_SCHEMATHESIS="$(python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "schemathesis"))')"
 
 # A real PostgreSQL server for the store and crash-safety tests (SQLite needs nothing).

@@ -43,8 +43,11 @@ public struct RESTAPI: HTTPResponder {
     /// The dashboard's files (web/ with vendor/ filled by scripts/webui-assets.sh).
     let webuiDir: String?
     let sseHeartbeat: Duration
+    /// `/mcp`: the API as MCP tools over streamable HTTP (MCP.swift).
+    let mcp: MCPEndpoint
 
     public init(plane: ControlPlane, tokens: Tokens, swaggerDir: String?, webuiDir: String? = nil, sseHeartbeat: Duration = .seconds(15)) {
+        self.mcp = MCPEndpoint(plane: plane, tokens: tokens, logger: plane.logger)
         self.plane = plane
         self.tokens = tokens
         self.swaggerDir = swaggerDir
@@ -135,6 +138,13 @@ public struct RESTAPI: HTTPResponder {
         let page: @Sendable (Request, RESTContext) async throws -> Response = { request, _ in api.publicPage(request) }
         for path in ["/", "/healthz", "/v1/health", "/openapi.json", "/swagger-ui", "/swagger-ui/**", "/webui", "/webui/**"] {
             router.get(RouterPath(path), use: page)
+        }
+        // MCP's streamable HTTP: POST messages, GET the server's stream, DELETE the session.
+        for method in [HTTPRequest.Method.post, .get, .delete] {
+            router.on("/mcp", method: method) { request, context in
+                context.route.set("/mcp")
+                return try await api.mcp.handle(request, context: context, api: api)
+            }
         }
         for route in routes {
             var names: [String] = []

@@ -14,7 +14,7 @@ struct Containarium: AsyncParsableCommand {
         version: ContainariumVersion.string,
         subcommands: [
             Create.self, List.self, Info.self, Delete.self, Start.self, Stop.self, Restart.self, Resize.self,
-            Exec.self, Console.self, Export.self, Credentials.self, Scan.self, SecurityCommand.self, AlertCommand.self, InstallStack.self, Capacity.self, PluginCommand.self, StacksCommand.self, Version.self,
+            Exec.self, Console.self, Export.self, Credentials.self, Scan.self, SecurityCommand.self, AlertCommand.self, MCPCommand.self, InstallStack.self, Capacity.self, PluginCommand.self, StacksCommand.self, Version.self,
             DaemonCommand.self, TokenCommand.self, CertCommand.self, AuditCommand.self, ServiceCommand.self,
             GatewayCommand.self, CollaboratorCommand.self, NodeCommand.self, ScheduleCommand.self, OpenAPICommand.self, SentinelCommand.self,
         ]
