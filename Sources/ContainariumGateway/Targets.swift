@@ -26,8 +26,11 @@ public enum GatewayTargets {
         var found: Set<IPv4Address> = []
         var cursor = head
         while let entry = cursor {
-            if let sa = entry.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET) {
-                let raw = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+            // Read as bytes (Linux's sockaddr_in: family at 0, port at 2, address at 4): the
+            // struct's members can resolve to another C module's copy of <netinet/in.h> (NIO's),
+            // which this file does not import.
+            if let sa = entry.pointee.ifa_addr, UnsafeRawPointer(sa).loadUnaligned(as: sa_family_t.self) == sa_family_t(AF_INET) {
+                let raw = UnsafeRawPointer(sa).loadUnaligned(fromByteOffset: 4, as: UInt32.self)
                 found.insert(IPv4Address(UInt32(bigEndian: raw)))
             }
             cursor = entry.pointee.ifa_next

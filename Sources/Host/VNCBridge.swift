@@ -23,10 +23,14 @@ enum VNCBridge {
         guard fd >= 0 else { throw ContainariumError(.internal, "socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        // A sockaddr_in written as bytes (family at 0, port at 2, address at 4): its members can
+        // resolve to another C module's copy of <netinet/in.h> than this file imports.
+        var addr = sockaddr_storage()
+        withUnsafeMutableBytes(of: &addr) { raw in
+            raw.storeBytes(of: sa_family_t(AF_INET), toByteOffset: 0, as: sa_family_t.self)
+            raw.storeBytes(of: UInt16(port).bigEndian, toByteOffset: 2, as: UInt16.self)
+            raw.storeBytes(of: inet_addr("127.0.0.1"), toByteOffset: 4, as: in_addr_t.self)
+        }
         var size = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) } }
         guard bound == 0, Glibc.listen(fd, 8) == 0 else {
@@ -35,7 +39,7 @@ enum VNCBridge {
             throw ContainariumError(.unavailable, "cannot listen on 127.0.0.1:\(port): \(reason)")
         }
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) } }
-        return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+        return (fd, Int(UInt16(bigEndian: withUnsafeBytes(of: &addr) { $0.loadUnaligned(fromByteOffset: 2, as: UInt16.self) })))
     }
 
     /// The next viewer's connection (blocking), or nil when the socket is gone.
