@@ -35,7 +35,15 @@ public final class Telemetry: Sendable {
         .seconds(120), .seconds(300), .seconds(600), .seconds(1800), .seconds(3600),
     ]
 
-    public init(version: String) {
+    /// How long a rendered exposition is served again (concurrent scrapers share one render;
+    /// the snapshot families change once per usage sample anyway).
+    public let reuseFor: Duration
+    private let rendered = Mutex<(at: ContinuousClock.Instant, bytes: [UInt8])?>(nil)
+    /// One render at a time: scrapers arriving meanwhile wait for it and take its bytes.
+    private let rendering = Mutex(())
+
+    public init(version: String, reuseFor: Duration = .milliseconds(500)) {
+        self.reuseFor = reuseFor
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -51,8 +59,24 @@ public final class Telemetry: Sendable {
         collectors.withLock { $0.append(collect) }
     }
 
-    /// The exposition: the registry's instruments, then every snapshot family.
+    /// The exposition: the registry's instruments, then every snapshot family; the same bytes
+    /// for `reuseFor` after a render.
     public func render() -> [UInt8] {
+        if let fresh = reusable(ContinuousClock.now) { return fresh }
+        return rendering.withLock { _ in
+            let now = ContinuousClock.now
+            if let fresh = reusable(now) { return fresh }
+            let bytes = renderNow()
+            rendered.withLock { $0 = (now, bytes) }
+            return bytes
+        }
+    }
+
+    private func reusable(_ now: ContinuousClock.Instant) -> [UInt8]? {
+        rendered.withLock { r in r.flatMap { now - $0.at < reuseFor ? $0.bytes : nil } }
+    }
+
+    func renderNow() -> [UInt8] {
         var buffer: [UInt8] = []
         buffer.reserveCapacity(64 * 1024)
         registry.emit(into: &buffer)

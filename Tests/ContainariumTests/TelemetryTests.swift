@@ -21,7 +21,7 @@ struct TelemetryTests {
 
     @Test("a daemon's registry renders its instruments, its process and its collectors; one name keeps one help text")
     func render() {
-        let t = Telemetry(version: "9.9")
+        let t = Telemetry(version: "9.9", reuseFor: .zero)
         t.apiRequest(interface: "rest", route: "/v1/containers", method: "GET", code: "200", elapsed: .milliseconds(3))
         t.apiRequest(interface: "rest", route: "/v1/containers", method: "GET", code: "200", elapsed: .milliseconds(30))
         t.addCollector { text in
@@ -46,6 +46,20 @@ struct TelemetryTests {
                 #expect(declared.contains(family), "\(line)")
             }
         }
+    }
+
+    @Test("scrapes within reuseFor share one render; the next one renders anew")
+    func reuse() throws {
+        let t = Telemetry(version: "1", reuseFor: .milliseconds(300))
+        func hit() { t.apiRequest(interface: "rest", route: "/z", method: "GET", code: "200", elapsed: .milliseconds(1)) }
+        let series = "containarium_api_requests_total{interface=\"rest\",route=\"/z\",method=\"GET\",code=\"200\"}"
+        hit()
+        let first = String(decoding: t.render(), as: UTF8.self)
+        hit()
+        #expect(String(decoding: t.render(), as: UTF8.self) == first, "reused")
+        Thread.sleep(forTimeInterval: 0.35)
+        #expect(String(decoding: t.render(), as: UTF8.self).contains(series + " 2"))
+        #expect(first.contains(series + " 1"))
     }
 
     @Test("the signature is HMAC-SHA256 of TIMESTAMP.BODY, as Python's hmac computes it")

@@ -93,7 +93,7 @@ final class Harness: Sendable {
         let events = DaemonEvents()
         let inventory = Inventory(service: service, events: events, logger: Self.quiet)
         plane = ControlPlane(service: service, store: store, inventory: inventory, events: events, logger: Self.quiet,
-                             telemetry: Telemetry(version: "test"))
+                             telemetry: Telemetry(version: "test", reuseFor: .zero))
         tokens = try await Tokens(secret: Self.secret, revocations: plane.revocations)
         inventoryTask = Task { await inventory.run() }
         // The change stream is connected (and the first listing done) before a test starts.

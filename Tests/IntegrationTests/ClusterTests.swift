@@ -177,6 +177,9 @@ struct ClusterTests {
             #expect(left.isEmpty, "left in \(box.project): \(left)")
         }
         #expect((try HTTP.call("GET", cp.base + "/v1/containers", token: admin).json?["containers"]?.items ?? []).isEmpty)
+        // A node's count of environments is what its last report said (every 3 s): wait for
+        // the one after the deletes before stopping it, or it is stopped still "holding" one.
+        try eventually("\(n2) reports no environment", within: 30) { try nodes()[n2]?["environments"]?.number == 0 }
         members[1].stop()
         let removed = try boxes[0].cli(["node", "remove", n2, "--server", grpc, "--token", admin])
         #expect(removed.status == 0, "\(removed.output)")

@@ -176,8 +176,10 @@ struct SentinelTests {
         #expect(failed.allSatisfy { $0["detail"]?.stringValue?.contains("PREEMPTIBLE_CPUS") == true }, "\(failed)")
         let requests = second.filter { $0["kind"]?.stringValue == "start-requested" }.compactMap { $0["at"]?.stringValue }
             .compactMap { ISO8601DateFormatter().date(from: $0) }
-        #expect(requests.count == 3, "\(second)")
-        if requests.count == 3 {
+        // Two failed, then one that succeeded; under heavy load the fake's start operation can
+        // end with the machine not yet running, and the sentinel asks again (more entries).
+        #expect(requests.count >= 3, "\(second)")
+        if requests.count >= 3 {
             // Backoff 1 s then 2 s, each jittered to at least half.
             #expect(requests[1].timeIntervalSince(requests[0]) >= 0.5 && requests[2].timeIntervalSince(requests[1]) >= 1.0, "\(requests)")
         }
